@@ -1,0 +1,27 @@
+//===- Pipelines.cpp - the mmrec pass pipelines ---------------------------===//
+//
+// `mmrec-default` is what `mmrec-compile` runs before code generation:
+//   1. canonicalize, cse        — tidy the model file;
+//   2. mmrec-param-count        — check every parameter against mmrec.config.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialect/Passes.h"
+
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+
+void mlir::mmrec::registerMMRecPipelines() {
+  PassPipelineRegistration<>(
+      "mmrec-default", "The default mmrec pipeline: tidy, then check the model",
+      [](OpPassManager &pm) {
+        pm.addPass(createCanonicalizerPass());
+        pm.addPass(createCSEPass());
+        MMRecParamCountOptions opts;
+        opts.print = false;
+        pm.addPass(createMMRecParamCount(opts));
+      });
+}

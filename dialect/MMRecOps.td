@@ -361,6 +361,47 @@ def MMRec_ScanOp : MMRec_Op<"scan", [Pure]> {
   let hasVerifier = 1;
 }
 
+def MMRec_ScanGradOp : MMRec_Op<"scan_grad", [Pure]> {
+  let summary = "The exact adjoint of a mmrec.scan";
+  let description = [{
+    Given the forward's `log_decay`, its states `h`, its `init` (when it had
+    one), the cotangent `grad_h` of every state and `grad_final` of the
+    final state, computes the gradients of the forward's inputs. With
+    `g_t = dL/dh_t` accumulated against the forward's direction,
+    `g_t = grad_h_t + γ_{next(t)} · g_{next(t)}` (`g` at the forward's last
+    step starts from `grad_final`), and
+    ```
+    grad_b_t         = g_t
+    grad_log_decay_t = g_t · γ_t · h_{prev(t)}   (0 where the clamp is active)
+    grad_init        = γ_first · g_first
+    ```
+    where `γ_t = exp(clamp(ℓ_t))`, `prev`/`next` follow the forward's order
+    and `h_{prev(first)} = init` (zeros when absent). It is produced by the
+    `mmrec-scan-adjoint` pass and lowered into one fused reverse kernel.
+
+    ```mlir
+    %dl, %db, %dh0 = mmrec.scan_grad %l, %h init %h0, %dh, %dfinal
+        : tensor<8x2048x4096xf32>, tensor<8x2048x4096xf32>, tensor<8x4096xf32>,
+          tensor<8x2048x4096xf32>, tensor<8x4096xf32>
+        -> tensor<8x2048x4096xf32>, tensor<8x2048x4096xf32>, tensor<8x4096xf32>
+    ```
+  }];
+  let arguments = (ins MMRec_LogTensor:$log_decay, MMRec_FloatTensor:$h,
+                       Optional<MMRec_FloatTensor>:$init,
+                       MMRec_FloatTensor:$grad_h, MMRec_FloatTensor:$grad_final,
+                       DefaultValuedAttr<F64Attr, "-50.0">:$clamp_min,
+                       DefaultValuedAttr<F64Attr, "0.0">:$clamp_max,
+                       UnitAttr:$reverse);
+  let results = (outs MMRec_LogTensor:$grad_log_decay, MMRec_FloatTensor:$grad_b,
+                      Optional<MMRec_FloatTensor>:$grad_init);
+  let assemblyFormat = [{
+    (`reverse` $reverse^)? $log_decay `,` $h (`init` $init^)? `,` $grad_h `,` $grad_final
+    attr-dict `:` type($log_decay) `,` type($h) (`,` type($init)^)? `,` type($grad_h)
+    `,` type($grad_final) `->` type($grad_log_decay) `,` type($grad_b) (`,` type($grad_init)^)?
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // The memory hierarchy
 //===----------------------------------------------------------------------===//

@@ -10,6 +10,41 @@
 
 include "mlir/Pass/PassBase.td"
 
+def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::ModuleOp"> {
+  let summary = "Generate the fused kernels of every mmrec.scan and mmrec.scan_grad";
+  let description = [{
+    For every `mmrec.scan` (forward) and `mmrec.scan_grad` (its adjoint) of
+    the module, generates one fused kernel named after the enclosing
+    function and records it:
+
+    * `target=nvptx`: a `gpu.func` in the `gpu.module @mmrec_kernels`, a
+      chunked scan that keeps the sequence axis parallel (registers → shared
+      memory → decoupled look-back across blocks along T), with 16-byte
+      vector accesses, plus a scalar variant `<name>_v1` that the runtime
+      picks when the channel count or alignment does not allow vectors;
+    * `target=cpu`: a `func.func` of loops (sequential in T, contiguous in
+      the channels).
+
+    The op gets a `mmrec.kernel` attribute naming its kernel, and the module
+    a `mmrec.kernels` array describing each kernel (arguments, element type,
+    tiling), from which `mmrec-compile` writes the manifest and the C++
+    launch API.
+  }];
+  let options = [
+    Option<"target", "target", "std::string", "\"cpu\"", "cpu or nvptx">,
+    Option<"vec", "vec", "int64_t", "0", "Channels per thread (0: 16 bytes of the I/O type)">,
+    Option<"steps", "steps", "int64_t", "0", "Steps per thread (0: by element type)">,
+    Option<"warps", "warps", "int64_t", "8", "Warps per block along T">,
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
+    "::mlir::gpu::GPUDialect", "::mlir::LLVM::LLVMDialect",
+    "::mlir::NVVM::NVVMDialect", "::mlir::math::MathDialect",
+    "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
+    "::mlir::vector::VectorDialect"
+  ];
+}
+
 def MMRecParamCount : Pass<"mmrec-param-count", "::mlir::ModuleOp"> {
   let summary = "Check every parameter against the model configuration and count them";
   let description = [{
@@ -33,7 +68,27 @@ def MMRecParamCount : Pass<"mmrec-param-count", "::mlir::ModuleOp"> {
            "Name of the model function whose parameters are checked">,
     Option<"print", "print", "bool", "true",
            "Print the parameter count to standard output">,
+    Option<"requireConfig", "require-config", "bool", "true",
+           "Fail on a module without mmrec.config (else do nothing)">,
   ];
+}
+
+def MMRecScanAdjoint : Pass<"mmrec-scan-adjoint", "::mlir::ModuleOp"> {
+  let summary = "Derive the exact reverse-mode function of every scan function";
+  let description = [{
+    For every function `@f` that computes a `mmrec.scan` of its arguments
+    and returns its states and final state, adds `@f_grad`, which takes
+    `f`'s arguments, its results (the saved states) and a cotangent for each
+    result, and returns the gradient of every argument, computed by one
+    `mmrec.scan_grad` (itself a reverse scan with its epilogue fused):
+
+    ```
+    g_t = dL/dy_t + γ_{t+1} g_{t+1},  dℓ_t = g_t γ_t h_{t-1} (0 where clamped),
+    db_t = g_t,  dh_{-1} = γ_0 g_0
+    ```
+    A function whose scan is fed by anything other than its arguments is
+    left alone with a remark.
+  }];
 }
 
 #endif // MMREC_PASSES_TD

@@ -168,6 +168,16 @@ LogicalResult MMRecDialect::verifyOperationAttribute(Operation *op,
                              << "' must be a #mmrec.config attribute";
     return success();
   }
+  if (attr.getName() == "mmrec.kernels") {
+    if (!llvm::isa<ModuleOp>(op) || !llvm::isa<ArrayAttr>(attr.getValue()))
+      return op->emitError() << "'mmrec.kernels' must be an array on a builtin.module";
+    return success();
+  }
+  if (attr.getName() == "mmrec.kernel") {
+    if (!llvm::isa<ScanOp, ScanGradOp>(op) || !llvm::isa<StringAttr>(attr.getValue()))
+      return op->emitError() << "'mmrec.kernel' must be a string on a mmrec.scan or mmrec.scan_grad";
+    return success();
+  }
   return op->emitError() << "unknown mmrec attribute '" << attr.getName()
                          << "' on an operation";
 }

@@ -380,6 +380,32 @@ LogicalResult ScanOp::verify() {
   return success();
 }
 
+LogicalResult ScanGradOp::verify() {
+  double lo = getClampMin().convertToDouble(), hi = getClampMax().convertToDouble();
+  if (failed(expectClampBounds(*this, lo, hi)))
+    return failure();
+  auto la = ranked(getLogDecay()), h = ranked(getH());
+  if (la.getRank() < 2)
+    return emitOpError() << "log_decay must have rank >= 2 (batch, sequence, ...), got " << la;
+  if (failed(verifyCompatibleShape(la.getShape(), h.getShape())))
+    return emitOpError() << "log_decay " << la << " and h " << h
+                         << " must have the same shape (broadcast decays have no adjoint kernel yet)";
+  if (getGradH().getType() != h || getGradB().getType() != h)
+    return emitOpError() << "grad_h and grad_b must have h's type " << h;
+  if (getGradLogDecay().getType() != RankedTensorType::get(la.getShape(), la.getElementType()))
+    return emitOpError() << "grad_log_decay must be log_decay's shape and element type "
+                            "without an encoding, got " << getGradLogDecay().getType();
+  auto finalType = RankedTensorType::get(dropSeqAxis(h.getShape()), h.getElementType());
+  if (getGradFinal().getType() != finalType)
+    return emitOpError() << "grad_final must be " << finalType << ", got "
+                         << getGradFinal().getType();
+  if (bool(getInit()) != bool(getGradInit()))
+    return emitOpError() << "has a grad_init result exactly when it has an init operand";
+  if (getInit() && (getInit().getType() != finalType || getGradInit().getType() != finalType))
+    return emitOpError() << "init and grad_init must be " << finalType;
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Memory hierarchy
 //===----------------------------------------------------------------------===//

@@ -112,6 +112,8 @@ struct ParamCountPass : mlir::mmrec::impl::MMRecParamCountBase<ParamCountPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
     auto cfg = module->getAttrOfType<ConfigAttr>(MMRecDialect::getConfigAttrName());
+    if (!cfg && !requireConfig)
+      return;
     if (!cfg) {
       module.emitError() << "mmrec-param-count needs a module with an '"
                          << MMRecDialect::getConfigAttrName() << "' attribute";

@@ -22,6 +22,7 @@ void mlir::mmrec::registerMMRecPipelines() {
         pm.addPass(createCSEPass());
         MMRecParamCountOptions opts;
         opts.print = false;
+        opts.requireConfig = false;
         pm.addPass(createMMRecParamCount(opts));
       });
 }

@@ -2,33 +2,32 @@
 //
 // An `mlir-opt`-style driver: parses a model file, verifies it, runs the
 // passes or pipelines named on the command line (`--mmrec-default` for the
-// default pipeline) and prints the result.
+// default pipeline) and prints the result. Every upstream dialect, pass and
+// LLVM translation is registered too, so that the whole lowering (down to
+// `gpu-module-to-binary`) can be run and tested from here.
 //
 //===----------------------------------------------------------------------===//
 
 #include "dialect/MMRecDialect.h"
 #include "dialect/Passes.h"
 
-#include "mlir/Dialect/Arith/IR/Arith.h"
-#include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/Dialect/Linalg/IR/Linalg.h"
-#include "mlir/Dialect/Math/IR/Math.h"
-#include "mlir/Dialect/SCF/IR/SCF.h"
-#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/DialectRegistry.h"
+#include "mlir/InitAllDialects.h"
+#include "mlir/InitAllExtensions.h"
+#include "mlir/InitAllPasses.h"
+#include "mlir/Target/LLVMIR/Dialect/All.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
-#include "mlir/Transforms/Passes.h"
 
 int main(int argc, char **argv) {
-  mlir::registerTransformsPasses();
+  mlir::registerAllPasses();
   mlir::mmrec::registerMMRecPasses();
   mlir::mmrec::registerMMRecPipelines();
 
   mlir::DialectRegistry registry;
-  registry.insert<mlir::mmrec::MMRecDialect, mlir::arith::ArithDialect,
-                  mlir::func::FuncDialect, mlir::linalg::LinalgDialect,
-                  mlir::math::MathDialect, mlir::scf::SCFDialect,
-                  mlir::tensor::TensorDialect>();
+  registry.insert<mlir::mmrec::MMRecDialect>();
+  mlir::registerAllDialects(registry);
+  mlir::registerAllExtensions(registry);
+  mlir::registerAllToLLVMIRTranslations(registry);
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "mmrec optimizer driver\n", registry));
 }

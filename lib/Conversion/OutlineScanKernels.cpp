@@ -1,0 +1,164 @@
+//===- OutlineScanKernels.cpp - scans to fused kernels ------------------===//
+//
+// Generates the kernels of every mmrec.scan / mmrec.scan_grad (see
+// ScanKernels.h) and records them in the module's `mmrec.kernels` array:
+//   { name, op ("scan" | "scan_grad"), target, element_type, has_init,
+//     reverse, inner, vec, steps, warps, clamp_min, clamp_max, args }
+//
+//===----------------------------------------------------------------------===//
+
+#include "lib/Conversion/ScanKernels.h"
+
+#include "dialect/MMRecOps.h"
+#include "dialect/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+namespace mlir::mmrec {
+#define GEN_PASS_DEF_MMRECOUTLINESCANKERNELS
+#include "dialect/Passes.h.inc"
+} // namespace mlir::mmrec
+
+using namespace mlir;
+using namespace mlir::mmrec;
+
+namespace {
+
+struct OutlineScanKernelsPass
+    : mlir::mmrec::impl::MMRecOutlineScanKernelsBase<OutlineScanKernelsPass> {
+  using Base::Base;
+
+  DictionaryAttr describe(OpBuilder &b, const ScanKernelSpec &s, bool gpu,
+                         RankedTensorType seqType, int64_t logRank) {
+    SmallVector<NamedAttribute> d;
+    auto set = [&](StringRef k, Attribute v) { d.push_back(b.getNamedAttr(k, v)); };
+    set("name", b.getStringAttr(s.name));
+    set("op", b.getStringAttr(s.kind == ScanKernelKind::Forward ? "scan" : "scan_grad"));
+    set("target", b.getStringAttr(gpu ? "nvptx" : "cpu"));
+    set("element_type", TypeAttr::get(s.elementType));
+    set("has_init", b.getBoolAttr(s.hasInit));
+    set("reverse", b.getBoolAttr(s.reverse));
+    set("inner", b.getI64IntegerAttr(s.inner));
+    set("vec", b.getI64IntegerAttr(s.vec));
+    set("steps", b.getI64IntegerAttr(s.steps));
+    set("warps", b.getI64IntegerAttr(s.warps));
+    set("clamp_min", b.getF64FloatAttr(s.clampMin));
+    set("clamp_max", b.getF64FloatAttr(s.clampMax));
+    SmallVector<Attribute> args;
+    for (const std::string &a : s.arrayArgs())
+      args.push_back(b.getStringAttr(a));
+    set("args", b.getArrayAttr(args));
+    SmallVector<int64_t> shape;
+    for (int64_t d : seqType.getShape())
+      shape.push_back(ShapedType::isDynamic(d) ? -1 : d);
+    set("shape", b.getDenseI64ArrayAttr(shape));
+    set("log_rank", b.getI64IntegerAttr(logRank));
+    return b.getDictionaryAttr(d);
+  }
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    bool gpu;
+    if (target == "nvptx")
+      gpu = true;
+    else if (target == "cpu")
+      gpu = false;
+    else {
+      module.emitError() << "mmrec-outline-scan-kernels: unknown target '" << target
+                         << "' (expected cpu or nvptx)";
+      return signalPassFailure();
+    }
+    OpBuilder b(module.getContext());
+    SmallVector<Attribute> kernels;
+    if (auto existing = module->getAttrOfType<ArrayAttr>("mmrec.kernels"))
+      kernels.append(existing.begin(), existing.end());
+
+    Operation *gpuModule = nullptr;
+    auto getGpuModule = [&]() {
+      if (!gpuModule) {
+        b.setInsertionPointToEnd(module.getBody());
+        gpuModule = gpu::GPUModuleOp::create(b, module.getLoc(), "mmrec_kernels");
+        module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), b.getUnitAttr());
+      }
+      return gpuModule;
+    };
+
+    llvm::StringMap<int> used;
+    WalkResult result = module.walk([&](Operation *op) -> WalkResult {
+      if (!llvm::isa<ScanOp, ScanGradOp>(op))
+        return WalkResult::advance();
+      ScanKernelSpec spec;
+      auto func = op->getParentOfType<func::FuncOp>();
+      std::string base = func ? func.getSymName().str() : "scan";
+      int count = used[base]++;
+      spec.name = (count ? base + "_" + std::to_string(count) : base) + "_kernel";
+      Type bType;
+      int64_t logRank = llvm::cast<RankedTensorType>(op->getOperand(0).getType()).getRank();
+      if (auto scan = llvm::dyn_cast<ScanOp>(op)) {
+        spec.kind = ScanKernelKind::Forward;
+        bType = scan.getB().getType();
+        spec.hasInit = bool(scan.getInit());
+        spec.reverse = scan.getReverse();
+        spec.clampMin = scan.getClampMin().convertToDouble();
+        spec.clampMax = scan.getClampMax().convertToDouble();
+        auto la = llvm::cast<RankedTensorType>(scan.getLogDecay().getType());
+        auto bt = llvm::cast<RankedTensorType>(bType);
+        for (int64_t i = la.getRank(); i < bt.getRank(); ++i) {
+          if (bt.isDynamicDim(i))
+            return op->emitOpError() << "broadcast axes of b must be static to generate a kernel";
+          spec.inner *= bt.getDimSize(i);
+        }
+      } else {
+        auto grad = llvm::cast<ScanGradOp>(op);
+        spec.kind = ScanKernelKind::Adjoint;
+        bType = grad.getH().getType();
+        spec.hasInit = bool(grad.getInit());
+        spec.reverse = grad.getReverse();
+        spec.clampMin = grad.getClampMin().convertToDouble();
+        spec.clampMax = grad.getClampMax().convertToDouble();
+      }
+      spec.elementType = getElementTypeOrSelf(bType);
+      if (!getElementTypeOrSelf(op->getOperand(0).getType()).isF32())
+        return op->emitOpError() << "kernels take fp32 log-space decays";
+      if (gpu && spec.elementType.isF64())
+        return op->emitOpError() << "the nvptx target supports bf16, f16 and f32 I/O, not f64";
+      unsigned bytes = spec.elementType.getIntOrFloatBitWidth() / 8;
+      spec.vec = vec > 0 ? vec : 16 / bytes;
+      if (spec.inner > 1 && spec.inner % spec.vec != 0)
+        spec.vec = 1;
+      spec.steps = steps > 0 ? steps : (bytes == 4 ? 8 : 4);
+      spec.warps = warps;
+      if (gpu) {
+        buildGpuScanKernel(b, op->getLoc(), getGpuModule(), spec);
+        kernels.push_back(describe(b, spec, true, llvm::cast<RankedTensorType>(bType), logRank));
+        if (spec.vec > 1) {
+          ScanKernelSpec scalar = spec;
+          scalar.vec = 1;
+          scalar.steps = 8;
+          scalar.name += "_v1";
+          buildGpuScanKernel(b, op->getLoc(), getGpuModule(), scalar);
+          kernels.push_back(describe(b, scalar, true, llvm::cast<RankedTensorType>(bType), logRank));
+        }
+      } else {
+        spec.vec = 1;
+        buildCpuScanKernel(b, op->getLoc(), module, spec);
+        kernels.push_back(describe(b, spec, false, llvm::cast<RankedTensorType>(bType), logRank));
+      }
+      op->setAttr("mmrec.kernel", b.getStringAttr(spec.name));
+      return WalkResult::advance();
+    });
+    if (result.wasInterrupted())
+      return signalPassFailure();
+    module->setAttr("mmrec.kernels", b.getArrayAttr(kernels));
+  }
+};
+
+} // namespace

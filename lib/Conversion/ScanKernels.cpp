@@ -1,0 +1,619 @@
+//===- ScanKernels.cpp - kernel generation for mmrec.scan ---------------===//
+//
+// See ScanKernels.h for the contract. The GPU kernel, per block:
+//
+//   0. thread 0 takes a ticket (atomic add on ws[0]); the ticket orders the
+//      blocks so that a block's predecessor along T started before it:
+//      ticket = (chunk · B + batch) · tiles + tile.
+//   1. every thread loads its L steps of V channels (16-byte vector loads
+//      when V > 1), and scans them locally from zero in registers, keeping
+//      the local state h_loc[j] and the running log-decay cum[j];
+//   2. warps (consecutive pieces of the block's chunk of T) exchange their
+//      aggregates (Σℓ, h_loc[L-1]) through shared memory: each warp folds
+//      those of the warps before it into an affine map h ↦ exp(A)·h + B;
+//   3. the last warp publishes the block's aggregate, looks back over the
+//      predecessor blocks' aggregates until it finds an inclusive prefix,
+//      publishes its own inclusive prefix and hands the carry-in to the
+//      block through shared memory;
+//   4. every thread applies the carry and writes its outputs (and the
+//      adjoint's gradient terms) once.
+// Log-space sums only decrease (ℓ ≤ clamp_max ≤ 0), so exp never overflows.
+//
+//===----------------------------------------------------------------------===//
+
+#include "lib/Conversion/ScanKernels.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::mmrec;
+
+std::vector<std::string> ScanKernelSpec::arrayArgs() const {
+  std::vector<std::string> a;
+  if (kind == ScanKernelKind::Forward) {
+    a = {"log_decay", "b"};
+    if (hasInit) a.push_back("init");
+    a.push_back("h");
+    a.push_back("final");
+  } else {
+    a = {"log_decay", "h"};
+    if (hasInit) a.push_back("init");
+    a.push_back("grad_h");
+    a.push_back("grad_final");
+    a.push_back("grad_log_decay");
+    a.push_back("grad_b");
+    if (hasInit) a.push_back("grad_init");
+  }
+  return a;
+}
+
+std::vector<Type> ScanKernelSpec::arrayTypes(MLIRContext *ctx, bool gpu) const {
+  std::vector<Type> t;
+  Type f32 = Float32Type::get(ctx);
+  for (const std::string &n : arrayArgs())
+    t.push_back(n == "log_decay" || n == "grad_log_decay" ? f32 : elementType);
+  if (gpu) {
+    t.push_back(IntegerType::get(ctx, 32)); // ws: ticket + one flag per block
+    t.push_back(f32);                       // agg: aggregates and prefixes
+  }
+  return t;
+}
+
+namespace {
+
+/// Shared state of one kernel being built.
+struct KernelBuilder {
+  ImplicitLocOpBuilder &b;
+  const ScanKernelSpec &spec;
+  Type f32, et;
+  VectorType vf, ve; // vector<V x f32>, vector<V x et>
+
+  KernelBuilder(ImplicitLocOpBuilder &b, const ScanKernelSpec &spec)
+      : b(b), spec(spec), f32(b.getF32Type()), et(spec.elementType),
+        vf(VectorType::get({spec.vec}, b.getF32Type())),
+        ve(VectorType::get({spec.vec}, spec.elementType)) {}
+
+  Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
+  Value i32(int64_t v) { return arith::ConstantIntOp::create(b, v, 32); }
+  Value splat(double v) {
+    return arith::ConstantOp::create(b, vf, DenseElementsAttr::get(vf, b.getF32FloatAttr(v)));
+  }
+  Value add(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
+  Value mul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
+  Value addi(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
+  Value subi(Value x, Value y) { return arith::SubIOp::create(b, x, y); }
+  Value muli(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
+  Value divui(Value x, Value y) { return arith::DivUIOp::create(b, x, y); }
+  Value remui(Value x, Value y) { return arith::RemUIOp::create(b, x, y); }
+  Value ult(Value x, Value y) { return arith::CmpIOp::create(b, arith::CmpIPredicate::ult, x, y); }
+  Value eq(Value x, Value y) { return arith::CmpIOp::create(b, arith::CmpIPredicate::eq, x, y); }
+  Value andi(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
+  Value select(Value c, Value x, Value y) { return arith::SelectOp::create(b, c, x, y); }
+
+  /// exp(x) for a vector of f32. On GPUs as exp2(x·log2 e) (ex2.approx);
+  /// on CPUs through math.exp.
+  Value exp(Value x, bool gpu) {
+    if (!gpu)
+      return math::ExpOp::create(b, x);
+    Value scaled = mul(x, splat(M_LOG2E));
+    // One scalar exp2 per lane (NVPTX: ex2.approx.f32).
+    Value out = scaled;
+    for (int64_t i = 0; i < spec.vec; ++i) {
+      Value e = vector::ExtractOp::create(b, scaled, i);
+      e = NVVM::InlinePtxOp::create(b, TypeRange{f32}, ValueRange{e}, ValueRange{},
+                                    "ex2.approx.ftz.f32 $0, $1;", Value())
+              ->getResult(0);
+      out = vector::InsertOp::create(b, e, out, i);
+    }
+    return out;
+  }
+
+  Value clampL(Value l) {
+    Value lo = arith::MaximumFOp::create(b, l, splat(spec.clampMin));
+    return arith::MinimumFOp::create(b, lo, splat(spec.clampMax));
+  }
+
+  /// `vector<V x f32>` loaded from `mem` at `i` (a V-aligned element index),
+  /// extended to f32; zero where `cond` is false (when given). The load
+  /// itself is unconditional, so `i` must be in bounds: callers clamp it.
+  /// Branch-free loads let every step's loads be in flight at once.
+  Value loadVec(Value mem, Value i, Value cond = {}) {
+    auto type = llvm::cast<MemRefType>(mem.getType());
+    VectorType vt = VectorType::get({spec.vec}, type.getElementType());
+    unsigned bytes = type.getElementTypeBitWidth() / 8 * spec.vec;
+    Value v = vector::LoadOp::create(b, vt, mem, ValueRange{i}, /*nontemporal=*/false,
+                                     llvm::MaybeAlign(bytes));
+    if (type.getElementType() != f32)
+      v = arith::ExtFOp::create(b, vf, v);
+    return cond ? select(cond, v, splat(0.0)) : v;
+  }
+
+  /// ℓ for the V channels starting at element index `i` of b's layout,
+  /// clamped; zero where `cond` is false.
+  Value loadLog(Value la, Value i, Value cond, bool raw = false) {
+    Value v;
+    if (spec.inner == 1) {
+      v = loadVec(la, i, cond);
+    } else {
+      // All V channels share one slot (the spec requires V | E).
+      Value slot = divui(i, idx(spec.inner));
+      Value x = memref::LoadOp::create(b, la, ValueRange{slot});
+      v = select(cond, vector::BroadcastOp::create(b, vf, x), splat(0.0));
+    }
+    return raw ? v : clampL(v);
+  }
+
+  void storeVec(Value v, Value mem, Value i, Value cond) {
+    auto ifOp = scf::IfOp::create(b, TypeRange{}, cond, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(ifOp.thenBlock());
+    auto type = llvm::cast<MemRefType>(mem.getType());
+    Value x = v;
+    if (type.getElementType() != f32)
+      x = arith::TruncFOp::create(b, VectorType::get({spec.vec}, type.getElementType()), v);
+    unsigned bytes = type.getElementTypeBitWidth() / 8 * spec.vec;
+    vector::StoreOp::create(b, x, mem, ValueRange{i}, false, llvm::MaybeAlign(bytes));
+  }
+
+  // --- raw pointer access for the look-back protocol (volatile: bypass L1) ---
+  Value ptrTo(Value mem, Value i, Type elem) {
+    Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, mem);
+    Value base64 = arith::IndexCastOp::create(b, b.getI64Type(), base);
+    auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
+    Value p = LLVM::IntToPtrOp::create(b, ptrTy, base64);
+    Value i64 = arith::IndexCastOp::create(b, b.getI64Type(), i);
+    return LLVM::GEPOp::create(b, ptrTy, elem, p, ValueRange{i64});
+  }
+  Value volatileLoad(Value mem, Value i, Type type, Type elem, unsigned align) {
+    return LLVM::LoadOp::create(b, type, ptrTo(mem, i, elem), align, /*isVolatile=*/true);
+  }
+  void volatileStore(Value v, Value mem, Value i, Type elem, unsigned align) {
+    LLVM::StoreOp::create(b, v, ptrTo(mem, i, elem), align, /*isVolatile=*/true);
+  }
+  /// Volatile vector load of f32 that only touches memory where `cond`.
+  Value guardedVolatileLoad(Value cond, Value mem, Value i) {
+    auto ifOp = scf::IfOp::create(b, TypeRange{vf}, cond, true);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(ifOp.thenBlock());
+    scf::YieldOp::create(b, volatileLoad(mem, i, vf, f32, 4 * spec.vec));
+    b.setInsertionPointToStart(ifOp.elseBlock());
+    scf::YieldOp::create(b, splat(0.0));
+    return ifOp.getResult(0);
+  }
+  void fence() { NVVM::MembarOp::create(b, NVVM::MemScopeKind::GPU); }
+};
+
+/// Time index of logical step `s`: the scan walks s = 0..T-1.
+Value timeOf(KernelBuilder &k, Value s, Value T, bool rev) {
+  if (!rev)
+    return s;
+  return k.subi(k.subi(T, k.idx(1)), s);
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// GPU
+//===----------------------------------------------------------------------===//
+
+void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
+                                     Operation *gpuModule,
+                                     const ScanKernelSpec &spec) {
+  MLIRContext *ctx = builder.getContext();
+  ImplicitLocOpBuilder b(loc, builder);
+  b.setInsertionPointToEnd(&gpuModule->getRegion(0).front());
+
+  const int64_t V = spec.vec, L = spec.steps, W = spec.warps;
+  const int64_t CB = spec.channelsPerBlock(), CL = spec.stepsPerBlock();
+  const bool adjoint = spec.kind == ScanKernelKind::Adjoint;
+  // The adjoint runs against the forward's direction.
+  const bool rev = adjoint ? !spec.reverse : spec.reverse;
+
+  SmallVector<Type> argTypes;
+  for (Type t : spec.arrayTypes(ctx, /*gpu=*/true))
+    argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, t));
+  for (int i = 0; i < 3; ++i)
+    argTypes.push_back(b.getIndexType()); // B, T, N
+  auto wgSpace = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
+  Type f32 = b.getF32Type();
+  SmallVector<Type> workgroup = {
+      MemRefType::get({W * CB}, f32, MemRefLayoutAttrInterface{}, wgSpace), // A per warp
+      MemRefType::get({W * CB}, f32, MemRefLayoutAttrInterface{}, wgSpace), // B per warp
+      MemRefType::get({CB}, f32, MemRefLayoutAttrInterface{}, wgSpace),     // carry-in
+      MemRefType::get({1}, b.getIndexType(), MemRefLayoutAttrInterface{}, wgSpace)}; // ticket
+  auto func = gpu::GPUFuncOp::create(b, spec.name, b.getFunctionType(argTypes, {}),
+                                     workgroup);
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(32 * W), 1, 1}));
+  b.setInsertionPointToStart(&func.getBody().front());
+  KernelBuilder k(b, spec);
+
+  // Arguments.
+  unsigned a = 0;
+  auto next = [&]() { return func.getArgument(a++); };
+  Value la, bIn, init, hOut, fin, hIn, dy, dfin, dla, db, dinit;
+  if (!adjoint) {
+    la = next(); bIn = next();
+    if (spec.hasInit) init = next();
+    hOut = next(); fin = next();
+  } else {
+    la = next(); hIn = next();
+    if (spec.hasInit) init = next();
+    dy = next(); dfin = next(); dla = next(); db = next();
+    if (spec.hasInit) dinit = next();
+  }
+  Value ws = next(), agg = next();
+  Value Bsz = next(), T = next(), N = next();
+  Value smA = func.getWorkgroupAttributions()[0], smB = func.getWorkgroupAttributions()[1];
+  Value smC = func.getWorkgroupAttributions()[2], smT = func.getWorkgroupAttributions()[3];
+
+  Value c0 = k.idx(0), c1 = k.idx(1);
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value warp = k.divui(tid, k.idx(32)), lane = k.remui(tid, k.idx(32));
+  Value tiles = k.divui(k.addi(N, k.idx(CB - 1)), k.idx(CB));
+  Value chunks = k.divui(k.addi(T, k.idx(CL - 1)), k.idx(CL));
+  Value perChunk = k.muli(Bsz, tiles);
+
+  // 0. Ticket.
+  {
+    auto ifOp = scf::IfOp::create(b, TypeRange{}, k.eq(tid, c0), false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(ifOp.thenBlock());
+    Value t = memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addi, k.i32(1), ws,
+                                          ValueRange{c0});
+    memref::StoreOp::create(b, arith::IndexCastUIOp::create(b, b.getIndexType(), t), smT,
+                            ValueRange{c0});
+  }
+  gpu::BarrierOp::create(b);
+  Value ticket = memref::LoadOp::create(b, smT, ValueRange{c0});
+  Value chunk = k.divui(ticket, perChunk);
+  Value rest = k.remui(ticket, perChunk);
+  Value bi = k.divui(rest, tiles), tile = k.remui(rest, tiles);
+  Value n0 = k.addi(k.muli(tile, k.idx(CB)), k.muli(lane, k.idx(V)));
+  Value active = k.ult(n0, N);
+  Value rowBase = k.muli(bi, T); // row (bi, t) starts at (rowBase + t)·N
+  Value Tm1 = k.subi(T, c1);
+  // Store indices use n0 (stores are guarded); load indices are clamped
+  // into bounds so that loads need no branch.
+  Value n0c = k.select(active, n0, c0);
+  auto elemIdx = [&](Value t) { return k.addi(k.muli(k.addi(rowBase, t), N), n0); };
+  auto loadIdx = [&](Value t) {
+    Value tc = arith::MinUIOp::create(b, t, Tm1);
+    return k.addi(k.muli(k.addi(rowBase, tc), N), n0c);
+  };
+  Value s0 = k.addi(k.muli(chunk, k.idx(CL)), k.muli(warp, k.idx(L)));
+
+  // 1. Local scan of L steps in registers: all loads first, then the chain.
+  SmallVector<Value> sIdx, tIdx, valid, hloc, cum, ls, xs;
+  for (int64_t j = 0; j < L; ++j) {
+    Value s = k.addi(s0, k.idx(j));
+    Value t = timeOf(k, s, T, rev);
+    Value ok = k.andi(k.ult(s, T), active);
+    if (!adjoint) {
+      ls.push_back(k.loadLog(la, loadIdx(t), ok));
+      xs.push_back(k.loadVec(bIn, loadIdx(t), ok));
+    } else {
+      // g_t = dy_t + γ_{next(t)} g_{next(t)}; next(t) is the adjoint's
+      // previous step (s - 1).
+      Value hasNext = k.andi(ok, arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, s, c0));
+      Value tn = rev ? k.addi(t, c1) : k.subi(t, c1);
+      ls.push_back(k.loadLog(la, loadIdx(k.select(hasNext, tn, t)), hasNext));
+      xs.push_back(k.loadVec(dy, loadIdx(t), ok));
+    }
+    sIdx.push_back(s); tIdx.push_back(t); valid.push_back(ok);
+  }
+  Value hl = k.splat(0.0), cl = k.splat(0.0);
+  for (int64_t j = 0; j < L; ++j) {
+    hl = k.add(k.mul(k.exp(ls[j], true), hl), xs[j]);
+    cl = k.add(cl, ls[j]);
+    hloc.push_back(hl); cum.push_back(cl);
+  }
+
+  // 2. Warp aggregates through shared memory; exclusive prefix of the warp.
+  Value smIdx = k.addi(k.muli(warp, k.idx(CB)), k.muli(lane, k.idx(V)));
+  vector::StoreOp::create(b, cl, smA, ValueRange{smIdx});
+  vector::StoreOp::create(b, hl, smB, ValueRange{smIdx});
+  gpu::BarrierOp::create(b);
+  auto fold = scf::ForOp::create(b, c0, warp, c1, ValueRange{k.splat(0.0), k.splat(0.0)});
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(fold.getBody());
+    Value w = fold.getInductionVar();
+    Value i = k.addi(k.muli(w, k.idx(CB)), k.muli(lane, k.idx(V)));
+    Value Aw = vector::LoadOp::create(b, k.vf, smA, ValueRange{i});
+    Value Bw = vector::LoadOp::create(b, k.vf, smB, ValueRange{i});
+    Value Aacc = fold.getRegionIterArgs()[0], Bacc = fold.getRegionIterArgs()[1];
+    // Apply warp w after the accumulated map: h ↦ exp(Aw)(exp(Aacc)h + Bacc) + Bw.
+    Value An = k.add(Aacc, Aw);
+    Value Bn = k.add(k.mul(k.exp(Aw, true), Bacc), Bw);
+    scf::YieldOp::create(b, ValueRange{An, Bn});
+  }
+  Value Aex = fold.getResult(0), Bex = fold.getResult(1);
+
+  // 3. The last warp: publish the aggregate, look back, publish the prefix.
+  {
+    Value isLast = k.eq(warp, k.idx(W - 1));
+    auto ifLast = scf::IfOp::create(b, TypeRange{}, isLast, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(ifLast.thenBlock());
+    Value Ablk = k.add(Aex, cl);
+    Value Bblk = k.add(k.mul(k.exp(cl, true), Bex), hl);
+    Value plane = k.muli(k.muli(Bsz, chunks), N); // one of A, B, P
+    auto desc = [&](Value ch, int which) {
+      return k.addi(k.muli(k.idx(which), plane),
+                    k.addi(k.muli(k.addi(k.muli(bi, chunks), ch), N), n0));
+    };
+    Value initV;
+    if (!adjoint)
+      initV = spec.hasInit ? k.loadVec(init, k.addi(k.muli(bi, N), n0c), active)
+                           : k.splat(0.0);
+    else
+      initV = k.loadVec(dfin, k.addi(k.muli(bi, N), n0c), active);
+    Value flagIdx = k.addi(ticket, c1);
+    Value isFirst = k.eq(chunk, c0);
+    auto ifFirst = scf::IfOp::create(b, TypeRange{k.vf}, isFirst, true);
+    {
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(ifFirst.thenBlock());
+      scf::YieldOp::create(b, initV);
+      b.setInsertionPointToStart(ifFirst.elseBlock());
+      // Publish the aggregate (flag 1).
+      {
+        auto ifAct = scf::IfOp::create(b, TypeRange{}, active, false);
+        OpBuilder::InsertionGuard g3(b);
+        b.setInsertionPointToStart(ifAct.thenBlock());
+        vector::StoreOp::create(b, Ablk, agg, ValueRange{desc(chunk, 0)});
+        vector::StoreOp::create(b, Bblk, agg, ValueRange{desc(chunk, 1)});
+      }
+      k.fence();
+      {
+        auto ifL0 = scf::IfOp::create(b, TypeRange{}, k.eq(lane, c0), false);
+        OpBuilder::InsertionGuard g3(b);
+        b.setInsertionPointToStart(ifL0.thenBlock());
+        k.volatileStore(k.i32(1), ws, flagIdx, b.getI32Type(), 4);
+      }
+      // Look back: p = chunk-1, chunk-2, ... until an inclusive prefix.
+      Type i1 = b.getI1Type();
+      auto loop = scf::WhileOp::create(
+          b, TypeRange{b.getIndexType(), k.vf, k.vf, i1, k.vf},
+          ValueRange{k.subi(chunk, c1), k.splat(0.0), k.splat(0.0),
+                     arith::ConstantIntOp::create(b, 0, 1), k.splat(0.0)});
+      {
+        OpBuilder::InsertionGuard g3(b);
+        SmallVector<Location> locs(5, loc);
+        Block *before = b.createBlock(&loop.getBefore(), {}, loop->getResultTypes(), locs);
+        Value done = before->getArgument(3);
+        Value notDone = arith::XOrIOp::create(b, done, arith::ConstantIntOp::create(b, 1, 1));
+        scf::ConditionOp::create(b, notDone, before->getArguments());
+        Block *after = b.createBlock(&loop.getAfter(), {}, loop->getResultTypes(), locs);
+        Value p = after->getArgument(0);
+        Value Aacc = after->getArgument(1), Bacc = after->getArgument(2);
+        Value pFlag = k.subi(flagIdx, k.muli(k.subi(chunk, p), perChunk));
+        // Spin until the predecessor has published something.
+        auto spin = scf::WhileOp::create(b, TypeRange{b.getI32Type()}, ValueRange{k.i32(0)});
+        {
+          OpBuilder::InsertionGuard g4(b);
+          Block *sb = b.createBlock(&spin.getBefore(), {}, {b.getI32Type()}, {loc});
+          (void)sb;
+          Value f = k.volatileLoad(ws, pFlag, b.getI32Type(), b.getI32Type(), 4);
+          Value zero = arith::CmpIOp::create(b, arith::CmpIPredicate::eq, f, k.i32(0));
+          scf::ConditionOp::create(b, zero, ValueRange{f});
+          Block *sa = b.createBlock(&spin.getAfter(), {}, {b.getI32Type()}, {loc});
+          scf::YieldOp::create(b, sa->getArgument(0));
+        }
+        Value flag = spin.getResult(0);
+        k.fence();
+        Value havePrefix = arith::CmpIOp::create(b, arith::CmpIPredicate::eq, flag, k.i32(2));
+        auto ifPre = scf::IfOp::create(b, TypeRange{b.getIndexType(), k.vf, k.vf, i1, k.vf},
+                                       havePrefix, true);
+        {
+          OpBuilder::InsertionGuard g4(b);
+          b.setInsertionPointToStart(ifPre.thenBlock());
+          Value P = k.guardedVolatileLoad(active, agg, desc(p, 2));
+          Value carry = k.add(k.mul(k.exp(Aacc, true), P), Bacc);
+          scf::YieldOp::create(b, ValueRange{p, Aacc, Bacc,
+                                             arith::ConstantIntOp::create(b, 1, 1), carry});
+          b.setInsertionPointToStart(ifPre.elseBlock());
+          Value Ap = k.guardedVolatileLoad(active, agg, desc(p, 0));
+          Value Bp = k.guardedVolatileLoad(active, agg, desc(p, 1));
+          // Chunk p comes before the accumulated chunks p+1..chunk-1.
+          Value An = k.add(Aacc, Ap);
+          Value Bn = k.add(k.mul(k.exp(Aacc, true), Bp), Bacc);
+          scf::YieldOp::create(b, ValueRange{k.subi(p, c1), An, Bn,
+                                             arith::ConstantIntOp::create(b, 0, 1), k.splat(0.0)});
+        }
+        scf::YieldOp::create(b, ifPre.getResults());
+      }
+      scf::YieldOp::create(b, loop.getResult(4));
+    }
+    Value carry = ifFirst.getResult(0);
+    // Publish the inclusive prefix (flag 2).
+    Value P = k.add(k.mul(k.exp(Ablk, true), carry), Bblk);
+    {
+      auto ifAct = scf::IfOp::create(b, TypeRange{}, active, false);
+      OpBuilder::InsertionGuard g3(b);
+      b.setInsertionPointToStart(ifAct.thenBlock());
+      vector::StoreOp::create(b, P, agg, ValueRange{desc(chunk, 2)});
+    }
+    k.fence();
+    {
+      auto ifL0 = scf::IfOp::create(b, TypeRange{}, k.eq(lane, c0), false);
+      OpBuilder::InsertionGuard g3(b);
+      b.setInsertionPointToStart(ifL0.thenBlock());
+      k.volatileStore(k.i32(2), ws, flagIdx, b.getI32Type(), 4);
+    }
+    vector::StoreOp::create(b, carry, smC, ValueRange{k.muli(lane, k.idx(V))});
+  }
+  gpu::BarrierOp::create(b);
+
+  // 4. Apply the carry and write.
+  Value carry = vector::LoadOp::create(b, k.vf, smC, ValueRange{k.muli(lane, k.idx(V))});
+  Value hin = k.add(k.mul(k.exp(Aex, true), carry), Bex);
+  for (int64_t j = 0; j < L; ++j) {
+    Value h = k.add(hloc[j], k.mul(k.exp(cum[j], true), hin));
+    Value t = tIdx[j], ok = valid[j];
+    Value isEnd = k.andi(ok, k.eq(sIdx[j], Tm1));
+    Value finIdx = k.addi(k.muli(bi, N), n0);
+    if (!adjoint) {
+      k.storeVec(h, hOut, elemIdx(t), ok);
+      k.storeVec(h, fin, finIdx, isEnd);
+      continue;
+    }
+    // Adjoint epilogue: g = h here. grad_b = g; grad_ℓ = g·γ_t·h_prev(t)
+    // (zero where the clamp is active); grad_init = γ_first · g_first.
+    k.storeVec(h, db, elemIdx(t), ok);
+    Value raw = k.loadLog(la, loadIdx(t), ok, /*raw=*/true);
+    Value inRange = arith::AndIOp::create(
+        b, arith::CmpFOp::create(b, arith::CmpFPredicate::OGE, raw, k.splat(spec.clampMin)),
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, raw, k.splat(spec.clampMax)));
+    Value gamma = k.exp(k.clampL(raw), true);
+    // prev(t) in the forward's order is the adjoint's next step.
+    Value hasPrev = k.andi(ok, arith::CmpIOp::create(b, arith::CmpIPredicate::ult, sIdx[j], Tm1));
+    Value tp = rev ? k.subi(t, c1) : k.addi(t, c1);
+    Value hp = k.loadVec(hIn, loadIdx(k.select(hasPrev, tp, t)), hasPrev);
+    if (spec.hasInit) {
+      Value h0 = k.loadVec(init, k.addi(k.muli(bi, N), n0c), k.andi(ok, isEnd));
+      hp = k.select(isEnd, h0, hp);
+    }
+    Value dl = k.select(inRange, k.mul(k.mul(h, gamma), hp), k.splat(0.0));
+    if (spec.inner == 1)
+      k.storeVec(dl, dla, elemIdx(t), ok);
+    if (spec.hasInit)
+      k.storeVec(k.mul(gamma, h), dinit, finIdx, isEnd);
+  }
+  gpu::ReturnOp::create(b);
+}
+
+//===----------------------------------------------------------------------===//
+// CPU
+//===----------------------------------------------------------------------===//
+
+void mlir::mmrec::buildCpuScanKernel(OpBuilder &builder, Location loc,
+                                     ModuleOp module, const ScanKernelSpec &spec) {
+  MLIRContext *ctx = builder.getContext();
+  ImplicitLocOpBuilder b(loc, builder);
+  b.setInsertionPointToEnd(module.getBody());
+  const bool adjoint = spec.kind == ScanKernelKind::Adjoint;
+  const bool rev = adjoint ? !spec.reverse : spec.reverse;
+
+  SmallVector<Type> argTypes;
+  for (Type t : spec.arrayTypes(ctx, /*gpu=*/false))
+    argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, t));
+  for (int i = 0; i < 3; ++i)
+    argTypes.push_back(b.getIndexType());
+  auto func = func::FuncOp::create(b, spec.name, b.getFunctionType(argTypes, {}));
+  func->setAttr("llvm.emit_c_interface", b.getUnitAttr());
+  Block *entry = func.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+  ScanKernelSpec scalar = spec;
+  scalar.vec = 1;
+  KernelBuilder k(b, scalar);
+  Type f32 = b.getF32Type();
+
+  unsigned a = 0;
+  auto next = [&]() { return func.getArgument(a++); };
+  Value la, bIn, init, hOut, fin, hIn, dy, dfin, dla, db, dinit;
+  if (!adjoint) {
+    la = next(); bIn = next();
+    if (spec.hasInit) init = next();
+    hOut = next(); fin = next();
+  } else {
+    la = next(); hIn = next();
+    if (spec.hasInit) init = next();
+    dy = next(); dfin = next(); dla = next(); db = next();
+    if (spec.hasInit) dinit = next();
+  }
+  Value Bsz = next(), T = next(), N = next();
+  Value c0 = k.idx(0), c1 = k.idx(1);
+  Value lo = arith::ConstantOp::create(b, b.getF32FloatAttr(spec.clampMin));
+  Value hi = arith::ConstantOp::create(b, b.getF32FloatAttr(spec.clampMax));
+  Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0));
+  auto ld = [&](Value mem, Value i) -> Value {
+    Value v = memref::LoadOp::create(b, mem, ValueRange{i});
+    if (v.getType() != f32)
+      v = arith::ExtFOp::create(b, f32, v);
+    return v;
+  };
+  auto st = [&](Value v, Value mem, Value i) {
+    Type et = llvm::cast<MemRefType>(mem.getType()).getElementType();
+    if (et != f32)
+      v = arith::TruncFOp::create(b, et, v);
+    memref::StoreOp::create(b, v, mem, ValueRange{i});
+  };
+  auto clamp = [&](Value l) {
+    return arith::MinimumFOp::create(b, arith::MaximumFOp::create(b, l, lo), hi);
+  };
+  auto ldLog = [&](Value elem) {
+    Value i = spec.inner == 1 ? elem : k.divui(elem, k.idx(spec.inner));
+    return memref::LoadOp::create(b, la, ValueRange{i}).getResult();
+  };
+
+  auto bLoop = scf::ForOp::create(b, c0, Bsz, c1);
+  b.setInsertionPointToStart(bLoop.getBody());
+  Value bi = bLoop.getInductionVar();
+  auto sLoop = scf::ForOp::create(b, c0, T, c1);
+  b.setInsertionPointToStart(sLoop.getBody());
+  Value s = sLoop.getInductionVar();
+  Value t = timeOf(k, s, T, rev);
+  Value isFirst = k.eq(s, c0);
+  Value isLast = k.eq(s, k.subi(T, c1));
+  Value tPrevStep = rev ? k.addi(t, c1) : k.subi(t, c1); // time of step s-1
+  Value tNextStep = rev ? k.subi(t, c1) : k.addi(t, c1); // time of step s+1
+  auto nLoop = scf::ForOp::create(b, c0, N, c1);
+  b.setInsertionPointToStart(nLoop.getBody());
+  Value n = nLoop.getInductionVar();
+  auto at = [&](Value tt) { return k.addi(k.muli(k.addi(k.muli(bi, T), tt), N), n); };
+  Value fi = k.addi(k.muli(bi, N), n);
+  Value prevT = k.select(isFirst, t, tPrevStep);
+  if (!adjoint) {
+    Value prev = memref::LoadOp::create(b, hOut, ValueRange{at(prevT)});
+    if (prev.getType() != f32) prev = arith::ExtFOp::create(b, f32, prev);
+    Value start = spec.hasInit ? ld(init, fi) : zero;
+    prev = k.select(isFirst, start, prev);
+    Value l = clamp(ldLog(at(t)));
+    Value h = k.add(k.mul(math::ExpOp::create(b, l), prev), ld(bIn, at(t)));
+    st(h, hOut, at(t));
+    auto ifLast = scf::IfOp::create(b, TypeRange{}, isLast, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(ifLast.thenBlock());
+    st(h, fin, fi);
+  } else {
+    // g (kept in grad_b) of the adjoint's previous step, at time tPrevStep.
+    Value gPrev = ld(db, at(prevT));
+    Value lPrev = clamp(ldLog(at(prevT)));
+    Value carry = k.mul(math::ExpOp::create(b, lPrev), gPrev);
+    Value g = k.add(ld(dy, at(t)), k.select(isFirst, ld(dfin, fi), carry));
+    st(g, db, at(t));
+    Value raw = ldLog(at(t));
+    Value inRange = arith::AndIOp::create(
+        b, arith::CmpFOp::create(b, arith::CmpFPredicate::OGE, raw, lo),
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, raw, hi));
+    Value gamma = math::ExpOp::create(b, clamp(raw));
+    Value hpT = k.select(isLast, t, tNextStep);
+    Value hp = ld(hIn, at(hpT));
+    Value start = spec.hasInit ? ld(init, fi) : zero;
+    hp = k.select(isLast, start, hp);
+    Value dl = k.select(inRange, k.mul(k.mul(g, gamma), hp), zero);
+    if (spec.inner == 1)
+      st(dl, dla, at(t));
+    if (spec.hasInit) {
+      auto ifLast = scf::IfOp::create(b, TypeRange{}, isLast, false);
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(ifLast.thenBlock());
+      st(k.mul(gamma, g), dinit, fi);
+    }
+  }
+  b.setInsertionPointAfter(bLoop);
+  func::ReturnOp::create(b);
+}

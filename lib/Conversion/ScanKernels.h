@@ -1,0 +1,62 @@
+//===- ScanKernels.h - kernel generation for mmrec.scan ---------*- C++ -*-===//
+//
+// Builds the fused kernels of a log-space linear scan
+//   h_t = exp(clamp(ℓ_t)) ⊙ h_{t-1} + b_t
+// and of its exact adjoint, as MLIR functions:
+//   * GPU: a `gpu.func` that keeps the whole sequence axis parallel. A block
+//     owns 32·V channels × W·L steps; each thread scans L steps of V
+//     channels in registers, warps are combined through shared memory, and
+//     blocks along T are chained by decoupled look-back (one ticket counter,
+//     one flag per block, aggregates and inclusive prefixes in a workspace),
+//     so that one pass reads every input once and writes every output once.
+//   * CPU: a `func.func` of loops, sequential in T and contiguous in the
+//     channels (which LLVM vectorizes).
+// Both take 1-D memrefs (the arrays flattened row-major, (B, T, N)) and
+// index arguments B, T, N, in the order of `ScanKernelSpec::argNames()`.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MMREC_CONVERSION_SCANKERNELS_H
+#define MMREC_CONVERSION_SCANKERNELS_H
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include <string>
+#include <vector>
+
+namespace mlir::mmrec {
+
+enum class ScanKernelKind { Forward, Adjoint };
+
+struct ScanKernelSpec {
+  std::string name;
+  ScanKernelKind kind = ScanKernelKind::Forward;
+  Type elementType;       // of b, h, init, final and their gradients
+  bool hasInit = false;   // the forward scan has an initial state operand
+  bool reverse = false;   // the forward scan runs from T-1 down to 0
+  double clampMin = -50.0, clampMax = 0.0;
+  int64_t inner = 1;      // E: ℓ is broadcast over the trailing E channels
+  // GPU tiling: V channels per thread (vector width), L steps per thread,
+  // W warps per block along T.
+  int64_t vec = 1, steps = 8, warps = 8;
+
+  /// Names of the kernel's array arguments, in order; each is a 1-D memref.
+  std::vector<std::string> arrayArgs() const;
+  /// Element type of each array argument.
+  std::vector<Type> arrayTypes(MLIRContext *ctx, bool gpu) const;
+  int64_t channelsPerBlock() const { return 32 * vec; }
+  int64_t stepsPerBlock() const { return steps * warps; }
+};
+
+/// Adds the GPU kernel for `spec` to `module` (a gpu.module).
+void buildGpuScanKernel(OpBuilder &builder, Location loc, Operation *gpuModule,
+                        const ScanKernelSpec &spec);
+
+/// Adds the CPU kernel for `spec` to `module` as a func.func.
+void buildCpuScanKernel(OpBuilder &builder, Location loc, ModuleOp module,
+                        const ScanKernelSpec &spec);
+
+} // namespace mlir::mmrec
+
+#endif // MMREC_CONVERSION_SCANKERNELS_H

@@ -1,0 +1,526 @@
+//===- Compile.cpp - from a model file to kernel images and a C++ API ---===//
+
+#include "lib/Target/Compile.h"
+
+#include "dialect/MMRecOps.h"
+#include "dialect/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Target/LLVMIR/Export.h"
+
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/Target/TargetOptions.h"
+#include "llvm/TargetParser/Host.h"
+#include "llvm/TargetParser/Triple.h"
+
+#include <sstream>
+
+using namespace mlir;
+using namespace mlir::mmrec;
+
+LogicalResult mlir::mmrec::runCompilerPipeline(ModuleOp module) {
+  PassManager pm(module.getContext());
+  if (failed(parsePassPipeline("mmrec-default,mmrec-scan-adjoint", pm, llvm::errs())))
+    return failure();
+  return pm.run(module);
+}
+
+/// Runs `pipeline` (the passes of a builtin.module, without the anchor).
+static LogicalResult runPipeline(ModuleOp module, StringRef pipeline) {
+  PassManager pm(module.getContext());
+  if (failed(parsePassPipeline(pipeline, pm, llvm::errs())))
+    return failure();
+  return pm.run(module);
+}
+
+/// Runs ptxas on `ptx`; fills cubin and log. Returns false when ptxas is
+/// not installed; fails when it rejects the PTX.
+static FailureOr<bool> runPtxas(const std::string &ptx, const std::string &arch,
+                                std::vector<char> &cubin, std::string &log) {
+  auto ptxas = llvm::sys::findProgramByName("ptxas", {"/usr/local/cuda/bin"});
+  if (!ptxas)
+    return false;
+  SmallString<128> in, outPath, logPath;
+  int fd;
+  if (llvm::sys::fs::createTemporaryFile("mmrec", "ptx", fd, in))
+    return failure();
+  {
+    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+    os << ptx;
+  }
+  llvm::sys::fs::createTemporaryFile("mmrec", "cubin", outPath);
+  llvm::sys::fs::createTemporaryFile("mmrec", "log", logPath);
+  std::string archFlag = "-arch=" + arch;
+  SmallVector<StringRef> args{*ptxas, archFlag, "-v", "-O3", in, "-o", outPath};
+  std::optional<StringRef> redirects[] = {std::nullopt, StringRef(logPath), StringRef(logPath)};
+  std::string err;
+  int rc = llvm::sys::ExecuteAndWait(*ptxas, args, std::nullopt, redirects, 0, 0, &err);
+  if (auto buf = llvm::MemoryBuffer::getFile(logPath))
+    log = (*buf)->getBuffer().str();
+  if (rc == 0)
+    if (auto buf = llvm::MemoryBuffer::getFile(outPath))
+      cubin.assign((*buf)->getBufferStart(), (*buf)->getBufferEnd());
+  llvm::sys::fs::remove(in);
+  llvm::sys::fs::remove(outPath);
+  llvm::sys::fs::remove(logPath);
+  if (rc != 0) {
+    llvm::errs() << "error: ptxas rejected the generated PTX" << (err.empty() ? "" : ": ")
+                 << err << "\n" << log;
+    return failure();
+  }
+  return true;
+}
+
+LogicalResult mlir::mmrec::emitNvptx(ModuleOp module, const CompileOptions &opts,
+                                     KernelImages &out, ArrayAttr &kernels,
+                                     std::string *llvmIR) {
+  OwningOpRef<ModuleOp> clone = module.clone();
+  if (failed(runPipeline(*clone, "mmrec-outline-scan-kernels{target=nvptx}")))
+    return failure();
+  kernels = (*clone)->getAttrOfType<ArrayAttr>("mmrec.kernels");
+  if (!kernels || kernels.empty())
+    return success();
+  // Keep only the gpu.module in a fresh container module.
+  OwningOpRef<ModuleOp> gpuOnly = ModuleOp::create(clone->getLoc());
+  for (auto gm : llvm::make_early_inc_range(clone->getOps<gpu::GPUModuleOp>())) {
+    gm->remove();
+    gpuOnly->getBody()->push_back(gm);
+  }
+  std::string format = llvmIR ? "llvm" : "isa";
+  std::string pipeline = llvm::formatv(
+      "nvvm-attach-target{{chip={0} O=3},gpu.module(convert-scf-to-cf,"
+      "convert-gpu-to-nvvm,convert-nvvm-to-llvm,canonicalize,cse),"
+      "reconcile-unrealized-casts,gpu-module-to-binary{{format={1}}",
+      opts.arch, format);
+  if (failed(runPipeline(*gpuOnly, pipeline)))
+    return failure();
+  for (auto bin : gpuOnly->getOps<gpu::BinaryOp>()) {
+    auto obj = llvm::cast<gpu::ObjectAttr>(bin.getObjects()[0]);
+    if (llvmIR) {
+      *llvmIR = obj.getObject().getValue().str();
+      return success();
+    }
+    out.ptx = obj.getObject().getValue().str();
+  }
+  FailureOr<bool> assembled = runPtxas(out.ptx, opts.arch, out.cubin, out.ptxasLog);
+  if (failed(assembled))
+    return failure();
+  if (opts.checkSpills) {
+    if (!*assembled) {
+      llvm::errs() << "error: --check-spills needs ptxas (not found on PATH or in "
+                      "/usr/local/cuda/bin)\n";
+      return failure();
+    }
+    std::istringstream is(out.ptxasLog);
+    std::string line, fn;
+    bool bad = false;
+    while (std::getline(is, line)) {
+      auto at = line.find("Compiling entry function '");
+      if (at != std::string::npos)
+        fn = line.substr(at + 26, line.find('\'', at + 26) - at - 26);
+      if ((line.find("bytes stack frame") != std::string::npos &&
+           line.find(" 0 bytes stack frame") == std::string::npos) ||
+          (line.find("spill stores") != std::string::npos &&
+           line.find(" 0 bytes spill stores, 0 bytes spill loads") == std::string::npos)) {
+        llvm::errs() << "error: kernel '" << fn << "' uses local memory or spills: " << line
+                     << "\n";
+        bad = true;
+      }
+    }
+    if (bad)
+      return failure();
+  }
+  return success();
+}
+
+LogicalResult mlir::mmrec::emitCpuObject(ModuleOp module, const CompileOptions &opts,
+                                         KernelImages &out, ArrayAttr &kernels,
+                                         std::string *llvmIR) {
+  OwningOpRef<ModuleOp> clone = module.clone();
+  if (failed(runPipeline(*clone, "mmrec-outline-scan-kernels{target=cpu}")))
+    return failure();
+  kernels = (*clone)->getAttrOfType<ArrayAttr>("mmrec.kernels");
+  if (!kernels || kernels.empty())
+    return success();
+  // Move the kernels (and only them) into a module of their own.
+  OwningOpRef<ModuleOp> cpu = ModuleOp::create(clone->getLoc());
+  for (Attribute a : kernels) {
+    auto name = llvm::cast<DictionaryAttr>(a).getAs<StringAttr>("name");
+    auto f = clone->lookupSymbol<func::FuncOp>(name);
+    f->remove();
+    f.setSymName(("mmrec_cpu_" + name.getValue()).str());
+    f->removeAttr("llvm.emit_c_interface");
+    cpu->getBody()->push_back(f);
+  }
+  if (failed(runPipeline(*cpu, "convert-scf-to-cf,convert-math-to-llvm,"
+                               "expand-strided-metadata,finalize-memref-to-llvm,"
+                               "convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,"
+                               "reconcile-unrealized-casts")))
+    return failure();
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+  llvm::LLVMContext llctx;
+  std::unique_ptr<llvm::Module> llm = translateModuleToLLVMIR(*cpu, llctx, opts.name);
+  if (!llm) {
+    cpu->emitError() << "translation of the CPU kernels to LLVM IR failed";
+    return failure();
+  }
+  llvm::Triple triple(llvm::sys::getDefaultTargetTriple());
+  std::string err;
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, err);
+  if (!target) {
+    llvm::errs() << "error: no LLVM target for " << triple.str() << ": " << err << "\n";
+    return failure();
+  }
+  llvm::TargetOptions to;
+  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
+      triple, "x86-64-v2", "", to, llvm::Reloc::PIC_));
+  llm->setDataLayout(tm->createDataLayout());
+  llm->setTargetTriple(triple);
+  auto transformer = makeOptimizingTransformer(3, 0, tm.get());
+  if (auto e = transformer(llm.get())) {
+    llvm::errs() << "error: optimizing the CPU kernels: " << llvm::toString(std::move(e)) << "\n";
+    return failure();
+  }
+  if (llvmIR) {
+    llvm::raw_string_ostream os(*llvmIR);
+    llm->print(os, nullptr);
+    return success();
+  }
+  llvm::SmallVector<char, 0> buf;
+  llvm::raw_svector_ostream os(buf);
+  llvm::legacy::PassManager pm;
+  if (tm->addPassesToEmitFile(pm, os, nullptr, llvm::CodeGenFileType::ObjectFile)) {
+    llvm::errs() << "error: the host target cannot emit object files\n";
+    return failure();
+  }
+  pm.run(*llm);
+  out.cpuObject.assign(buf.begin(), buf.end());
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// The generated C++ API
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+struct KernelInfo {
+  std::string name, op, target;
+  std::string dtype; // runtime DType enumerator of the I/O type
+  bool hasInit, reverse;
+  int64_t inner, vec, steps, warps, logRank;
+  std::vector<std::string> args;
+  std::vector<int64_t> shape;
+};
+
+std::string dtypeOf(Type t) {
+  if (t.isF32()) return "f32";
+  if (t.isBF16()) return "bf16";
+  if (t.isF16()) return "f16";
+  if (t.isF64()) return "f64";
+  return "?";
+}
+
+KernelInfo parseInfo(Attribute a) {
+  auto d = llvm::cast<DictionaryAttr>(a);
+  KernelInfo k;
+  k.name = d.getAs<StringAttr>("name").str();
+  k.op = d.getAs<StringAttr>("op").str();
+  k.target = d.getAs<StringAttr>("target").str();
+  k.dtype = dtypeOf(d.getAs<TypeAttr>("element_type").getValue());
+  k.hasInit = d.getAs<BoolAttr>("has_init").getValue();
+  k.reverse = d.getAs<BoolAttr>("reverse").getValue();
+  k.inner = d.getAs<IntegerAttr>("inner").getInt();
+  k.vec = d.getAs<IntegerAttr>("vec").getInt();
+  k.steps = d.getAs<IntegerAttr>("steps").getInt();
+  k.warps = d.getAs<IntegerAttr>("warps").getInt();
+  k.logRank = d.getAs<IntegerAttr>("log_rank").getInt();
+  for (Attribute s : d.getAs<ArrayAttr>("args"))
+    k.args.push_back(llvm::cast<StringAttr>(s).str());
+  for (int64_t v : d.getAs<DenseI64ArrayAttr>("shape").asArrayRef())
+    k.shape.push_back(v);
+  return k;
+}
+
+bool isLogArg(const std::string &a) { return a == "log_decay" || a == "grad_log_decay"; }
+bool isStateArg(const std::string &a) {
+  return a == "init" || a == "final" || a == "grad_final" || a == "grad_init";
+}
+bool isOutputArg(const std::string &a, const std::string &op) {
+  return (op == "scan" && (a == "h" || a == "final")) ||
+         (a.rfind("grad_", 0) == 0 && a != "grad_h" && a != "grad_final");
+}
+
+std::string cIdent(const std::string &s) { return s == "final" ? "final_" : s; }
+
+} // namespace
+
+LogicalResult mlir::mmrec::emitLaunchApi(ModuleOp module, const CompileOptions &opts,
+                                         const KernelImages &images, ArrayAttr gpuKernels,
+                                         ArrayAttr cpuKernels) {
+  // One public kernel per scan: the CPU list names them; GPU variants add
+  // "_v1" scalar versions that the launcher selects.
+  std::vector<KernelInfo> kernels;
+  ArrayAttr primary = cpuKernels ? cpuKernels : gpuKernels;
+  if (primary)
+    for (Attribute a : primary) {
+      KernelInfo k = parseInfo(a);
+      if (k.name.size() > 3 && k.name.compare(k.name.size() - 3, 3, "_v1") == 0)
+        continue;
+      kernels.push_back(k);
+    }
+  auto gpuInfo = [&](const std::string &name) -> std::optional<KernelInfo> {
+    if (!gpuKernels)
+      return std::nullopt;
+    for (Attribute a : gpuKernels) {
+      KernelInfo k = parseInfo(a);
+      if (k.name == name)
+        return k;
+    }
+    return std::nullopt;
+  };
+
+  std::string ns = opts.name;
+  for (char &c : ns)
+    if (!isalnum(static_cast<unsigned char>(c)))
+      c = '_';
+  std::string h, cpp;
+  {
+    llvm::raw_string_ostream os(h);
+    os << "// Generated by mmrec-compile from a model file: do not edit.\n"
+       << "// One launch function per kernel; shapes and dtypes are checked at launch\n"
+       << "// and a mismatch throws mmrec::rt::Error naming the kernel and argument.\n"
+       << "#pragma once\n#include \"mmrec/runtime.h\"\n\n"
+       << "namespace mmrec::gen::" << ns << " {\n\n";
+    for (const KernelInfo &k : kernels) {
+      os << "/// " << (k.op == "scan" ? "Forward" : "Adjoint") << " of a mmrec.scan ("
+         << k.dtype << (k.hasInit ? ", with init" : "") << (k.reverse ? ", reverse" : "")
+         << (k.inner > 1 ? ", decay broadcast over " + std::to_string(k.inner) + " channels" : "")
+         << ").\n/// Arrays: ";
+      for (size_t i = 0; i < k.args.size(); ++i)
+        os << (i ? ", " : "") << k.args[i] << (isOutputArg(k.args[i], k.op) ? " (out)" : "");
+      os << ".\nvoid " << k.name << "(";
+      for (const std::string &a : k.args)
+        os << "const mmrec::rt::TensorRef &" << cIdent(a) << ", ";
+      os << "mmrec::rt::Stream stream = nullptr);\n\n";
+    }
+    os << "/// Names of the kernels this file provides.\nextern const char *const kKernelNames[];\n"
+       << "extern const int kNumKernels;\n\n} // namespace mmrec::gen::" << ns << "\n";
+  }
+  {
+    llvm::raw_string_ostream os(cpp);
+    os << "// Generated by mmrec-compile: do not edit.\n#include \"" << opts.name << ".h\"\n\n"
+       << "#include <cstdint>\n#include <string>\n#include <vector>\n\n"
+       << "using mmrec::rt::DType;\nusing mmrec::rt::TensorRef;\n\n";
+    if (cpuKernels) {
+      os << "extern \"C\" {\n";
+      for (const KernelInfo &k : kernels) {
+        os << "void mmrec_cpu_" << k.name << "(";
+        for (size_t i = 0; i < k.args.size(); ++i)
+          os << "void *, void *, int64_t, int64_t, int64_t, ";
+        os << "int64_t, int64_t, int64_t);\n";
+      }
+      os << "}\n\n";
+    }
+    os << "namespace {\n";
+    bool haveGpu = gpuKernels && !images.ptx.empty();
+    if (haveGpu) {
+      os << "#if MMREC_HAVE_CUDA\nconst char kPtx[] = R\"mmrecptx(" << images.ptx
+         << ")mmrecptx\";\n";
+      if (!images.cubin.empty()) {
+        os << "const unsigned char kCubin[] = {";
+        for (size_t i = 0; i < images.cubin.size(); ++i)
+          os << (i % 24 ? "" : "\n  ") << unsigned(static_cast<unsigned char>(images.cubin[i]))
+             << ",";
+        os << "\n};\nconst size_t kCubinSize = sizeof(kCubin);\n";
+      } else {
+        os << "const unsigned char *kCubin = nullptr;\nconst size_t kCubinSize = 0;\n";
+      }
+      os << "mmrec::rt::gpu::Module &gpuModule() {\n"
+         << "  static mmrec::rt::gpu::Module m(\"" << opts.name
+         << "\", kCubin, kCubinSize, kPtx);\n  return m;\n}\n#endif\n";
+    }
+    os << R"cpp(
+struct MemRef1D {
+  void *alloc, *aligned;
+  int64_t offset, size, stride;
+};
+MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; }
+[[noreturn]] void fail(const char *kernel, const std::string &msg) {
+  throw mmrec::rt::Error(std::string(kernel) + ": " + msg);
+}
+} // namespace
+)cpp";
+    os << "\nnamespace mmrec::gen::" << ns << " {\n\n";
+    for (const KernelInfo &k : kernels) {
+      std::string seq = k.op == "scan" ? "b" : "h";
+      os << "void " << k.name << "(";
+      for (const std::string &a : k.args)
+        os << "const TensorRef &" << cIdent(a) << ", ";
+      os << "mmrec::rt::Stream stream) {\n"
+         << "  const char *K = \"" << k.name << "\";\n"
+         << "  const TensorRef &seq = " << seq << ";\n"
+         << "  if (seq.shape.size() != " << k.shape.size() << ")\n"
+         << "    fail(K, \"argument '" << seq << "' must have rank " << k.shape.size()
+         << ", got shape \" + seq.shapeString());\n";
+      for (size_t i = 0; i < k.shape.size(); ++i)
+        if (k.shape[i] >= 0)
+          os << "  if (seq.shape[" << i << "] != " << k.shape[i] << ")\n"
+             << "    fail(K, \"argument '" << seq << "' dimension " << i << " must be "
+             << k.shape[i] << " (from the model), got shape \" + seq.shapeString());\n";
+      os << "  const int64_t B = seq.shape[0], T = seq.shape[1];\n"
+         << "  int64_t N = 1;\n  for (size_t i = 2; i < seq.shape.size(); ++i) N *= seq.shape[i];\n"
+         << "  std::vector<int64_t> full = seq.shape, state = seq.shape;\n"
+         << "  state.erase(state.begin() + 1);\n"
+         << "  std::vector<int64_t> logShape(seq.shape.begin(), seq.shape.begin() + "
+         << k.logRank << ");\n";
+      for (const std::string &a : k.args) {
+        std::string shape = isLogArg(a) ? "logShape" : isStateArg(a) ? "state" : "full";
+        std::string dt = isLogArg(a) ? "f32" : k.dtype;
+        os << "  mmrec::rt::checkArg(K, \"" << a << "\", " << cIdent(a) << ", DType::" << dt
+           << ", " << shape << ");\n";
+      }
+      os << "  const auto device = seq.device;\n";
+      for (const std::string &a : k.args)
+        os << "  if (" << cIdent(a) << ".device != device)\n    fail(K, \"argument '" << a
+           << "' is on another device than '" << seq << "'\");\n";
+      os << "  if (B == 0 || T == 0 || N == 0) return;\n";
+      os << "  if (device == mmrec::rt::DeviceKind::cpu) {\n";
+      if (cpuKernels) {
+        os << "    mmrec_cpu_" << k.name << "(";
+        for (const std::string &a : k.args)
+          os << cIdent(a) << ".data, " << cIdent(a) << ".data, 0, " << cIdent(a)
+             << ".numel(), 1, ";
+        os << "B, T, N);\n    return;\n";
+      } else {
+        os << "    fail(K, \"this model was compiled without the cpu target\");\n";
+      }
+      os << "  }\n";
+      std::optional<KernelInfo> g = gpuInfo(k.name), g1 = gpuInfo(k.name + "_v1");
+      if (haveGpu && g) {
+        os << "#if MMREC_HAVE_CUDA\n";
+        os << "  bool vec = N % " << g->vec << " == 0"
+           << (g->inner > 1 ? " && " + std::to_string(g->inner) + " % " + std::to_string(g->vec) +
+                                  " == 0"
+                            : std::string())
+           << ";\n";
+        for (const std::string &a : k.args)
+          os << "  vec = vec && reinterpret_cast<uintptr_t>(" << cIdent(a)
+             << ".data) % 16 == 0;\n";
+        KernelInfo v1 = g1 ? *g1 : *g;
+        os << "  const int64_t cb = vec ? " << 32 * g->vec << " : " << 32 * v1.vec << ";\n"
+           << "  const int64_t cl = vec ? " << g->steps * g->warps << " : "
+           << v1.steps * v1.warps << ";\n"
+           << "  const int threads = vec ? " << 32 * g->warps << " : " << 32 * v1.warps << ";\n"
+           << "  const int64_t tiles = (N + cb - 1) / cb, chunks = (T + cl - 1) / cl;\n"
+           << "  const int64_t blocks = B * tiles * chunks;\n"
+           << "  const size_t flagBytes = ((1 + blocks) * 4 + 255) / 256 * 256;\n"
+           << "  const size_t aggBytes = size_t(3) * B * chunks * N * 4;\n"
+           << "  char *ws = static_cast<char *>(mmrec::rt::gpu::threadWorkspace().get("
+              "flagBytes + aggBytes, flagBytes, stream));\n"
+           << "  TensorRef wsRef{ws, DType::i32, device, {int64_t(flagBytes / 4)}};\n"
+           << "  TensorRef aggRef{ws + flagBytes, DType::f32, device, {int64_t(aggBytes / 4)}};\n"
+           << "  MemRef1D m[] = {";
+        for (const std::string &a : k.args)
+          os << "memref(" << cIdent(a) << "), ";
+        os << "memref(wsRef), memref(aggRef)};\n"
+           << "  int64_t dims[3] = {B, T, N};\n"
+           << "  void *params[" << 5 * (k.args.size() + 2) + 3 << "];\n"
+           << "  for (size_t i = 0; i < " << k.args.size() + 2 << "; ++i) {\n"
+           << "    params[5 * i] = &m[i].alloc; params[5 * i + 1] = &m[i].aligned;\n"
+           << "    params[5 * i + 2] = &m[i].offset; params[5 * i + 3] = &m[i].size;\n"
+           << "    params[5 * i + 4] = &m[i].stride;\n  }\n"
+           << "  for (int i = 0; i < 3; ++i) params[" << 5 * (k.args.size() + 2)
+           << " + i] = &dims[i];\n"
+           << "  const char *fnName = vec ? \"" << g->name << "\" : \"" << v1.name << "\";\n"
+           << "  mmrec::rt::gpu::launch(fnName, gpuModule().function(fnName), blocks, threads, 0, "
+              "stream, params);\n";
+        os << "#else\n  fail(K, \"this build of the runtime has no CUDA support\");\n#endif\n";
+      } else {
+        os << "  fail(K, \"this model was compiled without the nvptx target\");\n";
+      }
+      os << "}\n\n";
+    }
+    os << "const char *const kKernelNames[] = {";
+    for (const KernelInfo &k : kernels)
+      os << "\"" << k.name << "\", ";
+    os << "nullptr};\nconst int kNumKernels = " << kernels.size() << ";\n\n} // namespace mmrec::gen::"
+       << ns << "\n";
+  }
+
+  // The manifest.
+  llvm::json::Array list;
+  auto add = [&](ArrayAttr attrs) {
+    if (!attrs)
+      return;
+    for (Attribute a : attrs) {
+      KernelInfo k = parseInfo(a);
+      llvm::json::Array args, shape;
+      for (auto &s : k.args)
+        args.push_back(s);
+      for (int64_t v : k.shape)
+        shape.push_back(v);
+      list.push_back(llvm::json::Object{
+          {"name", k.name}, {"op", k.op}, {"target", k.target}, {"dtype", k.dtype},
+          {"has_init", k.hasInit}, {"reverse", k.reverse}, {"inner", k.inner},
+          {"vec", k.vec}, {"steps", k.steps}, {"warps", k.warps}, {"log_rank", k.logRank},
+          {"args", std::move(args)}, {"shape", std::move(shape)}});
+    }
+  };
+  add(cpuKernels);
+  add(gpuKernels);
+  llvm::json::Object manifest{{"name", opts.name},
+                              {"arch", opts.arch},
+                              {"has_cubin", !images.cubin.empty()},
+                              {"kernels", std::move(list)}};
+
+  auto write = [&](const std::string &file, StringRef data) -> LogicalResult {
+    SmallString<256> path(opts.outDir);
+    llvm::sys::path::append(path, file);
+    std::error_code ec;
+    llvm::raw_fd_ostream os(path, ec);
+    if (ec) {
+      llvm::errs() << "error: cannot write " << path << ": " << ec.message() << "\n";
+      return failure();
+    }
+    os << data;
+    return success();
+  };
+  std::string json;
+  {
+    llvm::raw_string_ostream os(json);
+    os << llvm::formatv("{0:2}", llvm::json::Value(std::move(manifest))) << "\n";
+  }
+  if (failed(write(opts.name + ".h", h)) || failed(write(opts.name + ".cpp", cpp)) ||
+      failed(write(opts.name + ".manifest.json", json)))
+    return failure();
+  if (!images.ptx.empty() && failed(write(opts.name + ".ptx", images.ptx)))
+    return failure();
+  if (!images.cubin.empty() &&
+      failed(write(opts.name + ".cubin", StringRef(images.cubin.data(), images.cubin.size()))))
+    return failure();
+  if (!images.ptxasLog.empty() && failed(write(opts.name + ".ptxas.log", images.ptxasLog)))
+    return failure();
+  if (!images.cpuObject.empty() &&
+      failed(write(opts.name + ".cpu.o",
+                   StringRef(images.cpuObject.data(), images.cpuObject.size()))))
+    return failure();
+  return success();
+}

@@ -1,0 +1,60 @@
+//===- Compile.h - from a model file to kernel images and a C++ API ---*- C++ -*-===//
+//
+// The back half of mmrec-compile:
+//   runCompilerPipeline  — mmrec-default, mmrec-scan-adjoint, outlining;
+//   emitNvptx            — the gpu.module through NVVM to PTX (and a cubin
+//                          through ptxas when it is installed);
+//   emitCpuObject        — the CPU kernels through LLVM to a host object;
+//   emitLaunchApi        — the C++ header/source with one typed launch
+//                          function per kernel, and the JSON manifest.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MMREC_TARGET_COMPILE_H
+#define MMREC_TARGET_COMPILE_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Support/LLVM.h"
+
+#include <string>
+#include <vector>
+
+namespace mlir::mmrec {
+
+struct CompileOptions {
+  std::string name;           // base name of the outputs and C++ namespace
+  std::string outDir;
+  std::string arch = "sm_90";
+  bool nvptx = true, cpu = true;
+  bool checkSpills = false;   // fail when ptxas reports spills or local memory
+  std::string emit;           // "", "mlir", "llvm", "ptx", "obj"
+};
+
+struct KernelImages {
+  std::string ptx;
+  std::vector<char> cubin;    // empty when ptxas is unavailable
+  std::string ptxasLog;
+  std::vector<char> cpuObject;
+};
+
+/// Runs the front of the pipeline on `module` (in place).
+LogicalResult runCompilerPipeline(ModuleOp module);
+
+/// Outlines kernels for the GPU into a clone of `module`, lowers them to PTX
+/// and assembles a cubin when ptxas is found.
+LogicalResult emitNvptx(ModuleOp module, const CompileOptions &opts, KernelImages &out,
+                        ArrayAttr &kernels, std::string *llvmIR = nullptr);
+
+/// Outlines kernels for the CPU into a clone of `module` and compiles them
+/// to an object file.
+LogicalResult emitCpuObject(ModuleOp module, const CompileOptions &opts, KernelImages &out,
+                            ArrayAttr &kernels, std::string *llvmIR = nullptr);
+
+/// Writes <name>.h, <name>.cpp and <name>.manifest.json into opts.outDir.
+LogicalResult emitLaunchApi(ModuleOp module, const CompileOptions &opts,
+                            const KernelImages &images, ArrayAttr gpuKernels,
+                            ArrayAttr cpuKernels);
+
+} // namespace mlir::mmrec
+
+#endif // MMREC_TARGET_COMPILE_H

@@ -1,0 +1,105 @@
+//===- runtime.h - the thin mmrec runtime -----------------------*- C++ -*-===//
+//
+// What generated launch functions and the trainer need, and nothing more:
+// typed views of arrays on the host or a GPU, errors that name what failed,
+// a CUDA driver-API module loader and launcher, and a reusable workspace.
+// The runtime does not link MLIR; kernels come only from mmrec-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MMREC_RUNTIME_H
+#define MMREC_RUNTIME_H
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mmrec::rt {
+
+/// Every runtime failure: a message naming the kernel, argument or call.
+class Error : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class DType { f32, f16, bf16, f64, i32 };
+const char *dtypeName(DType t);
+size_t dtypeSize(DType t);
+
+enum class DeviceKind { cpu, gpu };
+
+/// A view of a row-major array: no ownership.
+struct TensorRef {
+  void *data = nullptr;
+  DType dtype = DType::f32;
+  DeviceKind device = DeviceKind::cpu;
+  std::vector<int64_t> shape;
+
+  int64_t numel() const;
+  std::string shapeString() const;
+};
+
+/// An opaque CUDA stream (CUstream); null is the default stream.
+using Stream = void *;
+
+/// Checks that `t` has dtype `dtype` and exactly `shape`; throws an Error
+/// "<kernel>: argument '<name>' ..." otherwise.
+void checkArg(const char *kernel, const char *name, const TensorRef &t, DType dtype,
+              const std::vector<int64_t> &shape);
+
+/// True when this build has the CUDA runtime and a GPU is present.
+bool gpuAvailable();
+
+namespace gpu {
+
+/// A loaded kernel image (cubin preferred, PTX JIT-compiled otherwise).
+class Module {
+public:
+  Module(const char *name, const void *cubin, size_t cubinSize, const char *ptx);
+  ~Module();
+  Module(const Module &) = delete;
+  Module &operator=(const Module &) = delete;
+  /// The CUfunction of `kernel`, loaded on first use; throws naming it.
+  void *function(const char *kernel);
+
+private:
+  std::string name_;
+  void *module_ = nullptr;
+  std::vector<std::pair<std::string, void *>> functions_;
+};
+
+/// Launches `fn` (from Module::function) with a 1-D grid; `params` as in
+/// cuLaunchKernel. Checks the launch and names `kernel` on failure.
+void launch(const char *kernel, void *fn, int64_t gridX, int blockX, size_t sharedBytes,
+            Stream stream, void **params);
+
+/// A device buffer reused across launches (grows, never shrinks).
+class Workspace {
+public:
+  ~Workspace();
+  /// At least `bytes` of device memory; the first `zeroBytes` set to zero
+  /// (asynchronously on `stream`).
+  void *get(size_t bytes, size_t zeroBytes, Stream stream);
+
+private:
+  void *ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+/// The workspace shared by generated kernels of this thread.
+Workspace &threadWorkspace();
+
+/// Plain device memory helpers (used by tests and the trainer).
+void *alloc(size_t bytes);
+void free(void *p);
+void copyToDevice(void *dst, const void *src, size_t bytes);
+void copyToHost(void *dst, const void *src, size_t bytes);
+void memsetD8(void *dst, unsigned char value, size_t bytes);
+void synchronize();
+
+} // namespace gpu
+} // namespace mmrec::rt
+
+#endif // MMREC_RUNTIME_H

@@ -168,7 +168,10 @@ LogicalResult mlir::mmrec::emitCpuObject(ModuleOp module, const CompileOptions &
     f->removeAttr("llvm.emit_c_interface");
     cpu->getBody()->push_back(f);
   }
-  if (failed(runPipeline(*cpu, "convert-scf-to-cf,convert-math-to-llvm,"
+  // bf16 casts are expanded to integer arithmetic: the host's libgcc may
+  // not provide __truncsfbf2.
+  if (failed(runPipeline(*cpu, "arith-expand{include-bf16=true},convert-scf-to-cf,"
+                               "convert-math-to-llvm,"
                                "expand-strided-metadata,finalize-memref-to-llvm,"
                                "convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,"
                                "reconcile-unrealized-casts")))

@@ -11,7 +11,9 @@
 
 #include <cuda.h>
 
+#include <algorithm>
 #include <mutex>
+#include <vector>
 #include <string>
 
 namespace mmrec::rt {
@@ -163,6 +165,41 @@ void memsetD8(void *dst, unsigned char value, size_t bytes) {
   check(cuMemsetD8(reinterpret_cast<CUdeviceptr>(dst), value, bytes), "cuMemsetD8");
 }
 void synchronize() { check(cuCtxSynchronize(), "cuCtxSynchronize"); }
+
+double medianMs(const std::function<void()> &fn, int warmup, int reps) {
+  ensureContext(true);
+  for (int i = 0; i < warmup; ++i)
+    fn();
+  check(cuCtxSynchronize(), "cuCtxSynchronize (timing)");
+  std::vector<float> ms;
+  CUevent a, b;
+  check(cuEventCreate(&a, CU_EVENT_DEFAULT), "cuEventCreate");
+  check(cuEventCreate(&b, CU_EVENT_DEFAULT), "cuEventCreate");
+  for (int i = 0; i < reps; ++i) {
+    check(cuEventRecord(a, nullptr), "cuEventRecord");
+    fn();
+    check(cuEventRecord(b, nullptr), "cuEventRecord");
+    check(cuEventSynchronize(b), "cuEventSynchronize");
+    float t = 0;
+    check(cuEventElapsedTime(&t, a, b), "cuEventElapsedTime");
+    ms.push_back(t);
+  }
+  cuEventDestroy(a);
+  cuEventDestroy(b);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+void memInfo(size_t &freeBytes, size_t &totalBytes) {
+  ensureContext(true);
+  check(cuMemGetInfo(&freeBytes, &totalBytes), "cuMemGetInfo");
+}
+
+void copyDeviceToDevice(void *dst, const void *src, size_t bytes) {
+  check(cuMemcpyDtoD(reinterpret_cast<CUdeviceptr>(dst), reinterpret_cast<CUdeviceptr>(src),
+                     bytes),
+        "cuMemcpyDtoD");
+}
 
 } // namespace gpu
 } // namespace mmrec::rt

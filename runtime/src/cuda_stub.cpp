@@ -35,5 +35,8 @@ void copyToDevice(void *, const void *, size_t) { noGpu("copyToDevice"); }
 void copyToHost(void *, const void *, size_t) { noGpu("copyToHost"); }
 void memsetD8(void *, unsigned char, size_t) { noGpu("memsetD8"); }
 void synchronize() {}
+double medianMs(const std::function<void()> &, int, int) { noGpu("medianMs"); }
+void memInfo(size_t &, size_t &) { noGpu("memInfo"); }
+void copyDeviceToDevice(void *, const void *, size_t) { noGpu("copyDeviceToDevice"); }
 } // namespace gpu
 } // namespace mmrec::rt

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -40,6 +41,22 @@ struct TensorRef {
   int64_t numel() const;
   std::string shapeString() const;
 };
+
+/// bf16 <-> f32 on the host (round to nearest even; NaN stays NaN).
+inline uint16_t toBF16(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return uint16_t((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+inline float fromBF16(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
 
 /// An opaque CUDA stream (CUstream); null is the default stream.
 using Stream = void *;
@@ -98,6 +115,16 @@ void copyToDevice(void *dst, const void *src, size_t bytes);
 void copyToHost(void *dst, const void *src, size_t bytes);
 void memsetD8(void *dst, unsigned char value, size_t bytes);
 void synchronize();
+
+/// Median time in milliseconds of `fn` over `reps` runs after `warmup`
+/// runs, each timed with CUDA events on the default stream.
+double medianMs(const std::function<void()> &fn, int warmup, int reps);
+
+/// Bytes of free and total device memory.
+void memInfo(size_t &freeBytes, size_t &totalBytes);
+
+/// Device-to-device copy (cuMemcpyDtoD).
+void copyDeviceToDevice(void *dst, const void *src, size_t bytes);
 
 } // namespace gpu
 } // namespace mmrec::rt

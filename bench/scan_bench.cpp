@@ -10,7 +10,12 @@
 //===----------------------------------------------------------------------===//
 
 #include "mmrec/runtime.h"
-#include "scan_kernels.h"
+#ifndef SCAN_VARIANT
+#define SCAN_VARIANT scan_kernels
+#endif
+#define MMREC_STR2(x) #x
+#define MMREC_STR(x) MMREC_STR2(x)
+#include MMREC_STR(SCAN_VARIANT.h)
 
 #include <cmath>
 #include <cstdio>
@@ -18,7 +23,7 @@
 #include <vector>
 
 using namespace mmrec::rt;
-namespace K = mmrec::gen::scan_kernels;
+namespace K = mmrec::gen::SCAN_VARIANT;
 
 namespace {
 
@@ -139,7 +144,7 @@ int main(int argc, char **argv) {
     // backward reads ℓ, h, dy and writes dℓ (fp32), db.
     double fwdBytes = double(n) * (4 + 2 * es);
     double fbBytes = fwdBytes + double(n) * (4 + 4 + 3 * es);
-    std::printf("{\"case\": \"B%ld T%ld D%ld %s\", \"fwd_ms\": %.4f, \"fwdbwd_ms\": %.4f, "
+    std::printf("{\"variant\": \"" MMREC_STR(SCAN_VARIANT) "\", \"case\": \"B%ld T%ld D%ld %s\", \"fwd_ms\": %.4f, \"fwdbwd_ms\": %.4f, "
                 "\"fwd_bytes\": %.0f, \"fwdbwd_bytes\": %.0f}\n",
                 long(c.B), long(c.T), long(c.N), dtypeName(c.t), f, fb, fwdBytes, fbBytes);
     std::fflush(stdout);

@@ -33,8 +33,10 @@ def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::Module
   let options = [
     Option<"target", "target", "std::string", "\"cpu\"", "cpu or nvptx">,
     Option<"vec", "vec", "int64_t", "0", "Channels per thread (0: 16 bytes of the I/O type)">,
-    Option<"steps", "steps", "int64_t", "0", "Steps per thread (0: by element type)">,
-    Option<"warps", "warps", "int64_t", "8", "Warps per block along T">,
+    Option<"steps", "steps", "int64_t", "8", "Steps per thread">,
+    Option<"warps", "warps", "int64_t", "4", "Warps per block along T">,
+    Option<"minBlocks", "min-blocks", "int64_t", "0",
+           "Blocks per SM the register allocation must allow (nvvm.minctasm; 0: no bound)">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

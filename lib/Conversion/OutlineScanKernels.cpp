@@ -50,6 +50,7 @@ struct OutlineScanKernelsPass
     set("vec", b.getI64IntegerAttr(s.vec));
     set("steps", b.getI64IntegerAttr(s.steps));
     set("warps", b.getI64IntegerAttr(s.warps));
+    set("min_blocks", b.getI64IntegerAttr(s.minBlocks));
     set("clamp_min", b.getF64FloatAttr(s.clampMin));
     set("clamp_max", b.getF64FloatAttr(s.clampMax));
     SmallVector<Attribute> args;
@@ -134,8 +135,9 @@ struct OutlineScanKernelsPass
       spec.vec = vec > 0 ? vec : 16 / bytes;
       if (spec.inner > 1 && spec.inner % spec.vec != 0)
         spec.vec = 1;
-      spec.steps = steps > 0 ? steps : (bytes == 4 ? 8 : 4);
+      spec.steps = steps > 0 ? steps : 8;
       spec.warps = warps;
+      spec.minBlocks = minBlocks;
       if (gpu) {
         buildGpuScanKernel(b, op->getLoc(), getGpuModule(), spec);
         kernels.push_back(describe(b, spec, true, llvm::cast<RankedTensorType>(bType), logRank));

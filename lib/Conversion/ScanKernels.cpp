@@ -191,7 +191,12 @@ struct KernelBuilder {
     scf::YieldOp::create(b, splat(0.0));
     return ifOp.getResult(0);
   }
-  void fence() { NVVM::MembarOp::create(b, NVVM::MemScopeKind::GPU); }
+  /// Orders the look-back protocol's accesses at GPU scope (acquire-release:
+  /// cheaper than membar.gl's sequentially consistent fence).
+  void fence() {
+    NVVM::InlinePtxOp::create(b, TypeRange{}, ValueRange{}, ValueRange{},
+                              "fence.acq_rel.gpu;", Value());
+  }
 };
 
 /// Time index of logical step `s`: the scan walks s = 0..T-1.
@@ -236,6 +241,8 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
                                      workgroup);
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
   func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(32 * W), 1, 1}));
+  if (spec.minBlocks > 0)
+    func->setAttr("nvvm.minctasm", b.getI32IntegerAttr(int32_t(spec.minBlocks)));
   b.setInsertionPointToStart(&func.getBody().front());
   KernelBuilder k(b, spec);
 

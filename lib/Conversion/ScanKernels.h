@@ -40,6 +40,7 @@ struct ScanKernelSpec {
   // GPU tiling: V channels per thread (vector width), L steps per thread,
   // W warps per block along T.
   int64_t vec = 1, steps = 8, warps = 8;
+  int64_t minBlocks = 0; // blocks per SM to leave registers for (0: no bound)
 
   /// Names of the kernel's array arguments, in order; each is a 1-D memref.
   std::vector<std::string> arrayArgs() const;

@@ -91,7 +91,10 @@ LogicalResult mlir::mmrec::emitNvptx(ModuleOp module, const CompileOptions &opts
                                      KernelImages &out, ArrayAttr &kernels,
                                      std::string *llvmIR) {
   OwningOpRef<ModuleOp> clone = module.clone();
-  if (failed(runPipeline(*clone, "mmrec-outline-scan-kernels{target=nvptx}")))
+  std::string outline = llvm::formatv(
+      "mmrec-outline-scan-kernels{{target=nvptx vec={0} steps={1} warps={2} min-blocks={3}}",
+      opts.scanVec, opts.scanSteps, opts.scanWarps, opts.scanMinBlocks);
+  if (failed(runPipeline(*clone, outline)))
     return failure();
   kernels = (*clone)->getAttrOfType<ArrayAttr>("mmrec.kernels");
   if (!kernels || kernels.empty())
@@ -164,7 +167,7 @@ LogicalResult mlir::mmrec::emitCpuObject(ModuleOp module, const CompileOptions &
     auto name = llvm::cast<DictionaryAttr>(a).getAs<StringAttr>("name");
     auto f = clone->lookupSymbol<func::FuncOp>(name);
     f->remove();
-    f.setSymName(("mmrec_cpu_" + name.getValue()).str());
+    f.setSymName(("mmrec_cpu_" + opts.name + "_" + name.getValue()).str());
     f->removeAttr("llvm.emit_c_interface");
     cpu->getBody()->push_back(f);
   }
@@ -335,7 +338,7 @@ LogicalResult mlir::mmrec::emitLaunchApi(ModuleOp module, const CompileOptions &
     if (cpuKernels) {
       os << "extern \"C\" {\n";
       for (const KernelInfo &k : kernels) {
-        os << "void mmrec_cpu_" << k.name << "(";
+        os << "void mmrec_cpu_" << opts.name << "_" << k.name << "(";
         for (size_t i = 0; i < k.args.size(); ++i)
           os << "void *, void *, int64_t, int64_t, int64_t, ";
         os << "int64_t, int64_t, int64_t);\n";
@@ -407,7 +410,7 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
       os << "  if (B == 0 || T == 0 || N == 0) return;\n";
       os << "  if (device == mmrec::rt::DeviceKind::cpu) {\n";
       if (cpuKernels) {
-        os << "    mmrec_cpu_" << k.name << "(";
+        os << "    mmrec_cpu_" << opts.name << "_" << k.name << "(";
         for (const std::string &a : k.args)
           os << cIdent(a) << ".data, " << cIdent(a) << ".data, 0, " << cIdent(a)
              << ".numel(), 1, ";

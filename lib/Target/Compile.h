@@ -28,6 +28,8 @@ struct CompileOptions {
   bool nvptx = true, cpu = true;
   bool checkSpills = false;   // fail when ptxas reports spills or local memory
   std::string emit;           // "", "mlir", "llvm", "ptx", "obj"
+  // GPU scan tiling (0: the generator's defaults), see mmrec-outline-scan-kernels.
+  int64_t scanVec = 0, scanSteps = 8, scanWarps = 4, scanMinBlocks = 0;
 };
 
 struct KernelImages {

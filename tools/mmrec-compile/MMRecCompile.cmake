@@ -1,11 +1,12 @@
-# mmrec_compile_model(<target> MODEL <file.mlir> [NAME <name>] [TARGETS all|cpu|nvptx])
+# mmrec_compile_model(<target> MODEL <file.mlir> [NAME <name>] [TARGETS all|cpu|nvptx]
+#                     [OPTIONS <extra mmrec-compile flags>...])
 #
 # Compiles a model file with mmrec-compile at build time and makes <target>
 # a static library holding its kernels (the CPU object, the embedded PTX /
 # cubin) and the generated C++ launch API. Link <target> and include
 # "<name>.h"; the launch functions live in namespace mmrec::gen::<name>.
 function(mmrec_compile_model target)
-  cmake_parse_arguments(ARG "" "MODEL;NAME;TARGETS" "" ${ARGN})
+  cmake_parse_arguments(ARG "" "MODEL;NAME;TARGETS" "OPTIONS" ${ARGN})
   if(NOT ARG_NAME)
     get_filename_component(ARG_NAME ${ARG_MODEL} NAME_WE)
     string(MAKE_C_IDENTIFIER ${ARG_NAME} ARG_NAME)
@@ -20,7 +21,7 @@ function(mmrec_compile_model target)
   endif()
   add_custom_command(
     OUTPUT ${outputs}
-    COMMAND mmrec-compile ${ARG_MODEL} -o ${out} --name=${ARG_NAME} --target=${ARG_TARGETS}
+    COMMAND mmrec-compile ${ARG_MODEL} -o ${out} --name=${ARG_NAME} --target=${ARG_TARGETS} ${ARG_OPTIONS}
     DEPENDS mmrec-compile ${ARG_MODEL}
     COMMENT "mmrec-compile ${ARG_MODEL}"
     VERBATIM)

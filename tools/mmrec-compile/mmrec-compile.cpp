@@ -47,6 +47,14 @@ static cl::opt<std::string> emit("emit",
                                  cl::init(""));
 static cl::opt<std::string> name("name", cl::desc("Base name of the outputs (default: the "
                                                   "model file's stem)"));
+static cl::opt<int64_t> scanVec("scan-vec", cl::desc("GPU scans: channels per thread (0: 16 bytes)"),
+                                cl::init(0));
+static cl::opt<int64_t> scanSteps("scan-steps", cl::desc("GPU scans: steps per thread"),
+                                  cl::init(8));
+static cl::opt<int64_t> scanWarps("scan-warps", cl::desc("GPU scans: warps per block"), cl::init(4));
+static cl::opt<int64_t> scanMinBlocks("scan-min-blocks",
+                                      cl::desc("GPU scans: blocks per SM to leave registers for"),
+                                      cl::init(0));
 static cl::opt<bool> checkSpills("check-spills",
                                  cl::desc("Fail when a GPU kernel spills or uses local memory"));
 
@@ -77,6 +85,7 @@ int main(int argc, char **argv) {
   registerAllExtensions(registry);
   registerAllToLLVMIRTranslations(registry);
   MLIRContext ctx(registry);
+  ctx.printOpOnDiagnostic(false);
   ctx.loadAllAvailableDialects();
 
   llvm::SourceMgr sourceMgr;
@@ -96,6 +105,12 @@ int main(int argc, char **argv) {
   opts.outDir = outDir;
   opts.arch = arch;
   opts.checkSpills = checkSpills;
+  opts.scanVec = scanVec;
+  opts.scanSteps = scanSteps;
+  opts.scanWarps = scanWarps;
+  opts.scanMinBlocks = scanMinBlocks;
+  if (scanWarps < 1 || scanWarps > 32 || scanSteps < 1 || scanVec < 0 || scanMinBlocks < 0)
+    return fail("--scan-warps must be in [1, 32] and the other --scan-* options >= 0");
   opts.nvptx = target != "cpu";
   opts.cpu = target != "nvptx";
   opts.name = name.empty() ? llvm::sys::path::stem(inputFile).str() : name.getValue();

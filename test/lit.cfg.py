@@ -2,6 +2,7 @@
 # lit configuration of the mmrec test suite (`check-mmrec`).
 
 import os
+import shutil
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -25,5 +26,9 @@ llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
 tool_dirs = [config.mmrec_tools_dir, config.llvm_tools_dir]
-tools = ["mmrec-opt"]
+tools = ["mmrec-opt", "mmrec-compile"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
+
+# ptxas (CUDA toolkit) assembles generated PTX: spill/local-memory checks.
+if shutil.which("ptxas") or os.path.exists("/usr/local/cuda/bin/ptxas"):
+    config.available_features.add("ptxas")

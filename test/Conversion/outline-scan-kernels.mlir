@@ -1,0 +1,48 @@
+// RUN: mmrec-opt %s --mmrec-outline-scan-kernels=target=nvptx | FileCheck %s --check-prefix=GPU
+// RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx warps=2 steps=4 min-blocks=3" | FileCheck %s --check-prefix=TILE
+// RUN: mmrec-opt %s --mmrec-outline-scan-kernels=target=cpu | FileCheck %s --check-prefix=CPU
+// RUN: not mmrec-opt %s --mmrec-outline-scan-kernels=target=amdgpu 2>&1 | FileCheck %s --check-prefix=BAD
+
+// The op is tagged with its kernel; the module lists every kernel.
+// GPU: mmrec.kernels = [{args = ["log_decay", "b", "init", "h", "final"]
+// GPU-SAME: name = "scan_f32_kernel", op = "scan"
+// GPU-SAME: name = "scan_f32_kernel_v1"
+// GPU: mmrec.scan {{.*}}{mmrec.kernel = "scan_f32_kernel"}
+
+// One gpu.func a kernel: 4 warps by default, shared memory for the warp
+// aggregates, the carry and the ticket.
+// GPU: gpu.module @mmrec_kernels
+// GPU: gpu.func @scan_f32_kernel(%{{.*}}: memref<?xf32>, {{.*}}: memref<?xi32>, {{.*}}: memref<?xf32>, {{.*}}: index, {{.*}}: index, {{.*}}: index)
+// GPU-SAME: workgroup({{.*}}: memref<512xf32, #gpu.address_space<workgroup>>
+// GPU-SAME: kernel attributes {known_block_size = array<i32: 128, 1, 1>}
+// The block takes a ticket, so that predecessors along T started earlier.
+// GPU: memref.atomic_rmw addi
+// 16-byte vector loads of 4 fp32 channels.
+// GPU: vector.load {{.*}} {alignment = 16 : i64} : memref<?xf32>, vector<4xf32>
+// exp through ex2.approx.
+// GPU: nvvm.inline_ptx "ex2.approx.ftz.f32 $0, $1;"
+// Look-back: a volatile spin on the predecessor's flag, then acquire-release fences.
+// GPU: scf.while
+// GPU: llvm.load volatile
+// GPU: nvvm.inline_ptx "fence.acq_rel.gpu;"
+// GPU: gpu.func @scan_f32_kernel_v1(
+// GPU: vector.load {{.*}} : memref<?xf32>, vector<1xf32>
+
+// TILE: gpu.func @scan_f32_kernel(
+// TILE-SAME: memref<256xf32, #gpu.address_space<workgroup>>
+// TILE-SAME: known_block_size = array<i32: 64, 1, 1>, nvvm.minctasm = 3 : i32
+
+// CPU: mmrec.kernels = [{{.*}}target = "cpu"
+// CPU: func.func @scan_f32_kernel(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: index, %{{.*}}: index, %{{.*}}: index)
+// CPU: scf.for
+// CPU: scf.for
+// CPU: scf.for
+// CPU: math.exp
+
+// BAD: error: mmrec-outline-scan-kernels: unknown target 'amdgpu' (expected cpu or nvptx)
+func.func @scan_f32(%l: tensor<?x?x?xf32>, %b: tensor<?x?x?xf32>, %h0: tensor<?x?xf32>)
+    -> (tensor<?x?x?xf32>, tensor<?x?xf32>) {
+  %h, %hT = mmrec.scan %l, %b init %h0
+      : tensor<?x?x?xf32>, tensor<?x?x?xf32>, tensor<?x?xf32> -> tensor<?x?x?xf32>, tensor<?x?xf32>
+  return %h, %hT : tensor<?x?x?xf32>, tensor<?x?xf32>
+}

@@ -1,0 +1,49 @@
+// mmrec-compile: the default pipeline, the adjoint, PTX through NVPTX, a CPU
+// object, the launch API and the manifest.
+// RUN: mmrec-compile %s --emit=mlir | FileCheck %s --check-prefix=MLIR
+// RUN: mmrec-compile %s --emit=ptx | FileCheck %s --check-prefix=PTX
+// RUN: mmrec-compile %s --emit=llvm --target=cpu | FileCheck %s --check-prefix=LLVM
+// RUN: rm -rf %t && mmrec-compile %s -o %t --name=k | FileCheck %s --check-prefix=OUT
+// RUN: FileCheck %s --check-prefix=HDR < %t/k.h
+// RUN: FileCheck %s --check-prefix=SRC < %t/k.cpp
+// RUN: FileCheck %s --check-prefix=MAN < %t/k.manifest.json
+
+// MLIR: func.func @scan_f32_grad(
+// MLIR: mmrec.scan_grad
+
+// PTX: .target sm_90
+// PTX: .visible .entry scan_f32_kernel(
+// PTX: .maxntid 128, 1, 1
+// PTX: atom.global.add.u32
+// PTX: ld.global.v4.b32
+// PTX: ex2.approx.ftz.f32
+// PTX: fence.acq_rel.gpu
+// PTX: .visible .entry scan_f32_grad_kernel(
+
+// LLVM: define void @mmrec_cpu_compile_scan_f32_kernel(
+// LLVM: define void @mmrec_cpu_compile_scan_f32_grad_kernel(
+
+// OUT: mmrec-compile: k: 6 kernels
+
+// HDR: namespace mmrec::gen::k {
+// HDR: void scan_f32_kernel(const mmrec::rt::TensorRef &log_decay, const mmrec::rt::TensorRef &b, const mmrec::rt::TensorRef &init, const mmrec::rt::TensorRef &h, const mmrec::rt::TensorRef &final_, mmrec::rt::Stream stream = nullptr);
+// HDR: void scan_f32_grad_kernel(
+
+// Static dimensions of the model are checked at launch.
+// SRC: if (seq.shape[2] != 64)
+// SRC: mmrec::rt::checkArg(K, "init", init, DType::f32, state);
+// SRC: mmrec_cpu_k_scan_f32_kernel(
+// SRC: const char *fnName = vec ? "scan_f32_kernel" : "scan_f32_kernel_v1";
+
+// MAN: "kernels": [
+// MAN: "name": "scan_f32_kernel"
+// MAN: "shape": [
+// MAN-NEXT: -1,
+// MAN-NEXT: -1,
+// MAN-NEXT: 64
+func.func @scan_f32(%l: tensor<?x?x64xf32>, %b: tensor<?x?x64xf32>, %h0: tensor<?x64xf32>)
+    -> (tensor<?x?x64xf32>, tensor<?x64xf32>) {
+  %h, %hT = mmrec.scan %l, %b init %h0
+      : tensor<?x?x64xf32>, tensor<?x?x64xf32>, tensor<?x64xf32> -> tensor<?x?x64xf32>, tensor<?x64xf32>
+  return %h, %hT : tensor<?x?x64xf32>, tensor<?x64xf32>
+}

@@ -10,6 +10,25 @@
 
 include "mlir/Pass/PassBase.td"
 
+def MMRecClassifyRecurrences : Pass<"mmrec-classify-recurrences"> {
+  let summary = "Rewrite recurrences that are affine in their state into log-space scans";
+  let description = [{
+    A `mmrec.recurrence` with one carried state whose step is
+    `h_t = A_t ⊙ h_{t-1} + B_t`, with A and B independent of h, becomes a
+    `mmrec.scan`: the state-free ops of the step are lifted from per-step
+    slices to whole sequences (the prologue that computes ℓ and B), and the
+    decay moves to log space — `mmrec.exp_decay ℓ` gives ℓ itself,
+    `mmrec.sigmoid x` gives `mmrec.log_decay x` = clamp(−softplus(−x)) — so
+    that cumulative products never under- or overflow. Every other
+    recurrence (the seed's `z ⊙ σ(h·W_g + b_g) + γ ⊙ h` among them) stays
+    sequential, with a remark saying why.
+  }];
+  let options = [
+    Option<"clampMin", "clamp-min", "double", "-50.0", "Lower clamp of new log-space decays">,
+    Option<"clampMax", "clamp-max", "double", "0.0", "Upper clamp of new log-space decays">,
+  ];
+}
+
 def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::ModuleOp"> {
   let summary = "Generate the fused kernels of every mmrec.scan and mmrec.scan_grad";
   let description = [{

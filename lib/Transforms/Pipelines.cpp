@@ -2,7 +2,9 @@
 //
 // `mmrec-default` is what `mmrec-compile` runs before code generation:
 //   1. canonicalize, cse        — tidy the model file;
-//   2. mmrec-param-count        — check every parameter against mmrec.config.
+//   2. mmrec-param-count        — check every parameter against mmrec.config;
+//   3. mmrec-classify-recurrences — affine recurrences become log-space scans,
+//                                   the others stay sequential (with a remark).
 //
 //===----------------------------------------------------------------------===//
 
@@ -24,5 +26,6 @@ void mlir::mmrec::registerMMRecPipelines() {
         opts.print = false;
         opts.requireConfig = false;
         pm.addPass(createMMRecParamCount(opts));
+        pm.addPass(createMMRecClassifyRecurrences());
       });
 }

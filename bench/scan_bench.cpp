@@ -93,7 +93,7 @@ int main(int argc, char **argv) {
   }
   int reps = argc > 1 ? std::atoi(argv[1]) : 50;
   sanity(3, 1000, 33);
-  sanity(2, 4097, 4096);
+  sanity(1, 8193, 1024);
   // Copy bandwidth (read + write) on 2 GiB.
   {
     size_t n = size_t(1) << 30;

@@ -141,6 +141,21 @@ struct OutlineScanKernelsPass
       if (gpu) {
         buildGpuScanKernel(b, op->getLoc(), getGpuModule(), spec);
         kernels.push_back(describe(b, spec, true, llvm::cast<RankedTensorType>(bType), logRank));
+        // Long sequences over few channels (B = 1, T = 32768) are limited by
+        // the serial resolution of carries along T: a variant with 4x longer
+        // blocks (8 warps x 16 steps; 8 for the adjoint, which holds more
+        // per step) halves or quarters the chain. The launcher picks it.
+        if (spec.vec > 1 && steps == 8 && warps == 4) {
+          ScanKernelSpec longer = spec;
+          longer.warps = 8;
+          longer.steps = spec.kind == ScanKernelKind::Forward ? 16 : 8;
+          longer.vec = std::min<int64_t>(spec.vec, 4);
+          if (spec.inner > 1 && spec.inner % longer.vec != 0)
+            longer.vec = 1;
+          longer.name += "_long";
+          buildGpuScanKernel(b, op->getLoc(), getGpuModule(), longer);
+          kernels.push_back(describe(b, longer, true, llvm::cast<RankedTensorType>(bType), logRank));
+        }
         if (spec.vec > 1) {
           ScanKernelSpec scalar = spec;
           scalar.vec = 1;

@@ -288,7 +288,8 @@ LogicalResult mlir::mmrec::emitLaunchApi(ModuleOp module, const CompileOptions &
   if (primary)
     for (Attribute a : primary) {
       KernelInfo k = parseInfo(a);
-      if (k.name.size() > 3 && k.name.compare(k.name.size() - 3, 3, "_v1") == 0)
+      auto endsWith = [&](StringRef suffix) { return StringRef(k.name).ends_with(suffix); };
+      if (endsWith("_v1") || endsWith("_long"))
         continue;
       kernels.push_back(k);
     }
@@ -431,10 +432,19 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
           os << "  vec = vec && reinterpret_cast<uintptr_t>(" << cIdent(a)
              << ".data) % 16 == 0;\n";
         KernelInfo v1 = g1 ? *g1 : *g;
-        os << "  const int64_t cb = vec ? " << 32 * g->vec << " : " << 32 * v1.vec << ";\n"
-           << "  const int64_t cl = vec ? " << g->steps * g->warps << " : "
-           << v1.steps * v1.warps << ";\n"
-           << "  const int threads = vec ? " << 32 * g->warps << " : " << 32 * v1.warps << ";\n"
+        std::optional<KernelInfo> gl = gpuInfo(k.name + "_long");
+        // Few channel tiles and many steps: the long-block variant.
+        if (gl)
+          os << "  const bool longer = vec && N % " << gl->vec << " == 0 && T >= 8192 && B * N <= 16384;\n";
+        else
+          os << "  const bool longer = false;\n";
+        KernelInfo L = gl ? *gl : *g;
+        os << "  const int64_t cb = longer ? " << 32 * L.vec << " : vec ? " << 32 * g->vec << " : "
+           << 32 * v1.vec << ";\n"
+           << "  const int64_t cl = longer ? " << L.steps * L.warps << " : vec ? "
+           << g->steps * g->warps << " : " << v1.steps * v1.warps << ";\n"
+           << "  const int threads = longer ? " << 32 * L.warps << " : vec ? " << 32 * g->warps
+           << " : " << 32 * v1.warps << ";\n"
            << "  const int64_t tiles = (N + cb - 1) / cb, chunks = (T + cl - 1) / cl;\n"
            << "  const int64_t blocks = B * tiles * chunks;\n"
            << "  const size_t flagBytes = ((1 + blocks) * 4 + 255) / 256 * 256;\n"
@@ -455,7 +465,8 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
            << "    params[5 * i + 4] = &m[i].stride;\n  }\n"
            << "  for (int i = 0; i < 3; ++i) params[" << 5 * (k.args.size() + 2)
            << " + i] = &dims[i];\n"
-           << "  const char *fnName = vec ? \"" << g->name << "\" : \"" << v1.name << "\";\n"
+           << "  const char *fnName = longer ? \"" << L.name << "\" : vec ? \"" << g->name
+           << "\" : \"" << v1.name << "\";\n"
            << "  mmrec::rt::gpu::launch(fnName, gpuModule().function(fnName), blocks, threads, 0, "
               "stream, params);\n";
         os << "#else\n  fail(K, \"this build of the runtime has no CUDA support\");\n#endif\n";

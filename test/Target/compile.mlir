@@ -23,7 +23,7 @@
 // LLVM: define void @mmrec_cpu_compile_scan_f32_kernel(
 // LLVM: define void @mmrec_cpu_compile_scan_f32_grad_kernel(
 
-// OUT: mmrec-compile: k: 6 kernels
+// OUT: mmrec-compile: k: 8 kernels
 
 // HDR: namespace mmrec::gen::k {
 // HDR: void scan_f32_kernel(const mmrec::rt::TensorRef &log_decay, const mmrec::rt::TensorRef &b, const mmrec::rt::TensorRef &init, const mmrec::rt::TensorRef &h, const mmrec::rt::TensorRef &final_, mmrec::rt::Stream stream = nullptr);
@@ -33,7 +33,8 @@
 // SRC: if (seq.shape[2] != 64)
 // SRC: mmrec::rt::checkArg(K, "init", init, DType::f32, state);
 // SRC: mmrec_cpu_k_scan_f32_kernel(
-// SRC: const char *fnName = vec ? "scan_f32_kernel" : "scan_f32_kernel_v1";
+// SRC: const bool longer = vec && N % 4 == 0 && T >= 8192 && B * N <= 16384;
+// SRC: const char *fnName = longer ? "scan_f32_kernel_long" : vec ? "scan_f32_kernel" : "scan_f32_kernel_v1";
 
 // MAN: "kernels": [
 // MAN: "name": "scan_f32_kernel"

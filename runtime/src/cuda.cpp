@@ -10,6 +10,7 @@
 #include "mmrec/runtime.h"
 
 #include <cuda.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <mutex>
@@ -19,10 +20,78 @@
 namespace mmrec::rt {
 namespace {
 
+// The driver is loaded with dlopen at first use, so that programs built with
+// the GPU runtime start (and run their CPU paths) on machines without one.
+// Each entry: our name, the driver's exported symbol (the versioned one
+// that cuda.h maps the name to).
+#define MMREC_CU_FUNCTIONS(X)                                                                \
+  X(cuInit, "cuInit")                                                                        \
+  X(cuDeviceGetCount, "cuDeviceGetCount")                                                    \
+  X(cuDeviceGet, "cuDeviceGet")                                                              \
+  X(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain")                                    \
+  X(cuCtxGetCurrent, "cuCtxGetCurrent")                                                      \
+  X(cuCtxSetCurrent, "cuCtxSetCurrent")                                                      \
+  X(cuCtxSynchronize, "cuCtxSynchronize")                                                    \
+  X(cuGetErrorName, "cuGetErrorName")                                                        \
+  X(cuGetErrorString, "cuGetErrorString")                                                    \
+  X(cuModuleLoadData, "cuModuleLoadData")                                                    \
+  X(cuModuleLoadDataEx, "cuModuleLoadDataEx")                                                \
+  X(cuModuleUnload, "cuModuleUnload")                                                        \
+  X(cuModuleGetFunction, "cuModuleGetFunction")                                              \
+  X(cuLaunchKernel, "cuLaunchKernel")                                                        \
+  X(cuMemAlloc, "cuMemAlloc_v2")                                                             \
+  X(cuMemFree, "cuMemFree_v2")                                                               \
+  X(cuMemGetInfo, "cuMemGetInfo_v2")                                                         \
+  X(cuMemcpyHtoD, "cuMemcpyHtoD_v2")                                                         \
+  X(cuMemcpyDtoH, "cuMemcpyDtoH_v2")                                                         \
+  X(cuMemcpyDtoD, "cuMemcpyDtoD_v2")                                                         \
+  X(cuMemsetD8, "cuMemsetD8_v2")                                                             \
+  X(cuMemsetD8Async, "cuMemsetD8Async")                                                      \
+  X(cuEventCreate, "cuEventCreate")                                                          \
+  X(cuEventDestroy, "cuEventDestroy_v2")                                                     \
+  X(cuEventRecord, "cuEventRecord")                                                          \
+  X(cuEventSynchronize, "cuEventSynchronize")                                                \
+  X(cuEventElapsedTime, "cuEventElapsedTime")
+
+struct Driver {
+#define MMREC_CU_MEMBER(name, sym) decltype(&::name) name = nullptr;
+  MMREC_CU_FUNCTIONS(MMREC_CU_MEMBER)
+#undef MMREC_CU_MEMBER
+  std::string error;
+  bool ok = false;
+
+  Driver() {
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+      error = std::string("cannot load the CUDA driver (libcuda.so.1): ") + dlerror();
+      return;
+    }
+#define MMREC_CU_LOAD(name, sym)                                                               \
+  name = reinterpret_cast<decltype(name)>(dlsym(lib, sym));                                    \
+  if (!name) {                                                                                 \
+    error = "the CUDA driver lacks " sym;                                                      \
+    return;                                                                                    \
+  }
+    MMREC_CU_FUNCTIONS(MMREC_CU_LOAD)
+#undef MMREC_CU_LOAD
+    ok = true;
+  }
+};
+
+const Driver &driver() {
+  static Driver d;
+  return d;
+}
+
+// Calls below go through the loaded driver.
+#define MMREC_CU_CALL(name) driver().name
+
 std::string cuErrorString(CUresult r) {
   const char *name = nullptr, *msg = nullptr;
-  cuGetErrorName(r, &name);
-  cuGetErrorString(r, &msg);
+  if (!driver().ok)
+    return "CUDA error " + std::to_string(int(r));
+  MMREC_CU_CALL(cuGetErrorName)(r, &name);
+  MMREC_CU_CALL(cuGetErrorString)(r, &msg);
   return std::string(name ? name : "CUDA_ERROR") + " (" + (msg ? msg : "?") + ")";
 }
 
@@ -36,28 +105,35 @@ bool ensureContext(bool throwOnFailure) {
   static std::once_flag once;
   static CUresult status = CUDA_SUCCESS;
   static CUcontext ctx = nullptr;
+  static std::string loadError;
   std::call_once(once, [] {
-    status = cuInit(0);
+    if (!driver().ok) {
+      status = CUDA_ERROR_NOT_INITIALIZED;
+      loadError = driver().error;
+      return;
+    }
+    status = MMREC_CU_CALL(cuInit)(0);
     int count = 0;
     if (status == CUDA_SUCCESS)
-      status = cuDeviceGetCount(&count);
+      status = MMREC_CU_CALL(cuDeviceGetCount)(&count);
     if (status == CUDA_SUCCESS && count == 0)
       status = CUDA_ERROR_NO_DEVICE;
     CUdevice dev;
     if (status == CUDA_SUCCESS)
-      status = cuDeviceGet(&dev, 0);
+      status = MMREC_CU_CALL(cuDeviceGet)(&dev, 0);
     if (status == CUDA_SUCCESS)
-      status = cuDevicePrimaryCtxRetain(&ctx, dev);
+      status = MMREC_CU_CALL(cuDevicePrimaryCtxRetain)(&ctx, dev);
   });
   if (status == CUDA_SUCCESS) {
     CUcontext cur = nullptr;
-    cuCtxGetCurrent(&cur);
+    MMREC_CU_CALL(cuCtxGetCurrent)(&cur);
     if (cur != ctx)
-      check(cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+      check(MMREC_CU_CALL(cuCtxSetCurrent)(ctx), "cuCtxSetCurrent");
     return true;
   }
   if (throwOnFailure)
-    throw Error("mmrec runtime: no usable CUDA device: " + cuErrorString(status));
+    throw Error("mmrec runtime: no usable CUDA device: " +
+                (loadError.empty() ? cuErrorString(status) : loadError));
   return false;
 }
 
@@ -73,13 +149,13 @@ Module::Module(const char *name, const void *cubin, size_t cubinSize, const char
   CUmodule m = nullptr;
   CUresult r = CUDA_ERROR_INVALID_IMAGE;
   if (cubin && cubinSize)
-    r = cuModuleLoadData(&m, cubin);
+    r = MMREC_CU_CALL(cuModuleLoadData)(&m, cubin);
   if (r != CUDA_SUCCESS) {
     // The cubin is for another architecture (or absent): JIT the PTX.
     char log[8192] = {0};
     CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
     void *vals[] = {log, reinterpret_cast<void *>(sizeof(log))};
-    r = cuModuleLoadDataEx(&m, ptx, 2, opts, vals);
+    r = MMREC_CU_CALL(cuModuleLoadDataEx)(&m, ptx, 2, opts, vals);
     if (r != CUDA_SUCCESS)
       throw Error("loading kernel image '" + name_ + "': " + cuErrorString(r) +
                   (log[0] ? std::string("\n") + log : std::string()));
@@ -89,7 +165,7 @@ Module::Module(const char *name, const void *cubin, size_t cubinSize, const char
 
 Module::~Module() {
   if (module_)
-    cuModuleUnload(static_cast<CUmodule>(module_));
+    MMREC_CU_CALL(cuModuleUnload)(static_cast<CUmodule>(module_));
 }
 
 void *Module::function(const char *kernel) {
@@ -97,7 +173,7 @@ void *Module::function(const char *kernel) {
     if (f.first == kernel)
       return f.second;
   CUfunction fn = nullptr;
-  check(cuModuleGetFunction(&fn, static_cast<CUmodule>(module_), kernel),
+  check(MMREC_CU_CALL(cuModuleGetFunction)(&fn, static_cast<CUmodule>(module_), kernel),
         "cuModuleGetFunction(" + std::string(kernel) + ") in '" + name_ + "'");
   functions_.emplace_back(kernel, fn);
   return fn;
@@ -110,7 +186,7 @@ void launch(const char *kernel, void *fn, int64_t gridX, int blockX, size_t shar
   if (gridX > 0x7fffffff)
     throw Error(std::string(kernel) + ": grid of " + std::to_string(gridX) +
                 " blocks exceeds the device limit");
-  check(cuLaunchKernel(static_cast<CUfunction>(fn), unsigned(gridX), 1, 1, unsigned(blockX),
+  check(MMREC_CU_CALL(cuLaunchKernel)(static_cast<CUfunction>(fn), unsigned(gridX), 1, 1, unsigned(blockX),
                        1, 1, unsigned(sharedBytes), static_cast<CUstream>(stream), params,
                        nullptr),
         std::string("launching ") + kernel);
@@ -118,23 +194,23 @@ void launch(const char *kernel, void *fn, int64_t gridX, int blockX, size_t shar
 
 Workspace::~Workspace() {
   if (ptr_)
-    cuMemFree(reinterpret_cast<CUdeviceptr>(ptr_));
+    MMREC_CU_CALL(cuMemFree)(reinterpret_cast<CUdeviceptr>(ptr_));
 }
 
 void *Workspace::get(size_t bytes, size_t zeroBytes, Stream stream) {
   ensureContext(true);
   if (bytes > size_) {
     if (ptr_) {
-      check(cuCtxSynchronize(), "cuCtxSynchronize (workspace)");
-      cuMemFree(reinterpret_cast<CUdeviceptr>(ptr_));
+      check(MMREC_CU_CALL(cuCtxSynchronize)(), "cuCtxSynchronize (workspace)");
+      MMREC_CU_CALL(cuMemFree)(reinterpret_cast<CUdeviceptr>(ptr_));
     }
     CUdeviceptr p;
-    check(cuMemAlloc(&p, bytes), "cuMemAlloc(" + std::to_string(bytes) + ") for a workspace");
+    check(MMREC_CU_CALL(cuMemAlloc)(&p, bytes), "cuMemAlloc(" + std::to_string(bytes) + ") for a workspace");
     ptr_ = reinterpret_cast<void *>(p);
     size_ = bytes;
   }
   if (zeroBytes)
-    check(cuMemsetD8Async(reinterpret_cast<CUdeviceptr>(ptr_), 0, zeroBytes,
+    check(MMREC_CU_CALL(cuMemsetD8Async)(reinterpret_cast<CUdeviceptr>(ptr_), 0, zeroBytes,
                           static_cast<CUstream>(stream)),
           "cuMemsetD8Async (workspace)");
   return ptr_;
@@ -148,55 +224,55 @@ Workspace &threadWorkspace() {
 void *alloc(size_t bytes) {
   ensureContext(true);
   CUdeviceptr p;
-  check(cuMemAlloc(&p, bytes ? bytes : 1), "cuMemAlloc(" + std::to_string(bytes) + ")");
+  check(MMREC_CU_CALL(cuMemAlloc)(&p, bytes ? bytes : 1), "cuMemAlloc(" + std::to_string(bytes) + ")");
   return reinterpret_cast<void *>(p);
 }
 void free(void *p) {
   if (p)
-    cuMemFree(reinterpret_cast<CUdeviceptr>(p));
+    MMREC_CU_CALL(cuMemFree)(reinterpret_cast<CUdeviceptr>(p));
 }
 void copyToDevice(void *dst, const void *src, size_t bytes) {
-  check(cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(dst), src, bytes), "cuMemcpyHtoD");
+  check(MMREC_CU_CALL(cuMemcpyHtoD)(reinterpret_cast<CUdeviceptr>(dst), src, bytes), "cuMemcpyHtoD");
 }
 void copyToHost(void *dst, const void *src, size_t bytes) {
-  check(cuMemcpyDtoH(dst, reinterpret_cast<CUdeviceptr>(src), bytes), "cuMemcpyDtoH");
+  check(MMREC_CU_CALL(cuMemcpyDtoH)(dst, reinterpret_cast<CUdeviceptr>(src), bytes), "cuMemcpyDtoH");
 }
 void memsetD8(void *dst, unsigned char value, size_t bytes) {
-  check(cuMemsetD8(reinterpret_cast<CUdeviceptr>(dst), value, bytes), "cuMemsetD8");
+  check(MMREC_CU_CALL(cuMemsetD8)(reinterpret_cast<CUdeviceptr>(dst), value, bytes), "cuMemsetD8");
 }
-void synchronize() { check(cuCtxSynchronize(), "cuCtxSynchronize"); }
+void synchronize() { check(MMREC_CU_CALL(cuCtxSynchronize)(), "cuCtxSynchronize"); }
 
 double medianMs(const std::function<void()> &fn, int warmup, int reps) {
   ensureContext(true);
   for (int i = 0; i < warmup; ++i)
     fn();
-  check(cuCtxSynchronize(), "cuCtxSynchronize (timing)");
+  check(MMREC_CU_CALL(cuCtxSynchronize)(), "cuCtxSynchronize (timing)");
   std::vector<float> ms;
   CUevent a, b;
-  check(cuEventCreate(&a, CU_EVENT_DEFAULT), "cuEventCreate");
-  check(cuEventCreate(&b, CU_EVENT_DEFAULT), "cuEventCreate");
+  check(MMREC_CU_CALL(cuEventCreate)(&a, CU_EVENT_DEFAULT), "cuEventCreate");
+  check(MMREC_CU_CALL(cuEventCreate)(&b, CU_EVENT_DEFAULT), "cuEventCreate");
   for (int i = 0; i < reps; ++i) {
-    check(cuEventRecord(a, nullptr), "cuEventRecord");
+    check(MMREC_CU_CALL(cuEventRecord)(a, nullptr), "cuEventRecord");
     fn();
-    check(cuEventRecord(b, nullptr), "cuEventRecord");
-    check(cuEventSynchronize(b), "cuEventSynchronize");
+    check(MMREC_CU_CALL(cuEventRecord)(b, nullptr), "cuEventRecord");
+    check(MMREC_CU_CALL(cuEventSynchronize)(b), "cuEventSynchronize");
     float t = 0;
-    check(cuEventElapsedTime(&t, a, b), "cuEventElapsedTime");
+    check(MMREC_CU_CALL(cuEventElapsedTime)(&t, a, b), "cuEventElapsedTime");
     ms.push_back(t);
   }
-  cuEventDestroy(a);
-  cuEventDestroy(b);
+  MMREC_CU_CALL(cuEventDestroy)(a);
+  MMREC_CU_CALL(cuEventDestroy)(b);
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
 }
 
 void memInfo(size_t &freeBytes, size_t &totalBytes) {
   ensureContext(true);
-  check(cuMemGetInfo(&freeBytes, &totalBytes), "cuMemGetInfo");
+  check(MMREC_CU_CALL(cuMemGetInfo)(&freeBytes, &totalBytes), "cuMemGetInfo");
 }
 
 void copyDeviceToDevice(void *dst, const void *src, size_t bytes) {
-  check(cuMemcpyDtoD(reinterpret_cast<CUdeviceptr>(dst), reinterpret_cast<CUdeviceptr>(src),
+  check(MMREC_CU_CALL(cuMemcpyDtoD)(reinterpret_cast<CUdeviceptr>(dst), reinterpret_cast<CUdeviceptr>(src),
                      bytes),
         "cuMemcpyDtoD");
 }

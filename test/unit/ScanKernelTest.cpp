@@ -10,7 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "Reference/Oracle.h"
+#include "Reference/Scan.h"
 #include "mmrec/runtime.h"
 #include "scan_kernels.h"
 
@@ -199,9 +199,11 @@ TEST(ScanKernelCpu, ClampBoundsAreExercised) {
   checkScan(Where::cpu, Variant::f32, {2, 300, 17}, -80.0, 5.0, 1e-6);
 }
 TEST(ScanKernelCpu, ExtremeDecaysStayFinite) {
-  // γ = 0.001 and 0.999 over 32K steps, ℓ at the clamp bounds -50 and 0.
+  // γ = 0.001 and 0.999 over 32K steps, ℓ at the clamp bounds -50 and 0:
+  // everything finite (relErr is infinite otherwise). With γ near 1 the fp32
+  // state sums 32K terms, so the bound is the accumulation error, not 1e-6.
   for (double l : {std::log(0.001), std::log(0.999), -50.0, 0.0})
-    checkScan(Where::cpu, Variant::f32, {1, 32768, 3}, l, l, 1e-5);
+    checkScan(Where::cpu, Variant::f32, {1, 32768, 3}, l, l, 1e-4);
 }
 TEST(ScanKernelCpu, ShapeMismatchIsAClearError) {
   HostArray la(DType::f32, {2, 3, 4}), b(DType::f32, {2, 3, 4}), h0(DType::f32, {2, 5}),

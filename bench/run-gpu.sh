@@ -8,6 +8,7 @@ what=${1:-all}
 OUT=${OUT:-/tmp/mmrec-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+[ -f .carry/COMMIT ] && export MMREC_COMMIT=$(cat .carry/COMMIT)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 rc=0
 if [ "$what" = tests ] || [ "$what" = all ]; then

@@ -380,9 +380,9 @@ def MMRec_ScanGradOp : MMRec_Op<"scan_grad", [Pure]> {
     `mmrec-scan-adjoint` pass and lowered into one fused reverse kernel.
 
     ```mlir
-    %dl, %db, %dh0 = mmrec.scan_grad %l, %h init %h0, %dh, %dfinal
-        : tensor<8x2048x4096xf32>, tensor<8x2048x4096xf32>, tensor<8x4096xf32>,
-          tensor<8x2048x4096xf32>, tensor<8x4096xf32>
+    %dl, %db, %dh0 = mmrec.scan_grad %l, %h, %dh, %dfinal init %h0
+        : tensor<8x2048x4096xf32>, tensor<8x2048x4096xf32>, tensor<8x2048x4096xf32>,
+          tensor<8x4096xf32>, tensor<8x4096xf32>
         -> tensor<8x2048x4096xf32>, tensor<8x2048x4096xf32>, tensor<8x4096xf32>
     ```
   }];
@@ -395,9 +395,9 @@ def MMRec_ScanGradOp : MMRec_Op<"scan_grad", [Pure]> {
   let results = (outs MMRec_LogTensor:$grad_log_decay, MMRec_FloatTensor:$grad_b,
                       Optional<MMRec_FloatTensor>:$grad_init);
   let assemblyFormat = [{
-    (`reverse` $reverse^)? $log_decay `,` $h (`init` $init^)? `,` $grad_h `,` $grad_final
-    attr-dict `:` type($log_decay) `,` type($h) (`,` type($init)^)? `,` type($grad_h)
-    `,` type($grad_final) `->` type($grad_log_decay) `,` type($grad_b) (`,` type($grad_init)^)?
+    (`reverse` $reverse^)? $log_decay `,` $h `,` $grad_h `,` $grad_final (`init` $init^)?
+    attr-dict `:` type($log_decay) `,` type($h) `,` type($grad_h) `,` type($grad_final)
+    (`,` type($init)^)? `->` type($grad_log_decay) `,` type($grad_b) (`,` type($grad_init)^)?
   }];
   let hasVerifier = 1;
 }

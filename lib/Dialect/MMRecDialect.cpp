@@ -72,10 +72,10 @@ LogicalResult LogSpaceAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                    APFloat min, APFloat max) {
   double lo = min.convertToDouble(), hi = max.convertToDouble();
   if (!(lo < hi))
-    return emitError() << "#mmrec.logspace: min (" << lo
-                       << ") must be less than max (" << hi << ")";
+    return emitError() << "#mmrec.logspace: min (" << formatShortestDouble(lo)
+                       << ") must be less than max (" << formatShortestDouble(hi) << ")";
   if (hi > 0.0)
-    return emitError() << "#mmrec.logspace: max (" << hi
+    return emitError() << "#mmrec.logspace: max (" << formatShortestDouble(hi)
                        << ") must be <= 0 (a decay is at most 1)";
   return success();
 }
@@ -126,11 +126,11 @@ LogicalResult ConfigAttr::verify(
   double d = decayInit.convertToDouble();
   if (!(d > 0.0 && d < 1.0))
     return emitError() << "#mmrec.config: field 'decay_init' must be in (0, 1), got "
-                       << d;
+                       << formatShortestDouble(d);
   double lo = clampMin.convertToDouble(), hi = clampMax.convertToDouble();
   if (!(lo < hi) || hi > 0.0)
-    return emitError() << "#mmrec.config: fields 'log_clamp_min' (" << lo
-                       << ") and 'log_clamp_max' (" << hi
+    return emitError() << "#mmrec.config: fields 'log_clamp_min' (" << formatShortestDouble(lo)
+                       << ") and 'log_clamp_max' (" << formatShortestDouble(hi)
                        << ") must satisfy min < max <= 0";
   if (!(eps.convertToDouble() > 0.0))
     return emitError() << "#mmrec.config: field 'norm_eps' must be positive";
@@ -178,7 +178,7 @@ LogicalResult MMRecDialect::verifyOperationAttribute(Operation *op,
       return op->emitError() << "'mmrec.kernel' must be a string on a mmrec.scan or mmrec.scan_grad";
     return success();
   }
-  return op->emitError() << "unknown mmrec attribute '" << attr.getName()
+  return op->emitError() << "unknown mmrec attribute '" << attr.getName().getValue()
                          << "' on an operation";
 }
 
@@ -196,5 +196,5 @@ LogicalResult MMRecDialect::verifyRegionArgAttribute(Operation *op,
   }
   return op->emitError() << "argument #" << argIndex
                          << ": unknown mmrec argument attribute '"
-                         << attr.getName() << "'";
+                         << attr.getName().getValue() << "'";
 }

@@ -73,10 +73,11 @@ LogicalResult expectLogSpace(Operation *op, StringRef name, Type type,
                              << " must carry a #mmrec.logspace encoding, got "
                              << type;
   if (enc.getMinValue() != min || enc.getMaxValue() != max)
-    return op->emitOpError() << name << " encoding bounds [" << enc.getMinValue()
-                             << ", " << enc.getMaxValue()
-                             << "] must equal the clamp bounds [" << min << ", "
-                             << max << "]";
+    return op->emitOpError() << name << " encoding bounds ["
+                             << formatShortestDouble(enc.getMinValue()) << ", "
+                             << formatShortestDouble(enc.getMaxValue())
+                             << "] must equal the clamp bounds [" << formatShortestDouble(min)
+                             << ", " << formatShortestDouble(max) << "]";
   return success();
 }
 
@@ -84,7 +85,8 @@ LogicalResult expectClampBounds(Operation *op, double min, double max) {
   if (min < max && max <= 0.0)
     return success();
   return op->emitOpError() << "clamp bounds must satisfy clamp_min < clamp_max <= 0, got ["
-                           << min << ", " << max << "]";
+                           << formatShortestDouble(min) << ", " << formatShortestDouble(max)
+                           << "]";
 }
 
 /// ⌈T / C⌉, dynamic when T is.
@@ -124,7 +126,7 @@ LogicalResult RMSNormOp::verify() {
       failed(expectSameElementType(*this, "input", in, "weight", w)))
     return failure();
   if (!(getEps().convertToDouble() > 0.0))
-    return emitOpError() << "eps must be positive, got " << getEps().convertToDouble();
+    return emitOpError() << "eps must be positive, got " << formatShortestDouble(getEps().convertToDouble());
   return success();
 }
 
@@ -137,7 +139,7 @@ LogicalResult GroupRMSNormOp::verify() {
     return emitOpError() << "groups (" << getGroups()
                          << ") must divide the last dimension (" << d << ")";
   if (!(getEps().convertToDouble() > 0.0))
-    return emitOpError() << "eps must be positive, got " << getEps().convertToDouble();
+    return emitOpError() << "eps must be positive, got " << formatShortestDouble(getEps().convertToDouble());
   return success();
 }
 

@@ -7,7 +7,7 @@
 // CHECK-SAME:    %[[L:[^:]+]]: tensor<4x16x8xf32>, %[[B:[^:]+]]: tensor<4x16x8xf32>, %[[H0:[^:]+]]: tensor<4x8xf32>,
 // CHECK-SAME:    %[[H:[^:]+]]: tensor<4x16x8xf32>, %[[F:[^:]+]]: tensor<4x8xf32>, %[[DH:[^:]+]]: tensor<4x16x8xf32>, %[[DF:[^:]+]]: tensor<4x8xf32>)
 // CHECK-SAME:    -> (tensor<4x16x8xf32>, tensor<4x16x8xf32>, tensor<4x8xf32>)
-// CHECK:         %[[DL:.+]], %[[DB:.+]], %[[DH0:.+]] = mmrec.scan_grad %[[L]], %[[H]] init %[[H0]], %[[DH]], %[[DF]] {clamp_max = -1.000000e-01 : f64, clamp_min = -2.000000e+01 : f64}
+// CHECK:         %[[DL:.+]], %[[DB:.+]], %[[DH0:.+]] = mmrec.scan_grad %[[L]], %[[H]], %[[DH]], %[[DF]] init %[[H0]] {clamp_max = -1.000000e-01 : f64, clamp_min = -2.000000e+01 : f64}
 // CHECK:         return %[[DL]], %[[DB]], %[[DH0]]
 func.func @fwd(%l: tensor<4x16x8xf32>, %b: tensor<4x16x8xf32>, %h0: tensor<4x8xf32>)
     -> (tensor<4x16x8xf32>, tensor<4x8xf32>) {

@@ -12,4 +12,4 @@
 // SYNTAX: syntax.mlir:2:39: error: expected '>' in tensor type
 // TYPE: wrong-type.mlir:2:22: error: use of value '%x' expects different type than prior uses: 'tensor<4xf16>' vs 'tensor<4xf32>'
 // BINARY: binary.mlir:1:2: error: unexpected character
-// MISSING: could not open input file {{.*}}does-not-exist.mlir
+// MISSING: cannot open input file '{{.*}}does-not-exist.mlir': No such file or directory

@@ -341,6 +341,11 @@ def MMRec_ScanOp : MMRec_Op<"scan", [Pure]> {
     (the shape of `b` without axis 1). With `reverse`, the scan runs from
     t = T-1 down to 0 and the final state is h_0.
 
+    With `gate_logits`, the first operand holds gate logits x instead of ℓ,
+    and the decay is computed in the kernel: `ℓ = clamp(log σ(x))` with
+    `log σ(x) = −softplus(−x)` (what `mmrec-fuse-scan-producers` makes of a
+    `mmrec.log_decay` feeding the scan).
+
     ```mlir
     %h, %hT = mmrec.scan %l, %b init %h0
         : tensor<8x2048x4096xf32, #mmrec.logspace<min = -5.000000e+01, max = 0.000000e+00>>,
@@ -352,7 +357,7 @@ def MMRec_ScanOp : MMRec_Op<"scan", [Pure]> {
                        Optional<MMRec_FloatTensor>:$init,
                        DefaultValuedAttr<F64Attr, "-50.0">:$clamp_min,
                        DefaultValuedAttr<F64Attr, "0.0">:$clamp_max,
-                       UnitAttr:$reverse);
+                       UnitAttr:$reverse, UnitAttr:$gate_logits);
   let results = (outs MMRec_FloatTensor:$h, MMRec_FloatTensor:$final);
   let assemblyFormat = [{
     (`reverse` $reverse^)? $log_decay `,` $b (`init` $init^)? attr-dict `:`
@@ -376,7 +381,10 @@ def MMRec_ScanGradOp : MMRec_Op<"scan_grad", [Pure]> {
     grad_init        = γ_first · g_first
     ```
     where `γ_t = exp(clamp(ℓ_t))`, `prev`/`next` follow the forward's order
-    and `h_{prev(first)} = init` (zeros when absent). It is produced by the
+    and `h_{prev(first)} = init` (zeros when absent). With `gate_logits` the
+    first operand holds the gate logits x of the forward and the first
+    result is the gradient with respect to x: `grad_ℓ · σ(−x)` (zero where
+    the clamp is active). It is produced by the
     `mmrec-scan-adjoint` pass and lowered into one fused reverse kernel.
 
     ```mlir
@@ -391,7 +399,7 @@ def MMRec_ScanGradOp : MMRec_Op<"scan_grad", [Pure]> {
                        MMRec_FloatTensor:$grad_h, MMRec_FloatTensor:$grad_final,
                        DefaultValuedAttr<F64Attr, "-50.0">:$clamp_min,
                        DefaultValuedAttr<F64Attr, "0.0">:$clamp_max,
-                       UnitAttr:$reverse);
+                       UnitAttr:$reverse, UnitAttr:$gate_logits);
   let results = (outs MMRec_LogTensor:$grad_log_decay, MMRec_FloatTensor:$grad_b,
                       Optional<MMRec_FloatTensor>:$grad_init);
   let assemblyFormat = [{

@@ -29,6 +29,18 @@ def MMRecClassifyRecurrences : Pass<"mmrec-classify-recurrences"> {
   ];
 }
 
+def MMRecFuseScanProducers : Pass<"mmrec-fuse-scan-producers"> {
+  let summary = "Fuse the decay gate feeding a scan into the scan's kernel";
+  let description = [{
+    `mmrec.scan (mmrec.log_decay %x), %b` with the same clamp bounds becomes
+    `mmrec.scan %x, %b {gate_logits}`: the kernel reads the logits and
+    computes ℓ = clamp(−softplus(−x)) itself, and the adjoint kernel returns
+    the gradient with respect to x, so that the gate's array of ℓ is never
+    written to or read from memory. A `mmrec.log_decay` with other users is
+    left alone.
+  }];
+}
+
 def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::ModuleOp"> {
   let summary = "Generate the fused kernels of every mmrec.scan and mmrec.scan_grad";
   let description = [{

@@ -47,6 +47,7 @@ struct OutlineScanKernelsPass
     set("has_init", b.getBoolAttr(s.hasInit));
     set("reverse", b.getBoolAttr(s.reverse));
     set("inner", b.getI64IntegerAttr(s.inner));
+    set("gate_logits", b.getBoolAttr(s.gateLogits));
     set("vec", b.getI64IntegerAttr(s.vec));
     set("steps", b.getI64IntegerAttr(s.steps));
     set("warps", b.getI64IntegerAttr(s.warps));
@@ -110,6 +111,7 @@ struct OutlineScanKernelsPass
         spec.reverse = scan.getReverse();
         spec.clampMin = scan.getClampMin().convertToDouble();
         spec.clampMax = scan.getClampMax().convertToDouble();
+        spec.gateLogits = scan.getGateLogits();
         auto la = llvm::cast<RankedTensorType>(scan.getLogDecay().getType());
         auto bt = llvm::cast<RankedTensorType>(bType);
         for (int64_t i = la.getRank(); i < bt.getRank(); ++i) {
@@ -125,6 +127,7 @@ struct OutlineScanKernelsPass
         spec.reverse = grad.getReverse();
         spec.clampMin = grad.getClampMin().convertToDouble();
         spec.clampMax = grad.getClampMax().convertToDouble();
+        spec.gateLogits = grad.getGateLogits();
       }
       spec.elementType = getElementTypeOrSelf(bType);
       if (!getElementTypeOrSelf(op->getOperand(0).getType()).isF32())

@@ -89,6 +89,12 @@ struct KernelBuilder {
   Value splat(double v) {
     return arith::ConstantOp::create(b, vf, DenseElementsAttr::get(vf, b.getF32FloatAttr(v)));
   }
+  /// A constant of `like`'s type (a scalar or a vector of f32).
+  Value splatLike(Value like, double v) {
+    if (auto vt = llvm::dyn_cast<VectorType>(like.getType()))
+      return arith::ConstantOp::create(b, vt, DenseElementsAttr::get(vt, b.getF32FloatAttr(v)));
+    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
+  }
   Value add(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
   Value mul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
   Value addi(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
@@ -119,6 +125,43 @@ struct KernelBuilder {
     return out;
   }
 
+  /// log(1 + u) for u in [0, 1]: lg2.approx on GPUs, math.log1p on CPUs.
+  Value log1p(Value u, bool gpu) {
+    if (!gpu)
+      return math::Log1pOp::create(b, u);
+    Value x = add(u, splatLike(u, 1.0));
+    Value out = x;
+    for (int64_t i = 0; i < spec.vec; ++i) {
+      Value e = vector::ExtractOp::create(b, x, i);
+      e = NVVM::InlinePtxOp::create(b, TypeRange{f32}, ValueRange{e}, ValueRange{},
+                                    "lg2.approx.ftz.f32 $0, $1;", Value())
+              ->getResult(0);
+      out = vector::InsertOp::create(b, e, out, i);
+    }
+    return mul(out, splatLike(out, M_LN2));
+  }
+  /// softplus(y) = max(y, 0) + log1p(exp(-|y|)), stable everywhere.
+  Value softplus(Value y, bool gpu) {
+    // |y| as max(y, -y): no libdevice call on GPUs.
+    Value negY = arith::NegFOp::create(b, y);
+    Value negAbs = arith::NegFOp::create(b, arith::MaximumFOp::create(b, y, negY));
+    Value relu = arith::MaximumFOp::create(b, y, splatLike(y, 0.0));
+    return add(relu, log1p(exp(negAbs, gpu), gpu));
+  }
+  /// The raw (unclamped) log decay of a loaded operand: itself, or
+  /// log σ(x) = -softplus(-x) for gate logits.
+  Value rawLog(Value x, bool gpu) {
+    if (!spec.gateLogits)
+      return x;
+    return arith::NegFOp::create(b, softplus(arith::NegFOp::create(b, x), gpu));
+  }
+  /// d(raw log decay)/dx: 1, or σ(-x) = exp(-softplus(x)) for gate logits.
+  Value rawLogDerivative(Value x, bool gpu) {
+    if (!spec.gateLogits)
+      return splatLike(x, 1.0);
+    return exp(arith::NegFOp::create(b, softplus(x, gpu)), gpu);
+  }
+
   Value clampL(Value l) {
     Value lo = arith::MaximumFOp::create(b, l, splat(spec.clampMin));
     return arith::MinimumFOp::create(b, lo, splat(spec.clampMax));
@@ -141,17 +184,23 @@ struct KernelBuilder {
 
   /// ℓ for the V channels starting at element index `i` of b's layout,
   /// clamped; zero where `cond` is false.
+  /// The decay operand for the V channels at element index `i` of b's
+  /// layout (loaded unconditionally: `i` must be in bounds).
+  Value loadDecayOperand(Value la, Value i) {
+    if (spec.inner == 1)
+      return loadVec(la, i);
+    // All V channels share one slot (the spec requires V | E).
+    Value slot = divui(i, idx(spec.inner));
+    Value x = memref::LoadOp::create(b, la, ValueRange{slot});
+    return vector::BroadcastOp::create(b, vf, x);
+  }
+  /// ℓ (clamped, or raw) at `i`; zero — the identity step — where `cond`
+  /// is false.
   Value loadLog(Value la, Value i, Value cond, bool raw = false) {
-    Value v;
-    if (spec.inner == 1) {
-      v = loadVec(la, i, cond);
-    } else {
-      // All V channels share one slot (the spec requires V | E).
-      Value slot = divui(i, idx(spec.inner));
-      Value x = memref::LoadOp::create(b, la, ValueRange{slot});
-      v = select(cond, vector::BroadcastOp::create(b, vf, x), splat(0.0));
-    }
-    return raw ? v : clampL(v);
+    Value v = rawLog(loadDecayOperand(la, i), /*gpu=*/true);
+    if (!raw)
+      v = clampL(v);
+    return select(cond, v, splat(0.0));
   }
 
   void storeVec(Value v, Value mem, Value i, Value cond) {
@@ -480,7 +529,8 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
     // Adjoint epilogue: g = h here. grad_b = g; grad_ℓ = g·γ_t·h_prev(t)
     // (zero where the clamp is active); grad_init = γ_first · g_first.
     k.storeVec(h, db, elemIdx(t), ok);
-    Value raw = k.loadLog(la, loadIdx(t), ok, /*raw=*/true);
+    Value operand = k.loadDecayOperand(la, loadIdx(t));
+    Value raw = k.rawLog(operand, true);
     Value inRange = arith::AndIOp::create(
         b, arith::CmpFOp::create(b, arith::CmpFPredicate::OGE, raw, k.splat(spec.clampMin)),
         arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, raw, k.splat(spec.clampMax)));
@@ -494,6 +544,8 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
       hp = k.select(isEnd, h0, hp);
     }
     Value dl = k.select(inRange, k.mul(k.mul(h, gamma), hp), k.splat(0.0));
+    if (spec.gateLogits)
+      dl = k.mul(dl, k.rawLogDerivative(operand, true));
     if (spec.inner == 1)
       k.storeVec(dl, dla, elemIdx(t), ok);
     if (spec.hasInit)
@@ -561,10 +613,11 @@ void mlir::mmrec::buildCpuScanKernel(OpBuilder &builder, Location loc,
   auto clamp = [&](Value l) {
     return arith::MinimumFOp::create(b, arith::MaximumFOp::create(b, l, lo), hi);
   };
-  auto ldLog = [&](Value elem) {
+  auto ldOperand = [&](Value elem) {
     Value i = spec.inner == 1 ? elem : k.divui(elem, k.idx(spec.inner));
     return memref::LoadOp::create(b, la, ValueRange{i}).getResult();
   };
+  auto ldLog = [&](Value elem) { return k.rawLog(ldOperand(elem), /*gpu=*/false); };
 
   auto bLoop = scf::ForOp::create(b, c0, Bsz, c1);
   b.setInsertionPointToStart(bLoop.getBody());
@@ -602,7 +655,8 @@ void mlir::mmrec::buildCpuScanKernel(OpBuilder &builder, Location loc,
     Value carry = k.mul(math::ExpOp::create(b, lPrev), gPrev);
     Value g = k.add(ld(dy, at(t)), k.select(isFirst, ld(dfin, fi), carry));
     st(g, db, at(t));
-    Value raw = ldLog(at(t));
+    Value operand = ldOperand(at(t));
+    Value raw = k.rawLog(operand, false);
     Value inRange = arith::AndIOp::create(
         b, arith::CmpFOp::create(b, arith::CmpFPredicate::OGE, raw, lo),
         arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, raw, hi));
@@ -612,6 +666,8 @@ void mlir::mmrec::buildCpuScanKernel(OpBuilder &builder, Location loc,
     Value start = spec.hasInit ? ld(init, fi) : zero;
     hp = k.select(isLast, start, hp);
     Value dl = k.select(inRange, k.mul(k.mul(g, gamma), hp), zero);
+    if (spec.gateLogits)
+      dl = k.mul(dl, k.rawLogDerivative(operand, false));
     if (spec.inner == 1)
       st(dl, dla, at(t));
     if (spec.hasInit) {

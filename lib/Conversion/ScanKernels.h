@@ -37,6 +37,7 @@ struct ScanKernelSpec {
   bool reverse = false;   // the forward scan runs from T-1 down to 0
   double clampMin = -50.0, clampMax = 0.0;
   int64_t inner = 1;      // E: ℓ is broadcast over the trailing E channels
+  bool gateLogits = false; // the decay operand holds logits x: ℓ = clamp(logσ(x))
   // GPU tiling: V channels per thread (vector width), L steps per thread,
   // W warps per block along T.
   int64_t vec = 1, steps = 8, warps = 8;

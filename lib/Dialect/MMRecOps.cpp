@@ -351,6 +351,9 @@ LogicalResult ScanOp::verify() {
   if (failed(expectClampBounds(*this, lo, hi)))
     return failure();
   auto la = ranked(getLogDecay()), b = ranked(getB());
+  if (getGateLogits() && getLogSpaceEncoding(la))
+    return emitOpError() << "with gate_logits the first operand holds logits, not a "
+                            "#mmrec.logspace tensor";
   if (getLogSpaceEncoding(la) &&
       failed(expectLogSpace(*this, "log_decay", la, lo, hi)))
     return failure();

@@ -36,7 +36,7 @@ using namespace mlir::mmrec;
 
 LogicalResult mlir::mmrec::runCompilerPipeline(ModuleOp module) {
   PassManager pm(module.getContext());
-  if (failed(parsePassPipeline("mmrec-default,mmrec-scan-adjoint", pm, llvm::errs())))
+  if (failed(parsePassPipeline("mmrec-default,mmrec-fuse-scan-producers,mmrec-scan-adjoint", pm, llvm::errs())))
     return failure();
   return pm.run(module);
 }
@@ -174,7 +174,7 @@ LogicalResult mlir::mmrec::emitCpuObject(ModuleOp module, const CompileOptions &
   // bf16 casts are expanded to integer arithmetic: the host's libgcc may
   // not provide __truncsfbf2.
   if (failed(runPipeline(*cpu, "arith-expand{include-bf16=true},convert-scf-to-cf,"
-                               "convert-math-to-llvm,"
+                               "convert-math-to-libm,convert-math-to-llvm,"
                                "expand-strided-metadata,finalize-memref-to-llvm,"
                                "convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,"
                                "reconcile-unrealized-casts")))
@@ -230,7 +230,7 @@ namespace {
 struct KernelInfo {
   std::string name, op, target;
   std::string dtype; // runtime DType enumerator of the I/O type
-  bool hasInit, reverse;
+  bool hasInit, reverse, gateLogits;
   int64_t inner, vec, steps, warps, logRank;
   std::vector<std::string> args;
   std::vector<int64_t> shape;
@@ -253,6 +253,7 @@ KernelInfo parseInfo(Attribute a) {
   k.dtype = dtypeOf(d.getAs<TypeAttr>("element_type").getValue());
   k.hasInit = d.getAs<BoolAttr>("has_init").getValue();
   k.reverse = d.getAs<BoolAttr>("reverse").getValue();
+  k.gateLogits = d.getAs<BoolAttr>("gate_logits").getValue();
   k.inner = d.getAs<IntegerAttr>("inner").getInt();
   k.vec = d.getAs<IntegerAttr>("vec").getInt();
   k.steps = d.getAs<IntegerAttr>("steps").getInt();
@@ -320,6 +321,7 @@ LogicalResult mlir::mmrec::emitLaunchApi(ModuleOp module, const CompileOptions &
       os << "/// " << (k.op == "scan" ? "Forward" : "Adjoint") << " of a mmrec.scan ("
          << k.dtype << (k.hasInit ? ", with init" : "") << (k.reverse ? ", reverse" : "")
          << (k.inner > 1 ? ", decay broadcast over " + std::to_string(k.inner) + " channels" : "")
+         << (k.gateLogits ? ", log_decay holds gate logits x: ℓ = clamp(log σ(x))" : "")
          << ").\n/// Arrays: ";
       for (size_t i = 0; i < k.args.size(); ++i)
         os << (i ? ", " : "") << k.args[i] << (isOutputArg(k.args[i], k.op) ? " (out)" : "");
@@ -497,6 +499,7 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
       list.push_back(llvm::json::Object{
           {"name", k.name}, {"op", k.op}, {"target", k.target}, {"dtype", k.dtype},
           {"has_init", k.hasInit}, {"reverse", k.reverse}, {"inner", k.inner},
+          {"gate_logits", k.gateLogits},
           {"vec", k.vec}, {"steps", k.steps}, {"warps", k.warps}, {"log_rank", k.logRank},
           {"args", std::move(args)}, {"shape", std::move(shape)}});
     }

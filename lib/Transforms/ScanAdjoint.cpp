@@ -78,7 +78,8 @@ struct ScanAdjointPass : mlir::mmrec::impl::MMRecScanAdjointBase<ScanAdjointPass
       auto grad = ScanGradOp::create(
           b, loc, gradLa, h, scan.getInit() ? fin : Type(), argOf(scan.getLogDecay()),
           entry->getArgument(n), init, entry->getArgument(n + 2), entry->getArgument(n + 3),
-          scan.getClampMinAttr(), scan.getClampMaxAttr(), scan.getReverseAttr());
+          scan.getClampMinAttr(), scan.getClampMaxAttr(), scan.getReverseAttr(),
+          scan.getGateLogitsAttr());
       func::ReturnOp::create(b, loc, grad->getResults());
     }
   }

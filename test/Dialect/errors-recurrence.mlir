@@ -303,3 +303,11 @@ func.func @grad_init_type(%l: tensor<2x3x4xf32>, %h: tensor<2x3x4xf32>, %h0: ten
   %a, %b, %c = mmrec.scan_grad %l, %h, %dh, %df init %h0 : tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x4xf32>, tensor<2x5xf32> -> tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x5xf32>
   return
 }
+
+// -----
+
+func.func @scan_gate_logits_encoding(%l: tensor<2x3x4xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %b: tensor<2x3x4xf32>) {
+  // expected-error @+1 {{'mmrec.scan' op with gate_logits the first operand holds logits, not a #mmrec.logspace tensor}}
+  %h, %f = mmrec.scan %l, %b {gate_logits} : tensor<2x3x4xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<2x3x4xf32> -> tensor<2x3x4xf32>, tensor<2x4xf32>
+  return
+}

@@ -33,3 +33,14 @@ func.func @scan_slots(%l: tensor<?x?x3xf32>, %b: tensor<?x?x3x8xf32>, %m0: tenso
       : tensor<?x?x3xf32>, tensor<?x?x3x8xf32>, tensor<?x3x8xf32> -> tensor<?x?x3x8xf32>, tensor<?x3x8xf32>
   return %h, %hT : tensor<?x?x3x8xf32>, tensor<?x3x8xf32>
 }
+
+// The decay gate fused into the kernel (mmrec-fuse-scan-producers): the
+// kernel reads the gate logits x and computes ℓ = clamp(log σ(x)); the
+// adjoint returns the gradient with respect to x.
+func.func @scan_gated(%x: tensor<?x?x?xf32>, %b: tensor<?x?x?xf32>, %h0: tensor<?x?xf32>)
+    -> (tensor<?x?x?xf32>, tensor<?x?xf32>) {
+  %l = mmrec.log_decay %x : tensor<?x?x?xf32> -> tensor<?x?x?xf32, #ls>
+  %h, %hT = mmrec.scan %l, %b init %h0
+      : tensor<?x?x?xf32, #ls>, tensor<?x?x?xf32>, tensor<?x?xf32> -> tensor<?x?x?xf32>, tensor<?x?xf32>
+  return %h, %hT : tensor<?x?x?xf32>, tensor<?x?xf32>
+}

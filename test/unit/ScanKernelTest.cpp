@@ -28,7 +28,7 @@ namespace ref = mmrec::ref;
 namespace {
 
 enum class Where { cpu, gpu };
-enum class Variant { f32, f32_rev, bf16, slots };
+enum class Variant { f32, f32_rev, bf16, slots, gated };
 
 uint64_t freshSeed() {
   static std::random_device rd;
@@ -117,6 +117,11 @@ void checkScan(Where where, Variant v, Shape s, double lmin, double lmax, double
 
   HostArray la(DType::f32, lshape), b(io, full), h0(io, st), h(io, full), fin(io, st);
   for (int64_t i = 0; i < la.numel(); ++i) la.set(i, L(rng));
+  // The gated variant takes logits x; the oracle gets ℓ_raw = log σ(x).
+  const bool gated = v == Variant::gated;
+  std::vector<double> laRef = la.toDouble();
+  if (gated)
+    for (auto &x : laRef) x = -std::log1p(std::exp(-std::fabs(x))) + std::min(x, 0.0);
   for (int64_t i = 0; i < b.numel(); ++i) b.set(i, U(rng));
   for (int64_t i = 0; i < h0.numel(); ++i) h0.set(i, hasInit ? U(rng) : 0.0);
   h.poison();
@@ -130,10 +135,11 @@ void checkScan(Where where, Variant v, Shape s, double lmin, double lmax, double
     case Variant::f32_rev: K::scan_f32_rev_kernel(run(la), run(b), run(h), run(fin)); break;
     case Variant::bf16: K::scan_bf16_kernel(run(la), run(b), run(h0), run(h), run(fin)); break;
     case Variant::slots: K::scan_slots_kernel(run(la), run(b), run(h0), run(h), run(fin)); break;
+    case Variant::gated: K::scan_gated_kernel(run(la), run(b), run(h0), run(h), run(fin)); break;
     }
     run.finish();
   }
-  ref::ScanResult r = ref::scanForward(la.toDouble(), b.toDouble(), h0.toDouble(), s.B, s.T, S,
+  ref::ScanResult r = ref::scanForward(laRef, b.toDouble(), h0.toDouble(), s.B, s.T, S,
                                        E, -50.0, 0.0, reverse);
   EXPECT_LE(relErr(h.toDouble(), r.h), tol) << "states h";
   EXPECT_LE(relErr(fin.toDouble(), r.final), tol) << "final state";
@@ -162,13 +168,22 @@ void checkScan(Where where, Variant v, Shape s, double lmin, double lmax, double
                                run(dh0));
       break;
     case Variant::slots: break;
+    case Variant::gated:
+      K::scan_gated_grad_kernel(run(la), run(h), run(h0), run(dy), run(dfin), run(dla), run(db),
+                                run(dh0));
+      break;
     }
     run.finish();
   }
-  ref::ScanGrads g = ref::scanBackward(la.toDouble(), b.toDouble(), h0.toDouble(), s.B, s.T, S,
+  ref::ScanGrads g = ref::scanBackward(laRef, b.toDouble(), h0.toDouble(), s.B, s.T, S,
                                        E, -50.0, 0.0, reverse, dy.toDouble(), dfin.toDouble());
   EXPECT_LE(relErr(db.toDouble(), g.db), tol) << "grad_b";
-  EXPECT_LE(relErr(dla.toDouble(), g.dlog), tol) << "grad_log_decay";
+  if (gated) // d/dx = dℓ · d(log σ(x))/dx = dℓ · σ(-x)
+    for (size_t i = 0; i < g.dlog.size(); ++i) {
+      double x = la.get(int64_t(i));
+      g.dlog[i] *= 1.0 / (1.0 + std::exp(x));
+    }
+  EXPECT_LE(relErr(dla.toDouble(), g.dlog), tol) << (gated ? "grad of the gate logits" : "grad_log_decay");
   if (hasInit)
     EXPECT_LE(relErr(dh0.toDouble(), g.dh0), tol) << "grad_init";
 }
@@ -194,6 +209,10 @@ TEST(ScanKernelCpu, F32) { allShapes(Where::cpu, Variant::f32, 1e-6); }
 TEST(ScanKernelCpu, F32Reverse) { allShapes(Where::cpu, Variant::f32_rev, 1e-6); }
 TEST(ScanKernelCpu, BF16) { allShapes(Where::cpu, Variant::bf16, 1e-2); }
 TEST(ScanKernelCpu, SlotBroadcast) { allShapes(Where::cpu, Variant::slots, 1e-6); }
+TEST(ScanKernelCpu, FusedDecayGate) {
+  for (const Shape &s : kShapes)
+    checkScan(Where::cpu, Variant::gated, s, -8.0, 30.0, 1e-6);
+}
 TEST(ScanKernelCpu, ClampBoundsAreExercised) {
   // ℓ drawn across both clamp bounds: values below -50 and above 0.
   checkScan(Where::cpu, Variant::f32, {2, 300, 17}, -80.0, 5.0, 1e-6);
@@ -230,6 +249,10 @@ GPU_TEST(F32, allShapes(Where::gpu, Variant::f32, 1e-5))
 GPU_TEST(F32Reverse, allShapes(Where::gpu, Variant::f32_rev, 1e-5))
 GPU_TEST(BF16, allShapes(Where::gpu, Variant::bf16, 1e-2))
 GPU_TEST(SlotBroadcast, allShapes(Where::gpu, Variant::slots, 1e-5))
+GPU_TEST(FusedDecayGate, {
+  for (const Shape &s : kShapes)
+    checkScan(Where::gpu, Variant::gated, s, -8.0, 30.0, 1e-5);
+})
 GPU_TEST(ClampBoundsAreExercised, checkScan(Where::gpu, Variant::f32, {2, 300, 17}, -80, 5, 1e-5))
 GPU_TEST(LongSequenceManyBlocks, checkScan(Where::gpu, Variant::f32, {1, 32768, 4096}, -0.05, 0, 1e-5))
 GPU_TEST(LongSequenceBF16, checkScan(Where::gpu, Variant::bf16, {2, 20000, 1024}, -0.05, 0, 1e-2))

@@ -136,6 +136,10 @@ struct OutlineScanKernelsPass
         return op->emitOpError() << "the nvptx target supports bf16, f16 and f32 I/O, not f64";
       unsigned bytes = spec.elementType.getIntOrFloatBitWidth() / 8;
       spec.vec = vec > 0 ? vec : 16 / bytes;
+      // The adjoint holds twice the registers per step (its epilogue loads
+      // are issued before the look-back): 4 channels a thread at most.
+      if (vec == 0 && spec.kind == ScanKernelKind::Adjoint)
+        spec.vec = std::min<int64_t>(spec.vec, 4);
       if (spec.inner > 1 && spec.inner % spec.vec != 0)
         spec.vec = 1;
       spec.steps = steps > 0 ? steps : 8;

@@ -397,6 +397,26 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   }
   Value Aex = fold.getResult(0), Bex = fold.getResult(1);
 
+  // Adjoint: the epilogue's loads (ℓ_t and h_prev(t)) do not depend on the
+  // carry; issue them now so that they are in flight during the look-back.
+  SmallVector<Value> epiOperand, epiHp;
+  if (adjoint) {
+    for (int64_t j = 0; j < L; ++j) {
+      Value t = tIdx[j], ok = valid[j];
+      Value isEnd = k.andi(ok, k.eq(sIdx[j], Tm1));
+      epiOperand.push_back(k.loadDecayOperand(la, loadIdx(t)));
+      // prev(t) in the forward's order is the adjoint's next step.
+      Value hasPrev = k.andi(ok, arith::CmpIOp::create(b, arith::CmpIPredicate::ult, sIdx[j], Tm1));
+      Value tp = rev ? k.subi(t, c1) : k.addi(t, c1);
+      Value hp = k.loadVec(hIn, loadIdx(k.select(hasPrev, tp, t)), hasPrev);
+      if (spec.hasInit) {
+        Value h0 = k.loadVec(init, k.addi(k.muli(bi, N), n0c), k.andi(ok, isEnd));
+        hp = k.select(isEnd, h0, hp);
+      }
+      epiHp.push_back(hp);
+    }
+  }
+
   // 3. The last warp: publish the aggregate, look back, publish the prefix.
   {
     Value isLast = k.eq(warp, k.idx(W - 1));
@@ -529,20 +549,12 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
     // Adjoint epilogue: g = h here. grad_b = g; grad_ℓ = g·γ_t·h_prev(t)
     // (zero where the clamp is active); grad_init = γ_first · g_first.
     k.storeVec(h, db, elemIdx(t), ok);
-    Value operand = k.loadDecayOperand(la, loadIdx(t));
+    Value operand = epiOperand[j], hp = epiHp[j];
     Value raw = k.rawLog(operand, true);
     Value inRange = arith::AndIOp::create(
         b, arith::CmpFOp::create(b, arith::CmpFPredicate::OGE, raw, k.splat(spec.clampMin)),
         arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, raw, k.splat(spec.clampMax)));
     Value gamma = k.exp(k.clampL(raw), true);
-    // prev(t) in the forward's order is the adjoint's next step.
-    Value hasPrev = k.andi(ok, arith::CmpIOp::create(b, arith::CmpIPredicate::ult, sIdx[j], Tm1));
-    Value tp = rev ? k.subi(t, c1) : k.addi(t, c1);
-    Value hp = k.loadVec(hIn, loadIdx(k.select(hasPrev, tp, t)), hasPrev);
-    if (spec.hasInit) {
-      Value h0 = k.loadVec(init, k.addi(k.muli(bi, N), n0c), k.andi(ok, isEnd));
-      hp = k.select(isEnd, h0, hp);
-    }
     Value dl = k.select(inRange, k.mul(k.mul(h, gamma), hp), k.splat(0.0));
     if (spec.gateLogits)
       dl = k.mul(dl, k.rawLogDerivative(operand, true));

@@ -74,12 +74,12 @@ uint64_t seed() { return std::random_device{}(); }
 
 } // namespace
 
-TEST(OracleScan, GradientsForward) { checkGradients({2, 9, 3, 1, true, false}, seed()); }
-TEST(OracleScan, GradientsReverseNoInit) { checkGradients({1, 7, 4, 1, false, true}, seed()); }
-TEST(OracleScan, GradientsSlotBroadcast) { checkGradients({2, 5, 2, 3, true, false}, seed()); }
-TEST(OracleScan, GradientsSingleStep) { checkGradients({3, 1, 2, 1, true, true}, seed()); }
+TEST(ScanReference, GradientsForward) { checkGradients({2, 9, 3, 1, true, false}, seed()); }
+TEST(ScanReference, GradientsReverseNoInit) { checkGradients({1, 7, 4, 1, false, true}, seed()); }
+TEST(ScanReference, GradientsSlotBroadcast) { checkGradients({2, 5, 2, 3, true, false}, seed()); }
+TEST(ScanReference, GradientsSingleStep) { checkGradients({3, 1, 2, 1, true, true}, seed()); }
 
-TEST(OracleScan, ConstantDecayClosedForm) {
+TEST(ScanReference, ConstantDecayClosedForm) {
   // γ constant, b = 1: h_t = Σ_{k=0..t} γ^k + γ^{t+1} h0.
   const int64_t T = 50;
   double l = std::log(0.9), h0v = 2.0;
@@ -96,7 +96,7 @@ TEST(OracleScan, ConstantDecayClosedForm) {
   EXPECT_EQ(rr.final[0], rr.h[0]);
 }
 
-TEST(OracleScan, ClampBounds) {
+TEST(ScanReference, ClampBounds) {
   // ℓ = -80 is clamped to -50 (γ = e^-50), ℓ = +3 to 0 (γ = 1).
   std::vector<double> la{-80.0, 3.0}, b{0.5, 0.25}, h0{1.0};
   ScanResult r = scanForward(la, b, h0, 1, 2, 1, 1, -50, 0, false);

@@ -248,6 +248,28 @@ struct KernelBuilder {
   }
 };
 
+/// The array arguments of a kernel, in the order of ScanKernelSpec::arrayArgs.
+struct ArrayArgs {
+  Value la, b, init, h, fin, dy, dfin, dla, db, dinit;
+  template <class Next> ArrayArgs(const ScanKernelSpec &spec, Next next) {
+    la = next();
+    if (spec.kind == ScanKernelKind::Forward) {
+      b = next();
+      if (spec.hasInit) init = next();
+      h = next();
+      fin = next();
+      return;
+    }
+    h = next();
+    if (spec.hasInit) init = next();
+    dy = next();
+    dfin = next();
+    dla = next();
+    db = next();
+    if (spec.hasInit) dinit = next();
+  }
+};
+
 /// Time index of logical step `s`: the scan walks s = 0..T-1.
 Value timeOf(KernelBuilder &k, Value s, Value T, bool rev) {
   if (!rev)
@@ -298,17 +320,10 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   // Arguments.
   unsigned a = 0;
   auto next = [&]() { return func.getArgument(a++); };
-  Value la, bIn, init, hOut, fin, hIn, dy, dfin, dla, db, dinit;
-  if (!adjoint) {
-    la = next(); bIn = next();
-    if (spec.hasInit) init = next();
-    hOut = next(); fin = next();
-  } else {
-    la = next(); hIn = next();
-    if (spec.hasInit) init = next();
-    dy = next(); dfin = next(); dla = next(); db = next();
-    if (spec.hasInit) dinit = next();
-  }
+  ArrayArgs arr(spec, next);
+  Value la = arr.la, bIn = arr.b, init = arr.init, hOut = arr.h, fin = arr.fin;
+  Value hIn = arr.h, dy = arr.dy, dfin = arr.dfin, dla = arr.dla, db = arr.db;
+  Value dinit = arr.dinit;
   Value ws = next(), agg = next();
   Value Bsz = next(), T = next(), N = next();
   Value smA = func.getWorkgroupAttributions()[0], smB = func.getWorkgroupAttributions()[1];
@@ -594,17 +609,10 @@ void mlir::mmrec::buildCpuScanKernel(OpBuilder &builder, Location loc,
 
   unsigned a = 0;
   auto next = [&]() { return func.getArgument(a++); };
-  Value la, bIn, init, hOut, fin, hIn, dy, dfin, dla, db, dinit;
-  if (!adjoint) {
-    la = next(); bIn = next();
-    if (spec.hasInit) init = next();
-    hOut = next(); fin = next();
-  } else {
-    la = next(); hIn = next();
-    if (spec.hasInit) init = next();
-    dy = next(); dfin = next(); dla = next(); db = next();
-    if (spec.hasInit) dinit = next();
-  }
+  ArrayArgs arr(spec, next);
+  Value la = arr.la, bIn = arr.b, init = arr.init, hOut = arr.h, fin = arr.fin;
+  Value hIn = arr.h, dy = arr.dy, dfin = arr.dfin, dla = arr.dla, db = arr.db;
+  Value dinit = arr.dinit;
   Value Bsz = next(), T = next(), N = next();
   Value c0 = k.idx(0), c1 = k.idx(1);
   Value lo = arith::ConstantOp::create(b, b.getF32FloatAttr(spec.clampMin));

@@ -65,9 +65,11 @@ void checkGradients(const Problem &p, uint64_t seed) {
   for (size_t i = 0; i < h0.size(); ++i)
     EXPECT_NEAR(g.dh0[i], fd(h0, i), 1e-6 * (1 + std::fabs(g.dh0[i]))) << "dh0[" << i << "]";
   // Clamped decays get no gradient.
-  for (size_t i = 0; i < la.size(); ++i)
-    if (la[i] < -3.0 || la[i] > -0.05)
+  for (size_t i = 0; i < la.size(); ++i) {
+    if (la[i] < -3.0 || la[i] > -0.05) {
       EXPECT_EQ(g.dlog[i], 0.0);
+    }
+  }
 }
 
 uint64_t seed() { return std::random_device{}(); }

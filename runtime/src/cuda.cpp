@@ -2,7 +2,7 @@
 //
 // Every driver call is checked; failures name the call and the kernel or
 // module involved. Built only when the CUDA toolkit is found; otherwise
-// cuda_stub.cpp provides the same entry points, which report that no GPU
+// cuda_absent.cpp provides the same entry points, which report that no GPU
 // support was built.
 //
 //===----------------------------------------------------------------------===//

@@ -1,4 +1,4 @@
-//===- cuda_stub.cpp - the GPU entry points when CUDA was not found -----===//
+//===- cuda_absent.cpp - the GPU entry points when CUDA was not found -----===//
 //
 // This build has no CUDA toolkit: gpuAvailable() is false and every GPU
 // entry point throws an Error that says so (never a silent wrong answer).

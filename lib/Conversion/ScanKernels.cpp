@@ -248,6 +248,15 @@ struct KernelBuilder {
   }
 };
 
+/// The kernel's argument types: one 1-D memref per array, then B, T, N.
+SmallVector<Type> kernelArgTypes(const ScanKernelSpec &spec, MLIRContext *ctx, bool gpu) {
+  SmallVector<Type> types;
+  for (Type t : spec.arrayTypes(ctx, gpu))
+    types.push_back(MemRefType::get({ShapedType::kDynamic}, t));
+  types.append(3, IndexType::get(ctx));
+  return types;
+}
+
 /// The array arguments of a kernel, in the order of ScanKernelSpec::arrayArgs.
 struct ArrayArgs {
   Value la, b, init, h, fin, dy, dfin, dla, db, dinit;
@@ -296,11 +305,7 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   // The adjoint runs against the forward's direction.
   const bool rev = adjoint ? !spec.reverse : spec.reverse;
 
-  SmallVector<Type> argTypes;
-  for (Type t : spec.arrayTypes(ctx, /*gpu=*/true))
-    argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, t));
-  for (int i = 0; i < 3; ++i)
-    argTypes.push_back(b.getIndexType()); // B, T, N
+  SmallVector<Type> argTypes = kernelArgTypes(spec, ctx, /*gpu=*/true);
   auto wgSpace = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
   Type f32 = b.getF32Type();
   SmallVector<Type> workgroup = {
@@ -593,11 +598,7 @@ void mlir::mmrec::buildCpuScanKernel(OpBuilder &builder, Location loc,
   const bool adjoint = spec.kind == ScanKernelKind::Adjoint;
   const bool rev = adjoint ? !spec.reverse : spec.reverse;
 
-  SmallVector<Type> argTypes;
-  for (Type t : spec.arrayTypes(ctx, /*gpu=*/false))
-    argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, t));
-  for (int i = 0; i < 3; ++i)
-    argTypes.push_back(b.getIndexType());
+  SmallVector<Type> argTypes = kernelArgTypes(spec, ctx, /*gpu=*/false);
   auto func = func::FuncOp::create(b, spec.name, b.getFunctionType(argTypes, {}));
   func->setAttr("llvm.emit_c_interface", b.getUnitAttr());
   Block *entry = func.addEntryBlock();

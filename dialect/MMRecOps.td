@@ -410,6 +410,92 @@ def MMRec_ScanGradOp : MMRec_Op<"scan_grad", [Pure]> {
   let hasVerifier = 1;
 }
 
+def MMRec_GatedRecurrenceOp : MMRec_Op<"gated_recurrence", [Pure]> {
+  let summary = "The level-0 nonlinear recurrence h_t = z_t·σ(h_{t-1}·W_g + b_g) + γ_t·h_{t-1}";
+  let description = [{
+    MMREC_SPEC level 0, sequential along axis 1:
+    ```
+    h_t = z_t ⊙ σ(h_{t-1}·W_g + b_g) + exp(clamp(ℓ_t)) ⊙ h_{t-1},   h_{-1} = init (zeros when absent)
+    ```
+    `z` is (B, T, D); `log_decay` is the fp32 log-space decay ℓ (B, T, D);
+    `gate` is W_g: (D, D) for the dense gate, or (H, dh, dh) with H·dh = D
+    for the per-head gate (block-diagonal W_g; head i maps channels
+    [i·dh, (i+1)·dh)); `bias` is b_g (D). `z`, `gate`, `bias` and the states
+    share one element type (bf16, f16, f32 or f64); the state is
+    accumulated in fp32 or wider whatever the I/O type. Results: every h_t
+    and the final state h_{T-1}.
+
+    `mmrec-classify-recurrences` rewrites an `mmrec.recurrence` of this
+    form into this op; `mmrec-outline-scan-kernels` lowers it to a
+    persistent kernel that keeps W_g on chip for the whole sequence.
+
+    ```mlir
+    %h, %hT = mmrec.gated_recurrence %z, %l, %W, %b init %h0
+        : tensor<8x2048x4096xbf16>, tensor<8x2048x4096xf32>, tensor<32x128x128xbf16>,
+          tensor<4096xbf16>, tensor<8x4096xbf16> -> tensor<8x2048x4096xbf16>, tensor<8x4096xbf16>
+    ```
+  }];
+  let arguments = (ins MMRec_FloatTensor:$z, MMRec_LogTensor:$log_decay,
+                       MMRec_FloatTensor:$gate, MMRec_FloatTensor:$bias,
+                       Optional<MMRec_FloatTensor>:$init,
+                       DefaultValuedAttr<F64Attr, "-50.0">:$clamp_min,
+                       DefaultValuedAttr<F64Attr, "0.0">:$clamp_max);
+  let results = (outs MMRec_FloatTensor:$h, MMRec_FloatTensor:$final);
+  let assemblyFormat = [{
+    $z `,` $log_decay `,` $gate `,` $bias (`init` $init^)? attr-dict `:`
+    type($z) `,` type($log_decay) `,` type($gate) `,` type($bias) (`,` type($init)^)?
+    `->` type($h) `,` type($final)
+  }];
+  let hasVerifier = 1;
+}
+
+def MMRec_GatedRecurrenceGradOp : MMRec_Op<"gated_recurrence_grad", [Pure]> {
+  let summary = "The exact adjoint of a mmrec.gated_recurrence";
+  let description = [{
+    Given the forward's inputs, its states `h`, the cotangents `grad_h` of
+    every state and `grad_final` of the final state, back-propagates through
+    every step (no truncation). With s_t = σ(h_{t-1}·W_g + b_g),
+    γ_t = exp(clamp(ℓ_t)) and g_t = dL/dh_t (g_{T-1} = grad_h_{T-1} + grad_final):
+    ```
+    a_t             = g_t ⊙ z_t ⊙ s_t ⊙ (1 − s_t)                (dL/d pre-activation)
+    g_{t-1}         = grad_h_{t-1} + γ_t ⊙ g_t + a_t·W_gᵀ
+    grad_z_t        = g_t ⊙ s_t
+    grad_log_decay_t = g_t ⊙ γ_t ⊙ h_{t-1}     (0 where the clamp is active)
+    grad_gate       = Σ_t h_{t-1}ᵀ·a_t   (per head for the per-head gate)
+    grad_bias       = Σ_t a_t
+    grad_init       = the g_{-1} that the recursion yields
+    ```
+    The reverse kernel recomputes s_t from the stored states (nothing but
+    `h` is kept from the forward); the two reductions over t are matrix
+    products and go to cuBLASLt / BLAS.
+
+    ```mlir
+    %dz, %dl, %dW, %db, %dh0 = mmrec.gated_recurrence_grad %z, %l, %W, %b, %h, %dh, %dhT init %h0
+        : tensor<?x?x64xf32>, tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<64xf32>,
+          tensor<?x?x64xf32>, tensor<?x?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>
+        -> tensor<?x?x64xf32>, tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<64xf32>, tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MMRec_FloatTensor:$z, MMRec_LogTensor:$log_decay,
+                       MMRec_FloatTensor:$gate, MMRec_FloatTensor:$bias,
+                       MMRec_FloatTensor:$h, MMRec_FloatTensor:$grad_h,
+                       MMRec_FloatTensor:$grad_final,
+                       Optional<MMRec_FloatTensor>:$init,
+                       DefaultValuedAttr<F64Attr, "-50.0">:$clamp_min,
+                       DefaultValuedAttr<F64Attr, "0.0">:$clamp_max);
+  let results = (outs MMRec_FloatTensor:$grad_z, MMRec_LogTensor:$grad_log_decay,
+                      MMRec_FloatTensor:$grad_gate, MMRec_FloatTensor:$grad_bias,
+                      Optional<MMRec_FloatTensor>:$grad_init);
+  let assemblyFormat = [{
+    $z `,` $log_decay `,` $gate `,` $bias `,` $h `,` $grad_h `,` $grad_final (`init` $init^)?
+    attr-dict `:` type($z) `,` type($log_decay) `,` type($gate) `,` type($bias) `,`
+    type($h) `,` type($grad_h) `,` type($grad_final) (`,` type($init)^)?
+    `->` type($grad_z) `,` type($grad_log_decay) `,` type($grad_gate) `,` type($grad_bias)
+    (`,` type($grad_init)^)?
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // The memory hierarchy
 //===----------------------------------------------------------------------===//

@@ -11,7 +11,7 @@
 include "mlir/Pass/PassBase.td"
 
 def MMRecClassifyRecurrences : Pass<"mmrec-classify-recurrences"> {
-  let summary = "Rewrite recurrences that are affine in their state into log-space scans";
+  let summary = "Rewrite affine recurrences into log-space scans and the seed's level-0 step into mmrec.gated_recurrence";
   let description = [{
     A `mmrec.recurrence` with one carried state whose step is
     `h_t = A_t ⊙ h_{t-1} + B_t`, with A and B independent of h, becomes a
@@ -19,9 +19,15 @@ def MMRecClassifyRecurrences : Pass<"mmrec-classify-recurrences"> {
     slices to whole sequences (the prologue that computes ℓ and B), and the
     decay moves to log space — `mmrec.exp_decay ℓ` gives ℓ itself,
     `mmrec.sigmoid x` gives `mmrec.log_decay x` = clamp(−softplus(−x)) — so
-    that cumulative products never under- or overflow. Every other
-    recurrence (the seed's `z ⊙ σ(h·W_g + b_g) + γ ⊙ h` among them) stays
-    sequential, with a remark saying why.
+    that cumulative products never under- or overflow.
+
+    The seed's nonlinear step `h_t = z_t ⊙ σ(h·W_g + b_g) + exp_decay(ℓ_t) ⊙ h`
+    (products and sum in either order; W_g dense through `mmrec.matmul` or
+    per head through `mmrec.block_diag_matmul`, both with a bias, W_g and
+    b_g defined outside the step, ℓ a `#mmrec.logspace` input) becomes
+    `mmrec.gated_recurrence`, which the outliner lowers to a persistent
+    kernel. Every other recurrence stays sequential, with a remark saying
+    why.
   }];
   let options = [
     Option<"clampMin", "clamp-min", "double", "-50.0", "Lower clamp of new log-space decays">,
@@ -42,7 +48,7 @@ def MMRecFuseScanProducers : Pass<"mmrec-fuse-scan-producers"> {
 }
 
 def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::ModuleOp"> {
-  let summary = "Generate the fused kernels of every mmrec.scan and mmrec.scan_grad";
+  let summary = "Generate the fused kernels of every scan and gated recurrence (forward and adjoint)";
   let description = [{
     For every `mmrec.scan` (forward) and `mmrec.scan_grad` (its adjoint) of
     the module, generates one fused kernel named after the enclosing
@@ -55,6 +61,20 @@ def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::Module
       picks when the channel count or alignment does not allow vectors;
     * `target=cpu`: a `func.func` of loops (sequential in T, contiguous in
       the channels).
+
+    For every `mmrec.gated_recurrence` and `mmrec.gated_recurrence_grad`:
+
+    * `target=nvptx`: persistent kernels `<name>_r{1,2,4}` (a block owns R
+      batch rows and one head, keeps W_g's block in dynamic shared memory
+      for all T steps, its state in registers, and loads each step's inputs
+      two steps ahead; one barrier per step). The launcher picks R from
+      B·H. A block larger than the device's shared memory (a dense gate
+      above D ≈ 230) gets no GPU kernel: its launcher reports it.
+    * `target=cpu`: loops over the batch and the sequence with vectorizable
+      inner products.
+    The adjoint kernel recomputes σ(h_{t-1}·W_g + b_g) from the stored
+    states and writes the shifted pre-activation gradient, from which the
+    launcher forms dW_g and db_g as matrix products (BLAS / cuBLASLt).
 
     The op gets a `mmrec.kernel` attribute naming its kernel, and the module
     a `mmrec.kernels` array describing each kernel (arguments, element type,
@@ -107,7 +127,7 @@ def MMRecParamCount : Pass<"mmrec-param-count", "::mlir::ModuleOp"> {
 }
 
 def MMRecScanAdjoint : Pass<"mmrec-scan-adjoint", "::mlir::ModuleOp"> {
-  let summary = "Derive the exact reverse-mode function of every scan function";
+  let summary = "Derive the exact reverse-mode function of every scan or gated-recurrence function";
   let description = [{
     For every function `@f` that computes a `mmrec.scan` of its arguments
     and returns its states and final state, adds `@f_grad`, which takes
@@ -121,6 +141,11 @@ def MMRecScanAdjoint : Pass<"mmrec-scan-adjoint", "::mlir::ModuleOp"> {
     ```
     A function whose scan is fed by anything other than its arguments is
     left alone with a remark.
+
+    Likewise a function returning `(h, final)` of one
+    `mmrec.gated_recurrence` of its arguments gets `@f_grad(args..., h,
+    final, dh, dfinal) -> (dz, dℓ, dW_g, db_g[, dh0])`, one
+    `mmrec.gated_recurrence_grad` (backpropagation through every step).
   }];
 }
 

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "lib/Conversion/GatedKernels.h"
 #include "lib/Conversion/ScanKernels.h"
 
 #include "dialect/MMRecOps.h"
@@ -66,6 +67,86 @@ struct OutlineScanKernelsPass
     return b.getDictionaryAttr(d);
   }
 
+  DictionaryAttr describeGated(OpBuilder &b, const GatedKernelSpec &s, bool gpu,
+                               StringRef publicName) {
+    SmallVector<NamedAttribute> d;
+    auto set = [&](StringRef k, Attribute v) { d.push_back(b.getNamedAttr(k, v)); };
+    set("name", b.getStringAttr(s.name));
+    set("public_name", b.getStringAttr(publicName));
+    set("op", b.getStringAttr(s.adjoint ? "gated_recurrence_grad" : "gated_recurrence"));
+    set("target", b.getStringAttr(gpu ? "nvptx" : "cpu"));
+    set("element_type", TypeAttr::get(s.elementType));
+    set("has_init", b.getBoolAttr(s.hasInit));
+    set("channels", b.getI64IntegerAttr(s.channels));
+    set("heads", b.getI64IntegerAttr(s.heads));
+    set("per_head", b.getBoolAttr(s.perHead));
+    set("rows", b.getI64IntegerAttr(s.rows));
+    set("threads", b.getI64IntegerAttr(s.threads()));
+    set("shared_bytes", b.getI64IntegerAttr(gpu ? s.sharedBytes() : 0));
+    set("clamp_min", b.getF64FloatAttr(s.clampMin));
+    set("clamp_max", b.getF64FloatAttr(s.clampMax));
+    SmallVector<Attribute> args;
+    for (const std::string &a : s.arrayArgs())
+      args.push_back(b.getStringAttr(a));
+    set("args", b.getArrayAttr(args));
+    return b.getDictionaryAttr(d);
+  }
+
+  /// Kernels of a mmrec.gated_recurrence(_grad): on the GPU one persistent
+  /// kernel per block height R ∈ {1, 2, 4} (the launcher picks by B·H), when
+  /// W_g's block fits in shared memory; on the CPU one loop nest.
+  LogicalResult outlineGated(Operation *op, OpBuilder &b, bool gpu,
+                             llvm::function_ref<Operation *()> getGpuModule,
+                             SmallVectorImpl<Attribute> &kernels, const std::string &name) {
+    GatedKernelSpec spec;
+    spec.name = name;
+    Value z = op->getOperand(0), gate = op->getOperand(2);
+    if (auto f = llvm::dyn_cast<GatedRecurrenceOp>(op)) {
+      spec.hasInit = bool(f.getInit());
+      spec.clampMin = f.getClampMin().convertToDouble();
+      spec.clampMax = f.getClampMax().convertToDouble();
+    } else {
+      auto g = llvm::cast<GatedRecurrenceGradOp>(op);
+      spec.adjoint = true;
+      spec.hasInit = bool(g.getInit());
+      spec.clampMin = g.getClampMin().convertToDouble();
+      spec.clampMax = g.getClampMax().convertToDouble();
+    }
+    auto zt = llvm::cast<RankedTensorType>(z.getType());
+    auto wt = llvm::cast<RankedTensorType>(gate.getType());
+    if (zt.isDynamicDim(2) || !wt.hasStaticShape())
+      return op->emitOpError() << "the channel count and W_g's shape must be static to "
+                                  "generate a kernel";
+    spec.elementType = zt.getElementType();
+    spec.channels = zt.getDimSize(2);
+    spec.perHead = wt.getRank() == 3;
+    spec.heads = spec.perHead ? wt.getDimSize(0) : 1;
+    if (!getElementTypeOrSelf(op->getOperand(1).getType()).isF32())
+      return op->emitOpError() << "kernels take fp32 log-space decays";
+    if (!gpu) {
+      buildCpuGatedKernel(b, op->getLoc(), getModuleOp(op), spec);
+      kernels.push_back(describeGated(b, spec, false, name));
+      return success();
+    }
+    if (spec.elementType.isF64())
+      return op->emitOpError() << "the nvptx target supports bf16, f16 and f32 I/O, not f64";
+    // 227 KiB: the H100's opt-in shared memory per block.
+    for (int64_t rows : {1, 2, 4}) {
+      GatedKernelSpec v = spec;
+      v.rows = rows;
+      v.name = name + "_r" + std::to_string(rows);
+      if (v.sharedBytes() > 227 * 1024)
+        continue;
+      buildGpuGatedKernel(b, op->getLoc(), getGpuModule(), v);
+      kernels.push_back(describeGated(b, v, true, name));
+    }
+    return success();
+  }
+
+  static ModuleOp getModuleOp(Operation *op) {
+    return op->getParentOfType<ModuleOp>();
+  }
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
     bool gpu;
@@ -95,6 +176,16 @@ struct OutlineScanKernelsPass
 
     llvm::StringMap<int> used;
     WalkResult result = module.walk([&](Operation *op) -> WalkResult {
+      if (llvm::isa<GatedRecurrenceOp, GatedRecurrenceGradOp>(op)) {
+        auto func = op->getParentOfType<func::FuncOp>();
+        std::string base = func ? func.getSymName().str() : "gated";
+        int count = used[base]++;
+        std::string name = (count ? base + "_" + std::to_string(count) : base) + "_kernel";
+        if (failed(outlineGated(op, b, gpu, getGpuModule, kernels, name)))
+          return WalkResult::interrupt();
+        op->setAttr("mmrec.kernel", b.getStringAttr(name));
+        return WalkResult::advance();
+      }
       if (!llvm::isa<ScanOp, ScanGradOp>(op))
         return WalkResult::advance();
       ScanKernelSpec spec;

@@ -174,8 +174,8 @@ LogicalResult MMRecDialect::verifyOperationAttribute(Operation *op,
     return success();
   }
   if (attr.getName() == "mmrec.kernel") {
-    if (!llvm::isa<ScanOp, ScanGradOp>(op) || !llvm::isa<StringAttr>(attr.getValue()))
-      return op->emitError() << "'mmrec.kernel' must be a string on a mmrec.scan or mmrec.scan_grad";
+    if (!llvm::isa<ScanOp, ScanGradOp, GatedRecurrenceOp, GatedRecurrenceGradOp>(op) || !llvm::isa<StringAttr>(attr.getValue()))
+      return op->emitError() << "'mmrec.kernel' must be a string on a mmrec.scan, mmrec.scan_grad, mmrec.gated_recurrence or mmrec.gated_recurrence_grad";
     return success();
   }
   return op->emitError() << "unknown mmrec attribute '" << attr.getName().getValue()

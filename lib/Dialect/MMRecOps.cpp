@@ -411,6 +411,93 @@ LogicalResult ScanGradOp::verify() {
   return success();
 }
 
+namespace {
+
+/// The operands that mmrec.gated_recurrence and its adjoint share.
+LogicalResult verifyGatedOperands(Operation *op, Value z, Value logDecay, Value gate,
+                                  Value bias, Value init, double lo, double hi) {
+  if (failed(expectClampBounds(op, lo, hi)))
+    return failure();
+  auto zt = ranked(z), lt = ranked(logDecay), wt = ranked(gate);
+  if (failed(expectRank(op, "z", zt, 3)) || failed(expectNoEncoding(op, "z", zt)))
+    return failure();
+  if (getLogSpaceEncoding(lt) && failed(expectLogSpace(op, "log_decay", lt, lo, hi)))
+    return failure();
+  if (failed(expectShape(op, "log_decay", lt, zt.getShape(), "z's shape (batch, T, D)")))
+    return failure();
+  int64_t d = zt.getDimSize(2);
+  if (wt.getRank() == 2) {
+    if (failed(expectShape(op, "gate", wt, {d, d}, "D x D for the dense gate")))
+      return failure();
+  } else if (wt.getRank() == 3) {
+    int64_t h = wt.getDimSize(0), dh = wt.getDimSize(1);
+    if (!compatible(wt.getDimSize(2), dh))
+      return op->emitOpError() << "gate blocks must be square (H, dh, dh), got " << wt;
+    if (!isDyn(h) && !isDyn(dh) && !isDyn(d) && h * dh != d)
+      return op->emitOpError() << "gate has " << h << " blocks of " << dh
+                               << " channels, which must cover z's " << d << " channels";
+  } else {
+    return op->emitOpError() << "gate must be (D, D) for the dense gate or (H, dh, dh) for "
+                                "the per-head gate, got "
+                             << wt;
+  }
+  if (failed(expectSameElementType(op, "z", zt, "gate", wt)) ||
+      failed(expectShape(op, "bias", bias.getType(), {d}, "D")) ||
+      failed(expectSameElementType(op, "z", zt, "bias", bias.getType())))
+    return failure();
+  if (init && (failed(expectShape(op, "init", init.getType(), {zt.getDimSize(0), d},
+                                  "batch, D")) ||
+               failed(expectSameElementType(op, "z", zt, "init", init.getType()))))
+    return failure();
+  return success();
+}
+
+RankedTensorType stateTypeOf(RankedTensorType seq) {
+  return RankedTensorType::get({seq.getDimSize(0), seq.getDimSize(2)}, seq.getElementType());
+}
+
+} // namespace
+
+LogicalResult GatedRecurrenceOp::verify() {
+  if (failed(verifyGatedOperands(*this, getZ(), getLogDecay(), getGate(), getBias(), getInit(),
+                                 getClampMin().convertToDouble(),
+                                 getClampMax().convertToDouble())))
+    return failure();
+  auto z = ranked(getZ());
+  if (getH().getType() != z)
+    return emitOpError() << "h must have z's type " << z << ", got " << getH().getType();
+  if (getFinal().getType() != stateTypeOf(z))
+    return emitOpError() << "final must be " << stateTypeOf(z) << " (batch, D), got "
+                         << getFinal().getType();
+  return success();
+}
+
+LogicalResult GatedRecurrenceGradOp::verify() {
+  if (failed(verifyGatedOperands(*this, getZ(), getLogDecay(), getGate(), getBias(), getInit(),
+                                 getClampMin().convertToDouble(),
+                                 getClampMax().convertToDouble())))
+    return failure();
+  auto z = ranked(getZ());
+  if (getH().getType() != z || getGradH().getType() != z || getGradZ().getType() != z)
+    return emitOpError() << "h, grad_h and grad_z must have z's type " << z;
+  if (getGradFinal().getType() != stateTypeOf(z))
+    return emitOpError() << "grad_final must be " << stateTypeOf(z) << " (batch, D), got "
+                         << getGradFinal().getType();
+  auto lt = ranked(getLogDecay());
+  if (getGradLogDecay().getType() != RankedTensorType::get(lt.getShape(), lt.getElementType()))
+    return emitOpError() << "grad_log_decay must be log_decay's shape and element type "
+                            "without an encoding, got "
+                         << getGradLogDecay().getType();
+  if (getGradGate().getType() != getGate().getType() ||
+      getGradBias().getType() != getBias().getType())
+    return emitOpError() << "grad_gate and grad_bias must have the types of gate and bias";
+  if (bool(getInit()) != bool(getGradInit()))
+    return emitOpError() << "has a grad_init result exactly when it has an init operand";
+  if (getInit() && getGradInit().getType() != getInit().getType())
+    return emitOpError() << "grad_init must have init's type " << getInit().getType();
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Memory hierarchy
 //===----------------------------------------------------------------------===//

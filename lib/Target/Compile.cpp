@@ -230,10 +230,15 @@ namespace {
 struct KernelInfo {
   std::string name, op, target;
   std::string dtype; // runtime DType enumerator of the I/O type
-  bool hasInit, reverse, gateLogits;
-  int64_t inner, vec, steps, warps, logRank;
+  bool hasInit = false, reverse = false, gateLogits = false;
+  int64_t inner = 1, vec = 1, steps = 1, warps = 1, logRank = 0;
   std::vector<std::string> args;
   std::vector<int64_t> shape;
+  // mmrec.gated_recurrence(_grad) kernels.
+  std::string publicName;
+  bool perHead = false;
+  int64_t channels = 0, heads = 1, rows = 1, threads = 0, sharedBytes = 0;
+  bool gated() const { return op.rfind("gated_recurrence", 0) == 0; }
 };
 
 std::string dtypeOf(Type t) {
@@ -252,6 +257,18 @@ KernelInfo parseInfo(Attribute a) {
   k.target = d.getAs<StringAttr>("target").str();
   k.dtype = dtypeOf(d.getAs<TypeAttr>("element_type").getValue());
   k.hasInit = d.getAs<BoolAttr>("has_init").getValue();
+  for (Attribute s : d.getAs<ArrayAttr>("args"))
+    k.args.push_back(llvm::cast<StringAttr>(s).str());
+  if (k.gated()) {
+    k.publicName = d.getAs<StringAttr>("public_name").str();
+    k.perHead = d.getAs<BoolAttr>("per_head").getValue();
+    k.channels = d.getAs<IntegerAttr>("channels").getInt();
+    k.heads = d.getAs<IntegerAttr>("heads").getInt();
+    k.rows = d.getAs<IntegerAttr>("rows").getInt();
+    k.threads = d.getAs<IntegerAttr>("threads").getInt();
+    k.sharedBytes = d.getAs<IntegerAttr>("shared_bytes").getInt();
+    return k;
+  }
   k.reverse = d.getAs<BoolAttr>("reverse").getValue();
   k.gateLogits = d.getAs<BoolAttr>("gate_logits").getValue();
   k.inner = d.getAs<IntegerAttr>("inner").getInt();
@@ -259,8 +276,6 @@ KernelInfo parseInfo(Attribute a) {
   k.steps = d.getAs<IntegerAttr>("steps").getInt();
   k.warps = d.getAs<IntegerAttr>("warps").getInt();
   k.logRank = d.getAs<IntegerAttr>("log_rank").getInt();
-  for (Attribute s : d.getAs<ArrayAttr>("args"))
-    k.args.push_back(llvm::cast<StringAttr>(s).str());
   for (int64_t v : d.getAs<DenseI64ArrayAttr>("shape").asArrayRef())
     k.shape.push_back(v);
   return k;
@@ -277,6 +292,183 @@ bool isOutputArg(const std::string &a, const std::string &op) {
 
 std::string cIdent(const std::string &s) { return s == "final" ? "final_" : s; }
 
+/// The arrays a caller passes to a gated kernel: the op's operands and
+/// results (the kernel's grad_pre/grad_pre0 are launcher workspace; W_g's
+/// and b_g's gradients are products computed from them).
+std::vector<std::string> gatedPublicArgs(const KernelInfo &k) {
+  std::vector<std::string> a;
+  for (const std::string &n : k.args) {
+    if (n == "grad_pre") {
+      a.push_back("grad_gate");
+      a.push_back("grad_bias");
+    } else if (n != "grad_pre0") {
+      a.push_back(n);
+    }
+  }
+  return a;
+}
+
+bool isGatedOutput(const std::string &a, const std::string &op) {
+  if (op == "gated_recurrence")
+    return a == "h" || a == "final";
+  return a.rfind("grad_", 0) == 0 && a != "grad_h" && a != "grad_final";
+}
+
+/// The launch function of a gated kernel.
+void emitGatedLaunch(llvm::raw_ostream &os, const KernelInfo &k, const std::string &modelName,
+                     bool haveCpu, bool haveGpu, const std::vector<KernelInfo> &gpuVariants) {
+  const bool adj = k.op == "gated_recurrence_grad";
+  const int64_t D = k.channels, H = k.heads, dh = D / H;
+  std::vector<std::string> pub = gatedPublicArgs(k);
+  os << "void " << k.name << "(";
+  for (const std::string &a : pub)
+    os << "const TensorRef &" << cIdent(a) << ", ";
+  os << "mmrec::rt::Stream stream) {\n"
+     << "  const char *K = \"" << k.name << "\";\n"
+     << "  if (z.shape.size() != 3)\n"
+     << "    fail(K, \"argument 'z' must have rank 3 (batch, T, " << D << "), got shape \" + z.shapeString());\n"
+     << "  const int64_t B = z.shape[0], T = z.shape[1];\n"
+     << "  const std::vector<int64_t> seq{B, T, " << D << "}, state{B, " << D << "}, bias{" << D
+     << "};\n"
+     << "  const std::vector<int64_t> gate = " << (k.perHead ? "{" + std::to_string(H) + ", " +
+                                                             std::to_string(dh) + ", " +
+                                                             std::to_string(dh) + "}"
+                                                       : "{" + std::to_string(D) + ", " +
+                                                             std::to_string(D) + "}")
+     << ";\n";
+  for (const std::string &a : pub) {
+    std::string shape = a == "gate" || a == "grad_gate" ? "gate"
+                        : a == "bias" || a == "grad_bias" ? "bias"
+                        : a == "init" || a == "final" || a == "grad_final" || a == "grad_init"
+                            ? "state"
+                            : "seq";
+    std::string dt = isLogArg(a) ? "f32" : k.dtype;
+    os << "  mmrec::rt::checkArg(K, \"" << a << "\", " << cIdent(a) << ", DType::" << dt << ", "
+       << shape << ");\n";
+  }
+  os << "  const auto device = z.device;\n";
+  for (const std::string &a : pub)
+    os << "  if (" << cIdent(a) << ".device != device)\n    fail(K, \"argument '" << a
+       << "' is on another device than 'z'\");\n";
+  if (adj)
+    os << "  if (B == 0) return;\n"
+       << "  if (T == 0) {\n"
+       << "    fail(K, \"T = 0: the adjoint needs at least one step\");\n  }\n";
+  else
+    os << "  if (B == 0 || T == 0) return;\n";
+  os << "  const DType et = DType::" << k.dtype << ";\n"
+     << "  const size_t es = mmrec::rt::dtypeSize(et);\n";
+  // dW and db from grad_pre (k = B·T rows, h as stored) and grad_pre0 (the
+  // t = 0 terms, against init).
+  auto products = [&](const char *dev, const char *pre, const char *pre0, const char *ones) {
+    os << "  {\n    mmrec::rt::GemmDesc d;\n";
+    if (k.perHead)
+      os << "    d.m = " << dh << "; d.n = " << dh << "; d.batch = " << H << ";\n"
+         << "    d.strideA = " << dh << "; d.strideB = " << dh << "; d.strideC = " << dh * dh
+         << "; d.ldc = " << dh << ";\n";
+    else
+      os << "    d.m = " << D << "; d.n = " << D << "; d.ldc = " << D << ";\n";
+    os << "    d.transA = true; d.lda = " << D << "; d.ldb = " << D << ";\n"
+       << "    d.k = B * T; d.beta = 0;\n"
+       << "    mmrec::rt::gemm(d, et, h.data, " << pre << ", et, grad_gate.data, " << dev
+       << ", stream);\n";
+    if (k.hasInit)
+      os << "    d.k = B; d.beta = 1;\n"
+         << "    mmrec::rt::gemm(d, et, init.data, " << pre0 << ", et, grad_gate.data, " << dev
+         << ", stream);\n";
+    os << "    mmrec::rt::GemmDesc e;\n"
+       << "    e.m = 1; e.n = " << D << "; e.k = B * T; e.lda = B * T; e.ldb = " << D
+       << "; e.ldc = " << D << "; e.beta = 0;\n"
+       << "    mmrec::rt::gemm(e, et, " << ones << ", " << pre << ", et, grad_bias.data, " << dev
+       << ", stream);\n"
+       << "    e.k = B; e.lda = B; e.beta = 1;\n"
+       << "    mmrec::rt::gemm(e, et, " << ones << ", " << pre0 << ", et, grad_bias.data, " << dev
+       << ", stream);\n  }\n";
+  };
+  os << "  if (device == mmrec::rt::DeviceKind::cpu) {\n";
+  if (haveCpu) {
+    std::string call = "mmrec_cpu_" + modelName + "_" + k.name;
+    if (adj) {
+      os << "    std::vector<unsigned char> pre(size_t(B) * T * " << D << " * es), pre0(size_t(B) * "
+         << D << " * es), ones(size_t(B) * T * es);\n"
+         << "    fillOnes(ones.data(), et, B * T);\n"
+         << "    " << call << "(";
+      for (const std::string &a : k.args) {
+        std::string v = a == "grad_pre" ? "pre.data()" : a == "grad_pre0" ? "pre0.data()"
+                                                                          : cIdent(a) + ".data";
+        std::string n = a == "grad_pre" ? "B * T * " + std::to_string(D)
+                        : a == "grad_pre0" ? "B * " + std::to_string(D)
+                                           : cIdent(a) + ".numel()";
+        os << v << ", " << v << ", 0, " << n << ", 1, ";
+      }
+      os << "B, T);\n";
+      products("mmrec::rt::DeviceKind::cpu", "pre.data()", "pre0.data()", "ones.data()");
+    } else {
+      os << "    " << call << "(";
+      for (const std::string &a : k.args)
+        os << cIdent(a) << ".data, " << cIdent(a) << ".data, 0, " << cIdent(a) << ".numel(), 1, ";
+      os << "B, T);\n";
+    }
+    os << "    return;\n";
+  } else {
+    os << "    fail(K, \"this model was compiled without the cpu target\");\n";
+  }
+  os << "  }\n";
+  if (!haveGpu) {
+    os << "  fail(K, \"this model was compiled without the nvptx target\");\n}\n\n";
+    return;
+  }
+  os << "#if MMREC_HAVE_CUDA\n";
+  if (gpuVariants.empty()) {
+    os << "  fail(K, \"no GPU kernel: W_g's block of " << dh
+       << " channels does not fit in shared memory (the cooperative dense kernel is not "
+          "generated yet)\");\n";
+  } else {
+    // Rows per block: enough blocks to fill the device twice, then taller ones.
+    os << "  const int64_t sms = mmrec::rt::gpu::multiprocessorCount();\n"
+       << "  const int64_t work = B * " << H << ";\n"
+       << "  int rows = 1;\n";
+    for (const KernelInfo &v : gpuVariants)
+      if (v.rows > 1)
+        os << "  if (work > " << (v.rows == 2 ? 2 : 4) << " * sms) rows = " << v.rows << ";\n";
+    os << "  const char *fnName = nullptr;\n  int threads = 0;\n  size_t smem = 0;\n";
+    for (const KernelInfo &v : gpuVariants)
+      os << "  if (rows == " << v.rows << ") { fnName = \"" << v.name << "\"; threads = "
+         << v.threads << "; smem = " << v.sharedBytes << "; }\n";
+    os << "  const int64_t blocks = (B + rows - 1) / rows * " << H << ";\n";
+    if (adj)
+      os << "  const size_t preBytes = (size_t(B) * T * " << D << " * es + 255) / 256 * 256;\n"
+         << "  char *ws = static_cast<char *>(mmrec::rt::gpu::threadWorkspace().get(preBytes + "
+            "size_t(B) * "
+         << D << " * es, 0, stream));\n"
+         << "  void *pre = ws, *pre0 = ws + preBytes;\n"
+         << "  const void *ones = onesOnDevice(et, B * T);\n";
+    os << "  MemRef1D m[] = {";
+    for (const std::string &a : k.args) {
+      if (a == "grad_pre")
+        os << "{pre, pre, 0, B * T * " << D << ", 1}, ";
+      else if (a == "grad_pre0")
+        os << "{pre0, pre0, 0, B * " << D << ", 1}, ";
+      else
+        os << "memref(" << cIdent(a) << "), ";
+    }
+    os << "};\n"
+       << "  int64_t dims[2] = {B, T};\n"
+       << "  void *params[" << 5 * k.args.size() + 2 << "];\n"
+       << "  for (size_t i = 0; i < " << k.args.size() << "; ++i) {\n"
+       << "    params[5 * i] = &m[i].alloc; params[5 * i + 1] = &m[i].aligned;\n"
+       << "    params[5 * i + 2] = &m[i].offset; params[5 * i + 3] = &m[i].size;\n"
+       << "    params[5 * i + 4] = &m[i].stride;\n  }\n"
+       << "  params[" << 5 * k.args.size() << "] = &dims[0];\n"
+       << "  params[" << 5 * k.args.size() + 1 << "] = &dims[1];\n"
+       << "  mmrec::rt::gpu::launch(fnName, gpuModule().function(fnName), blocks, threads, smem, "
+          "stream, params);\n";
+    if (adj)
+      products("mmrec::rt::DeviceKind::gpu", "pre", "pre0", "ones");
+  }
+  os << "#else\n  fail(K, \"this build of the runtime has no CUDA support\");\n#endif\n}\n\n";
+}
+
 } // namespace
 
 LogicalResult mlir::mmrec::emitLaunchApi(ModuleOp module, const CompileOptions &opts,
@@ -292,6 +484,11 @@ LogicalResult mlir::mmrec::emitLaunchApi(ModuleOp module, const CompileOptions &
       auto endsWith = [&](StringRef suffix) { return StringRef(k.name).ends_with(suffix); };
       if (endsWith("_v1") || endsWith("_long"))
         continue;
+      if (k.gated()) {
+        if (llvm::any_of(kernels, [&](const KernelInfo &o) { return o.name == k.publicName; }))
+          continue;
+        k.name = k.publicName;
+      }
       kernels.push_back(k);
     }
   auto gpuInfo = [&](const std::string &name) -> std::optional<KernelInfo> {
@@ -318,6 +515,23 @@ LogicalResult mlir::mmrec::emitLaunchApi(ModuleOp module, const CompileOptions &
        << "#pragma once\n#include \"mmrec/runtime.h\"\n\n"
        << "namespace mmrec::gen::" << ns << " {\n\n";
     for (const KernelInfo &k : kernels) {
+      if (k.gated()) {
+        const bool adj = k.op == "gated_recurrence_grad";
+        os << "/// " << (adj ? "Adjoint" : "Forward") << " of a mmrec.gated_recurrence ("
+           << k.dtype << ", D = " << k.channels << ", "
+           << (k.perHead ? std::to_string(k.heads) + " heads of " +
+                               std::to_string(k.channels / k.heads)
+                         : std::string("dense W_g"))
+           << (k.hasInit ? ", with init" : "") << ").\n/// Arrays: ";
+        std::vector<std::string> pub = gatedPublicArgs(k);
+        for (size_t i = 0; i < pub.size(); ++i)
+          os << (i ? ", " : "") << pub[i] << (isGatedOutput(pub[i], k.op) ? " (out)" : "");
+        os << ".\nvoid " << k.name << "(";
+        for (const std::string &a : pub)
+          os << "const mmrec::rt::TensorRef &" << cIdent(a) << ", ";
+        os << "mmrec::rt::Stream stream = nullptr);\n\n";
+        continue;
+      }
       os << "/// " << (k.op == "scan" ? "Forward" : "Adjoint") << " of a mmrec.scan ("
          << k.dtype << (k.hasInit ? ", with init" : "") << (k.reverse ? ", reverse" : "")
          << (k.inner > 1 ? ", decay broadcast over " + std::to_string(k.inner) + " channels" : "")
@@ -336,7 +550,10 @@ LogicalResult mlir::mmrec::emitLaunchApi(ModuleOp module, const CompileOptions &
   {
     llvm::raw_string_ostream os(cpp);
     os << "// Generated by mmrec-compile: do not edit.\n#include \"" << opts.name << ".h\"\n\n"
-       << "#include <cstdint>\n#include <string>\n#include <vector>\n\n"
+       << (llvm::any_of(kernels, [](const KernelInfo &k) { return k.gated(); })
+               ? "#include \"mmrec/blas.h\"\n\n"
+               : "")
+       << "#include <algorithm>\n#include <cstdint>\n#include <cstring>\n#include <string>\n#include <vector>\n\n"
        << "using mmrec::rt::DType;\nusing mmrec::rt::TensorRef;\n\n";
     if (cpuKernels) {
       os << "extern \"C\" {\n";
@@ -344,7 +561,7 @@ LogicalResult mlir::mmrec::emitLaunchApi(ModuleOp module, const CompileOptions &
         os << "void mmrec_cpu_" << opts.name << "_" << k.name << "(";
         for (size_t i = 0; i < k.args.size(); ++i)
           os << "void *, void *, int64_t, int64_t, int64_t, ";
-        os << "int64_t, int64_t, int64_t);\n";
+        os << (k.gated() ? "int64_t, int64_t);\n" : "int64_t, int64_t, int64_t);\n");
       }
       os << "}\n\n";
     }
@@ -375,10 +592,46 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
 [[noreturn]] void fail(const char *kernel, const std::string &msg) {
   throw mmrec::rt::Error(std::string(kernel) + ": " + msg);
 }
+/// n ones of dtype t at p (the row vector that sums rows in a product).
+[[maybe_unused]] void fillOnes(void *p, DType t, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (t == DType::f32) { float f = 1.0f; std::memcpy(static_cast<char *>(p) + 4 * i, &f, 4); }
+    else { uint16_t h = t == DType::bf16 ? 0x3f80 : 0x3c00; std::memcpy(static_cast<char *>(p) + 2 * i, &h, 2); }
+  }
+}
+#if MMREC_HAVE_CUDA
+/// n ones of dtype t on the device (grown and refilled when n grows).
+[[maybe_unused]] const void *onesOnDevice(DType t, int64_t n) {
+  thread_local void *ptr[5] = {};
+  thread_local int64_t have[5] = {};
+  int k = int(t);
+  if (have[k] < n) {
+    if (ptr[k]) mmrec::rt::gpu::free(ptr[k]);
+    int64_t len = std::max<int64_t>(n, 1 << 16);
+    std::vector<unsigned char> host(size_t(len) * mmrec::rt::dtypeSize(t));
+    fillOnes(host.data(), t, len);
+    ptr[k] = mmrec::rt::gpu::alloc(host.size());
+    mmrec::rt::gpu::copyToDevice(ptr[k], host.data(), host.size());
+    have[k] = len;
+  }
+  return ptr[k];
+}
+#endif
 } // namespace
 )cpp";
     os << "\nnamespace mmrec::gen::" << ns << " {\n\n";
     for (const KernelInfo &k : kernels) {
+      if (k.gated()) {
+        std::vector<KernelInfo> variants;
+        if (gpuKernels)
+          for (Attribute a : gpuKernels) {
+            KernelInfo v = parseInfo(a);
+            if (v.gated() && v.publicName == k.name)
+              variants.push_back(v);
+          }
+        emitGatedLaunch(os, k, opts.name, bool(cpuKernels), haveGpu, variants);
+        continue;
+      }
       std::string seq = k.op == "scan" ? "b" : "h";
       os << "void " << k.name << "(";
       for (const std::string &a : k.args)

@@ -8,8 +8,10 @@
 //   mmrec.scan ℓ, B init h0.
 // A must be a decay given in log space: `mmrec.exp_decay ℓ_t` (ℓ is then the
 // input itself) or `mmrec.sigmoid x_t` (ℓ = clamp(log σ(x)) = clamp(-softplus(-x))
-// through mmrec.log_decay). Anything else stays a sequential recurrence, with
-// a remark that says why: part 2 of the compiler lowers those.
+// through mmrec.log_decay).
+// The seed's nonlinear level-0 step h_t = z_t ⊙ σ(h·W_g + b_g) + γ_t ⊙ h
+// becomes mmrec.gated_recurrence (a persistent kernel keeps W_g on chip).
+// Anything else stays a sequential recurrence, with a remark that says why.
 //
 //===----------------------------------------------------------------------===//
 
@@ -21,6 +23,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/IR/Verifier.h"
 #include "llvm/ADT/DenseMap.h"
 
 namespace mlir::mmrec {
@@ -209,10 +212,89 @@ struct ClassifyRecurrencesPass
     return map.lookup(v);
   }
 
+  /// The seed's level-0 form, h_t = z_t ⊙ σ(h·W_g + b_g) + exp_decay(ℓ_t) ⊙ h
+  /// (products and the sum in either order; W_g dense through mmrec.matmul
+  /// or per head through mmrec.block_diag_matmul, both with a bias, W_g and
+  /// b_g defined outside the step), becomes mmrec.gated_recurrence.
+  LogicalResult matchGated(RecurrenceOp op) {
+    if (op.getNumStates() != 1 || op.getReverse())
+      return failure();
+    Block &body = op.getBody().front();
+    Value h = op.getStateArg(0);
+    auto inputIndex = [&](Value v) -> int {
+      auto arg = llvm::dyn_cast<BlockArgument>(v);
+      if (!arg || arg.getOwner() != &body || arg.getArgNumber() >= op.getInputs().size())
+        return -1;
+      return int(arg.getArgNumber());
+    };
+    auto outside = [&](Value v) { return v && !op->isAncestor(v.getParentBlock()->getParentOp()); };
+    auto add = op.getYield().getValues()[0].getDefiningOp<arith::AddFOp>();
+    if (!add)
+      return failure();
+    for (int order = 0; order < 2; ++order) {
+      auto gatePart = (order ? add.getRhs() : add.getLhs()).getDefiningOp<arith::MulFOp>();
+      auto decayPart = (order ? add.getLhs() : add.getRhs()).getDefiningOp<arith::MulFOp>();
+      if (!gatePart || !decayPart)
+        continue;
+      // γ_t ⊙ h with γ_t = exp_decay(ℓ_t), ℓ_t a sequence input.
+      Value decay = decayPart.getLhs() == h ? decayPart.getRhs()
+                    : decayPart.getRhs() == h ? decayPart.getLhs() : Value();
+      auto exp = decay ? decay.getDefiningOp<ExpDecayOp>() : ExpDecayOp();
+      int lIdx = exp ? inputIndex(exp.getInput()) : -1;
+      if (lIdx < 0)
+        continue;
+      // z_t ⊙ σ(pre) in either order.
+      for (int zo = 0; zo < 2; ++zo) {
+        Value zv = zo ? gatePart.getRhs() : gatePart.getLhs();
+        auto sig = (zo ? gatePart.getLhs() : gatePart.getRhs()).getDefiningOp<SigmoidOp>();
+        int zIdx = inputIndex(zv);
+        if (zIdx < 0 || !sig)
+          continue;
+        Value W, bias;
+        if (auto mm = sig.getInput().getDefiningOp<MatmulOp>()) {
+          if (mm.getLhs() != h || mm.getTransposeRhs())
+            continue;
+          W = mm.getRhs();
+          bias = mm.getBias();
+        } else if (auto bd = sig.getInput().getDefiningOp<BlockDiagMatmulOp>()) {
+          if (bd.getLhs() != h)
+            continue;
+          W = bd.getRhs();
+          bias = bd.getBias();
+        } else {
+          continue;
+        }
+        if (!outside(W) || !outside(bias))
+          continue;
+        Value zSeq = op.getInputs()[zIdx], lSeq = op.getInputs()[lIdx];
+        auto lt = llvm::cast<RankedTensorType>(lSeq.getType());
+        auto enc = getLogSpaceEncoding(lt);
+        if (!enc)
+          continue;
+        OpBuilder b(op);
+        auto rec = GatedRecurrenceOp::create(
+            b, op.getLoc(), op.getSequences()[0].getType(), op.getFinals()[0].getType(), zSeq,
+            lSeq, W, bias, op.getInits()[0], b.getF64FloatAttr(enc.getMinValue()),
+            b.getF64FloatAttr(enc.getMaxValue()));
+        if (failed(mlir::verify(rec))) {
+          rec.erase();
+          return failure();
+        }
+        op.getSequences()[0].replaceAllUsesWith(rec.getH());
+        op.getFinals()[0].replaceAllUsesWith(rec.getFinal());
+        op.erase();
+        return success();
+      }
+    }
+    return failure();
+  }
+
   void runOnOperation() override {
     SmallVector<RecurrenceOp> recs;
     getOperation()->walk([&](RecurrenceOp r) { recs.push_back(r); });
     for (RecurrenceOp op : recs) {
+      if (succeeded(matchGated(op)))
+        continue;
       if (op.getNumStates() != 1) {
         op.emitRemark() << "sequential recurrence: " << op.getNumStates() << " carried states";
         continue;

@@ -5,6 +5,8 @@
 //   func @f_grad(ℓ, b[, h0], h, final, dh, dfinal) -> (dℓ, db[, dh0])
 // made of one mmrec.scan_grad. The gradient with respect to b is the reverse
 // scan g itself; the others are fused into the same kernel by the outliner.
+// Likewise a function made of one mmrec.gated_recurrence gets an @f_grad of
+// one mmrec.gated_recurrence_grad.
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,10 +28,62 @@ using namespace mlir::mmrec;
 namespace {
 
 struct ScanAdjointPass : mlir::mmrec::impl::MMRecScanAdjointBase<ScanAdjointPass> {
+  /// func @f(z, ℓ, W_g, b_g[, h0]) -> (h, final) made of one
+  /// mmrec.gated_recurrence gets
+  /// @f_grad(z, ℓ, W_g, b_g[, h0], h, final, dh, dfinal) -> (dz, dℓ, dW_g, db_g[, dh0]).
+  void addGatedAdjoint(ModuleOp module, func::FuncOp f, GatedRecurrenceOp rec) {
+    Block &entryF = f.getBody().front();
+    auto ret = llvm::dyn_cast<func::ReturnOp>(entryF.getTerminator());
+    bool argsOnly = llvm::all_of(rec->getOperands(), [&](Value v) {
+      return llvm::isa<BlockArgument>(v) && llvm::cast<BlockArgument>(v).getOwner() == &entryF;
+    });
+    if (!ret || ret.getNumOperands() != 2 || ret.getOperand(0) != rec.getH() ||
+        ret.getOperand(1) != rec.getFinal() || !argsOnly) {
+      f.emitRemark() << "mmrec-scan-adjoint: no adjoint for @" << f.getSymName()
+                     << ": it must return (h, final) of one mmrec.gated_recurrence of its "
+                        "arguments";
+      return;
+    }
+    if (SymbolTable::lookupSymbolIn(module, (f.getSymName() + "_grad").str()))
+      return;
+    OpBuilder b(module.getContext());
+    b.setInsertionPointAfter(f);
+    Location loc = f.getLoc();
+    Type h = rec.getH().getType(), fin = rec.getFinal().getType();
+    auto la = llvm::cast<RankedTensorType>(rec.getLogDecay().getType());
+    auto gradLa = RankedTensorType::get(la.getShape(), la.getElementType());
+    SmallVector<Type> args(f.getArgumentTypes());
+    args.append({h, fin, h, fin});
+    SmallVector<Type> results{h, gradLa, rec.getGate().getType(), rec.getBias().getType()};
+    if (rec.getInit())
+      results.push_back(fin);
+    auto g = func::FuncOp::create(b, loc, (f.getSymName() + "_grad").str(),
+                                  b.getFunctionType(args, results));
+    Block *entry = g.addEntryBlock();
+    b.setInsertionPointToStart(entry);
+    unsigned n = f.getNumArguments();
+    auto argOf = [&](Value v) {
+      return entry->getArgument(llvm::cast<BlockArgument>(v).getArgNumber());
+    };
+    Value init = rec.getInit() ? argOf(rec.getInit()) : Value();
+    auto grad = GatedRecurrenceGradOp::create(
+        b, loc, h, gradLa, rec.getGate().getType(), rec.getBias().getType(),
+        rec.getInit() ? fin : Type(), argOf(rec.getZ()), argOf(rec.getLogDecay()),
+        argOf(rec.getGate()), argOf(rec.getBias()), entry->getArgument(n),
+        entry->getArgument(n + 2), entry->getArgument(n + 3), init, rec.getClampMinAttr(),
+        rec.getClampMaxAttr());
+    func::ReturnOp::create(b, loc, grad->getResults());
+  }
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
     SmallVector<func::FuncOp> funcs(module.getOps<func::FuncOp>());
     for (func::FuncOp f : funcs) {
+      SmallVector<GatedRecurrenceOp> recs(f.getOps<GatedRecurrenceOp>());
+      if (recs.size() == 1 && f.getBody().getBlocks().size() == 1) {
+        addGatedAdjoint(module, f, recs.front());
+        continue;
+      }
       SmallVector<ScanOp> scans(f.getOps<ScanOp>());
       if (scans.size() != 1 || f.getBody().getBlocks().size() != 1)
         continue;

@@ -39,6 +39,8 @@ namespace {
   X(cuModuleUnload, "cuModuleUnload")                                                        \
   X(cuModuleGetFunction, "cuModuleGetFunction")                                              \
   X(cuLaunchKernel, "cuLaunchKernel")                                                        \
+  X(cuFuncSetAttribute, "cuFuncSetAttribute")                                                \
+  X(cuDeviceGetAttribute, "cuDeviceGetAttribute")                                            \
   X(cuMemAlloc, "cuMemAlloc_v2")                                                             \
   X(cuMemFree, "cuMemFree_v2")                                                               \
   X(cuMemGetInfo, "cuMemGetInfo_v2")                                                         \
@@ -179,6 +181,18 @@ void *Module::function(const char *kernel) {
   return fn;
 }
 
+int deviceAttribute(int attribute) {
+  ensureContext(true);
+  CUdevice dev;
+  check(MMREC_CU_CALL(cuDeviceGet)(&dev, 0), "cuDeviceGet");
+  int v = 0;
+  check(MMREC_CU_CALL(cuDeviceGetAttribute)(&v, static_cast<CUdevice_attribute>(attribute), dev),
+        "cuDeviceGetAttribute");
+  return v;
+}
+
+int multiprocessorCount() { return deviceAttribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT); }
+
 void launch(const char *kernel, void *fn, int64_t gridX, int blockX, size_t sharedBytes,
             Stream stream, void **params) {
   if (gridX <= 0)
@@ -186,6 +200,18 @@ void launch(const char *kernel, void *fn, int64_t gridX, int blockX, size_t shar
   if (gridX > 0x7fffffff)
     throw Error(std::string(kernel) + ": grid of " + std::to_string(gridX) +
                 " blocks exceeds the device limit");
+  if (sharedBytes > 48 * 1024) {
+    if (sharedBytes > size_t(deviceAttribute(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)))
+      throw Error(std::string(kernel) + ": needs " + std::to_string(sharedBytes) +
+                  " bytes of shared memory per block, more than the device offers (" +
+                  std::to_string(deviceAttribute(
+                      CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)) +
+                  ")");
+    check(MMREC_CU_CALL(cuFuncSetAttribute)(static_cast<CUfunction>(fn),
+                                            CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                            int(sharedBytes)),
+          std::string("setting the shared memory size of ") + kernel);
+  }
   check(MMREC_CU_CALL(cuLaunchKernel)(static_cast<CUfunction>(fn), unsigned(gridX), 1, 1, unsigned(blockX),
                        1, 1, unsigned(sharedBytes), static_cast<CUstream>(stream), params,
                        nullptr),

@@ -311,3 +311,147 @@ func.func @scan_gate_logits_encoding(%l: tensor<2x3x4xf32, #mmrec.logspace<min =
   %h, %f = mmrec.scan %l, %b {gate_logits} : tensor<2x3x4xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<2x3x4xf32> -> tensor<2x3x4xf32>, tensor<2x4xf32>
   return
 }
+
+// -----
+
+func.func @gated_z_rank(%z: tensor<2x8xf32>, %l: tensor<2x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<8x8xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence' op z must have rank 3, got 'tensor<2x8xf32>'}}
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %b : tensor<2x8xf32>, tensor<2x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xf32>, tensor<8xf32> -> tensor<2x3x8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_l_shape(%z: tensor<2x3x8xf32>, %l: tensor<2x4x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<8x8xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence' op log_decay dimension 1 (4) must be 3 (z's shape (batch, T, D))}}
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %b : tensor<2x3x8xf32>, tensor<2x4x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xf32>, tensor<8xf32> -> tensor<2x3x8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_l_bounds(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -10.0, max = 0.0>>, %W: tensor<8x8xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence' op log_decay encoding bounds [-10.0, 0.0] must equal the clamp bounds [-50.0, 0.0]}}
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %b : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -10.0, max = 0.0>>, tensor<8x8xf32>, tensor<8xf32> -> tensor<2x3x8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_dense_shape(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<8x4xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence' op gate dimension 1 (4) must be 8 (D x D for the dense gate)}}
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %b : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x4xf32>, tensor<8xf32> -> tensor<2x3x8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_block_square(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<2x4x3xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence' op gate blocks must be square (H, dh, dh), got 'tensor<2x4x3xf32>'}}
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %b : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<2x4x3xf32>, tensor<8xf32> -> tensor<2x3x8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_block_cover(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<3x4x4xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence' op gate has 3 blocks of 4 channels, which must cover z's 8 channels}}
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %b : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<3x4x4xf32>, tensor<8xf32> -> tensor<2x3x8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_gate_rank(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<64xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence' op gate must be (D, D) for the dense gate or (H, dh, dh) for the per-head gate, got 'tensor<64xf32>'}}
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %b : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<64xf32>, tensor<8xf32> -> tensor<2x3x8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_gate_type(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<8x8xbf16>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence' op z and gate must have the same element type, got 'f32' and 'bf16'}}
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %b : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xbf16>, tensor<8xf32> -> tensor<2x3x8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_bias(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<8x8xf32>, %b: tensor<4xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence' op bias dimension 0 (4) must be 8 (D)}}
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %b : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xf32>, tensor<4xf32> -> tensor<2x3x8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_init(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<8x8xf32>, %b: tensor<8xf32>, %h0: tensor<3x8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence' op init dimension 0 (3) must be 2 (batch, D)}}
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %b init %h0 : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xf32>, tensor<8xf32>, tensor<3x8xf32> -> tensor<2x3x8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_h_type(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<8x8xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence' op h must have z's type 'tensor<2x3x8xf32>', got 'tensor<2x3x8xbf16>'}}
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %b : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xf32>, tensor<8xf32> -> tensor<2x3x8xbf16>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_final_type(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<8x8xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence' op final must be 'tensor<2x8xf32>' (batch, D), got 'tensor<2x3xf32>'}}
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %b : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xf32>, tensor<8xf32> -> tensor<2x3x8xf32>, tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @gated_clamp(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32>, %W: tensor<8x8xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence' op clamp bounds must satisfy clamp_min < clamp_max <= 0, got [0.0, 1.0]}}
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %b {clamp_min = 0.0 : f64, clamp_max = 1.0 : f64} : tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<8x8xf32>, tensor<8xf32> -> tensor<2x3x8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_grad_dz(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<8x8xf32>, %b: tensor<8xf32>, %h: tensor<2x3x8xf32>, %dh: tensor<2x3x8xf32>, %df: tensor<2x8xf32>, %h0: tensor<2x8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence_grad' op h, grad_h and grad_z must have z's type 'tensor<2x3x8xf32>'}}
+  %r:5 = mmrec.gated_recurrence_grad %z, %l, %W, %b, %h, %dh, %df init %h0 : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xf32>, tensor<8xf32>, tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x8xf32>, tensor<2x8xf32> -> tensor<2x3x8xbf16>, tensor<2x3x8xf32>, tensor<8x8xf32>, tensor<8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_grad_dl(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<8x8xf32>, %b: tensor<8xf32>, %h: tensor<2x3x8xf32>, %dh: tensor<2x3x8xf32>, %df: tensor<2x8xf32>, %h0: tensor<2x8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence_grad' op grad_log_decay must be log_decay's shape and element type without an encoding, got 'tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>'}}
+  %r:5 = mmrec.gated_recurrence_grad %z, %l, %W, %b, %h, %dh, %df init %h0 : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xf32>, tensor<8xf32>, tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x8xf32>, tensor<2x8xf32> -> tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xf32>, tensor<8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_grad_dw(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<8x8xf32>, %b: tensor<8xf32>, %h: tensor<2x3x8xf32>, %dh: tensor<2x3x8xf32>, %df: tensor<2x8xf32>, %h0: tensor<2x8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence_grad' op grad_gate and grad_bias must have the types of gate and bias}}
+  %r:5 = mmrec.gated_recurrence_grad %z, %l, %W, %b, %h, %dh, %df init %h0 : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xf32>, tensor<8xf32>, tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x8xf32>, tensor<2x8xf32> -> tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<8x8xbf16>, tensor<8xf32>, tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_grad_init(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<8x8xf32>, %b: tensor<8xf32>, %h: tensor<2x3x8xf32>, %dh: tensor<2x3x8xf32>, %df: tensor<2x8xf32>, %h0: tensor<2x8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence_grad' op has a grad_init result exactly when it has an init operand}}
+  %r:4 = mmrec.gated_recurrence_grad %z, %l, %W, %b, %h, %dh, %df init %h0 : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xf32>, tensor<8xf32>, tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x8xf32>, tensor<2x8xf32> -> tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<8x8xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @gated_grad_final(%z: tensor<2x3x8xf32>, %l: tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %W: tensor<8x8xf32>, %b: tensor<8xf32>, %h: tensor<2x3x8xf32>, %dh: tensor<2x3x8xf32>, %df: tensor<2x4xf32>, %h0: tensor<2x8xf32>) {
+  // expected-error @+1 {{'mmrec.gated_recurrence_grad' op grad_final must be 'tensor<2x8xf32>' (batch, D), got 'tensor<2x4xf32>'}}
+  %r:5 = mmrec.gated_recurrence_grad %z, %l, %W, %b, %h, %dh, %df init %h0 : tensor<2x3x8xf32>, tensor<2x3x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xf32>, tensor<8xf32>, tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<2x4xf32>, tensor<2x8xf32> -> tensor<2x3x8xf32>, tensor<2x3x8xf32>, tensor<8x8xf32>, tensor<8xf32>, tensor<2x8xf32>
+  return
+}

@@ -88,6 +88,20 @@ func.func @scans(%l: tensor<?x?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>,
   return
 }
 
+// CHECK-LABEL: func.func @gated(
+func.func @gated(%z: tensor<?x?x8xbf16>, %l: tensor<?x?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>,
+                 %W: tensor<8x8xbf16>, %Wh: tensor<2x4x4xbf16>, %b: tensor<8xbf16>, %h0: tensor<?x8xbf16>) {
+  // CHECK: mmrec.gated_recurrence %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} init %{{.*}} : tensor<?x?x8xbf16>, tensor<?x?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xbf16>, tensor<8xbf16>, tensor<?x8xbf16> -> tensor<?x?x8xbf16>, tensor<?x8xbf16>
+  %h, %hT = mmrec.gated_recurrence %z, %l, %W, %b init %h0 : tensor<?x?x8xbf16>, tensor<?x?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xbf16>, tensor<8xbf16>, tensor<?x8xbf16> -> tensor<?x?x8xbf16>, tensor<?x8xbf16>
+  // CHECK: mmrec.gated_recurrence %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<?x?x8xbf16>, tensor<?x?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<2x4x4xbf16>, tensor<8xbf16> -> tensor<?x?x8xbf16>, tensor<?x8xbf16>
+  %h2, %hT2 = mmrec.gated_recurrence %z, %l, %Wh, %b : tensor<?x?x8xbf16>, tensor<?x?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<2x4x4xbf16>, tensor<8xbf16> -> tensor<?x?x8xbf16>, tensor<?x8xbf16>
+  // CHECK: mmrec.gated_recurrence_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} init %{{.*}} : {{.*}} -> tensor<?x?x8xbf16>, tensor<?x?x8xf32>, tensor<8x8xbf16>, tensor<8xbf16>, tensor<?x8xbf16>
+  %d:5 = mmrec.gated_recurrence_grad %z, %l, %W, %b, %h, %h, %hT init %h0 : tensor<?x?x8xbf16>, tensor<?x?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<8x8xbf16>, tensor<8xbf16>, tensor<?x?x8xbf16>, tensor<?x?x8xbf16>, tensor<?x8xbf16>, tensor<?x8xbf16> -> tensor<?x?x8xbf16>, tensor<?x?x8xf32>, tensor<8x8xbf16>, tensor<8xbf16>, tensor<?x8xbf16>
+  // CHECK: mmrec.gated_recurrence_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : {{.*}} -> tensor<?x?x8xbf16>, tensor<?x?x8xf32>, tensor<2x4x4xbf16>, tensor<8xbf16>{{$}}
+  %e:4 = mmrec.gated_recurrence_grad %z, %l, %Wh, %b, %h2, %h2, %hT2 : tensor<?x?x8xbf16>, tensor<?x?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, tensor<2x4x4xbf16>, tensor<8xbf16>, tensor<?x?x8xbf16>, tensor<?x?x8xbf16>, tensor<?x8xbf16> -> tensor<?x?x8xbf16>, tensor<?x?x8xf32>, tensor<2x4x4xbf16>, tensor<8xbf16>
+  return
+}
+
 // CHECK-LABEL: func.func @memory(
 func.func @memory(%q: tensor<2x33x8xf32>, %k: tensor<2x33x8xf32>, %v: tensor<2x33x8xf32>, %S: tensor<2x4x4xf32>,
                   %mu: tensor<2x4xf32>, %m0: tensor<2x2x4x4xf32>, %rho: tensor<2x3xf32>) {

@@ -48,16 +48,65 @@ func.func @sigmoid_decay(%a: tensor<?x?x8xf32>, %x: tensor<?x?x8xf32>, %h0: tens
 
 // -----
 
-// The seed's core formula is not affine in h: it stays sequential.
-// CHECK-LABEL: func.func @seed_core
-// CHECK: mmrec.recurrence
+// The seed's core formula is not affine in h: it becomes the persistent
+// gated recurrence (dense W_g through mmrec.matmul).
+// CHECK-LABEL: func.func @seed_core(
+// CHECK-SAME:    %[[Z:[^:]+]]: tensor<?x?x8xf32>, %[[L:[^:]+]]: tensor<?x?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %[[H0:[^:]+]]: tensor<?x8xf32>, %[[W:[^:]+]]: tensor<8x8xf32>, %[[BG:[^:]+]]: tensor<8xf32>)
+// CHECK-NOT:   mmrec.recurrence
+// CHECK:       %[[H:.+]], %{{.+}} = mmrec.gated_recurrence %[[Z]], %[[L]], %[[W]], %[[BG]] init %[[H0]]
+// CHECK:       return %[[H]]
 func.func @seed_core(%z: tensor<?x?x8xf32>, %l: tensor<?x?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %h0: tensor<?x8xf32>,
                      %W: tensor<8x8xf32>, %bg: tensor<8xf32>) -> tensor<?x?x8xf32> {
-  // expected-remark @+1 {{sequential recurrence: 'mmrec.sigmoid' is applied to the state}}
   %hs, %hT = mmrec.recurrence ins(%z, %l : tensor<?x?x8xf32>, tensor<?x?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>) init(%h0 : tensor<?x8xf32>)
       -> (tensor<?x?x8xf32>), (tensor<?x8xf32>) {
   ^bb0(%zt: tensor<?x8xf32>, %lt: tensor<?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %h: tensor<?x8xf32>):
     %p = mmrec.matmul %h, %W bias %bg : tensor<?x8xf32>, tensor<8x8xf32>, tensor<8xf32> -> tensor<?x8xf32>
+    %s = mmrec.sigmoid %p : tensor<?x8xf32>
+    %g = mmrec.exp_decay %lt : tensor<?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>> -> tensor<?x8xf32>
+    %a = arith.mulf %zt, %s : tensor<?x8xf32>
+    %c = arith.mulf %g, %h : tensor<?x8xf32>
+    %hn = arith.addf %a, %c : tensor<?x8xf32>
+    mmrec.yield %hn : tensor<?x8xf32>
+  }
+  return %hs : tensor<?x?x8xf32>
+}
+
+// -----
+
+// Per-head W_g (block-diagonal), operands commuted, f32 I/O; the final
+// state is what is used.
+// CHECK-LABEL: func.func @seed_per_head(
+// CHECK-SAME:    %[[L:[^:]+]]: tensor<?x?x8xf32, #mmrec.logspace<min = -20.0, max = 0.0>>, %[[Z:[^:]+]]: tensor<?x?x8xf32>, %[[H0:[^:]+]]: tensor<?x8xf32>, %[[W:[^:]+]]: tensor<2x4x4xf32>, %[[BG:[^:]+]]: tensor<8xf32>)
+// CHECK:       %{{.+}}, %[[F:.+]] = mmrec.gated_recurrence %[[Z]], %[[L]], %[[W]], %[[BG]] init %[[H0]] {clamp_min = -2.000000e+01 : f64}
+// CHECK:       return %[[F]]
+func.func @seed_per_head(%l: tensor<?x?x8xf32, #mmrec.logspace<min = -20.0, max = 0.0>>, %z: tensor<?x?x8xf32>, %h0: tensor<?x8xf32>,
+                         %W: tensor<2x4x4xf32>, %bg: tensor<8xf32>) -> tensor<?x8xf32> {
+  %hs, %hT = mmrec.recurrence ins(%l, %z : tensor<?x?x8xf32, #mmrec.logspace<min = -20.0, max = 0.0>>, tensor<?x?x8xf32>) init(%h0 : tensor<?x8xf32>)
+      -> (tensor<?x?x8xf32>), (tensor<?x8xf32>) {
+  ^bb0(%lt: tensor<?x8xf32, #mmrec.logspace<min = -20.0, max = 0.0>>, %zt: tensor<?x8xf32>, %h: tensor<?x8xf32>):
+    %g = mmrec.exp_decay %lt : tensor<?x8xf32, #mmrec.logspace<min = -20.0, max = 0.0>> -> tensor<?x8xf32>
+    %c = arith.mulf %h, %g : tensor<?x8xf32>
+    %p = mmrec.block_diag_matmul %h, %W bias %bg : tensor<?x8xf32>, tensor<2x4x4xf32>, tensor<8xf32> -> tensor<?x8xf32>
+    %s = mmrec.sigmoid %p : tensor<?x8xf32>
+    %a = arith.mulf %s, %zt : tensor<?x8xf32>
+    %hn = arith.addf %c, %a : tensor<?x8xf32>
+    mmrec.yield %hn : tensor<?x8xf32>
+  }
+  return %hT : tensor<?x8xf32>
+}
+
+// -----
+
+// Without a bias the seed's form does not match; the step stays sequential.
+// CHECK-LABEL: func.func @seed_no_bias
+// CHECK: mmrec.recurrence
+func.func @seed_no_bias(%z: tensor<?x?x8xf32>, %l: tensor<?x?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %h0: tensor<?x8xf32>,
+                        %W: tensor<8x8xf32>) -> tensor<?x?x8xf32> {
+  // expected-remark @+1 {{sequential recurrence: 'mmrec.sigmoid' is applied to the state}}
+  %hs, %hT = mmrec.recurrence ins(%z, %l : tensor<?x?x8xf32>, tensor<?x?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>) init(%h0 : tensor<?x8xf32>)
+      -> (tensor<?x?x8xf32>), (tensor<?x8xf32>) {
+  ^bb0(%zt: tensor<?x8xf32>, %lt: tensor<?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>>, %h: tensor<?x8xf32>):
+    %p = mmrec.matmul %h, %W : tensor<?x8xf32>, tensor<8x8xf32> -> tensor<?x8xf32>
     %s = mmrec.sigmoid %p : tensor<?x8xf32>
     %g = mmrec.exp_decay %lt : tensor<?x8xf32, #mmrec.logspace<min = -50.0, max = 0.0>> -> tensor<?x8xf32>
     %a = arith.mulf %zt, %s : tensor<?x8xf32>

@@ -48,3 +48,34 @@ func.func @slots(%l: tensor<2x3x4xf32>, %b: tensor<2x3x4x8xf32>) -> (tensor<2x3x
   %h, %f = mmrec.scan %l, %b : tensor<2x3x4xf32>, tensor<2x3x4x8xf32> -> tensor<2x3x4x8xf32>, tensor<2x4x8xf32>
   return %h, %f : tensor<2x3x4x8xf32>, tensor<2x4x8xf32>
 }
+
+// -----
+
+// A gated recurrence (per-head W_g, an initial state) gets one
+// mmrec.gated_recurrence_grad that returns dz, dℓ, dW_g, db_g and dh0.
+// CHECK-LABEL: func.func @gated_grad(
+// CHECK-SAME:    %[[Z:[^:]+]]: tensor<?x?x8xf32>, %[[L:[^:]+]]: tensor<?x?x8xf32>, %[[W:[^:]+]]: tensor<2x4x4xf32>, %[[BG:[^:]+]]: tensor<8xf32>, %[[H0:[^:]+]]: tensor<?x8xf32>,
+// CHECK-SAME:    %[[H:[^:]+]]: tensor<?x?x8xf32>, %[[F:[^:]+]]: tensor<?x8xf32>, %[[DH:[^:]+]]: tensor<?x?x8xf32>, %[[DF:[^:]+]]: tensor<?x8xf32>)
+// CHECK-SAME:    -> (tensor<?x?x8xf32>, tensor<?x?x8xf32>, tensor<2x4x4xf32>, tensor<8xf32>, tensor<?x8xf32>)
+// CHECK:         %[[DZ:[^,]+]], %[[DL:[^,]+]], %[[DW:[^,]+]], %[[DB:[^,]+]], %[[DH0:[^ ]+]] = mmrec.gated_recurrence_grad %[[Z]], %[[L]], %[[W]], %[[BG]], %[[H]], %[[DH]], %[[DF]] init %[[H0]] {clamp_min = -2.000000e+01 : f64}
+// CHECK:         return %[[DZ]], %[[DL]], %[[DW]], %[[DB]], %[[DH0]]
+func.func @gated(%z: tensor<?x?x8xf32>, %l: tensor<?x?x8xf32>, %W: tensor<2x4x4xf32>, %bg: tensor<8xf32>, %h0: tensor<?x8xf32>)
+    -> (tensor<?x?x8xf32>, tensor<?x8xf32>) {
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %bg init %h0 {clamp_min = -20.0 : f64}
+      : tensor<?x?x8xf32>, tensor<?x?x8xf32>, tensor<2x4x4xf32>, tensor<8xf32>, tensor<?x8xf32> -> tensor<?x?x8xf32>, tensor<?x8xf32>
+  return %h, %f : tensor<?x?x8xf32>, tensor<?x8xf32>
+}
+
+// -----
+
+// A gated recurrence whose weight is computed in the function is left alone.
+// CHECK-LABEL: func.func @gated_computed_weight(
+// CHECK-NOT: func.func @gated_computed_weight_grad
+// expected-remark @+1 {{mmrec-scan-adjoint: no adjoint for @gated_computed_weight: it must return (h, final) of one mmrec.gated_recurrence of its arguments}}
+func.func @gated_computed_weight(%z: tensor<?x?x8xf32>, %l: tensor<?x?x8xf32>, %W: tensor<8x8xf32>, %bg: tensor<8xf32>)
+    -> (tensor<?x?x8xf32>, tensor<?x8xf32>) {
+  %W2 = arith.addf %W, %W : tensor<8x8xf32>
+  %h, %f = mmrec.gated_recurrence %z, %l, %W2, %bg
+      : tensor<?x?x8xf32>, tensor<?x?x8xf32>, tensor<8x8xf32>, tensor<8xf32> -> tensor<?x?x8xf32>, tensor<?x8xf32>
+  return %h, %f : tensor<?x?x8xf32>, tensor<?x8xf32>
+}

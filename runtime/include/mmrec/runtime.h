@@ -88,9 +88,16 @@ private:
 };
 
 /// Launches `fn` (from Module::function) with a 1-D grid; `params` as in
-/// cuLaunchKernel. Checks the launch and names `kernel` on failure.
+/// cuLaunchKernel. Above 48 KiB of dynamic shared memory the function is
+/// opted in first (a request beyond the device's limit throws). Checks the
+/// launch and names `kernel` on failure.
 void launch(const char *kernel, void *fn, int64_t gridX, int blockX, size_t sharedBytes,
             Stream stream, void **params);
+
+/// A CUdevice_attribute of device 0 (cuDeviceGetAttribute).
+int deviceAttribute(int attribute);
+/// Number of streaming multiprocessors of device 0.
+int multiprocessorCount();
 
 /// A device buffer reused across launches (grows, never shrinks).
 class Workspace {

@@ -1,0 +1,520 @@
+//===- GatedKernels.cpp - kernels of mmrec.gated_recurrence --------------===//
+//
+// See GatedKernels.h for the contract and the GPU kernels' structure.
+//
+// GPU forward, per step t (block = R rows × one head, thread j = channel):
+//   acc_r = b_j + Σ_i hs[cur][r][i] · W[i][j]     (shared W, broadcast h)
+//   h_r   = z_r · σ(acc_r) + γ_r · h_r            (h_r in a register)
+//   hs[nxt][r][j] = h_r; store h; barrier
+// GPU adjoint, per step t from T−1 down to 0:
+//   g_r  += dh_t;  acc_r = b_j + Σ_i hp[cur][r][i] · W[i][j]   (s_t recomputed)
+//   a_r   = g_r z_r s (1 − s);  as[cur][r][j] = a_r;  hp[nxt][r][j] = h_{t−2}
+//   store dz, dℓ, grad_pre; barrier
+//   g_r   = γ_r g_r + Σ_k as[cur][r][k] · W[j][k]
+//
+//===----------------------------------------------------------------------===//
+
+#include "lib/Conversion/GatedKernels.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::mmrec;
+
+std::vector<std::string> GatedKernelSpec::arrayArgs() const {
+  std::vector<std::string> a = {"z", "log_decay", "gate", "bias"};
+  if (hasInit)
+    a.push_back("init");
+  if (!adjoint) {
+    a.push_back("h");
+    a.push_back("final");
+    return a;
+  }
+  for (const char *n : {"h", "grad_h", "grad_final", "grad_z", "grad_log_decay", "grad_pre",
+                        "grad_pre0"})
+    a.push_back(n);
+  if (hasInit)
+    a.push_back("grad_init");
+  return a;
+}
+
+int64_t GatedKernelSpec::sharedBytes() const {
+  int64_t dh = headDim();
+  int64_t w = (dh * wStride() * 4 + 15) / 16 * 16;
+  int64_t state = 2 * rows * dh * 4;
+  return w + (adjoint ? 2 * state : state);
+}
+
+namespace {
+
+/// Small scalar helpers shared by the CPU and GPU builders.
+struct Gen {
+  ImplicitLocOpBuilder &b;
+  const GatedKernelSpec &spec;
+  bool gpu;
+  Type f32;
+  Gen(ImplicitLocOpBuilder &b, const GatedKernelSpec &spec, bool gpu)
+      : b(b), spec(spec), gpu(gpu), f32(b.getF32Type()) {}
+
+  Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
+  Value cst(double v) { return arith::ConstantOp::create(b, b.getF32FloatAttr(v)); }
+  Value add(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
+  Value sub(Value x, Value y) { return arith::SubFOp::create(b, x, y); }
+  Value mul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
+  Value fma(Value x, Value y, Value acc) { return math::FmaOp::create(b, x, y, acc); }
+  Value addi(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
+  Value subi(Value x, Value y) { return arith::SubIOp::create(b, x, y); }
+  Value muli(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
+  Value minui(Value x, Value y) { return arith::MinUIOp::create(b, x, y); }
+  Value ult(Value x, Value y) { return arith::CmpIOp::create(b, arith::CmpIPredicate::ult, x, y); }
+  Value ugt(Value x, Value y) { return arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, x, y); }
+  Value andi(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
+  Value select(Value c, Value x, Value y) { return arith::SelectOp::create(b, c, x, y); }
+
+  Value ptx(StringRef code, Value x) {
+    return NVVM::InlinePtxOp::create(b, TypeRange{f32}, ValueRange{x}, ValueRange{}, code,
+                                     Value())
+        ->getResult(0);
+  }
+  /// exp(x): ex2.approx on GPUs (no libdevice), math.exp on CPUs.
+  Value exp(Value x) {
+    if (!gpu)
+      return math::ExpOp::create(b, x);
+    return ptx("ex2.approx.ftz.f32 $0, $1;", mul(x, cst(M_LOG2E)));
+  }
+  /// σ(x) = 1 / (1 + exp(−x)); exp(−x) may overflow to +inf, giving 0.
+  Value sigmoid(Value x) {
+    Value den = add(cst(1.0), exp(arith::NegFOp::create(b, x)));
+    if (!gpu)
+      return arith::DivFOp::create(b, cst(1.0), den);
+    return ptx("rcp.approx.ftz.f32 $0, $1;", den);
+  }
+  Value clamp(Value l) {
+    return arith::MinimumFOp::create(b, arith::MaximumFOp::create(b, l, cst(spec.clampMin)),
+                                     cst(spec.clampMax));
+  }
+  /// 1 where lo ≤ ℓ ≤ hi (the clamp passes the gradient), else 0.
+  Value clampMask(Value l) {
+    Value in = andi(arith::CmpFOp::create(b, arith::CmpFPredicate::OGE, l, cst(spec.clampMin)),
+                    arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, l, cst(spec.clampMax)));
+    return select(in, cst(1.0), cst(0.0));
+  }
+  Value ld(Value mem, Value i) {
+    Value v = memref::LoadOp::create(b, mem, ValueRange{i});
+    if (v.getType() != f32)
+      v = arith::ExtFOp::create(b, f32, v);
+    return v;
+  }
+  void st(Value v, Value mem, Value i) {
+    Type et = llvm::cast<MemRefType>(mem.getType()).getElementType();
+    if (et != f32)
+      v = arith::TruncFOp::create(b, et, v);
+    memref::StoreOp::create(b, v, mem, ValueRange{i});
+  }
+  void stIf(Value cond, Value v, Value mem, Value i) {
+    auto ifOp = scf::IfOp::create(b, TypeRange{}, cond, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(ifOp.thenBlock());
+    st(v, mem, i);
+  }
+  /// for (i = lo; i < hi; ++i) body(i), no loop-carried values.
+  template <class F> void loop(Value lo, Value hi, F body) {
+    auto f = scf::ForOp::create(b, lo, hi, idx(1));
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(f.getBody());
+    body(f.getInductionVar());
+  }
+};
+
+/// The array arguments, by name.
+struct Arrays {
+  Value z, l, w, bias, init, h, fin, dh, dfin, dz, dl, dpre, dpre0, dinit;
+  template <class Next> Arrays(const GatedKernelSpec &s, Next next) {
+    z = next(); l = next(); w = next(); bias = next();
+    if (s.hasInit) init = next();
+    h = next();
+    if (!s.adjoint) { fin = next(); return; }
+    dh = next(); dfin = next(); dz = next(); dl = next(); dpre = next(); dpre0 = next();
+    if (s.hasInit) dinit = next();
+  }
+};
+
+SmallVector<Type> argTypes(const GatedKernelSpec &s, MLIRContext *ctx) {
+  SmallVector<Type> t;
+  Type f32 = Float32Type::get(ctx);
+  for (const std::string &n : s.arrayArgs())
+    t.push_back(MemRefType::get({ShapedType::kDynamic},
+                                n == "log_decay" || n == "grad_log_decay" ? f32 : s.elementType));
+  t.append(2, IndexType::get(ctx));
+  return t;
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// CPU
+//===----------------------------------------------------------------------===//
+
+void mlir::mmrec::buildCpuGatedKernel(OpBuilder &builder, Location loc, ModuleOp module,
+                                      const GatedKernelSpec &spec) {
+  ImplicitLocOpBuilder b(loc, builder);
+  b.setInsertionPointToEnd(module.getBody());
+  auto func = func::FuncOp::create(b, spec.name,
+                                   b.getFunctionType(argTypes(spec, b.getContext()), {}));
+  func->setAttr("llvm.emit_c_interface", b.getUnitAttr());
+  b.setInsertionPointToStart(func.addEntryBlock());
+  Gen k(b, spec, /*gpu=*/false);
+  unsigned ai = 0;
+  Arrays a(spec, [&]() { return func.getArgument(ai++); });
+  Value B = func.getArgument(ai++), T = func.getArgument(ai++);
+  const int64_t D = spec.channels, H = spec.heads, dh = spec.headDim();
+  Value c0 = k.idx(0), c1 = k.idx(1), cD = k.idx(D), cH = k.idx(H), cdh = k.idx(dh);
+  auto buf = [&]() {
+    return memref::AllocaOp::create(b, MemRefType::get({D}, k.f32)).getResult();
+  };
+  Value hp = buf(), acc = buf(), g = buf(), av = buf();
+  auto ldb = [&](Value mem, Value i) { return memref::LoadOp::create(b, mem, ValueRange{i}).getResult(); };
+  auto stb = [&](Value v, Value mem, Value i) { memref::StoreOp::create(b, v, mem, ValueRange{i}); };
+  // acc[hd·dh + j] += Σ_i x[hd·dh + i] · W[hd][i][j]  (j contiguous).
+  auto productW = [&](Value x) {
+    k.loop(c0, cH, [&](Value hd) {
+      Value base = k.muli(hd, cdh), wBase = k.muli(hd, k.idx(dh * dh));
+      k.loop(c0, cdh, [&](Value i) {
+        Value xi = ldb(x, k.addi(base, i));
+        Value wRow = k.addi(wBase, k.muli(i, cdh));
+        k.loop(c0, cdh, [&](Value j) {
+          Value o = k.addi(base, j);
+          stb(k.fma(xi, k.ld(a.w, k.addi(wRow, j)), ldb(acc, o)), acc, o);
+        });
+      });
+    });
+  };
+  // acc[hd·dh + i] += Σ_j y[hd·dh + j] · W[hd][i][j]  (a dot product per i).
+  auto productWt = [&](Value y) {
+    k.loop(c0, cH, [&](Value hd) {
+      Value base = k.muli(hd, cdh), wBase = k.muli(hd, k.idx(dh * dh));
+      k.loop(c0, cdh, [&](Value i) {
+        Value wRow = k.addi(wBase, k.muli(i, cdh));
+        auto dot = scf::ForOp::create(b, c0, cdh, c1, ValueRange{k.cst(0.0)});
+        {
+          OpBuilder::InsertionGuard gd(b);
+          b.setInsertionPointToStart(dot.getBody());
+          Value j = dot.getInductionVar();
+          Value s = k.fma(ldb(y, k.addi(base, j)), k.ld(a.w, k.addi(wRow, j)),
+                          dot.getRegionIterArgs()[0]);
+          scf::YieldOp::create(b, s);
+        }
+        Value o = k.addi(base, i);
+        stb(k.add(ldb(acc, o), dot.getResult(0)), acc, o);
+      });
+    });
+  };
+
+  k.loop(c0, B, [&](Value bi) {
+    Value rowD = k.muli(bi, cD);
+    auto at = [&](Value t, Value j) { return k.addi(k.muli(k.addi(k.muli(bi, T), t), cD), j); };
+    auto initAt = [&](Value j) { return spec.hasInit ? k.ld(a.init, k.addi(rowD, j)) : k.cst(0.0); };
+    if (!spec.adjoint) {
+      k.loop(c0, cD, [&](Value j) { stb(initAt(j), hp, j); });
+      k.loop(c0, T, [&](Value t) {
+        k.loop(c0, cD, [&](Value j) { stb(k.ld(a.bias, j), acc, j); });
+        productW(hp);
+        k.loop(c0, cD, [&](Value j) {
+          Value s = k.sigmoid(ldb(acc, j));
+          Value gamma = k.exp(k.clamp(k.ld(a.l, at(t, j))));
+          Value hn = k.add(k.mul(k.ld(a.z, at(t, j)), s), k.mul(gamma, ldb(hp, j)));
+          k.st(hn, a.h, at(t, j));
+          stb(hn, hp, j);
+        });
+      });
+      k.loop(c0, cD, [&](Value j) { k.st(ldb(hp, j), a.fin, k.addi(rowD, j)); });
+      return;
+    }
+    k.loop(c0, cD, [&](Value j) { stb(k.ld(a.dfin, k.addi(rowD, j)), g, j); });
+    k.loop(c0, T, [&](Value s) {
+      Value t = k.subi(k.subi(T, c1), s);
+      Value notFirst = k.ugt(t, c0);
+      Value tPrev = k.select(notFirst, k.subi(t, c1), c0);
+      k.loop(c0, cD, [&](Value j) {
+        Value fromH = k.ld(a.h, at(tPrev, j));
+        stb(k.select(notFirst, fromH, initAt(j)), hp, j);
+        stb(k.add(ldb(g, j), k.ld(a.dh, at(t, j))), g, j);
+        stb(k.ld(a.bias, j), acc, j);
+      });
+      productW(hp);
+      k.loop(c0, cD, [&](Value j) {
+        Value sg = k.sigmoid(ldb(acc, j));
+        Value gj = ldb(g, j);
+        Value lraw = k.ld(a.l, at(t, j));
+        Value gamma = k.exp(k.clamp(lraw));
+        Value av_ = k.mul(k.mul(gj, k.ld(a.z, at(t, j))), k.mul(sg, k.sub(k.cst(1.0), sg)));
+        stb(av_, av, j);
+        k.st(k.mul(gj, sg), a.dz, at(t, j));
+        k.st(k.mul(k.clampMask(lraw), k.mul(k.mul(gj, gamma), ldb(hp, j))), a.dl, at(t, j));
+        auto ifOp = scf::IfOp::create(b, TypeRange{}, notFirst, true);
+        {
+          OpBuilder::InsertionGuard gd(b);
+          b.setInsertionPointToStart(ifOp.thenBlock());
+          k.st(av_, a.dpre, at(tPrev, j));
+          b.setInsertionPointToStart(ifOp.elseBlock());
+          k.st(av_, a.dpre0, k.addi(rowD, j));
+        }
+        stb(k.mul(gamma, gj), acc, j);
+      });
+      productWt(av);
+      k.loop(c0, cD, [&](Value j) { stb(ldb(acc, j), g, j); });
+    });
+    k.loop(c0, cD, [&](Value j) {
+      k.st(k.cst(0.0), a.dpre, at(k.subi(T, c1), j));
+      if (spec.hasInit)
+        k.st(ldb(g, j), a.dinit, k.addi(rowD, j));
+    });
+  });
+  func::ReturnOp::create(b);
+}
+
+//===----------------------------------------------------------------------===//
+// GPU
+//===----------------------------------------------------------------------===//
+
+void mlir::mmrec::buildGpuGatedKernel(OpBuilder &builder, Location loc, Operation *gpuModule,
+                                      const GatedKernelSpec &spec) {
+  MLIRContext *ctx = builder.getContext();
+  ImplicitLocOpBuilder b(loc, builder);
+  b.setInsertionPointToEnd(&gpuModule->getRegion(0).front());
+  auto func = gpu::GPUFuncOp::create(b, spec.name, b.getFunctionType(argTypes(spec, ctx), {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(spec.threads()), 1, 1}));
+  b.setInsertionPointToStart(&func.getBody().front());
+  Gen k(b, spec, /*gpu=*/true);
+  Type f32 = k.f32;
+  unsigned ai = 0;
+  Arrays a(spec, [&]() { return func.getArgument(ai++); });
+  Value B = func.getArgument(ai++), T = func.getArgument(ai++);
+  const int64_t D = spec.channels, H = spec.heads, dh = spec.headDim(), R = spec.rows;
+  const int64_t WS = spec.wStride(), P = std::max<int64_t>(spec.prefetch, 2);
+  Value c0 = k.idx(0), c1 = k.idx(1), cD = k.idx(D);
+
+  // Shared memory: W's block, then the double-buffered states (and, for the
+  // adjoint, the double-buffered pre-activation gradients).
+  auto wg = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
+  auto bytesType = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                                   MemRefLayoutAttrInterface{}, wg);
+  Value smem = gpu::DynamicSharedMemoryOp::create(b, bytesType);
+  int64_t wBytes = (dh * WS * 4 + 15) / 16 * 16, stateLen = 2 * R * dh;
+  auto view = [&](int64_t byteOffset, int64_t len) {
+    auto t = MemRefType::get({len}, f32, MemRefLayoutAttrInterface{}, wg);
+    return memref::ViewOp::create(b, t, smem, k.idx(byteOffset), ValueRange{}).getResult();
+  };
+  Value Ws = view(0, dh * WS);
+  Value hs = view(wBytes, stateLen);
+  Value as = spec.adjoint ? view(wBytes + stateLen * 4, stateLen) : Value();
+
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value bid = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  Value head = arith::RemUIOp::create(b, bid, k.idx(H));
+  Value group = arith::DivUIOp::create(b, bid, k.idx(H));
+  Value active = k.ult(tid, k.idx(dh));
+  Value j = k.minui(tid, k.idx(dh - 1)); // clamped: loads stay in bounds
+  Value chan = k.addi(k.muli(head, k.idx(dh)), j);
+  SmallVector<Value> row, valid;
+  for (int64_t r = 0; r < R; ++r) {
+    Value bRow = k.addi(k.muli(group, k.idx(R)), k.idx(r));
+    valid.push_back(k.andi(k.ult(bRow, B), active));
+    row.push_back(k.minui(bRow, k.subi(B, c1)));
+  }
+  auto at = [&](int64_t r, Value t) { return k.addi(k.muli(k.addi(k.muli(row[r], T), t), cD), chan); };
+  auto stateAt = [&](int64_t r) { return k.addi(k.muli(row[r], cD), chan); };
+  auto ldS = [&](Value mem, Value i) { return memref::LoadOp::create(b, mem, ValueRange{i}).getResult(); };
+  auto stS = [&](Value v, Value mem, Value i) { memref::StoreOp::create(b, v, mem, ValueRange{i}); };
+  auto barrier = [&]() { gpu::BarrierOp::create(b); };
+
+  // W's block: Ws[i·WS + j] = W[head][i][j] (dense: W[i][j]).
+  {
+    Value wBase = k.muli(head, k.idx(dh * dh));
+    k.loop(c0, k.idx(dh), [&](Value i) {
+      Value v = k.ld(a.w, k.addi(wBase, k.addi(k.muli(i, k.idx(dh)), j)));
+      stS(v, Ws, k.addi(k.muli(i, k.idx(WS)), j));
+    });
+  }
+  Value bias = k.ld(a.bias, chan);
+  auto initOf = [&](int64_t r) { return spec.hasInit ? k.ld(a.init, stateAt(r)) : k.cst(0.0); };
+
+  // Σ_i x[base + i] · Ws[i·WS + j] for R rows of x at xBase + r·dh (shared),
+  // with 4 partial sums per row for instruction-level parallelism.
+  auto productW = [&](Value x, Value xBase, bool transposed) {
+    SmallVector<SmallVector<Value, 4>> part(R, SmallVector<Value, 4>(4, k.cst(0.0)));
+    const bool vec4 = dh % 4 == 0;
+    auto vt = VectorType::get({4}, f32);
+    for (int64_t i = 0; i < dh; i += (vec4 ? 4 : 1)) {
+      int64_t n = vec4 ? 4 : 1;
+      SmallVector<Value, 4> w;
+      for (int64_t q = 0; q < n; ++q) {
+        // W[i+q][j] (rows of the block) or W[j][i+q] (the transposed product).
+        Value wi = transposed ? k.addi(k.muli(j, k.idx(WS)), k.idx(i + q))
+                              : k.addi(k.idx((i + q) * WS), j);
+        w.push_back(ldS(Ws, wi));
+      }
+      for (int64_t r = 0; r < R; ++r) {
+        Value xi = k.addi(xBase, k.idx(r * dh + i));
+        if (vec4) {
+          Value v = vector::LoadOp::create(b, vt, x, ValueRange{xi});
+          for (int64_t q = 0; q < 4; ++q)
+            part[r][q] = k.fma(vector::ExtractOp::create(b, v, q), w[q], part[r][q]);
+        } else {
+          part[r][i % 4] = k.fma(ldS(x, xi), w[0], part[r][i % 4]);
+        }
+      }
+    }
+    SmallVector<Value> out;
+    for (int64_t r = 0; r < R; ++r)
+      out.push_back(k.add(k.add(part[r][0], part[r][1]), k.add(part[r][2], part[r][3])));
+    return out;
+  };
+
+  if (!spec.adjoint) {
+    // Prologue: state buffer 0 holds h_{-1}; the first P steps' inputs load.
+    SmallVector<Value> carried;
+    for (int64_t r = 0; r < R; ++r) {
+      Value h0 = initOf(r);
+      stS(h0, hs, k.addi(k.idx(r * dh), j));
+      carried.push_back(h0);
+    }
+    barrier();
+    auto loadStep = [&](Value t, SmallVector<Value> &out) {
+      for (int64_t r = 0; r < R; ++r) {
+        out.push_back(k.ld(a.z, at(r, t)));
+        out.push_back(k.ld(a.l, at(r, t)));
+      }
+    };
+    Value last = k.subi(T, c1);
+    for (int64_t p = 0; p < P; ++p)
+      loadStep(k.minui(k.idx(p), last), carried);
+    auto loopOp = scf::ForOp::create(b, c0, T, c1, carried);
+    {
+      OpBuilder::InsertionGuard gd(b);
+      b.setInsertionPointToStart(loopOp.getBody());
+      Value t = loopOp.getInductionVar();
+      auto it = loopOp.getRegionIterArgs();
+      SmallVector<Value> hOld(it.begin(), it.begin() + R);
+      SmallVector<Value> queue(it.begin() + R, it.end());
+      SmallVector<Value> next;
+      loadStep(k.minui(k.addi(t, k.idx(P)), last), next);
+      Value cur = arith::AndIOp::create(b, t, c1);
+      Value curBase = k.muli(cur, k.idx(R * dh));
+      Value nxtBase = k.muli(k.subi(c1, cur), k.idx(R * dh));
+      SmallVector<Value> acc = productW(hs, curBase, /*transposed=*/false);
+      SmallVector<Value> yields;
+      for (int64_t r = 0; r < R; ++r) {
+        Value z = queue[2 * r], l = queue[2 * r + 1];
+        Value hn = k.add(k.mul(z, k.sigmoid(k.add(acc[r], bias))),
+                         k.mul(k.exp(k.clamp(l)), hOld[r]));
+        stS(hn, hs, k.addi(nxtBase, k.addi(k.idx(r * dh), j)));
+        k.stIf(valid[r], hn, a.h, at(r, t));
+        yields.push_back(hn);
+      }
+      barrier();
+      yields.append(queue.begin() + 2 * R, queue.end());
+      yields.append(next.begin(), next.end());
+      scf::YieldOp::create(b, yields);
+    }
+    for (int64_t r = 0; r < R; ++r)
+      k.stIf(valid[r], loopOp.getResult(r), a.fin, stateAt(r));
+    gpu::ReturnOp::create(b);
+    return;
+  }
+
+  // Adjoint. Per step t the inputs are z_t, ℓ_t, dh_t and hv_t = h_{t−1}
+  // (init or 0 at t = 0); hp[cur] holds hv_t of the block's channels.
+  Value last = k.subi(T, c1);
+  auto hvAt = [&](int64_t r, Value t) {
+    Value notFirst = k.ugt(t, c0);
+    Value fromH = k.ld(a.h, at(r, k.select(notFirst, k.subi(t, c1), c0)));
+    return k.select(notFirst, fromH, initOf(r));
+  };
+  // Logical step s runs t = T−1−s; steps past the end repeat t = 0.
+  auto timeOf = [&](Value s) { return k.subi(last, k.minui(s, last)); };
+  auto loadStep = [&](Value s, SmallVector<Value> &out) {
+    Value t = timeOf(s);
+    for (int64_t r = 0; r < R; ++r) {
+      out.push_back(k.ld(a.z, at(r, t)));
+      out.push_back(k.ld(a.l, at(r, t)));
+      out.push_back(k.ld(a.dh, at(r, t)));
+      out.push_back(hvAt(r, t));
+    }
+  };
+  SmallVector<Value> carried;
+  for (int64_t r = 0; r < R; ++r)
+    carried.push_back(k.ld(a.dfin, stateAt(r)));
+  for (int64_t p = 0; p < P; ++p)
+    loadStep(k.idx(p), carried);
+  // hp[0] = hv of step 0 (t = T−1).
+  for (int64_t r = 0; r < R; ++r)
+    stS(carried[R + 4 * r + 3], hs, k.addi(k.idx(r * dh), j));
+  barrier();
+  auto loopOp = scf::ForOp::create(b, c0, T, c1, carried);
+  {
+    OpBuilder::InsertionGuard gd(b);
+    b.setInsertionPointToStart(loopOp.getBody());
+    Value s = loopOp.getInductionVar();
+    Value t = k.subi(last, s);
+    auto it = loopOp.getRegionIterArgs();
+    SmallVector<Value> g(it.begin(), it.begin() + R);
+    SmallVector<Value> queue(it.begin() + R, it.end());
+    SmallVector<Value> next;
+    loadStep(k.addi(s, k.idx(P)), next);
+    Value cur = arith::AndIOp::create(b, s, c1);
+    Value curBase = k.muli(cur, k.idx(R * dh));
+    Value nxtBase = k.muli(k.subi(c1, cur), k.idx(R * dh));
+    Value notFirst = k.ugt(t, c0);
+    SmallVector<Value> acc = productW(hs, curBase, /*transposed=*/false);
+    SmallVector<Value> gamma;
+    for (int64_t r = 0; r < R; ++r) {
+      Value z = queue[4 * r], lraw = queue[4 * r + 1], dy = queue[4 * r + 2], hv = queue[4 * r + 3];
+      Value hvNext = queue[4 * R + 4 * r + 3]; // hv of step s+1 (t−1)
+      g[r] = k.add(g[r], dy);
+      Value sg = k.sigmoid(k.add(acc[r], bias));
+      Value gm = k.exp(k.clamp(lraw));
+      gamma.push_back(gm);
+      Value av = k.mul(k.mul(g[r], z), k.mul(sg, k.sub(k.cst(1.0), sg)));
+      stS(av, as, k.addi(curBase, k.addi(k.idx(r * dh), j)));
+      stS(hvNext, hs, k.addi(nxtBase, k.addi(k.idx(r * dh), j)));
+      k.stIf(valid[r], k.mul(g[r], sg), a.dz, at(r, t));
+      k.stIf(valid[r], k.mul(k.clampMask(lraw), k.mul(k.mul(g[r], gm), hv)), a.dl, at(r, t));
+      auto ifOp = scf::IfOp::create(b, TypeRange{}, valid[r], false);
+      {
+        OpBuilder::InsertionGuard g2(b);
+        b.setInsertionPointToStart(ifOp.thenBlock());
+        auto inner = scf::IfOp::create(b, TypeRange{}, notFirst, true);
+        b.setInsertionPointToStart(inner.thenBlock());
+        k.st(av, a.dpre, at(r, k.select(notFirst, k.subi(t, c1), c0)));
+        b.setInsertionPointToStart(inner.elseBlock());
+        k.st(av, a.dpre0, stateAt(r));
+      }
+    }
+    barrier();
+    SmallVector<Value> back = productW(as, curBase, /*transposed=*/true);
+    SmallVector<Value> yields;
+    for (int64_t r = 0; r < R; ++r)
+      yields.push_back(k.fma(gamma[r], g[r], back[r]));
+    yields.append(queue.begin() + 4 * R, queue.end());
+    yields.append(next.begin(), next.end());
+    scf::YieldOp::create(b, yields);
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    k.stIf(valid[r], k.cst(0.0), a.dpre, at(r, last));
+    if (spec.hasInit)
+      k.stIf(valid[r], loopOp.getResult(r), a.dinit, stateAt(r));
+  }
+  gpu::ReturnOp::create(b);
+}

@@ -1,0 +1,67 @@
+//===- GatedKernels.h - kernels of mmrec.gated_recurrence -------*- C++ -*-===//
+//
+// Builds the fused kernels of the level-0 recurrence
+//   h_t = z_t ⊙ σ(h_{t-1}·W_g + b_g) + exp(clamp(ℓ_t)) ⊙ h_{t-1}
+// and of its exact adjoint, as MLIR functions:
+//   * GPU: a persistent `gpu.func`. A block owns (R batch rows, one head of
+//     dh channels; the dense gate is one head of D channels) and walks the
+//     whole sequence. W_g's block sits in shared memory for all T steps (rows
+//     padded to an odd stride, so that both W·x and Wᵀ·x read it without bank
+//     conflicts); the state of the R rows lives in registers and in a
+//     double-buffered shared array, so one barrier per step suffices; the
+//     per-step inputs are loaded P steps ahead (loop-carried registers), so
+//     HBM latency stays off the sequential chain. The adjoint recomputes
+//     s_t = σ(h_{t-1}·W_g + b_g) from the forward's stored states.
+//   * CPU: a `func.func` of loops over the batch and the sequence, the
+//     products written as contiguous inner loops that LLVM vectorizes.
+// Both take 1-D memrefs (row-major arrays) in the order of `arrayArgs()`,
+// then the index arguments B and T. D, H and R are compile-time constants.
+//
+// The adjoint kernel writes, besides dz and dℓ, the pre-activation gradient
+// a_t = g_t ⊙ z_t ⊙ s_t ⊙ (1 − s_t) shifted by one step (grad_pre[b, t−1] =
+// a_t, grad_pre[b, T−1] = 0, grad_pre0[b] = a_0), so that the launcher gets
+// dW_g = Σ hᵀ·grad_pre + initᵀ·grad_pre0 and db_g as matrix products.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MMREC_CONVERSION_GATEDKERNELS_H
+#define MMREC_CONVERSION_GATEDKERNELS_H
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include <string>
+#include <vector>
+
+namespace mlir::mmrec {
+
+struct GatedKernelSpec {
+  std::string name;
+  bool adjoint = false;
+  Type elementType;      // z, W_g, b_g, the states and their gradients
+  bool hasInit = false;
+  int64_t channels = 0;  // D
+  int64_t heads = 1;     // H blocks of dh = D / H (1: the dense gate)
+  bool perHead = false;  // W_g is (H, dh, dh) rather than (D, D)
+  double clampMin = -50.0, clampMax = 0.0;
+  int64_t rows = 1;      // GPU: batch rows per block
+  int64_t prefetch = 2;  // GPU: steps of inputs loaded ahead (>= 2)
+
+  int64_t headDim() const { return channels / heads; }
+  /// Row stride of W_g's block in shared memory (odd: conflict-free both ways).
+  int64_t wStride() const { return headDim() % 2 ? headDim() : headDim() + 1; }
+  int64_t threads() const { return (headDim() + 31) / 32 * 32; }
+  /// Dynamic shared memory of the GPU kernel, in bytes.
+  int64_t sharedBytes() const;
+  /// Names of the kernel's array arguments, in order; each is a 1-D memref.
+  std::vector<std::string> arrayArgs() const;
+};
+
+void buildGpuGatedKernel(OpBuilder &builder, Location loc, Operation *gpuModule,
+                         const GatedKernelSpec &spec);
+void buildCpuGatedKernel(OpBuilder &builder, Location loc, ModuleOp module,
+                         const GatedKernelSpec &spec);
+
+} // namespace mlir::mmrec
+
+#endif // MMREC_CONVERSION_GATEDKERNELS_H

@@ -1,0 +1,34 @@
+// The gated recurrences that the kernel tests (test/unit/GatedKernelTest.cpp)
+// compile with mmrec-compile; mmrec-scan-adjoint adds each one's @..._grad.
+#ls = #mmrec.logspace<min = -50.0, max = 0.0>
+#ls8 = #mmrec.logspace<min = -8.0, max = 0.0>
+
+// Dense W_g (D x D), fp32, with an initial state; D = 48 is not a multiple of 32.
+func.func @gated_dense(%z: tensor<?x?x48xf32>, %l: tensor<?x?x48xf32, #ls>, %W: tensor<48x48xf32>,
+                       %bg: tensor<48xf32>, %h0: tensor<?x48xf32>)
+    -> (tensor<?x?x48xf32>, tensor<?x48xf32>) {
+  %h, %hT = mmrec.gated_recurrence %z, %l, %W, %bg init %h0
+      : tensor<?x?x48xf32>, tensor<?x?x48xf32, #ls>, tensor<48x48xf32>, tensor<48xf32>, tensor<?x48xf32>
+      -> tensor<?x?x48xf32>, tensor<?x48xf32>
+  return %h, %hT : tensor<?x?x48xf32>, tensor<?x48xf32>
+}
+
+// Per-head W_g (3 heads of 64), fp32, no initial state, tighter clamp.
+func.func @gated_heads(%z: tensor<?x?x192xf32>, %l: tensor<?x?x192xf32, #ls8>, %W: tensor<3x64x64xf32>,
+                       %bg: tensor<192xf32>)
+    -> (tensor<?x?x192xf32>, tensor<?x192xf32>) {
+  %h, %hT = mmrec.gated_recurrence %z, %l, %W, %bg {clamp_min = -8.0 : f64}
+      : tensor<?x?x192xf32>, tensor<?x?x192xf32, #ls8>, tensor<3x64x64xf32>, tensor<192xf32>
+      -> tensor<?x?x192xf32>, tensor<?x192xf32>
+  return %h, %hT : tensor<?x?x192xf32>, tensor<?x192xf32>
+}
+
+// Per-head, bf16 I/O (fp32 state and decays), with an initial state; odd head size 33.
+func.func @gated_bf16(%z: tensor<?x?x66xbf16>, %l: tensor<?x?x66xf32, #ls>, %W: tensor<2x33x33xbf16>,
+                      %bg: tensor<66xbf16>, %h0: tensor<?x66xbf16>)
+    -> (tensor<?x?x66xbf16>, tensor<?x66xbf16>) {
+  %h, %hT = mmrec.gated_recurrence %z, %l, %W, %bg init %h0
+      : tensor<?x?x66xbf16>, tensor<?x?x66xf32, #ls>, tensor<2x33x33xbf16>, tensor<66xbf16>, tensor<?x66xbf16>
+      -> tensor<?x?x66xbf16>, tensor<?x66xbf16>
+  return %h, %hT : tensor<?x?x66xbf16>, tensor<?x66xbf16>
+}

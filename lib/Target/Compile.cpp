@@ -328,20 +328,20 @@ void emitGatedLaunch(llvm::raw_ostream &os, const KernelInfo &k, const std::stri
      << "  if (z.shape.size() != 3)\n"
      << "    fail(K, \"argument 'z' must have rank 3 (batch, T, " << D << "), got shape \" + z.shapeString());\n"
      << "  const int64_t B = z.shape[0], T = z.shape[1];\n"
-     << "  const std::vector<int64_t> seq{B, T, " << D << "}, state{B, " << D << "}, bias{" << D
-     << "};\n"
-     << "  const std::vector<int64_t> gate = " << (k.perHead ? "{" + std::to_string(H) + ", " +
+     << "  const std::vector<int64_t> seqShape{B, T, " << D << "}, stateShape{B, " << D
+     << "}, biasShape{" << D << "};\n"
+     << "  const std::vector<int64_t> gateShape = " << (k.perHead ? "{" + std::to_string(H) + ", " +
                                                              std::to_string(dh) + ", " +
                                                              std::to_string(dh) + "}"
                                                        : "{" + std::to_string(D) + ", " +
                                                              std::to_string(D) + "}")
      << ";\n";
   for (const std::string &a : pub) {
-    std::string shape = a == "gate" || a == "grad_gate" ? "gate"
-                        : a == "bias" || a == "grad_bias" ? "bias"
+    std::string shape = a == "gate" || a == "grad_gate" ? "gateShape"
+                        : a == "bias" || a == "grad_bias" ? "biasShape"
                         : a == "init" || a == "final" || a == "grad_final" || a == "grad_init"
-                            ? "state"
-                            : "seq";
+                            ? "stateShape"
+                            : "seqShape";
     std::string dt = isLogArg(a) ? "f32" : k.dtype;
     os << "  mmrec::rt::checkArg(K, \"" << a << "\", " << cIdent(a) << ", DType::" << dt << ", "
        << shape << ");\n";
@@ -356,8 +356,8 @@ void emitGatedLaunch(llvm::raw_ostream &os, const KernelInfo &k, const std::stri
        << "    fail(K, \"T = 0: the adjoint needs at least one step\");\n  }\n";
   else
     os << "  if (B == 0 || T == 0) return;\n";
-  os << "  const DType et = DType::" << k.dtype << ";\n"
-     << "  const size_t es = mmrec::rt::dtypeSize(et);\n";
+  os << "  [[maybe_unused]] const DType et = DType::" << k.dtype << ";\n"
+     << "  [[maybe_unused]] const size_t es = mmrec::rt::dtypeSize(et);\n";
   // dW and db from grad_pre (k = B·T rows, h as stored) and grad_pre0 (the
   // t = 0 terms, against init).
   auto products = [&](const char *dev, const char *pre, const char *pre0, const char *ones) {

@@ -131,8 +131,9 @@ void checkGated(Where where, Variant v, int64_t B, int64_t T, double tol, double
   EXPECT_LE(relErr(dl.toDouble(), dlRef), tol) << "grad_log_decay";
   EXPECT_LE(relErr(dW.toDouble(), g.dWg.data), tol) << "grad_gate";
   EXPECT_LE(relErr(db.toDouble(), g.dbg.data), tol) << "grad_bias";
-  if (c.hasInit)
+  if (c.hasInit) {
     EXPECT_LE(relErr(dh0.toDouble(), g.dh0.data), tol) << "grad_init";
+  }
 }
 
 struct BT { int64_t B, T; };

@@ -119,8 +119,9 @@ void checkScan(Where where, Variant v, Shape s, double lmin, double lmax, double
       g.dlog[i] *= 1.0 / (1.0 + std::exp(x));
     }
   EXPECT_LE(relErr(dla.toDouble(), g.dlog), tol) << (gated ? "grad of the gate logits" : "grad_log_decay");
-  if (hasInit)
+  if (hasInit) {
     EXPECT_LE(relErr(dh0.toDouble(), g.dh0), tol) << "grad_init";
+  }
 }
 
 const Shape kShapes[] = {{1, 1, 1}, {3, 7, 5}, {2, 128, 33}, {1, 1000, 64}, {2, 4097, 12},

@@ -1,0 +1,45 @@
+//===- blas.h - matrix products for generated launchers and the trainer -===//
+//
+// The project's rule: matrix products go to cuBLASLt on GPUs and to an
+// optimized BLAS (Debian's OpenBLAS) on CPUs; compiler-generated kernels do
+// everything else. One entry point covers both, row-major, batched with
+// explicit leading dimensions and strides, so that sub-matrices of larger
+// arrays (a head's columns, rows t = 1..T−1) are used in place.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MMREC_BLAS_H
+#define MMREC_BLAS_H
+
+#include "mmrec/runtime.h"
+
+namespace mmrec::rt {
+
+/// C[i] = alpha · op(A[i]) · op(B[i]) + beta · C[i] for i < batch, row-major;
+/// op(X) = X or Xᵀ. op(A) is m×k, op(B) is k×n, C is m×n. Leading
+/// dimensions are row strides in elements (A is stored m×k, or k×m when
+/// transA); batch strides are in elements.
+struct GemmDesc {
+  int64_t m = 0, n = 0, k = 0;
+  bool transA = false, transB = false;
+  int64_t lda = 0, ldb = 0, ldc = 0;
+  int64_t batch = 1, strideA = 0, strideB = 0, strideC = 0;
+  float alpha = 1, beta = 0;
+};
+
+/// Supported: A, B f32 with C f32; A, B bf16 with C bf16 or f32. Products
+/// accumulate in fp32. Throws Error("gemm: ...") naming the bad field.
+void gemm(const GemmDesc &d, DType abType, const void *A, const void *B, DType cType, void *C,
+          DeviceKind device, Stream stream = nullptr);
+
+namespace detail {
+/// Validates `d` and the dtypes (shared by both back ends).
+void checkGemm(const GemmDesc &d, DType abType, DType cType);
+void gemmCpu(const GemmDesc &d, DType abType, const void *A, const void *B, DType cType, void *C);
+void gemmGpu(const GemmDesc &d, DType abType, const void *A, const void *B, DType cType, void *C,
+             Stream stream);
+} // namespace detail
+
+} // namespace mmrec::rt
+
+#endif // MMREC_BLAS_H

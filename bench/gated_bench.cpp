@@ -65,6 +65,7 @@ void runCase(const char *name, Fwd fwd, Bwd bwd, DType io, int64_t B, int64_t T,
   const int64_t D = H * dh;
   std::vector<int64_t> seq{B, T, D}, st{B, D};
   std::vector<int64_t> wshape = H > 1 ? std::vector<int64_t>{H, dh, dh} : std::vector<int64_t>{D, D};
+  // (H = 1: the dense gate, one block of D channels)
   Dev z(io, seq), l(DType::f32, seq), W(io, wshape), bg(io, {D}), h0(io, st), h(io, seq),
       fin(io, st), dy(io, seq), dfin(io, st), dz(io, seq), dl(DType::f32, seq), dW(io, wshape),
       db(io, {D}), dh0(io, st);
@@ -120,5 +121,9 @@ int main(int argc, char **argv) {
           16, T, 32, 128);
   runCase("dense D128 B8 (mmrec-tiny's gate)", K::dense128_bf16_kernel,
           K::dense128_bf16_grad_kernel, DType::bf16, 8, T, 1, 128);
+  runCase("dense D768 B8 (mmrec-small's gate)", K::dense768_bf16_kernel,
+          K::dense768_bf16_grad_kernel, DType::bf16, 8, T, 1, 768);
+  runCase("dense D4096 B8 (the 7B gate)", K::dense4096_bf16_kernel, K::dense4096_bf16_grad_kernel,
+          DType::bf16, 8, quick ? 128 : 512, 1, 4096);
   return 0;
 }

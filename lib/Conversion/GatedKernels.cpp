@@ -19,6 +19,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -38,6 +39,8 @@ std::vector<std::string> GatedKernelSpec::arrayArgs() const {
   if (!adjoint) {
     a.push_back("h");
     a.push_back("final");
+    if (cooperative)
+      a.push_back("sync");
     return a;
   }
   for (const char *n : {"h", "grad_h", "grad_final", "grad_z", "grad_log_decay", "grad_pre",
@@ -45,10 +48,22 @@ std::vector<std::string> GatedKernelSpec::arrayArgs() const {
     a.push_back(n);
   if (hasInit)
     a.push_back("grad_init");
+  if (cooperative)
+    for (const char *n : {"sync", "pact", "pact0", "gbuf"})
+      a.push_back(n);
   return a;
 }
 
+int64_t GatedKernelSpec::coopChannels(int64_t D) {
+  for (int64_t dc = 1; dc <= 256; ++dc)
+    if (D % dc == 0 && D / dc <= 128)
+      return dc;
+  return 0;
+}
+
 int64_t GatedKernelSpec::sharedBytes() const {
+  if (cooperative) // the product's partial sums
+    return threads() * kCoopRowTile * 4;
   int64_t dh = headDim();
   int64_t w = (dh * wStride() * 4 + 15) / 16 * 16;
   int64_t state = 2 * rows * dh * 4;
@@ -78,6 +93,7 @@ struct Gen {
   Value minui(Value x, Value y) { return arith::MinUIOp::create(b, x, y); }
   Value ult(Value x, Value y) { return arith::CmpIOp::create(b, arith::CmpIPredicate::ult, x, y); }
   Value ugt(Value x, Value y) { return arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, x, y); }
+  Value eq(Value x, Value y) { return arith::CmpIOp::create(b, arith::CmpIPredicate::eq, x, y); }
   Value andi(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
   Value select(Value c, Value x, Value y) { return arith::SelectOp::create(b, c, x, y); }
 
@@ -139,22 +155,33 @@ struct Gen {
 /// The array arguments, by name.
 struct Arrays {
   Value z, l, w, bias, init, h, fin, dh, dfin, dz, dl, dpre, dpre0, dinit;
+  Value sync, pact, pact0, gbuf; // cooperative kernels
   template <class Next> Arrays(const GatedKernelSpec &s, Next next) {
     z = next(); l = next(); w = next(); bias = next();
     if (s.hasInit) init = next();
     h = next();
-    if (!s.adjoint) { fin = next(); return; }
+    if (!s.adjoint) {
+      fin = next();
+      if (s.cooperative) sync = next();
+      return;
+    }
     dh = next(); dfin = next(); dz = next(); dl = next(); dpre = next(); dpre0 = next();
     if (s.hasInit) dinit = next();
+    if (s.cooperative) { sync = next(); pact = next(); pact0 = next(); gbuf = next(); }
   }
 };
 
 SmallVector<Type> argTypes(const GatedKernelSpec &s, MLIRContext *ctx) {
   SmallVector<Type> t;
   Type f32 = Float32Type::get(ctx);
-  for (const std::string &n : s.arrayArgs())
-    t.push_back(MemRefType::get({ShapedType::kDynamic},
-                                n == "log_decay" || n == "grad_log_decay" ? f32 : s.elementType));
+  for (const std::string &n : s.arrayArgs()) {
+    Type e = s.elementType;
+    if (n == "log_decay" || n == "grad_log_decay" || n == "pact" || n == "pact0" || n == "gbuf")
+      e = f32;
+    else if (n == "sync")
+      e = IntegerType::get(ctx, 32);
+    t.push_back(MemRefType::get({ShapedType::kDynamic}, e));
+  }
   t.append(2, IndexType::get(ctx));
   return t;
 }
@@ -516,5 +543,289 @@ void mlir::mmrec::buildGpuGatedKernel(OpBuilder &builder, Location loc, Operatio
     if (spec.hasInit)
       k.stIf(valid[r], loopOp.getResult(r), a.dinit, stateAt(r));
   }
+  gpu::ReturnOp::create(b);
+}
+
+//===----------------------------------------------------------------------===//
+// GPU, dense gate: the cooperative kernels
+//===----------------------------------------------------------------------===//
+//
+// Forward, per step t and tile of 8 batch rows: thread (c, ks) sums
+// x[b][k]·W[k][c0+c] over its contiguous k-chunk (x = h_{t-1}, read back
+// from memory, warp-uniform; W streamed from L2, coalesced along c), the
+// partial sums meet in shared memory, thread (b, c) finishes h_t; then a
+// grid-wide barrier (one counter; thread 0 of each block adds 1 and spins
+// until it reads (t+1)·blocks, with acquire-release fences around it).
+// Adjoint, per step: thread (b, c) forms a_t from the pre-activation (one
+// product before the kernel) and publishes it in grad_pre; barrier; warp w
+// reduces back[b][c] = Σ_j a_t[b][j]·W[c0+c][j] for its channels with
+// lanes along j (coalesced W rows) and a shuffle tree; g ← γ·g + back.
+
+void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Operation *gpuModule,
+                                          const GatedKernelSpec &spec) {
+  MLIRContext *ctx = builder.getContext();
+  ImplicitLocOpBuilder b(loc, builder);
+  b.setInsertionPointToEnd(&gpuModule->getRegion(0).front());
+  const int64_t NT = spec.threads();
+  auto func = gpu::GPUFuncOp::create(b, spec.name, b.getFunctionType(argTypes(spec, ctx), {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(NT), 1, 1}));
+  b.setInsertionPointToStart(&func.getBody().front());
+  Gen k(b, spec, /*gpu=*/true);
+  Type f32 = k.f32, i32 = b.getI32Type();
+  unsigned ai = 0;
+  Arrays a(spec, [&]() { return func.getArgument(ai++); });
+  Value B = func.getArgument(ai++), T = func.getArgument(ai++);
+  const int64_t D = spec.channels, Dc = spec.channelsPerBlock, KS = NT / Dc;
+  const int64_t RB = GatedKernelSpec::kCoopRowTile, NB = D / Dc;
+  const int64_t KC = (D + KS - 1) / KS; // k per thread (forward)
+  Value c0 = k.idx(0), c1 = k.idx(1), cD = k.idx(D);
+
+  auto wg = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
+  Value smem = gpu::DynamicSharedMemoryOp::create(
+      b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), MemRefLayoutAttrInterface{}, wg));
+  Value part = memref::ViewOp::create(
+                   b, MemRefType::get({NT * RB}, f32, MemRefLayoutAttrInterface{}, wg), smem,
+                   k.idx(0), ValueRange{})
+                   .getResult();
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value bid = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  Value chanBase = k.muli(bid, k.idx(Dc));
+
+  // Loads of what other blocks wrote during this launch: volatile (L1 is
+  // not coherent across SMs).
+  auto vld = [&](Value mem, Value i) -> Value {
+    auto mt = llvm::cast<MemRefType>(mem.getType());
+    Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, mem);
+    auto ptrTy = LLVM::LLVMPointerType::get(ctx);
+    Value base64 = arith::IndexCastOp::create(b, b.getI64Type(), base);
+    Value p = LLVM::IntToPtrOp::create(b, ptrTy, base64);
+    Value i64 = arith::IndexCastOp::create(b, b.getI64Type(), i);
+    Value gep = LLVM::GEPOp::create(b, ptrTy, mt.getElementType(), p, ValueRange{i64});
+    Value v = LLVM::LoadOp::create(b, mt.getElementType(), gep,
+                                   mt.getElementTypeBitWidth() / 8, /*isVolatile=*/true);
+    if (v.getType() != f32 && llvm::isa<FloatType>(v.getType()))
+      v = arith::ExtFOp::create(b, f32, v);
+    return v;
+  };
+  auto fence = [&]() {
+    NVVM::InlinePtxOp::create(b, TypeRange{}, ValueRange{}, ValueRange{}, "fence.acq_rel.gpu;",
+                              Value());
+  };
+  // All blocks have finished step `t` (an index) when this returns.
+  auto gridBarrier = [&](Value t) {
+    gpu::BarrierOp::create(b);
+    auto ifT0 = scf::IfOp::create(b, TypeRange{}, k.ult(tid, c1), false);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(ifT0.thenBlock());
+      fence();
+      memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addi,
+                                  arith::ConstantIntOp::create(b, 1, 32), a.sync, ValueRange{c0});
+      Value target = arith::IndexCastOp::create(b, i32, k.muli(k.addi(t, c1), k.idx(NB)));
+      auto spin = scf::WhileOp::create(b, TypeRange{}, ValueRange{});
+      {
+        OpBuilder::InsertionGuard g2(b);
+        b.createBlock(&spin.getBefore());
+        Value v = vld(a.sync, c0);
+        scf::ConditionOp::create(
+            b, arith::CmpIOp::create(b, arith::CmpIPredicate::slt, v, target), ValueRange{});
+        b.createBlock(&spin.getAfter());
+        scf::YieldOp::create(b);
+      }
+      fence();
+    }
+    gpu::BarrierOp::create(b);
+  };
+  auto forRange = [&](Value lo, Value hi, Value step, auto body) {
+    auto f = scf::ForOp::create(b, lo, hi, step);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(f.getBody());
+    body(f.getInductionVar());
+  };
+  auto initAt = [&](Value bRow, Value chan) {
+    return spec.hasInit ? k.ld(a.init, k.addi(k.muli(bRow, cD), chan)) : k.cst(0.0);
+  };
+  auto seqAt = [&](Value bRow, Value t, Value chan) {
+    return k.addi(k.muli(k.addi(k.muli(bRow, T), t), cD), chan);
+  };
+
+  if (!spec.adjoint) {
+    Value c = arith::RemUIOp::create(b, tid, k.idx(Dc));
+    Value ks = arith::DivUIOp::create(b, tid, k.idx(Dc));
+    Value active = k.ult(tid, k.idx(KS * Dc));
+    Value kLo = k.minui(k.muli(ks, k.idx(KC)), cD);
+    Value kHi = k.minui(k.addi(kLo, k.idx(KC)), cD);
+    Value wCol = k.addi(chanBase, c);
+    forRange(c0, T, c1, [&](Value t) {
+      Value notFirst = k.ugt(t, c0);
+      forRange(c0, B, k.idx(RB), [&](Value b0) {
+        // Partial sums of RB rows over this thread's k-chunk.
+        SmallVector<Value> init(RB, k.cst(0.0));
+        auto kl = scf::ForOp::create(b, kLo, kHi, c1, init);
+        {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(kl.getBody());
+          Value kk = kl.getInductionVar();
+          Value w = k.ld(a.w, k.addi(k.muli(kk, cD), wCol));
+          SmallVector<Value> out;
+          for (int64_t r = 0; r < RB; ++r) {
+            Value bRow = k.minui(k.addi(b0, k.idx(r)), k.subi(B, c1));
+            // x = h_{t-1}[b][k] (another block's output) or init / 0.
+            auto ifx = scf::IfOp::create(b, TypeRange{f32}, notFirst, true);
+            {
+              OpBuilder::InsertionGuard g2(b);
+              b.setInsertionPointToStart(ifx.thenBlock());
+              scf::YieldOp::create(b, vld(a.h, seqAt(bRow, k.subi(t, c1), kk)));
+              b.setInsertionPointToStart(ifx.elseBlock());
+              scf::YieldOp::create(b, initAt(bRow, kk));
+            }
+            out.push_back(k.fma(ifx.getResult(0), w, kl.getRegionIterArgs()[r]));
+          }
+          scf::YieldOp::create(b, out);
+        }
+        for (int64_t r = 0; r < RB; ++r) {
+          auto ifA = scf::IfOp::create(b, TypeRange{}, active, false);
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(ifA.thenBlock());
+          memref::StoreOp::create(b, kl.getResult(r), part,
+                                  ValueRange{k.addi(k.muli(k.idx(r), k.idx(NT)), tid)});
+        }
+        gpu::BarrierOp::create(b);
+        // Thread e finishes pair (r, c) = (e / Dc, e % Dc) of the tile.
+        forRange(tid, k.idx(RB * Dc), k.idx(NT), [&](Value e) {
+          Value r = arith::DivUIOp::create(b, e, k.idx(Dc));
+          Value cc = arith::RemUIOp::create(b, e, k.idx(Dc));
+          Value bRow = k.addi(b0, r);
+          auto ifB = scf::IfOp::create(b, TypeRange{}, k.ult(bRow, B), false);
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(ifB.thenBlock());
+          Value chan = k.addi(chanBase, cc);
+          Value p = k.ld(a.bias, chan);
+          for (int64_t q = 0; q < KS; ++q)
+            p = k.add(p, memref::LoadOp::create(
+                             b, part, ValueRange{k.addi(k.muli(r, k.idx(NT)),
+                                                        k.addi(k.idx(q * Dc), cc))}));
+          auto ifh = scf::IfOp::create(b, TypeRange{f32}, notFirst, true);
+          {
+            OpBuilder::InsertionGuard g2(b);
+            b.setInsertionPointToStart(ifh.thenBlock());
+            scf::YieldOp::create(b, vld(a.h, seqAt(bRow, k.subi(t, c1), chan)));
+            b.setInsertionPointToStart(ifh.elseBlock());
+            scf::YieldOp::create(b, initAt(bRow, chan));
+          }
+          Value z = k.ld(a.z, seqAt(bRow, t, chan));
+          Value gm = k.exp(k.clamp(k.ld(a.l, seqAt(bRow, t, chan))));
+          Value hn = k.add(k.mul(z, k.sigmoid(p)), k.mul(gm, ifh.getResult(0)));
+          k.st(hn, a.h, seqAt(bRow, t, chan));
+          k.stIf(k.eq(t, k.subi(T, c1)), hn, a.fin, k.addi(k.muli(bRow, cD), chan));
+        });
+        gpu::BarrierOp::create(b);
+      });
+      gridBarrier(t);
+    });
+    gpu::ReturnOp::create(b);
+    return;
+  }
+
+  // Adjoint. gbuf[b][chan] carries γ_{t+1}·g_{t+1} + back_{t+1} (the part of
+  // g_t that does not come from grad_h_t); it starts as grad_final.
+  forRange(tid, k.muli(B, k.idx(Dc)), k.idx(NT), [&](Value e) {
+    Value bRow = arith::DivUIOp::create(b, e, k.idx(Dc));
+    Value chan = k.addi(chanBase, arith::RemUIOp::create(b, e, k.idx(Dc)));
+    Value i = k.addi(k.muli(bRow, cD), chan);
+    memref::StoreOp::create(b, k.ld(a.dfin, i), a.gbuf, ValueRange{i});
+  });
+  gpu::BarrierOp::create(b);
+  Value lane = arith::RemUIOp::create(b, tid, k.idx(32));
+  Value warp = arith::DivUIOp::create(b, tid, k.idx(32));
+  const int64_t warps = NT / 32;
+  forRange(c0, T, c1, [&](Value s) {
+    Value t = k.subi(k.subi(T, c1), s);
+    Value notFirst = k.ugt(t, c0);
+    Value tPrev = k.select(notFirst, k.subi(t, c1), c0);
+    // Phase A: a_t for this block's channels.
+    forRange(tid, k.muli(B, k.idx(Dc)), k.idx(NT), [&](Value e) {
+      Value bRow = arith::DivUIOp::create(b, e, k.idx(Dc));
+      Value chan = k.addi(chanBase, arith::RemUIOp::create(b, e, k.idx(Dc)));
+      Value si = k.addi(k.muli(bRow, cD), chan);
+      Value g = k.add(memref::LoadOp::create(b, a.gbuf, ValueRange{si}),
+                      k.ld(a.dh, seqAt(bRow, t, chan)));
+      Value pre = k.select(notFirst, k.ld(a.pact, seqAt(bRow, tPrev, chan)),
+                           k.ld(a.pact0, si));
+      Value sg = k.sigmoid(k.add(pre, k.ld(a.bias, chan)));
+      Value lraw = k.ld(a.l, seqAt(bRow, t, chan));
+      Value gm = k.exp(k.clamp(lraw));
+      Value hv = k.select(notFirst, k.ld(a.h, seqAt(bRow, tPrev, chan)), initAt(bRow, chan));
+      Value av = k.mul(k.mul(g, k.ld(a.z, seqAt(bRow, t, chan))), k.mul(sg, k.sub(k.cst(1.0), sg)));
+      k.st(k.mul(g, sg), a.dz, seqAt(bRow, t, chan));
+      k.st(k.mul(k.clampMask(lraw), k.mul(k.mul(g, gm), hv)), a.dl, seqAt(bRow, t, chan));
+      auto ifN = scf::IfOp::create(b, TypeRange{}, notFirst, true);
+      {
+        OpBuilder::InsertionGuard g2(b);
+        b.setInsertionPointToStart(ifN.thenBlock());
+        k.st(av, a.dpre, seqAt(bRow, tPrev, chan));
+        b.setInsertionPointToStart(ifN.elseBlock());
+        k.st(av, a.dpre0, si);
+      }
+      memref::StoreOp::create(b, k.mul(gm, g), a.gbuf, ValueRange{si});
+    });
+    gridBarrier(s);
+    // Phase B: back[b][c] = Σ_j a_t[b][j]·W[c][j], warp w for channels
+    // c ≡ w (mod warps), lanes along j.
+    forRange(warp, k.idx(Dc), k.idx(warps), [&](Value cc) {
+      Value chan = k.addi(chanBase, cc);
+      forRange(c0, B, k.idx(RB), [&](Value b0) {
+        SmallVector<Value> init(RB, k.cst(0.0));
+        auto jl = scf::ForOp::create(b, lane, cD, k.idx(32), init);
+        {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(jl.getBody());
+          Value j = jl.getInductionVar();
+          Value w = k.ld(a.w, k.addi(k.muli(chan, cD), j));
+          SmallVector<Value> out;
+          for (int64_t r = 0; r < RB; ++r) {
+            Value bRow = k.minui(k.addi(b0, k.idx(r)), k.subi(B, c1));
+            auto ifa = scf::IfOp::create(b, TypeRange{f32}, notFirst, true);
+            {
+              OpBuilder::InsertionGuard g2(b);
+              b.setInsertionPointToStart(ifa.thenBlock());
+              scf::YieldOp::create(b, vld(a.dpre, seqAt(bRow, tPrev, j)));
+              b.setInsertionPointToStart(ifa.elseBlock());
+              scf::YieldOp::create(b, vld(a.dpre0, k.addi(k.muli(bRow, cD), j)));
+            }
+            out.push_back(k.fma(ifa.getResult(0), w, jl.getRegionIterArgs()[r]));
+          }
+          scf::YieldOp::create(b, out);
+        }
+        for (int64_t r = 0; r < RB; ++r) {
+          Value v = jl.getResult(r);
+          for (int off = 16; off >= 1; off /= 2)
+            v = k.add(v, gpu::ShuffleOp::create(b, v, arith::ConstantIntOp::create(b, off, 32),
+                                                arith::ConstantIntOp::create(b, 32, 32),
+                                                gpu::ShuffleMode::XOR)
+                             .getShuffleResult());
+          Value bRow = k.addi(b0, k.idx(r));
+          auto ifW = scf::IfOp::create(b, TypeRange{}, k.andi(k.ult(lane, c1), k.ult(bRow, B)),
+                                       false);
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(ifW.thenBlock());
+          Value si = k.addi(k.muli(bRow, cD), chan);
+          memref::StoreOp::create(b, k.add(memref::LoadOp::create(b, a.gbuf, ValueRange{si}), v),
+                                  a.gbuf, ValueRange{si});
+        }
+      });
+    });
+    gpu::BarrierOp::create(b);
+  });
+  // g_{-1} is grad_init; the last row of grad_pre has no a to hold.
+  forRange(tid, k.muli(B, k.idx(Dc)), k.idx(NT), [&](Value e) {
+    Value bRow = arith::DivUIOp::create(b, e, k.idx(Dc));
+    Value chan = k.addi(chanBase, arith::RemUIOp::create(b, e, k.idx(Dc)));
+    k.st(k.cst(0.0), a.dpre, seqAt(bRow, k.subi(T, c1), chan));
+    if (spec.hasInit)
+      k.st(memref::LoadOp::create(b, a.gbuf, ValueRange{k.addi(k.muli(bRow, cD), chan)}), a.dinit,
+           k.addi(k.muli(bRow, cD), chan));
+  });
   gpu::ReturnOp::create(b);
 }

@@ -17,6 +17,11 @@
 // Both take 1-D memrefs (row-major arrays) in the order of `arrayArgs()`,
 // then the index arguments B and T. D, H and R are compile-time constants.
 //
+// The dense gate beyond one block's shared memory gets cooperative kernels
+// instead (see buildGpuCoopGatedKernel): W_g stays in L2 (bf16 W of the 7B
+// model is 32 MB), each block owns Dc channels, and blocks meet at one
+// grid-wide barrier a step.
+//
 // The adjoint kernel writes, besides dz and dℓ, the pre-activation gradient
 // a_t = g_t ⊙ z_t ⊙ s_t ⊙ (1 − s_t) shifted by one step (grad_pre[b, t−1] =
 // a_t, grad_pre[b, T−1] = 0, grad_pre0[b] = a_0), so that the launcher gets
@@ -46,11 +51,22 @@ struct GatedKernelSpec {
   double clampMin = -50.0, clampMax = 0.0;
   int64_t rows = 1;      // GPU: batch rows per block
   int64_t prefetch = 2;  // GPU: steps of inputs loaded ahead (>= 2)
+  // GPU, dense gate beyond one block: the cooperative kernel. D / Dc blocks,
+  // each owning Dc channels, meet at a grid-wide barrier every step.
+  bool cooperative = false;
+  int64_t channelsPerBlock = 0; // Dc
+  static constexpr int64_t kCoopThreads = 256, kCoopRowTile = 8;
+  /// Dc for the cooperative kernel: the smallest divisor of D (≤ 256) that
+  /// needs at most 128 blocks; 0 when there is none.
+  static int64_t coopChannels(int64_t D);
 
   int64_t headDim() const { return channels / heads; }
   /// Row stride of W_g's block in shared memory (odd: conflict-free both ways).
   int64_t wStride() const { return headDim() % 2 ? headDim() : headDim() + 1; }
-  int64_t threads() const { return (headDim() + 31) / 32 * 32; }
+  int64_t threads() const {
+    return cooperative ? kCoopThreads / channelsPerBlock * channelsPerBlock
+                       : (headDim() + 31) / 32 * 32;
+  }
   /// Dynamic shared memory of the GPU kernel, in bytes.
   int64_t sharedBytes() const;
   /// Names of the kernel's array arguments, in order; each is a 1-D memref.
@@ -59,6 +75,12 @@ struct GatedKernelSpec {
 
 void buildGpuGatedKernel(OpBuilder &builder, Location loc, Operation *gpuModule,
                          const GatedKernelSpec &spec);
+/// The cooperative kernels of the dense gate (spec.cooperative): forward,
+/// h_{t-1} read back from memory by every block after each grid barrier;
+/// adjoint, s_t from the pre-activations `pact` (one matrix product before
+/// the kernel) and the a_t of all blocks exchanged through grad_pre.
+void buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Operation *gpuModule,
+                             const GatedKernelSpec &spec);
 void buildCpuGatedKernel(OpBuilder &builder, Location loc, ModuleOp module,
                          const GatedKernelSpec &spec);
 

@@ -83,6 +83,8 @@ struct OutlineScanKernelsPass
     set("rows", b.getI64IntegerAttr(s.rows));
     set("threads", b.getI64IntegerAttr(s.threads()));
     set("shared_bytes", b.getI64IntegerAttr(gpu ? s.sharedBytes() : 0));
+    set("cooperative", b.getBoolAttr(s.cooperative));
+    set("channels_per_block", b.getI64IntegerAttr(s.channelsPerBlock));
     set("clamp_min", b.getF64FloatAttr(s.clampMin));
     set("clamp_max", b.getF64FloatAttr(s.clampMax));
     SmallVector<Attribute> args;
@@ -138,6 +140,18 @@ struct OutlineScanKernelsPass
       if (v.sharedBytes() > 227 * 1024)
         continue;
       buildGpuGatedKernel(b, op->getLoc(), getGpuModule(), v);
+      kernels.push_back(describeGated(b, v, true, name));
+    }
+    // A dense gate too large for one block: the cooperative kernel.
+    if (!spec.perHead && spec.sharedBytes() > 227 * 1024) {
+      GatedKernelSpec v = spec;
+      v.cooperative = true;
+      v.channelsPerBlock = GatedKernelSpec::coopChannels(spec.channels);
+      v.name = name + "_coop";
+      if (v.channelsPerBlock == 0)
+        return op->emitOpError() << "no split of " << spec.channels
+                                 << " channels into at most 128 blocks of at most 256";
+      buildGpuCoopGatedKernel(b, op->getLoc(), getGpuModule(), v);
       kernels.push_back(describeGated(b, v, true, name));
     }
     return success();

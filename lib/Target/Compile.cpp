@@ -238,6 +238,8 @@ struct KernelInfo {
   std::string publicName;
   bool perHead = false;
   int64_t channels = 0, heads = 1, rows = 1, threads = 0, sharedBytes = 0;
+  bool cooperative = false;
+  int64_t channelsPerBlock = 0;
   bool gated() const { return op.rfind("gated_recurrence", 0) == 0; }
 };
 
@@ -267,6 +269,8 @@ KernelInfo parseInfo(Attribute a) {
     k.rows = d.getAs<IntegerAttr>("rows").getInt();
     k.threads = d.getAs<IntegerAttr>("threads").getInt();
     k.sharedBytes = d.getAs<IntegerAttr>("shared_bytes").getInt();
+    k.cooperative = d.getAs<BoolAttr>("cooperative").getValue();
+    k.channelsPerBlock = d.getAs<IntegerAttr>("channels_per_block").getInt();
     return k;
   }
   k.reverse = d.getAs<BoolAttr>("reverse").getValue();
@@ -301,7 +305,7 @@ std::vector<std::string> gatedPublicArgs(const KernelInfo &k) {
     if (n == "grad_pre") {
       a.push_back("grad_gate");
       a.push_back("grad_bias");
-    } else if (n != "grad_pre0") {
+    } else if (n != "grad_pre0" && n != "sync" && n != "pact" && n != "pact0" && n != "gbuf") {
       a.push_back(n);
     }
   }
@@ -419,10 +423,73 @@ void emitGatedLaunch(llvm::raw_ostream &os, const KernelInfo &k, const std::stri
     return;
   }
   os << "#if MMREC_HAVE_CUDA\n";
+  const KernelInfo *coop = nullptr;
+  for (const KernelInfo &v : gpuVariants)
+    if (v.cooperative)
+      coop = &v;
   if (gpuVariants.empty()) {
     os << "  fail(K, \"no GPU kernel: W_g's block of " << dh
-       << " channels does not fit in shared memory (the cooperative dense kernel is not "
-          "generated yet)\");\n";
+       << " channels does not fit in shared memory\");\n";
+  } else if (coop) {
+    // The dense gate's cooperative kernel: D / Dc blocks, a grid barrier a
+    // step. Workspace: [sync | pact0 | gbuf | grad_pre | grad_pre0 | pact].
+    const KernelInfo &v = *coop;
+    os << "  const size_t syncBytes = 256;\n"
+       << "  [[maybe_unused]] const size_t stateF32 = (size_t(B) * " << D << " * 4 + 255) / 256 * 256;\n";
+    if (adj)
+      os << "  const size_t preBytes = (size_t(B) * T * " << D << " * es + 255) / 256 * 256;\n"
+         << "  const size_t pre0Bytes = (size_t(B) * " << D << " * es + 255) / 256 * 256;\n"
+         << "  char *ws = static_cast<char *>(mmrec::rt::gpu::threadWorkspace().get(syncBytes + "
+            "2 * stateF32 + preBytes + pre0Bytes + size_t(B) * T * "
+         << D << " * 4, syncBytes + stateF32, stream));\n"
+         << "  void *sync = ws, *pact0 = ws + syncBytes, *gbuf = ws + syncBytes + stateF32;\n"
+         << "  void *pre = ws + syncBytes + 2 * stateF32, *pre0 = static_cast<char *>(pre) + "
+            "preBytes;\n"
+         << "  void *pact = static_cast<char *>(pre0) + pre0Bytes;\n"
+         << "  {\n    // Pre-activations of every step: pact[b, t] = h_t·W_g (used at t + 1),\n"
+         << "    // pact0 = init·W_g (zeros without init).\n"
+         << "    mmrec::rt::GemmDesc d;\n"
+         << "    d.m = B * T; d.n = " << D << "; d.k = " << D << "; d.lda = " << D
+         << "; d.ldb = " << D << "; d.ldc = " << D << ";\n"
+         << "    mmrec::rt::gemm(d, et, h.data, gate.data, DType::f32, pact, "
+            "mmrec::rt::DeviceKind::gpu, stream);\n";
+    if (adj && k.hasInit)
+      os << "    d.m = B;\n"
+         << "    mmrec::rt::gemm(d, et, init.data, gate.data, DType::f32, pact0, "
+            "mmrec::rt::DeviceKind::gpu, stream);\n";
+    if (adj)
+      os << "  }\n";
+    else
+      os << "  void *sync = mmrec::rt::gpu::threadWorkspace().get(syncBytes, syncBytes, stream);\n";
+    os << "  MemRef1D m[] = {";
+    for (const std::string &a : v.args) {
+      if (a == "grad_pre")
+        os << "{pre, pre, 0, B * T * " << D << ", 1}, ";
+      else if (a == "grad_pre0")
+        os << "{pre0, pre0, 0, B * " << D << ", 1}, ";
+      else if (a == "sync")
+        os << "{sync, sync, 0, 1, 1}, ";
+      else if (a == "pact")
+        os << "{pact, pact, 0, B * T * " << D << ", 1}, ";
+      else if (a == "pact0" || a == "gbuf")
+        os << "{" << a << ", " << a << ", 0, B * " << D << ", 1}, ";
+      else
+        os << "memref(" << cIdent(a) << "), ";
+    }
+    os << "};\n"
+       << "  int64_t dims[2] = {B, T};\n"
+       << "  void *params[" << 5 * v.args.size() + 2 << "];\n"
+       << "  for (size_t i = 0; i < " << v.args.size() << "; ++i) {\n"
+       << "    params[5 * i] = &m[i].alloc; params[5 * i + 1] = &m[i].aligned;\n"
+       << "    params[5 * i + 2] = &m[i].offset; params[5 * i + 3] = &m[i].size;\n"
+       << "    params[5 * i + 4] = &m[i].stride;\n  }\n"
+       << "  params[" << 5 * v.args.size() << "] = &dims[0];\n"
+       << "  params[" << 5 * v.args.size() + 1 << "] = &dims[1];\n"
+       << "  mmrec::rt::gpu::launchCooperative(\"" << v.name << "\", gpuModule().function(\""
+       << v.name << "\"), " << D / v.channelsPerBlock << ", " << v.threads << ", "
+       << v.sharedBytes << ", stream, params);\n";
+    if (adj)
+      products("mmrec::rt::DeviceKind::gpu", "pre", "pre0", "onesOnDevice(et, B * T)");
   } else {
     // Rows per block: enough blocks to fill the device twice, then taller ones.
     os << "  const int64_t sms = mmrec::rt::gpu::multiprocessorCount();\n"

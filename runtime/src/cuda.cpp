@@ -40,6 +40,8 @@ namespace {
   X(cuModuleGetFunction, "cuModuleGetFunction")                                              \
   X(cuLaunchKernel, "cuLaunchKernel")                                                        \
   X(cuFuncSetAttribute, "cuFuncSetAttribute")                                                \
+  X(cuLaunchCooperativeKernel, "cuLaunchCooperativeKernel")                                  \
+  X(cuOccupancyMaxActiveBlocksPerMultiprocessor, "cuOccupancyMaxActiveBlocksPerMultiprocessor") \
   X(cuDeviceGetAttribute, "cuDeviceGetAttribute")                                            \
   X(cuMemAlloc, "cuMemAlloc_v2")                                                             \
   X(cuMemFree, "cuMemFree_v2")                                                               \
@@ -216,6 +218,30 @@ void launch(const char *kernel, void *fn, int64_t gridX, int blockX, size_t shar
                        1, 1, unsigned(sharedBytes), static_cast<CUstream>(stream), params,
                        nullptr),
         std::string("launching ") + kernel);
+}
+
+void launchCooperative(const char *kernel, void *fn, int64_t gridX, int blockX,
+                       size_t sharedBytes, Stream stream, void **params) {
+  if (gridX <= 0)
+    return;
+  CUfunction f = static_cast<CUfunction>(fn);
+  if (sharedBytes > 48 * 1024)
+    check(MMREC_CU_CALL(cuFuncSetAttribute)(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                            int(sharedBytes)),
+          std::string("setting the shared memory size of ") + kernel);
+  int perSM = 0;
+  check(MMREC_CU_CALL(cuOccupancyMaxActiveBlocksPerMultiprocessor)(&perSM, f, blockX,
+                                                                   sharedBytes),
+        std::string("occupancy of ") + kernel);
+  const int64_t resident = int64_t(perSM) * multiprocessorCount();
+  if (gridX > resident)
+    throw Error(std::string(kernel) + ": the cooperative kernel needs " + std::to_string(gridX) +
+                " co-resident blocks of " + std::to_string(blockX) + " threads, the device holds " +
+                std::to_string(resident));
+  check(MMREC_CU_CALL(cuLaunchCooperativeKernel)(f, unsigned(gridX), 1, 1, unsigned(blockX), 1, 1,
+                                                 unsigned(sharedBytes),
+                                                 static_cast<CUstream>(stream), params),
+        std::string("launching ") + kernel + " cooperatively");
 }
 
 Workspace::~Workspace() {

@@ -32,3 +32,24 @@ func.func @gated_bf16(%z: tensor<?x?x66xbf16>, %l: tensor<?x?x66xf32, #ls>, %W: 
       -> tensor<?x?x66xbf16>, tensor<?x66xbf16>
   return %h, %hT : tensor<?x?x66xbf16>, tensor<?x66xbf16>
 }
+
+// Dense W_g too large for one block's shared memory (D = 320, fp32, with an
+// initial state): the GPU gets the cooperative kernel.
+func.func @gated_wide(%z: tensor<?x?x320xf32>, %l: tensor<?x?x320xf32, #ls>, %W: tensor<320x320xf32>,
+                      %bg: tensor<320xf32>, %h0: tensor<?x320xf32>)
+    -> (tensor<?x?x320xf32>, tensor<?x320xf32>) {
+  %h, %hT = mmrec.gated_recurrence %z, %l, %W, %bg init %h0
+      : tensor<?x?x320xf32>, tensor<?x?x320xf32, #ls>, tensor<320x320xf32>, tensor<320xf32>, tensor<?x320xf32>
+      -> tensor<?x?x320xf32>, tensor<?x320xf32>
+  return %h, %hT : tensor<?x?x320xf32>, tensor<?x320xf32>
+}
+
+// The 7B model's dense gate: D = 4096, bf16 I/O, no initial state.
+func.func @gated_7b(%z: tensor<?x?x4096xbf16>, %l: tensor<?x?x4096xf32, #ls>, %W: tensor<4096x4096xbf16>,
+                    %bg: tensor<4096xbf16>)
+    -> (tensor<?x?x4096xbf16>, tensor<?x4096xbf16>) {
+  %h, %hT = mmrec.gated_recurrence %z, %l, %W, %bg
+      : tensor<?x?x4096xbf16>, tensor<?x?x4096xf32, #ls>, tensor<4096x4096xbf16>, tensor<4096xbf16>
+      -> tensor<?x?x4096xbf16>, tensor<?x4096xbf16>
+  return %h, %hT : tensor<?x?x4096xbf16>, tensor<?x4096xbf16>
+}

@@ -3,7 +3,9 @@
 // The kernels come from mmrec-compile on test/Inputs/gated_kernels.mlir:
 // the level-0 recurrence h_t = z_t ⊙ σ(h_{t-1}·W_g + b_g) + γ_t ⊙ h_{t-1}
 // with a dense W_g (D = 48), per-head W_g (3 heads of 64, no init, clamp at
-// -8) and bf16 I/O (2 heads of 33). Every case draws fresh random inputs
+// -8), bf16 I/O (2 heads of 33), and dense gates beyond one GPU block
+// (D = 320 fp32; the 7B model's D = 4096 bf16), which the GPU runs as
+// cooperative kernels. Every case draws fresh random inputs
 // (the seed is printed on failure), runs the generated forward and adjoint
 // (whose W_g and b_g gradients are products through BLAS / cuBLASLt) and
 // compares every output with the float64 oracle (lib/Reference) by
@@ -24,7 +26,7 @@ namespace ref = mmrec::ref;
 
 namespace {
 
-enum class Variant { dense, heads, bf16 };
+enum class Variant { dense, heads, bf16, wide, b7 };
 
 struct Config {
   int64_t D, H;
@@ -38,6 +40,8 @@ Config configOf(Variant v) {
   case Variant::dense: return {48, 1, false, true, DType::f32, -50.0};
   case Variant::heads: return {192, 3, true, false, DType::f32, -8.0};
   case Variant::bf16: return {66, 2, true, true, DType::bf16, -50.0};
+  case Variant::wide: return {320, 1, false, true, DType::f32, -50.0};
+  case Variant::b7: return {4096, 1, false, false, DType::bf16, -50.0};
   }
   return {};
 }
@@ -51,8 +55,9 @@ ref::Tensor tensorOf(const HostArray &a) {
 /// One forward + adjoint check. ℓ is drawn in [lmin, lmax] (beyond the
 /// clamp bounds exercises them); W_g ~ U(-w, w).
 void checkGated(Where where, Variant v, int64_t B, int64_t T, double tol, double lmin = -10.0,
-                double lmax = 0.5, double w = 0.3) {
+                double lmax = 0.5) {
   const Config c = configOf(v);
+  const double w = 2.0 / std::sqrt(double(c.D / c.H)); // pre-activations O(1)
   const uint64_t seed = freshSeed();
   SCOPED_TRACE("seed " + std::to_string(seed) + " B" + std::to_string(B) + " T" +
                std::to_string(T));
@@ -81,6 +86,10 @@ void checkGated(Where where, Variant v, int64_t B, int64_t T, double tol, double
     case Variant::bf16:
       K::gated_bf16_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(fin));
       break;
+    case Variant::wide:
+      K::gated_wide_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(fin));
+      break;
+    case Variant::b7: K::gated_7b_kernel(run(z), run(l), run(W), run(bg), run(h), run(fin)); break;
     }
     run.finish();
   }
@@ -119,6 +128,14 @@ void checkGated(Where where, Variant v, int64_t B, int64_t T, double tol, double
       K::gated_bf16_grad_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(dy),
                                 run(dfin), run(dz), run(dl), run(dW), run(db), run(dh0));
       break;
+    case Variant::wide:
+      K::gated_wide_grad_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(dy),
+                                run(dfin), run(dz), run(dl), run(dW), run(db), run(dh0));
+      break;
+    case Variant::b7:
+      K::gated_7b_grad_kernel(run(z), run(l), run(W), run(bg), run(h), run(dy), run(dfin),
+                              run(dz), run(dl), run(dW), run(db));
+      break;
     }
     run.finish();
   }
@@ -152,6 +169,15 @@ void allShapes(Where where, Variant v, double tol) {
 TEST(GatedKernelCpu, Dense) { allShapes(Where::cpu, Variant::dense, 1e-4); }
 TEST(GatedKernelCpu, PerHead) { allShapes(Where::cpu, Variant::heads, 1e-4); }
 TEST(GatedKernelCpu, BF16) { allShapes(Where::cpu, Variant::bf16, 2e-2); }
+TEST(GatedKernelCpu, DenseWide) {
+  checkGated(Where::cpu, Variant::wide, 1, 1, 1e-4);
+  checkGated(Where::cpu, Variant::wide, 3, 5, 1e-4);
+  checkGated(Where::cpu, Variant::wide, 2, 130, 1e-4);
+}
+TEST(GatedKernelCpu, Dense7B) {
+  checkGated(Where::cpu, Variant::b7, 1, 1, 2e-2);
+  checkGated(Where::cpu, Variant::b7, 3, 4, 2e-2);
+}
 TEST(GatedKernelCpu, ThousandStepsAtUnitDecayStayFinite) {
   // γ → 1 (ℓ = 0) for 1000 steps: the state grows but stays finite.
   checkGated(Where::cpu, Variant::dense, 2, 1000, 1e-4, 0.0, 0.0);
@@ -183,6 +209,17 @@ TEST(GatedKernelCpu, ShapeMismatchIsAClearError) {
 GPU_TEST(Dense, allShapes(Where::gpu, Variant::dense, 1e-4))
 GPU_TEST(PerHead, allShapes(Where::gpu, Variant::heads, 1e-4))
 GPU_TEST(BF16, allShapes(Where::gpu, Variant::bf16, 2e-2))
+// The cooperative kernels of the dense gate (W_g beyond one block).
+GPU_TEST(DenseWideCooperative, {
+  for (const BT &s : kShapes)
+    if (s.T <= 513) checkGated(Where::gpu, Variant::wide, s.B, s.T, 1e-4);
+  checkGated(Where::gpu, Variant::wide, 11, 37, 1e-4); // more rows than one tile of 8
+})
+GPU_TEST(Dense7BCooperative, {
+  checkGated(Where::gpu, Variant::b7, 1, 1, 2e-2);
+  checkGated(Where::gpu, Variant::b7, 3, 4, 2e-2);
+  checkGated(Where::gpu, Variant::b7, 8, 9, 2e-2);
+})
 GPU_TEST(ManyRowsPerBlock, {
   // B·H large enough that the launcher picks blocks of 2 and 4 rows.
   checkGated(Where::gpu, Variant::heads, 400, 9, 1e-4);
@@ -192,4 +229,5 @@ GPU_TEST(ManyRowsPerBlock, {
 GPU_TEST(ThousandStepsAtUnitDecayStayFinite, {
   checkGated(Where::gpu, Variant::dense, 2, 1000, 1e-4, 0.0, 0.0);
   checkGated(Where::gpu, Variant::heads, 2, 1000, 1e-4, 0.0, 0.0);
+  checkGated(Where::gpu, Variant::wide, 2, 1000, 1e-4, 0.0, 0.0);
 })

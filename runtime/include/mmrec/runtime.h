@@ -94,6 +94,12 @@ private:
 void launch(const char *kernel, void *fn, int64_t gridX, int blockX, size_t sharedBytes,
             Stream stream, void **params);
 
+/// Launches `fn` cooperatively (cuLaunchCooperativeKernel): every block is
+/// resident at once, so blocks may wait for each other (grid-wide
+/// barriers). Throws naming `kernel` when the device cannot hold the grid.
+void launchCooperative(const char *kernel, void *fn, int64_t gridX, int blockX,
+                       size_t sharedBytes, Stream stream, void **params);
+
 /// A CUdevice_attribute of device 0 (cuDeviceGetAttribute).
 int deviceAttribute(int attribute);
 /// Number of streaming multiprocessors of device 0.

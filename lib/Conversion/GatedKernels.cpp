@@ -55,15 +55,15 @@ std::vector<std::string> GatedKernelSpec::arrayArgs() const {
 }
 
 int64_t GatedKernelSpec::coopChannels(int64_t D) {
-  for (int64_t dc = 1; dc <= 256; ++dc)
+  for (int64_t dc = 1; dc <= kCoopThreads; ++dc)
     if (D % dc == 0 && D / dc <= 128)
       return dc;
   return 0;
 }
 
 int64_t GatedKernelSpec::sharedBytes() const {
-  if (cooperative) // the product's partial sums
-    return threads() * kCoopRowTile * 4;
+  if (cooperative) // a tile of staged rows, then the product's partial sums
+    return coopRows() * (channels + threads()) * 4;
   int64_t dh = headDim();
   int64_t w = (dh * wStride() * 4 + 15) / 16 * 16;
   int64_t state = 2 * rows * dh * 4;
@@ -577,16 +577,20 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   Arrays a(spec, [&]() { return func.getArgument(ai++); });
   Value B = func.getArgument(ai++), T = func.getArgument(ai++);
   const int64_t D = spec.channels, Dc = spec.channelsPerBlock, KS = NT / Dc;
-  const int64_t RB = GatedKernelSpec::kCoopRowTile, NB = D / Dc;
+  const int64_t RB = spec.coopRows(), NB = D / Dc;
   const int64_t KC = (D + KS - 1) / KS; // k per thread (forward)
   Value c0 = k.idx(0), c1 = k.idx(1), cD = k.idx(D);
 
   auto wg = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
   Value smem = gpu::DynamicSharedMemoryOp::create(
       b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), MemRefLayoutAttrInterface{}, wg));
+  Value X = memref::ViewOp::create(
+                b, MemRefType::get({RB * D}, f32, MemRefLayoutAttrInterface{}, wg), smem,
+                k.idx(0), ValueRange{})
+                .getResult();
   Value part = memref::ViewOp::create(
                    b, MemRefType::get({NT * RB}, f32, MemRefLayoutAttrInterface{}, wg), smem,
-                   k.idx(0), ValueRange{})
+                   k.idx(RB * D * 4), ValueRange{})
                    .getResult();
   Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   Value bid = gpu::BlockIdOp::create(b, gpu::Dimension::x);
@@ -643,6 +647,36 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     b.setInsertionPointToStart(f.getBody());
     body(f.getInductionVar());
   };
+  // X[r][0..D) = src[rowStart(b0 + r) ..] as fp32 for the tile's rows (rows
+  // past B repeat row B−1): 16-byte volatile loads, all in flight at once.
+  const int64_t es = spec.elementType.getIntOrFloatBitWidth() / 8;
+  const int64_t V = D % (16 / es) == 0 ? 16 / es : 1;
+  auto stage = [&](Value src, auto rowStart, Value b0) {
+    Value perRow = k.idx(D / V);
+    forRange(tid, k.idx(RB * D / V), k.idx(NT), [&](Value q) {
+      Value r = arith::DivUIOp::create(b, q, perRow);
+      Value col = k.muli(arith::RemUIOp::create(b, q, perRow), k.idx(V));
+      Value bRow = k.minui(k.addi(b0, r), k.subi(B, c1));
+      Value at = k.addi(rowStart(bRow), col);
+      auto mt = llvm::cast<MemRefType>(src.getType());
+      Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, src);
+      auto ptrTy = LLVM::LLVMPointerType::get(ctx);
+      Value base64 = arith::IndexCastOp::create(b, b.getI64Type(), base);
+      Value p = LLVM::IntToPtrOp::create(b, ptrTy, base64);
+      Value i64 = arith::IndexCastOp::create(b, b.getI64Type(), at);
+      Value gep = LLVM::GEPOp::create(b, ptrTy, mt.getElementType(), p, ValueRange{i64});
+      auto vt = VectorType::get({V}, mt.getElementType());
+      Value v = LLVM::LoadOp::create(b, vt, gep, unsigned(V * es), /*isVolatile=*/true);
+      if (mt.getElementType() != f32)
+        v = arith::ExtFOp::create(b, VectorType::get({V}, f32), v);
+      vector::StoreOp::create(b, v, X, ValueRange{k.addi(k.muli(r, cD), col)});
+    });
+  };
+  auto stageZero = [&]() {
+    forRange(tid, k.idx(RB * D), k.idx(NT), [&](Value q) {
+      memref::StoreOp::create(b, k.cst(0.0), X, ValueRange{q});
+    });
+  };
   auto initAt = [&](Value bRow, Value chan) {
     return spec.hasInit ? k.ld(a.init, k.addi(k.muli(bRow, cD), chan)) : k.cst(0.0);
   };
@@ -660,27 +694,36 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     forRange(c0, T, c1, [&](Value t) {
       Value notFirst = k.ugt(t, c0);
       forRange(c0, B, k.idx(RB), [&](Value b0) {
-        // Partial sums of RB rows over this thread's k-chunk.
+        // x = h_{t-1} (other blocks' outputs), init, or zeros, staged.
+        auto ifs = scf::IfOp::create(b, TypeRange{}, notFirst, true);
+        {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(ifs.thenBlock());
+          stage(a.h, [&](Value bRow) { return seqAt(bRow, k.subi(t, c1), c0); }, b0);
+          b.setInsertionPointToStart(ifs.elseBlock());
+          if (spec.hasInit)
+            stage(a.init, [&](Value bRow) { return k.muli(bRow, cD); }, b0);
+          else
+            stageZero();
+        }
+        gpu::BarrierOp::create(b);
+        // Partial sums of RB rows over this thread's k-chunk, U k at a time.
+        const int64_t U = KC % 8 == 0 ? 8 : KC % 4 == 0 ? 4 : 1;
         SmallVector<Value> init(RB, k.cst(0.0));
-        auto kl = scf::ForOp::create(b, kLo, kHi, c1, init);
+        auto kl = scf::ForOp::create(b, kLo, kHi, k.idx(U), init);
         {
           OpBuilder::InsertionGuard g(b);
           b.setInsertionPointToStart(kl.getBody());
           Value kk = kl.getInductionVar();
-          Value w = k.ld(a.w, k.addi(k.muli(kk, cD), wCol));
-          SmallVector<Value> out;
+          SmallVector<Value> w;
+          for (int64_t u = 0; u < U; ++u)
+            w.push_back(k.ld(a.w, k.addi(k.muli(k.addi(kk, k.idx(u)), cD), wCol)));
+          SmallVector<Value> out(kl.getRegionIterArgs().begin(), kl.getRegionIterArgs().end());
+          auto vt = VectorType::get({U}, f32);
           for (int64_t r = 0; r < RB; ++r) {
-            Value bRow = k.minui(k.addi(b0, k.idx(r)), k.subi(B, c1));
-            // x = h_{t-1}[b][k] (another block's output) or init / 0.
-            auto ifx = scf::IfOp::create(b, TypeRange{f32}, notFirst, true);
-            {
-              OpBuilder::InsertionGuard g2(b);
-              b.setInsertionPointToStart(ifx.thenBlock());
-              scf::YieldOp::create(b, vld(a.h, seqAt(bRow, k.subi(t, c1), kk)));
-              b.setInsertionPointToStart(ifx.elseBlock());
-              scf::YieldOp::create(b, initAt(bRow, kk));
-            }
-            out.push_back(k.fma(ifx.getResult(0), w, kl.getRegionIterArgs()[r]));
+            Value xv = vector::LoadOp::create(b, vt, X, ValueRange{k.addi(k.idx(r * D), kk)});
+            for (int64_t u = 0; u < U; ++u)
+              out[r] = k.fma(vector::ExtractOp::create(b, xv, u), w[u], out[r]);
           }
           scf::YieldOp::create(b, out);
         }
@@ -771,31 +814,39 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       memref::StoreOp::create(b, k.mul(gm, g), a.gbuf, ValueRange{si});
     });
     gridBarrier(s);
-    // Phase B: back[b][c] = Σ_j a_t[b][j]·W[c][j], warp w for channels
-    // c ≡ w (mod warps), lanes along j.
-    forRange(warp, k.idx(Dc), k.idx(warps), [&](Value cc) {
-      Value chan = k.addi(chanBase, cc);
-      forRange(c0, B, k.idx(RB), [&](Value b0) {
+    // Phase B: back[b][c] = Σ_j a_t[b][j]·W[c][j] for a tile of rows staged
+    // in shared memory; warp w for channels c ≡ w (mod warps), lanes along j.
+    forRange(c0, B, k.idx(RB), [&](Value b0) {
+      auto ifs = scf::IfOp::create(b, TypeRange{}, notFirst, true);
+      {
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(ifs.thenBlock());
+        stage(a.dpre, [&](Value bRow) { return seqAt(bRow, tPrev, c0); }, b0);
+        b.setInsertionPointToStart(ifs.elseBlock());
+        stage(a.dpre0, [&](Value bRow) { return k.muli(bRow, cD); }, b0);
+      }
+      gpu::BarrierOp::create(b);
+      forRange(warp, k.idx(Dc), k.idx(warps), [&](Value cc) {
+        Value chan = k.addi(chanBase, cc);
+        // U independent W loads in flight per lane (D % (32·U) == 0).
+        const int64_t U = D % 256 == 0 ? 8 : D % 128 == 0 ? 4 : 1;
         SmallVector<Value> init(RB, k.cst(0.0));
-        auto jl = scf::ForOp::create(b, lane, cD, k.idx(32), init);
+        auto jl = scf::ForOp::create(b, lane, cD, k.idx(32 * U), init);
         {
           OpBuilder::InsertionGuard g(b);
           b.setInsertionPointToStart(jl.getBody());
           Value j = jl.getInductionVar();
-          Value w = k.ld(a.w, k.addi(k.muli(chan, cD), j));
-          SmallVector<Value> out;
-          for (int64_t r = 0; r < RB; ++r) {
-            Value bRow = k.minui(k.addi(b0, k.idx(r)), k.subi(B, c1));
-            auto ifa = scf::IfOp::create(b, TypeRange{f32}, notFirst, true);
-            {
-              OpBuilder::InsertionGuard g2(b);
-              b.setInsertionPointToStart(ifa.thenBlock());
-              scf::YieldOp::create(b, vld(a.dpre, seqAt(bRow, tPrev, j)));
-              b.setInsertionPointToStart(ifa.elseBlock());
-              scf::YieldOp::create(b, vld(a.dpre0, k.addi(k.muli(bRow, cD), j)));
-            }
-            out.push_back(k.fma(ifa.getResult(0), w, jl.getRegionIterArgs()[r]));
+          SmallVector<Value> w, js;
+          for (int64_t u = 0; u < U; ++u) {
+            js.push_back(k.addi(j, k.idx(32 * u)));
+            w.push_back(k.ld(a.w, k.addi(k.muli(chan, cD), js.back())));
           }
+          SmallVector<Value> out(jl.getRegionIterArgs().begin(), jl.getRegionIterArgs().end());
+          for (int64_t u = 0; u < U; ++u)
+            for (int64_t r = 0; r < RB; ++r) {
+              Value x = memref::LoadOp::create(b, X, ValueRange{k.addi(k.idx(r * D), js[u])});
+              out[r] = k.fma(x, w[u], out[r]);
+            }
           scf::YieldOp::create(b, out);
         }
         for (int64_t r = 0; r < RB; ++r) {
@@ -815,6 +866,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
                                   a.gbuf, ValueRange{si});
         }
       });
+      gpu::BarrierOp::create(b);
     });
     gpu::BarrierOp::create(b);
   });

@@ -35,6 +35,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -55,8 +56,12 @@ struct GatedKernelSpec {
   // each owning Dc channels, meet at a grid-wide barrier every step.
   bool cooperative = false;
   int64_t channelsPerBlock = 0; // Dc
-  static constexpr int64_t kCoopThreads = 256, kCoopRowTile = 8;
-  /// Dc for the cooperative kernel: the smallest divisor of D (≤ 256) that
+  static constexpr int64_t kCoopThreads = 1024;
+  /// Batch rows staged in shared memory at a time (8, fewer for large D).
+  int64_t coopRows() const {
+    return std::max<int64_t>(1, std::min<int64_t>(8, 196608 / (channels * 4)));
+  }
+  /// Dc for the cooperative kernel: the smallest divisor of D (≤ 1024) that
   /// needs at most 128 blocks; 0 when there is none.
   static int64_t coopChannels(int64_t D);
 

@@ -38,6 +38,8 @@ if [ "$what" = gated ] || [ "$what" = all ]; then
   if [ -d .carry/flashrnn ]; then
     timeout 400 python3 bench/gated_anchors.py --flashrnn .carry/flashrnn --out "$OUT/gated_anchors.json" \
       2>&1 | tee "$OUT/gated-anchors.log" | tail -40
+    python3 bench/gated_report.py --ours "$OUT/gated-bench.jsonl" --anchors "$OUT/gated_anchors.json" \
+      --out "$OUT/gated.json" --md "$OUT/gated.md"
   fi
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then

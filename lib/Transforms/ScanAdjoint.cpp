@@ -37,8 +37,11 @@ struct ScanAdjointPass : mlir::mmrec::impl::MMRecScanAdjointBase<ScanAdjointPass
     bool argsOnly = llvm::all_of(rec->getOperands(), [&](Value v) {
       return llvm::isa<BlockArgument>(v) && llvm::cast<BlockArgument>(v).getOwner() == &entryF;
     });
+    // A larger function (a model's @layer) is not an adjoint candidate.
     if (!ret || ret.getNumOperands() != 2 || ret.getOperand(0) != rec.getH() ||
-        ret.getOperand(1) != rec.getFinal() || !argsOnly) {
+        ret.getOperand(1) != rec.getFinal())
+      return;
+    if (!argsOnly) {
       f.emitRemark() << "mmrec-scan-adjoint: no adjoint for @" << f.getSymName()
                      << ": it must return (h, final) of one mmrec.gated_recurrence of its "
                         "arguments";

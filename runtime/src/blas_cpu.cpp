@@ -4,6 +4,7 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -19,13 +20,13 @@ void checkGemm(const GemmDesc &d, DType abType, DType cType) {
     bad("batch must be >= 1, got " + std::to_string(d.batch));
   const int64_t aCols = d.transA ? d.m : d.k, bCols = d.transB ? d.k : d.n;
   if (d.lda < std::max<int64_t>(aCols, 1))
-    bad("lda (" + std::to_string(d.lda) + ") must be >= " + std::to_string(aCols) +
+    bad("lda (" + std::to_string(d.lda) + ") must be >= " + std::to_string(std::max<int64_t>(aCols, 1)) +
         ", the row length of A as stored");
   if (d.ldb < std::max<int64_t>(bCols, 1))
-    bad("ldb (" + std::to_string(d.ldb) + ") must be >= " + std::to_string(bCols) +
+    bad("ldb (" + std::to_string(d.ldb) + ") must be >= " + std::to_string(std::max<int64_t>(bCols, 1)) +
         ", the row length of B as stored");
   if (d.ldc < std::max<int64_t>(d.n, 1))
-    bad("ldc (" + std::to_string(d.ldc) + ") must be >= n (" + std::to_string(d.n) + ")");
+    bad("ldc (" + std::to_string(d.ldc) + ") must be >= n (" + std::to_string(std::max<int64_t>(d.n, 1)) + ")");
   if (d.strideA < 0 || d.strideB < 0 || d.strideC < 0)
     bad("batch strides must be >= 0");
   const bool ok = (abType == DType::f32 && cType == DType::f32) ||

@@ -53,3 +53,14 @@ func.func @gated_7b(%z: tensor<?x?x4096xbf16>, %l: tensor<?x?x4096xf32, #ls>, %W
       -> tensor<?x?x4096xbf16>, tensor<?x4096xbf16>
   return %h, %hT : tensor<?x?x4096xbf16>, tensor<?x4096xbf16>
 }
+
+// Per-head at the issue's head size: 4 heads of 128 (D = 512), fp32, with an
+// initial state.
+func.func @gated_h128(%z: tensor<?x?x512xf32>, %l: tensor<?x?x512xf32, #ls>, %W: tensor<4x128x128xf32>,
+                      %bg: tensor<512xf32>, %h0: tensor<?x512xf32>)
+    -> (tensor<?x?x512xf32>, tensor<?x512xf32>) {
+  %h, %hT = mmrec.gated_recurrence %z, %l, %W, %bg init %h0
+      : tensor<?x?x512xf32>, tensor<?x?x512xf32, #ls>, tensor<4x128x128xf32>, tensor<512xf32>, tensor<?x512xf32>
+      -> tensor<?x?x512xf32>, tensor<?x512xf32>
+  return %h, %hT : tensor<?x?x512xf32>, tensor<?x512xf32>
+}

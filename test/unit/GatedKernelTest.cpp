@@ -3,7 +3,7 @@
 // The kernels come from mmrec-compile on test/Inputs/gated_kernels.mlir:
 // the level-0 recurrence h_t = z_t ⊙ σ(h_{t-1}·W_g + b_g) + γ_t ⊙ h_{t-1}
 // with a dense W_g (D = 48), per-head W_g (3 heads of 64, no init, clamp at
-// -8), bf16 I/O (2 heads of 33), and dense gates beyond one GPU block
+// -8), bf16 I/O (2 heads of 33), 4 heads of 128, and dense gates beyond one GPU block
 // (D = 320 fp32; the 7B model's D = 4096 bf16), which the GPU runs as
 // cooperative kernels. Every case draws fresh random inputs
 // (the seed is printed on failure), runs the generated forward and adjoint
@@ -26,7 +26,7 @@ namespace ref = mmrec::ref;
 
 namespace {
 
-enum class Variant { dense, heads, bf16, wide, b7 };
+enum class Variant { dense, heads, bf16, wide, b7, h128 };
 
 struct Config {
   int64_t D, H;
@@ -42,6 +42,7 @@ Config configOf(Variant v) {
   case Variant::bf16: return {66, 2, true, true, DType::bf16, -50.0};
   case Variant::wide: return {320, 1, false, true, DType::f32, -50.0};
   case Variant::b7: return {4096, 1, false, false, DType::bf16, -50.0};
+  case Variant::h128: return {512, 4, true, true, DType::f32, -50.0};
   }
   return {};
 }
@@ -90,6 +91,9 @@ void checkGated(Where where, Variant v, int64_t B, int64_t T, double tol, double
       K::gated_wide_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(fin));
       break;
     case Variant::b7: K::gated_7b_kernel(run(z), run(l), run(W), run(bg), run(h), run(fin)); break;
+    case Variant::h128:
+      K::gated_h128_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(fin));
+      break;
     }
     run.finish();
   }
@@ -136,6 +140,10 @@ void checkGated(Where where, Variant v, int64_t B, int64_t T, double tol, double
       K::gated_7b_grad_kernel(run(z), run(l), run(W), run(bg), run(h), run(dy), run(dfin),
                               run(dz), run(dl), run(dW), run(db));
       break;
+    case Variant::h128:
+      K::gated_h128_grad_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(dy),
+                                run(dfin), run(dz), run(dl), run(dW), run(db), run(dh0));
+      break;
     }
     run.finish();
   }
@@ -169,6 +177,11 @@ void allShapes(Where where, Variant v, double tol) {
 TEST(GatedKernelCpu, Dense) { allShapes(Where::cpu, Variant::dense, 1e-4); }
 TEST(GatedKernelCpu, PerHead) { allShapes(Where::cpu, Variant::heads, 1e-4); }
 TEST(GatedKernelCpu, BF16) { allShapes(Where::cpu, Variant::bf16, 2e-2); }
+TEST(GatedKernelCpu, PerHead128) {
+  checkGated(Where::cpu, Variant::h128, 1, 1, 1e-4);
+  checkGated(Where::cpu, Variant::h128, 3, 5, 1e-4);
+  checkGated(Where::cpu, Variant::h128, 8, 130, 1e-4);
+}
 TEST(GatedKernelCpu, DenseWide) {
   checkGated(Where::cpu, Variant::wide, 1, 1, 1e-4);
   checkGated(Where::cpu, Variant::wide, 3, 5, 1e-4);
@@ -209,6 +222,7 @@ TEST(GatedKernelCpu, ShapeMismatchIsAClearError) {
 GPU_TEST(Dense, allShapes(Where::gpu, Variant::dense, 1e-4))
 GPU_TEST(PerHead, allShapes(Where::gpu, Variant::heads, 1e-4))
 GPU_TEST(BF16, allShapes(Where::gpu, Variant::bf16, 2e-2))
+GPU_TEST(PerHead128, allShapes(Where::gpu, Variant::h128, 1e-4))
 // The cooperative kernels of the dense gate (W_g beyond one block).
 GPU_TEST(DenseWideCooperative, {
   for (const BT &s : kShapes)

@@ -478,16 +478,10 @@ void emitGatedLaunch(llvm::raw_ostream &os, const KernelInfo &k, const std::stri
     }
     os << "};\n"
        << "  int64_t dims[2] = {B, T};\n"
-       << "  void *params[" << 5 * v.args.size() + 2 << "];\n"
-       << "  for (size_t i = 0; i < " << v.args.size() << "; ++i) {\n"
-       << "    params[5 * i] = &m[i].alloc; params[5 * i + 1] = &m[i].aligned;\n"
-       << "    params[5 * i + 2] = &m[i].offset; params[5 * i + 3] = &m[i].size;\n"
-       << "    params[5 * i + 4] = &m[i].stride;\n  }\n"
-       << "  params[" << 5 * v.args.size() << "] = &dims[0];\n"
-       << "  params[" << 5 * v.args.size() + 1 << "] = &dims[1];\n"
+       << "  std::vector<void *> params = kernelParams(m, " << v.args.size() << ", dims, 2);\n"
        << "  mmrec::rt::gpu::launchCooperative(\"" << v.name << "\", gpuModule().function(\""
        << v.name << "\"), " << D / v.channelsPerBlock << ", " << v.threads << ", "
-       << v.sharedBytes << ", stream, params);\n";
+       << v.sharedBytes << ", stream, params.data());\n";
     if (adj)
       products("mmrec::rt::DeviceKind::gpu", "pre", "pre0", "onesOnDevice(et, B * T)");
   } else {
@@ -521,15 +515,9 @@ void emitGatedLaunch(llvm::raw_ostream &os, const KernelInfo &k, const std::stri
     }
     os << "};\n"
        << "  int64_t dims[2] = {B, T};\n"
-       << "  void *params[" << 5 * k.args.size() + 2 << "];\n"
-       << "  for (size_t i = 0; i < " << k.args.size() << "; ++i) {\n"
-       << "    params[5 * i] = &m[i].alloc; params[5 * i + 1] = &m[i].aligned;\n"
-       << "    params[5 * i + 2] = &m[i].offset; params[5 * i + 3] = &m[i].size;\n"
-       << "    params[5 * i + 4] = &m[i].stride;\n  }\n"
-       << "  params[" << 5 * k.args.size() << "] = &dims[0];\n"
-       << "  params[" << 5 * k.args.size() + 1 << "] = &dims[1];\n"
+       << "  std::vector<void *> params = kernelParams(m, " << k.args.size() << ", dims, 2);\n"
        << "  mmrec::rt::gpu::launch(fnName, gpuModule().function(fnName), blocks, threads, smem, "
-          "stream, params);\n";
+          "stream, params.data());\n";
     if (adj)
       products("mmrec::rt::DeviceKind::gpu", "pre", "pre0", "ones");
   }
@@ -656,6 +644,16 @@ struct MemRef1D {
   int64_t offset, size, stride;
 };
 MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; }
+/// cuLaunchKernel's parameters: the fields of n memref descriptors, then nd
+/// index arguments.
+[[maybe_unused]] std::vector<void *> kernelParams(MemRef1D *m, size_t n, int64_t *dims, size_t nd) {
+  std::vector<void *> p;
+  for (size_t i = 0; i < n; ++i)
+    p.insert(p.end(), {&m[i].alloc, &m[i].aligned, &m[i].offset, &m[i].size, &m[i].stride});
+  for (size_t i = 0; i < nd; ++i)
+    p.push_back(&dims[i]);
+  return p;
+}
 [[noreturn]] void fail(const char *kernel, const std::string &msg) {
   throw mmrec::rt::Error(std::string(kernel) + ": " + msg);
 }
@@ -780,17 +778,12 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
           os << "memref(" << cIdent(a) << "), ";
         os << "memref(wsRef), memref(aggRef)};\n"
            << "  int64_t dims[3] = {B, T, N};\n"
-           << "  void *params[" << 5 * (k.args.size() + 2) + 3 << "];\n"
-           << "  for (size_t i = 0; i < " << k.args.size() + 2 << "; ++i) {\n"
-           << "    params[5 * i] = &m[i].alloc; params[5 * i + 1] = &m[i].aligned;\n"
-           << "    params[5 * i + 2] = &m[i].offset; params[5 * i + 3] = &m[i].size;\n"
-           << "    params[5 * i + 4] = &m[i].stride;\n  }\n"
-           << "  for (int i = 0; i < 3; ++i) params[" << 5 * (k.args.size() + 2)
-           << " + i] = &dims[i];\n"
+           << "  std::vector<void *> params = kernelParams(m, " << k.args.size() + 2
+           << ", dims, 3);\n"
            << "  const char *fnName = longer ? \"" << L.name << "\" : vec ? \"" << g->name
            << "\" : \"" << v1.name << "\";\n"
            << "  mmrec::rt::gpu::launch(fnName, gpuModule().function(fnName), blocks, threads, 0, "
-              "stream, params);\n";
+              "stream, params.data());\n";
         os << "#else\n  fail(K, \"this build of the runtime has no CUDA support\");\n#endif\n";
       } else {
         os << "  fail(K, \"this model was compiled without the nvptx target\");\n";

@@ -27,6 +27,18 @@ using namespace mlir::mmrec;
 
 namespace {
 
+/// Adds @<f>_grad(f's arguments..., h, final, dh, dfinal) -> results right
+/// after f and returns its entry block, with `b` at its start.
+Block *startGradFunc(OpBuilder &b, func::FuncOp f, Type h, Type fin, ArrayRef<Type> results) {
+  SmallVector<Type> args(f.getArgumentTypes());
+  args.append({h, fin, h, fin});
+  auto g = func::FuncOp::create(b, f.getLoc(), (f.getSymName() + "_grad").str(),
+                                b.getFunctionType(args, results));
+  Block *entry = g.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+  return entry;
+}
+
 struct ScanAdjointPass : mlir::mmrec::impl::MMRecScanAdjointBase<ScanAdjointPass> {
   /// func @f(z, ℓ, W_g, b_g[, h0]) -> (h, final) made of one
   /// mmrec.gated_recurrence gets
@@ -55,15 +67,10 @@ struct ScanAdjointPass : mlir::mmrec::impl::MMRecScanAdjointBase<ScanAdjointPass
     Type h = rec.getH().getType(), fin = rec.getFinal().getType();
     auto la = llvm::cast<RankedTensorType>(rec.getLogDecay().getType());
     auto gradLa = RankedTensorType::get(la.getShape(), la.getElementType());
-    SmallVector<Type> args(f.getArgumentTypes());
-    args.append({h, fin, h, fin});
     SmallVector<Type> results{h, gradLa, rec.getGate().getType(), rec.getBias().getType()};
     if (rec.getInit())
       results.push_back(fin);
-    auto g = func::FuncOp::create(b, loc, (f.getSymName() + "_grad").str(),
-                                  b.getFunctionType(args, results));
-    Block *entry = g.addEntryBlock();
-    b.setInsertionPointToStart(entry);
+    Block *entry = startGradFunc(b, f, h, fin, results);
     unsigned n = f.getNumArguments();
     auto argOf = [&](Value v) {
       return entry->getArgument(llvm::cast<BlockArgument>(v).getArgNumber());
@@ -116,17 +123,12 @@ struct ScanAdjointPass : mlir::mmrec::impl::MMRecScanAdjointBase<ScanAdjointPass
       Location loc = f.getLoc();
       Type la = scan.getLogDecay().getType(), h = scan.getH().getType();
       Type fin = scan.getFinal().getType();
-      SmallVector<Type> args(f.getArgumentTypes());
-      args.append({h, fin, h, fin});
       auto gradLa = RankedTensorType::get(llvm::cast<RankedTensorType>(la).getShape(),
                                           llvm::cast<RankedTensorType>(la).getElementType());
       SmallVector<Type> results{gradLa, h};
       if (scan.getInit())
         results.push_back(fin);
-      auto g = func::FuncOp::create(b, loc, (f.getSymName() + "_grad").str(),
-                                    b.getFunctionType(args, results));
-      Block *entry = g.addEntryBlock();
-      b.setInsertionPointToStart(entry);
+      Block *entry = startGradFunc(b, f, h, fin, results);
       unsigned n = f.getNumArguments();
       auto argOf = [&](Value v) {
         return entry->getArgument(llvm::cast<BlockArgument>(v).getArgNumber());

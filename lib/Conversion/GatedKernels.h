@@ -56,6 +56,17 @@ struct GatedKernelSpec {
   // each owning Dc channels, meet at a grid-wide barrier every step.
   bool cooperative = false;
   int64_t channelsPerBlock = 0; // Dc
+  // The forward's product on tensor cores (bf16, mma.sync m16n8k16): W_g's
+  // slice as fragments, half in registers and half in shared memory.
+  bool mma = false;
+  static constexpr int64_t kMmaThreads = 512, kMmaRegTiles = 8;
+  /// k-tiles of 16 per warp and the share of them held in registers.
+  int64_t mmaTilesPerWarp() const { return channels / 16 / (kMmaThreads / 32); }
+  int64_t mmaRegTiles() const { return std::min<int64_t>(kMmaRegTiles, mmaTilesPerWarp()); }
+  /// Whether the MMA forward applies: bf16, D a multiple of 256, 32 channels a block.
+  static bool mmaApplies(Type elementType, int64_t D) {
+    return elementType.isBF16() && D % 256 == 0 && D / 32 <= 128;
+  }
   static constexpr int64_t kCoopThreads = 1024;
   /// Batch rows staged in shared memory at a time (8, fewer for large D).
   int64_t coopRows() const {
@@ -69,6 +80,8 @@ struct GatedKernelSpec {
   /// Row stride of W_g's block in shared memory (odd: conflict-free both ways).
   int64_t wStride() const { return headDim() % 2 ? headDim() : headDim() + 1; }
   int64_t threads() const {
+    if (cooperative && mma)
+      return kMmaThreads;
     return cooperative ? kCoopThreads / channelsPerBlock * channelsPerBlock
                        : (headDim() + 31) / 32 * 32;
   }

@@ -85,6 +85,7 @@ struct OutlineScanKernelsPass
     set("shared_bytes", b.getI64IntegerAttr(gpu ? s.sharedBytes() : 0));
     set("cooperative", b.getBoolAttr(s.cooperative));
     set("channels_per_block", b.getI64IntegerAttr(s.channelsPerBlock));
+    set("mma", b.getBoolAttr(s.mma));
     set("clamp_min", b.getF64FloatAttr(s.clampMin));
     set("clamp_max", b.getF64FloatAttr(s.clampMax));
     SmallVector<Attribute> args;
@@ -148,6 +149,10 @@ struct OutlineScanKernelsPass
       v.cooperative = true;
       v.channelsPerBlock = GatedKernelSpec::coopChannels(spec.channels);
       v.name = name + "_coop";
+      if (!spec.adjoint && GatedKernelSpec::mmaApplies(spec.elementType, spec.channels)) {
+        v.mma = true;
+        v.channelsPerBlock = 32;
+      }
       if (v.channelsPerBlock == 0)
         return op->emitOpError() << "no split of " << spec.channels
                                  << " channels into at most 128 blocks of at most 256";

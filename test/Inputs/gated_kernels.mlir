@@ -64,3 +64,14 @@ func.func @gated_h128(%z: tensor<?x?x512xf32>, %l: tensor<?x?x512xf32, #ls>, %W:
       -> tensor<?x?x512xf32>, tensor<?x512xf32>
   return %h, %hT : tensor<?x?x512xf32>, tensor<?x512xf32>
 }
+
+// mmrec-small's dense gate (D = 768), bf16 with an initial state: the
+// cooperative kernel with the tensor-core forward.
+func.func @gated_768(%z: tensor<?x?x768xbf16>, %l: tensor<?x?x768xf32, #ls>, %W: tensor<768x768xbf16>,
+                     %bg: tensor<768xbf16>, %h0: tensor<?x768xbf16>)
+    -> (tensor<?x?x768xbf16>, tensor<?x768xbf16>) {
+  %h, %hT = mmrec.gated_recurrence %z, %l, %W, %bg init %h0
+      : tensor<?x?x768xbf16>, tensor<?x?x768xf32, #ls>, tensor<768x768xbf16>, tensor<768xbf16>, tensor<?x768xbf16>
+      -> tensor<?x?x768xbf16>, tensor<?x768xbf16>
+  return %h, %hT : tensor<?x?x768xbf16>, tensor<?x768xbf16>
+}

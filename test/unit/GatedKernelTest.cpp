@@ -4,8 +4,9 @@
 // the level-0 recurrence h_t = z_t ⊙ σ(h_{t-1}·W_g + b_g) + γ_t ⊙ h_{t-1}
 // with a dense W_g (D = 48), per-head W_g (3 heads of 64, no init, clamp at
 // -8), bf16 I/O (2 heads of 33), 4 heads of 128, and dense gates beyond one GPU block
-// (D = 320 fp32; the 7B model's D = 4096 bf16), which the GPU runs as
-// cooperative kernels. Every case draws fresh random inputs
+// (D = 320 fp32; D = 768 bf16 with init; the 7B model's D = 4096 bf16),
+// which the GPU runs as cooperative kernels (the bf16 forwards on tensor
+// cores). Every case draws fresh random inputs
 // (the seed is printed on failure), runs the generated forward and adjoint
 // (whose W_g and b_g gradients are products through BLAS / cuBLASLt) and
 // compares every output with the float64 oracle (lib/Reference) by
@@ -26,7 +27,7 @@ namespace ref = mmrec::ref;
 
 namespace {
 
-enum class Variant { dense, heads, bf16, wide, b7, h128 };
+enum class Variant { dense, heads, bf16, wide, b7, h128, small };
 
 struct Config {
   int64_t D, H;
@@ -43,6 +44,7 @@ Config configOf(Variant v) {
   case Variant::wide: return {320, 1, false, true, DType::f32, -50.0};
   case Variant::b7: return {4096, 1, false, false, DType::bf16, -50.0};
   case Variant::h128: return {512, 4, true, true, DType::f32, -50.0};
+  case Variant::small: return {768, 1, false, true, DType::bf16, -50.0};
   }
   return {};
 }
@@ -94,6 +96,9 @@ void checkGated(Where where, Variant v, int64_t B, int64_t T, double tol, double
     case Variant::h128:
       K::gated_h128_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(fin));
       break;
+    case Variant::small:
+      K::gated_768_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(fin));
+      break;
     }
     run.finish();
   }
@@ -144,6 +149,10 @@ void checkGated(Where where, Variant v, int64_t B, int64_t T, double tol, double
       K::gated_h128_grad_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(dy),
                                 run(dfin), run(dz), run(dl), run(dW), run(db), run(dh0));
       break;
+    case Variant::small:
+      K::gated_768_grad_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(dy),
+                               run(dfin), run(dz), run(dl), run(dW), run(db), run(dh0));
+      break;
     }
     run.finish();
   }
@@ -187,6 +196,10 @@ TEST(GatedKernelCpu, DenseWide) {
   checkGated(Where::cpu, Variant::wide, 3, 5, 1e-4);
   checkGated(Where::cpu, Variant::wide, 2, 130, 1e-4);
 }
+TEST(GatedKernelCpu, DenseSmallModel) {
+  checkGated(Where::cpu, Variant::small, 3, 5, 2e-2);
+  checkGated(Where::cpu, Variant::small, 9, 33, 2e-2);
+}
 TEST(GatedKernelCpu, Dense7B) {
   checkGated(Where::cpu, Variant::b7, 1, 1, 2e-2);
   checkGated(Where::cpu, Variant::b7, 3, 4, 2e-2);
@@ -228,6 +241,12 @@ GPU_TEST(DenseWideCooperative, {
   for (const BT &s : kShapes)
     if (s.T <= 513) checkGated(Where::gpu, Variant::wide, s.B, s.T, 1e-4);
   checkGated(Where::gpu, Variant::wide, 11, 37, 1e-4); // more rows than one tile of 8
+})
+GPU_TEST(DenseSmallModelTensorCores, {
+  // bf16, D = 768, an initial state: the tensor-core forward, 9 rows = 2 tiles.
+  checkGated(Where::gpu, Variant::small, 1, 1, 2e-2);
+  checkGated(Where::gpu, Variant::small, 3, 5, 2e-2);
+  checkGated(Where::gpu, Variant::small, 9, 513, 2e-2);
 })
 GPU_TEST(Dense7BCooperative, {
   checkGated(Where::gpu, Variant::b7, 1, 1, 2e-2);

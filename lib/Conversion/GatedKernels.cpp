@@ -689,82 +689,151 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     return k.addi(k.muli(k.addi(k.muli(bRow, T), t), cD), chan);
   };
 
-  if (spec.mma && !spec.adjoint) {
-    // Tensor-core forward. Block = 32 channels (2 m-tiles of 16) × 8 batch
-    // rows (n = 8); warp w owns k-tiles w, w + NW, ... of the contraction.
-    // A = W_gᵀ fragments (loop-invariant: registers, then shared memory),
-    // B = h_{t-1}ᵀ from the staged bf16 rows, C in fp32; the warps' partial
-    // tiles meet in shared memory.
-    const int64_t NW = NT / 32, KT = spec.mmaTilesPerWarp(), RK = spec.mmaRegTiles();
-    const int64_t XS = D + 8; // padded row: conflict-free B fragments
-    Type bf16 = b.getBF16Type(), i32t = b.getI32Type();
+  // --- Tensor-core product (spec.mma): block = 32 channels (2 m-tiles of 16)
+  // × 8 batch rows (n = 8); warp w owns k-tiles w, w + NW, ... of the
+  // contraction. A = the block's W_g slice as mma fragments (loop-invariant:
+  // registers, then shared memory), B = staged bf16 rows, C in fp32; the
+  // warps' partial tiles meet in shared memory (`red`).
+  const int64_t NW = NT / 32, KT = spec.mma ? spec.mmaTilesPerWarp() : 0;
+  const int64_t RK = spec.mma ? spec.mmaRegTiles() : 0, XS = D + 8; // padded rows
+  Type bf16 = b.getBF16Type(), i32t = b.getI32Type();
+  Value Xb, Wf, red, mLane, mWarp, gid, tig;
+  SmallVector<SmallVector<Value>> regA; // [j·2 + mt] for j < RK
+  auto wfIndex = [&](int64_t j, int64_t mt) {
+    return k.muli(k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(mWarp, k.idx(KT - RK)), k.idx(j - RK)),
+                                              k.idx(2)),
+                                        k.idx(mt)),
+                               k.idx(32)),
+                        mLane),
+                  k.idx(4));
+  };
+  // aElem(m, kk): element (m, kk) of the A operand, m < 32 local channels.
+  auto mmaSetup = [&](auto aElem) {
     int64_t xBytes = (8 * XS * 2 + 15) / 16 * 16;
     int64_t wBytes = NW * (KT - RK) * 2 * 32 * 16;
-    auto mk = [&](Type e, int64_t n) { return MemRefType::get({n}, e, MemRefLayoutAttrInterface{}, wg); };
-    Value Xb = memref::ViewOp::create(b, mk(bf16, 8 * XS), smem, k.idx(0), ValueRange{}).getResult();
-    Value Wf = memref::ViewOp::create(b, mk(i32t, std::max<int64_t>(1, wBytes / 4)), smem,
-                                      k.idx(xBytes), ValueRange{}).getResult();
-    Value red = memref::ViewOp::create(b, mk(f32, NW * 2 * 32 * 4), smem, k.idx(xBytes + wBytes),
-                                       ValueRange{}).getResult();
-    Value lane = arith::RemUIOp::create(b, tid, k.idx(32));
-    Value warp = arith::DivUIOp::create(b, tid, k.idx(32));
-    Value gid = arith::DivUIOp::create(b, lane, k.idx(4));
-    Value tig = arith::RemUIOp::create(b, lane, k.idx(4));
+    auto mk = [&](Type e, int64_t n) {
+      return MemRefType::get({n}, e, MemRefLayoutAttrInterface{}, wg);
+    };
+    Xb = memref::ViewOp::create(b, mk(bf16, 8 * XS), smem, k.idx(0), ValueRange{}).getResult();
+    Wf = memref::ViewOp::create(b, mk(i32t, std::max<int64_t>(1, wBytes / 4)), smem,
+                                k.idx(xBytes), ValueRange{})
+             .getResult();
+    red = memref::ViewOp::create(b, mk(f32, NW * 2 * 32 * 4), smem, k.idx(xBytes + wBytes),
+                                 ValueRange{})
+              .getResult();
+    mLane = arith::RemUIOp::create(b, tid, k.idx(32));
+    mWarp = arith::DivUIOp::create(b, tid, k.idx(32));
+    gid = arith::DivUIOp::create(b, mLane, k.idx(4));
+    tig = arith::RemUIOp::create(b, mLane, k.idx(4));
     auto pack = [&](Value lo, Value hi) -> Value {
       Value v = vector::FromElementsOp::create(b, VectorType::get({2}, bf16), ValueRange{lo, hi});
       return LLVM::BitcastOp::create(b, i32t, v);
     };
-    // A[m][kk] = W[k0 + kk][c0 + m]: the forward reads W's columns.
-    auto aElem = [&](Value m, Value kk) -> Value {
-      return memref::LoadOp::create(b, a.w, ValueRange{k.addi(k.muli(kk, cD), k.addi(chanBase, m))});
-    };
-    auto fragA = [&](int64_t j, int64_t mt) {
-      Value k0 = k.muli(k.addi(warp, k.idx(j * NW)), k.idx(16));
-      Value m0 = k.addi(gid, k.idx(mt * 16)), m8 = k.addi(m0, k.idx(8));
-      Value kA = k.addi(k0, k.muli(tig, k.idx(2)));
-      Value kA1 = k.addi(kA, c1), kB = k.addi(kA, k.idx(8)), kB1 = k.addi(kA, k.idx(9));
-      return SmallVector<Value>{pack(aElem(m0, kA), aElem(m0, kA1)), pack(aElem(m8, kA), aElem(m8, kA1)),
-                                pack(aElem(m0, kB), aElem(m0, kB1)), pack(aElem(m8, kB), aElem(m8, kB1))};
-    };
-    SmallVector<SmallVector<Value>> regA; // [j·2 + mt] for j < RK
     for (int64_t j = 0; j < KT; ++j)
       for (int64_t mt = 0; mt < 2; ++mt) {
-        SmallVector<Value> f = fragA(j, mt);
+        Value k0 = k.muli(k.addi(mWarp, k.idx(j * NW)), k.idx(16));
+        Value m0 = k.addi(gid, k.idx(mt * 16)), m8 = k.addi(m0, k.idx(8));
+        Value kA = k.addi(k0, k.muli(tig, k.idx(2)));
+        Value kA1 = k.addi(kA, c1), kB = k.addi(kA, k.idx(8)), kB1 = k.addi(kA, k.idx(9));
+        SmallVector<Value> f{pack(aElem(m0, kA), aElem(m0, kA1)), pack(aElem(m8, kA), aElem(m8, kA1)),
+                             pack(aElem(m0, kB), aElem(m0, kB1)), pack(aElem(m8, kB), aElem(m8, kB1))};
         if (j < RK) {
           regA.push_back(f);
           continue;
         }
         Value v = vector::FromElementsOp::create(b, VectorType::get({4}, i32t), f);
-        Value at = k.muli(k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(warp, k.idx(KT - RK)), k.idx(j - RK)),
-                                                       k.idx(2)),
-                                                 k.idx(mt)),
-                                  k.idx(32)),
-                           lane),
-                    k.idx(4));
-        vector::StoreOp::create(b, v, Wf, ValueRange{at});
+        vector::StoreOp::create(b, v, Wf, ValueRange{wfIndex(j, mt)});
       }
     gpu::BarrierOp::create(b);
-    // X[r][·] = bf16 row of h_{t-1} (or init / zeros), 16 bytes at a time.
-    auto stageB = [&](Value src, auto rowStart, Value b0) {
-      const int64_t V = 8;
-      Value perRow = k.idx(D / V);
-      forRange(tid, k.idx(8 * D / V), k.idx(NT), [&](Value q) {
-        Value r = arith::DivUIOp::create(b, q, perRow);
-        Value col = k.muli(arith::RemUIOp::create(b, q, perRow), k.idx(V));
-        Value bRow = k.minui(k.addi(b0, r), k.subi(B, c1));
-        Value at = k.addi(rowStart(bRow), col);
-        Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, src);
-        auto ptrTy = LLVM::LLVMPointerType::get(ctx);
-        Value base64 = arith::IndexCastOp::create(b, b.getI64Type(), base);
-        Value p = LLVM::IntToPtrOp::create(b, ptrTy, base64);
-        Value i64 = arith::IndexCastOp::create(b, b.getI64Type(), at);
-        Value gep = LLVM::GEPOp::create(b, ptrTy, bf16, p, ValueRange{i64});
-        auto vt = VectorType::get({V}, bf16);
-        Value v = LLVM::LoadOp::create(b, vt, gep, 16u, /*isVolatile=*/true);
-        vector::StoreOp::create(b, v, Xb, ValueRange{k.addi(k.muli(r, k.idx(XS)), col)});
-      });
-    };
+  };
+  // Xb[r][·] = the bf16 row rowStart(b0 + r) of src, 16 bytes at a time.
+  auto mmaStage = [&](Value src, auto rowStart, Value b0) {
+    const int64_t V = 8;
+    Value perRow = k.idx(D / V);
+    forRange(tid, k.idx(8 * D / V), k.idx(NT), [&](Value q) {
+      Value r = arith::DivUIOp::create(b, q, perRow);
+      Value col = k.muli(arith::RemUIOp::create(b, q, perRow), k.idx(V));
+      Value bRow = k.minui(k.addi(b0, r), k.subi(B, c1));
+      Value at = k.addi(rowStart(bRow), col);
+      Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, src);
+      auto ptrTy = LLVM::LLVMPointerType::get(ctx);
+      Value base64 = arith::IndexCastOp::create(b, b.getI64Type(), base);
+      Value p = LLVM::IntToPtrOp::create(b, ptrTy, base64);
+      Value i64 = arith::IndexCastOp::create(b, b.getI64Type(), at);
+      Value gep = LLVM::GEPOp::create(b, ptrTy, bf16, p, ValueRange{i64});
+      Value v = LLVM::LoadOp::create(b, VectorType::get({V}, bf16), gep, 16u, /*isVolatile=*/true);
+      vector::StoreOp::create(b, v, Xb, ValueRange{k.addi(k.muli(r, k.idx(XS)), col)});
+    });
+  };
+  auto mmaZero = [&]() {
+    forRange(tid, k.idx(8 * XS), k.idx(NT), [&](Value q) {
+      memref::StoreOp::create(b, arith::ConstantOp::create(b, b.getFloatAttr(bf16, 0.0)), Xb,
+                              ValueRange{q});
+    });
+  };
+  // The warp's partial 32 × 8 tile of A·Xbᵀ into `red`.
+  auto mmaProduct = [&]() {
     auto resTy = LLVM::LLVMStructType::getLiteral(ctx, {f32, f32, f32, f32});
+    SmallVector<SmallVector<Value>> acc(2, SmallVector<Value>(4, k.cst(0.0)));
+    Value xRow = k.muli(gid, k.idx(XS));
+    auto v2 = VectorType::get({2}, bf16);
+    for (int64_t j = 0; j < KT; ++j) {
+      Value k0 = k.muli(k.addi(mWarp, k.idx(j * NW)), k.idx(16));
+      Value kx = k.addi(xRow, k.addi(k0, k.muli(tig, k.idx(2))));
+      Value bf0 = LLVM::BitcastOp::create(b, i32t, vector::LoadOp::create(b, v2, Xb, ValueRange{kx}));
+      Value bf1 = LLVM::BitcastOp::create(
+          b, i32t, vector::LoadOp::create(b, v2, Xb, ValueRange{k.addi(kx, k.idx(8))}));
+      for (int64_t mt = 0; mt < 2; ++mt) {
+        SmallVector<Value> af;
+        if (j < RK) {
+          af = regA[j * 2 + mt];
+        } else {
+          Value v = vector::LoadOp::create(b, VectorType::get({4}, i32t), Wf,
+                                           ValueRange{wfIndex(j, mt)});
+          for (int64_t q = 0; q < 4; ++q)
+            af.push_back(vector::ExtractOp::create(b, v, q));
+        }
+        Value res = NVVM::MmaOp::create(
+            b, resTy, af, ValueRange{bf0, bf1}, acc[mt], ArrayRef<int64_t>{16, 8, 16},
+            std::nullopt, std::nullopt,
+            std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16, NVVM::MMATypes::bf16},
+            std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row, NVVM::MMALayout::col});
+        for (int64_t q = 0; q < 4; ++q)
+          acc[mt][q] = LLVM::ExtractValueOp::create(b, res, ArrayRef<int64_t>{q});
+      }
+    }
+    for (int64_t mt = 0; mt < 2; ++mt)
+      for (int64_t q = 0; q < 4; ++q)
+        memref::StoreOp::create(
+            b, acc[mt][q], red,
+            ValueRange{k.addi(
+                k.muli(k.addi(k.muli(k.addi(k.muli(mWarp, k.idx(2)), k.idx(mt)), k.idx(32)), mLane),
+                       k.idx(4)),
+                k.idx(q))});
+  };
+  // Σ over warps of output (channel cc, row r) of the tile: C fragment
+  // (row gid = m mod 8, col = r) sits in lane 4·gid + r/2, slot 2·(m/8) + r%2.
+  auto mmaSum = [&](Value r, Value cc) {
+    Value mt = arith::DivUIOp::create(b, cc, k.idx(16));
+    Value m = arith::RemUIOp::create(b, cc, k.idx(16));
+    Value ln = k.addi(k.muli(arith::RemUIOp::create(b, m, k.idx(8)), k.idx(4)),
+                      arith::DivUIOp::create(b, r, k.idx(2)));
+    Value slot = k.addi(k.muli(arith::DivUIOp::create(b, m, k.idx(8)), k.idx(2)),
+                        arith::RemUIOp::create(b, r, k.idx(2)));
+    Value p = k.cst(0.0);
+    for (int64_t w = 0; w < NW; ++w) {
+      Value at = k.addi(k.muli(k.addi(k.muli(k.addi(k.idx(w * 2), mt), k.idx(32)), ln), k.idx(4)),
+                        slot);
+      p = k.add(p, memref::LoadOp::create(b, red, ValueRange{at}));
+    }
+    return p;
+  };
+
+  if (spec.mma && !spec.adjoint) {
+    // A[m][kk] = W[kk][c0 + m]: the forward reads W's columns.
+    mmaSetup([&](Value m, Value kk) -> Value {
+      return memref::LoadOp::create(b, a.w, ValueRange{k.addi(k.muli(kk, cD), k.addi(chanBase, m))});
+    });
     forRange(c0, T, c1, [&](Value t) {
       Value notFirst = k.ugt(t, c0);
       forRange(c0, B, k.idx(8), [&](Value b0) {
@@ -772,61 +841,15 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
         {
           OpBuilder::InsertionGuard g(b);
           b.setInsertionPointToStart(ifs.thenBlock());
-          stageB(a.h, [&](Value bRow) { return seqAt(bRow, k.subi(t, c1), c0); }, b0);
+          mmaStage(a.h, [&](Value bRow) { return seqAt(bRow, k.subi(t, c1), c0); }, b0);
           b.setInsertionPointToStart(ifs.elseBlock());
-          if (spec.hasInit) {
-            stageB(a.init, [&](Value bRow) { return k.muli(bRow, cD); }, b0);
-          } else {
-            forRange(tid, k.idx(8 * XS), k.idx(NT), [&](Value q) {
-              memref::StoreOp::create(b, arith::ConstantOp::create(b, b.getFloatAttr(bf16, 0.0)),
-                                      Xb, ValueRange{q});
-            });
-          }
+          if (spec.hasInit)
+            mmaStage(a.init, [&](Value bRow) { return k.muli(bRow, cD); }, b0);
+          else
+            mmaZero();
         }
         gpu::BarrierOp::create(b);
-        SmallVector<SmallVector<Value>> acc(2, SmallVector<Value>(4, k.cst(0.0)));
-        Value xRow = k.muli(gid, k.idx(XS));
-        for (int64_t j = 0; j < KT; ++j) {
-          Value k0 = k.muli(k.addi(warp, k.idx(j * NW)), k.idx(16));
-          Value kx = k.addi(xRow, k.addi(k0, k.muli(tig, k.idx(2))));
-          auto v2 = VectorType::get({2}, bf16);
-          Value bf0 = LLVM::BitcastOp::create(b, i32t, vector::LoadOp::create(b, v2, Xb, ValueRange{kx}));
-          Value bf1 = LLVM::BitcastOp::create(
-              b, i32t, vector::LoadOp::create(b, v2, Xb, ValueRange{k.addi(kx, k.idx(8))}));
-          for (int64_t mt = 0; mt < 2; ++mt) {
-            SmallVector<Value> af;
-            if (j < RK) {
-              af = regA[j * 2 + mt];
-            } else {
-              Value at = k.muli(
-                  k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(warp, k.idx(KT - RK)), k.idx(j - RK)),
-                                               k.idx(2)),
-                                         k.idx(mt)),
-                                k.idx(32)),
-                         lane),
-                  k.idx(4));
-              Value v = vector::LoadOp::create(b, VectorType::get({4}, i32t), Wf, ValueRange{at});
-              for (int64_t q = 0; q < 4; ++q)
-                af.push_back(vector::ExtractOp::create(b, v, q));
-            }
-            Value res = NVVM::MmaOp::create(
-                b, resTy, af, ValueRange{bf0, bf1}, acc[mt], ArrayRef<int64_t>{16, 8, 16},
-                std::nullopt, std::nullopt,
-                std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16, NVVM::MMATypes::bf16},
-                std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row, NVVM::MMALayout::col});
-            for (int64_t q = 0; q < 4; ++q)
-              acc[mt][q] = LLVM::ExtractValueOp::create(b, res, ArrayRef<int64_t>{q});
-          }
-        }
-        for (int64_t mt = 0; mt < 2; ++mt)
-          for (int64_t q = 0; q < 4; ++q)
-            memref::StoreOp::create(
-                b, acc[mt][q], red,
-                ValueRange{k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(warp, k.idx(2)), k.idx(mt)),
-                                                        k.idx(32)),
-                                                 lane),
-                                         k.idx(4)),
-                                  k.idx(q))});
+        mmaProduct();
         gpu::BarrierOp::create(b);
         // Thread e finishes (r, c) = (e / 32, e % 32) of the tile.
         forRange(tid, k.idx(8 * Dc), k.idx(NT), [&](Value e) {
@@ -836,20 +859,8 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
           auto ifB = scf::IfOp::create(b, TypeRange{}, k.ult(bRow, B), false);
           OpBuilder::InsertionGuard g(b);
           b.setInsertionPointToStart(ifB.thenBlock());
-          Value mt = arith::DivUIOp::create(b, cc, k.idx(16));
-          Value m = arith::RemUIOp::create(b, cc, k.idx(16));
-          Value ln = k.addi(k.muli(arith::RemUIOp::create(b, m, k.idx(8)), k.idx(4)),
-                            arith::DivUIOp::create(b, r, k.idx(2)));
-          Value slot = k.addi(k.muli(arith::DivUIOp::create(b, m, k.idx(8)), k.idx(2)),
-                              arith::RemUIOp::create(b, r, k.idx(2)));
           Value chan = k.addi(chanBase, cc);
-          Value p = k.ld(a.bias, chan);
-          for (int64_t w = 0; w < NW; ++w) {
-            Value at = k.addi(k.muli(k.addi(k.muli(k.addi(k.idx(w * 2), mt), k.idx(32)), ln),
-                                     k.idx(4)),
-                              slot);
-            p = k.add(p, memref::LoadOp::create(b, red, ValueRange{at}));
-          }
+          Value p = k.add(k.ld(a.bias, chan), mmaSum(r, cc));
           auto ifh = scf::IfOp::create(b, TypeRange{f32}, notFirst, true);
           {
             OpBuilder::InsertionGuard g2(b);
@@ -968,6 +979,10 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     memref::StoreOp::create(b, k.ld(a.dfin, i), a.gbuf, ValueRange{i});
   });
   gpu::BarrierOp::create(b);
+  if (spec.mma) // A[m][kk] = W[c0 + m][kk]: the adjoint reads W's rows.
+    mmaSetup([&](Value m, Value kk) -> Value {
+      return memref::LoadOp::create(b, a.w, ValueRange{k.addi(k.muli(k.addi(chanBase, m), cD), kk)});
+    });
   Value lane = arith::RemUIOp::create(b, tid, k.idx(32));
   Value warp = arith::DivUIOp::create(b, tid, k.idx(32));
   const int64_t warps = NT / 32;
@@ -1002,6 +1017,36 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       memref::StoreOp::create(b, k.mul(gm, g), a.gbuf, ValueRange{si});
     });
     gridBarrier(s);
+    if (spec.mma) {
+      // Phase B on tensor cores: back = a_t·W_gᵀ for the block's channels.
+      forRange(c0, B, k.idx(8), [&](Value b0) {
+        auto ifs = scf::IfOp::create(b, TypeRange{}, notFirst, true);
+        {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(ifs.thenBlock());
+          mmaStage(a.dpre, [&](Value bRow) { return seqAt(bRow, tPrev, c0); }, b0);
+          b.setInsertionPointToStart(ifs.elseBlock());
+          mmaStage(a.dpre0, [&](Value bRow) { return k.muli(bRow, cD); }, b0);
+        }
+        gpu::BarrierOp::create(b);
+        mmaProduct();
+        gpu::BarrierOp::create(b);
+        forRange(tid, k.idx(8 * Dc), k.idx(NT), [&](Value e) {
+          Value r = arith::DivUIOp::create(b, e, k.idx(Dc));
+          Value cc = arith::RemUIOp::create(b, e, k.idx(Dc));
+          Value bRow = k.addi(b0, r);
+          auto ifB = scf::IfOp::create(b, TypeRange{}, k.ult(bRow, B), false);
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(ifB.thenBlock());
+          Value si = k.addi(k.muli(bRow, cD), k.addi(chanBase, cc));
+          memref::StoreOp::create(
+              b, k.add(memref::LoadOp::create(b, a.gbuf, ValueRange{si}), mmaSum(r, cc)), a.gbuf,
+              ValueRange{si});
+        });
+        gpu::BarrierOp::create(b);
+      });
+      return;
+    }
     // Phase B: back[b][c] = Σ_j a_t[b][j]·W[c][j] for a tile of rows staged
     // in shared memory; warp w for channels c ≡ w (mod warps), lanes along j.
     forRange(c0, B, k.idx(RB), [&](Value b0) {

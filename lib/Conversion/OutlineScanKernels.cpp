@@ -149,7 +149,7 @@ struct OutlineScanKernelsPass
       v.cooperative = true;
       v.channelsPerBlock = GatedKernelSpec::coopChannels(spec.channels);
       v.name = name + "_coop";
-      if (!spec.adjoint && GatedKernelSpec::mmaApplies(spec.elementType, spec.channels)) {
+      if (GatedKernelSpec::mmaApplies(spec.elementType, spec.channels)) {
         v.mma = true;
         v.channelsPerBlock = 32;
       }

@@ -68,8 +68,11 @@ def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::Module
       batch rows and one head, keeps W_g's block in dynamic shared memory
       for all T steps, its state in registers, and loads each step's inputs
       two steps ahead; one barrier per step). The launcher picks R from
-      B·H. A block larger than the device's shared memory (a dense gate
-      above D ≈ 230) gets no GPU kernel: its launcher reports it.
+      B·H. A dense gate too large for one block gets `<name>_coop`
+      instead: a cooperative kernel (32 channels a block, a grid barrier
+      a step) whose products run on tensor cores (`nvvm.mma.sync`, bf16)
+      with W_g's slice held on chip as fragments, or on FP32 FMAs for fp32
+      I/O and D not a multiple of 256.
     * `target=cpu`: loops over the batch and the sequence with vectorizable
       inner products.
     The adjoint kernel recomputes σ(h_{t-1}·W_g + b_g) from the stored

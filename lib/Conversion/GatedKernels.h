@@ -18,9 +18,11 @@
 // then the index arguments B and T. D, H and R are compile-time constants.
 //
 // The dense gate beyond one block's shared memory gets cooperative kernels
-// instead (see buildGpuCoopGatedKernel): W_g stays in L2 (bf16 W of the 7B
-// model is 32 MB), each block owns Dc channels, and blocks meet at one
-// grid-wide barrier a step.
+// instead (see buildGpuCoopGatedKernel): each block owns Dc channels and
+// blocks meet at one grid-wide barrier a step. With bf16 I/O and D a
+// multiple of 256 the products run on tensor cores with the block's W_g
+// slice held on chip as mma fragments (registers + shared memory);
+// otherwise FP32 FMAs stream W_g from memory.
 //
 // The adjoint kernel writes, besides dz and dℓ, the pre-activation gradient
 // a_t = g_t ⊙ z_t ⊙ s_t ⊙ (1 − s_t) shifted by one step (grad_pre[b, t−1] =

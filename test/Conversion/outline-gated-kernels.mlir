@@ -4,9 +4,12 @@
 // Per-head gate, 2 heads of 64, bf16: three block heights, their shared
 // memory (W's 64 x 65 fp32 block + 2·R·64 states) recorded for the launcher.
 // GPU: mmrec.kernels = [{args = ["z", "log_decay", "gate", "bias", "init", "h", "final"]
-// GPU-SAME: heads = 2 : i64, name = "fwd_kernel_r1", op = "gated_recurrence", per_head = true, public_name = "fwd_kernel", rows = 1 : i64, shared_bytes = 17152 : i64
+// GPU-SAME: heads = 2 : i64, mma = false, name = "fwd_kernel_r1", op = "gated_recurrence", per_head = true, public_name = "fwd_kernel", rows = 1 : i64, shared_bytes = 17152 : i64
 // GPU-SAME: name = "fwd_kernel_r2"
 // GPU-SAME: name = "fwd_kernel_r4"
+// A dense bf16 gate of 256 channels does not fit one block: the cooperative
+// kernel, its products on tensor cores.
+// GPU-SAME: channels_per_block = 32 : i64, {{.*}}cooperative = true, {{.*}}mma = true, name = "wide_kernel_coop"
 // GPU: mmrec.gated_recurrence {{.*}}{mmrec.kernel = "fwd_kernel"}
 // GPU: gpu.func @fwd_kernel_r1(%{{.*}}: memref<?xbf16>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xbf16>
 // GPU-SAME: known_block_size = array<i32: 64, 1, 1>
@@ -19,6 +22,17 @@
 // GPU: gpu.barrier
 // GPU: scf.yield
 // GPU: gpu.func @fwd_kernel_r4(
+// GPU: gpu.func @wide_kernel_coop(
+// GPU-SAME: known_block_size = array<i32: 512, 1, 1>
+// W_g's slice becomes mma fragments once, before the time loop.
+// GPU: llvm.bitcast {{.*}} : vector<2xbf16> to i32
+// GPU: scf.for
+// Rows of h_{t-1} staged with 16-byte volatile loads, then the tensor-core product.
+// GPU: llvm.load volatile {{.*}} -> vector<8xbf16>
+// GPU: nvvm.mma.sync
+// One grid-wide barrier a step: count in, spin until every block arrived.
+// GPU: memref.atomic_rmw addi
+// GPU: scf.while
 
 // CPU: func.func @fwd_kernel(%{{.*}}: memref<?xbf16>, {{.*}}: index, %{{.*}}: index) attributes {llvm.emit_c_interface}
 // CPU: memref.alloca() : memref<128xf32>
@@ -30,4 +44,12 @@ func.func @fwd(%z: tensor<?x?x128xbf16>, %l: tensor<?x?x128xf32>, %W: tensor<2x6
       : tensor<?x?x128xbf16>, tensor<?x?x128xf32>, tensor<2x64x64xbf16>, tensor<128xbf16>, tensor<?x128xbf16>
       -> tensor<?x?x128xbf16>, tensor<?x128xbf16>
   return %h, %f : tensor<?x?x128xbf16>, tensor<?x128xbf16>
+}
+
+func.func @wide(%z: tensor<?x?x256xbf16>, %l: tensor<?x?x256xf32>, %W: tensor<256x256xbf16>, %bg: tensor<256xbf16>)
+    -> (tensor<?x?x256xbf16>, tensor<?x256xbf16>) {
+  %h, %f = mmrec.gated_recurrence %z, %l, %W, %bg
+      : tensor<?x?x256xbf16>, tensor<?x?x256xf32>, tensor<256x256xbf16>, tensor<256xbf16>
+      -> tensor<?x?x256xbf16>, tensor<?x256xbf16>
+  return %h, %f : tensor<?x?x256xbf16>, tensor<?x256xbf16>
 }

@@ -187,7 +187,9 @@ SmallVector<Type> argTypes(const GatedKernelSpec &s, MLIRContext *ctx) {
       e = IntegerType::get(ctx, 32);
     t.push_back(MemRefType::get({ShapedType::kDynamic}, e));
   }
-  t.append(2, IndexType::get(ctx));
+  // B, T; the cooperative adjoint also takes its chunk of steps [lo, hi)
+  // and the chunk capacity of `pact`.
+  t.append(s.cooperative && s.adjoint ? 5 : 2, IndexType::get(ctx));
   return t;
 }
 
@@ -581,6 +583,12 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   unsigned ai = 0;
   Arrays a(spec, [&]() { return func.getArgument(ai++); });
   Value B = func.getArgument(ai++), T = func.getArgument(ai++);
+  Value tLo, tHi, cap;
+  if (spec.adjoint) {
+    tLo = func.getArgument(ai++);
+    tHi = func.getArgument(ai++);
+    cap = func.getArgument(ai++);
+  }
   const int64_t D = spec.channels, Dc = spec.channelsPerBlock, KS = NT / Dc;
   const int64_t RB = spec.coopRows(), NB = D / Dc;
   const int64_t KC = (D + KS - 1) / KS; // k per thread (forward)
@@ -970,14 +978,23 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     return;
   }
 
-  // Adjoint. gbuf[b][chan] carries γ_{t+1}·g_{t+1} + back_{t+1} (the part of
-  // g_t that does not come from grad_h_t); it starts as grad_final.
-  forRange(tid, k.muli(B, k.idx(Dc)), k.idx(NT), [&](Value e) {
-    Value bRow = arith::DivUIOp::create(b, e, k.idx(Dc));
-    Value chan = k.addi(chanBase, arith::RemUIOp::create(b, e, k.idx(Dc)));
-    Value i = k.addi(k.muli(bRow, cD), chan);
-    memref::StoreOp::create(b, k.ld(a.dfin, i), a.gbuf, ValueRange{i});
-  });
+  // Adjoint, steps [tLo, tHi) of one launch (the launcher walks chunks from
+  // the end, so that `pact` holds one chunk). gbuf[b][chan] carries
+  // γ_{t+1}·g_{t+1} + back_{t+1} (the part of g_t that does not come from
+  // grad_h_t) across steps and launches; the first launch starts it at
+  // grad_final and zeroes grad_pre's last row.
+  auto ifFirst = scf::IfOp::create(b, TypeRange{}, k.eq(tHi, T), false);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(ifFirst.thenBlock());
+    forRange(tid, k.muli(B, k.idx(Dc)), k.idx(NT), [&](Value e) {
+      Value bRow = arith::DivUIOp::create(b, e, k.idx(Dc));
+      Value chan = k.addi(chanBase, arith::RemUIOp::create(b, e, k.idx(Dc)));
+      Value i = k.addi(k.muli(bRow, cD), chan);
+      memref::StoreOp::create(b, k.ld(a.dfin, i), a.gbuf, ValueRange{i});
+      k.st(k.cst(0.0), a.dpre, seqAt(bRow, k.subi(T, c1), chan));
+    });
+  }
   gpu::BarrierOp::create(b);
   if (spec.mma) // A[m][kk] = W[c0 + m][kk]: the adjoint reads W's rows.
     mmaSetup([&](Value m, Value kk) -> Value {
@@ -986,10 +1003,14 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   Value lane = arith::RemUIOp::create(b, tid, k.idx(32));
   Value warp = arith::DivUIOp::create(b, tid, k.idx(32));
   const int64_t warps = NT / 32;
-  forRange(c0, T, c1, [&](Value s) {
-    Value t = k.subi(k.subi(T, c1), s);
+  forRange(c0, k.subi(tHi, tLo), c1, [&](Value s) {
+    Value t = k.subi(k.subi(tHi, c1), s);
     Value notFirst = k.ugt(t, c0);
     Value tPrev = k.select(notFirst, k.subi(t, c1), c0);
+    // pact[b][t − tLo] = h_{t-1}·W_g (from the product before this launch).
+    auto pactAt = [&](Value bRow, Value chan) {
+      return k.addi(k.muli(k.addi(k.muli(bRow, cap), k.subi(t, tLo)), cD), chan);
+    };
     // Phase A: a_t for this block's channels.
     forRange(tid, k.muli(B, k.idx(Dc)), k.idx(NT), [&](Value e) {
       Value bRow = arith::DivUIOp::create(b, e, k.idx(Dc));
@@ -997,8 +1018,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       Value si = k.addi(k.muli(bRow, cD), chan);
       Value g = k.add(memref::LoadOp::create(b, a.gbuf, ValueRange{si}),
                       k.ld(a.dh, seqAt(bRow, t, chan)));
-      Value pre = k.select(notFirst, k.ld(a.pact, seqAt(bRow, tPrev, chan)),
-                           k.ld(a.pact0, si));
+      Value pre = k.select(notFirst, k.ld(a.pact, pactAt(bRow, chan)), k.ld(a.pact0, si));
       Value sg = k.sigmoid(k.add(pre, k.ld(a.bias, chan)));
       Value lraw = k.ld(a.l, seqAt(bRow, t, chan));
       Value gm = k.exp(k.clamp(lraw));
@@ -1103,14 +1123,17 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     });
     gpu::BarrierOp::create(b);
   });
-  // g_{-1} is grad_init; the last row of grad_pre has no a to hold.
-  forRange(tid, k.muli(B, k.idx(Dc)), k.idx(NT), [&](Value e) {
-    Value bRow = arith::DivUIOp::create(b, e, k.idx(Dc));
-    Value chan = k.addi(chanBase, arith::RemUIOp::create(b, e, k.idx(Dc)));
-    k.st(k.cst(0.0), a.dpre, seqAt(bRow, k.subi(T, c1), chan));
-    if (spec.hasInit)
-      k.st(memref::LoadOp::create(b, a.gbuf, ValueRange{k.addi(k.muli(bRow, cD), chan)}), a.dinit,
-           k.addi(k.muli(bRow, cD), chan));
-  });
+  // After step 0, gbuf holds g_{-1} = grad_init.
+  if (spec.hasInit) {
+    auto ifLast = scf::IfOp::create(b, TypeRange{}, k.eq(tLo, c0), false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(ifLast.thenBlock());
+    forRange(tid, k.muli(B, k.idx(Dc)), k.idx(NT), [&](Value e) {
+      Value bRow = arith::DivUIOp::create(b, e, k.idx(Dc));
+      Value chan = k.addi(chanBase, arith::RemUIOp::create(b, e, k.idx(Dc)));
+      Value si = k.addi(k.muli(bRow, cD), chan);
+      k.st(memref::LoadOp::create(b, a.gbuf, ValueRange{si}), a.dinit, si);
+    });
+  }
   gpu::ReturnOp::create(b);
 }

@@ -432,35 +432,37 @@ void emitGatedLaunch(llvm::raw_ostream &os, const KernelInfo &k, const std::stri
        << " channels does not fit in shared memory\");\n";
   } else if (coop) {
     // The dense gate's cooperative kernel: D / Dc blocks, a grid barrier a
-    // step. Workspace: [sync | pact0 | gbuf | grad_pre | grad_pre0 | pact].
+    // step. The adjoint runs in chunks of at most 128 steps from the end:
+    // before each, one product gives the chunk's pre-activations
+    // pact[b, t − lo] = h_{t-1}·W_g, so the workspace holds one chunk.
+    // Workspace: [sync | pact0 | gbuf | grad_pre | grad_pre0 | pact].
     const KernelInfo &v = *coop;
-    os << "  const size_t syncBytes = 256;\n"
-       << "  [[maybe_unused]] const size_t stateF32 = (size_t(B) * " << D << " * 4 + 255) / 256 * 256;\n";
-    if (adj)
-      os << "  const size_t preBytes = (size_t(B) * T * " << D << " * es + 255) / 256 * 256;\n"
+    const std::string grid = std::to_string(D / v.channelsPerBlock);
+    os << "  const size_t syncBytes = 256;\n";
+    if (adj) {
+      os << "  const size_t stateF32 = (size_t(B) * " << D << " * 4 + 255) / 256 * 256;\n"
+         << "  const int64_t cap = std::min<int64_t>(T, 128);\n"
+         << "  const size_t preBytes = (size_t(B) * T * " << D << " * es + 255) / 256 * 256;\n"
          << "  const size_t pre0Bytes = (size_t(B) * " << D << " * es + 255) / 256 * 256;\n"
-         << "  char *ws = static_cast<char *>(mmrec::rt::gpu::threadWorkspace().get(syncBytes + "
-            "2 * stateF32 + preBytes + pre0Bytes + size_t(B) * T * "
-         << D << " * 4, syncBytes + stateF32, stream));\n"
+         << "  const size_t wsBytes = syncBytes + 2 * stateF32 + preBytes + pre0Bytes + "
+            "size_t(B) * cap * "
+         << D << " * 4;\n"
+         << "  char *ws = static_cast<char *>(mmrec::rt::gpu::threadWorkspace().get(wsBytes, "
+            "syncBytes + stateF32, stream));\n"
          << "  void *sync = ws, *pact0 = ws + syncBytes, *gbuf = ws + syncBytes + stateF32;\n"
          << "  void *pre = ws + syncBytes + 2 * stateF32, *pre0 = static_cast<char *>(pre) + "
             "preBytes;\n"
-         << "  void *pact = static_cast<char *>(pre0) + pre0Bytes;\n"
-         << "  {\n    // Pre-activations of every step: pact[b, t] = h_t·W_g (used at t + 1),\n"
-         << "    // pact0 = init·W_g (zeros without init).\n"
-         << "    mmrec::rt::GemmDesc d;\n"
-         << "    d.m = B * T; d.n = " << D << "; d.k = " << D << "; d.lda = " << D
-         << "; d.ldb = " << D << "; d.ldc = " << D << ";\n"
-         << "    mmrec::rt::gemm(d, et, h.data, gate.data, DType::f32, pact, "
-            "mmrec::rt::DeviceKind::gpu, stream);\n";
-    if (adj && k.hasInit)
-      os << "    d.m = B;\n"
-         << "    mmrec::rt::gemm(d, et, init.data, gate.data, DType::f32, pact0, "
-            "mmrec::rt::DeviceKind::gpu, stream);\n";
-    if (adj)
-      os << "  }\n";
-    else
+         << "  void *pact = static_cast<char *>(pre0) + pre0Bytes;\n";
+      if (k.hasInit)
+        os << "  {\n    // pact0 = init·W_g (zeros without init).\n"
+           << "    mmrec::rt::GemmDesc d;\n"
+           << "    d.m = B; d.n = " << D << "; d.k = " << D << "; d.lda = " << D << "; d.ldb = " << D
+           << "; d.ldc = " << D << ";\n"
+           << "    mmrec::rt::gemm(d, et, init.data, gate.data, DType::f32, pact0, "
+              "mmrec::rt::DeviceKind::gpu, stream);\n  }\n";
+    } else {
       os << "  void *sync = mmrec::rt::gpu::threadWorkspace().get(syncBytes, syncBytes, stream);\n";
+    }
     os << "  MemRef1D m[] = {";
     for (const std::string &a : v.args) {
       if (a == "grad_pre")
@@ -470,20 +472,39 @@ void emitGatedLaunch(llvm::raw_ostream &os, const KernelInfo &k, const std::stri
       else if (a == "sync")
         os << "{sync, sync, 0, 1, 1}, ";
       else if (a == "pact")
-        os << "{pact, pact, 0, B * T * " << D << ", 1}, ";
+        os << "{pact, pact, 0, B * cap * " << D << ", 1}, ";
       else if (a == "pact0" || a == "gbuf")
         os << "{" << a << ", " << a << ", 0, B * " << D << ", 1}, ";
       else
         os << "memref(" << cIdent(a) << "), ";
     }
-    os << "};\n"
-       << "  int64_t dims[2] = {B, T};\n"
-       << "  std::vector<void *> params = kernelParams(m, " << v.args.size() << ", dims, 2);\n"
-       << "  mmrec::rt::gpu::launchCooperative(\"" << v.name << "\", gpuModule().function(\""
-       << v.name << "\"), " << D / v.channelsPerBlock << ", " << v.threads << ", "
-       << v.sharedBytes << ", stream, params.data());\n";
-    if (adj)
+    os << "};\n";
+    std::string launch = "  mmrec::rt::gpu::launchCooperative(\"" + v.name +
+                         "\", gpuModule().function(\"" + v.name + "\"), " + grid + ", " +
+                         std::to_string(v.threads) + ", " + std::to_string(v.sharedBytes) +
+                         ", stream, params.data());\n";
+    if (!adj) {
+      os << "  int64_t dims[2] = {B, T};\n"
+         << "  std::vector<void *> params = kernelParams(m, " << v.args.size() << ", dims, 2);\n"
+         << launch;
+    } else {
+      os << "  for (int64_t hi = T; hi > 0;) {\n"
+         << "    const int64_t lo = std::max<int64_t>(hi - cap, 0), t0 = std::max<int64_t>(lo, 1);\n"
+         << "    if (hi > t0) { // pact[b, t − lo] = h[b, t − 1]·W_g for t in [t0, hi)\n"
+         << "      mmrec::rt::GemmDesc d;\n"
+         << "      d.m = hi - t0; d.n = " << D << "; d.k = " << D << "; d.lda = " << D
+         << "; d.ldb = " << D << "; d.ldc = " << D << ";\n"
+         << "      d.batch = B; d.strideA = T * " << D << "; d.strideB = 0; d.strideC = cap * " << D
+         << ";\n"
+         << "      mmrec::rt::gemm(d, et, static_cast<const char *>(h.data) + size_t(t0 - 1) * " << D
+         << " * es, gate.data, DType::f32, static_cast<char *>(pact) + size_t(t0 - lo) * " << D
+         << " * 4, mmrec::rt::DeviceKind::gpu, stream);\n    }\n"
+         << "    mmrec::rt::gpu::threadWorkspace().get(wsBytes, syncBytes, stream); // counter := 0\n"
+         << "    int64_t dims[5] = {B, T, lo, hi, cap};\n"
+         << "    std::vector<void *> params = kernelParams(m, " << v.args.size() << ", dims, 5);\n  "
+         << launch << "    hi = lo;\n  }\n";
       products("mmrec::rt::DeviceKind::gpu", "pre", "pre0", "onesOnDevice(et, B * T)");
+    }
   } else {
     // Rows per block: enough blocks to fill the device twice, then taller ones.
     os << "  const int64_t sms = mmrec::rt::gpu::multiprocessorCount();\n"

@@ -697,6 +697,24 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     return k.addi(k.muli(k.addi(k.muli(bRow, T), t), cD), chan);
   };
 
+  // The forward's last part for (row, channel) given the pre-activation p:
+  // h_t = z·σ(p) + γ·h_{t-1}, stored (and the final state at t = T−1).
+  auto finishForward = [&](Value bRow, Value t, Value chan, Value notFirst, Value p) {
+    auto ifh = scf::IfOp::create(b, TypeRange{f32}, notFirst, true);
+    {
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(ifh.thenBlock());
+      scf::YieldOp::create(b, vld(a.h, seqAt(bRow, k.subi(t, c1), chan)));
+      b.setInsertionPointToStart(ifh.elseBlock());
+      scf::YieldOp::create(b, initAt(bRow, chan));
+    }
+    Value z = k.ld(a.z, seqAt(bRow, t, chan));
+    Value gm = k.exp(k.clamp(k.ld(a.l, seqAt(bRow, t, chan))));
+    Value hn = k.add(k.mul(z, k.sigmoid(p)), k.mul(gm, ifh.getResult(0)));
+    k.st(hn, a.h, seqAt(bRow, t, chan));
+    k.stIf(k.eq(t, k.subi(T, c1)), hn, a.fin, k.addi(k.muli(bRow, cD), chan));
+  };
+
   // --- Tensor-core product (spec.mma): block = 32 channels (2 m-tiles of 16)
   // × 8 batch rows (n = 8); warp w owns k-tiles w, w + NW, ... of the
   // contraction. A = the block's W_g slice as mma fragments (loop-invariant:
@@ -869,19 +887,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
           b.setInsertionPointToStart(ifB.thenBlock());
           Value chan = k.addi(chanBase, cc);
           Value p = k.add(k.ld(a.bias, chan), mmaSum(r, cc));
-          auto ifh = scf::IfOp::create(b, TypeRange{f32}, notFirst, true);
-          {
-            OpBuilder::InsertionGuard g2(b);
-            b.setInsertionPointToStart(ifh.thenBlock());
-            scf::YieldOp::create(b, vld(a.h, seqAt(bRow, k.subi(t, c1), chan)));
-            b.setInsertionPointToStart(ifh.elseBlock());
-            scf::YieldOp::create(b, initAt(bRow, chan));
-          }
-          Value z = k.ld(a.z, seqAt(bRow, t, chan));
-          Value gm = k.exp(k.clamp(k.ld(a.l, seqAt(bRow, t, chan))));
-          Value hn = k.add(k.mul(z, k.sigmoid(p)), k.mul(gm, ifh.getResult(0)));
-          k.st(hn, a.h, seqAt(bRow, t, chan));
-          k.stIf(k.eq(t, k.subi(T, c1)), hn, a.fin, k.addi(k.muli(bRow, cD), chan));
+          finishForward(bRow, t, chan, notFirst, p);
         });
         gpu::BarrierOp::create(b);
       });
@@ -956,19 +962,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
             p = k.add(p, memref::LoadOp::create(
                              b, part, ValueRange{k.addi(k.muli(r, k.idx(NT)),
                                                         k.addi(k.idx(q * Dc), cc))}));
-          auto ifh = scf::IfOp::create(b, TypeRange{f32}, notFirst, true);
-          {
-            OpBuilder::InsertionGuard g2(b);
-            b.setInsertionPointToStart(ifh.thenBlock());
-            scf::YieldOp::create(b, vld(a.h, seqAt(bRow, k.subi(t, c1), chan)));
-            b.setInsertionPointToStart(ifh.elseBlock());
-            scf::YieldOp::create(b, initAt(bRow, chan));
-          }
-          Value z = k.ld(a.z, seqAt(bRow, t, chan));
-          Value gm = k.exp(k.clamp(k.ld(a.l, seqAt(bRow, t, chan))));
-          Value hn = k.add(k.mul(z, k.sigmoid(p)), k.mul(gm, ifh.getResult(0)));
-          k.st(hn, a.h, seqAt(bRow, t, chan));
-          k.stIf(k.eq(t, k.subi(T, c1)), hn, a.fin, k.addi(k.muli(bRow, cD), chan));
+          finishForward(bRow, t, chan, notFirst, p);
         });
         gpu::BarrierOp::create(b);
       });

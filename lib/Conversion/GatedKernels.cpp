@@ -70,7 +70,7 @@ int64_t GatedKernelSpec::sharedBytes() const {
   if (cooperative) // a tile of staged rows, then the product's partial sums
     return coopRows() * (channels + threads()) * 4;
   int64_t dh = headDim();
-  int64_t w = (dh * wStride() * 4 + 15) / 16 * 16;
+  int64_t w = (dh * wStride() * (wHalf() ? 2 : 4) + 15) / 16 * 16;
   int64_t state = 2 * rows * dh * 4;
   return w + (adjoint ? 2 * state : state);
 }
@@ -345,12 +345,18 @@ void mlir::mmrec::buildGpuGatedKernel(OpBuilder &builder, Location loc, Operatio
   auto bytesType = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
                                    MemRefLayoutAttrInterface{}, wg);
   Value smem = gpu::DynamicSharedMemoryOp::create(b, bytesType);
-  int64_t wBytes = (dh * WS * 4 + 15) / 16 * 16, stateLen = 2 * R * dh;
+  const bool wHalf = spec.wHalf();
+  int64_t wBytes = (dh * WS * (wHalf ? 2 : 4) + 15) / 16 * 16, stateLen = 2 * R * dh;
   auto view = [&](int64_t byteOffset, int64_t len) {
     auto t = MemRefType::get({len}, f32, MemRefLayoutAttrInterface{}, wg);
     return memref::ViewOp::create(b, t, smem, k.idx(byteOffset), ValueRange{}).getResult();
   };
-  Value Ws = view(0, dh * WS);
+  Value Ws = wHalf ? memref::ViewOp::create(b,
+                                            MemRefType::get({dh * WS}, b.getBF16Type(),
+                                                            MemRefLayoutAttrInterface{}, wg),
+                                            smem, k.idx(0), ValueRange{})
+                         .getResult()
+                   : view(0, dh * WS);
   Value hs = view(wBytes, stateLen);
   Value as = spec.adjoint ? view(wBytes + stateLen * 4, stateLen) : Value();
 
@@ -378,6 +384,8 @@ void mlir::mmrec::buildGpuGatedKernel(OpBuilder &builder, Location loc, Operatio
     Value wBase = k.muli(head, k.idx(dh * dh));
     k.loop(c0, k.idx(dh), [&](Value i) {
       Value v = k.ld(a.w, k.addi(wBase, k.addi(k.muli(i, k.idx(dh)), j)));
+      if (wHalf)
+        v = arith::TruncFOp::create(b, b.getBF16Type(), v);
       stS(v, Ws, k.addi(k.muli(i, k.idx(WS)), j));
     });
   }
@@ -397,7 +405,8 @@ void mlir::mmrec::buildGpuGatedKernel(OpBuilder &builder, Location loc, Operatio
         // W[i+q][j] (rows of the block) or W[j][i+q] (the transposed product).
         Value wi = transposed ? k.addi(k.muli(j, k.idx(WS)), k.idx(i + q))
                               : k.addi(k.idx((i + q) * WS), j);
-        w.push_back(ldS(Ws, wi));
+        Value wv = ldS(Ws, wi);
+        w.push_back(wHalf ? arith::ExtFOp::create(b, f32, wv).getResult() : wv);
       }
       for (int64_t r = 0; r < R; ++r) {
         Value xi = k.addi(xBase, k.idx(r * dh + i));

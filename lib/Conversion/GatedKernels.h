@@ -81,6 +81,12 @@ struct GatedKernelSpec {
   int64_t headDim() const { return channels / heads; }
   /// Row stride of W_g's block in shared memory (odd: conflict-free both ways).
   int64_t wStride() const { return headDim() % 2 ? headDim() : headDim() + 1; }
+  /// W_g's block is kept in shared memory as bf16 (bf16 I/O whose fp32 block
+  /// would not fit, e.g. dh = 256) rather than fp32.
+  bool wHalf() const {
+    return elementType && elementType.isBF16() &&
+           headDim() * wStride() * 4 + 2 * 4 * headDim() * 4 > 227 * 1024;
+  }
   int64_t threads() const {
     if (cooperative && mma)
       return kMmaThreads;

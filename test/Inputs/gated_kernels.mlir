@@ -75,3 +75,14 @@ func.func @gated_768(%z: tensor<?x?x768xbf16>, %l: tensor<?x?x768xf32, #ls>, %W:
       -> tensor<?x?x768xbf16>, tensor<?x768xbf16>
   return %h, %hT : tensor<?x?x768xbf16>, tensor<?x768xbf16>
 }
+
+// Per-head at the largest head size, dh = 256 (2 heads), bf16 with an
+// initial state: W_g's block sits in shared memory as bf16.
+func.func @gated_h256(%z: tensor<?x?x512xbf16>, %l: tensor<?x?x512xf32, #ls>, %W: tensor<2x256x256xbf16>,
+                      %bg: tensor<512xbf16>, %h0: tensor<?x512xbf16>)
+    -> (tensor<?x?x512xbf16>, tensor<?x512xbf16>) {
+  %h, %hT = mmrec.gated_recurrence %z, %l, %W, %bg init %h0
+      : tensor<?x?x512xbf16>, tensor<?x?x512xf32, #ls>, tensor<2x256x256xbf16>, tensor<512xbf16>, tensor<?x512xbf16>
+      -> tensor<?x?x512xbf16>, tensor<?x512xbf16>
+  return %h, %hT : tensor<?x?x512xbf16>, tensor<?x512xbf16>
+}

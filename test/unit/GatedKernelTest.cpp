@@ -3,7 +3,8 @@
 // The kernels come from mmrec-compile on test/Inputs/gated_kernels.mlir:
 // the level-0 recurrence h_t = z_t ⊙ σ(h_{t-1}·W_g + b_g) + γ_t ⊙ h_{t-1}
 // with a dense W_g (D = 48), per-head W_g (3 heads of 64, no init, clamp at
-// -8), bf16 I/O (2 heads of 33), 4 heads of 128, and dense gates beyond one GPU block
+// -8), bf16 I/O (2 heads of 33), 4 heads of 128, 2 bf16 heads of 256, and
+// dense gates beyond one GPU block
 // (D = 320 fp32; D = 768 bf16 with init; the 7B model's D = 4096 bf16),
 // which the GPU runs as cooperative kernels (the bf16 forwards on tensor
 // cores). Every case draws fresh random inputs
@@ -27,7 +28,7 @@ namespace ref = mmrec::ref;
 
 namespace {
 
-enum class Variant { dense, heads, bf16, wide, b7, h128, small };
+enum class Variant { dense, heads, bf16, wide, b7, h128, small, h256 };
 
 struct Config {
   int64_t D, H;
@@ -45,6 +46,7 @@ Config configOf(Variant v) {
   case Variant::b7: return {4096, 1, false, false, DType::bf16, -50.0};
   case Variant::h128: return {512, 4, true, true, DType::f32, -50.0};
   case Variant::small: return {768, 1, false, true, DType::bf16, -50.0};
+  case Variant::h256: return {512, 2, true, true, DType::bf16, -50.0};
   }
   return {};
 }
@@ -98,6 +100,9 @@ void checkGated(Where where, Variant v, int64_t B, int64_t T, double tol, double
       break;
     case Variant::small:
       K::gated_768_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(fin));
+      break;
+    case Variant::h256:
+      K::gated_h256_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(fin));
       break;
     }
     run.finish();
@@ -153,6 +158,10 @@ void checkGated(Where where, Variant v, int64_t B, int64_t T, double tol, double
       K::gated_768_grad_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(dy),
                                run(dfin), run(dz), run(dl), run(dW), run(db), run(dh0));
       break;
+    case Variant::h256:
+      K::gated_h256_grad_kernel(run(z), run(l), run(W), run(bg), run(h0), run(h), run(dy),
+                                run(dfin), run(dz), run(dl), run(dW), run(db), run(dh0));
+      break;
     }
     run.finish();
   }
@@ -190,6 +199,10 @@ TEST(GatedKernelCpu, PerHead128) {
   checkGated(Where::cpu, Variant::h128, 1, 1, 1e-4);
   checkGated(Where::cpu, Variant::h128, 3, 5, 1e-4);
   checkGated(Where::cpu, Variant::h128, 8, 130, 1e-4);
+}
+TEST(GatedKernelCpu, PerHead256) {
+  checkGated(Where::cpu, Variant::h256, 3, 5, 2e-2);
+  checkGated(Where::cpu, Variant::h256, 2, 70, 2e-2);
 }
 TEST(GatedKernelCpu, DenseWide) {
   checkGated(Where::cpu, Variant::wide, 1, 1, 1e-4);
@@ -236,6 +249,12 @@ GPU_TEST(Dense, allShapes(Where::gpu, Variant::dense, 1e-4))
 GPU_TEST(PerHead, allShapes(Where::gpu, Variant::heads, 1e-4))
 GPU_TEST(BF16, allShapes(Where::gpu, Variant::bf16, 2e-2))
 GPU_TEST(PerHead128, allShapes(Where::gpu, Variant::h128, 1e-4))
+GPU_TEST(PerHead256, {
+  // dh = 256: W_g's block in shared memory as bf16.
+  checkGated(Where::gpu, Variant::h256, 1, 1, 2e-2);
+  checkGated(Where::gpu, Variant::h256, 3, 5, 2e-2);
+  checkGated(Where::gpu, Variant::h256, 8, 513, 2e-2);
+})
 // The cooperative kernels of the dense gate (W_g beyond one block).
 GPU_TEST(DenseWideCooperative, {
   for (const BT &s : kShapes)

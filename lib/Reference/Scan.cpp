@@ -43,6 +43,11 @@ ScanGrads scanBackward(const std::vector<double> &la, const std::vector<double> 
   g.db.assign(size_t(B * T * N), 0.0);
   g.dh0.assign(size_t(B * N), 0.0);
   auto timeOf = [&](int64_t s) { return reverse ? T - 1 - s : s; };
+  if (T == 0) { // no step: the final state is h0 itself
+    if (!dfinal.empty())
+      g.dh0 = dfinal;
+    return g;
+  }
   for (int64_t bi = 0; bi < B; ++bi)
     for (int64_t n = 0; n < N; ++n) {
       // g_s = dL/dh at forward step s, accumulated from the last step back.

@@ -356,10 +356,15 @@ void emitGatedLaunch(llvm::raw_ostream &os, const KernelInfo &k, const std::stri
        << "' is on another device than 'z'\");\n";
   if (adj)
     os << "  if (B == 0) return;\n"
-       << "  if (T == 0) {\n"
-       << "    fail(K, \"T = 0: the adjoint needs at least one step\");\n  }\n";
+       << "  if (T == 0) { // no step: dh0 = dfinal, no gradient for W_g and b_g\n"
+       << (k.hasInit ? "    copyState(grad_init, &grad_final);\n" : "")
+       << "    copyState(grad_gate, nullptr);\n    copyState(grad_bias, nullptr);\n"
+       << "    return;\n  }\n";
   else
-    os << "  if (B == 0 || T == 0) return;\n";
+    os << "  if (B == 0) return;\n"
+       << "  if (T == 0) { // no step: the final state is the initial one\n"
+       << "    copyState(final_, " << (k.hasInit ? "&init" : "nullptr") << ");\n"
+       << "    return;\n  }\n";
   os << "  [[maybe_unused]] const DType et = DType::" << k.dtype << ";\n"
      << "  [[maybe_unused]] const size_t es = mmrec::rt::dtypeSize(et);\n";
   // dW and db from grad_pre (k = B·T rows, h as stored) and grad_pre0 (the
@@ -678,6 +683,17 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
 [[noreturn]] void fail(const char *kernel, const std::string &msg) {
   throw mmrec::rt::Error(std::string(kernel) + ": " + msg);
 }
+/// dst = *src (same bytes), or zeros without src; on dst's device.
+[[maybe_unused]] void copyState(const TensorRef &dst, const TensorRef *src) {
+  const size_t bytes = size_t(dst.numel()) * mmrec::rt::dtypeSize(dst.dtype);
+  if (dst.device == mmrec::rt::DeviceKind::cpu) {
+    if (src) std::memcpy(dst.data, src->data, bytes);
+    else std::memset(dst.data, 0, bytes);
+    return;
+  }
+  if (src) mmrec::rt::gpu::copyDeviceToDevice(dst.data, src->data, bytes);
+  else mmrec::rt::gpu::memsetD8(dst.data, 0, bytes);
+}
 /// n ones of dtype t at p (the row vector that sums rows in a product).
 [[maybe_unused]] void fillOnes(void *p, DType t, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
@@ -749,7 +765,14 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
       for (const std::string &a : k.args)
         os << "  if (" << cIdent(a) << ".device != device)\n    fail(K, \"argument '" << a
            << "' is on another device than '" << seq << "'\");\n";
-      os << "  if (B == 0 || T == 0 || N == 0) return;\n";
+      os << "  if (B == 0 || N == 0) return;\n";
+      // No step: final = init (zeros without), grad_init = grad_final.
+      if (k.op == "scan")
+        os << "  if (T == 0) { copyState(final_, " << (k.hasInit ? "&init" : "nullptr")
+           << "); return; }\n";
+      else
+        os << "  if (T == 0) { " << (k.hasInit ? "copyState(grad_init, &grad_final); " : "")
+           << "return; }\n";
       os << "  if (device == mmrec::rt::DeviceKind::cpu) {\n";
       if (cpuKernels) {
         os << "    mmrec_cpu_" << opts.name << "_" << k.name << "(";

@@ -7,7 +7,7 @@
 // GPU-SAME: heads = 2 : i64, mma = false, name = "fwd_kernel_r1", op = "gated_recurrence", per_head = true, public_name = "fwd_kernel", rows = 1 : i64, shared_bytes = 17152 : i64
 // GPU-SAME: name = "fwd_kernel_r2"
 // GPU-SAME: name = "fwd_kernel_r4"
-// A dense bf16 gate of 256 channels does not fit one block: the cooperative
+// A dense bf16 gate of 512 channels does not fit one block: the cooperative
 // kernel, its products on tensor cores.
 // GPU-SAME: channels_per_block = 32 : i64, {{.*}}cooperative = true, {{.*}}mma = true, name = "wide_kernel_coop"
 // GPU: mmrec.gated_recurrence {{.*}}{mmrec.kernel = "fwd_kernel"}
@@ -46,10 +46,10 @@ func.func @fwd(%z: tensor<?x?x128xbf16>, %l: tensor<?x?x128xf32>, %W: tensor<2x6
   return %h, %f : tensor<?x?x128xbf16>, tensor<?x128xbf16>
 }
 
-func.func @wide(%z: tensor<?x?x256xbf16>, %l: tensor<?x?x256xf32>, %W: tensor<256x256xbf16>, %bg: tensor<256xbf16>)
-    -> (tensor<?x?x256xbf16>, tensor<?x256xbf16>) {
+func.func @wide(%z: tensor<?x?x512xbf16>, %l: tensor<?x?x512xf32>, %W: tensor<512x512xbf16>, %bg: tensor<512xbf16>)
+    -> (tensor<?x?x512xbf16>, tensor<?x512xbf16>) {
   %h, %f = mmrec.gated_recurrence %z, %l, %W, %bg
-      : tensor<?x?x256xbf16>, tensor<?x?x256xf32>, tensor<256x256xbf16>, tensor<256xbf16>
-      -> tensor<?x?x256xbf16>, tensor<?x256xbf16>
-  return %h, %f : tensor<?x?x256xbf16>, tensor<?x256xbf16>
+      : tensor<?x?x512xbf16>, tensor<?x?x512xf32>, tensor<512x512xbf16>, tensor<512xbf16>
+      -> tensor<?x?x512xbf16>, tensor<?x512xbf16>
+  return %h, %f : tensor<?x?x512xbf16>, tensor<?x512xbf16>
 }

@@ -222,6 +222,12 @@ TEST(GatedKernelCpu, ThousandStepsAtUnitDecayStayFinite) {
   checkGated(Where::cpu, Variant::dense, 2, 1000, 1e-4, 0.0, 0.0);
   checkGated(Where::cpu, Variant::heads, 2, 1000, 1e-4, 0.0, 0.0);
 }
+TEST(GatedKernelCpu, NoStepsPassTheStateThrough) {
+  // T = 0: final = init (zeros without one), grad_init = grad_final, no
+  // gradient for W_g and b_g — against the oracle like every other shape.
+  for (Variant v : {Variant::dense, Variant::heads, Variant::bf16, Variant::wide})
+    checkGated(Where::cpu, v, 3, 0, 1e-6);
+}
 TEST(GatedKernelCpu, ShapeMismatchIsAClearError) {
   HostArray z(DType::f32, {2, 3, 48}), l(DType::f32, {2, 3, 48}), W(DType::f32, {48, 47}),
       bg(DType::f32, {48}), h0(DType::f32, {2, 48}), h(DType::f32, {2, 3, 48}),
@@ -277,6 +283,10 @@ GPU_TEST(ManyRowsPerBlock, {
   checkGated(Where::gpu, Variant::heads, 400, 9, 1e-4);
   checkGated(Where::gpu, Variant::heads, 800, 5, 1e-4);
   checkGated(Where::gpu, Variant::bf16, 1111, 3, 2e-2);
+})
+GPU_TEST(NoStepsPassTheStateThrough, {
+  for (Variant v : {Variant::dense, Variant::heads, Variant::bf16, Variant::wide, Variant::small})
+    checkGated(Where::gpu, v, 3, 0, 1e-6);
 })
 GPU_TEST(ThousandStepsAtUnitDecayStayFinite, {
   checkGated(Where::gpu, Variant::dense, 2, 1000, 1e-4, 0.0, 0.0);

@@ -105,3 +105,14 @@ TEST(ScanReference, ClampBounds) {
   EXPECT_NEAR(r.h[0], std::exp(-50.0) + 0.5, 1e-15);
   EXPECT_NEAR(r.h[1], r.h[0] + 0.25, 1e-15);
 }
+
+TEST(ScanReference, NoStepsPassTheStateThrough) {
+  // T = 0: the final state is h0 and dL/dh0 = dL/dfinal.
+  std::vector<double> h0{0.5, -2.0}, dfinal{3.0, 0.25};
+  ScanResult r = scanForward({}, {}, h0, 1, 0, 2, 1, -50, 0, false);
+  ASSERT_EQ(r.final.size(), 2u);
+  EXPECT_EQ(r.final, h0);
+  ScanGrads g = scanBackward({}, {}, h0, 1, 0, 2, 1, -50, 0, false, {}, dfinal);
+  EXPECT_EQ(g.dh0, dfinal);
+  EXPECT_TRUE(g.db.empty());
+}

@@ -160,6 +160,11 @@ TEST(ScanKernelCpu, ExtremeDecaysStayFinite) {
   for (double l : {std::log(0.001), std::log(0.999), -50.0, 0.0})
     checkScan(Where::cpu, Variant::f32, {1, 32768, 3}, l, l, 1e-4);
 }
+TEST(ScanKernelCpu, NoStepsPassTheStateThrough) {
+  // T = 0: final = init (zeros without one), grad_init = grad_final.
+  for (Variant v : {Variant::f32, Variant::f32_rev, Variant::bf16, Variant::gated})
+    checkScan(Where::cpu, v, {3, 0, 5}, -3.0, 0.0, 1e-6);
+}
 TEST(ScanKernelCpu, ShapeMismatchIsAClearError) {
   HostArray la(DType::f32, {2, 3, 4}), b(DType::f32, {2, 3, 4}), h0(DType::f32, {2, 5}),
       h(DType::f32, {2, 3, 4}), fin(DType::f32, {2, 4});
@@ -192,6 +197,10 @@ GPU_TEST(FusedDecayGate, {
 GPU_TEST(ClampBoundsAreExercised, checkScan(Where::gpu, Variant::f32, {2, 300, 17}, -80, 5, 1e-5))
 GPU_TEST(LongSequenceManyBlocks, checkScan(Where::gpu, Variant::f32, {1, 32768, 4096}, -0.05, 0, 1e-5))
 GPU_TEST(LongSequenceBF16, checkScan(Where::gpu, Variant::bf16, {2, 20000, 1024}, -0.05, 0, 1e-2))
+GPU_TEST(NoStepsPassTheStateThrough, {
+  for (Variant v : {Variant::f32, Variant::f32_rev, Variant::bf16, Variant::gated})
+    checkScan(Where::gpu, v, {3, 0, 5}, -3.0, 0.0, 1e-6);
+})
 GPU_TEST(ExtremeDecaysStayFinite, {
   for (double l : {std::log(0.001), std::log(0.999), -50.0, 0.0})
     checkScan(Where::gpu, Variant::f32, {1, 32768, 3}, l, l, 1e-4);

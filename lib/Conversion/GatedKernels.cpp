@@ -193,6 +193,32 @@ SmallVector<Type> argTypes(const GatedKernelSpec &s, MLIRContext *ctx) {
   return t;
 }
 
+/// A `gpu.func` kernel for `spec` with a known block size of `threads`,
+/// the builder at the start of its body.
+gpu::GPUFuncOp createGpuKernel(ImplicitLocOpBuilder &b, Operation *gpuModule,
+                               const GatedKernelSpec &spec, int64_t threads) {
+  b.setInsertionPointToEnd(&gpuModule->getRegion(0).front());
+  auto func = gpu::GPUFuncOp::create(b, spec.name,
+                                     b.getFunctionType(argTypes(spec, b.getContext()), {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(threads), 1, 1}));
+  b.setInsertionPointToStart(&func.getBody().front());
+  return func;
+}
+
+/// A volatile load of `type` at element `i` of `mem` (what other blocks wrote
+/// during this launch: L1 is not coherent across SMs).
+Value volatileLoad(ImplicitLocOpBuilder &b, Value mem, Value i, Type type, unsigned align) {
+  auto mt = llvm::cast<MemRefType>(mem.getType());
+  Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, mem);
+  auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
+  Value base64 = arith::IndexCastOp::create(b, b.getI64Type(), base);
+  Value p = LLVM::IntToPtrOp::create(b, ptrTy, base64);
+  Value i64 = arith::IndexCastOp::create(b, b.getI64Type(), i);
+  Value gep = LLVM::GEPOp::create(b, ptrTy, mt.getElementType(), p, ValueRange{i64});
+  return LLVM::LoadOp::create(b, type, gep, align, /*isVolatile=*/true);
+}
+
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -325,11 +351,7 @@ void mlir::mmrec::buildGpuGatedKernel(OpBuilder &builder, Location loc, Operatio
                                       const GatedKernelSpec &spec) {
   MLIRContext *ctx = builder.getContext();
   ImplicitLocOpBuilder b(loc, builder);
-  b.setInsertionPointToEnd(&gpuModule->getRegion(0).front());
-  auto func = gpu::GPUFuncOp::create(b, spec.name, b.getFunctionType(argTypes(spec, ctx), {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(spec.threads()), 1, 1}));
-  b.setInsertionPointToStart(&func.getBody().front());
+  gpu::GPUFuncOp func = createGpuKernel(b, gpuModule, spec, spec.threads());
   Gen k(b, spec, /*gpu=*/true);
   Type f32 = k.f32;
   unsigned ai = 0;
@@ -566,27 +588,22 @@ void mlir::mmrec::buildGpuGatedKernel(OpBuilder &builder, Location loc, Operatio
 // GPU, dense gate: the cooperative kernels
 //===----------------------------------------------------------------------===//
 //
-// Forward, per step t and tile of 8 batch rows: thread (c, ks) sums
-// x[b][k]·W[k][c0+c] over its contiguous k-chunk (x = h_{t-1}, read back
-// from memory, warp-uniform; W streamed from L2, coalesced along c), the
-// partial sums meet in shared memory, thread (b, c) finishes h_t; then a
-// grid-wide barrier (one counter; thread 0 of each block adds 1 and spins
-// until it reads (t+1)·blocks, with acquire-release fences around it).
-// Adjoint, per step: thread (b, c) forms a_t from the pre-activation (one
-// product before the kernel) and publishes it in grad_pre; barrier; warp w
-// reduces back[b][c] = Σ_j a_t[b][j]·W[c0+c][j] for its channels with
-// lanes along j (coalesced W rows) and a shuffle tree; g ← γ·g + back.
+// Forward, per step t and tile of batch rows: the rows of h_{t-1} (other
+// blocks' outputs) are staged in shared memory, the block's products
+// x·W[:, c0..c0+Dc) are formed — on tensor cores with W's slice held as mma
+// fragments (spec.mma), else by FP32 FMAs streaming W — and thread (b, c)
+// finishes h_t; then a grid-wide barrier (one counter; thread 0 of each
+// block adds 1 and spins until it reads (t+1)·blocks, with acquire-release
+// fences around it). Adjoint, per chunk of steps and per step: thread (b, c)
+// forms a_t from the chunk's pre-activations and publishes it in grad_pre;
+// barrier; back = a_t·W[c0..c0+Dc, :]ᵀ the same two ways; g ← γ·g + back.
 
 void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Operation *gpuModule,
                                           const GatedKernelSpec &spec) {
   MLIRContext *ctx = builder.getContext();
   ImplicitLocOpBuilder b(loc, builder);
-  b.setInsertionPointToEnd(&gpuModule->getRegion(0).front());
   const int64_t NT = spec.threads();
-  auto func = gpu::GPUFuncOp::create(b, spec.name, b.getFunctionType(argTypes(spec, ctx), {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(NT), 1, 1}));
-  b.setInsertionPointToStart(&func.getBody().front());
+  gpu::GPUFuncOp func = createGpuKernel(b, gpuModule, spec, NT);
   Gen k(b, spec, /*gpu=*/true);
   Type f32 = k.f32, i32 = b.getI32Type();
   unsigned ai = 0;
@@ -622,14 +639,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   // not coherent across SMs).
   auto vld = [&](Value mem, Value i) -> Value {
     auto mt = llvm::cast<MemRefType>(mem.getType());
-    Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, mem);
-    auto ptrTy = LLVM::LLVMPointerType::get(ctx);
-    Value base64 = arith::IndexCastOp::create(b, b.getI64Type(), base);
-    Value p = LLVM::IntToPtrOp::create(b, ptrTy, base64);
-    Value i64 = arith::IndexCastOp::create(b, b.getI64Type(), i);
-    Value gep = LLVM::GEPOp::create(b, ptrTy, mt.getElementType(), p, ValueRange{i64});
-    Value v = LLVM::LoadOp::create(b, mt.getElementType(), gep,
-                                   mt.getElementTypeBitWidth() / 8, /*isVolatile=*/true);
+    Value v = volatileLoad(b, mem, i, mt.getElementType(), mt.getElementTypeBitWidth() / 8);
     if (v.getType() != f32 && llvm::isa<FloatType>(v.getType()))
       v = arith::ExtFOp::create(b, f32, v);
     return v;
@@ -681,14 +691,8 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       Value bRow = k.minui(k.addi(b0, r), k.subi(B, c1));
       Value at = k.addi(rowStart(bRow), col);
       auto mt = llvm::cast<MemRefType>(src.getType());
-      Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, src);
-      auto ptrTy = LLVM::LLVMPointerType::get(ctx);
-      Value base64 = arith::IndexCastOp::create(b, b.getI64Type(), base);
-      Value p = LLVM::IntToPtrOp::create(b, ptrTy, base64);
-      Value i64 = arith::IndexCastOp::create(b, b.getI64Type(), at);
-      Value gep = LLVM::GEPOp::create(b, ptrTy, mt.getElementType(), p, ValueRange{i64});
       auto vt = VectorType::get({V}, mt.getElementType());
-      Value v = LLVM::LoadOp::create(b, vt, gep, unsigned(V * es), /*isVolatile=*/true);
+      Value v = volatileLoad(b, src, at, vt, unsigned(V * es));
       if (mt.getElementType() != f32)
         v = arith::ExtFOp::create(b, VectorType::get({V}, f32), v);
       vector::StoreOp::create(b, v, X, ValueRange{k.addi(k.muli(r, cD), col)});
@@ -790,13 +794,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       Value col = k.muli(arith::RemUIOp::create(b, q, perRow), k.idx(V));
       Value bRow = k.minui(k.addi(b0, r), k.subi(B, c1));
       Value at = k.addi(rowStart(bRow), col);
-      Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, src);
-      auto ptrTy = LLVM::LLVMPointerType::get(ctx);
-      Value base64 = arith::IndexCastOp::create(b, b.getI64Type(), base);
-      Value p = LLVM::IntToPtrOp::create(b, ptrTy, base64);
-      Value i64 = arith::IndexCastOp::create(b, b.getI64Type(), at);
-      Value gep = LLVM::GEPOp::create(b, ptrTy, bf16, p, ValueRange{i64});
-      Value v = LLVM::LoadOp::create(b, VectorType::get({V}, bf16), gep, 16u, /*isVolatile=*/true);
+      Value v = volatileLoad(b, src, at, VectorType::get({V}, bf16), 16u);
       vector::StoreOp::create(b, v, Xb, ValueRange{k.addi(k.muli(r, k.idx(XS)), col)});
     });
   };

@@ -101,6 +101,32 @@ def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::Module
   ];
 }
 
+def MMRecBuildTrainKernels : Pass<"mmrec-build-train-kernels", "::mlir::ModuleOp"> {
+  let summary = "Generate the CPU kernels of a training step for the module's mmrec.config";
+  let description = [{
+    Adds to a module that carries an `mmrec.config` every non-GEMM kernel that
+    one training step of MMREC_SPEC's model needs, as `func.func @train_<name>`
+    loop nests with `llvm.emit_c_interface` (lowered to LLVM host code by
+    `mmrec-compile`, which links them into `NAME.train.so`):
+    RMSNorm, the decay gate, the level-0 gated recurrence, level 1 (chunk
+    means and the causal chunk read), the MDI write, the chunk-level memory
+    scan, the MDI read, the HDS combination (with its GroupRMSNorm), SwiGLU,
+    the embedding gather/scatter, cross-entropy, AdamW and Σx², each forward
+    and reverse. Every size of the configuration is a compile-time constant;
+    the batch B, the sequence length T and row counts are arguments.
+
+    The module gets a `mmrec.train_kernels` array: one dictionary per kernel
+    with its `name`, its array arguments (`arrays`, 1-D memrefs in order) and
+    its index arguments (`indices`). A module without `mmrec.config` is an
+    error.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
+    "::mlir::math::MathDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect", "::mlir::vector::VectorDialect"
+  ];
+}
+
 def MMRecParamCount : Pass<"mmrec-param-count", "::mlir::ModuleOp"> {
   let summary = "Check every parameter against the model configuration and count them";
   let description = [{

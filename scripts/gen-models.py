@@ -8,6 +8,7 @@ checks that the committed files match its output.
 
     scripts/gen-models.py            # rewrite models/*.mlir
     scripts/gen-models.py --print tiny [--gate per_head]   # one model to stdout
+    scripts/gen-models.py --print test -o FILE            # the trainer tests' model
 """
 import argparse
 import os
@@ -20,7 +21,12 @@ CONFIGS = {
                   F=2048, C=64, T_max=4096, r=64),
     "7b": dict(name="mmrec-7b", V=32000, D=4096, L=24, H=32, Nm=8, M=1024,
                F=11008, C=128, T_max=32768, r=128),
+    # Not a model of the spec: odd sizes for the trainer's oracle tests
+    # (generated at build time, never written to models/).
+    "test": dict(name="mmrec-test", V=37, D=24, L=2, H=3, Nm=2, M=5, F=40,
+                 C=4, T_max=64, r=3),
 }
+MODELS = ("tiny", "small", "7b")
 
 LS = "#mmrec.logspace<min = -50.0, max = 0.0>"
 
@@ -172,12 +178,18 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--print", dest="print_key", choices=sorted(CONFIGS))
     ap.add_argument("--gate", choices=["dense", "per_head"], default="dense")
+    ap.add_argument("-o", dest="out", help="with --print: write to this file")
     args = ap.parse_args()
     if args.print_key:
-        sys.stdout.write(gen(args.print_key, args.gate))
+        text = gen(args.print_key, args.gate)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text)
+        else:
+            sys.stdout.write(text)
         return
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models")
-    for key in CONFIGS:
+    for key in MODELS:
         path = os.path.join(root, f"mmrec-{key}.mlir")
         with open(path, "w") as f:
             f.write(gen(key))

@@ -689,8 +689,16 @@ void mlir::mmrec::buildCpuScanKernel(OpBuilder &builder, Location loc,
     Value dl = k.select(inRange, k.mul(k.mul(g, gamma), hp), zero);
     if (spec.gateLogits)
       dl = k.mul(dl, k.rawLogDerivative(operand, false));
-    if (spec.inner == 1)
+    if (spec.inner == 1) {
       st(dl, dla, at(t));
+    } else {
+      // One decay per `inner` channels: dℓ is the sum over them, built up
+      // as n runs through the slot's channels in order.
+      Value slot = k.divui(at(t), k.idx(spec.inner));
+      Value first = k.eq(k.remui(n, k.idx(spec.inner)), c0);
+      Value acc = k.select(first, zero, ld(dla, slot));
+      st(k.add(acc, dl), dla, slot);
+    }
     if (spec.hasInit) {
       auto ifLast = scf::IfOp::create(b, TypeRange{}, isLast, false);
       OpBuilder::InsertionGuard g2(b);

@@ -168,9 +168,10 @@ LogicalResult MMRecDialect::verifyOperationAttribute(Operation *op,
                              << "' must be a #mmrec.config attribute";
     return success();
   }
-  if (attr.getName() == "mmrec.kernels") {
+  if (attr.getName() == "mmrec.kernels" || attr.getName() == "mmrec.train_kernels") {
     if (!llvm::isa<ModuleOp>(op) || !llvm::isa<ArrayAttr>(attr.getValue()))
-      return op->emitError() << "'mmrec.kernels' must be an array on a builtin.module";
+      return op->emitError() << "'" << attr.getName().getValue()
+                             << "' must be an array on a builtin.module";
     return success();
   }
   if (attr.getName() == "mmrec.kernel") {

@@ -2,6 +2,8 @@
 
 #include "lib/Target/Compile.h"
 
+#include "dialect/MMRecAttrs.h"
+#include "dialect/MMRecDialect.h"
 #include "dialect/MMRecOps.h"
 #include "dialect/Passes.h"
 
@@ -152,37 +154,22 @@ LogicalResult mlir::mmrec::emitNvptx(ModuleOp module, const CompileOptions &opts
   return success();
 }
 
-LogicalResult mlir::mmrec::emitCpuObject(ModuleOp module, const CompileOptions &opts,
-                                         KernelImages &out, ArrayAttr &kernels,
-                                         std::string *llvmIR) {
-  OwningOpRef<ModuleOp> clone = module.clone();
-  if (failed(runPipeline(*clone, "mmrec-outline-scan-kernels{target=cpu}")))
-    return failure();
-  kernels = (*clone)->getAttrOfType<ArrayAttr>("mmrec.kernels");
-  if (!kernels || kernels.empty())
-    return success();
-  // Move the kernels (and only them) into a module of their own.
-  OwningOpRef<ModuleOp> cpu = ModuleOp::create(clone->getLoc());
-  for (Attribute a : kernels) {
-    auto name = llvm::cast<DictionaryAttr>(a).getAs<StringAttr>("name");
-    auto f = clone->lookupSymbol<func::FuncOp>(name);
-    f->remove();
-    f.setSymName(("mmrec_cpu_" + opts.name + "_" + name.getValue()).str());
-    f->removeAttr("llvm.emit_c_interface");
-    cpu->getBody()->push_back(f);
-  }
+/// Lowers a module of CPU `func.func` kernels to LLVM and compiles it to a
+/// host object (or, with `llvmIR`, prints the optimized LLVM IR).
+static LogicalResult lowerCpuModule(ModuleOp cpu, const CompileOptions &opts,
+                                    std::vector<char> &object, std::string *llvmIR) {
   // bf16 casts are expanded to integer arithmetic: the host's libgcc may
   // not provide __truncsfbf2.
-  if (failed(runPipeline(*cpu, "arith-expand{include-bf16=true},convert-scf-to-cf,"
-                               "convert-math-to-libm,convert-math-to-llvm,"
-                               "expand-strided-metadata,finalize-memref-to-llvm,"
-                               "convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,"
-                               "reconcile-unrealized-casts")))
+  if (failed(runPipeline(cpu, "arith-expand{include-bf16=true},convert-scf-to-cf,"
+                              "convert-math-to-libm,convert-math-to-llvm,"
+                              "expand-strided-metadata,finalize-memref-to-llvm,"
+                              "convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,"
+                              "reconcile-unrealized-casts")))
     return failure();
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
   llvm::LLVMContext llctx;
-  std::unique_ptr<llvm::Module> llm = translateModuleToLLVMIR(*cpu, llctx, opts.name);
+  std::unique_ptr<llvm::Module> llm = translateModuleToLLVMIR(cpu, llctx, opts.name);
   if (!llm) {
     cpu->emitError() << "translation of the CPU kernels to LLVM IR failed";
     return failure();
@@ -217,8 +204,30 @@ LogicalResult mlir::mmrec::emitCpuObject(ModuleOp module, const CompileOptions &
     return failure();
   }
   pm.run(*llm);
-  out.cpuObject.assign(buf.begin(), buf.end());
+  object.assign(buf.begin(), buf.end());
   return success();
+}
+
+LogicalResult mlir::mmrec::emitCpuObject(ModuleOp module, const CompileOptions &opts,
+                                         KernelImages &out, ArrayAttr &kernels,
+                                         std::string *llvmIR) {
+  OwningOpRef<ModuleOp> clone = module.clone();
+  if (failed(runPipeline(*clone, "mmrec-outline-scan-kernels{target=cpu}")))
+    return failure();
+  kernels = (*clone)->getAttrOfType<ArrayAttr>("mmrec.kernels");
+  if (!kernels || kernels.empty())
+    return success();
+  // Move the kernels (and only them) into a module of their own.
+  OwningOpRef<ModuleOp> cpu = ModuleOp::create(clone->getLoc());
+  for (Attribute a : kernels) {
+    auto name = llvm::cast<DictionaryAttr>(a).getAs<StringAttr>("name");
+    auto f = clone->lookupSymbol<func::FuncOp>(name);
+    f->remove();
+    f.setSymName(("mmrec_cpu_" + opts.name + "_" + name.getValue()).str());
+    f->removeAttr("llvm.emit_c_interface");
+    cpu->getBody()->push_back(f);
+  }
+  return lowerCpuModule(*cpu, opts, out.cpuObject, llvmIR);
 }
 
 //===----------------------------------------------------------------------===//
@@ -900,4 +909,101 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
                    StringRef(images.cpuObject.data(), images.cpuObject.size()))))
     return failure();
   return success();
+}
+
+//===----------------------------------------------------------------------===//
+// The training library
+//===----------------------------------------------------------------------===//
+
+static LogicalResult writeBytes(const std::string &path, llvm::StringRef bytes) {
+  std::error_code ec;
+  llvm::raw_fd_ostream os(path, ec, llvm::sys::fs::OF_None);
+  if (ec) {
+    llvm::errs() << "error: cannot write " << path << ": " << ec.message() << "\n";
+    return failure();
+  }
+  os << bytes;
+  return success();
+}
+
+LogicalResult mlir::mmrec::emitTrainLibrary(ModuleOp module, const CompileOptions &opts,
+                                            std::string *llvmIR) {
+  auto cfg = module->getAttrOfType<ConfigAttr>(MMRecDialect::getConfigAttrName());
+  if (!cfg) {
+    module.emitError() << "the training library needs a module with '"
+                       << MMRecDialect::getConfigAttrName() << "'";
+    return failure();
+  }
+  OwningOpRef<ModuleOp> clone = module.clone();
+  if (failed(runPipeline(*clone, "mmrec-build-train-kernels")))
+    return failure();
+  auto kernels = (*clone)->getAttrOfType<ArrayAttr>("mmrec.train_kernels");
+  OwningOpRef<ModuleOp> cpu = ModuleOp::create(clone->getLoc());
+  llvm::json::Array list;
+  for (Attribute a : kernels) {
+    auto d = llvm::cast<DictionaryAttr>(a);
+    auto name = d.getAs<StringAttr>("name");
+    auto f = clone->lookupSymbol<func::FuncOp>(name);
+    f->remove();
+    cpu->getBody()->push_back(f);
+    auto strings = [&](StringRef key) {
+      llvm::json::Array out;
+      for (Attribute s : d.getAs<ArrayAttr>(key))
+        out.push_back(llvm::cast<StringAttr>(s).getValue().str());
+      return out;
+    };
+    list.push_back(llvm::json::Object{{"name", name.getValue().str()},
+                                      {"arrays", strings("arrays")},
+                                      {"indices", strings("indices")}});
+  }
+  std::vector<char> object;
+  if (failed(lowerCpuModule(*cpu, opts, object, llvmIR)))
+    return failure();
+  if (llvmIR)
+    return success();
+  std::string base = opts.outDir + "/" + opts.name + ".train";
+  if (failed(writeBytes(base + ".o", llvm::StringRef(object.data(), object.size()))))
+    return failure();
+  // A shared library the trainer opens at run time (dlopen), linked by the
+  // system's C compiler driver.
+  auto cc = llvm::sys::findProgramByName("cc");
+  if (!cc) {
+    llvm::errs() << "error: linking " << base << ".so needs a C compiler driver ('cc') on PATH\n";
+    return failure();
+  }
+  std::string out = base + ".so", obj = base + ".o";
+  llvm::SmallVector<llvm::StringRef> argv = {*cc, "-shared", "-o", out, obj, "-lm"};
+  std::string err;
+  if (llvm::sys::ExecuteAndWait(*cc, argv, std::nullopt, {}, 0, 0, &err) != 0) {
+    llvm::errs() << "error: linking " << out << " failed" << (err.empty() ? "" : ": ") << err
+                 << "\n";
+    return failure();
+  }
+  llvm::json::Object config{
+      {"name", cfg.getName().str()},
+      {"vocab_size", cfg.getVocabSize()},
+      {"hidden_dim", cfg.getHiddenDim()},
+      {"num_layers", cfg.getNumLayers()},
+      {"num_heads", cfg.getNumHeads()},
+      {"num_memories", cfg.getNumMemories()},
+      {"memory_size", cfg.getMemorySize()},
+      {"ffn_dim", cfg.getFfnDim()},
+      {"chunk_size", cfg.getChunkSize()},
+      {"max_seq_len", cfg.getMaxSeqLen()},
+      {"decay_rank", cfg.getDecayRank()},
+      {"gate", cfg.getGate() == GateKind::dense ? "dense" : "per_head"},
+      {"decay_init", cfg.getDecayInit().convertToDouble()},
+      {"log_clamp_min", cfg.getLogClampMin().convertToDouble()},
+      {"log_clamp_max", cfg.getLogClampMax().convertToDouble()},
+      {"norm_eps", cfg.getNormEps().convertToDouble()},
+      {"param_count", cfg.getParamCount()},
+  };
+  llvm::json::Object manifest{{"name", opts.name},
+                              {"library", opts.name + ".train.so"},
+                              {"config", std::move(config)},
+                              {"kernels", std::move(list)}};
+  std::string json;
+  llvm::raw_string_ostream js(json);
+  js << llvm::formatv("{0:2}", llvm::json::Value(std::move(manifest))) << "\n";
+  return writeBytes(base + ".json", json);
 }

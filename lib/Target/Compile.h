@@ -57,6 +57,13 @@ LogicalResult emitLaunchApi(ModuleOp module, const CompileOptions &opts,
                             const KernelImages &images, ArrayAttr gpuKernels,
                             ArrayAttr cpuKernels);
 
+/// Builds the training kernels of the module's mmrec.config
+/// (mmrec-build-train-kernels), compiles them to <name>.train.o, links
+/// <name>.train.so (with `cc`) and writes <name>.train.json (configuration
+/// and kernel signatures) into opts.outDir. With `llvmIR`, prints the LLVM IR
+/// instead of writing anything.
+LogicalResult emitTrainLibrary(ModuleOp module, const CompileOptions &opts,
+                               std::string *llvmIR = nullptr);
 } // namespace mlir::mmrec
 
 #endif // MMREC_TARGET_COMPILE_H

@@ -55,6 +55,10 @@ static cl::opt<int64_t> scanWarps("scan-warps", cl::desc("GPU scans: warps per b
 static cl::opt<int64_t> scanMinBlocks("scan-min-blocks",
                                       cl::desc("GPU scans: blocks per SM to leave registers for"),
                                       cl::init(0));
+static cl::opt<bool> noTrain("no-train",
+                             cl::desc("Do not build the training library (NAME.train.so) of a "
+                                      "model file with mmrec.config"),
+                             cl::init(false));
 static cl::opt<bool> checkSpills("check-spills",
                                  cl::desc("Fail when a GPU kernel spills or uses local memory"));
 
@@ -150,9 +154,14 @@ int main(int argc, char **argv) {
     return 1;
   if (failed(mmrec::emitLaunchApi(*module, opts, images, gpuKernels, cpuKernels)))
     return 1;
+  bool train = opts.cpu && !noTrain &&
+               (*module)->hasAttr(mmrec::MMRecDialect::getConfigAttrName());
+  if (train && failed(mmrec::emitTrainLibrary(*module, opts)))
+    return 1;
   size_t n = (gpuKernels ? gpuKernels.size() : 0) + (cpuKernels ? cpuKernels.size() : 0);
   llvm::outs() << "mmrec-compile: " << opts.name << ": " << n << " kernels"
-               << (images.cubin.empty() ? "" : " (cubin assembled)") << " -> " << outDir
+               << (images.cubin.empty() ? "" : " (cubin assembled)")
+               << (train ? ", training library " + opts.name + ".train.so" : "") << " -> " << outDir
                << "\n";
   return 0;
 }

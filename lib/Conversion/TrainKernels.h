@@ -1,0 +1,63 @@
+//===- TrainKernels.h - the kernels a training step needs -------*- C++ -*-===//
+//
+// Builds, for one model configuration (the module's `mmrec.config`), every
+// non-GEMM kernel of a training step of MMREC_SPEC's model as CPU
+// `func.func`s of loops (LLVM host code after lowering):
+//
+//   rmsnorm_{fwd,bwd}        RMSNorm ⊙ w over D channels (rstd kept)
+//   decay_{fwd,bwd}          ℓ = clamp(logσ(pre + λ))
+//   gated_{fwd,bwd}          level 0 (GatedKernels.h), init given
+//   level1_{fwd,bwd}         chunk means K1, V1 and the causal chunk read y1
+//   mdi_write_{fwd,bwd}      write addresses, logβ and (1 − β)·U per chunk
+//   mem_scan_{fwd,bwd}       Mem_c = β·Mem_{c−1} + (1 − β)·U (ScanKernels.h)
+//   mdi_read_{fwd,bwd}       read addresses and y2 from Mem_{c(t)−1}
+//   combine_{fwd,bwd}        ω-weighted GroupRMSNorm(h), y1, y2
+//   swiglu_{fwd,bwd}         silu(f1) ⊙ f3
+//   embed_{fwd,bwd}          row gather / scatter-add of E
+//   xent                     mean cross-entropy and its logit gradient
+//   adamw, sumsq             the optimizer update and Σx² (gradient norm)
+//
+// Every kernel is named `train_<name>`, takes 1-D memrefs (f32, i32 for
+// token ids) and then index arguments, and carries llvm.emit_c_interface,
+// so the runtime calls `_mlir_ciface_train_<name>` with memref descriptors.
+// Gradient outputs marked "+=" accumulate; the others are overwritten. The
+// argument lists are in `trainKernelSignatures()`; the runtime's
+// `mmrec/train/kernels.h` mirrors them, and the trainer's oracle test checks
+// the pair against the float64 oracle.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MMREC_CONVERSION_TRAINKERNELS_H
+#define MMREC_CONVERSION_TRAINKERNELS_H
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include <string>
+#include <vector>
+
+namespace mlir::mmrec {
+
+struct TrainConfig {
+  int64_t V = 0, D = 0, L = 0, H = 1, Nm = 1, M = 1, F = 0, C = 1, r = 0;
+  bool perHead = false;
+  double eps = 1e-6, clampMin = -50.0, clampMax = 0.0;
+  int64_t dm() const { return D / Nm; }
+};
+
+struct TrainKernelSig {
+  std::string name;                // without the `train_` prefix
+  std::vector<std::string> arrays; // 1-D memref arguments, in order
+  std::vector<std::string> indices; // then these index arguments
+};
+
+/// The kernels `buildCpuTrainKernels` adds, with their arguments.
+std::vector<TrainKernelSig> trainKernelSignatures(const TrainConfig &cfg);
+
+/// Adds every `train_*` kernel for `cfg` to `module`.
+void buildCpuTrainKernels(OpBuilder &builder, Location loc, ModuleOp module,
+                          const TrainConfig &cfg);
+
+} // namespace mlir::mmrec
+
+#endif // MMREC_CONVERSION_TRAINKERNELS_H

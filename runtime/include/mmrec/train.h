@@ -1,0 +1,190 @@
+//===- train.h - the MM-Rec model on generated kernels: train, eval ---*- C++ -*-===//
+//
+// The trainer's engine, on the CPU: the model of MMREC_SPEC (sections 2–3)
+// run from the training library that `mmrec-compile` generates for a model
+// file (NAME.train.so + NAME.train.json, see lib/Conversion/TrainKernels.h),
+// with matrix products through `mmrec::rt::gemm` (OpenBLAS). Like llm.c,
+// the layer's structure is written out here; every non-GEMM operation is a
+// generated kernel.
+//
+//   KernelLibrary  opens the library, checks every kernel's signature
+//                  against the manifest and calls kernels by name;
+//   ModelConfig    the model's configuration (from the manifest);
+//   ParamLayout    every parameter by checkpoint name (`embed`,
+//                  `layers.{l}.W_q`, …, `final_norm`) in one flat fp32 array;
+//   Model          forward (loss) and backward (every gradient) of a batch
+//                  of B sequences of T tokens, activations kept between them;
+//   AdamW          the optimizer step (generated `adamw` / `sumsq` kernels).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MMREC_TRAIN_H
+#define MMREC_TRAIN_H
+
+#include "mmrec/runtime.h"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace mmrec::train {
+
+using rt::Error;
+
+struct ModelConfig {
+  std::string name;
+  int64_t V = 0, D = 0, L = 0, H = 1, Nm = 1, M = 1, F = 0, C = 1, Tmax = 0, r = 0;
+  bool perHead = false;
+  double decayInit = 0.99, clampMin = -50.0, clampMax = 0.0, eps = 1e-6;
+  int64_t paramCount = 0; // as mmrec-compile computed it (MMREC_SPEC section 6)
+  int64_t dm() const { return D / Nm; }
+  int64_t dh() const { return D / H; }
+};
+
+/// A 1-D array argument of a kernel.
+struct Arr {
+  void *p;
+  int64_t n;
+  Arr(float *p, int64_t n) : p(p), n(n) {}
+  Arr(int32_t *p, int64_t n) : p(p), n(n) {}
+  Arr(std::vector<float> &v) : p(v.data()), n(int64_t(v.size())) {}
+  Arr(std::vector<int32_t> &v) : p(v.data()), n(int64_t(v.size())) {}
+};
+
+class KernelLibrary {
+public:
+  /// Opens DIR/NAME.train.json and the library it names. Throws Error with
+  /// the file and the problem (missing file, bad JSON, missing kernel).
+  explicit KernelLibrary(const std::string &manifestPath);
+  ~KernelLibrary();
+  KernelLibrary(const KernelLibrary &) = delete;
+  KernelLibrary &operator=(const KernelLibrary &) = delete;
+
+  const ModelConfig &config() const { return cfg_; }
+  const std::string &path() const { return path_; }
+
+  /// Calls `train_<name>` with arrays then index arguments (int64_t), in
+  /// the order of the manifest; the counts are checked.
+  template <class... A> void operator()(const std::string &name, A... a) {
+    constexpr size_t nArr = (0 + ... + size_t(std::is_same_v<A, Arr>));
+    void *fn = lookup(name, nArr, sizeof...(A) - nArr);
+    invoke(fn, std::index_sequence_for<A...>{}, a...);
+  }
+
+private:
+  struct Desc {
+    void *allocated, *aligned;
+    int64_t offset, size, stride;
+  };
+  template <class T> static auto conv(T x, Desc &d) {
+    if constexpr (std::is_same_v<T, Arr>) {
+      d = {x.p, x.p, 0, x.n, 1};
+      return &d;
+    } else {
+      return int64_t(x);
+    }
+  }
+  template <class... A, size_t... I> void invoke(void *fn, std::index_sequence<I...>, A... a) {
+    Desc descs[sizeof...(A) + 1];
+    using Fn = void (*)(std::conditional_t<std::is_same_v<A, Arr>, Desc *, int64_t>...);
+    reinterpret_cast<Fn>(fn)(conv(a, descs[I])...);
+  }
+  void *lookup(const std::string &name, size_t arrays, size_t indices);
+
+  struct Sig {
+    void *fn = nullptr;
+    size_t arrays = 0, indices = 0;
+  };
+  std::string path_;
+  void *handle_ = nullptr;
+  ModelConfig cfg_;
+  std::map<std::string, Sig> kernels_;
+};
+
+/// One named parameter tensor inside the flat array.
+struct ParamInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0, numel = 0;
+  bool decay = false; // AdamW weight decay applies (matrices, S)
+};
+
+class ParamLayout {
+public:
+  explicit ParamLayout(const ModelConfig &cfg);
+  const std::vector<ParamInfo> &tensors() const { return tensors_; }
+  int64_t numel() const { return numel_; }
+  /// The tensor of a checkpoint name; throws Error if there is none.
+  const ParamInfo &get(const std::string &name) const;
+  /// Offset of `layers.{l}.<name>`.
+  int64_t layer(int64_t l, const std::string &name) const { return get(layerName(l, name)).offset; }
+  static std::string layerName(int64_t l, const std::string &name) {
+    return "layers." + std::to_string(l) + "." + name;
+  }
+
+private:
+  std::vector<ParamInfo> tensors_;
+  std::map<std::string, size_t> byName_;
+  int64_t numel_ = 0;
+};
+
+/// MMREC_SPEC section 4, with the oracle's convention (one mt19937_64(seed),
+/// normal_distribution<double>(0, 1) scaled per tensor, in layout order).
+std::vector<float> initParams(const ModelConfig &cfg, const ParamLayout &layout, uint64_t seed);
+
+class Model {
+public:
+  Model(KernelLibrary &lib, const ParamLayout &layout);
+  ~Model();
+  /// Mean next-token cross-entropy of B sequences of T tokens (positions
+  /// 0..T−2 predict 1..T−1); keeps the activations for backward().
+  double forward(const float *params, const int32_t *tokens, int64_t B, int64_t T);
+  /// Adds dL/dparams · scale to `grads` (same layout as the parameters)
+  /// for the last forward().
+  void backward(const float *params, float *grads, float scale = 1.0f);
+  /// Bytes of activations and scratch currently allocated.
+  int64_t activationBytes() const;
+
+private:
+  struct Layer;
+  void ensure(int64_t B, int64_t T);
+  KernelLibrary &lib_;
+  const ParamLayout &layout_;
+  ModelConfig c_;
+  int64_t B_ = 0, T_ = 0;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::vector<int32_t> tokens_, targets_;
+  std::vector<float> xL_, rstdF_, xf_, logits_, dlogits_, loss_, scale_;
+  // Backward scratch.
+  std::vector<float> dx_, dx1_, dy_, dxf_, dg_, df1_, df3_, du2_, do_, dh_, dy1_, dy2_, dq_, dk_,
+      dv_, dz_, du_, dua_, dpre_, dell_, dK1_, dV1_, dw_, dlb_, dwu_, dmems_, dmem0_, dmem0b_,
+      gp_, gp0_, dh0_, zerosBD_, zerosMem_, ones_;
+};
+
+struct AdamWConfig {
+  float lr = 3e-3f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weightDecay = 0.1f;
+};
+
+/// fp32 AdamW state (m, v) over the whole flat parameter array.
+class AdamW {
+public:
+  AdamW(KernelLibrary &lib, const ParamLayout &layout);
+  /// √Σ g² over every gradient (the `sumsq` kernel).
+  double gradNorm(std::vector<float> &grads);
+  /// One update at step `t` (1-based) with learning rate `lr`; gradients are
+  /// multiplied by `gradScale` first (clipping).
+  void step(std::vector<float> &params, std::vector<float> &grads, int64_t t, float lr,
+            float gradScale, const AdamWConfig &cfg);
+  std::vector<float> m, v;
+
+private:
+  KernelLibrary &lib_;
+  const ParamLayout &layout_;
+};
+
+} // namespace mmrec::train
+
+#endif // MMREC_TRAIN_H

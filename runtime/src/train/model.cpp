@@ -1,0 +1,318 @@
+//===- model.cpp - MMREC_SPEC's model on the generated kernels ------------===//
+//
+// Forward: spec section 2 per layer, section 3 around it. Backward: the same
+// composition in reverse, each step the vector-Jacobian product of one
+// kernel or one matrix product. Matrix products are row-major `gemm` calls
+// (OpenBLAS); everything else is a `train_*` kernel.
+//
+//===----------------------------------------------------------------------===//
+
+#include "mmrec/blas.h"
+#include "mmrec/train.h"
+
+#include <algorithm>
+#include <cstring>
+
+using namespace mmrec::train;
+using mmrec::rt::DeviceKind;
+using mmrec::rt::DType;
+using mmrec::rt::GemmDesc;
+
+namespace {
+
+/// C (m×n) = op(A)·op(B) + beta·C, row-major, A stored m×k (k×m when
+/// transA), B stored k×n (n×k when transB).
+void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k, bool transA,
+        bool transB, float beta) {
+  if (m == 0 || n == 0)
+    return;
+  GemmDesc d;
+  d.m = m;
+  d.n = n;
+  d.k = k;
+  d.transA = transA;
+  d.transB = transB;
+  d.lda = transA ? m : k;
+  d.ldb = transB ? k : n;
+  d.ldc = n;
+  d.beta = beta;
+  mmrec::rt::gemm(d, DType::f32, A, B, DType::f32, C, DeviceKind::cpu);
+}
+
+void resize(std::vector<float> &v, int64_t n) { v.assign(size_t(n), 0.0f); }
+void zero(std::vector<float> &v) { std::fill(v.begin(), v.end(), 0.0f); }
+
+} // namespace
+
+/// One layer's activations (everything backward needs).
+struct Model::Layer {
+  std::vector<float> x, rstd1, u, q, k, v, z, ua, pre, ell, h, hfin, K1, V1, y1, w, lb, wu, mems,
+      memfin, a, y2, hrstd, o, x1, rstd2, u2, f1, f3, g;
+};
+
+Model::Model(KernelLibrary &lib, const ParamLayout &layout)
+    : lib_(lib), layout_(layout), c_(lib.config()) {
+  for (int64_t l = 0; l < c_.L; ++l)
+    layers_.push_back(std::make_unique<Layer>());
+}
+
+Model::~Model() = default;
+
+void Model::ensure(int64_t B, int64_t T) {
+  if (B == B_ && T == T_)
+    return;
+  B_ = B;
+  T_ = T;
+  const int64_t N = B * T, D = c_.D, F = c_.F, G = c_.Nm, M = c_.M, d = c_.dm();
+  const int64_t nC = (T + c_.C - 1) / c_.C;
+  const int64_t mem = B * G * M * d, mems = B * nC * G * M * d;
+  for (auto &Lp : layers_) {
+    Layer &L = *Lp;
+    for (auto *v : {&L.x, &L.u, &L.q, &L.k, &L.v, &L.z, &L.pre, &L.ell, &L.h, &L.y1, &L.y2, &L.o,
+                    &L.x1, &L.u2})
+      resize(*v, N * D);
+    resize(L.rstd1, N);
+    resize(L.rstd2, N);
+    resize(L.ua, N * c_.r);
+    resize(L.hfin, B * D);
+    resize(L.K1, B * nC * D);
+    resize(L.V1, B * nC * D);
+    resize(L.w, N * G * M);
+    resize(L.a, N * G * M);
+    resize(L.lb, B * nC * G * M);
+    resize(L.wu, mems);
+    resize(L.mems, mems);
+    resize(L.memfin, mem);
+    resize(L.hrstd, N * G);
+    for (auto *v : {&L.f1, &L.f3, &L.g})
+      resize(*v, N * F);
+  }
+  tokens_.assign(size_t(N), 0);
+  targets_.assign(size_t(N), -1);
+  for (auto *v : {&xL_, &xf_, &dx_, &dx1_, &dy_, &dxf_, &du2_, &do_, &dh_, &dy1_, &dy2_, &dq_, &dk_,
+                  &dv_, &dz_, &du_, &dpre_, &dell_, &gp_})
+    resize(*v, N * D);
+  resize(rstdF_, N);
+  resize(logits_, N * c_.V);
+  resize(dlogits_, N * c_.V);
+  resize(loss_, 2);
+  scale_.assign(1, 1.0f);
+  for (auto *v : {&dg_, &df1_, &df3_})
+    resize(*v, N * F);
+  resize(dua_, N * c_.r);
+  resize(dK1_, B * nC * D);
+  resize(dV1_, B * nC * D);
+  resize(dw_, N * G * M);
+  resize(dlb_, B * nC * G * M);
+  resize(dwu_, mems);
+  resize(dmems_, mems);
+  resize(dmem0_, mem);
+  resize(dmem0b_, mem);
+  resize(zerosMem_, mem);
+  resize(gp0_, B * D);
+  resize(dh0_, B * D);
+  resize(zerosBD_, B * D);
+  ones_.assign(size_t(std::max<int64_t>(N, B)), 1.0f);
+}
+
+int64_t Model::activationBytes() const {
+  int64_t n = 0;
+  for (const auto &Lp : layers_) {
+    const Layer &L = *Lp;
+    for (const auto *v : {&L.x, &L.rstd1, &L.u, &L.q, &L.k, &L.v, &L.z, &L.ua, &L.pre, &L.ell,
+                          &L.h, &L.hfin, &L.K1, &L.V1, &L.y1, &L.w, &L.lb, &L.wu, &L.mems,
+                          &L.memfin, &L.a, &L.y2, &L.hrstd, &L.o, &L.x1, &L.rstd2, &L.u2, &L.f1,
+                          &L.f3, &L.g})
+      n += int64_t(v->size());
+  }
+  for (const auto *v : {&xL_, &rstdF_, &xf_, &logits_, &dlogits_, &dx_, &dx1_, &dy_, &dxf_, &dg_,
+                        &df1_, &df3_, &du2_, &do_, &dh_, &dy1_, &dy2_, &dq_, &dk_, &dv_, &dz_,
+                        &du_, &dua_, &dpre_, &dell_, &dK1_, &dV1_, &dw_, &dlb_, &dwu_, &dmems_,
+                        &dmem0_, &dmem0b_, &gp_, &gp0_, &dh0_, &zerosBD_, &zerosMem_, &ones_})
+    n += int64_t(v->size());
+  return n * 4;
+}
+
+double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t T) {
+  if (B <= 0 || T <= 0)
+    throw Error("forward: B and T must be positive, got B=" + std::to_string(B) +
+                ", T=" + std::to_string(T));
+  ensure(B, T);
+  const int64_t N = B * T, D = c_.D, F = c_.F, r = c_.r, V = c_.V;
+  const int64_t nC = (T + c_.C - 1) / c_.C, GMd = c_.Nm * c_.M * c_.dm();
+  for (int64_t i = 0; i < N; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= V)
+      throw Error("forward: token " + std::to_string(tokens[i]) + " at position " +
+                  std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
+    tokens_[size_t(i)] = tokens[i];
+  }
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      targets_[size_t(b * T + t)] = t + 1 < T ? tokens[b * T + t + 1] : -1;
+  const float *E = P + layout_.get("embed").offset;
+  lib_("embed_fwd", Arr(tokens_), Arr(const_cast<float *>(E), V * D), Arr(layers_[0]->x), N);
+  for (int64_t l = 0; l < c_.L; ++l) {
+    Layer &Ly = *layers_[size_t(l)];
+    auto W = [&](const char *n) {
+      const ParamInfo &p = layout_.get(ParamLayout::layerName(l, n));
+      return Arr(const_cast<float *>(P + p.offset), p.numel);
+    };
+    auto Wp = [&](const char *n) { return P + layout_.layer(l, n); };
+    lib_("rmsnorm_fwd", Arr(Ly.x), W("w_in"), Arr(Ly.u), Arr(Ly.rstd1), N);
+    mm(Ly.u.data(), Wp("W_q"), Ly.q.data(), N, D, D, false, false, 0);
+    mm(Ly.u.data(), Wp("W_k"), Ly.k.data(), N, D, D, false, false, 0);
+    mm(Ly.u.data(), Wp("W_v"), Ly.v.data(), N, D, D, false, false, 0);
+    mm(Ly.u.data(), Wp("W_z"), Ly.z.data(), N, D, D, false, false, 0);
+    mm(Ly.u.data(), Wp("A_gamma"), Ly.ua.data(), N, r, D, false, false, 0);
+    mm(Ly.ua.data(), Wp("B_gamma"), Ly.pre.data(), N, D, r, false, false, 0);
+    lib_("decay_fwd", Arr(Ly.pre), W("lambda"), Arr(Ly.ell), N);
+    lib_("gated_fwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
+         Arr(Ly.hfin), B, T);
+    lib_("level1_fwd", Arr(Ly.q), Arr(Ly.k), Arr(Ly.v), Arr(Ly.K1), Arr(Ly.V1), Arr(Ly.y1), B, T);
+    lib_("mdi_write_fwd", Arr(Ly.k), Arr(Ly.v), W("S"), W("mu"), Arr(Ly.w), Arr(Ly.lb), Arr(Ly.wu),
+         B, T);
+    lib_("mem_scan_fwd", Arr(Ly.lb), Arr(Ly.wu), Arr(zerosMem_), Arr(Ly.mems), Arr(Ly.memfin), B,
+         nC, GMd);
+    lib_("mdi_read_fwd", Arr(Ly.q), W("S"), Arr(Ly.mems), Arr(zerosMem_), Arr(Ly.a), Arr(Ly.y2), B,
+         T);
+    lib_("combine_fwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(Ly.o), N);
+    Ly.x1 = Ly.x;
+    mm(Ly.o.data(), Wp("W_o"), Ly.x1.data(), N, D, D, false, false, 1);
+    lib_("rmsnorm_fwd", Arr(Ly.x1), W("w_ffn"), Arr(Ly.u2), Arr(Ly.rstd2), N);
+    mm(Ly.u2.data(), Wp("W_1"), Ly.f1.data(), N, F, D, false, false, 0);
+    mm(Ly.u2.data(), Wp("W_3"), Ly.f3.data(), N, F, D, false, false, 0);
+    lib_("swiglu_fwd", Arr(Ly.f1), Arr(Ly.f3), Arr(Ly.g), N * F);
+    std::vector<float> &out = l + 1 < c_.L ? layers_[size_t(l + 1)]->x : xL_;
+    out = Ly.x1;
+    mm(Ly.g.data(), Wp("W_2"), out.data(), N, D, F, false, false, 1);
+  }
+  const ParamInfo &fn = layout_.get("final_norm");
+  lib_("rmsnorm_fwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(xf_), Arr(rstdF_),
+       N);
+  mm(xf_.data(), E, logits_.data(), N, V, D, false, true, 0);
+  lib_("xent", Arr(logits_), Arr(targets_), Arr(scale_), Arr(loss_), Arr(dlogits_), N);
+  return loss_[0];
+}
+
+void Model::backward(const float *P, float *Gr, float scale) {
+  if (B_ == 0)
+    throw Error("backward: no forward pass to differentiate");
+  const int64_t B = B_, T = T_, N = B * T, D = c_.D, F = c_.F, r = c_.r, V = c_.V;
+  const int64_t nC = (T + c_.C - 1) / c_.C, GMd = c_.Nm * c_.M * c_.dm();
+  // dlogits was written by the forward's xent with scale 1: scale it here.
+  if (scale != 1.0f)
+    for (float &x : dlogits_)
+      x *= scale;
+  const float *E = P + layout_.get("embed").offset;
+  float *dE = Gr + layout_.get("embed").offset;
+  mm(dlogits_.data(), xf_.data(), dE, V, D, N, true, false, 1);
+  mm(dlogits_.data(), E, dxf_.data(), N, D, V, false, false, 0);
+  zero(dx_);
+  const ParamInfo &fn = layout_.get("final_norm");
+  lib_("rmsnorm_bwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(rstdF_),
+       Arr(dxf_), Arr(dx_), Arr(Gr + fn.offset, D), N);
+  for (int64_t l = c_.L - 1; l >= 0; --l) {
+    Layer &Ly = *layers_[size_t(l)];
+    auto W = [&](const char *n) {
+      const ParamInfo &p = layout_.get(ParamLayout::layerName(l, n));
+      return Arr(const_cast<float *>(P + p.offset), p.numel);
+    };
+    auto dW = [&](const char *n) {
+      const ParamInfo &p = layout_.get(ParamLayout::layerName(l, n));
+      return Arr(Gr + p.offset, p.numel);
+    };
+    auto Wp = [&](const char *n) { return P + layout_.layer(l, n); };
+    auto dWp = [&](const char *n) { return Gr + layout_.layer(l, n); };
+    // x_out = x1 + g·W_2, g = swiglu(u2·W_1, u2·W_3), u2 = RMSNorm(x1)·w_ffn.
+    std::swap(dy_, dx_); // dy = dL/dx_out
+    mm(dy_.data(), Wp("W_2"), dg_.data(), N, F, D, false, true, 0);
+    mm(Ly.g.data(), dy_.data(), dWp("W_2"), F, D, N, true, false, 1);
+    lib_("swiglu_bwd", Arr(Ly.f1), Arr(Ly.f3), Arr(dg_), Arr(df1_), Arr(df3_), N * F);
+    mm(df1_.data(), Wp("W_1"), du2_.data(), N, D, F, false, true, 0);
+    mm(df3_.data(), Wp("W_3"), du2_.data(), N, D, F, false, true, 1);
+    mm(Ly.u2.data(), df1_.data(), dWp("W_1"), D, F, N, true, false, 1);
+    mm(Ly.u2.data(), df3_.data(), dWp("W_3"), D, F, N, true, false, 1);
+    dx1_ = dy_;
+    lib_("rmsnorm_bwd", Arr(Ly.x1), W("w_ffn"), Arr(Ly.rstd2), Arr(du2_), Arr(dx1_), dW("w_ffn"),
+         N);
+    // x1 = x + o·W_o.
+    mm(dx1_.data(), Wp("W_o"), do_.data(), N, D, D, false, true, 0);
+    mm(Ly.o.data(), dx1_.data(), dWp("W_o"), D, D, N, true, false, 1);
+    lib_("combine_bwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(do_),
+         Arr(dh_), Arr(dy1_), Arr(dy2_), dW("rho"), N);
+    zero(dq_);
+    zero(dk_);
+    zero(dv_);
+    lib_("mdi_read_bwd", Arr(Ly.q), W("S"), Arr(Ly.mems), Arr(zerosMem_), Arr(Ly.a), Arr(dy2_),
+         Arr(dq_), dW("S"), Arr(dmems_), Arr(dmem0_), B, T);
+    lib_("mem_scan_bwd", Arr(Ly.lb), Arr(Ly.mems), Arr(zerosMem_), Arr(dmems_), Arr(zerosMem_),
+         Arr(dlb_), Arr(dwu_), Arr(dmem0b_), B, nC, GMd);
+    lib_("mdi_write_bwd", Arr(Ly.k), Arr(Ly.v), W("S"), W("mu"), Arr(Ly.w), Arr(dlb_), Arr(dwu_),
+         Arr(dk_), Arr(dv_), dW("S"), dW("mu"), Arr(dw_), B, T);
+    lib_("level1_bwd", Arr(Ly.q), Arr(Ly.K1), Arr(Ly.V1), Arr(dy1_), Arr(dq_), Arr(dk_), Arr(dv_),
+         Arr(dK1_), Arr(dV1_), B, T);
+    // Level 0; dW_g = Σ h_{t−1}ᵀ a_t through the shifted pre-activation
+    // gradient (the initial state is zero: its term vanishes), db_g = Σ a_t.
+    lib_("gated_bwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
+         Arr(dh_), Arr(zerosBD_), Arr(dz_), Arr(dell_), Arr(gp_), Arr(gp0_), Arr(dh0_), B, T);
+    if (c_.perHead) {
+      const int64_t dh = c_.dh();
+      GemmDesc d;
+      d.m = dh;
+      d.n = dh;
+      d.k = N;
+      d.transA = true;
+      d.lda = D;
+      d.ldb = D;
+      d.ldc = dh;
+      d.batch = c_.H;
+      d.strideA = dh;
+      d.strideB = dh;
+      d.strideC = dh * dh;
+      d.beta = 1;
+      mmrec::rt::gemm(d, DType::f32, Ly.h.data(), gp_.data(), DType::f32, dWp("W_g"),
+                      DeviceKind::cpu);
+    } else {
+      mm(Ly.h.data(), gp_.data(), dWp("W_g"), D, D, N, true, false, 1);
+    }
+    mm(ones_.data(), gp_.data(), dWp("b_g"), 1, D, N, false, false, 1);
+    mm(ones_.data(), gp0_.data(), dWp("b_g"), 1, D, B, false, false, 1);
+    // ℓ = clamp(logσ(ua·B_γ + λ)), ua = u·A_γ.
+    lib_("decay_bwd", Arr(Ly.pre), W("lambda"), Arr(dell_), Arr(dpre_), dW("lambda"), N);
+    mm(Ly.ua.data(), dpre_.data(), dWp("B_gamma"), r, D, N, true, false, 1);
+    mm(dpre_.data(), Wp("B_gamma"), dua_.data(), N, r, D, false, true, 0);
+    mm(Ly.u.data(), dua_.data(), dWp("A_gamma"), D, r, N, true, false, 1);
+    mm(dua_.data(), Wp("A_gamma"), du_.data(), N, D, r, false, true, 0);
+    const std::pair<const char *, std::vector<float> *> proj[] = {
+        {"W_q", &dq_}, {"W_k", &dk_}, {"W_v", &dv_}, {"W_z", &dz_}};
+    for (auto [name, g] : proj) {
+      mm(g->data(), Wp(name), du_.data(), N, D, D, false, true, 1);
+      mm(Ly.u.data(), g->data(), dWp(name), D, D, N, true, false, 1);
+    }
+    dx_ = dx1_;
+    lib_("rmsnorm_bwd", Arr(Ly.x), W("w_in"), Arr(Ly.rstd1), Arr(du_), Arr(dx_), dW("w_in"), N);
+  }
+  lib_("embed_bwd", Arr(tokens_), Arr(dx_), Arr(dE, V * D), N);
+}
+
+AdamW::AdamW(KernelLibrary &lib, const ParamLayout &layout)
+    : m(size_t(layout.numel()), 0.0f), v(size_t(layout.numel()), 0.0f), lib_(lib),
+      layout_(layout) {}
+
+double AdamW::gradNorm(std::vector<float> &grads) {
+  std::vector<float> out(1, 0.0f);
+  lib_("sumsq", Arr(grads), Arr(out), int64_t(grads.size()));
+  return std::sqrt(double(out[0]));
+}
+
+void AdamW::step(std::vector<float> &params, std::vector<float> &grads, int64_t t, float lr,
+                 float gradScale, const AdamWConfig &c) {
+  const double bc1 = 1.0 / (1.0 - std::pow(double(c.beta1), double(t)));
+  const double bc2 = 1.0 / (1.0 - std::pow(double(c.beta2), double(t)));
+  for (const ParamInfo &p : layout_.tensors()) {
+    std::vector<float> hp = {lr,        c.beta1,    c.beta2,    c.eps, p.decay ? c.weightDecay : 0.0f,
+                             float(bc1), float(bc2), gradScale};
+    lib_("adamw", Arr(params.data() + p.offset, p.numel), Arr(grads.data() + p.offset, p.numel),
+         Arr(m.data() + p.offset, p.numel), Arr(v.data() + p.offset, p.numel), Arr(hp), p.numel);
+  }
+}

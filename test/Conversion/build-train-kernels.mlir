@@ -1,0 +1,27 @@
+// mmrec-build-train-kernels: every kernel of a training step for the
+// module's configuration, each with a C interface, listed in
+// mmrec.train_kernels; sizes of the configuration are constants.
+// RUN: mmrec-opt %s --mmrec-build-train-kernels | FileCheck %s
+// RUN: mmrec-opt %s --mmrec-build-train-kernels | mmrec-opt | FileCheck %s --check-prefix=ROUND
+// RUN: mmrec-opt %s --mmrec-build-train-kernels --convert-scf-to-cf --convert-math-to-libm --convert-math-to-llvm --expand-strided-metadata --finalize-memref-to-llvm --convert-arith-to-llvm --convert-cf-to-llvm --convert-func-to-llvm --reconcile-unrealized-casts | FileCheck %s --check-prefix=LLVM
+
+// CHECK: module attributes {mmrec.config = {{.*}}, mmrec.train_kernels = [{arrays = ["x", "w", "y", "rstd"], indices = ["rows"], name = "train_rmsnorm_fwd"}
+// CHECK-SAME: name = "train_mdi_write_bwd"
+// CHECK-SAME: {arrays = ["log_decay", "h", "init", "grad_h", "grad_final", "grad_log_decay", "grad_b", "grad_init"], indices = ["B", "T", "N"], name = "train_mem_scan_bwd"}]
+// CHECK: func.func @train_rmsnorm_fwd(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: index) attributes {llvm.emit_c_interface}
+// The RMSNorm of D = 24 channels: the mean divides by 24.
+// CHECK: arith.constant 0.0416666{{[0-9]*}} : f32
+// CHECK: func.func @train_embed_fwd(%{{.*}}: memref<?xi32>
+// CHECK: func.func @train_xent(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xi32>
+// CHECK: func.func @train_adamw
+// CHECK: func.func @train_sumsq
+// CHECK: func.func @train_gated_fwd
+// CHECK: func.func @train_mem_scan_fwd
+// CHECK: func.func @train_gated_bwd
+// CHECK: func.func @train_mem_scan_bwd
+// ROUND: func.func @train_level1_bwd
+// LLVM: llvm.func @_mlir_ciface_train_level1_fwd
+// LLVM: llvm.func @_mlir_ciface_train_combine_bwd
+module attributes {mmrec.config = #mmrec.config<name = "t", vocab_size = 37, hidden_dim = 24, num_layers = 2, num_heads = 3, num_memories = 2, memory_size = 5, ffn_dim = 40, chunk_size = 4, max_seq_len = 64, decay_rank = 3, gate = dense, decay_init = 0.99, log_clamp_min = -50.0, log_clamp_max = 0.0, norm_eps = 1.0e-6, tie_embeddings = true>} {
+}
+

@@ -91,7 +91,14 @@ struct Gen {
   Value add(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
   Value sub(Value x, Value y) { return arith::SubFOp::create(b, x, y); }
   Value mul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
-  Value fma(Value x, Value y, Value acc) { return math::FmaOp::create(b, x, y, acc); }
+  /// x·y + acc. On CPUs as llvm.intr.fmuladd (fused where the target has
+  /// FMA; the x86-64-v2 baseline has not, and math.fma / llvm.intr.fma would
+  /// become calls to libm's fmaf).
+  Value fma(Value x, Value y, Value acc) {
+    if (!gpu)
+      return LLVM::FMulAddOp::create(b, x, y, acc);
+    return math::FmaOp::create(b, x, y, acc);
+  }
   Value addi(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
   Value subi(Value x, Value y) { return arith::SubIOp::create(b, x, y); }
   Value muli(Value x, Value y) { return arith::MulIOp::create(b, x, y); }

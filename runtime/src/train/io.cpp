@@ -1,0 +1,373 @@
+//===- io.cpp - token shards and safetensors checkpoints ------------------===//
+
+#include "mmrec/train_io.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace mmrec::train;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+uint32_t mmrec::train::crc32(const void *data, size_t bytes) {
+  uLong c = ::crc32(0L, Z_NULL, 0);
+  const auto *p = static_cast<const Bytef *>(data);
+  while (bytes > 0) {
+    uInt n = uInt(std::min<size_t>(bytes, 1u << 30));
+    c = ::crc32(c, p, n);
+    p += n;
+    bytes -= n;
+  }
+  return uint32_t(c);
+}
+
+namespace {
+
+std::string readFile(const std::string &path, const char *what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw Error(path + ": cannot open the " + what);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+/// Writes `bytes` to `path` and fsyncs it.
+void writeDurable(const std::string &path, const void *data, size_t bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0)
+    throw Error(path + ": cannot create: " + std::strerror(errno));
+  const char *p = static_cast<const char *>(data);
+  while (bytes > 0) {
+    ssize_t n = ::write(fd, p, bytes);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      int e = errno;
+      ::close(fd);
+      throw Error(path + ": write failed: " + std::strerror(e));
+    }
+    p += n;
+    bytes -= size_t(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0)
+    throw Error(path + ": fsync/close failed: " + std::strerror(errno));
+}
+
+void fsyncDir(const std::string &dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+template <class T> T readLE(const std::string &s, size_t at) {
+  T v;
+  std::memcpy(&v, s.data() + at, sizeof(T));
+  return v;
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Token shards
+//===----------------------------------------------------------------------===//
+
+TokenShard TokenShard::read(const std::string &path, uint32_t maxVocab) {
+  std::string s = readFile(path, "token shard");
+  if (s.size() < 32)
+    throw Error(path + ": token shard: shorter than its 32-byte header (" +
+                std::to_string(s.size()) + " bytes)");
+  if (s.compare(0, 8, "MMRECTOK") != 0)
+    throw Error(path + ": token shard: bad magic (expected MMRECTOK)");
+  uint32_t version = readLE<uint32_t>(s, 8);
+  if (version != 1)
+    throw Error(path + ": token shard: version " + std::to_string(version) +
+                " is not supported (expected 1)");
+  TokenShard t;
+  t.path = path;
+  t.vocab = readLE<uint32_t>(s, 12);
+  uint64_t count = readLE<uint64_t>(s, 16);
+  uint32_t width = readLE<uint32_t>(s, 24);
+  uint32_t crc = readLE<uint32_t>(s, 28);
+  if (width != 2)
+    throw Error(path + ": token shard: bytes per token is " + std::to_string(width) +
+                " (expected 2)");
+  if (t.vocab == 0 || t.vocab > 65536)
+    throw Error(path + ": token shard: vocabulary size " + std::to_string(t.vocab) +
+                " is outside [1, 65536]");
+  if (maxVocab && t.vocab > maxVocab)
+    throw Error(path + ": token shard: vocabulary size " + std::to_string(t.vocab) +
+                " exceeds the model's " + std::to_string(maxVocab));
+  if (count != (s.size() - 32) / 2 || (s.size() - 32) % 2)
+    throw Error(path + ": token shard: header says " + std::to_string(count) + " tokens, the file holds " +
+                std::to_string((s.size() - 32) / 2) + " (truncated or padded)");
+  if (crc32(s.data() + 32, s.size() - 32) != crc)
+    throw Error(path + ": token shard: checksum mismatch (the file is corrupt)");
+  t.tokens.resize(count);
+  std::memcpy(t.tokens.data(), s.data() + 32, count * 2);
+  for (uint64_t i = 0; i < count; ++i)
+    if (t.tokens[i] >= t.vocab)
+      throw Error(path + ": token shard: token " + std::to_string(t.tokens[i]) + " at " +
+                  std::to_string(i) + " is outside the vocabulary");
+  return t;
+}
+
+void TokenShard::write(const std::string &path, uint32_t vocab,
+                       const std::vector<uint16_t> &tokens) {
+  std::string s(32, '\0');
+  std::memcpy(&s[0], "MMRECTOK", 8);
+  uint32_t version = 1, width = 2;
+  uint64_t count = tokens.size();
+  uint32_t crc = crc32(tokens.data(), tokens.size() * 2);
+  std::memcpy(&s[8], &version, 4);
+  std::memcpy(&s[12], &vocab, 4);
+  std::memcpy(&s[16], &count, 8);
+  std::memcpy(&s[24], &width, 4);
+  std::memcpy(&s[28], &crc, 4);
+  s.append(reinterpret_cast<const char *>(tokens.data()), tokens.size() * 2);
+  std::string tmp = path + ".tmp";
+  writeDurable(tmp, s.data(), s.size());
+  fs::rename(tmp, path);
+}
+
+void mmrec::train::sampleBatch(const TokenShard &shard, int64_t B, int64_t T, uint64_t seed,
+                               int64_t step, std::vector<int32_t> &out) {
+  const int64_t n = int64_t(shard.tokens.size());
+  if (n < T)
+    throw Error(shard.path + ": " + std::to_string(n) + " tokens, fewer than one sequence of " +
+                std::to_string(T));
+  std::seed_seq seq{uint32_t(seed), uint32_t(seed >> 32), uint32_t(step), uint32_t(step >> 32)};
+  std::mt19937_64 rng(seq);
+  out.resize(size_t(B * T));
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t start = int64_t(rng() % uint64_t(n - T + 1));
+    for (int64_t t = 0; t < T; ++t)
+      out[size_t(b * T + t)] = shard.tokens[size_t(start + t)];
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// safetensors
+//===----------------------------------------------------------------------===//
+
+void mmrec::train::writeSafetensors(const std::string &path,
+                                    const std::vector<NamedTensor> &tensors,
+                                    const std::map<std::string, std::string> &metadata) {
+  json header = json::object();
+  if (!metadata.empty())
+    header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const NamedTensor &t : tensors) {
+    int64_t numel = 1;
+    for (int64_t d : t.shape)
+      numel *= d;
+    header[t.name] = {{"dtype", "F32"},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + uint64_t(numel) * 4}}};
+    offset += uint64_t(numel) * 4;
+  }
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');
+  std::string out(8, '\0');
+  uint64_t hl = h.size();
+  std::memcpy(&out[0], &hl, 8);
+  out += h;
+  out.reserve(out.size() + offset);
+  for (const NamedTensor &t : tensors) {
+    int64_t numel = 1;
+    for (int64_t d : t.shape)
+      numel *= d;
+    out.append(reinterpret_cast<const char *>(t.data), size_t(numel) * 4);
+  }
+  writeDurable(path, out.data(), out.size());
+}
+
+void mmrec::train::readSafetensors(const std::string &path, const ParamLayout &layout,
+                                   const std::string &prefix, std::vector<float> &out) {
+  std::string s = readFile(path, "safetensors file");
+  if (s.size() < 8)
+    throw Error(path + ": safetensors: shorter than its 8-byte header length");
+  uint64_t hl = readLE<uint64_t>(s, 0);
+  if (hl > s.size() - 8 || hl > (100u << 20))
+    throw Error(path + ": safetensors: header length " + std::to_string(hl) +
+                " exceeds the file (truncated or not a safetensors file)");
+  json header;
+  try {
+    header = json::parse(s.begin() + 8, s.begin() + 8 + int64_t(hl));
+  } catch (const json::exception &e) {
+    throw Error(path + ": safetensors: malformed header: " + e.what());
+  }
+  if (!header.is_object())
+    throw Error(path + ": safetensors: the header is not a JSON object");
+  const uint64_t dataSize = s.size() - 8 - hl;
+  const char *data = s.data() + 8 + hl;
+  out.resize(size_t(layout.numel()));
+  for (const ParamInfo &p : layout.tensors()) {
+    std::string name = prefix + p.name;
+    auto it = header.find(name);
+    if (it == header.end())
+      throw Error(path + ": tensor '" + name + "' is missing");
+    try {
+      if (it->at("dtype").get<std::string>() != "F32")
+        throw Error(path + ": tensor '" + name + "' has dtype " +
+                    it->at("dtype").get<std::string>() + ", expected F32");
+      auto shape = it->at("shape").get<std::vector<int64_t>>();
+      if (shape != p.shape) {
+        std::string a, b;
+        for (int64_t d : shape)
+          a += (a.empty() ? "" : ",") + std::to_string(d);
+        for (int64_t d : p.shape)
+          b += (b.empty() ? "" : ",") + std::to_string(d);
+        throw Error(path + ": tensor '" + name + "' has shape [" + a + "], the model needs [" + b +
+                    "]");
+      }
+      auto off = it->at("data_offsets").get<std::vector<uint64_t>>();
+      if (off.size() != 2 || off[0] > off[1] || off[1] > dataSize ||
+          off[1] - off[0] != uint64_t(p.numel) * 4)
+        throw Error(path + ": tensor '" + name + "' has data offsets outside the file or of the "
+                    "wrong size (truncated?)");
+      std::memcpy(out.data() + p.offset, data + off[0], size_t(p.numel) * 4);
+    } catch (const json::exception &e) {
+      throw Error(path + ": tensor '" + name + "': malformed entry: " + e.what());
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Checkpoints
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+std::string stepName(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+/// Steps of the complete checkpoints under `dir`, ascending.
+std::vector<std::pair<int64_t, std::string>> listCheckpoints(const std::string &dir) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    return out;
+  for (const auto &e : fs::directory_iterator(dir, ec)) {
+    std::string n = e.path().filename().string();
+    if (n.size() != 13 || n.compare(0, 5, "step-") != 0 || !e.is_directory())
+      continue;
+    if (!std::all_of(n.begin() + 5, n.end(), ::isdigit))
+      continue;
+    if (!fs::exists(e.path() / "trainer.json"))
+      continue;
+    out.push_back({std::stoll(n.substr(5)), e.path().string()});
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+} // namespace
+
+std::string mmrec::train::saveCheckpoint(const std::string &dir, const ParamLayout &layout,
+                                         const std::vector<float> &params, const AdamW *opt,
+                                         const TrainerState &state, int keep) {
+  fs::create_directories(dir);
+  std::string final = dir + "/" + stepName(state.step);
+  std::string tmp = final + ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  std::vector<NamedTensor> w;
+  for (const ParamInfo &p : layout.tensors())
+    w.push_back({p.name, p.shape, params.data() + p.offset});
+  std::map<std::string, std::string> meta = {{"format", "pt"}, {"model", state.model},
+                                             {"step", std::to_string(state.step)}};
+  writeSafetensors(tmp + "/model.safetensors", w, meta);
+  json files;
+  auto crcOf = [](const std::string &path) {
+    std::string s = readFile(path, "checkpoint file");
+    return crc32(s.data(), s.size());
+  };
+  files["model.safetensors"] = crcOf(tmp + "/model.safetensors");
+  if (opt) {
+    std::vector<NamedTensor> o;
+    for (const ParamInfo &p : layout.tensors())
+      o.push_back({"m." + p.name, p.shape, opt->m.data() + p.offset});
+    for (const ParamInfo &p : layout.tensors())
+      o.push_back({"v." + p.name, p.shape, opt->v.data() + p.offset});
+    writeSafetensors(tmp + "/optimizer.safetensors", o, {{"step", std::to_string(state.step)}});
+    files["optimizer.safetensors"] = crcOf(tmp + "/optimizer.safetensors");
+  }
+  json j = {{"format", "mmrec-checkpoint"}, {"version", 1},     {"step", state.step},
+            {"seed", state.seed},           {"model", state.model}, {"data_position", state.step},
+            {"files", files},               {"settings", state.settings}, {"extra", state.extra}};
+  std::string text = j.dump(2) + "\n";
+  writeDurable(tmp + "/trainer.json", text.data(), text.size());
+  fsyncDir(tmp);
+  if (fs::exists(final)) {
+    std::string old = final + ".old";
+    fs::remove_all(old);
+    fs::rename(final, old);
+    fs::rename(tmp, final);
+    fs::remove_all(old);
+  } else {
+    fs::rename(tmp, final);
+  }
+  fsyncDir(dir);
+  auto all = listCheckpoints(dir);
+  for (size_t i = 0; keep > 0 && i + size_t(keep) < all.size(); ++i)
+    fs::remove_all(all[i].second);
+  return final;
+}
+
+std::string mmrec::train::latestCheckpoint(const std::string &dir) {
+  auto all = listCheckpoints(dir);
+  return all.empty() ? "" : all.back().second;
+}
+
+TrainerState mmrec::train::loadCheckpoint(const std::string &path, const ParamLayout &layout,
+                                          const std::string &modelName,
+                                          std::vector<float> &params, AdamW *opt) {
+  std::string tj = path + "/trainer.json";
+  json j;
+  try {
+    j = json::parse(readFile(tj, "checkpoint state"));
+  } catch (const json::exception &e) {
+    throw Error(tj + ": malformed checkpoint state: " + e.what());
+  }
+  TrainerState st;
+  try {
+    if (j.at("format") != "mmrec-checkpoint" || j.at("version") != 1)
+      throw Error(tj + ": not an mmrec checkpoint of version 1");
+    st.step = j.at("step").get<int64_t>();
+    st.seed = j.at("seed").get<uint64_t>();
+    st.model = j.at("model").get<std::string>();
+    st.settings = j.value("settings", json());
+    st.extra = j.value("extra", json());
+    if (!modelName.empty() && st.model != modelName)
+      throw Error(path + ": the checkpoint is of model '" + st.model + "', not '" + modelName + "'");
+    for (auto &[file, crc] : j.at("files").items()) {
+      std::string f = path + "/" + file;
+      std::string s = readFile(f, "checkpoint file");
+      if (crc32(s.data(), s.size()) != crc.get<uint32_t>())
+        throw Error(f + ": checksum mismatch (the checkpoint is corrupt)");
+    }
+  } catch (const json::exception &e) {
+    throw Error(tj + ": malformed checkpoint state: " + e.what());
+  }
+  readSafetensors(path + "/model.safetensors", layout, "", params);
+  if (opt) {
+    if (!j.at("files").contains("optimizer.safetensors"))
+      throw Error(path + ": the checkpoint has no optimizer state to resume from");
+    readSafetensors(path + "/optimizer.safetensors", layout, "m.", opt->m);
+    readSafetensors(path + "/optimizer.safetensors", layout, "v.", opt->v);
+  }
+  return st;
+}

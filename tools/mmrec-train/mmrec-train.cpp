@@ -1,0 +1,318 @@
+//===- mmrec-train.cpp - train MM-Rec from the compiler's kernels ---------===//
+//
+//   mmrec-train --model models/mmrec-tiny.mlir --data DIR [--out DIR] [...]
+//   mmrec-train --model ... --data DIR --eval-only --checkpoint CKPT
+//   mmrec-train --config run.ini
+//
+// Compiles the model file with mmrec-compile (the executable beside this
+// one) into OUT/kernels unless --kernels names a training manifest, then
+// trains on DIR/train.bin and validates on DIR/val.bin (mmrec-data writes
+// both): AdamW with warmup + cosine decay, global-norm clipping, gradient
+// accumulation, periodic validation and atomic checkpoints (mmrec/train_io.h)
+// with keep-last-N; --resume continues from the newest checkpoint in OUT
+// and reproduces the uninterrupted run's losses bit for bit. Each step
+// prints one line (step, loss, grad norm, lr, ms, tokens/s, GFLOP/s, peak
+// memory) and appends a JSON record to OUT/metrics.jsonl. A non-finite loss
+// or gradient skips the step; five in a row stop the run (exit 3) with the
+// last checkpoint intact. Settings are validated up front: a bad one exits non-zero
+// naming the option.
+//
+// This is the CPU path (OpenBLAS products, generated host kernels); the GPU
+// path needs the GPU kernels of the memory hierarchy (issue 5).
+//
+//===----------------------------------------------------------------------===//
+
+#include "mmrec/train_io.h"
+
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sys/resource.h>
+#include <unistd.h>
+
+using namespace mmrec::train;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Settings {
+  std::string model, kernels, data, out, checkpoint;
+  int64_t steps = 600, batch = 16, seqLen = 128, warmup = 50, gradAccum = 1;
+  double lr = 3e-3, minLr = 3e-4, weightDecay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
+  int64_t evalInterval = 100, evalTokens = 1 << 16, ckptInterval = 200, keep = 3, logInterval = 1;
+  uint64_t seed = 1;
+  bool resume = false, evalOnly = false;
+  double targetLoss = 0; // > 0: stop once the validation loss is below it
+};
+
+json toJson(const Settings &s) {
+  return {{"model", s.model},     {"steps", s.steps},     {"batch", s.batch},
+          {"seq_len", s.seqLen},  {"warmup", s.warmup},   {"grad_accum", s.gradAccum},
+          {"lr", s.lr},           {"min_lr", s.minLr},    {"weight_decay", s.weightDecay},
+          {"beta1", s.beta1},     {"beta2", s.beta2},     {"clip", s.clip},
+          {"seed", s.seed},       {"eval_interval", s.evalInterval},
+          {"eval_tokens", s.evalTokens}};
+}
+
+std::string selfDir() {
+  std::error_code ec;
+  fs::path p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? "." : p.parent_path().string();
+}
+
+std::string shellQuote(const std::string &s) {
+  std::string q = "'";
+  for (char c : s)
+    q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+/// Compiles `model` into `dir` with mmrec-compile; returns the manifest.
+std::string compileModel(const std::string &model, const std::string &dir) {
+  if (!fs::exists(model))
+    throw Error("--model: " + model + " does not exist");
+  std::string name = fs::path(model).stem().string();
+  fs::create_directories(dir);
+  std::string compiler = selfDir() + "/mmrec-compile";
+  std::string cmd = shellQuote(compiler) + " " + shellQuote(model) + " -o " + shellQuote(dir) +
+                    " --target=cpu";
+  std::cerr << "mmrec-train: compiling " << model << " (mmrec-compile --target=cpu)\n";
+  int rc = std::system(cmd.c_str());
+  if (rc != 0)
+    throw Error("mmrec-compile failed on " + model + " (its messages are above)");
+  return dir + "/" + name + ".train.json";
+}
+
+double lrAt(const Settings &s, int64_t step) {
+  if (step <= s.warmup)
+    return s.lr * double(step) / double(std::max<int64_t>(1, s.warmup));
+  double p = double(step - s.warmup) / double(std::max<int64_t>(1, s.steps - s.warmup));
+  p = std::min(1.0, p);
+  return s.minLr + 0.5 * (s.lr - s.minLr) * (1.0 + std::cos(M_PI * p));
+}
+
+/// FLOPs of one forward+backward per token: 6 × the parameters of every
+/// matrix product (projections, the decay gate, FFN, tied logits) plus the
+/// level-0 product h·W_g (2·D² forward, 4·D² backward per token and layer).
+double flopsPerToken(const ModelConfig &c) {
+  double D = double(c.D), F = double(c.F), r = double(c.r), V = double(c.V);
+  double gate = c.perHead ? D * D / double(c.H) : D * D;
+  double perLayer = 5 * D * D + 2 * D * r + 3 * D * F;
+  return 6.0 * (double(c.L) * (perLayer + gate) + V * D);
+}
+
+double peakRssMiB() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) / 1024.0;
+}
+
+/// Mean loss over consecutive windows of T tokens of the validation shard
+/// (at most `maxTokens` tokens), B windows a batch.
+double evaluate(Model &model, const std::vector<float> &params, const TokenShard &val, int64_t B,
+                int64_t T, int64_t maxTokens) {
+  int64_t windows = std::min<int64_t>(int64_t(val.tokens.size()), maxTokens) / T;
+  if (windows == 0)
+    throw Error(val.path + ": fewer validation tokens than one sequence of " + std::to_string(T));
+  double sum = 0;
+  std::vector<int32_t> tok;
+  for (int64_t w0 = 0; w0 < windows; w0 += B) {
+    int64_t b = std::min(B, windows - w0);
+    tok.assign(val.tokens.begin() + w0 * T, val.tokens.begin() + (w0 + b) * T);
+    sum += model.forward(params.data(), tok.data(), b, T) * double(b);
+  }
+  return sum / double(windows);
+}
+
+int run(Settings s) {
+  if (s.model.empty() && s.kernels.empty())
+    throw CLI::ValidationError("--model", "one of --model or --kernels is required");
+  if (s.out.empty())
+    s.out = "runs/" + (s.model.empty() ? fs::path(s.kernels).stem().stem().string()
+                                       : fs::path(s.model).stem().string());
+  std::string manifest = s.kernels.empty() ? compileModel(s.model, s.out + "/kernels") : s.kernels;
+  KernelLibrary lib(manifest);
+  const ModelConfig &c = lib.config();
+  if (s.seqLen < 2 || s.seqLen > c.Tmax)
+    throw CLI::ValidationError("--seq-len", "must be in [2, " + std::to_string(c.Tmax) +
+                                                "] (max_seq_len of " + c.name + "), got " +
+                                                std::to_string(s.seqLen));
+  if (s.minLr > s.lr)
+    throw CLI::ValidationError("--min-lr", "must not exceed --lr");
+  if (s.warmup > s.steps)
+    throw CLI::ValidationError("--warmup", "must not exceed --steps");
+  ParamLayout layout(c);
+  Model model(lib, layout);
+  TokenShard val = TokenShard::read(s.data + "/val.bin", uint32_t(c.V));
+  std::vector<float> params;
+
+  if (s.evalOnly) {
+    if (s.checkpoint.empty())
+      throw CLI::ValidationError("--checkpoint", "--eval-only needs --checkpoint");
+    TrainerState st = loadCheckpoint(s.checkpoint, layout, c.name, params, nullptr);
+    double loss = evaluate(model, params, val, s.batch, s.seqLen, s.evalTokens);
+    std::printf("eval %s step %lld: val_loss %.6f\n", s.checkpoint.c_str(),
+                static_cast<long long>(st.step), loss);
+    return 0;
+  }
+
+  TokenShard train = TokenShard::read(s.data + "/train.bin", uint32_t(c.V));
+  AdamW opt(lib, layout);
+  AdamWConfig oc;
+  oc.beta1 = float(s.beta1);
+  oc.beta2 = float(s.beta2);
+  oc.weightDecay = float(s.weightDecay);
+  const std::string ckptDir = s.out + "/checkpoints";
+  int64_t start = 0;
+  std::string from = !s.checkpoint.empty() ? s.checkpoint : s.resume ? latestCheckpoint(ckptDir) : "";
+  if (!from.empty()) {
+    TrainerState st = loadCheckpoint(from, layout, c.name, params, &opt);
+    if (st.seed != s.seed)
+      std::cerr << "mmrec-train: note: the checkpoint was trained with --seed " << st.seed
+                << "; continuing with its seed\n";
+    s.seed = st.seed;
+    start = st.step;
+    std::cerr << "mmrec-train: resumed from " << from << " at step " << start << "\n";
+  } else {
+    if (s.resume)
+      std::cerr << "mmrec-train: no checkpoint under " << ckptDir << ": starting afresh\n";
+    params = initParams(c, layout, s.seed);
+  }
+  fs::create_directories(s.out);
+  std::ofstream metrics(s.out + "/metrics.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
+  std::printf("mmrec-train: %s, %lld parameters, %zu training / %zu validation tokens, "
+              "B %lld x T %lld x accumulation %lld, %lld steps\n",
+              c.name.c_str(), static_cast<long long>(layout.numel()), train.tokens.size(),
+              val.tokens.size(), static_cast<long long>(s.batch), static_cast<long long>(s.seqLen),
+              static_cast<long long>(s.gradAccum), static_cast<long long>(s.steps));
+  std::fflush(stdout);
+
+  std::vector<float> grads(size_t(layout.numel()));
+  std::vector<int32_t> tok;
+  const double flopsTok = flopsPerToken(c);
+  int badInARow = 0;
+  double lastVal = NAN;
+  auto save = [&](int64_t step, double loss) {
+    TrainerState st;
+    st.step = step;
+    st.seed = s.seed;
+    st.model = c.name;
+    st.settings = toJson(s);
+    st.extra = {{"train_loss", loss}, {"val_loss", std::isnan(lastVal) ? json() : json(lastVal)}};
+    std::string p = saveCheckpoint(ckptDir, layout, params, &opt, st, int(s.keep));
+    std::printf("checkpoint %s\n", p.c_str());
+  };
+  for (int64_t step = start + 1; step <= s.steps; ++step) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::fill(grads.begin(), grads.end(), 0.0f);
+    double loss = 0;
+    for (int64_t a = 0; a < s.gradAccum; ++a) {
+      sampleBatch(train, s.batch, s.seqLen, s.seed, (step - 1) * s.gradAccum + a + 1, tok);
+      loss += model.forward(params.data(), tok.data(), s.batch, s.seqLen) / double(s.gradAccum);
+      model.backward(params.data(), grads.data(), 1.0f / float(s.gradAccum));
+    }
+    double gnorm = opt.gradNorm(grads);
+    double lr = lrAt(s, step);
+    bool finite = std::isfinite(loss) && std::isfinite(gnorm);
+    if (finite) {
+      badInARow = 0;
+      float scale = s.clip > 0 && gnorm > s.clip ? float(s.clip / (gnorm + 1e-6)) : 1.0f;
+      opt.step(params, grads, step, float(lr), scale, oc);
+    } else if (++badInARow >= 5) {
+      std::fprintf(stderr,
+                   "mmrec-train: error: non-finite loss or gradient at 5 steps in a row (last: "
+                   "step %lld); stopping. The last checkpoint under %s is intact.\n",
+                   static_cast<long long>(step), ckptDir.c_str());
+      return 3;
+    } else {
+      std::fprintf(stderr, "mmrec-train: step %lld: non-finite loss %g or grad norm %g: skipped\n",
+                   static_cast<long long>(step), loss, gnorm);
+    }
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    double tokens = double(s.batch * s.seqLen * s.gradAccum);
+    if (step % s.logInterval == 0 || step == s.steps)
+      std::printf("step %6lld | loss %.4f | gnorm %.3f | lr %.2e | %8.1f ms | %8.0f tok/s | "
+                  "%6.2f GFLOP/s | peak %.0f MiB%s\n",
+                  static_cast<long long>(step), loss, gnorm, lr, ms, tokens / ms * 1e3,
+                  flopsTok * tokens / ms * 1e-6, peakRssMiB(), finite ? "" : " | SKIPPED");
+    json rec = {{"step", step},   {"loss", loss},       {"grad_norm", gnorm},
+                {"lr", lr},       {"ms", ms},           {"tokens_per_s", tokens / ms * 1e3},
+                {"skipped", !finite}, {"peak_rss_mib", peakRssMiB()}};
+    bool evalNow = step % s.evalInterval == 0 || step == s.steps;
+    if (evalNow) {
+      lastVal = evaluate(model, params, val, s.batch, s.seqLen, s.evalTokens);
+      rec["val_loss"] = lastVal;
+      std::printf("eval step %6lld | val_loss %.4f\n", static_cast<long long>(step), lastVal);
+    }
+    metrics << rec.dump() << "\n" << std::flush;
+    std::fflush(stdout);
+    bool done = step == s.steps || (evalNow && s.targetLoss > 0 && lastVal < s.targetLoss);
+    if (step % s.ckptInterval == 0 || done)
+      save(step, loss);
+    if (done && step != s.steps) {
+      std::printf("mmrec-train: validation loss %.4f is below --target-loss %.4f at step %lld\n",
+                  lastVal, s.targetLoss, static_cast<long long>(step));
+      break;
+    }
+  }
+  if (!std::isnan(lastVal))
+    std::printf("final val_loss %.4f\n", lastVal);
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  CLI::App app{"mmrec-train: train the MM-Rec model from the kernels mmrec-compile generates"};
+  app.set_config("--config", "", "Read settings from an INI/TOML file (keys are the long options)");
+  Settings s;
+  app.add_option("--model", s.model, "Model file (.mlir); compiled with mmrec-compile");
+  app.add_option("--kernels", s.kernels, "A training manifest (NAME.train.json) instead of --model");
+  app.add_option("--data", s.data, "Directory with train.bin and val.bin (mmrec-data)")->required();
+  app.add_option("--out", s.out, "Run directory (default runs/<model>)");
+  app.add_option("--steps", s.steps, "Optimizer steps")->check(CLI::PositiveNumber);
+  app.add_option("--batch", s.batch, "Sequences per micro-batch")->check(CLI::PositiveNumber);
+  app.add_option("--seq-len", s.seqLen, "Tokens per sequence (≤ max_seq_len)");
+  app.add_option("--grad-accum", s.gradAccum, "Micro-batches per step")->check(CLI::PositiveNumber);
+  app.add_option("--lr", s.lr, "Peak learning rate")->check(CLI::Range(0.0, 10.0));
+  app.add_option("--min-lr", s.minLr, "Final learning rate of the cosine decay")
+      ->check(CLI::Range(0.0, 10.0));
+  app.add_option("--warmup", s.warmup, "Linear warmup steps")->check(CLI::NonNegativeNumber);
+  app.add_option("--weight-decay", s.weightDecay, "AdamW weight decay (matrices, S)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--beta1", s.beta1, "AdamW β1")->check(CLI::Range(0.0, 0.999999));
+  app.add_option("--beta2", s.beta2, "AdamW β2")->check(CLI::Range(0.0, 0.999999));
+  app.add_option("--clip", s.clip, "Global gradient-norm clip (0: off)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--eval-interval", s.evalInterval, "Steps between validations")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--eval-tokens", s.evalTokens, "Validation tokens per evaluation")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--ckpt-interval", s.ckptInterval, "Steps between checkpoints")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--keep", s.keep, "Checkpoints to keep")->check(CLI::PositiveNumber);
+  app.add_option("--log-interval", s.logInterval, "Steps between log lines")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--seed", s.seed, "Seed of the initialization and the data order");
+  app.add_option("--target-loss", s.targetLoss,
+                 "Stop once the validation loss falls below this (0: run all steps)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--resume", s.resume, "Continue from the newest checkpoint under OUT/checkpoints");
+  app.add_option("--checkpoint", s.checkpoint, "A checkpoint to evaluate or to resume from");
+  app.add_flag("--eval-only", s.evalOnly, "Print the validation loss of --checkpoint and exit");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return run(s);
+  } catch (const CLI::Error &e) {
+    return app.exit(e);
+  } catch (const std::exception &e) {
+    std::cerr << "mmrec-train: error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -49,6 +49,7 @@ struct Settings {
   uint64_t seed = 1;
   bool resume = false, evalOnly = false;
   double targetLoss = 0; // > 0: stop once the validation loss is below it
+  int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
 };
 
 json toJson(const Settings &s) {
@@ -157,7 +158,7 @@ int run(Settings s) {
       throw CLI::ValidationError("--checkpoint", "--eval-only needs --checkpoint");
     TrainerState st = loadCheckpoint(s.checkpoint, layout, c.name, params, nullptr);
     double loss = evaluate(model, params, val, s.batch, s.seqLen, s.evalTokens);
-    std::printf("eval %s step %lld: val_loss %.6f\n", s.checkpoint.c_str(),
+    std::printf("eval %s step %lld: val_loss %.9g\n", s.checkpoint.c_str(),
                 static_cast<long long>(st.step), loss);
     return 0;
   }
@@ -252,12 +253,19 @@ int run(Settings s) {
     }
     metrics << rec.dump() << "\n" << std::flush;
     std::fflush(stdout);
-    bool done = step == s.steps || (evalNow && s.targetLoss > 0 && lastVal < s.targetLoss);
+    bool reached = evalNow && s.targetLoss > 0 && lastVal < s.targetLoss;
+    bool stopped = s.stopAfter > 0 && step - start >= s.stopAfter;
+    bool done = step == s.steps || reached || stopped;
     if (step % s.ckptInterval == 0 || done)
       save(step, loss);
-    if (done && step != s.steps) {
+    if (reached && step != s.steps) {
       std::printf("mmrec-train: validation loss %.4f is below --target-loss %.4f at step %lld\n",
                   lastVal, s.targetLoss, static_cast<long long>(step));
+      break;
+    }
+    if (stopped && step != s.steps) {
+      std::printf("mmrec-train: stopping after %lld steps (--stop-after); --resume continues\n",
+                  static_cast<long long>(s.stopAfter));
       break;
     }
   }
@@ -302,6 +310,9 @@ int main(int argc, char **argv) {
   app.add_option("--seed", s.seed, "Seed of the initialization and the data order");
   app.add_option("--target-loss", s.targetLoss,
                  "Stop once the validation loss falls below this (0: run all steps)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--stop-after", s.stopAfter,
+                 "Stop after this many steps of this run, as if interrupted (0: never)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--resume", s.resume, "Continue from the newest checkpoint under OUT/checkpoints");
   app.add_option("--checkpoint", s.checkpoint, "A checkpoint to evaluate or to resume from");

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# mmrec-data and mmrec-train end to end on the CPU, small and quick:
+#   * bad settings exit non-zero with a message naming the option/field;
+#   * a run interrupted (--stop-after) and resumed (--resume) reproduces the
+#     uninterrupted run's losses bit for bit;
+#   * --eval-only on the final checkpoint prints the run's last validation loss;
+#   * a corrupt checkpoint is refused; a checkpoint with NaN weights makes
+#     every step non-finite: the steps are skipped, the run stops (exit 3)
+#     and the checkpoint it started from is left intact.
+# Usage: trainer-cli.sh BIN_DIR WORK_DIR
+set -euo pipefail
+BIN=$1
+WORK=$2
+rm -rf "$WORK"
+mkdir -p "$WORK"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+# expect_fail "what the message must contain" cmd...
+expect_fail() {
+  local want=$1; shift
+  local out rc=0
+  out=$("$@" 2>&1) || rc=$?
+  [ "$rc" -ne 0 ] || fail "expected a non-zero exit from: $* (output: $out)"
+  grep -qF -- "$want" <<<"$out" || fail "expected '$want' in the output of: $*; got: $out"
+  echo "ok: refused ($want)"
+}
+
+# A small corpus (bytes) through mmrec-data's --source path.
+python3 - "$WORK/corpus.txt" <<'PY'
+import sys, random
+random.seed(1)
+words = "in the beginning god created heaven and earth light darkness day night".split()
+with open(sys.argv[1], "w") as f:
+    for i in range(3000):
+        f.write("Ge1:%d " % i + " ".join(random.choice(words) for _ in range(12)) + "\n")
+PY
+"$BIN/mmrec-data" --out "$WORK/data" --source "$WORK/corpus.txt" --val-every 10
+[ -f "$WORK/data/train.bin" ] && [ -f "$WORK/data/val.bin" ] || fail "mmrec-data wrote no shards"
+"$BIN/mmrec-compile" "$(dirname "$0")/../../models/mmrec-tiny.mlir" -o "$WORK/k" --target=cpu >/dev/null
+K="$WORK/k/mmrec-tiny.train.json"
+COMMON=(--kernels "$K" --batch 2 --seq-len 32 --warmup 2 --eval-interval 3
+        --eval-tokens 1024 --ckpt-interval 3 --seed 11)
+
+# Bad settings.
+expect_fail "--batch" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --batch 0
+expect_fail "--seq-len" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --seq-len 100000
+expect_fail "--warmup" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --steps 1
+expect_fail "--lr" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --lr -1
+expect_fail "val.bin" "$BIN/mmrec-train" --data "$WORK/none" "${COMMON[@]}" --out "$WORK/bad"
+expect_fail "does not exist" "$BIN/mmrec-train" --model "$WORK/none.mlir" --data "$WORK/data" --out "$WORK/bad"
+expect_fail "--eval-only needs --checkpoint" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --eval-only
+printf 'clip = -1\n' > "$WORK/bad.ini"
+expect_fail "--clip" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --config "$WORK/bad.ini"
+expect_fail "training manifest" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data"
+
+# The uninterrupted run, and the same run interrupted after 4 steps and resumed.
+"$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 8 --out "$WORK/a" > "$WORK/a.log"
+"$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 8 --out "$WORK/b" --stop-after 4 > "$WORK/b1.log"
+grep -q "stopping after 4 steps" "$WORK/b1.log" || fail "--stop-after did not stop"
+"$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 8 --out "$WORK/b" --resume > "$WORK/b2.log" 2> "$WORK/b2.err"
+grep -q "resumed from .*step-00000004 at step 4" "$WORK/b2.err" || fail "did not resume at step 4"
+python3 - "$WORK/a/metrics.jsonl" "$WORK/b/metrics.jsonl" <<'PY'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+assert [r["step"] for r in a] == list(range(1, 9)), a
+assert [r["step"] for r in b] == list(range(1, 9)), b
+for x, y in zip(a, b):
+    for k in ("loss", "grad_norm", "lr", "val_loss"):
+        if k in x or k in y:
+            assert x.get(k) == y.get(k), (k, x, y)
+assert a[-1]["loss"] < a[0]["loss"], "the loss did not fall"
+print("ok: resumed run matches bit for bit:", [r["loss"] for r in b])
+PY
+
+# --eval-only reproduces the final validation loss.
+out=$("$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/a" --eval-only --checkpoint "$WORK/a/checkpoints/step-00000008")
+python3 - "$WORK/a/metrics.jsonl" "$out" <<'PY'
+import json, sys
+last = [json.loads(l) for l in open(sys.argv[1])][-1]["val_loss"]
+got = float(sys.argv[2].split("val_loss")[1])
+assert abs(got - last) <= 1e-6 * abs(last), (got, last)
+print("ok: --eval-only", got, "== final val_loss", last)
+PY
+
+# A corrupt checkpoint is refused.
+cp -r "$WORK/a/checkpoints/step-00000008" "$WORK/corrupt"
+printf 'garbage' | dd of="$WORK/corrupt/model.safetensors" bs=1 seek=200 conv=notrunc 2>/dev/null
+expect_fail "checksum mismatch" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/a" --eval-only --checkpoint "$WORK/corrupt"
+
+# NaN weights (with valid checksums): every step is skipped; five in a row stop the run.
+cp -r "$WORK/a/checkpoints/step-00000008" "$WORK/nan"
+python3 - "$WORK/nan" <<'PY'
+import json, struct, sys, zlib
+d = sys.argv[1]
+raw = bytearray(open(d + "/model.safetensors", "rb").read())
+hl = struct.unpack("<Q", raw[:8])[0]
+hdr = json.loads(raw[8:8 + hl])
+b, e = hdr["final_norm"]["data_offsets"]
+raw[8 + hl + b: 8 + hl + e] = struct.pack("<f", float("nan")) * ((e - b) // 4)
+open(d + "/model.safetensors", "wb").write(raw)
+st = json.load(open(d + "/trainer.json"))
+st["files"]["model.safetensors"] = zlib.crc32(bytes(raw))
+json.dump(st, open(d + "/trainer.json", "w"))
+PY
+before=$(md5sum "$WORK/nan/model.safetensors")
+rc=0
+"$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 20 --out "$WORK/n" --checkpoint "$WORK/nan" > "$WORK/n.log" 2>&1 || rc=$?
+[ "$rc" -eq 3 ] || fail "NaN run: expected exit 3, got $rc: $(cat "$WORK/n.log")"
+[ "$(grep -c SKIPPED "$WORK/n.log")" -eq 4 ] || fail "NaN run: expected 4 skipped steps before the stop"
+grep -q "non-finite loss or gradient at 5 steps in a row" "$WORK/n.log" || fail "NaN run: no stop message"
+[ "$before" = "$(md5sum "$WORK/nan/model.safetensors")" ] || fail "NaN run touched its checkpoint"
+echo "ok: NaN steps skipped, run stopped with exit 3, checkpoint intact"
+echo "trainer-cli: all checks passed"

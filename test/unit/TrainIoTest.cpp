@@ -1,0 +1,195 @@
+//===- TrainIoTest.cpp - token shards, safetensors, checkpoints -----------===//
+//
+// Round trips, and refusal of every kind of damage with a message that names
+// the file and the problem: truncation, bad magic or version, checksum
+// mismatches, out-of-vocabulary tokens, missing tensors, wrong shapes, a
+// checkpoint of another model. A checkpoint write interrupted before its
+// rename leaves the previous checkpoint the newest complete one.
+//
+//===----------------------------------------------------------------------===//
+
+#include "mmrec/train_io.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+using namespace mmrec::train;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string manifest() { return std::string(MMREC_TRAIN_TEST_DIR) + "/mmrec-test-dense.train.json"; }
+
+fs::path tempDir(const std::string &name) {
+  fs::path p = fs::temp_directory_path() /
+               ("mmrec-io-" + name + "-" + std::to_string(std::random_device{}()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+std::string slurp(const fs::path &p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+void spit(const fs::path &p, const std::string &s) {
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << s;
+}
+
+/// Expects `f` to throw an Error whose message contains `what`.
+template <class F> void expectError(F f, const std::string &what) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning '" << what << "'";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
+
+TEST(TrainIo, ShardRoundTripAndDamage) {
+  fs::path d = tempDir("shard");
+  std::vector<uint16_t> tok = {1, 2, 3, 200, 255, 0, 7};
+  std::string p = (d / "a.bin").string();
+  TokenShard::write(p, 256, tok);
+  TokenShard s = TokenShard::read(p, 256);
+  EXPECT_EQ(s.tokens, tok);
+  EXPECT_EQ(s.vocab, 256u);
+  expectError([&] { TokenShard::read(p, 100); }, "exceeds the model's 100");
+  std::string bytes = slurp(p);
+  spit(d / "trunc.bin", bytes.substr(0, bytes.size() - 1));
+  expectError([&] { TokenShard::read((d / "trunc.bin").string()); }, "truncated");
+  spit(d / "short.bin", bytes.substr(0, 10));
+  expectError([&] { TokenShard::read((d / "short.bin").string()); }, "header");
+  std::string flipped = bytes;
+  flipped[34] ^= 1;
+  spit(d / "flip.bin", flipped);
+  expectError([&] { TokenShard::read((d / "flip.bin").string()); }, "checksum");
+  std::string magic = bytes;
+  magic[0] = 'X';
+  spit(d / "magic.bin", magic);
+  expectError([&] { TokenShard::read((d / "magic.bin").string()); }, "magic");
+  std::string version = bytes;
+  version[8] = 9;
+  spit(d / "version.bin", version);
+  expectError([&] { TokenShard::read((d / "version.bin").string()); }, "version 9");
+  TokenShard::write((d / "oov.bin").string(), 100, {1, 150});
+  expectError([&] { TokenShard::read((d / "oov.bin").string()); }, "token 150 at 1");
+  expectError([&] { TokenShard::read((d / "none.bin").string()); }, "cannot open");
+  fs::remove_all(d);
+}
+
+TEST(TrainIo, BatchesAreReproducibleAndInRange) {
+  TokenShard s;
+  s.path = "mem";
+  for (int i = 0; i < 1000; ++i)
+    s.tokens.push_back(uint16_t(i % 251));
+  std::vector<int32_t> a, b, c;
+  sampleBatch(s, 4, 16, 7, 3, a);
+  sampleBatch(s, 4, 16, 7, 3, b);
+  sampleBatch(s, 4, 16, 7, 4, c);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  for (int64_t w = 0; w < 4; ++w)
+    for (int64_t t = 1; t < 16; ++t)
+      EXPECT_EQ(a[size_t(w * 16 + t)], (a[size_t(w * 16 + t - 1)] + 1) % 251);
+  expectError([&] { sampleBatch(s, 1, 2000, 1, 1, a); }, "fewer than one sequence");
+}
+
+TEST(TrainIo, SafetensorsRoundTripAndDamage) {
+  KernelLibrary lib(manifest());
+  ParamLayout layout(lib.config());
+  std::vector<float> p = initParams(lib.config(), layout, 5);
+  fs::path d = tempDir("st");
+  std::vector<NamedTensor> w;
+  for (const ParamInfo &t : layout.tensors())
+    w.push_back({t.name, t.shape, p.data() + t.offset});
+  std::string path = (d / "m.safetensors").string();
+  writeSafetensors(path, w, {{"format", "pt"}});
+  std::vector<float> q;
+  readSafetensors(path, layout, "", q);
+  EXPECT_EQ(p, q);
+  // The header is the safetensors format: 8-byte length, JSON, 8-aligned.
+  std::string bytes = slurp(path);
+  uint64_t hl;
+  std::memcpy(&hl, bytes.data(), 8);
+  EXPECT_EQ(hl % 8, 0u);
+  auto header = nlohmann::json::parse(bytes.substr(8, hl));
+  EXPECT_EQ(header["layers.1.W_q"]["shape"], nlohmann::json({24, 24}));
+  EXPECT_EQ(header["__metadata__"]["format"], "pt");
+  spit(d / "trunc.safetensors", bytes.substr(0, bytes.size() - 4));
+  expectError([&] { readSafetensors((d / "trunc.safetensors").string(), layout, "", q); },
+              "final_norm");
+  spit(d / "hdr.safetensors", bytes.substr(0, 4));
+  expectError([&] { readSafetensors((d / "hdr.safetensors").string(), layout, "", q); },
+              "shorter than");
+  std::string bad = bytes;
+  bad[8] = '!';
+  spit(d / "json.safetensors", bad);
+  expectError([&] { readSafetensors((d / "json.safetensors").string(), layout, "", q); },
+              "malformed header");
+  w.pop_back();
+  writeSafetensors((d / "missing.safetensors").string(), w);
+  expectError([&] { readSafetensors((d / "missing.safetensors").string(), layout, "", q); },
+              "tensor 'final_norm' is missing");
+  std::vector<int64_t> wrong = {2, 2};
+  w[1].shape = wrong;
+  writeSafetensors((d / "shape.safetensors").string(), w);
+  expectError([&] { readSafetensors((d / "shape.safetensors").string(), layout, "", q); },
+              "has shape [2,2], the model needs [24]");
+  fs::remove_all(d);
+}
+
+TEST(TrainIo, CheckpointsAtomicKeepLastAndRefuseDamage) {
+  KernelLibrary lib(manifest());
+  ParamLayout layout(lib.config());
+  AdamW opt(lib, layout);
+  std::vector<float> p = initParams(lib.config(), layout, 9);
+  for (size_t i = 0; i < opt.m.size(); ++i) {
+    opt.m[i] = float(i) * 1e-3f;
+    opt.v[i] = float(i) * 2e-3f;
+  }
+  fs::path d = tempDir("ckpt");
+  TrainerState st;
+  st.seed = 42;
+  st.model = lib.config().name;
+  for (int64_t step : {10, 20, 30, 40}) {
+    st.step = step;
+    p[0] = float(step);
+    saveCheckpoint(d.string(), layout, p, &opt, st, 2);
+  }
+  // keep = 2: steps 30 and 40 remain.
+  EXPECT_FALSE(fs::exists(d / "step-00000020"));
+  EXPECT_TRUE(fs::exists(d / "step-00000030"));
+  EXPECT_EQ(latestCheckpoint(d.string()), (d / "step-00000040").string());
+  // A write cut before its rename (a leftover .tmp) is ignored.
+  fs::create_directories(d / "step-00000050.tmp");
+  spit(d / "step-00000050.tmp" / "model.safetensors", "partial");
+  EXPECT_EQ(latestCheckpoint(d.string()), (d / "step-00000040").string());
+
+  std::vector<float> q;
+  AdamW opt2(lib, layout);
+  TrainerState back = loadCheckpoint(latestCheckpoint(d.string()), layout, st.model, q, &opt2);
+  EXPECT_EQ(back.step, 40);
+  EXPECT_EQ(back.seed, 42u);
+  EXPECT_EQ(q, p);
+  EXPECT_EQ(opt2.m, opt.m);
+  EXPECT_EQ(opt2.v, opt.v);
+
+  expectError([&] { loadCheckpoint((d / "step-00000040").string(), layout, "other", q, nullptr); },
+              "not 'other'");
+  fs::path model = d / "step-00000040" / "model.safetensors";
+  std::string bytes = slurp(model);
+  bytes[bytes.size() - 1] ^= 0x40;
+  spit(model, bytes);
+  expectError([&] { loadCheckpoint((d / "step-00000040").string(), layout, "", q, nullptr); },
+              "checksum mismatch");
+  spit(d / "step-00000030" / "trainer.json", "{not json");
+  expectError([&] { loadCheckpoint((d / "step-00000030").string(), layout, "", q, nullptr); },
+              "malformed checkpoint state");
+  fs::remove_all(d);
+}
+
+} // namespace

@@ -36,7 +36,7 @@
 
 // CPU: func.func @fwd_kernel(%{{.*}}: memref<?xbf16>, {{.*}}: index, %{{.*}}: index) attributes {llvm.emit_c_interface}
 // CPU: memref.alloca() : memref<128xf32>
-// CPU: math.fma
+// CPU: llvm.intr.fmuladd
 // CPU: math.exp
 func.func @fwd(%z: tensor<?x?x128xbf16>, %l: tensor<?x?x128xf32>, %W: tensor<2x64x64xbf16>, %bg: tensor<128xbf16>,
                %h0: tensor<?x128xbf16>) -> (tensor<?x?x128xbf16>, tensor<?x128xbf16>) {

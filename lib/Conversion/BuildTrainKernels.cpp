@@ -47,6 +47,7 @@ struct BuildTrainKernels : mlir::mmrec::impl::MMRecBuildTrainKernelsBase<BuildTr
     c.F = cfg.getFfnDim();
     c.C = cfg.getChunkSize();
     c.r = cfg.getDecayRank();
+    c.Tmax = cfg.getMaxSeqLen();
     c.perHead = cfg.getGate() == GateKind::per_head;
     c.eps = cfg.getNormEps().convertToDouble();
     c.clampMin = cfg.getLogClampMin().convertToDouble();

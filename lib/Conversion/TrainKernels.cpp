@@ -122,20 +122,24 @@ struct Kernel {
   Body body; // null: built by another generator (gated, mem_scan)
 };
 
-/// softmax in place over buf[0, n): returns nothing; buf holds probabilities.
-void softmaxInPlace(K &k, Value buf, Value n) {
-  Value m = k.maxOver(k.idx(0), n, [&](Value s) { return k.ld(buf, s); });
+/// Softmax in place over buf[base, base + n).
+void softmaxInPlace(K &k, Value buf, Value n, Value base = {}) {
+  if (!base)
+    base = k.idx(0);
+  auto at = [&](Value s) { return k.addi(base, s); };
+  Value m = k.maxOver(k.idx(0), n, [&](Value s) { return k.ld(buf, at(s)); });
   Value z = k.sum(k.idx(0), n, [&](Value s) {
-    Value e = k.exp(k.sub(k.ld(buf, s), m));
-    k.st(e, buf, s);
+    Value e = k.exp(k.sub(k.ld(buf, at(s)), m));
+    k.st(e, buf, at(s));
     return e;
   });
   Value inv = k.div(k.cst(1.0), z);
-  k.loop(k.idx(0), n, [&](Value s) { k.st(k.mul(k.ld(buf, s), inv), buf, s); });
+  k.loop(k.idx(0), n, [&](Value s) { k.st(k.mul(k.ld(buf, at(s)), inv), buf, at(s)); });
 }
 
 std::vector<Kernel> kernels(const TrainConfig &c) {
-  const int64_t D = c.D, F = c.F, V = c.V, G = c.Nm, M = c.M, d = c.dm(), C = c.C;
+  const int64_t D = c.D, V = c.V, G = c.Nm, M = c.M, d = c.dm(), C = c.C;
+  const int64_t nCmax = (c.Tmax + C - 1) / C; // chunks of one segment (decoding)
   const double eps = c.eps, lo = c.clampMin, hi = c.clampMax, invSqrtD = 1.0 / std::sqrt(double(d));
   std::vector<Kernel> ks;
   auto add = [&](std::string name, std::vector<std::string> arrays,
@@ -327,17 +331,16 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   // per chunk c and slot s: n = Σ_t w, P = Σ_t w v, U = P/max(n, 1e-6),
   // lb = clamp(n·logσ(μ), lo, 0), wu = (1 − β)·U = −expm1(lb)·U.
   auto slotAddress = [=](K &k, Value x, Value S, Value xBase, Value g, Value out, Value outBase) {
-    // out[outBase + s] = softmax_s(x[xBase..]·S[g, s, :]/√d)
-    Value tmp = k.buf(M);
+    // out[outBase + s] = softmax_s(x[xBase..]·S[g, s, :]/√d), in place (no
+    // scratch: allocas inside loops would grow the stack every iteration).
     k.loop(M, [&](Value s) {
       Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
       Value dot = k.sum(d, [&](Value j) {
         return k.mul(k.ld(x, k.addi(xBase, j)), k.ld(S, k.addi(sb, j)));
       });
-      k.st(k.mul(dot, k.cst(invSqrtD)), tmp, s);
+      k.st(k.mul(dot, k.cst(invSqrtD)), out, k.addi(outBase, s));
     });
-    softmaxInPlace(k, tmp, k.idx(M));
-    k.loop(M, [&](Value s) { k.st(k.ld(tmp, s), out, k.addi(outBase, s)); });
+    softmaxInPlace(k, out, k.idx(M), outBase);
   };
   // The chunk statistics of (b, c, g, s): n and, in `P`, Σ_t w v.
   auto chunkStats = [=](K &k, Args &a, Value bi, Value T, Value t0, Value t1, Value g, Value s,
@@ -725,6 +728,107 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
     Value prev = arith::ExtFOp::create(k.b, k.f64, k.ld(a["out"], k.idx(0)));
     k.st(arith::TruncFOp::create(k.b, k.f32, arith::AddFOp::create(k.b, prev, s)), a["out"],
          k.idx(0));
+  });
+
+  // --- Decoding, one token at a time with the recurrent state carried
+  // (MMREC_SPEC section 3's segments; every state has a fixed size):
+  // K1, V1 (B, nCmax, D) hold the means of the segment's completed chunks,
+  // ksum, vsum (B, D) the sums of the current chunk; nacc (B, G, M) and
+  // Pacc (B, G, M, d) the current chunk's write mass and Σ w·v; Mem (B, G, M, d).
+  // y1 = Σ_{c<done} softmax_c(q·K1_c/√d) V1_c (0 when done = 0).
+  add("decode_level1", {"q", "K1", "V1", "y1"}, {"B", "done"}, [=](K &k, Args &a) {
+    Value p = k.buf(nCmax + 1);
+    k.loop(k.idx(0), a["B"], [&](Value bi) {
+      Value kRow0 = k.muli(bi, k.idx(nCmax * D));
+      k.loop(G, [&](Value g) {
+        Value qBase = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
+        level1Probs(k, a, p, qBase, kRow0, g, a["done"]);
+        k.loop(d, [&](Value j) {
+          Value y = k.sum(k.idx(0), a["done"], [&](Value ch) {
+            Value vb = k.addi(k.addi(kRow0, k.muli(ch, k.idx(D))), k.muli(g, k.idx(d)));
+            return k.mul(k.ld(p, ch), k.ld(a["V1"], k.addi(vb, j)));
+          });
+          k.st(y, a["y1"], k.addi(qBase, j));
+        });
+      });
+    });
+  });
+  // ksum += k, vsum += v; with close = 1 (the token ends its chunk) the chunk
+  // means go to K1, V1 at chunk `slot` (count tokens) and the sums restart.
+  add("decode_level1_push", {"k", "v", "ksum", "vsum", "K1", "V1"}, {"B", "slot", "count", "close"},
+      [=](K &k, Args &a) {
+        Value closing = k.cmpi(arith::CmpIPredicate::ne, a["close"], k.idx(0));
+        Value inv = k.div(k.cst(1.0), arith::UIToFPOp::create(
+                                          k.b, k.f32,
+                                          arith::IndexCastOp::create(k.b, k.b.getI64Type(),
+                                                                     a["count"])));
+        k.loop(k.idx(0), a["B"], [&](Value bi) {
+          k.loop(D, [&](Value j) {
+            Value i = k.addi(k.muli(bi, k.idx(D)), j);
+            Value ks = k.add(k.ld(a["ksum"], i), k.ld(a["k"], i));
+            Value vs = k.add(k.ld(a["vsum"], i), k.ld(a["v"], i));
+            k.st(k.select(closing, k.cst(0.0), ks), a["ksum"], i);
+            k.st(k.select(closing, k.cst(0.0), vs), a["vsum"], i);
+            k.ifThen(closing, [&] {
+              Value o = k.addi(k.addi(k.muli(bi, k.idx(nCmax * D)), k.muli(a["slot"], k.idx(D))), j);
+              k.st(k.mul(ks, inv), a["K1"], o);
+              k.st(k.mul(vs, inv), a["V1"], o);
+            });
+          });
+        });
+      });
+  // The MDI write of one token: w = softmax_s(k·S_s/√d); nacc += w,
+  // Pacc += w·v. With close = 1 the chunk is applied to the memory:
+  // logβ = clamp(n·logσ(μ), lo, 0), Mem = β·Mem + (1 − β)·P/max(n, 1e-6), and
+  // the accumulators restart.
+  add("decode_mdi_write", {"k", "v", "S", "mu", "nacc", "Pacc", "Mem"}, {"B", "close"},
+      [=](K &k, Args &a) {
+        Value w = k.buf(M);
+        Value closing = k.cmpi(arith::CmpIPredicate::ne, a["close"], k.idx(0));
+        k.loop(k.idx(0), a["B"], [&](Value bi) {
+          k.loop(G, [&](Value g) {
+            Value kb = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
+            slotAddress(k, a["k"], a["S"], kb, g, w, k.idx(0));
+            k.loop(M, [&](Value s) {
+              Value gs = k.addi(k.muli(g, k.idx(M)), s);
+              Value ni = k.addi(k.muli(bi, k.idx(G * M)), gs);
+              Value ws = k.ld(w, s);
+              Value n = k.add(k.ld(a["nacc"], ni), ws);
+              Value ls = k.logSigmoid(k.ld(a["mu"], gs));
+              Value lb = k.min(k.max(k.mul(n, ls), k.cst(lo)), k.cst(0.0));
+              Value beta = k.exp(lb), omb = k.neg(k.expm1(lb));
+              Value inv = k.div(k.cst(1.0), k.max(n, k.cst(1e-6)));
+              k.st(k.select(closing, k.cst(0.0), n), a["nacc"], ni);
+              k.loop(d, [&](Value j) {
+                Value pi = k.addi(k.muli(ni, k.idx(d)), j);
+                Value P = k.add(k.ld(a["Pacc"], pi), k.mul(ws, k.ld(a["v"], k.addi(kb, j))));
+                k.st(k.select(closing, k.cst(0.0), P), a["Pacc"], pi);
+                Value mem = k.ld(a["Mem"], pi);
+                Value upd = k.add(k.mul(beta, mem), k.mul(omb, k.mul(P, inv)));
+                k.st(k.select(closing, upd, mem), a["Mem"], pi);
+              });
+            });
+          });
+        });
+      });
+  // The MDI read of one token: y2 = Σ_s softmax_s(q·S_s/√d)·Mem[s].
+  add("decode_mdi_read", {"q", "S", "Mem", "y2"}, {"B"}, [=](K &k, Args &a) {
+    Value w = k.buf(M);
+    k.loop(k.idx(0), a["B"], [&](Value bi) {
+      k.loop(G, [&](Value g) {
+        Value qb = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
+        slotAddress(k, a["q"], a["S"], qb, g, w, k.idx(0));
+        k.loop(d, [&](Value j) {
+          Value y = k.sum(M, [&](Value s) {
+            Value mi = k.addi(k.muli(k.addi(k.muli(bi, k.idx(G * M)), k.addi(k.muli(g, k.idx(M)), s)),
+                                     k.idx(d)),
+                              j);
+            return k.mul(k.ld(w, s), k.ld(a["Mem"], mi));
+          });
+          k.st(y, a["y2"], k.addi(qb, j));
+        });
+      });
+    });
   });
   return ks;
 }

@@ -16,6 +16,9 @@
 //   embed_{fwd,bwd}          row gather / scatter-add of E
 //   xent                     mean cross-entropy and its logit gradient
 //   adamw, sumsq             the optimizer update and Σx² (gradient norm)
+//   decode_*                 one token with the recurrent state carried:
+//                            level-1 read and chunk push, MDI write (+ the
+//                            chunk's memory update) and read
 //
 // Every kernel is named `train_<name>`, takes 1-D memrefs (f32, i32 for
 // token ids) and then index arguments, and carries llvm.emit_c_interface,
@@ -39,7 +42,7 @@
 namespace mlir::mmrec {
 
 struct TrainConfig {
-  int64_t V = 0, D = 0, L = 0, H = 1, Nm = 1, M = 1, F = 0, C = 1, r = 0;
+  int64_t V = 0, D = 0, L = 0, H = 1, Nm = 1, M = 1, F = 0, C = 1, r = 0, Tmax = 1;
   bool perHead = false;
   double eps = 1e-6, clampMin = -50.0, clampMax = 0.0;
   int64_t dm() const { return D / Nm; }

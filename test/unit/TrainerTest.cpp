@@ -181,3 +181,68 @@ TEST(TrainerCpu, LayoutMatchesSpecNamesAndCount) {
 }
 
 } // namespace
+
+namespace {
+
+// Decoding token by token with the carried state gives, at every position,
+// the logits of the parallel forward over the whole sequence (T = 23: five
+// full chunks of 4 and a partial one; both gates).
+void checkGeneratorMatchesForward(const std::string &gate) {
+  KernelLibrary lib(manifest(gate));
+  const ModelConfig &c = lib.config();
+  ParamLayout layout(c);
+  uint64_t seed = freshSeed();
+  SCOPED_TRACE("gate " + gate + ", seed " + std::to_string(seed));
+  std::vector<float> params = initParams(c, layout, seed);
+  std::mt19937_64 rng(seed + 1);
+  std::uniform_real_distribution<float> u(-0.3f, 0.3f);
+  for (float &p : params)
+    p += u(rng);
+  const int64_t B = 2, T = 23, V = c.V;
+  std::vector<int32_t> tok(size_t(B * T));
+  for (int32_t &t : tok)
+    t = int32_t(rng() % uint64_t(V));
+  Model model(lib, layout);
+  model.forward(params.data(), tok.data(), B, T);
+  std::vector<float> ref = model.logits();
+  Generator gen(lib, layout, B);
+  const int64_t bytes = gen.stateBytes();
+  double maxRef = 0, maxErr = 0;
+  std::vector<int32_t> step(static_cast<size_t>(B));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t b = 0; b < B; ++b)
+      step[size_t(b)] = tok[size_t(b * T + t)];
+    const std::vector<float> &lg = gen.step(params.data(), step.data());
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t v = 0; v < V; ++v) {
+        double r = ref[size_t((b * T + t) * V + v)];
+        maxRef = std::max(maxRef, std::abs(r));
+        maxErr = std::max(maxErr, std::abs(double(lg[size_t(b * V + v)]) - r));
+      }
+  }
+  EXPECT_LE(maxErr, 1e-4 * maxRef) << "max |logit| " << maxRef;
+  EXPECT_EQ(gen.stateBytes(), bytes) << "the state grew while generating";
+  EXPECT_EQ(gen.position(), T);
+}
+
+TEST(TrainerCpu, GeneratorMatchesForwardDense) { checkGeneratorMatchesForward("dense"); }
+TEST(TrainerCpu, GeneratorMatchesForwardPerHead) { checkGeneratorMatchesForward("per_head"); }
+
+TEST(TrainerCpu, GeneratorStartsNewSegmentsAfterTmax) {
+  KernelLibrary lib(manifest("dense"));
+  const ModelConfig &c = lib.config();
+  ParamLayout layout(c);
+  std::vector<float> params = initParams(c, layout, 3);
+  Generator gen(lib, layout, 1);
+  std::vector<int32_t> t = {5};
+  for (int64_t i = 0; i < c.Tmax + 3; ++i) {
+    const std::vector<float> &lg = gen.step(params.data(), t.data());
+    for (float x : lg)
+      ASSERT_TRUE(std::isfinite(x));
+  }
+  EXPECT_EQ(gen.position(), 3);
+  std::vector<int32_t> bad = {int32_t(c.V)};
+  EXPECT_THROW(gen.step(params.data(), bad.data()), Error);
+}
+
+} // namespace

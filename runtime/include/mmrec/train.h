@@ -147,6 +147,8 @@ public:
   void backward(const float *params, float *grads, float scale = 1.0f);
   /// Bytes of activations and scratch currently allocated.
   int64_t activationBytes() const;
+  /// The last forward()'s logits (B, T, V).
+  const std::vector<float> &logits() const { return logits_; }
 
 private:
   struct Layer;
@@ -162,6 +164,38 @@ private:
   std::vector<float> dx_, dx1_, dy_, dxf_, dg_, df1_, df3_, du2_, do_, dh_, dy1_, dy2_, dq_, dk_,
       dv_, dz_, du_, dua_, dpre_, dell_, dK1_, dV1_, dw_, dlb_, dwu_, dmems_, dmem0_, dmem0b_,
       gp_, gp0_, dh0_, zerosBD_, zerosMem_, ones_;
+};
+
+/// Token-by-token inference with the recurrent state carried (MMREC_SPEC
+/// section 3): per layer h (B, D), Mem (B, N_m, M, d_m), the current
+/// segment's chunk means K1, V1 (B, ⌈T_max/C⌉, D) and the running sums of
+/// the current chunk. The state has a fixed size: memory does not grow with
+/// the number of tokens generated. After T_max tokens a new segment starts
+/// (level 1 restarts; h and Mem carry on). Feeding a sequence gives, at
+/// every position, the logits Model::forward computes for it.
+class Generator {
+public:
+  Generator(KernelLibrary &lib, const ParamLayout &layout, int64_t B);
+  ~Generator();
+  /// A document start: every state zero.
+  void reset();
+  /// Consumes one token per sequence (B of them); returns the logits of the
+  /// next token, (B, V).
+  const std::vector<float> &step(const float *params, const int32_t *tokens);
+  int64_t position() const { return pos_; }
+  /// Bytes of state and scratch (constant).
+  int64_t stateBytes() const;
+
+private:
+  struct LayerState;
+  KernelLibrary &lib_;
+  const ParamLayout &layout_;
+  ModelConfig c_;
+  int64_t B_, pos_ = 0, nCmax_ = 0;
+  std::vector<std::unique_ptr<LayerState>> layers_;
+  std::vector<int32_t> tok_;
+  std::vector<float> x_, u_, rstd_, q_, k_, v_, z_, ua_, pre_, ell_, hs_, hfin_, y1_, y2_, hrstd_,
+      o_, x1_, u2_, f1_, f3_, g_, xf_, logits_;
 };
 
 struct AdamWConfig {

@@ -1,0 +1,151 @@
+//===- generate.cpp - token-by-token inference with carried state ---------===//
+//
+// One token of every layer: the projections as gemms over B rows, the
+// level-0 recurrence as one step of the gated kernel (T = 1, its initial
+// state the carried h), level 1 and 2 through the generated decode_*
+// kernels (reads of the completed chunks and of Mem as it stood before the
+// current chunk; the chunk's statistics pushed, and applied when the token
+// closes its chunk), then the combination and the FFN.
+//
+//===----------------------------------------------------------------------===//
+
+#include "mmrec/blas.h"
+#include "mmrec/train.h"
+
+#include <algorithm>
+
+using namespace mmrec::train;
+using mmrec::rt::DeviceKind;
+using mmrec::rt::DType;
+using mmrec::rt::GemmDesc;
+
+namespace {
+
+void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k, bool transB,
+        float beta) {
+  GemmDesc d;
+  d.m = m;
+  d.n = n;
+  d.k = k;
+  d.transB = transB;
+  d.lda = k;
+  d.ldb = transB ? k : n;
+  d.ldc = n;
+  d.beta = beta;
+  mmrec::rt::gemm(d, DType::f32, A, B, DType::f32, C, DeviceKind::cpu);
+}
+
+} // namespace
+
+struct Generator::LayerState {
+  std::vector<float> h, mem, K1, V1, ksum, vsum, nacc, pacc;
+};
+
+Generator::Generator(KernelLibrary &lib, const ParamLayout &layout, int64_t B)
+    : lib_(lib), layout_(layout), c_(lib.config()), B_(B) {
+  if (B <= 0)
+    throw Error("Generator: the batch must be positive, got " + std::to_string(B));
+  if (c_.Tmax % c_.C != 0)
+    throw Error("Generator: max_seq_len (" + std::to_string(c_.Tmax) +
+                ") must be a multiple of chunk_size (" + std::to_string(c_.C) + ")");
+  nCmax_ = c_.Tmax / c_.C;
+  const int64_t D = c_.D, F = c_.F, G = c_.Nm, M = c_.M, d = c_.dm();
+  for (int64_t l = 0; l < c_.L; ++l) {
+    auto s = std::make_unique<LayerState>();
+    s->h.resize(size_t(B * D));
+    s->mem.resize(size_t(B * G * M * d));
+    s->K1.resize(size_t(B * nCmax_ * D));
+    s->V1.resize(size_t(B * nCmax_ * D));
+    s->ksum.resize(size_t(B * D));
+    s->vsum.resize(size_t(B * D));
+    s->nacc.resize(size_t(B * G * M));
+    s->pacc.resize(size_t(B * G * M * d));
+    layers_.push_back(std::move(s));
+  }
+  for (auto *v : {&x_, &u_, &q_, &k_, &v_, &z_, &pre_, &ell_, &hs_, &hfin_, &y1_, &y2_, &o_, &x1_,
+                  &u2_, &xf_})
+    v->resize(size_t(B * D));
+  rstd_.resize(size_t(B));
+  ua_.resize(size_t(B * c_.r));
+  hrstd_.resize(size_t(B * G));
+  for (auto *v : {&f1_, &f3_, &g_})
+    v->resize(size_t(B * F));
+  logits_.resize(size_t(B * c_.V));
+  tok_.resize(size_t(B));
+  reset();
+}
+
+Generator::~Generator() = default;
+
+void Generator::reset() {
+  pos_ = 0;
+  for (auto &s : layers_)
+    for (auto *v : {&s->h, &s->mem, &s->K1, &s->V1, &s->ksum, &s->vsum, &s->nacc, &s->pacc})
+      std::fill(v->begin(), v->end(), 0.0f);
+}
+
+int64_t Generator::stateBytes() const {
+  int64_t n = 0;
+  for (const auto &s : layers_)
+    for (const auto *v : {&s->h, &s->mem, &s->K1, &s->V1, &s->ksum, &s->vsum, &s->nacc, &s->pacc})
+      n += int64_t(v->size());
+  for (const auto *v : {&x_, &u_, &rstd_, &q_, &k_, &v_, &z_, &ua_, &pre_, &ell_, &hs_, &hfin_,
+                        &y1_, &y2_, &hrstd_, &o_, &x1_, &u2_, &f1_, &f3_, &g_, &xf_, &logits_})
+    n += int64_t(v->size());
+  return n * 4;
+}
+
+const std::vector<float> &Generator::step(const float *P, const int32_t *tokens) {
+  const int64_t B = B_, D = c_.D, F = c_.F, r = c_.r, V = c_.V, C = c_.C;
+  for (int64_t b = 0; b < B; ++b) {
+    if (tokens[b] < 0 || tokens[b] >= V)
+      throw Error("generate: token " + std::to_string(tokens[b]) + " is outside the vocabulary");
+    tok_[size_t(b)] = tokens[b];
+  }
+  const int64_t chunk = pos_ / C;
+  const int64_t close = pos_ % C == C - 1 ? 1 : 0;
+  const float *E = P + layout_.get("embed").offset;
+  lib_("embed_fwd", Arr(tok_), Arr(const_cast<float *>(E), V * D), Arr(x_), B);
+  for (int64_t l = 0; l < c_.L; ++l) {
+    LayerState &s = *layers_[size_t(l)];
+    auto W = [&](const char *n) {
+      const ParamInfo &p = layout_.get(ParamLayout::layerName(l, n));
+      return Arr(const_cast<float *>(P + p.offset), p.numel);
+    };
+    auto Wp = [&](const char *n) { return P + layout_.layer(l, n); };
+    lib_("rmsnorm_fwd", Arr(x_), W("w_in"), Arr(u_), Arr(rstd_), B);
+    mm(u_.data(), Wp("W_q"), q_.data(), B, D, D, false, 0);
+    mm(u_.data(), Wp("W_k"), k_.data(), B, D, D, false, 0);
+    mm(u_.data(), Wp("W_v"), v_.data(), B, D, D, false, 0);
+    mm(u_.data(), Wp("W_z"), z_.data(), B, D, D, false, 0);
+    mm(u_.data(), Wp("A_gamma"), ua_.data(), B, r, D, false, 0);
+    mm(ua_.data(), Wp("B_gamma"), pre_.data(), B, D, r, false, 0);
+    lib_("decay_fwd", Arr(pre_), W("lambda"), Arr(ell_), B);
+    lib_("gated_fwd", Arr(z_), Arr(ell_), W("W_g"), W("b_g"), Arr(s.h), Arr(hs_), Arr(hfin_), B,
+         int64_t(1));
+    std::swap(s.h, hfin_);
+    lib_("decode_level1", Arr(q_), Arr(s.K1), Arr(s.V1), Arr(y1_), B, chunk);
+    lib_("decode_mdi_read", Arr(q_), W("S"), Arr(s.mem), Arr(y2_), B);
+    lib_("decode_level1_push", Arr(k_), Arr(v_), Arr(s.ksum), Arr(s.vsum), Arr(s.K1), Arr(s.V1), B,
+         chunk, C, close);
+    lib_("decode_mdi_write", Arr(k_), Arr(v_), W("S"), W("mu"), Arr(s.nacc), Arr(s.pacc),
+         Arr(s.mem), B, close);
+    lib_("combine_fwd", Arr(hs_), Arr(y1_), Arr(y2_), W("rho"), Arr(hrstd_), Arr(o_), B);
+    x1_ = x_;
+    mm(o_.data(), Wp("W_o"), x1_.data(), B, D, D, false, 1);
+    lib_("rmsnorm_fwd", Arr(x1_), W("w_ffn"), Arr(u2_), Arr(rstd_), B);
+    mm(u2_.data(), Wp("W_1"), f1_.data(), B, F, D, false, 0);
+    mm(u2_.data(), Wp("W_3"), f3_.data(), B, F, D, false, 0);
+    lib_("swiglu_fwd", Arr(f1_), Arr(f3_), Arr(g_), B * F);
+    x_ = x1_;
+    mm(g_.data(), Wp("W_2"), x_.data(), B, D, F, false, 1);
+  }
+  const ParamInfo &fn = layout_.get("final_norm");
+  lib_("rmsnorm_fwd", Arr(x_), Arr(const_cast<float *>(P + fn.offset), D), Arr(xf_), Arr(rstd_), B);
+  mm(xf_.data(), E, logits_.data(), B, V, D, true, 0);
+  // After T_max tokens a new segment starts: level 1 restarts (its chunk
+  // slots are reused from 0); h and Mem carry on.
+  if (++pos_ == c_.Tmax)
+    pos_ = 0;
+  return logits_;
+}

@@ -41,6 +41,22 @@ K="$WORK/k/mmrec-tiny.train.json"
 COMMON=(--kernels "$K" --batch 2 --seq-len 32 --warmup 2 --eval-interval 3
         --eval-tokens 1024 --ckpt-interval 3 --seed 11)
 
+# SentencePiece: a model trained here (vocabulary 300); mmrec-tiny (V = 256)
+# refuses its shards, naming the vocabulary.
+"$BIN/mmrec-data" --out "$WORK/spm" --tokenizer spm --vocab 300 --source "$WORK/corpus.txt" 2>/dev/null
+[ -f "$WORK/spm/tokenizer.model" ] || fail "no SentencePiece model"
+python3 - "$WORK/spm/train.bin" <<'PY'
+import struct, sys
+raw = open(sys.argv[1], "rb").read()
+assert raw[:8] == b"MMRECTOK"
+version, vocab, count, width = struct.unpack("<IIQI", raw[8:28])
+assert (version, vocab, width) == (1, 300, 2), (version, vocab, width)
+toks = struct.unpack("<%dH" % count, raw[32:])
+assert max(toks) < 300 and count > 1000, (max(toks), count)
+print("ok: SentencePiece shard:", count, "tokens, vocabulary", vocab)
+PY
+expect_fail "exceeds the model's 256" "$BIN/mmrec-train" --kernels "$WORK/k/mmrec-tiny.train.json" --data "$WORK/spm" --out "$WORK/bad"
+
 # Bad settings.
 expect_fail "--batch" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --batch 0
 expect_fail "--seq-len" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --seq-len 100000
@@ -72,6 +88,11 @@ for x, y in zip(a, b):
 assert a[-1]["loss"] < a[0]["loss"], "the loss did not fall"
 print("ok: resumed run matches bit for bit:", [r["loss"] for r in b])
 PY
+
+# Loss and throughput curves to PNG.
+"$(dirname "$0")/../../scripts/plot-metrics" "$WORK/a/metrics.jsonl" "$WORK/a/curves.png"
+[ "$(head -c 4 "$WORK/a/curves.png" | od -An -c | tr -d ' ')" = "211PNG" ] || fail "plot-metrics wrote no PNG"
+echo "ok: plot-metrics"
 
 # --eval-only reproduces the final validation loss.
 out=$("$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/a" --eval-only --checkpoint "$WORK/a/checkpoints/step-00000008")

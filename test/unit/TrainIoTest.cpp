@@ -193,3 +193,35 @@ TEST(TrainIo, CheckpointsAtomicKeepLastAndRefuseDamage) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(TrainIo, AbsurdSizesAreRefusedBeforeAllocating) {
+  // A manifest whose configuration asks for 10^15 parameters.
+  fs::path d = tempDir("absurd");
+  auto j = nlohmann::json::parse(slurp(manifest()));
+  j["config"]["hidden_dim"] = int64_t(1) << 40;
+  j["config"]["num_heads"] = 1;
+  j["config"]["num_memories"] = 1;
+  spit(d / "x.train.json", j.dump());
+  expectError([&] { KernelLibrary lib((d / "x.train.json").string()); }, "sizes out of range");
+  j = nlohmann::json::parse(slurp(manifest()));
+  j["config"]["hidden_dim"] = -4;
+  spit(d / "y.train.json", j.dump());
+  expectError([&] { KernelLibrary lib((d / "y.train.json").string()); }, "must be positive");
+  j = nlohmann::json::parse(slurp(manifest()));
+  j["config"].erase("ffn_dim");
+  spit(d / "z.train.json", j.dump());
+  expectError([&] { KernelLibrary lib((d / "z.train.json").string()); }, "ffn_dim");
+  // A batch whose activations cannot fit in memory.
+  KernelLibrary lib(manifest());
+  ParamLayout layout(lib.config());
+  Model model(lib, layout);
+  std::vector<float> p = initParams(lib.config(), layout, 1);
+  std::vector<int32_t> tok(4, 1);
+  expectError([&] { model.forward(p.data(), tok.data(), int64_t(1) << 20, int64_t(1) << 20); },
+              "MiB of activations");
+  fs::remove_all(d);
+}
+
+} // namespace

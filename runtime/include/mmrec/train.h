@@ -112,6 +112,10 @@ struct ParamInfo {
   bool decay = false; // AdamW weight decay applies (matrices, S)
 };
 
+/// This machine's physical memory, in bytes (for refusing absurd sizes
+/// before allocating).
+long double physicalMemoryBytes();
+
 class ParamLayout {
 public:
   explicit ParamLayout(const ModelConfig &cfg);

@@ -52,6 +52,16 @@ KernelLibrary::KernelLibrary(const std::string &manifestPath) : path_(manifestPa
   if (cfg_.V <= 0 || cfg_.D <= 0 || cfg_.L <= 0 || cfg_.H <= 0 || cfg_.Nm <= 0 || cfg_.M <= 0 ||
       cfg_.F <= 0 || cfg_.C <= 0 || cfg_.r <= 0 || cfg_.D % cfg_.H || cfg_.D % cfg_.Nm)
     throw Error(manifestPath + ": config: sizes must be positive with D divisible by H and N_m");
+  {
+    // Absurd sizes are refused before anything is sized from them.
+    long double D = cfg_.D, params = cfg_.L * (6.0L * D * D + 2.0L * D * cfg_.r + cfg_.M * D +
+                                               3.0L * D * cfg_.F) + (long double)cfg_.V * D;
+    if (params > 1e13L || cfg_.V > 65536 || cfg_.C > cfg_.Tmax || cfg_.Tmax > (1 << 24))
+      throw Error(manifestPath + ": config: sizes out of range (about " +
+                  std::to_string((double)params) + " parameters, vocab_size " +
+                  std::to_string(cfg_.V) + ", chunk_size " + std::to_string(cfg_.C) +
+                  ", max_seq_len " + std::to_string(cfg_.Tmax) + ")");
+  }
   std::string lib = dirOf(manifestPath) + "/" + j.value("library", std::string());
   handle_ = dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle_)
@@ -123,6 +133,12 @@ ParamLayout::ParamLayout(const ModelConfig &c) {
     add(n("W_2"), {F, D}, true);
   }
   add("final_norm", {D}, false);
+  // fp32 weights, gradients and two AdamW moments: refuse a configuration
+  // that cannot fit before anything is allocated.
+  if ((long double)numel_ * 16 > physicalMemoryBytes())
+    throw Error("parameter layout: " + std::to_string(numel_) + " parameters need " +
+                std::to_string(int64_t((long double)numel_ * 16 / (1 << 20))) +
+                " MiB (weights, gradients, AdamW state), more than this machine has");
   if (c.paramCount && c.paramCount != numel_)
     throw Error("parameter layout: " + std::to_string(numel_) +
                 " parameters, the model file's configuration says " +

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <unistd.h>
 
 using namespace mmrec::train;
 using mmrec::rt::DeviceKind;
@@ -58,14 +59,31 @@ Model::Model(KernelLibrary &lib, const ParamLayout &layout)
 
 Model::~Model() = default;
 
+long double mmrec::train::physicalMemoryBytes() {
+  long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && size > 0 ? (long double)pages * size : 1.0L * (1ull << 62);
+}
+
 void Model::ensure(int64_t B, int64_t T) {
   if (B == B_ && T == T_)
     return;
-  B_ = B;
-  T_ = T;
   const int64_t N = B * T, D = c_.D, F = c_.F, G = c_.Nm, M = c_.M, d = c_.dm();
   const int64_t nC = (T + c_.C - 1) / c_.C;
   const int64_t mem = B * G * M * d, mems = B * nC * G * M * d;
+  // Refuse before allocating: the activations of every layer plus the
+  // backward's scratch, in floats (long double: no overflow for absurd sizes).
+  long double perLayer = (long double)N * (14 * D + 2 + c_.r + 2 * G * M + G + 3 * F) +
+                         (long double)B * D + 2.0L * B * nC * D + B * nC * G * M +
+                         2.0L * mems + mem;
+  long double total = perLayer * c_.L + (long double)N * (22 * D + 2 * c_.V + 3 * F + c_.r + G * M) +
+                      4.0L * mems + 5.0L * mem;
+  long double bytes = total * 4, limit = mmrec::train::physicalMemoryBytes();
+  if (bytes > limit)
+    throw Error("forward: B=" + std::to_string(B) + ", T=" + std::to_string(T) + " needs " +
+                std::to_string(int64_t(bytes / (1 << 20))) + " MiB of activations, more than this "
+                "machine's " + std::to_string(int64_t(limit / (1 << 20))) + " MiB");
+  B_ = B;
+  T_ = T;
   for (auto &Lp : layers_) {
     Layer &L = *Lp;
     for (auto *v : {&L.x, &L.u, &L.q, &L.k, &L.v, &L.z, &L.pre, &L.ell, &L.h, &L.y1, &L.y2, &L.o,

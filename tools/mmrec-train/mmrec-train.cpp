@@ -22,6 +22,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "mmrec/dist.h"
 #include "mmrec/train_io.h"
 
 #include <CLI/CLI.hpp>
@@ -115,29 +116,42 @@ double peakRssMiB() {
 }
 
 /// Mean loss over consecutive windows of T tokens of the validation shard
-/// (at most `maxTokens` tokens), B windows a batch.
+/// (at most `maxTokens` tokens), B windows a batch; the windows are split
+/// across the ranks and the sum reduced.
 double evaluate(Model &model, const std::vector<float> &params, const TokenShard &val, int64_t B,
-                int64_t T, int64_t maxTokens) {
+                int64_t T, int64_t maxTokens, mmrec::dist::Comm &comm) {
   int64_t windows = std::min<int64_t>(int64_t(val.tokens.size()), maxTokens) / T;
   if (windows == 0)
     throw Error(val.path + ": fewer validation tokens than one sequence of " + std::to_string(T));
+  const int64_t per = (windows + comm.size() - 1) / comm.size();
+  const int64_t w0 = std::min(windows, per * comm.rank()), w1 = std::min(windows, w0 + per);
   double sum = 0;
   std::vector<int32_t> tok;
-  for (int64_t w0 = 0; w0 < windows; w0 += B) {
-    int64_t b = std::min(B, windows - w0);
-    tok.assign(val.tokens.begin() + w0 * T, val.tokens.begin() + (w0 + b) * T);
+  for (int64_t w = w0; w < w1; w += B) {
+    int64_t b = std::min(B, w1 - w);
+    tok.assign(val.tokens.begin() + w * T, val.tokens.begin() + (w + b) * T);
     sum += model.forward(params.data(), tok.data(), b, T) * double(b);
   }
+  comm.allreduceSum(&sum, 1);
   return sum / double(windows);
 }
 
-int run(Settings s) {
+int run(Settings s, mmrec::dist::Comm &comm) {
+  const int R = comm.rank(), W = comm.size();
+  const bool lead = R == 0;
   if (s.model.empty() && s.kernels.empty())
     throw CLI::ValidationError("--model", "one of --model or --kernels is required");
   if (s.out.empty())
     s.out = "runs/" + (s.model.empty() ? fs::path(s.kernels).stem().stem().string()
                                        : fs::path(s.model).stem().string());
-  std::string manifest = s.kernels.empty() ? compileModel(s.model, s.out + "/kernels") : s.kernels;
+  std::string manifest = s.kernels;
+  if (manifest.empty()) {
+    // Rank 0 compiles; the others wait for it.
+    if (lead)
+      manifest = compileModel(s.model, s.out + "/kernels");
+    comm.barrier();
+    manifest = s.out + "/kernels/" + fs::path(s.model).stem().string() + ".train.json";
+  }
   KernelLibrary lib(manifest);
   const ModelConfig &c = lib.config();
   if (s.seqLen < 2 || s.seqLen > c.Tmax)
@@ -151,20 +165,25 @@ int run(Settings s) {
   ParamLayout layout(c);
   Model model(lib, layout);
   TokenShard val = TokenShard::read(s.data + "/val.bin", uint32_t(c.V));
+  // ZeRO: the flat parameter array padded to W shards of S elements; rank R
+  // owns [R·S, (R+1)·S): its gradients (reduce-scattered) and AdamW state.
+  const int64_t P = layout.numel(), S = (P + W - 1) / W;
+  const int64_t lo = std::min(P, R * S), hi = std::min(P, (R + 1) * S);
   std::vector<float> params;
 
   if (s.evalOnly) {
     if (s.checkpoint.empty())
       throw CLI::ValidationError("--checkpoint", "--eval-only needs --checkpoint");
     TrainerState st = loadCheckpoint(s.checkpoint, layout, c.name, params, nullptr);
-    double loss = evaluate(model, params, val, s.batch, s.seqLen, s.evalTokens);
-    std::printf("eval %s step %lld: val_loss %.9g\n", s.checkpoint.c_str(),
-                static_cast<long long>(st.step), loss);
+    double loss = evaluate(model, params, val, s.batch, s.seqLen, s.evalTokens, comm);
+    if (lead)
+      std::printf("eval %s step %lld: val_loss %.9g\n", s.checkpoint.c_str(),
+                  static_cast<long long>(st.step), loss);
     return 0;
   }
 
   TokenShard train = TokenShard::read(s.data + "/train.bin", uint32_t(c.V));
-  AdamW opt(lib, layout);
+  AdamW opt(lib, layout, lo, hi);
   AdamWConfig oc;
   oc.beta1 = float(s.beta1);
   oc.beta2 = float(s.beta2);
@@ -173,71 +192,110 @@ int run(Settings s) {
   int64_t start = 0;
   std::string from = !s.checkpoint.empty() ? s.checkpoint : s.resume ? latestCheckpoint(ckptDir) : "";
   if (!from.empty()) {
-    TrainerState st = loadCheckpoint(from, layout, c.name, params, &opt);
-    if (st.seed != s.seed)
+    // Every rank reads the whole checkpoint and keeps its shard of the
+    // optimizer state: a run resumes on any number of ranks.
+    AdamW whole(lib, layout);
+    TrainerState st = loadCheckpoint(from, layout, c.name, params, &whole);
+    std::copy(whole.m.begin() + lo, whole.m.begin() + hi, opt.m.begin());
+    std::copy(whole.v.begin() + lo, whole.v.begin() + hi, opt.v.begin());
+    if (st.seed != s.seed && lead)
       std::cerr << "mmrec-train: note: the checkpoint was trained with --seed " << st.seed
                 << "; continuing with its seed\n";
     s.seed = st.seed;
     start = st.step;
-    std::cerr << "mmrec-train: resumed from " << from << " at step " << start << "\n";
+    if (lead)
+      std::cerr << "mmrec-train: resumed from " << from << " at step " << start << " on " << W
+                << " rank" << (W > 1 ? "s" : "") << "\n";
   } else {
-    if (s.resume)
+    if (s.resume && lead)
       std::cerr << "mmrec-train: no checkpoint under " << ckptDir << ": starting afresh\n";
     params = initParams(c, layout, s.seed);
   }
-  fs::create_directories(s.out);
-  std::ofstream metrics(s.out + "/metrics.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
-  std::printf("mmrec-train: %s, %lld parameters, %zu training / %zu validation tokens, "
-              "B %lld x T %lld x accumulation %lld, %lld steps\n",
-              c.name.c_str(), static_cast<long long>(layout.numel()), train.tokens.size(),
-              val.tokens.size(), static_cast<long long>(s.batch), static_cast<long long>(s.seqLen),
-              static_cast<long long>(s.gradAccum), static_cast<long long>(s.steps));
-  std::fflush(stdout);
+  params.resize(size_t(S * W), 0.0f);
+  std::ofstream metrics;
+  if (lead) {
+    fs::create_directories(s.out);
+    metrics.open(s.out + "/metrics.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
+    std::printf("mmrec-train: %s, %lld parameters, %zu training / %zu validation tokens, "
+                "%d rank%s (%s) x B %lld x T %lld x accumulation %lld, %lld steps\n",
+                c.name.c_str(), static_cast<long long>(P), train.tokens.size(), val.tokens.size(),
+                W, W > 1 ? "s" : "", comm.backend().c_str(), static_cast<long long>(s.batch),
+                static_cast<long long>(s.seqLen), static_cast<long long>(s.gradAccum),
+                static_cast<long long>(s.steps));
+    std::fflush(stdout);
+  }
 
-  std::vector<float> grads(size_t(layout.numel()));
-  std::vector<int32_t> tok;
+  std::vector<float> grads(static_cast<size_t>(S * W)), gshard(static_cast<size_t>(S)),
+      pshard(static_cast<size_t>(S));
+  std::vector<int32_t> all;
   const double flopsTok = flopsPerToken(c);
   int badInARow = 0;
   double lastVal = NAN;
   auto save = [&](int64_t step, double loss) {
-    TrainerState st;
-    st.step = step;
-    st.seed = s.seed;
-    st.model = c.name;
-    st.settings = toJson(s);
-    st.extra = {{"train_loss", loss}, {"val_loss", std::isnan(lastVal) ? json() : json(lastVal)}};
-    std::string p = saveCheckpoint(ckptDir, layout, params, &opt, st, int(s.keep));
-    std::printf("checkpoint %s\n", p.c_str());
+    // The optimizer's shards gathered on rank 0, which writes the checkpoint.
+    std::vector<float> mAll(lead ? size_t(S * W) : 0), vAll(lead ? size_t(S * W) : 0);
+    std::vector<float> mS(size_t(S), 0.0f), vS(size_t(S), 0.0f);
+    std::copy(opt.m.begin(), opt.m.end(), mS.begin());
+    std::copy(opt.v.begin(), opt.v.end(), vS.begin());
+    comm.gather(mS.data(), mAll.data(), S);
+    comm.gather(vS.data(), vAll.data(), S);
+    if (lead) {
+      AdamW whole(lib, layout);
+      std::copy(mAll.begin(), mAll.begin() + P, whole.m.begin());
+      std::copy(vAll.begin(), vAll.begin() + P, whole.v.begin());
+      TrainerState st;
+      st.step = step;
+      st.seed = s.seed;
+      st.model = c.name;
+      st.settings = toJson(s);
+      st.settings["ranks"] = W;
+      st.extra = {{"train_loss", loss},
+                  {"val_loss", std::isnan(lastVal) ? json() : json(lastVal)}};
+      std::vector<float> p(params.begin(), params.begin() + P);
+      std::string path = saveCheckpoint(ckptDir, layout, p, &whole, st, int(s.keep));
+      std::printf("checkpoint %s\n", path.c_str());
+    }
+    comm.barrier();
   };
   for (int64_t step = start + 1; step <= s.steps; ++step) {
     auto t0 = std::chrono::steady_clock::now();
     std::fill(grads.begin(), grads.end(), 0.0f);
     double loss = 0;
+    const int64_t bt = s.batch * s.seqLen;
     for (int64_t a = 0; a < s.gradAccum; ++a) {
-      sampleBatch(train, s.batch, s.seqLen, s.seed, (step - 1) * s.gradAccum + a + 1, tok);
-      loss += model.forward(params.data(), tok.data(), s.batch, s.seqLen) / double(s.gradAccum);
-      model.backward(params.data(), grads.data(), 1.0f / float(s.gradAccum));
+      // The global batch of W·B windows; this rank takes its B of them.
+      sampleBatch(train, W * s.batch, s.seqLen, s.seed, (step - 1) * s.gradAccum + a + 1, all);
+      const int32_t *tok = all.data() + R * bt;
+      loss += model.forward(params.data(), tok, s.batch, s.seqLen) / double(s.gradAccum * W);
+      model.backward(params.data(), grads.data(), 1.0f / float(s.gradAccum * W));
     }
-    double gnorm = opt.gradNorm(grads);
+    comm.allreduceSum(&loss, 1);
+    comm.reduceScatterSum(grads.data(), gshard.data(), S * W);
+    double ss = opt.sumSquares(gshard.data(), S);
+    comm.allreduceSum(&ss, 1);
+    double gnorm = std::sqrt(ss);
     double lr = lrAt(s, step);
     bool finite = std::isfinite(loss) && std::isfinite(gnorm);
     if (finite) {
       badInARow = 0;
       float scale = s.clip > 0 && gnorm > s.clip ? float(s.clip / (gnorm + 1e-6)) : 1.0f;
-      opt.step(params, grads, step, float(lr), scale, oc);
+      opt.step(params.data(), gshard.data(), step, float(lr), scale, oc);
+      std::copy(params.begin() + R * S, params.begin() + (R + 1) * S, pshard.begin());
+      comm.allgather(pshard.data(), params.data(), S);
     } else if (++badInARow >= 5) {
-      std::fprintf(stderr,
-                   "mmrec-train: error: non-finite loss or gradient at 5 steps in a row (last: "
-                   "step %lld); stopping. The last checkpoint under %s is intact.\n",
-                   static_cast<long long>(step), ckptDir.c_str());
+      if (lead)
+        std::fprintf(stderr,
+                     "mmrec-train: error: non-finite loss or gradient at 5 steps in a row (last: "
+                     "step %lld); stopping. The last checkpoint under %s is intact.\n",
+                     static_cast<long long>(step), ckptDir.c_str());
       return 3;
-    } else {
+    } else if (lead) {
       std::fprintf(stderr, "mmrec-train: step %lld: non-finite loss %g or grad norm %g: skipped\n",
                    static_cast<long long>(step), loss, gnorm);
     }
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    double tokens = double(s.batch * s.seqLen * s.gradAccum);
-    if (step % s.logInterval == 0 || step == s.steps)
+    double tokens = double(W * s.batch * s.seqLen * s.gradAccum);
+    if (lead && (step % s.logInterval == 0 || step == s.steps))
       std::printf("step %6lld | loss %.4f | gnorm %.3f | lr %.2e | %8.1f ms | %8.0f tok/s | "
                   "%6.2f GFLOP/s | peak %.0f MiB%s\n",
                   static_cast<long long>(step), loss, gnorm, lr, ms, tokens / ms * 1e3,
@@ -247,11 +305,13 @@ int run(Settings s) {
                 {"skipped", !finite}, {"peak_rss_mib", peakRssMiB()}};
     bool evalNow = step % s.evalInterval == 0 || step == s.steps;
     if (evalNow) {
-      lastVal = evaluate(model, params, val, s.batch, s.seqLen, s.evalTokens);
+      lastVal = evaluate(model, params, val, s.batch, s.seqLen, s.evalTokens, comm);
       rec["val_loss"] = lastVal;
-      std::printf("eval step %6lld | val_loss %.4f\n", static_cast<long long>(step), lastVal);
+      if (lead)
+        std::printf("eval step %6lld | val_loss %.4f\n", static_cast<long long>(step), lastVal);
     }
-    metrics << rec.dump() << "\n" << std::flush;
+    if (lead)
+      metrics << rec.dump() << "\n" << std::flush;
     std::fflush(stdout);
     bool reached = evalNow && s.targetLoss > 0 && lastVal < s.targetLoss;
     bool stopped = s.stopAfter > 0 && step - start >= s.stopAfter;
@@ -259,17 +319,19 @@ int run(Settings s) {
     if (step % s.ckptInterval == 0 || done)
       save(step, loss);
     if (reached && step != s.steps) {
-      std::printf("mmrec-train: validation loss %.4f is below --target-loss %.4f at step %lld\n",
-                  lastVal, s.targetLoss, static_cast<long long>(step));
+      if (lead)
+        std::printf("mmrec-train: validation loss %.4f is below --target-loss %.4f at step %lld\n",
+                    lastVal, s.targetLoss, static_cast<long long>(step));
       break;
     }
     if (stopped && step != s.steps) {
-      std::printf("mmrec-train: stopping after %lld steps (--stop-after); --resume continues\n",
-                  static_cast<long long>(s.stopAfter));
+      if (lead)
+        std::printf("mmrec-train: stopping after %lld steps (--stop-after); --resume continues\n",
+                    static_cast<long long>(s.stopAfter));
       break;
     }
   }
-  if (!std::isnan(lastVal))
+  if (lead && !std::isnan(lastVal))
     std::printf("final val_loss %.4f\n", lastVal);
   return 0;
 }
@@ -318,12 +380,26 @@ int main(int argc, char **argv) {
   app.add_option("--checkpoint", s.checkpoint, "A checkpoint to evaluate or to resume from");
   app.add_flag("--eval-only", s.evalOnly, "Print the validation loss of --checkpoint and exit");
   CLI11_PARSE(app, argc, argv);
+  mmrec::dist::Comm &comm = mmrec::dist::Comm::world();
+  const bool many = comm.size() > 1;
   try {
-    return run(s);
+    if (!many)
+      for (const char *v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+        if (const char *n = std::getenv(v); n && std::atoi(n) > 1)
+          throw Error(std::string("launched as one of ") + n + " ranks, but this mmrec-train "
+                      "was built without MPI (install libopenmpi-dev and rebuild)");
+    return run(s, comm);
   } catch (const CLI::Error &e) {
-    return app.exit(e);
+    int rc = app.exit(e);
+    if (many)
+      comm.abort(rc == 0 ? 2 : rc);
+    return rc;
   } catch (const std::exception &e) {
-    std::cerr << "mmrec-train: error: " << e.what() << "\n";
+    std::cerr << "mmrec-train: error" << (many ? " (rank " + std::to_string(comm.rank()) + ")" : "")
+              << ": " << e.what() << "\n";
+    // A failing rank ends the whole job: the others must not wait for it.
+    if (many)
+      comm.abort(1);
     return 1;
   }
 }

@@ -206,21 +206,32 @@ struct AdamWConfig {
   float lr = 3e-3f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weightDecay = 0.1f;
 };
 
-/// fp32 AdamW state (m, v) over the whole flat parameter array.
+/// fp32 AdamW state (m, v) over the elements [lo, hi) of the flat parameter
+/// array (all of it by default; one rank's shard under ZeRO).
 class AdamW {
 public:
-  AdamW(KernelLibrary &lib, const ParamLayout &layout);
-  /// √Σ g² over every gradient (the `sumsq` kernel).
+  AdamW(KernelLibrary &lib, const ParamLayout &layout, int64_t lo = 0, int64_t hi = -1);
+  /// √Σ g² over `grads` (the `sumsq` kernel).
   double gradNorm(std::vector<float> &grads);
-  /// One update at step `t` (1-based) with learning rate `lr`; gradients are
+  /// Σ g² over the first n elements of `grads`.
+  double sumSquares(const float *grads, int64_t n);
+  /// One update at step `t` (1-based) with learning rate `lr` of params[lo,
+  /// hi) from grads[0, hi − lo) (the shard's gradients); gradients are
   /// multiplied by `gradScale` first (clipping).
+  void step(float *params, const float *grads, int64_t t, float lr, float gradScale,
+            const AdamWConfig &cfg);
   void step(std::vector<float> &params, std::vector<float> &grads, int64_t t, float lr,
-            float gradScale, const AdamWConfig &cfg);
-  std::vector<float> m, v;
+            float gradScale, const AdamWConfig &cfg) {
+    step(params.data(), grads.data(), t, lr, gradScale, cfg);
+  }
+  int64_t lo() const { return lo_; }
+  int64_t hi() const { return hi_; }
+  std::vector<float> m, v; // (hi − lo) each
 
 private:
   KernelLibrary &lib_;
   const ParamLayout &layout_;
+  int64_t lo_, hi_;
 };
 
 } // namespace mmrec::train

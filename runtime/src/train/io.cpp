@@ -279,6 +279,8 @@ std::vector<std::pair<int64_t, std::string>> listCheckpoints(const std::string &
 std::string mmrec::train::saveCheckpoint(const std::string &dir, const ParamLayout &layout,
                                          const std::vector<float> &params, const AdamW *opt,
                                          const TrainerState &state, int keep) {
+  if (opt && (opt->lo() != 0 || opt->hi() != layout.numel()))
+    throw Error("saveCheckpoint: the optimizer state must be whole (gather the shards first)");
   fs::create_directories(dir);
   std::string final = dir + "/" + stepName(state.step);
   std::string tmp = final + ".tmp";
@@ -363,6 +365,8 @@ TrainerState mmrec::train::loadCheckpoint(const std::string &path, const ParamLa
     throw Error(tj + ": malformed checkpoint state: " + e.what());
   }
   readSafetensors(path + "/model.safetensors", layout, "", params);
+  if (opt && (opt->lo() != 0 || opt->hi() != layout.numel()))
+    throw Error("loadCheckpoint: load into a whole optimizer state, then take the shard");
   if (opt) {
     if (!j.at("files").contains("optimizer.safetensors"))
       throw Error(path + ": the checkpoint has no optimizer state to resume from");

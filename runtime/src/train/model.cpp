@@ -313,24 +313,38 @@ void Model::backward(const float *P, float *Gr, float scale) {
   lib_("embed_bwd", Arr(tokens_), Arr(dx_), Arr(dE, V * D), N);
 }
 
-AdamW::AdamW(KernelLibrary &lib, const ParamLayout &layout)
-    : m(size_t(layout.numel()), 0.0f), v(size_t(layout.numel()), 0.0f), lib_(lib),
-      layout_(layout) {}
-
-double AdamW::gradNorm(std::vector<float> &grads) {
-  std::vector<float> out(1, 0.0f);
-  lib_("sumsq", Arr(grads), Arr(out), int64_t(grads.size()));
-  return std::sqrt(double(out[0]));
+AdamW::AdamW(KernelLibrary &lib, const ParamLayout &layout, int64_t lo, int64_t hi)
+    : lib_(lib), layout_(layout), lo_(lo), hi_(hi < 0 ? layout.numel() : hi) {
+  if (lo_ < 0 || lo_ > hi_ || hi_ > layout.numel())
+    throw Error("AdamW: shard [" + std::to_string(lo_) + ", " + std::to_string(hi_) +
+                ") is outside the " + std::to_string(layout.numel()) + " parameters");
+  m.assign(size_t(hi_ - lo_), 0.0f);
+  v.assign(size_t(hi_ - lo_), 0.0f);
 }
 
-void AdamW::step(std::vector<float> &params, std::vector<float> &grads, int64_t t, float lr,
-                 float gradScale, const AdamWConfig &c) {
+double AdamW::sumSquares(const float *grads, int64_t n) {
+  std::vector<float> out(1, 0.0f);
+  lib_("sumsq", Arr(const_cast<float *>(grads), n), Arr(out), n);
+  return double(out[0]);
+}
+
+double AdamW::gradNorm(std::vector<float> &grads) {
+  return std::sqrt(sumSquares(grads.data(), int64_t(grads.size())));
+}
+
+void AdamW::step(float *params, const float *grads, int64_t t, float lr, float gradScale,
+                 const AdamWConfig &c) {
   const double bc1 = 1.0 / (1.0 - std::pow(double(c.beta1), double(t)));
   const double bc2 = 1.0 / (1.0 - std::pow(double(c.beta2), double(t)));
   for (const ParamInfo &p : layout_.tensors()) {
+    // The part of this tensor inside the shard.
+    int64_t a = std::max(p.offset, lo_), b = std::min(p.offset + p.numel, hi_);
+    if (a >= b)
+      continue;
     std::vector<float> hp = {lr,        c.beta1,    c.beta2,    c.eps, p.decay ? c.weightDecay : 0.0f,
                              float(bc1), float(bc2), gradScale};
-    lib_("adamw", Arr(params.data() + p.offset, p.numel), Arr(grads.data() + p.offset, p.numel),
-         Arr(m.data() + p.offset, p.numel), Arr(v.data() + p.offset, p.numel), Arr(hp), p.numel);
+    const int64_t n = b - a, s = a - lo_;
+    lib_("adamw", Arr(params + a, n), Arr(const_cast<float *>(grads) + s, n),
+         Arr(m.data() + s, n), Arr(v.data() + s, n), Arr(hp), n);
   }
 }

@@ -42,6 +42,9 @@ struct ModelConfig {
   int64_t paramCount = 0; // as mmrec-compile computed it (MMREC_SPEC section 6)
   int64_t dm() const { return D / Nm; }
   int64_t dh() const { return D / H; }
+  /// The configuration of a training manifest's text (NAME.train.json),
+  /// validated; throws Error naming `where` and the field.
+  static ModelConfig fromManifest(const std::string &text, const std::string &where);
 };
 
 /// A 1-D array argument of a kernel.

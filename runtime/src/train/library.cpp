@@ -20,61 +20,89 @@ std::string dirOf(const std::string &path) {
 
 } // namespace
 
+ModelConfig ModelConfig::fromManifest(const std::string &text, const std::string &where) {
+  ModelConfig cfg;
+  try {
+    json j = json::parse(text);
+    const json &c = j.at("config");
+    cfg.name = c.at("name").get<std::string>();
+    cfg.V = c.at("vocab_size").get<int64_t>();
+    cfg.D = c.at("hidden_dim").get<int64_t>();
+    cfg.L = c.at("num_layers").get<int64_t>();
+    cfg.H = c.at("num_heads").get<int64_t>();
+    cfg.Nm = c.at("num_memories").get<int64_t>();
+    cfg.M = c.at("memory_size").get<int64_t>();
+    cfg.F = c.at("ffn_dim").get<int64_t>();
+    cfg.C = c.at("chunk_size").get<int64_t>();
+    cfg.Tmax = c.at("max_seq_len").get<int64_t>();
+    cfg.r = c.at("decay_rank").get<int64_t>();
+    std::string gate = c.at("gate").get<std::string>();
+    if (gate != "dense" && gate != "per_head")
+      throw Error(where + ": config: gate must be dense or per_head, got '" + gate + "'");
+    cfg.perHead = gate == "per_head";
+    cfg.decayInit = c.at("decay_init").get<double>();
+    cfg.clampMin = c.at("log_clamp_min").get<double>();
+    cfg.clampMax = c.at("log_clamp_max").get<double>();
+    cfg.eps = c.at("norm_eps").get<double>();
+    cfg.paramCount = c.at("param_count").get<int64_t>();
+  } catch (const json::exception &e) {
+    throw Error(where + ": malformed training manifest: " + e.what());
+  }
+  if (cfg.V <= 0 || cfg.D <= 0 || cfg.L <= 0 || cfg.H <= 0 || cfg.Nm <= 0 || cfg.M <= 0 ||
+      cfg.F <= 0 || cfg.C <= 0 || cfg.r <= 0 || cfg.D % cfg.H || cfg.D % cfg.Nm)
+    throw Error(where + ": config: sizes must be positive with D divisible by H and N_m");
+  // Absurd sizes are refused before anything is sized from them.
+  long double D = cfg.D, params = cfg.L * (6.0L * D * D + 2.0L * D * cfg.r + cfg.M * D +
+                                           3.0L * D * cfg.F) + (long double)cfg.V * D;
+  if (params > 1e13L || cfg.V > 65536 || cfg.C > cfg.Tmax || cfg.Tmax > (1 << 24))
+    throw Error(where + ": config: sizes out of range (about " + std::to_string((double)params) +
+                " parameters, vocab_size " + std::to_string(cfg.V) + ", chunk_size " +
+                std::to_string(cfg.C) + ", max_seq_len " + std::to_string(cfg.Tmax) + ")");
+  if (!(cfg.decayInit > 0 && cfg.decayInit < 1))
+    throw Error(where + ": config: decay_init must be in (0, 1)");
+  if (!(cfg.clampMin <= cfg.clampMax && cfg.clampMax <= 0 && cfg.clampMin > -1e4))
+    throw Error(where + ": config: need -1e4 < log_clamp_min <= log_clamp_max <= 0");
+  if (!(cfg.eps > 0 && cfg.eps < 1))
+    throw Error(where + ": config: norm_eps must be in (0, 1)");
+  return cfg;
+}
+
 KernelLibrary::KernelLibrary(const std::string &manifestPath) : path_(manifestPath) {
   std::ifstream in(manifestPath);
   if (!in)
     throw Error(manifestPath + ": cannot open the training manifest (run mmrec-compile on the "
                                "model file first)");
-  json j;
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  cfg_ = ModelConfig::fromManifest(text, manifestPath);
   try {
-    in >> j;
-    const json &c = j.at("config");
-    cfg_.name = c.at("name").get<std::string>();
-    cfg_.V = c.at("vocab_size").get<int64_t>();
-    cfg_.D = c.at("hidden_dim").get<int64_t>();
-    cfg_.L = c.at("num_layers").get<int64_t>();
-    cfg_.H = c.at("num_heads").get<int64_t>();
-    cfg_.Nm = c.at("num_memories").get<int64_t>();
-    cfg_.M = c.at("memory_size").get<int64_t>();
-    cfg_.F = c.at("ffn_dim").get<int64_t>();
-    cfg_.C = c.at("chunk_size").get<int64_t>();
-    cfg_.Tmax = c.at("max_seq_len").get<int64_t>();
-    cfg_.r = c.at("decay_rank").get<int64_t>();
-    cfg_.perHead = c.at("gate").get<std::string>() == "per_head";
-    cfg_.decayInit = c.at("decay_init").get<double>();
-    cfg_.clampMin = c.at("log_clamp_min").get<double>();
-    cfg_.clampMax = c.at("log_clamp_max").get<double>();
-    cfg_.eps = c.at("norm_eps").get<double>();
-    cfg_.paramCount = c.at("param_count").get<int64_t>();
+    json j = json::parse(text);
+    std::string name = j.at("library").get<std::string>();
+    if (name.empty() || name.find('/') != std::string::npos)
+      throw Error(manifestPath + ": 'library' must name a file beside the manifest, got '" +
+                  name + "'");
+    std::string lib = dirOf(manifestPath) + "/" + name;
+    handle_ = dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!handle_)
+      throw Error(lib + ": cannot load the training library: " + dlerror());
+    for (const json &k : j.at("kernels")) {
+      std::string kname = k.at("name").get<std::string>();
+      if (kname.rfind("train_", 0) != 0)
+        throw Error(manifestPath + ": kernel '" + kname + "' is not a train_ kernel");
+      Sig s;
+      s.arrays = k.at("arrays").size();
+      s.indices = k.at("indices").size();
+      s.fn = dlsym(handle_, ("_mlir_ciface_" + kname).c_str());
+      if (!s.fn)
+        throw Error(lib + ": kernel " + kname + " is missing");
+      kernels_[kname.substr(6)] = s; // without "train_"
+    }
   } catch (const json::exception &e) {
     throw Error(manifestPath + ": malformed training manifest: " + e.what());
-  }
-  if (cfg_.V <= 0 || cfg_.D <= 0 || cfg_.L <= 0 || cfg_.H <= 0 || cfg_.Nm <= 0 || cfg_.M <= 0 ||
-      cfg_.F <= 0 || cfg_.C <= 0 || cfg_.r <= 0 || cfg_.D % cfg_.H || cfg_.D % cfg_.Nm)
-    throw Error(manifestPath + ": config: sizes must be positive with D divisible by H and N_m");
-  {
-    // Absurd sizes are refused before anything is sized from them.
-    long double D = cfg_.D, params = cfg_.L * (6.0L * D * D + 2.0L * D * cfg_.r + cfg_.M * D +
-                                               3.0L * D * cfg_.F) + (long double)cfg_.V * D;
-    if (params > 1e13L || cfg_.V > 65536 || cfg_.C > cfg_.Tmax || cfg_.Tmax > (1 << 24))
-      throw Error(manifestPath + ": config: sizes out of range (about " +
-                  std::to_string((double)params) + " parameters, vocab_size " +
-                  std::to_string(cfg_.V) + ", chunk_size " + std::to_string(cfg_.C) +
-                  ", max_seq_len " + std::to_string(cfg_.Tmax) + ")");
-  }
-  std::string lib = dirOf(manifestPath) + "/" + j.value("library", std::string());
-  handle_ = dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!handle_)
-    throw Error(lib + ": cannot load the training library: " + dlerror());
-  for (const json &k : j.at("kernels")) {
-    std::string name = k.at("name").get<std::string>();
-    Sig s;
-    s.arrays = k.at("arrays").size();
-    s.indices = k.at("indices").size();
-    s.fn = dlsym(handle_, ("_mlir_ciface_" + name).c_str());
-    if (!s.fn)
-      throw Error(lib + ": kernel " + name + " is missing");
-    kernels_[name.substr(6)] = s; // without "train_"
+  } catch (...) {
+    if (handle_)
+      dlclose(handle_);
+    handle_ = nullptr;
+    throw;
   }
 }
 

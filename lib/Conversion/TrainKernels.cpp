@@ -663,24 +663,23 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
     });
   });
 
-  // --- Cross-entropy over rows with target ≥ 0 (count of them: κ):
-  // loss[0] = Σ_n (lse_n − logit[n, target_n]) / κ;
-  // dlogits[n] = (softmax(logits[n]) − onehot(target_n)) · scale[0] / κ (0 rows
-  // where the target is negative). loss[1] = κ.
+  // --- Cross-entropy of a block of rows (the trainer walks the rows in
+  // blocks, so the logits of the whole batch never exist at once): for rows
+  // with target ≥ 0, loss[0] = Σ (lse − logit[target]) and loss[1] = their
+  // count; dlogits = (softmax − onehot)·scale[0] (the trainer passes
+  // dloss/count over the whole batch), zero rows where the target is negative.
   add("xent", {"logits", "targets", "scale", "loss", "dlogits"}, {"rows"}, [=](K &k, Args &a) {
     Value rows = a["rows"];
+    Value gscale = k.ld(a["scale"], k.idx(0));
+    Value zero32 = arith::ConstantIntOp::create(k.b, 0, 32);
     Value count = k.sum(k.idx(0), rows, [&](Value n) {
       Value t = memref::LoadOp::create(k.b, a["targets"], ValueRange{n});
-      return k.mask(arith::CmpIOp::create(k.b, arith::CmpIPredicate::sge, t,
-                                          arith::ConstantIntOp::create(k.b, 0, 32)));
+      return k.mask(arith::CmpIOp::create(k.b, arith::CmpIPredicate::sge, t, zero32));
     });
-    Value invCount = k.div(k.cst(1.0), k.max(count, k.cst(1.0)));
-    Value gscale = k.mul(k.ld(a["scale"], k.idx(0)), invCount);
     Value total = k.sum(k.idx(0), rows, [&](Value n) {
       Value base = k.muli(n, k.idx(V));
       Value t32 = memref::LoadOp::create(k.b, a["targets"], ValueRange{n});
-      Value valid = arith::CmpIOp::create(k.b, arith::CmpIPredicate::sge, t32,
-                                          arith::ConstantIntOp::create(k.b, 0, 32));
+      Value valid = arith::CmpIOp::create(k.b, arith::CmpIPredicate::sge, t32, zero32);
       Value t = k.select(valid, arith::IndexCastOp::create(k.b, k.b.getIndexType(), t32), k.idx(0));
       Value m = k.maxOver(k.idx(0), k.idx(V), [&](Value j) { return k.ld(a["logits"], k.addi(base, j)); });
       Value z = k.sum(V, [&](Value j) { return k.exp(k.sub(k.ld(a["logits"], k.addi(base, j)), m)); });
@@ -695,7 +694,7 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
       });
       return k.mul(vm, k.sub(lse, k.ld(a["logits"], k.addi(base, t))));
     });
-    k.st(k.mul(total, invCount), a["loss"], k.idx(0));
+    k.st(total, a["loss"], k.idx(0));
     k.st(count, a["loss"], k.idx(1));
   });
 

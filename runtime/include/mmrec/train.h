@@ -154,12 +154,27 @@ public:
   void backward(const float *params, float *grads, float scale = 1.0f);
   /// Bytes of activations and scratch currently allocated.
   int64_t activationBytes() const;
-  /// The last forward()'s logits (B, T, V).
+  /// Keep only each layer's input in forward() and recompute the layer's
+  /// activations in backward() (memory O(L·N·D) instead of O(L·N·(30 D + F))).
+  void setRecompute(bool on) { recompute_ = on; B_ = T_ = 0; }
+  /// Keep the logits of every position (for logits()); by default the head
+  /// works a block of rows at a time and keeps at most ~4 MiB of logits.
+  void setKeepLogits(bool on) { keepLogits_ = on; B_ = T_ = 0; }
+  /// Rows of logits the head computes at a time (0: about 4 MiB of them).
+  void setHeadRows(int64_t rows) { headRowsWanted_ = rows; B_ = T_ = 0; }
+  /// The last forward()'s logits (B, T, V); needs setKeepLogits(true).
   const std::vector<float> &logits() const { return logits_; }
 
 private:
   struct Layer;
   void ensure(int64_t B, int64_t T);
+  void layerForward(int64_t l, const float *P, Layer &Ly, std::vector<float> &out);
+  /// The LM head and cross-entropy by blocks of rows; with Gr, also dE and dxf.
+  double head(const float *P, float *Gr, float scale);
+  bool recompute_ = false, keepLogits_ = false;
+  int64_t headRows_ = 1, headRowsWanted_ = 0;
+  std::unique_ptr<Layer> work_;
+  std::vector<float> xL_scratch_;
   KernelLibrary &lib_;
   const ParamLayout &layout_;
   ModelConfig c_;

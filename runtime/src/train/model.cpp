@@ -75,8 +75,12 @@ void Model::ensure(int64_t B, int64_t T) {
   long double perLayer = (long double)N * (14 * D + 2 + c_.r + 2 * G * M + G + 3 * F) +
                          (long double)B * D + 2.0L * B * nC * D + B * nC * G * M +
                          2.0L * mems + mem;
-  long double total = perLayer * c_.L + (long double)N * (22 * D + 2 * c_.V + 3 * F + c_.r + G * M) +
-                      4.0L * mems + 5.0L * mem;
+  const int64_t headRows = std::max<int64_t>(
+      1, std::min<int64_t>(N, headRowsWanted_ > 0 ? headRowsWanted_ : (int64_t(1) << 20) / c_.V));
+  const int64_t logitRows = keepLogits_ ? N : headRows;
+  long double layerStore = recompute_ ? (long double)c_.L * N * D + perLayer : perLayer * c_.L;
+  long double total = layerStore + (long double)N * (22 * D + 3 * F + c_.r + G * M) +
+                      2.0L * logitRows * c_.V + 4.0L * mems + 5.0L * mem;
   long double bytes = total * 4, limit = mmrec::train::physicalMemoryBytes();
   if (bytes > limit)
     throw Error("forward: B=" + std::to_string(B) + ", T=" + std::to_string(T) + " needs " +
@@ -84,8 +88,8 @@ void Model::ensure(int64_t B, int64_t T) {
                 "machine's " + std::to_string(int64_t(limit / (1 << 20))) + " MiB");
   B_ = B;
   T_ = T;
-  for (auto &Lp : layers_) {
-    Layer &L = *Lp;
+  headRows_ = headRows;
+  auto sizeAll = [&](Layer &L) {
     for (auto *v : {&L.x, &L.u, &L.q, &L.k, &L.v, &L.z, &L.pre, &L.ell, &L.h, &L.y1, &L.y2, &L.o,
                     &L.x1, &L.u2})
       resize(*v, N * D);
@@ -104,6 +108,23 @@ void Model::ensure(int64_t B, int64_t T) {
     resize(L.hrstd, N * G);
     for (auto *v : {&L.f1, &L.f3, &L.g})
       resize(*v, N * F);
+  };
+  // With recomputation only each layer's input is kept per layer; one set
+  // of activations (work_) serves every layer in turn.
+  for (auto &Lp : layers_) {
+    if (recompute_) {
+      *Lp = Layer();
+      resize(Lp->x, N * D);
+    } else {
+      sizeAll(*Lp);
+    }
+  }
+  work_ = std::make_unique<Layer>();
+  if (recompute_) {
+    sizeAll(*work_);
+    resize(xL_scratch_, N * D);
+  } else {
+    xL_scratch_.clear();
   }
   tokens_.assign(size_t(N), 0);
   targets_.assign(size_t(N), -1);
@@ -111,8 +132,8 @@ void Model::ensure(int64_t B, int64_t T) {
                   &dv_, &dz_, &du_, &dpre_, &dell_, &gp_})
     resize(*v, N * D);
   resize(rstdF_, N);
-  resize(logits_, N * c_.V);
-  resize(dlogits_, N * c_.V);
+  resize(logits_, logitRows * c_.V);
+  resize(dlogits_, headRows * c_.V);
   resize(loss_, 2);
   scale_.assign(1, 1.0f);
   for (auto *v : {&dg_, &df1_, &df3_})
@@ -134,8 +155,13 @@ void Model::ensure(int64_t B, int64_t T) {
 }
 
 int64_t Model::activationBytes() const {
-  int64_t n = 0;
-  for (const auto &Lp : layers_) {
+  int64_t n = int64_t(xL_scratch_.size());
+  std::vector<const Layer *> all;
+  for (const auto &Lp : layers_)
+    all.push_back(Lp.get());
+  if (work_)
+    all.push_back(work_.get());
+  for (const Layer *Lp : all) {
     const Layer &L = *Lp;
     for (const auto *v : {&L.x, &L.rstd1, &L.u, &L.q, &L.k, &L.v, &L.z, &L.ua, &L.pre, &L.ell,
                           &L.h, &L.hfin, &L.K1, &L.V1, &L.y1, &L.w, &L.lb, &L.wu, &L.mems,
@@ -151,13 +177,48 @@ int64_t Model::activationBytes() const {
   return n * 4;
 }
 
+void Model::layerForward(int64_t l, const float *P, Layer &Ly, std::vector<float> &out) {
+  const int64_t B = B_, T = T_, N = B * T, D = c_.D, F = c_.F, r = c_.r;
+  const int64_t nC = (T + c_.C - 1) / c_.C, GMd = c_.Nm * c_.M * c_.dm();
+  auto W = [&](const char *n) {
+    const ParamInfo &p = layout_.get(ParamLayout::layerName(l, n));
+    return Arr(const_cast<float *>(P + p.offset), p.numel);
+  };
+  auto Wp = [&](const char *n) { return P + layout_.layer(l, n); };
+  lib_("rmsnorm_fwd", Arr(Ly.x), W("w_in"), Arr(Ly.u), Arr(Ly.rstd1), N);
+  mm(Ly.u.data(), Wp("W_q"), Ly.q.data(), N, D, D, false, false, 0);
+  mm(Ly.u.data(), Wp("W_k"), Ly.k.data(), N, D, D, false, false, 0);
+  mm(Ly.u.data(), Wp("W_v"), Ly.v.data(), N, D, D, false, false, 0);
+  mm(Ly.u.data(), Wp("W_z"), Ly.z.data(), N, D, D, false, false, 0);
+  mm(Ly.u.data(), Wp("A_gamma"), Ly.ua.data(), N, r, D, false, false, 0);
+  mm(Ly.ua.data(), Wp("B_gamma"), Ly.pre.data(), N, D, r, false, false, 0);
+  lib_("decay_fwd", Arr(Ly.pre), W("lambda"), Arr(Ly.ell), N);
+  lib_("gated_fwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
+       Arr(Ly.hfin), B, T);
+  lib_("level1_fwd", Arr(Ly.q), Arr(Ly.k), Arr(Ly.v), Arr(Ly.K1), Arr(Ly.V1), Arr(Ly.y1), B, T);
+  lib_("mdi_write_fwd", Arr(Ly.k), Arr(Ly.v), W("S"), W("mu"), Arr(Ly.w), Arr(Ly.lb), Arr(Ly.wu),
+       B, T);
+  lib_("mem_scan_fwd", Arr(Ly.lb), Arr(Ly.wu), Arr(zerosMem_), Arr(Ly.mems), Arr(Ly.memfin), B,
+       nC, GMd);
+  lib_("mdi_read_fwd", Arr(Ly.q), W("S"), Arr(Ly.mems), Arr(zerosMem_), Arr(Ly.a), Arr(Ly.y2), B,
+       T);
+  lib_("combine_fwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(Ly.o), N);
+  Ly.x1 = Ly.x;
+  mm(Ly.o.data(), Wp("W_o"), Ly.x1.data(), N, D, D, false, false, 1);
+  lib_("rmsnorm_fwd", Arr(Ly.x1), W("w_ffn"), Arr(Ly.u2), Arr(Ly.rstd2), N);
+  mm(Ly.u2.data(), Wp("W_1"), Ly.f1.data(), N, F, D, false, false, 0);
+  mm(Ly.u2.data(), Wp("W_3"), Ly.f3.data(), N, F, D, false, false, 0);
+  lib_("swiglu_fwd", Arr(Ly.f1), Arr(Ly.f3), Arr(Ly.g), N * F);
+  out = Ly.x1;
+  mm(Ly.g.data(), Wp("W_2"), out.data(), N, D, F, false, false, 1);
+}
+
 double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t T) {
   if (B <= 0 || T <= 0)
     throw Error("forward: B and T must be positive, got B=" + std::to_string(B) +
                 ", T=" + std::to_string(T));
   ensure(B, T);
-  const int64_t N = B * T, D = c_.D, F = c_.F, r = c_.r, V = c_.V;
-  const int64_t nC = (T + c_.C - 1) / c_.C, GMd = c_.Nm * c_.M * c_.dm();
+  const int64_t N = B * T, D = c_.D, V = c_.V;
   for (int64_t i = 0; i < N; ++i) {
     if (tokens[i] < 0 || tokens[i] >= V)
       throw Error("forward: token " + std::to_string(tokens[i]) + " at position " +
@@ -170,46 +231,46 @@ double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t 
   const float *E = P + layout_.get("embed").offset;
   lib_("embed_fwd", Arr(tokens_), Arr(const_cast<float *>(E), V * D), Arr(layers_[0]->x), N);
   for (int64_t l = 0; l < c_.L; ++l) {
-    Layer &Ly = *layers_[size_t(l)];
-    auto W = [&](const char *n) {
-      const ParamInfo &p = layout_.get(ParamLayout::layerName(l, n));
-      return Arr(const_cast<float *>(P + p.offset), p.numel);
-    };
-    auto Wp = [&](const char *n) { return P + layout_.layer(l, n); };
-    lib_("rmsnorm_fwd", Arr(Ly.x), W("w_in"), Arr(Ly.u), Arr(Ly.rstd1), N);
-    mm(Ly.u.data(), Wp("W_q"), Ly.q.data(), N, D, D, false, false, 0);
-    mm(Ly.u.data(), Wp("W_k"), Ly.k.data(), N, D, D, false, false, 0);
-    mm(Ly.u.data(), Wp("W_v"), Ly.v.data(), N, D, D, false, false, 0);
-    mm(Ly.u.data(), Wp("W_z"), Ly.z.data(), N, D, D, false, false, 0);
-    mm(Ly.u.data(), Wp("A_gamma"), Ly.ua.data(), N, r, D, false, false, 0);
-    mm(Ly.ua.data(), Wp("B_gamma"), Ly.pre.data(), N, D, r, false, false, 0);
-    lib_("decay_fwd", Arr(Ly.pre), W("lambda"), Arr(Ly.ell), N);
-    lib_("gated_fwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
-         Arr(Ly.hfin), B, T);
-    lib_("level1_fwd", Arr(Ly.q), Arr(Ly.k), Arr(Ly.v), Arr(Ly.K1), Arr(Ly.V1), Arr(Ly.y1), B, T);
-    lib_("mdi_write_fwd", Arr(Ly.k), Arr(Ly.v), W("S"), W("mu"), Arr(Ly.w), Arr(Ly.lb), Arr(Ly.wu),
-         B, T);
-    lib_("mem_scan_fwd", Arr(Ly.lb), Arr(Ly.wu), Arr(zerosMem_), Arr(Ly.mems), Arr(Ly.memfin), B,
-         nC, GMd);
-    lib_("mdi_read_fwd", Arr(Ly.q), W("S"), Arr(Ly.mems), Arr(zerosMem_), Arr(Ly.a), Arr(Ly.y2), B,
-         T);
-    lib_("combine_fwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(Ly.o), N);
-    Ly.x1 = Ly.x;
-    mm(Ly.o.data(), Wp("W_o"), Ly.x1.data(), N, D, D, false, false, 1);
-    lib_("rmsnorm_fwd", Arr(Ly.x1), W("w_ffn"), Arr(Ly.u2), Arr(Ly.rstd2), N);
-    mm(Ly.u2.data(), Wp("W_1"), Ly.f1.data(), N, F, D, false, false, 0);
-    mm(Ly.u2.data(), Wp("W_3"), Ly.f3.data(), N, F, D, false, false, 0);
-    lib_("swiglu_fwd", Arr(Ly.f1), Arr(Ly.f3), Arr(Ly.g), N * F);
     std::vector<float> &out = l + 1 < c_.L ? layers_[size_t(l + 1)]->x : xL_;
-    out = Ly.x1;
-    mm(Ly.g.data(), Wp("W_2"), out.data(), N, D, F, false, false, 1);
+    if (recompute_) {
+      // Only each layer's input is kept; the rest is recomputed in backward.
+      work_->x = layers_[size_t(l)]->x;
+      layerForward(l, P, *work_, out);
+    } else {
+      layerForward(l, P, *layers_[size_t(l)], out);
+    }
   }
   const ParamInfo &fn = layout_.get("final_norm");
   lib_("rmsnorm_fwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(xf_), Arr(rstdF_),
        N);
-  mm(xf_.data(), E, logits_.data(), N, V, D, false, true, 0);
-  lib_("xent", Arr(logits_), Arr(targets_), Arr(scale_), Arr(loss_), Arr(dlogits_), N);
-  return loss_[0];
+  return head(P, nullptr, 1.0f);
+}
+
+double Model::head(const float *P, float *Gr, float scale) {
+  // The tied LM head and the cross-entropy, a block of rows at a time: the
+  // logits of the whole batch never exist at once (unless keepLogits).
+  // With Gr: dE += dlogitsᵀ·xf and dxf = dlogits·E, block by block.
+  const int64_t N = B_ * T_, D = c_.D, V = c_.V;
+  const float *E = P + layout_.get("embed").offset;
+  int64_t count = 0;
+  for (int32_t t : targets_)
+    count += t >= 0;
+  scale_[0] = scale / float(std::max<int64_t>(count, 1));
+  double sum = 0;
+  for (int64_t r0 = 0; r0 < N; r0 += headRows_) {
+    const int64_t rows = std::min(headRows_, N - r0);
+    float *lg = logits_.data() + (keepLogits_ ? r0 * V : 0);
+    mm(xf_.data() + r0 * D, E, lg, rows, V, D, false, true, 0);
+    lib_("xent", Arr(lg, rows * V), Arr(targets_.data() + r0, rows), Arr(scale_), Arr(loss_),
+         Arr(dlogits_.data(), rows * V), rows);
+    sum += loss_[0];
+    if (Gr) {
+      mm(dlogits_.data(), xf_.data() + r0 * D, Gr + layout_.get("embed").offset, V, D, rows, true,
+         false, 1);
+      mm(dlogits_.data(), E, dxf_.data() + r0 * D, rows, D, V, false, false, 0);
+    }
+  }
+  return count ? sum / double(count) : 0.0;
 }
 
 void Model::backward(const float *P, float *Gr, float scale) {
@@ -217,20 +278,18 @@ void Model::backward(const float *P, float *Gr, float scale) {
     throw Error("backward: no forward pass to differentiate");
   const int64_t B = B_, T = T_, N = B * T, D = c_.D, F = c_.F, r = c_.r, V = c_.V;
   const int64_t nC = (T + c_.C - 1) / c_.C, GMd = c_.Nm * c_.M * c_.dm();
-  // dlogits was written by the forward's xent with scale 1: scale it here.
-  if (scale != 1.0f)
-    for (float &x : dlogits_)
-      x *= scale;
-  const float *E = P + layout_.get("embed").offset;
   float *dE = Gr + layout_.get("embed").offset;
-  mm(dlogits_.data(), xf_.data(), dE, V, D, N, true, false, 1);
-  mm(dlogits_.data(), E, dxf_.data(), N, D, V, false, false, 0);
+  head(P, Gr, scale);
   zero(dx_);
   const ParamInfo &fn = layout_.get("final_norm");
   lib_("rmsnorm_bwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(rstdF_),
        Arr(dxf_), Arr(dx_), Arr(Gr + fn.offset, D), N);
   for (int64_t l = c_.L - 1; l >= 0; --l) {
-    Layer &Ly = *layers_[size_t(l)];
+    if (recompute_) {
+      work_->x = layers_[size_t(l)]->x;
+      layerForward(l, P, *work_, xL_scratch_);
+    }
+    Layer &Ly = recompute_ ? *work_ : *layers_[size_t(l)];
     auto W = [&](const char *n) {
       const ParamInfo &p = layout_.get(ParamLayout::layerName(l, n));
       return Arr(const_cast<float *>(P + p.offset), p.numel);

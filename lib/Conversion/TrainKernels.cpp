@@ -221,9 +221,10 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   auto chunkMeans = [=](K &k, Args &a, Value bi, Value T, Value nC) {
     k.loop(k.idx(0), nC, [&](Value ch) {
       Value t0 = k.muli(ch, k.idx(C)), t1 = chunkEnd(k, T, ch);
-      Value inv = k.div(k.cst(1.0), arith::UIToFPOp::create(
-                                        k.b, k.f32, arith::IndexCastOp::create(
-                                                        k.b, k.b.getI64Type(), k.subi(t1, t0))));
+      Value inv =
+          k.div(k.cst(1.0),
+                arith::UIToFPOp::create(
+                    k.b, k.f32, arith::IndexCastOp::create(k.b, k.b.getI64Type(), k.subi(t1, t0))));
       Value out = k.muli(k.addi(k.muli(bi, nC), ch), k.idx(D));
       k.loop(D, [&](Value j) {
         Value sk = k.sum(t0, t1, [&](Value t) {
@@ -238,8 +239,7 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
     });
   };
   // p[c] = softmax_{c < cT}(q_t,g · K1_c,g / √d).
-  auto level1Probs = [=](K &k, Args &a, Value p, Value qBase, Value kRow0, Value g,
-                         Value cT) {
+  auto level1Probs = [=](K &k, Args &a, Value p, Value qBase, Value kRow0, Value g, Value cT) {
     k.loop(k.idx(0), cT, [&](Value ch) {
       Value kb = k.addi(k.addi(kRow0, k.muli(ch, k.idx(D))), k.muli(g, k.idx(d)));
       Value s = k.sum(d, [&](Value j) {
@@ -249,26 +249,34 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
     });
     softmaxInPlace(k, p, cT);
   };
+  // body(c(t), g, element offset of (b, t, group g)) for every token t of
+  // batch row bi and every group g.
+  auto forEachTokenGroup = [=](K &k, Value bi, Value T, auto body) {
+    k.loop(k.idx(0), T, [&](Value t) {
+      Value cT = k.divui(t, k.idx(C));
+      Value row = k.muli(k.addi(k.muli(bi, T), t), k.idx(D));
+      k.loop(G, [&](Value g) { body(cT, g, k.addi(row, k.muli(g, k.idx(d)))); });
+    });
+  };
+  // y1[qBase + j] = Σ_{c < cT} p_c V1_c,g[j], with p from level1Probs.
+  auto level1Read = [=](K &k, Args &a, Value p, Value qBase, Value kRow0, Value g, Value cT) {
+    level1Probs(k, a, p, qBase, kRow0, g, cT);
+    k.loop(d, [&](Value j) {
+      Value y = k.sum(k.idx(0), cT, [&](Value ch) {
+        Value vb = k.addi(k.addi(kRow0, k.muli(ch, k.idx(D))), k.muli(g, k.idx(d)));
+        return k.mul(k.ld(p, ch), k.ld(a["V1"], k.addi(vb, j)));
+      });
+      k.st(y, a["y1"], k.addi(qBase, j));
+    });
+  };
   add("level1_fwd", {"q", "k", "v", "K1", "V1", "y1"}, {"B", "T"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
     Value p = k.buf(k.addi(nC, k.idx(1)));
     k.loop(k.idx(0), a["B"], [&](Value bi) {
       chunkMeans(k, a, bi, T, nC);
       Value kRow0 = k.muli(k.muli(bi, nC), k.idx(D));
-      k.loop(k.idx(0), T, [&](Value t) {
-        Value cT = k.divui(t, k.idx(C));
-        Value row = k.muli(k.addi(k.muli(bi, T), t), k.idx(D));
-        k.loop(G, [&](Value g) {
-          Value qBase = k.addi(row, k.muli(g, k.idx(d)));
-          level1Probs(k, a, p, qBase, kRow0, g, cT);
-          k.loop(d, [&](Value j) {
-            Value y = k.sum(k.idx(0), cT, [&](Value ch) {
-              Value vb = k.addi(k.addi(kRow0, k.muli(ch, k.idx(D))), k.muli(g, k.idx(d)));
-              return k.mul(k.ld(p, ch), k.ld(a["V1"], k.addi(vb, j)));
-            });
-            k.st(y, a["y1"], k.addi(qBase, j));
-          });
-        });
+      forEachTokenGroup(k, bi, T, [&](Value cT, Value g, Value qBase) {
+        level1Read(k, a, p, qBase, kRow0, g, cT);
       });
     });
   });
@@ -282,41 +290,36 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
             k.st(k.cst(0.0), a["dK1"], k.addi(kRow0, i));
             k.st(k.cst(0.0), a["dV1"], k.addi(kRow0, i));
           });
-          k.loop(k.idx(0), T, [&](Value t) {
-            Value cT = k.divui(t, k.idx(C));
-            Value row = k.muli(k.addi(k.muli(bi, T), t), k.idx(D));
-            k.loop(G, [&](Value g) {
-              Value qBase = k.addi(row, k.muli(g, k.idx(d)));
-              level1Probs(k, a, p, qBase, kRow0, g, cT);
-              auto cb = [&](Value ch) {
-                return k.addi(k.addi(kRow0, k.muli(ch, k.idx(D))), k.muli(g, k.idx(d)));
-              };
-              Value sum = k.sum(k.idx(0), cT, [&](Value ch) {
-                Value dpc = k.sum(d, [&](Value j) {
-                  return k.mul(k.ld(a["dy1"], k.addi(qBase, j)), k.ld(a["V1"], k.addi(cb(ch), j)));
-                });
-                k.st(dpc, dp, ch);
-                return k.mul(k.ld(p, ch), dpc);
+          forEachTokenGroup(k, bi, T, [&](Value cT, Value g, Value qBase) {
+            level1Probs(k, a, p, qBase, kRow0, g, cT);
+            auto cb = [&](Value ch) {
+              return k.addi(k.addi(kRow0, k.muli(ch, k.idx(D))), k.muli(g, k.idx(d)));
+            };
+            Value sum = k.sum(k.idx(0), cT, [&](Value ch) {
+              Value dpc = k.sum(d, [&](Value j) {
+                return k.mul(k.ld(a["dy1"], k.addi(qBase, j)), k.ld(a["V1"], k.addi(cb(ch), j)));
               });
-              k.loop(k.idx(0), cT, [&](Value ch) {
-                Value pc = k.ld(p, ch);
-                Value ds = k.mul(k.mul(pc, k.sub(k.ld(dp, ch), sum)), k.cst(invSqrtD));
-                k.loop(d, [&](Value j) {
-                  Value qi = k.addi(qBase, j), ki = k.addi(cb(ch), j);
-                  k.addTo(a["dq"], qi, k.mul(ds, k.ld(a["K1"], ki)));
-                  k.addTo(a["dK1"], ki, k.mul(ds, k.ld(a["q"], qi)));
-                  k.addTo(a["dV1"], ki, k.mul(pc, k.ld(a["dy1"], qi)));
-                });
+              k.st(dpc, dp, ch);
+              return k.mul(k.ld(p, ch), dpc);
+            });
+            k.loop(k.idx(0), cT, [&](Value ch) {
+              Value pc = k.ld(p, ch);
+              Value ds = k.mul(k.mul(pc, k.sub(k.ld(dp, ch), sum)), k.cst(invSqrtD));
+              k.loop(d, [&](Value j) {
+                Value qi = k.addi(qBase, j), ki = k.addi(cb(ch), j);
+                k.addTo(a["dq"], qi, k.mul(ds, k.ld(a["K1"], ki)));
+                k.addTo(a["dK1"], ki, k.mul(ds, k.ld(a["q"], qi)));
+                k.addTo(a["dV1"], ki, k.mul(pc, k.ld(a["dy1"], qi)));
               });
             });
           });
           k.loop(k.idx(0), T, [&](Value t) {
             Value ch = k.divui(t, k.idx(C));
             Value t0 = k.muli(ch, k.idx(C)), t1 = chunkEnd(k, T, ch);
-            Value inv = k.div(k.cst(1.0),
-                              arith::UIToFPOp::create(k.b, k.f32,
-                                                      arith::IndexCastOp::create(
-                                                          k.b, k.b.getI64Type(), k.subi(t1, t0))));
+            Value inv = k.div(
+                k.cst(1.0),
+                arith::UIToFPOp::create(
+                    k.b, k.f32, arith::IndexCastOp::create(k.b, k.b.getI64Type(), k.subi(t1, t0))));
             Value row = k.muli(k.addi(k.muli(bi, T), t), k.idx(D));
             Value crow = k.addi(kRow0, k.muli(ch, k.idx(D)));
             k.loop(D, [&](Value j) {
@@ -335,9 +338,8 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
     // scratch: allocas inside loops would grow the stack every iteration).
     k.loop(M, [&](Value s) {
       Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
-      Value dot = k.sum(d, [&](Value j) {
-        return k.mul(k.ld(x, k.addi(xBase, j)), k.ld(S, k.addi(sb, j)));
-      });
+      Value dot = k.sum(
+          d, [&](Value j) { return k.mul(k.ld(x, k.addi(xBase, j)), k.ld(S, k.addi(sb, j))); });
       k.st(k.mul(dot, k.cst(invSqrtD)), out, k.addi(outBase, s));
     });
     softmaxInPlace(k, out, k.idx(M), outBase);
@@ -351,7 +353,8 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
     Value n = k.sum(t0, t1, [&](Value t) { return k.ld(a["w"], wAt(t)); });
     k.loop(d, [&](Value j) {
       Value pj = k.sum(t0, t1, [&](Value t) {
-        Value vi = k.addi(k.addi(k.muli(k.addi(k.muli(bi, T), t), k.idx(D)), k.muli(g, k.idx(d))), j);
+        Value vi =
+            k.addi(k.addi(k.muli(k.addi(k.muli(bi, T), t), k.idx(D)), k.muli(g, k.idx(d))), j);
         return k.mul(k.ld(a["w"], wAt(t)), k.ld(a["v"], vi));
       });
       k.st(pj, P, j);
@@ -374,17 +377,15 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
         k.loop(G, [&](Value g) {
           k.loop(M, [&](Value s) {
             Value n = chunkStats(k, a, bi, T, t0, t1, g, s, P);
-            Value slot = k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G)), g),
-                                       k.idx(M)),
-                                s);
+            Value slot = k.addi(
+                k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G)), g), k.idx(M)), s);
             Value ls = k.logSigmoid(k.ld(a["mu"], k.addi(k.muli(g, k.idx(M)), s)));
             Value lb = k.min(k.max(k.mul(n, ls), k.cst(lo)), k.cst(0.0));
             k.st(lb, a["lb"], slot);
             Value omb = k.neg(k.expm1(lb));
             Value inv = k.div(k.cst(1.0), k.max(n, k.cst(1e-6)));
             k.loop(d, [&](Value j) {
-              k.st(k.mul(omb, k.mul(k.ld(P, j), inv)), a["wu"],
-                   k.addi(k.muli(slot, k.idx(d)), j));
+              k.st(k.mul(omb, k.mul(k.ld(P, j), inv)), a["wu"], k.addi(k.muli(slot, k.idx(d)), j));
             });
           });
         });
@@ -396,9 +397,8 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   // dn −= Σ_j dU_j P_j/n² where n > ε; dw_t = dn + dP·v_t, dv_t += w_t·dP; then
   // through the softmax: dlogit = w(dw − Σ w dw), dk += Σ_s dlogit S_s/√d,
   // dS_s += dlogit·k/√d.
-  add("mdi_write_bwd",
-      {"k", "v", "S", "mu", "w", "dlb", "dwu", "dk", "dv", "dS", "dmu", "dw"}, {"B", "T"},
-      [=](K &k, Args &a) {
+  add("mdi_write_bwd", {"k", "v", "S", "mu", "w", "dlb", "dwu", "dk", "dv", "dS", "dmu", "dw"},
+      {"B", "T"}, [=](K &k, Args &a) {
         Value T = a["T"], nC = numChunks(k, T);
         Value P = k.buf(d), dP = k.buf(d);
         k.loop(k.idx(0), a["B"], [&](Value bi) {
@@ -421,9 +421,9 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
                   return k.mul(k.ld(a["dwu"], k.addi(wuBase, j)), k.mul(k.ld(P, j), inv));
                 });
                 Value dlb = k.sub(k.ld(a["dlb"], slot), k.mul(beta, dwuU));
-                Value in = arith::AndIOp::create(
-                    k.b, k.cmpf(arith::CmpFPredicate::OGE, raw, k.cst(lo)),
-                    k.cmpf(arith::CmpFPredicate::OLE, raw, k.cst(0.0)));
+                Value in =
+                    arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, raw, k.cst(lo)),
+                                          k.cmpf(arith::CmpFPredicate::OLE, raw, k.cst(0.0)));
                 Value dlbIn = k.mul(dlb, k.mask(in));
                 k.addTo(a["dmu"], k.addi(k.muli(g, k.idx(M)), s),
                         k.mul(k.mul(dlbIn, n), k.sigmoid(k.neg(muV))));
@@ -459,8 +459,8 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
               });
               k.loop(M, [&](Value s) {
                 Value wi = k.addi(wb, s);
-                Value dl = k.mul(k.mul(k.ld(a["w"], wi), k.sub(k.ld(a["dw"], wi), wdw)),
-                                 k.cst(invSqrtD));
+                Value dl =
+                    k.mul(k.mul(k.ld(a["w"], wi), k.sub(k.ld(a["dw"], wi), wdw)), k.cst(invSqrtD));
                 Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
                 k.loop(d, [&](Value j) {
                   k.addTo(a["dk"], k.addi(kb, j), k.mul(dl, k.ld(a["S"], k.addi(sb, j))));
@@ -481,7 +481,8 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
     fromInit = k.cmpi(arith::CmpIPredicate::eq, cT, k.idx(0));
     Value cPrev = k.select(fromInit, k.idx(0), k.subi(cT, k.idx(1)));
     Value gs = k.addi(k.muli(g, k.idx(M)), s);
-    Value inMems = k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), cPrev), k.idx(G * M)), gs), k.idx(d));
+    Value inMems =
+        k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), cPrev), k.idx(G * M)), gs), k.idx(d));
     Value inInit = k.muli(k.addi(k.muli(bi, k.idx(G * M)), gs), k.idx(d));
     return std::make_pair(inMems, inInit);
   };
@@ -536,10 +537,9 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
                                      k.ld(a["mems"], k.addi(im, j)));
                   Value g0 = k.mul(as, dy);
                   k.ifThen(fromInit, [&] { k.addTo(a["dmem0"], k.addi(ii, j), g0); });
-                  k.ifThen(arith::XOrIOp::create(
-                               k.b, fromInit,
-                               arith::ConstantIntOp::create(k.b, 1, 1)),
-                           [&] { k.addTo(a["dmems"], k.addi(im, j), g0); });
+                  k.ifThen(
+                      arith::XOrIOp::create(k.b, fromInit, arith::ConstantIntOp::create(k.b, 1, 1)),
+                      [&] { k.addTo(a["dmems"], k.addi(im, j), g0); });
                   return k.mul(dy, m);
                 });
                 k.st(das, da, s);
@@ -592,8 +592,8 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
       });
     });
   });
-  add("combine_bwd", {"h", "y1", "y2", "rho", "hrstd", "do", "dh", "dy1", "dy2", "drho"},
-      {"rows"}, [=](K &k, Args &a) {
+  add("combine_bwd", {"h", "y1", "y2", "rho", "hrstd", "do", "dh", "dy1", "dy2", "drho"}, {"rows"},
+      [=](K &k, Args &a) {
         k.loop(k.idx(0), a["rows"], [&](Value n) {
           k.loop(G, [&](Value g) {
             auto w = omegas(k, a["rho"], g);
@@ -681,8 +681,10 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
       Value t32 = memref::LoadOp::create(k.b, a["targets"], ValueRange{n});
       Value valid = arith::CmpIOp::create(k.b, arith::CmpIPredicate::sge, t32, zero32);
       Value t = k.select(valid, arith::IndexCastOp::create(k.b, k.b.getIndexType(), t32), k.idx(0));
-      Value m = k.maxOver(k.idx(0), k.idx(V), [&](Value j) { return k.ld(a["logits"], k.addi(base, j)); });
-      Value z = k.sum(V, [&](Value j) { return k.exp(k.sub(k.ld(a["logits"], k.addi(base, j)), m)); });
+      Value m = k.maxOver(k.idx(0), k.idx(V),
+                          [&](Value j) { return k.ld(a["logits"], k.addi(base, j)); });
+      Value z =
+          k.sum(V, [&](Value j) { return k.exp(k.sub(k.ld(a["logits"], k.addi(base, j)), m)); });
       Value lse = k.add(m, k.log(z));
       Value vm = k.mask(valid);
       Value coef = k.mul(vm, gscale);
@@ -718,12 +720,13 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   });
   // --- out[0] += Σ x² (accumulated in f64 within the call).
   add("sumsq", {"x", "out"}, {"n"}, [=](K &k, Args &a) {
-    Value s = k.fold(k.idx(0), a["n"], arith::ConstantOp::create(k.b, k.b.getF64FloatAttr(0.0)),
-                     [&](Value i) {
-                       Value x = arith::ExtFOp::create(k.b, k.f64, k.ld(a["x"], i));
-                       return arith::MulFOp::create(k.b, x, x).getResult();
-                     },
-                     [&](Value acc, Value x) { return arith::AddFOp::create(k.b, acc, x).getResult(); });
+    Value s = k.fold(
+        k.idx(0), a["n"], arith::ConstantOp::create(k.b, k.b.getF64FloatAttr(0.0)),
+        [&](Value i) {
+          Value x = arith::ExtFOp::create(k.b, k.f64, k.ld(a["x"], i));
+          return arith::MulFOp::create(k.b, x, x).getResult();
+        },
+        [&](Value acc, Value x) { return arith::AddFOp::create(k.b, acc, x).getResult(); });
     Value prev = arith::ExtFOp::create(k.b, k.f64, k.ld(a["out"], k.idx(0)));
     k.st(arith::TruncFOp::create(k.b, k.f32, arith::AddFOp::create(k.b, prev, s)), a["out"],
          k.idx(0));
@@ -741,14 +744,7 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
       Value kRow0 = k.muli(bi, k.idx(nCmax * D));
       k.loop(G, [&](Value g) {
         Value qBase = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
-        level1Probs(k, a, p, qBase, kRow0, g, a["done"]);
-        k.loop(d, [&](Value j) {
-          Value y = k.sum(k.idx(0), a["done"], [&](Value ch) {
-            Value vb = k.addi(k.addi(kRow0, k.muli(ch, k.idx(D))), k.muli(g, k.idx(d)));
-            return k.mul(k.ld(p, ch), k.ld(a["V1"], k.addi(vb, j)));
-          });
-          k.st(y, a["y1"], k.addi(qBase, j));
-        });
+        level1Read(k, a, p, qBase, kRow0, g, a["done"]);
       });
     });
   });
@@ -757,10 +753,10 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   add("decode_level1_push", {"k", "v", "ksum", "vsum", "K1", "V1"}, {"B", "slot", "count", "close"},
       [=](K &k, Args &a) {
         Value closing = k.cmpi(arith::CmpIPredicate::ne, a["close"], k.idx(0));
-        Value inv = k.div(k.cst(1.0), arith::UIToFPOp::create(
-                                          k.b, k.f32,
-                                          arith::IndexCastOp::create(k.b, k.b.getI64Type(),
-                                                                     a["count"])));
+        Value inv =
+            k.div(k.cst(1.0),
+                  arith::UIToFPOp::create(
+                      k.b, k.f32, arith::IndexCastOp::create(k.b, k.b.getI64Type(), a["count"])));
         k.loop(k.idx(0), a["B"], [&](Value bi) {
           k.loop(D, [&](Value j) {
             Value i = k.addi(k.muli(bi, k.idx(D)), j);
@@ -769,7 +765,8 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
             k.st(k.select(closing, k.cst(0.0), ks), a["ksum"], i);
             k.st(k.select(closing, k.cst(0.0), vs), a["vsum"], i);
             k.ifThen(closing, [&] {
-              Value o = k.addi(k.addi(k.muli(bi, k.idx(nCmax * D)), k.muli(a["slot"], k.idx(D))), j);
+              Value o =
+                  k.addi(k.addi(k.muli(bi, k.idx(nCmax * D)), k.muli(a["slot"], k.idx(D))), j);
               k.st(k.mul(ks, inv), a["K1"], o);
               k.st(k.mul(vs, inv), a["V1"], o);
             });
@@ -819,9 +816,9 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
         slotAddress(k, a["q"], a["S"], qb, g, w, k.idx(0));
         k.loop(d, [&](Value j) {
           Value y = k.sum(M, [&](Value s) {
-            Value mi = k.addi(k.muli(k.addi(k.muli(bi, k.idx(G * M)), k.addi(k.muli(g, k.idx(M)), s)),
-                                     k.idx(d)),
-                              j);
+            Value mi = k.addi(
+                k.muli(k.addi(k.muli(bi, k.idx(G * M)), k.addi(k.muli(g, k.idx(M)), s)), k.idx(d)),
+                j);
             return k.mul(k.ld(w, s), k.ld(a["Mem"], mi));
           });
           k.st(y, a["y2"], k.addi(qb, j));

@@ -11,19 +11,11 @@ BIN=$1
 WORK=$2
 rm -rf "$WORK"
 mkdir -p "$WORK"
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/common.sh"
 command -v mpirun >/dev/null || fail "mpirun not found (scripts/setup installs openmpi-bin)"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 MPI=(mpirun --oversubscribe --bind-to none)
-python3 - "$WORK/corpus.txt" <<'PY'
-import sys, random
-random.seed(3)
-with open(sys.argv[1], "w") as f:
-    for i in range(3000):
-        f.write(" ".join(random.choice("the lord god said unto him and they were".split()) for _ in range(10)) + "\n")
-PY
-"$BIN/mmrec-data" --out "$WORK/data" --source "$WORK/corpus.txt" --val-every 10 >/dev/null
-"$BIN/mmrec-compile" "$(dirname "$0")/../../models/mmrec-tiny.mlir" -o "$WORK/k" --target=cpu >/dev/null
+prepare_tiny "$WORK" 3 "the lord god said unto him and they were"
 COMMON=(--kernels "$WORK/k/mmrec-tiny.train.json" --data "$WORK/data" --seq-len 32 --steps 6
         --warmup 2 --eval-interval 3 --eval-tokens 2048 --ckpt-interval 3 --seed 5 --grad-accum 2)
 

@@ -10,16 +10,8 @@ WORK=$2
 ROUNDS=${3:-12}
 rm -rf "$WORK"
 mkdir -p "$WORK"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-python3 - "$WORK/corpus.txt" <<'PY'
-import sys, random
-random.seed(2)
-with open(sys.argv[1], "w") as f:
-    for i in range(2000):
-        f.write(" ".join(random.choice("abc de fgh ij klm".split()) for _ in range(10)) + "\n")
-PY
-"$BIN/mmrec-data" --out "$WORK/data" --source "$WORK/corpus.txt" --val-every 10 >/dev/null
-"$BIN/mmrec-compile" "$(dirname "$0")/../../models/mmrec-tiny.mlir" -o "$WORK/k" --target=cpu >/dev/null
+. "$(dirname "$0")/common.sh"
+prepare_tiny "$WORK" 2 "abc de fgh ij klm"
 ARGS=(--kernels "$WORK/k/mmrec-tiny.train.json" --data "$WORK/data" --out "$WORK/run" --batch 2
       --seq-len 32 --steps 100000 --warmup 1 --eval-interval 100000 --eval-tokens 256
       --ckpt-interval 1 --keep 2 --log-interval 1000)

@@ -14,29 +14,8 @@ BIN=$1
 WORK=$2
 rm -rf "$WORK"
 mkdir -p "$WORK"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-# expect_fail "what the message must contain" cmd...
-expect_fail() {
-  local want=$1; shift
-  local out rc=0
-  out=$("$@" 2>&1) || rc=$?
-  [ "$rc" -ne 0 ] || fail "expected a non-zero exit from: $* (output: $out)"
-  grep -qF -- "$want" <<<"$out" || fail "expected '$want' in the output of: $*; got: $out"
-  echo "ok: refused ($want)"
-}
-
-# A small corpus (bytes) through mmrec-data's --source path.
-python3 - "$WORK/corpus.txt" <<'PY'
-import sys, random
-random.seed(1)
-words = "in the beginning god created heaven and earth light darkness day night".split()
-with open(sys.argv[1], "w") as f:
-    for i in range(3000):
-        f.write("Ge1:%d " % i + " ".join(random.choice(words) for _ in range(12)) + "\n")
-PY
-"$BIN/mmrec-data" --out "$WORK/data" --source "$WORK/corpus.txt" --val-every 10
-[ -f "$WORK/data/train.bin" ] && [ -f "$WORK/data/val.bin" ] || fail "mmrec-data wrote no shards"
-"$BIN/mmrec-compile" "$(dirname "$0")/../../models/mmrec-tiny.mlir" -o "$WORK/k" --target=cpu >/dev/null
+. "$(dirname "$0")/common.sh"
+prepare_tiny "$WORK" 1 "in the beginning god created heaven and earth light darkness day night"
 K="$WORK/k/mmrec-tiny.train.json"
 COMMON=(--kernels "$K" --batch 2 --seq-len 32 --warmup 2 --eval-interval 3
         --eval-tokens 1024 --ckpt-interval 3 --seed 11)

@@ -9,30 +9,18 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "mmrec/blas.h"
+#include "gemm.h"
 #include "mmrec/train.h"
 
 #include <algorithm>
 
 using namespace mmrec::train;
-using mmrec::rt::DeviceKind;
-using mmrec::rt::DType;
-using mmrec::rt::GemmDesc;
 
 namespace {
 
 void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k, bool transB,
         float beta) {
-  GemmDesc d;
-  d.m = m;
-  d.n = n;
-  d.k = k;
-  d.transB = transB;
-  d.lda = k;
-  d.ldb = transB ? k : n;
-  d.ldc = n;
-  d.beta = beta;
-  mmrec::rt::gemm(d, DType::f32, A, B, DType::f32, C, DeviceKind::cpu);
+  mmrec::train::detail::mm(A, B, C, m, n, k, false, transB, beta);
 }
 
 } // namespace

@@ -7,7 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "mmrec/blas.h"
+#include "gemm.h"
 #include "mmrec/train.h"
 
 #include <algorithm>
@@ -19,26 +19,9 @@ using mmrec::rt::DeviceKind;
 using mmrec::rt::DType;
 using mmrec::rt::GemmDesc;
 
-namespace {
+using mmrec::train::detail::mm;
 
-/// C (m×n) = op(A)·op(B) + beta·C, row-major, A stored m×k (k×m when
-/// transA), B stored k×n (n×k when transB).
-void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k, bool transA,
-        bool transB, float beta) {
-  if (m == 0 || n == 0)
-    return;
-  GemmDesc d;
-  d.m = m;
-  d.n = n;
-  d.k = k;
-  d.transA = transA;
-  d.transB = transB;
-  d.lda = transA ? m : k;
-  d.ldb = transB ? k : n;
-  d.ldc = n;
-  d.beta = beta;
-  mmrec::rt::gemm(d, DType::f32, A, B, DType::f32, C, DeviceKind::cpu);
-}
+namespace {
 
 void resize(std::vector<float> &v, int64_t n) { v.assign(size_t(n), 0.0f); }
 void zero(std::vector<float> &v) { std::fill(v.begin(), v.end(), 0.0f); }

@@ -1,0 +1,30 @@
+//===- gemm.h - row-major matrix products for the trainer (internal) ------===//
+#ifndef MMREC_RUNTIME_TRAIN_GEMM_H
+#define MMREC_RUNTIME_TRAIN_GEMM_H
+
+#include "mmrec/blas.h"
+
+namespace mmrec::train::detail {
+
+/// C (m×n) = op(A)·op(B) + beta·C, row-major fp32 on the CPU; A stored m×k
+/// (k×m when transA), B stored k×n (n×k when transB).
+inline void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k,
+               bool transA, bool transB, float beta) {
+  if (m == 0 || n == 0)
+    return;
+  rt::GemmDesc d;
+  d.m = m;
+  d.n = n;
+  d.k = k;
+  d.transA = transA;
+  d.transB = transB;
+  d.lda = transA ? m : k;
+  d.ldb = transB ? k : n;
+  d.ldc = n;
+  d.beta = beta;
+  rt::gemm(d, rt::DType::f32, A, B, rt::DType::f32, C, rt::DeviceKind::cpu);
+}
+
+} // namespace mmrec::train::detail
+
+#endif

@@ -225,3 +225,29 @@ TEST(TrainIo, AbsurdSizesAreRefusedBeforeAllocating) {
 }
 
 } // namespace
+
+namespace {
+
+// Inputs the fuzzers found (test/fuzz/regressions/<target>/): each must now
+// give a result or an Error, never undefined behaviour (this binary runs
+// under UBSan in scripts/run-sanitized-tests).
+TEST(TrainIo, FuzzFindingsStayFixed) {
+  fs::path dir = fs::path(MMREC_SOURCE_DIR) / "test/fuzz/regressions/shard";
+  int n = 0;
+  for (const auto &e : fs::directory_iterator(dir)) {
+    ++n;
+    try {
+      TokenShard s = TokenShard::read(e.path().string());
+      std::vector<int32_t> batch;
+      expectError([&] { sampleBatch(s, 1, 4, 1, 1, batch); }, "fewer than one sequence");
+    } catch (const Error &) {
+    }
+  }
+  EXPECT_GE(n, 1);
+  // The finding itself: a valid header announcing zero tokens.
+  TokenShard s = TokenShard::read((dir / "empty-shard.bin").string());
+  EXPECT_TRUE(s.tokens.empty());
+  EXPECT_EQ(s.vocab, 37u);
+}
+
+} // namespace

@@ -113,7 +113,8 @@ TokenShard TokenShard::read(const std::string &path, uint32_t maxVocab) {
   if (crc32(s.data() + 32, s.size() - 32) != crc)
     throw Error(path + ": token shard: checksum mismatch (the file is corrupt)");
   t.tokens.resize(count);
-  std::memcpy(t.tokens.data(), s.data() + 32, count * 2);
+  if (count > 0) // memcpy's pointers must not be null, even for 0 bytes (fuzz finding)
+    std::memcpy(t.tokens.data(), s.data() + 32, count * 2);
   for (uint64_t i = 0; i < count; ++i)
     if (t.tokens[i] >= t.vocab)
       throw Error(path + ": token shard: token " + std::to_string(t.tokens[i]) + " at " +
@@ -133,7 +134,8 @@ void TokenShard::write(const std::string &path, uint32_t vocab,
   std::memcpy(&s[16], &count, 8);
   std::memcpy(&s[24], &width, 4);
   std::memcpy(&s[28], &crc, 4);
-  s.append(reinterpret_cast<const char *>(tokens.data()), tokens.size() * 2);
+  if (!tokens.empty())
+    s.append(reinterpret_cast<const char *>(tokens.data()), tokens.size() * 2);
   std::string tmp = path + ".tmp";
   writeDurable(tmp, s.data(), s.size());
   fs::rename(tmp, path);

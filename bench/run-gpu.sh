@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything this project runs on the device machine, in one call:
-#   bench/run-gpu.sh [tests|bench|gated|all]
+#   bench/run-gpu.sh [tests|bench|gated|train|all]
 # Binaries are built here (no MLIR there) and carried in .carry/:
 #   mmrec-scan-kernel-tests, mmrec-gated-kernel-tests, mmrec-blas-tests,
 #   scan-bench, gated-bench (and FlashRNN's sources in .carry/flashrnn for
@@ -29,6 +29,15 @@ if [ "$what" = tests ] || [ "$what" = gated ] || [ "$what" = all ]; then
       rc=$((rc | ${PIPESTATUS[0]}))
     fi
   done
+fi
+if [ "$what" = train ] || [ "$what" = all ]; then
+  # The GPU training library against the CPU one, kernel by kernel
+  # (.carry/train-models: the libraries test/unit builds).
+  if [ -x .carry/mmrec-train-kernel-gpu-tests ]; then
+    MMREC_TRAIN_TEST_DIR=$PWD/.carry/train-models .carry/mmrec-train-kernel-gpu-tests \
+      2>&1 | tee "$OUT/train-kernels-gpu.log" | tail -40
+    rc=$((rc | ${PIPESTATUS[0]}))
+  fi
 fi
 if [ "$what" = gated ] || [ "$what" = all ]; then
   if [ -x .carry/gated-bench ]; then

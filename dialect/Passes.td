@@ -119,9 +119,21 @@ def MMRecBuildTrainKernels : Pass<"mmrec-build-train-kernels", "::mlir::ModuleOp
     with its `name`, its array arguments (`arrays`, 1-D memrefs in order) and
     its index arguments (`indices`). A module without `mmrec.config` is an
     error.
+
+    With `target=nvptx` the same kernels are built for the GPU: each
+    `@train_<name>` stays a host function with the same arguments (device
+    pointers), and every loop of independent iterations at the top of a
+    kernel becomes a `gpu.launch` of one thread per iteration (sums that
+    several iterations add to one element become `memref.atomic_rmw addf`);
+    the level-0 recurrence is one launch per time step. The module becomes a
+    `gpu.container_module`; `gpu-kernel-outlining` and the NVVM lowering
+    follow (mmrec-compile does both).
   }];
+  let options = [
+    Option<"target", "target", "std::string", "\"cpu\"", "cpu or nvptx">,
+  ];
   let dependentDialects = [
-    "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
+    "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect", "::mlir::gpu::GPUDialect",
     "::mlir::LLVM::LLVMDialect", "::mlir::math::MathDialect",
     "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
     "::mlir::vector::VectorDialect"
@@ -177,6 +189,31 @@ def MMRecScanAdjoint : Pass<"mmrec-scan-adjoint", "::mlir::ModuleOp"> {
     final, dh, dfinal) -> (dz, dℓ, dW_g, db_g[, dh0])`, one
     `mmrec.gated_recurrence_grad` (backpropagation through every step).
   }];
+}
+
+def MMRecApproximateMath : Pass<"mmrec-approximate-math"> {
+  let summary = "Expand f32 math functions into polynomial arithmetic";
+  let description = [{
+    Rewrites `math.exp`, `math.expm1`, `math.log`, `math.log1p`, `math.log2`,
+    `math.tanh`, `math.erf` (and the others MLIR's polynomial approximations
+    cover) on f32 into arithmetic (Cephes/Eigen-style polynomials, a few ulp
+    of error), so that GPU kernels need no libdevice: without the CUDA
+    toolkit, `convert-gpu-to-nvvm` turns these ops into `__nv_*` calls that
+    ptxas cannot resolve. mmrec-compile runs it inside the `gpu.module`s of
+    the GPU training library with `ptx=true`, which also rewrites
+    `math.sqrt` and `math.floor` (the polynomials use it) on f32 into the PTX
+    instructions `sqrt.rn.f32` and `cvt.rmi.f32.f32` (LLVM inline assembly):
+    `convert-gpu-to-nvvm` would otherwise make them libdevice calls too.
+    `math.fma` is left for `convert-math-to-llvm`.
+  }];
+  let options = [
+    Option<"ptx", "ptx", "bool", "false",
+           "Also rewrite math.sqrt and math.floor on f32 into PTX instructions">,
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
+    "::mlir::vector::VectorDialect", "::mlir::LLVM::LLVMDialect"
+  ];
 }
 
 #endif // MMREC_PASSES_TD

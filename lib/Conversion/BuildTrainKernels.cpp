@@ -12,6 +12,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -29,6 +30,7 @@ using namespace mlir::mmrec;
 namespace {
 
 struct BuildTrainKernels : mlir::mmrec::impl::MMRecBuildTrainKernelsBase<BuildTrainKernels> {
+  using MMRecBuildTrainKernelsBase::MMRecBuildTrainKernelsBase;
   void runOnOperation() override {
     ModuleOp module = getOperation();
     auto cfg = module->getAttrOfType<ConfigAttr>(MMRecDialect::getConfigAttrName());
@@ -52,8 +54,13 @@ struct BuildTrainKernels : mlir::mmrec::impl::MMRecBuildTrainKernelsBase<BuildTr
     c.eps = cfg.getNormEps().convertToDouble();
     c.clampMin = cfg.getLogClampMin().convertToDouble();
     c.clampMax = cfg.getLogClampMax().convertToDouble();
+    if (target != "cpu" && target != "nvptx") {
+      module.emitError() << "mmrec-build-train-kernels: unknown target '" << target
+                         << "' (expected cpu or nvptx)";
+      return signalPassFailure();
+    }
     OpBuilder b(module.getContext());
-    buildCpuTrainKernels(b, module.getLoc(), module, c);
+    buildTrainKernels(b, module.getLoc(), module, c, target == "nvptx");
     SmallVector<Attribute> list;
     auto strings = [&](const std::vector<std::string> &v) {
       SmallVector<Attribute> a;

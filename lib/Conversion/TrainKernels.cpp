@@ -14,12 +14,14 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Support/ErrorHandling.h"
 
 #include <cmath>
 #include <functional>
@@ -30,10 +32,24 @@ using namespace mlir::mmrec;
 namespace {
 
 /// Scalar loop-nest builder: f32 values, index arithmetic, loops.
+///
+/// Kernels are written once for both targets. `par` marks a loop whose
+/// iterations are independent: on the CPU it is a plain loop; for the GPU
+/// (`gpu` set) a `par` at the top of a kernel becomes a `gpu.launch` of one
+/// thread per iteration (nested ones stay loops), so a kernel is a sequence
+/// of launches on one stream, each finishing before the next starts. Inside
+/// a launch, `accum` is an atomic add (iterations of one `par` that add into
+/// the same element, such as a weight gradient summed over rows) and `buf`
+/// is per-thread scratch; memory is touched only inside launches (the host
+/// part of a GPU kernel only computes sizes).
 struct K {
+  static constexpr int64_t kThreads = 256; // threads per block of a GPU `par`
   ImplicitLocOpBuilder &b;
   Type f32, f64;
-  explicit K(ImplicitLocOpBuilder &b) : b(b), f32(b.getF32Type()), f64(b.getF64Type()) {}
+  bool gpu = false, inLaunch = false;
+  Block *allocBlock = nullptr; // where `buf` places its allocas
+  K(ImplicitLocOpBuilder &b, bool gpu, Block *entry)
+      : b(b), f32(b.getF32Type()), f64(b.getF64Type()), gpu(gpu), allocBlock(entry) {}
 
   Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
   Value cst(double v) { return arith::ConstantOp::create(b, b.getF32FloatAttr(v)); }
@@ -53,6 +69,7 @@ struct K {
   Value subi(Value x, Value y) { return arith::SubIOp::create(b, x, y); }
   Value muli(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
   Value divui(Value x, Value y) { return arith::DivUIOp::create(b, x, y); }
+  Value remui(Value x, Value y) { return arith::RemUIOp::create(b, x, y); }
   Value minui(Value x, Value y) { return arith::MinUIOp::create(b, x, y); }
   Value cmpi(arith::CmpIPredicate p, Value x, Value y) { return arith::CmpIOp::create(b, p, x, y); }
   Value cmpf(arith::CmpFPredicate p, Value x, Value y) { return arith::CmpFOp::create(b, p, x, y); }
@@ -67,15 +84,38 @@ struct K {
     return add(max(x, cst(0.0)), log1p(exp(negAbs)));
   }
   Value logSigmoid(Value x) { return neg(softplus(neg(x))); }
+  /// The f32 value of a (non-negative) index.
+  Value toF32(Value i) {
+    return arith::UIToFPOp::create(b, f32, arith::IndexCastOp::create(b, b.getI64Type(), i));
+  }
 
+  /// A GPU kernel touches device memory only from inside a launch.
+  void touch() {
+    if (gpu && !inLaunch)
+      llvm::report_fatal_error("train kernel: memory access outside a GPU launch");
+  }
   Value ld(Value mem, Value i) {
+    touch();
     Value v = memref::LoadOp::create(b, mem, ValueRange{i});
     if (v.getType().isInteger(32))
       return arith::IndexCastOp::create(b, b.getIndexType(), v);
     return v;
   }
-  void st(Value v, Value mem, Value i) { memref::StoreOp::create(b, v, mem, ValueRange{i}); }
+  void st(Value v, Value mem, Value i) {
+    touch();
+    memref::StoreOp::create(b, v, mem, ValueRange{i});
+  }
+  /// mem[i] += v, where no other iteration of the enclosing `par` writes mem[i].
   void addTo(Value mem, Value i, Value v) { st(add(ld(mem, i), v), mem, i); }
+  /// mem[i] += v, where other iterations of the enclosing `par` may add to
+  /// mem[i] too: an atomic add inside a GPU launch.
+  void accum(Value mem, Value i, Value v) {
+    if (gpu && inLaunch) {
+      memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addf, v, mem, ValueRange{i});
+      return;
+    }
+    addTo(mem, i, v);
+  }
 
   template <class F> void loop(Value lo, Value hi, F body) {
     auto f = scf::ForOp::create(b, lo, hi, idx(1));
@@ -84,6 +124,46 @@ struct K {
     body(f.getInductionVar());
   }
   template <class F> void loop(int64_t n, F body) { loop(idx(0), idx(n), body); }
+  /// Independent iterations body(i), i in [0, n): see the struct's comment.
+  template <class F> void par(Value n, F body) {
+    if (!gpu || inLaunch)
+      return loop(idx(0), n, body);
+    Value tpb = idx(kThreads), one = idx(1);
+    // A launch of zero blocks is an error: skip empty ranges.
+    ifThen(cmpi(arith::CmpIPredicate::ugt, n, idx(0)), [&] {
+      Value blocks = divui(addi(n, idx(kThreads - 1)), tpb);
+      auto launch = gpu::LaunchOp::create(b, blocks, one, one, tpb, one, one);
+      OpBuilder::InsertionGuard g(b);
+      Block &entry = launch.getBody().front();
+      b.setInsertionPointToStart(&entry);
+      Block *saved = allocBlock;
+      allocBlock = &entry;
+      inLaunch = true;
+      Value i = addi(muli(launch.getBlockIds().x, tpb), launch.getThreadIds().x);
+      ifThen(cmpi(arith::CmpIPredicate::ult, i, n), [&] { body(i); });
+      gpu::TerminatorOp::create(b);
+      inLaunch = false;
+      allocBlock = saved;
+    });
+  }
+  template <class F> void par(int64_t n, F body) { par(idx(n), body); }
+  /// `par` over the index space dims[0] × dims[1] × …; body gets one index
+  /// per dimension (the last varies fastest).
+  template <class F> void par(std::initializer_list<Value> dims, F body) {
+    SmallVector<Value> ds(dims);
+    Value n = ds[0];
+    for (size_t i = 1; i < ds.size(); ++i)
+      n = muli(n, ds[i]);
+    par(n, [&](Value flat) {
+      SmallVector<Value> ids(ds.size());
+      for (size_t i = ds.size(); i-- > 1;) {
+        ids[i] = remui(flat, ds[i]);
+        flat = divui(flat, ds[i]);
+      }
+      ids[0] = flat;
+      body(ids);
+    });
+  }
   /// Folds body(i) over [lo, hi) with `combine`, starting from `init`.
   template <class F, class C> Value fold(Value lo, Value hi, Value init, F body, C combine) {
     auto f = scf::ForOp::create(b, lo, hi, idx(1), ValueRange{init});
@@ -106,9 +186,12 @@ struct K {
     b.setInsertionPointToStart(op.thenBlock());
     body();
   }
-  Value buf(int64_t n) { return memref::AllocaOp::create(b, MemRefType::get({n}, f32)); }
-  Value buf(Value n) {
-    return memref::AllocaOp::create(b, MemRefType::get({ShapedType::kDynamic}, f32), ValueRange{n});
+  /// Scratch of n floats: one per kernel call on the CPU (at the function's
+  /// entry, never inside a loop), one per thread inside a GPU launch.
+  Value buf(int64_t n) {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(allocBlock);
+    return memref::AllocaOp::create(b, MemRefType::get({n}, f32));
   }
 };
 
@@ -137,7 +220,14 @@ void softmaxInPlace(K &k, Value buf, Value n, Value base = {}) {
   k.loop(k.idx(0), n, [&](Value s) { k.st(k.mul(k.ld(buf, at(s)), inv), buf, at(s)); });
 }
 
-std::vector<Kernel> kernels(const TrainConfig &c) {
+GatedKernelSpec gatedSpec(const TrainConfig &c, bool adjoint, MLIRContext *ctx);
+ScanKernelSpec scanSpec(const TrainConfig &c, bool adjoint, MLIRContext *ctx);
+void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks);
+
+/// The kernels of a training step; with `gpu`, also the level-0 recurrence
+/// and the memory scan (on the CPU those come from GatedKernels.h and
+/// ScanKernels.h).
+std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   const int64_t D = c.D, V = c.V, G = c.Nm, M = c.M, d = c.dm(), C = c.C;
   const int64_t nCmax = (c.Tmax + C - 1) / C; // chunks of one segment (decoding)
   const double eps = c.eps, lo = c.clampMin, hi = c.clampMax, invSqrtD = 1.0 / std::sqrt(double(d));
@@ -155,7 +245,7 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   // --- RMSNorm: y = x·r ⊙ w, r = (mean x² + ε)^−½; rstd[n] = r.
   // dx += r·(dy⊙w − x̂·mean(dy⊙w⊙x̂)), x̂ = x·r;  dw += Σ_n dy ⊙ x̂.
   add("rmsnorm_fwd", {"x", "w", "y", "rstd"}, {"rows"}, [=](K &k, Args &a) {
-    k.loop(k.idx(0), a["rows"], [&](Value n) {
+    k.par(a["rows"], [&](Value n) {
       Value base = k.muli(n, k.idx(D));
       Value ss = k.sum(D, [&](Value j) {
         Value x = k.ld(a["x"], k.addi(base, j));
@@ -170,7 +260,7 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
     });
   });
   add("rmsnorm_bwd", {"x", "w", "rstd", "dy", "dx", "dw"}, {"rows"}, [=](K &k, Args &a) {
-    k.loop(k.idx(0), a["rows"], [&](Value n) {
+    k.par(a["rows"], [&](Value n) {
       Value base = k.muli(n, k.idx(D));
       Value r = k.ld(a["rstd"], n);
       Value dot = k.sum(D, [&](Value j) {
@@ -183,7 +273,7 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
         Value xh = k.mul(k.ld(a["x"], i), r);
         Value dy = k.ld(a["dy"], i);
         k.addTo(a["dx"], i, k.mul(r, k.sub(k.mul(dy, k.ld(a["w"], j)), k.mul(xh, meanDot))));
-        k.addTo(a["dw"], j, k.mul(dy, xh));
+        k.accum(a["dw"], j, k.mul(dy, xh));
       });
     });
   });
@@ -191,26 +281,24 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   // --- Decay gate: ℓ = clamp(logσ(pre + λ), lo, hi).
   // dpre = dℓ·σ(−(pre + λ)) where the clamp is inactive, else 0; dλ += Σ_n dpre.
   add("decay_fwd", {"pre", "lambda", "ell"}, {"rows"}, [=](K &k, Args &a) {
-    k.loop(k.idx(0), a["rows"], [&](Value n) {
-      k.loop(D, [&](Value j) {
-        Value i = k.addi(k.muli(n, k.idx(D)), j);
-        Value l = k.logSigmoid(k.add(k.ld(a["pre"], i), k.ld(a["lambda"], j)));
-        k.st(k.min(k.max(l, k.cst(lo)), k.cst(hi)), a["ell"], i);
-      });
+    k.par({a["rows"], k.idx(D)}, [&](ArrayRef<Value> ij) {
+      Value j = ij[1], i = k.addi(k.muli(ij[0], k.idx(D)), j);
+      Value l = k.logSigmoid(k.add(k.ld(a["pre"], i), k.ld(a["lambda"], j)));
+      k.st(k.min(k.max(l, k.cst(lo)), k.cst(hi)), a["ell"], i);
     });
   });
   add("decay_bwd", {"pre", "lambda", "dell", "dpre", "dlambda"}, {"rows"}, [=](K &k, Args &a) {
-    k.loop(k.idx(0), a["rows"], [&](Value n) {
-      k.loop(D, [&](Value j) {
-        Value i = k.addi(k.muli(n, k.idx(D)), j);
+    k.par({a["rows"], k.idx(D)}, [&](ArrayRef<Value> ij) {
+      {
+        Value j = ij[1], i = k.addi(k.muli(ij[0], k.idx(D)), j);
         Value p = k.add(k.ld(a["pre"], i), k.ld(a["lambda"], j));
         Value l = k.logSigmoid(p);
         Value in = arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, l, k.cst(lo)),
                                          k.cmpf(arith::CmpFPredicate::OLE, l, k.cst(hi)));
         Value g = k.mul(k.mul(k.ld(a["dell"], i), k.sigmoid(k.neg(p))), k.mask(in));
         k.st(g, a["dpre"], i);
-        k.addTo(a["dlambda"], j, g);
-      });
+        k.accum(a["dlambda"], j, g);
+      }
     });
   });
 
@@ -218,25 +306,18 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   // p = softmax_c(q_t·K1_c/√d) per group.
   // Backward: dp_c = dy·V1_c, ds_c = p_c(dp_c − Σ p dp); dq += Σ ds_c K1_c/√d,
   // dK1_c += ds_c q/√d, dV1_c += p_c dy; dk_t += dK1_{c(t)}/|c(t)| (same for v).
-  auto chunkMeans = [=](K &k, Args &a, Value bi, Value T, Value nC) {
-    k.loop(k.idx(0), nC, [&](Value ch) {
-      Value t0 = k.muli(ch, k.idx(C)), t1 = chunkEnd(k, T, ch);
-      Value inv =
-          k.div(k.cst(1.0),
-                arith::UIToFPOp::create(
-                    k.b, k.f32, arith::IndexCastOp::create(k.b, k.b.getI64Type(), k.subi(t1, t0))));
-      Value out = k.muli(k.addi(k.muli(bi, nC), ch), k.idx(D));
-      k.loop(D, [&](Value j) {
-        Value sk = k.sum(t0, t1, [&](Value t) {
-          return k.ld(a["k"], k.addi(k.muli(k.addi(k.muli(bi, T), t), k.idx(D)), j));
-        });
-        Value sv = k.sum(t0, t1, [&](Value t) {
-          return k.ld(a["v"], k.addi(k.muli(k.addi(k.muli(bi, T), t), k.idx(D)), j));
-        });
-        k.st(k.mul(sk, inv), a["K1"], k.addi(out, j));
-        k.st(k.mul(sv, inv), a["V1"], k.addi(out, j));
-      });
-    });
+  // 1/|c| for the chunk [t0, t1).
+  auto invCount = [](K &k, Value t0, Value t1) { return k.div(k.cst(1.0), k.toF32(k.subi(t1, t0))); };
+  // K1, V1 of (batch row bi, chunk ch, channel j).
+  auto chunkMean = [=](K &k, Args &a, Value bi, Value ch, Value j, Value T, Value nC) {
+    Value t0 = k.muli(ch, k.idx(C)), t1 = chunkEnd(k, T, ch);
+    Value inv = invCount(k, t0, t1);
+    Value out = k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(D)), j);
+    auto at = [&](Value t) { return k.addi(k.muli(k.addi(k.muli(bi, T), t), k.idx(D)), j); };
+    Value sk = k.sum(t0, t1, [&](Value t) { return k.ld(a["k"], at(t)); });
+    Value sv = k.sum(t0, t1, [&](Value t) { return k.ld(a["v"], at(t)); });
+    k.st(k.mul(sk, inv), a["K1"], out);
+    k.st(k.mul(sv, inv), a["V1"], out);
   };
   // p[c] = softmax_{c < cT}(q_t,g · K1_c,g / √d).
   auto level1Probs = [=](K &k, Args &a, Value p, Value qBase, Value kRow0, Value g, Value cT) {
@@ -249,13 +330,13 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
     });
     softmaxInPlace(k, p, cT);
   };
-  // body(c(t), g, element offset of (b, t, group g)) for every token t of
-  // batch row bi and every group g.
-  auto forEachTokenGroup = [=](K &k, Value bi, Value T, auto body) {
-    k.loop(k.idx(0), T, [&](Value t) {
-      Value cT = k.divui(t, k.idx(C));
+  // body(bi, c(t), g, element offset of (bi, t, group g)) for every token t
+  // and group g, in parallel.
+  auto parTokenGroups = [=](K &k, Value B, Value T, auto body) {
+    k.par({B, T, k.idx(G)}, [&](ArrayRef<Value> i) {
+      Value bi = i[0], t = i[1], g = i[2];
       Value row = k.muli(k.addi(k.muli(bi, T), t), k.idx(D));
-      k.loop(G, [&](Value g) { body(cT, g, k.addi(row, k.muli(g, k.idx(d)))); });
+      body(bi, k.divui(t, k.idx(C)), g, k.addi(row, k.muli(g, k.idx(d))));
     });
   };
   // y1[qBase + j] = Σ_{c < cT} p_c V1_c,g[j], with p from level1Probs.
@@ -269,64 +350,57 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
       k.st(y, a["y1"], k.addi(qBase, j));
     });
   };
+  // Scratch over the chunks of one segment: T ≤ max_seq_len (the runtime
+  // checks it).
+  const int64_t chunkBuf = nCmax + 1;
   add("level1_fwd", {"q", "k", "v", "K1", "V1", "y1"}, {"B", "T"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
-    Value p = k.buf(k.addi(nC, k.idx(1)));
-    k.loop(k.idx(0), a["B"], [&](Value bi) {
-      chunkMeans(k, a, bi, T, nC);
-      Value kRow0 = k.muli(k.muli(bi, nC), k.idx(D));
-      forEachTokenGroup(k, bi, T, [&](Value cT, Value g, Value qBase) {
-        level1Read(k, a, p, qBase, kRow0, g, cT);
-      });
+    k.par({a["B"], nC, k.idx(D)}, [&](ArrayRef<Value> i) { chunkMean(k, a, i[0], i[1], i[2], T, nC); });
+    parTokenGroups(k, a["B"], T, [&](Value bi, Value cT, Value g, Value qBase) {
+      Value p = k.buf(chunkBuf);
+      level1Read(k, a, p, qBase, k.muli(k.muli(bi, nC), k.idx(D)), g, cT);
     });
   });
   add("level1_bwd", {"q", "K1", "V1", "dy1", "dq", "dk", "dv", "dK1", "dV1"}, {"B", "T"},
       [=](K &k, Args &a) {
         Value T = a["T"], nC = numChunks(k, T);
-        Value p = k.buf(k.addi(nC, k.idx(1))), dp = k.buf(k.addi(nC, k.idx(1)));
-        k.loop(k.idx(0), a["B"], [&](Value bi) {
+        k.par(k.muli(k.muli(a["B"], nC), k.idx(D)), [&](Value i) {
+          k.st(k.cst(0.0), a["dK1"], i);
+          k.st(k.cst(0.0), a["dV1"], i);
+        });
+        parTokenGroups(k, a["B"], T, [&](Value bi, Value cT, Value g, Value qBase) {
+          Value p = k.buf(chunkBuf), dp = k.buf(chunkBuf);
           Value kRow0 = k.muli(k.muli(bi, nC), k.idx(D));
-          k.loop(k.idx(0), k.muli(nC, k.idx(D)), [&](Value i) {
-            k.st(k.cst(0.0), a["dK1"], k.addi(kRow0, i));
-            k.st(k.cst(0.0), a["dV1"], k.addi(kRow0, i));
-          });
-          forEachTokenGroup(k, bi, T, [&](Value cT, Value g, Value qBase) {
-            level1Probs(k, a, p, qBase, kRow0, g, cT);
-            auto cb = [&](Value ch) {
-              return k.addi(k.addi(kRow0, k.muli(ch, k.idx(D))), k.muli(g, k.idx(d)));
-            };
-            Value sum = k.sum(k.idx(0), cT, [&](Value ch) {
-              Value dpc = k.sum(d, [&](Value j) {
-                return k.mul(k.ld(a["dy1"], k.addi(qBase, j)), k.ld(a["V1"], k.addi(cb(ch), j)));
-              });
-              k.st(dpc, dp, ch);
-              return k.mul(k.ld(p, ch), dpc);
+          level1Probs(k, a, p, qBase, kRow0, g, cT);
+          auto cb = [&](Value ch) {
+            return k.addi(k.addi(kRow0, k.muli(ch, k.idx(D))), k.muli(g, k.idx(d)));
+          };
+          Value sum = k.sum(k.idx(0), cT, [&](Value ch) {
+            Value dpc = k.sum(d, [&](Value j) {
+              return k.mul(k.ld(a["dy1"], k.addi(qBase, j)), k.ld(a["V1"], k.addi(cb(ch), j)));
             });
-            k.loop(k.idx(0), cT, [&](Value ch) {
-              Value pc = k.ld(p, ch);
-              Value ds = k.mul(k.mul(pc, k.sub(k.ld(dp, ch), sum)), k.cst(invSqrtD));
-              k.loop(d, [&](Value j) {
-                Value qi = k.addi(qBase, j), ki = k.addi(cb(ch), j);
-                k.addTo(a["dq"], qi, k.mul(ds, k.ld(a["K1"], ki)));
-                k.addTo(a["dK1"], ki, k.mul(ds, k.ld(a["q"], qi)));
-                k.addTo(a["dV1"], ki, k.mul(pc, k.ld(a["dy1"], qi)));
-              });
+            k.st(dpc, dp, ch);
+            return k.mul(k.ld(p, ch), dpc);
+          });
+          k.loop(k.idx(0), cT, [&](Value ch) {
+            Value pc = k.ld(p, ch);
+            Value ds = k.mul(k.mul(pc, k.sub(k.ld(dp, ch), sum)), k.cst(invSqrtD));
+            k.loop(d, [&](Value j) {
+              Value qi = k.addi(qBase, j), ki = k.addi(cb(ch), j);
+              k.addTo(a["dq"], qi, k.mul(ds, k.ld(a["K1"], ki)));
+              k.accum(a["dK1"], ki, k.mul(ds, k.ld(a["q"], qi)));
+              k.accum(a["dV1"], ki, k.mul(pc, k.ld(a["dy1"], qi)));
             });
           });
-          k.loop(k.idx(0), T, [&](Value t) {
-            Value ch = k.divui(t, k.idx(C));
-            Value t0 = k.muli(ch, k.idx(C)), t1 = chunkEnd(k, T, ch);
-            Value inv = k.div(
-                k.cst(1.0),
-                arith::UIToFPOp::create(
-                    k.b, k.f32, arith::IndexCastOp::create(k.b, k.b.getI64Type(), k.subi(t1, t0))));
-            Value row = k.muli(k.addi(k.muli(bi, T), t), k.idx(D));
-            Value crow = k.addi(kRow0, k.muli(ch, k.idx(D)));
-            k.loop(D, [&](Value j) {
-              k.addTo(a["dk"], k.addi(row, j), k.mul(k.ld(a["dK1"], k.addi(crow, j)), inv));
-              k.addTo(a["dv"], k.addi(row, j), k.mul(k.ld(a["dV1"], k.addi(crow, j)), inv));
-            });
-          });
+        });
+        k.par({a["B"], T, k.idx(D)}, [&](ArrayRef<Value> i) {
+          Value bi = i[0], t = i[1], j = i[2];
+          Value ch = k.divui(t, k.idx(C));
+          Value inv = invCount(k, k.muli(ch, k.idx(C)), chunkEnd(k, T, ch));
+          Value at = k.addi(k.muli(k.addi(k.muli(bi, T), t), k.idx(D)), j);
+          Value cAt = k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(D)), j);
+          k.addTo(a["dk"], at, k.mul(k.ld(a["dK1"], cAt), inv));
+          k.addTo(a["dv"], at, k.mul(k.ld(a["dV1"], cAt), inv));
         });
       });
 
@@ -361,34 +435,30 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
     });
     return n;
   };
+  // Offsets of (bi, token t): w/a rows (G·M per token) and k/v/q rows (D).
+  auto slotOf = [=](K &k, Value bi, Value nC, Value ch, Value g, Value s) {
+    return k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G)), g), k.idx(M)), s);
+  };
   add("mdi_write_fwd", {"k", "v", "S", "mu", "w", "lb", "wu"}, {"B", "T"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
-    Value P = k.buf(d);
-    k.loop(k.idx(0), a["B"], [&](Value bi) {
-      k.loop(k.idx(0), T, [&](Value t) {
-        Value row = k.addi(k.muli(bi, T), t);
-        k.loop(G, [&](Value g) {
-          slotAddress(k, a["k"], a["S"], k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d))), g,
-                      a["w"], k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)));
-        });
-      });
-      k.loop(k.idx(0), nC, [&](Value ch) {
-        Value t0 = k.muli(ch, k.idx(C)), t1 = chunkEnd(k, T, ch);
-        k.loop(G, [&](Value g) {
-          k.loop(M, [&](Value s) {
-            Value n = chunkStats(k, a, bi, T, t0, t1, g, s, P);
-            Value slot = k.addi(
-                k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G)), g), k.idx(M)), s);
-            Value ls = k.logSigmoid(k.ld(a["mu"], k.addi(k.muli(g, k.idx(M)), s)));
-            Value lb = k.min(k.max(k.mul(n, ls), k.cst(lo)), k.cst(0.0));
-            k.st(lb, a["lb"], slot);
-            Value omb = k.neg(k.expm1(lb));
-            Value inv = k.div(k.cst(1.0), k.max(n, k.cst(1e-6)));
-            k.loop(d, [&](Value j) {
-              k.st(k.mul(omb, k.mul(k.ld(P, j), inv)), a["wu"], k.addi(k.muli(slot, k.idx(d)), j));
-            });
-          });
-        });
+    k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
+      Value row = k.addi(k.muli(i[0], T), i[1]), g = i[2];
+      slotAddress(k, a["k"], a["S"], k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d))), g,
+                  a["w"], k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)));
+    });
+    k.par({a["B"], nC, k.idx(G), k.idx(M)}, [&](ArrayRef<Value> i) {
+      Value bi = i[0], ch = i[1], g = i[2], s = i[3];
+      Value P = k.buf(d);
+      Value t0 = k.muli(ch, k.idx(C)), t1 = chunkEnd(k, T, ch);
+      Value n = chunkStats(k, a, bi, T, t0, t1, g, s, P);
+      Value slot = slotOf(k, bi, nC, ch, g, s);
+      Value ls = k.logSigmoid(k.ld(a["mu"], k.addi(k.muli(g, k.idx(M)), s)));
+      Value lb = k.min(k.max(k.mul(n, ls), k.cst(lo)), k.cst(0.0));
+      k.st(lb, a["lb"], slot);
+      Value omb = k.neg(k.expm1(lb));
+      Value inv = k.div(k.cst(1.0), k.max(n, k.cst(1e-6)));
+      k.loop(d, [&](Value j) {
+        k.st(k.mul(omb, k.mul(k.ld(P, j), inv)), a["wu"], k.addi(k.muli(slot, k.idx(d)), j));
       });
     });
   });
@@ -400,73 +470,64 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   add("mdi_write_bwd", {"k", "v", "S", "mu", "w", "dlb", "dwu", "dk", "dv", "dS", "dmu", "dw"},
       {"B", "T"}, [=](K &k, Args &a) {
         Value T = a["T"], nC = numChunks(k, T);
-        Value P = k.buf(d), dP = k.buf(d);
-        k.loop(k.idx(0), a["B"], [&](Value bi) {
-          k.loop(k.idx(0), nC, [&](Value ch) {
-            Value t0 = k.muli(ch, k.idx(C)), t1 = chunkEnd(k, T, ch);
-            k.loop(G, [&](Value g) {
-              k.loop(M, [&](Value s) {
-                Value n = chunkStats(k, a, bi, T, t0, t1, g, s, P);
-                Value slot = k.addi(
-                    k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G)), g), k.idx(M)), s);
-                Value muV = k.ld(a["mu"], k.addi(k.muli(g, k.idx(M)), s));
-                Value ls = k.logSigmoid(muV);
-                Value raw = k.mul(n, ls);
-                Value lb = k.min(k.max(raw, k.cst(lo)), k.cst(0.0));
-                Value beta = k.exp(lb), omb = k.neg(k.expm1(lb));
-                Value nn = k.max(n, k.cst(1e-6));
-                Value inv = k.div(k.cst(1.0), nn);
-                Value wuBase = k.muli(slot, k.idx(d));
-                Value dwuU = k.sum(d, [&](Value j) {
-                  return k.mul(k.ld(a["dwu"], k.addi(wuBase, j)), k.mul(k.ld(P, j), inv));
-                });
-                Value dlb = k.sub(k.ld(a["dlb"], slot), k.mul(beta, dwuU));
-                Value in =
-                    arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, raw, k.cst(lo)),
-                                          k.cmpf(arith::CmpFPredicate::OLE, raw, k.cst(0.0)));
-                Value dlbIn = k.mul(dlb, k.mask(in));
-                k.addTo(a["dmu"], k.addi(k.muli(g, k.idx(M)), s),
-                        k.mul(k.mul(dlbIn, n), k.sigmoid(k.neg(muV))));
-                Value dUP = k.sum(d, [&](Value j) {
-                  Value dU = k.mul(omb, k.ld(a["dwu"], k.addi(wuBase, j)));
-                  k.st(k.mul(dU, inv), dP, j);
-                  return k.mul(dU, k.ld(P, j));
-                });
-                Value big = k.mask(k.cmpf(arith::CmpFPredicate::OGT, n, k.cst(1e-6)));
-                Value dn = k.sub(k.mul(dlbIn, ls), k.mul(big, k.mul(dUP, k.mul(inv, inv))));
-                k.loop(t0, t1, [&](Value t) {
-                  Value row = k.addi(k.muli(bi, T), t);
-                  Value wi = k.addi(k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)), s);
-                  Value vb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-                  Value wv = k.ld(a["w"], wi);
-                  Value dPv = k.sum(d, [&](Value j) {
-                    Value vi = k.addi(vb, j);
-                    k.addTo(a["dv"], vi, k.mul(wv, k.ld(dP, j)));
-                    return k.mul(k.ld(dP, j), k.ld(a["v"], vi));
-                  });
-                  k.st(k.add(dn, dPv), a["dw"], wi);
-                });
-              });
-            });
+        k.par({a["B"], nC, k.idx(G), k.idx(M)}, [&](ArrayRef<Value> i) {
+          Value bi = i[0], ch = i[1], g = i[2], s = i[3];
+          Value P = k.buf(d), dP = k.buf(d);
+          Value t0 = k.muli(ch, k.idx(C)), t1 = chunkEnd(k, T, ch);
+          Value n = chunkStats(k, a, bi, T, t0, t1, g, s, P);
+          Value slot = slotOf(k, bi, nC, ch, g, s);
+          Value muV = k.ld(a["mu"], k.addi(k.muli(g, k.idx(M)), s));
+          Value ls = k.logSigmoid(muV);
+          Value raw = k.mul(n, ls);
+          Value lb = k.min(k.max(raw, k.cst(lo)), k.cst(0.0));
+          Value beta = k.exp(lb), omb = k.neg(k.expm1(lb));
+          Value nn = k.max(n, k.cst(1e-6));
+          Value inv = k.div(k.cst(1.0), nn);
+          Value wuBase = k.muli(slot, k.idx(d));
+          Value dwuU = k.sum(d, [&](Value j) {
+            return k.mul(k.ld(a["dwu"], k.addi(wuBase, j)), k.mul(k.ld(P, j), inv));
           });
-          k.loop(k.idx(0), T, [&](Value t) {
+          Value dlb = k.sub(k.ld(a["dlb"], slot), k.mul(beta, dwuU));
+          Value in = arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, raw, k.cst(lo)),
+                                           k.cmpf(arith::CmpFPredicate::OLE, raw, k.cst(0.0)));
+          Value dlbIn = k.mul(dlb, k.mask(in));
+          k.accum(a["dmu"], k.addi(k.muli(g, k.idx(M)), s),
+                  k.mul(k.mul(dlbIn, n), k.sigmoid(k.neg(muV))));
+          Value dUP = k.sum(d, [&](Value j) {
+            Value dU = k.mul(omb, k.ld(a["dwu"], k.addi(wuBase, j)));
+            k.st(k.mul(dU, inv), dP, j);
+            return k.mul(dU, k.ld(P, j));
+          });
+          Value big = k.mask(k.cmpf(arith::CmpFPredicate::OGT, n, k.cst(1e-6)));
+          Value dn = k.sub(k.mul(dlbIn, ls), k.mul(big, k.mul(dUP, k.mul(inv, inv))));
+          k.loop(t0, t1, [&](Value t) {
             Value row = k.addi(k.muli(bi, T), t);
-            k.loop(G, [&](Value g) {
-              Value wb = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
-              Value kb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-              Value wdw = k.sum(M, [&](Value s) {
-                return k.mul(k.ld(a["w"], k.addi(wb, s)), k.ld(a["dw"], k.addi(wb, s)));
-              });
-              k.loop(M, [&](Value s) {
-                Value wi = k.addi(wb, s);
-                Value dl =
-                    k.mul(k.mul(k.ld(a["w"], wi), k.sub(k.ld(a["dw"], wi), wdw)), k.cst(invSqrtD));
-                Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
-                k.loop(d, [&](Value j) {
-                  k.addTo(a["dk"], k.addi(kb, j), k.mul(dl, k.ld(a["S"], k.addi(sb, j))));
-                  k.addTo(a["dS"], k.addi(sb, j), k.mul(dl, k.ld(a["k"], k.addi(kb, j))));
-                });
-              });
+            Value wi = k.addi(k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)), s);
+            Value vb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
+            Value wv = k.ld(a["w"], wi);
+            Value dPv = k.sum(d, [&](Value j) {
+              Value vi = k.addi(vb, j);
+              k.accum(a["dv"], vi, k.mul(wv, k.ld(dP, j)));
+              return k.mul(k.ld(dP, j), k.ld(a["v"], vi));
+            });
+            k.st(k.add(dn, dPv), a["dw"], wi);
+          });
+        });
+        k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
+          Value row = k.addi(k.muli(i[0], T), i[1]), g = i[2];
+          Value wb = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
+          Value kb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
+          Value wdw = k.sum(M, [&](Value s) {
+            return k.mul(k.ld(a["w"], k.addi(wb, s)), k.ld(a["dw"], k.addi(wb, s)));
+          });
+          k.loop(M, [&](Value s) {
+            Value wi = k.addi(wb, s);
+            Value dl =
+                k.mul(k.mul(k.ld(a["w"], wi), k.sub(k.ld(a["dw"], wi), wdw)), k.cst(invSqrtD));
+            Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
+            k.loop(d, [&](Value j) {
+              k.addTo(a["dk"], k.addi(kb, j), k.mul(dl, k.ld(a["S"], k.addi(sb, j))));
+              k.accum(a["dS"], k.addi(sb, j), k.mul(dl, k.ld(a["k"], k.addi(kb, j))));
             });
           });
         });
@@ -488,72 +549,63 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   };
   add("mdi_read_fwd", {"q", "S", "mems", "mem0", "a", "y2"}, {"B", "T"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
-    k.loop(k.idx(0), a["B"], [&](Value bi) {
-      k.loop(k.idx(0), T, [&](Value t) {
-        Value row = k.addi(k.muli(bi, T), t);
-        Value cT = k.divui(t, k.idx(C));
-        k.loop(G, [&](Value g) {
-          Value qb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-          Value ab = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
-          slotAddress(k, a["q"], a["S"], qb, g, a["a"], ab);
-          k.loop(d, [&](Value j) {
-            Value y = k.sum(M, [&](Value s) {
-              Value fromInit;
-              auto [im, ii] = memRow(k, bi, nC, cT, g, s, fromInit);
-              Value m = k.select(fromInit, k.ld(a["mem0"], k.addi(ii, j)),
-                                 k.ld(a["mems"], k.addi(im, j)));
-              return k.mul(k.ld(a["a"], k.addi(ab, s)), m);
-            });
-            k.st(y, a["y2"], k.addi(qb, j));
-          });
+    k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
+      Value bi = i[0], t = i[1], g = i[2];
+      Value row = k.addi(k.muli(bi, T), t);
+      Value cT = k.divui(t, k.idx(C));
+      Value qb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
+      Value ab = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
+      slotAddress(k, a["q"], a["S"], qb, g, a["a"], ab);
+      k.loop(d, [&](Value j) {
+        Value y = k.sum(M, [&](Value s) {
+          Value fromInit;
+          auto [im, ii] = memRow(k, bi, nC, cT, g, s, fromInit);
+          Value m = k.select(fromInit, k.ld(a["mem0"], k.addi(ii, j)),
+                             k.ld(a["mems"], k.addi(im, j)));
+          return k.mul(k.ld(a["a"], k.addi(ab, s)), m);
         });
+        k.st(y, a["y2"], k.addi(qb, j));
       });
     });
   });
   add("mdi_read_bwd", {"q", "S", "mems", "mem0", "a", "dy2", "dq", "dS", "dmems", "dmem0"},
       {"B", "T"}, [=](K &k, Args &a) {
         Value T = a["T"], nC = numChunks(k, T);
-        Value da = k.buf(M);
-        k.loop(k.idx(0), a["B"], [&](Value bi) {
-          Value m0 = k.muli(k.muli(bi, nC), k.idx(G * M * d));
-          k.loop(k.idx(0), k.muli(nC, k.idx(G * M * d)),
-                 [&](Value i) { k.st(k.cst(0.0), a["dmems"], k.addi(m0, i)); });
-          k.loop(G * M * d, [&](Value i) {
-            k.st(k.cst(0.0), a["dmem0"], k.addi(k.muli(bi, k.idx(G * M * d)), i));
+        k.par(k.muli(k.muli(a["B"], nC), k.idx(G * M * d)),
+              [&](Value i) { k.st(k.cst(0.0), a["dmems"], i); });
+        k.par(k.muli(a["B"], k.idx(G * M * d)), [&](Value i) { k.st(k.cst(0.0), a["dmem0"], i); });
+        k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
+          Value bi = i[0], t = i[1], g = i[2];
+          Value da = k.buf(M);
+          Value row = k.addi(k.muli(bi, T), t);
+          Value cT = k.divui(t, k.idx(C));
+          Value qb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
+          Value ab = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
+          Value ada = k.sum(M, [&](Value s) {
+            Value fromInit;
+            auto [im, ii] = memRow(k, bi, nC, cT, g, s, fromInit);
+            Value as = k.ld(a["a"], k.addi(ab, s));
+            Value das = k.sum(d, [&](Value j) {
+              Value dy = k.ld(a["dy2"], k.addi(qb, j));
+              Value m = k.select(fromInit, k.ld(a["mem0"], k.addi(ii, j)),
+                                 k.ld(a["mems"], k.addi(im, j)));
+              Value g0 = k.mul(as, dy);
+              k.ifThen(fromInit, [&] { k.accum(a["dmem0"], k.addi(ii, j), g0); });
+              k.ifThen(
+                  arith::XOrIOp::create(k.b, fromInit, arith::ConstantIntOp::create(k.b, 1, 1)),
+                  [&] { k.accum(a["dmems"], k.addi(im, j), g0); });
+              return k.mul(dy, m);
+            });
+            k.st(das, da, s);
+            return k.mul(as, das);
           });
-          k.loop(k.idx(0), T, [&](Value t) {
-            Value row = k.addi(k.muli(bi, T), t);
-            Value cT = k.divui(t, k.idx(C));
-            k.loop(G, [&](Value g) {
-              Value qb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-              Value ab = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
-              Value ada = k.sum(M, [&](Value s) {
-                Value fromInit;
-                auto [im, ii] = memRow(k, bi, nC, cT, g, s, fromInit);
-                Value as = k.ld(a["a"], k.addi(ab, s));
-                Value das = k.sum(d, [&](Value j) {
-                  Value dy = k.ld(a["dy2"], k.addi(qb, j));
-                  Value m = k.select(fromInit, k.ld(a["mem0"], k.addi(ii, j)),
-                                     k.ld(a["mems"], k.addi(im, j)));
-                  Value g0 = k.mul(as, dy);
-                  k.ifThen(fromInit, [&] { k.addTo(a["dmem0"], k.addi(ii, j), g0); });
-                  k.ifThen(
-                      arith::XOrIOp::create(k.b, fromInit, arith::ConstantIntOp::create(k.b, 1, 1)),
-                      [&] { k.addTo(a["dmems"], k.addi(im, j), g0); });
-                  return k.mul(dy, m);
-                });
-                k.st(das, da, s);
-                return k.mul(as, das);
-              });
-              k.loop(M, [&](Value s) {
-                Value dl = k.mul(k.mul(k.ld(a["a"], k.addi(ab, s)), k.sub(k.ld(da, s), ada)),
-                                 k.cst(invSqrtD));
-                Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
-                k.loop(d, [&](Value j) {
-                  k.addTo(a["dq"], k.addi(qb, j), k.mul(dl, k.ld(a["S"], k.addi(sb, j))));
-                  k.addTo(a["dS"], k.addi(sb, j), k.mul(dl, k.ld(a["q"], k.addi(qb, j))));
-                });
-              });
+          k.loop(M, [&](Value s) {
+            Value dl = k.mul(k.mul(k.ld(a["a"], k.addi(ab, s)), k.sub(k.ld(da, s), ada)),
+                             k.cst(invSqrtD));
+            Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
+            k.loop(d, [&](Value j) {
+              k.addTo(a["dq"], k.addi(qb, j), k.mul(dl, k.ld(a["S"], k.addi(sb, j))));
+              k.accum(a["dS"], k.addi(sb, j), k.mul(dl, k.ld(a["q"], k.addi(qb, j))));
             });
           });
         });
@@ -573,8 +625,9 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
     return std::array<Value, 3>{k.mul(e0, inv), k.mul(e1, inv), k.mul(e2, inv)};
   };
   add("combine_fwd", {"h", "y1", "y2", "rho", "hrstd", "o"}, {"rows"}, [=](K &k, Args &a) {
-    k.loop(k.idx(0), a["rows"], [&](Value n) {
-      k.loop(G, [&](Value g) {
+    k.par({a["rows"], k.idx(G)}, [&](ArrayRef<Value> ng) {
+      {
+        Value n = ng[0], g = ng[1];
         auto w = omegas(k, a["rho"], g);
         Value base = k.addi(k.muli(n, k.idx(D)), k.muli(g, k.idx(d)));
         Value ss = k.sum(d, [&](Value j) {
@@ -589,13 +642,14 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
                           k.add(k.mul(w[1], k.ld(a["y1"], i)), k.mul(w[2], k.ld(a["y2"], i))));
           k.st(o, a["o"], i);
         });
-      });
+      }
     });
   });
   add("combine_bwd", {"h", "y1", "y2", "rho", "hrstd", "do", "dh", "dy1", "dy2", "drho"}, {"rows"},
       [=](K &k, Args &a) {
-        k.loop(k.idx(0), a["rows"], [&](Value n) {
-          k.loop(G, [&](Value g) {
+        k.par({a["rows"], k.idx(G)}, [&](ArrayRef<Value> ng) {
+          {
+            Value n = ng[0], g = ng[1];
             auto w = omegas(k, a["rho"], g);
             Value base = k.addi(k.muli(n, k.idx(D)), k.muli(g, k.idx(d)));
             Value r = k.ld(a["hrstd"], k.addi(k.muli(n, k.idx(G)), g));
@@ -623,21 +677,21 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
             Value wd = k.add(k.mul(w[0], dw0), k.add(k.mul(w[1], dw1), k.mul(w[2], dw2)));
             Value dws[3] = {dw0, dw1, dw2};
             for (int i = 0; i < 3; ++i)
-              k.addTo(a["drho"], k.addi(k.muli(g, k.idx(3)), k.idx(i)),
+              k.accum(a["drho"], k.addi(k.muli(g, k.idx(3)), k.idx(i)),
                       k.mul(w[i], k.sub(dws[i], wd)));
-          });
+          }
         });
       });
 
   // --- SwiGLU: g = silu(f1) ⊙ f3; df1 = dg·f3·σ(f1)(1 + f1(1 − σ(f1))), df3 = dg·silu(f1).
   add("swiglu_fwd", {"f1", "f3", "g"}, {"n"}, [=](K &k, Args &a) {
-    k.loop(k.idx(0), a["n"], [&](Value i) {
+    k.par(a["n"], [&](Value i) {
       Value x = k.ld(a["f1"], i);
       k.st(k.mul(k.mul(x, k.sigmoid(x)), k.ld(a["f3"], i)), a["g"], i);
     });
   });
   add("swiglu_bwd", {"f1", "f3", "dg", "df1", "df3"}, {"n"}, [=](K &k, Args &a) {
-    k.loop(k.idx(0), a["n"], [&](Value i) {
+    k.par(a["n"], [&](Value i) {
       Value x = k.ld(a["f1"], i), s = k.sigmoid(x), dg = k.ld(a["dg"], i);
       Value dsilu = k.mul(s, k.add(k.cst(1.0), k.mul(x, k.sub(k.cst(1.0), s))));
       k.st(k.mul(k.mul(dg, k.ld(a["f3"], i)), dsilu), a["df1"], i);
@@ -647,19 +701,17 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
 
   // --- Embedding: x[n] = E[tokens[n]]; dE[tokens[n]] += dx[n].
   add("embed_fwd", {"tokens", "E", "x"}, {"rows"}, [=](K &k, Args &a) {
-    k.loop(k.idx(0), a["rows"], [&](Value n) {
+    k.par({a["rows"], k.idx(D)}, [&](ArrayRef<Value> i) {
+      Value n = i[0], j = i[1];
       Value src = k.muli(k.ld(a["tokens"], n), k.idx(D));
-      k.loop(D, [&](Value j) {
-        k.st(k.ld(a["E"], k.addi(src, j)), a["x"], k.addi(k.muli(n, k.idx(D)), j));
-      });
+      k.st(k.ld(a["E"], k.addi(src, j)), a["x"], k.addi(k.muli(n, k.idx(D)), j));
     });
   });
   add("embed_bwd", {"tokens", "dx", "dE"}, {"rows"}, [=](K &k, Args &a) {
-    k.loop(k.idx(0), a["rows"], [&](Value n) {
+    k.par({a["rows"], k.idx(D)}, [&](ArrayRef<Value> i) {
+      Value n = i[0], j = i[1];
       Value dst = k.muli(k.ld(a["tokens"], n), k.idx(D));
-      k.loop(D, [&](Value j) {
-        k.addTo(a["dE"], k.addi(dst, j), k.ld(a["dx"], k.addi(k.muli(n, k.idx(D)), j)));
-      });
+      k.accum(a["dE"], k.addi(dst, j), k.ld(a["dx"], k.addi(k.muli(n, k.idx(D)), j)));
     });
   });
 
@@ -669,15 +721,15 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   // count; dlogits = (softmax − onehot)·scale[0] (the trainer passes
   // dloss/count over the whole batch), zero rows where the target is negative.
   add("xent", {"logits", "targets", "scale", "loss", "dlogits"}, {"rows"}, [=](K &k, Args &a) {
-    Value rows = a["rows"];
-    Value gscale = k.ld(a["scale"], k.idx(0));
-    Value zero32 = arith::ConstantIntOp::create(k.b, 0, 32);
-    Value count = k.sum(k.idx(0), rows, [&](Value n) {
-      Value t = memref::LoadOp::create(k.b, a["targets"], ValueRange{n});
-      return k.mask(arith::CmpIOp::create(k.b, arith::CmpIPredicate::sge, t, zero32));
+    k.par(1, [&](Value) {
+      k.st(k.cst(0.0), a["loss"], k.idx(0));
+      k.st(k.cst(0.0), a["loss"], k.idx(1));
     });
-    Value total = k.sum(k.idx(0), rows, [&](Value n) {
+    Value zero32 = arith::ConstantIntOp::create(k.b, 0, 32);
+    k.par(a["rows"], [&](Value n) {
+      Value gscale = k.ld(a["scale"], k.idx(0));
       Value base = k.muli(n, k.idx(V));
+      k.touch();
       Value t32 = memref::LoadOp::create(k.b, a["targets"], ValueRange{n});
       Value valid = arith::CmpIOp::create(k.b, arith::CmpIPredicate::sge, t32, zero32);
       Value t = k.select(valid, arith::IndexCastOp::create(k.b, k.b.getIndexType(), t32), k.idx(0));
@@ -694,20 +746,19 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
         Value oh = k.mask(k.cmpi(arith::CmpIPredicate::eq, j, t));
         k.st(k.mul(coef, k.sub(p, oh)), a["dlogits"], i);
       });
-      return k.mul(vm, k.sub(lse, k.ld(a["logits"], k.addi(base, t))));
+      k.accum(a["loss"], k.idx(0), k.mul(vm, k.sub(lse, k.ld(a["logits"], k.addi(base, t)))));
+      k.accum(a["loss"], k.idx(1), vm);
     });
-    k.st(total, a["loss"], k.idx(0));
-    k.st(count, a["loss"], k.idx(1));
   });
 
   // --- AdamW (decoupled weight decay), hp = [lr, β1, β2, ε, wd, 1/(1−β1^t),
   // 1/(1−β2^t), gscale]: g' = g·gscale; m = β1 m + (1−β1) g'; v = β2 v + (1−β2) g'²;
   // p −= lr·(m·bc1 / (√(v·bc2) + ε) + wd·p).
   add("adamw", {"p", "g", "m", "v", "hp"}, {"n"}, [=](K &k, Args &a) {
-    Value h[8];
-    for (int i = 0; i < 8; ++i)
-      h[i] = k.ld(a["hp"], k.idx(i));
-    k.loop(k.idx(0), a["n"], [&](Value i) {
+    k.par(a["n"], [&](Value i) {
+      Value h[8];
+      for (int e = 0; e < 8; ++e)
+        h[e] = k.ld(a["hp"], k.idx(e));
       Value g = k.mul(k.ld(a["g"], i), h[7]);
       Value m = k.add(k.mul(h[1], k.ld(a["m"], i)), k.mul(k.sub(k.cst(1.0), h[1]), g));
       Value v = k.add(k.mul(h[2], k.ld(a["v"], i)), k.mul(k.sub(k.cst(1.0), h[2]), k.mul(g, g)));
@@ -718,18 +769,22 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
       k.st(k.sub(p, k.mul(h[0], upd)), a["p"], i);
     });
   });
-  // --- out[0] += Σ x² (accumulated in f64 within the call).
+  // --- out[0] += Σ x², each span of kSpan elements summed in f64.
   add("sumsq", {"x", "out"}, {"n"}, [=](K &k, Args &a) {
-    Value s = k.fold(
-        k.idx(0), a["n"], arith::ConstantOp::create(k.b, k.b.getF64FloatAttr(0.0)),
-        [&](Value i) {
-          Value x = arith::ExtFOp::create(k.b, k.f64, k.ld(a["x"], i));
-          return arith::MulFOp::create(k.b, x, x).getResult();
-        },
-        [&](Value acc, Value x) { return arith::AddFOp::create(k.b, acc, x).getResult(); });
-    Value prev = arith::ExtFOp::create(k.b, k.f64, k.ld(a["out"], k.idx(0)));
-    k.st(arith::TruncFOp::create(k.b, k.f32, arith::AddFOp::create(k.b, prev, s)), a["out"],
-         k.idx(0));
+    constexpr int64_t kSpan = 4096;
+    Value n = a["n"];
+    k.par(k.divui(k.addi(n, k.idx(kSpan - 1)), k.idx(kSpan)), [&](Value blk) {
+      Value lo = k.muli(blk, k.idx(kSpan));
+      Value hi = k.minui(n, k.addi(lo, k.idx(kSpan)));
+      Value s = k.fold(
+          lo, hi, arith::ConstantOp::create(k.b, k.b.getF64FloatAttr(0.0)),
+          [&](Value i) {
+            Value x = arith::ExtFOp::create(k.b, k.f64, k.ld(a["x"], i));
+            return arith::MulFOp::create(k.b, x, x).getResult();
+          },
+          [&](Value acc, Value x) { return arith::AddFOp::create(k.b, acc, x).getResult(); });
+      k.accum(a["out"], k.idx(0), arith::TruncFOp::create(k.b, k.f32, s));
+    });
   });
 
   // --- Decoding, one token at a time with the recurrent state carried
@@ -739,13 +794,12 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   // Pacc (B, G, M, d) the current chunk's write mass and Σ w·v; Mem (B, G, M, d).
   // y1 = Σ_{c<done} softmax_c(q·K1_c/√d) V1_c (0 when done = 0).
   add("decode_level1", {"q", "K1", "V1", "y1"}, {"B", "done"}, [=](K &k, Args &a) {
-    Value p = k.buf(nCmax + 1);
-    k.loop(k.idx(0), a["B"], [&](Value bi) {
+    k.par({a["B"], k.idx(G)}, [&](ArrayRef<Value> i) {
+      Value bi = i[0], g = i[1];
+      Value p = k.buf(chunkBuf);
       Value kRow0 = k.muli(bi, k.idx(nCmax * D));
-      k.loop(G, [&](Value g) {
-        Value qBase = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
-        level1Read(k, a, p, qBase, kRow0, g, a["done"]);
-      });
+      Value qBase = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
+      level1Read(k, a, p, qBase, kRow0, g, a["done"]);
     });
   });
   // ksum += k, vsum += v; with close = 1 (the token ends its chunk) the chunk
@@ -753,12 +807,10 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   add("decode_level1_push", {"k", "v", "ksum", "vsum", "K1", "V1"}, {"B", "slot", "count", "close"},
       [=](K &k, Args &a) {
         Value closing = k.cmpi(arith::CmpIPredicate::ne, a["close"], k.idx(0));
-        Value inv =
-            k.div(k.cst(1.0),
-                  arith::UIToFPOp::create(
-                      k.b, k.f32, arith::IndexCastOp::create(k.b, k.b.getI64Type(), a["count"])));
-        k.loop(k.idx(0), a["B"], [&](Value bi) {
-          k.loop(D, [&](Value j) {
+        Value inv = k.div(k.cst(1.0), k.toF32(a["count"]));
+        k.par({a["B"], k.idx(D)}, [&](ArrayRef<Value> ij) {
+          {
+            Value bi = ij[0], j = ij[1];
             Value i = k.addi(k.muli(bi, k.idx(D)), j);
             Value ks = k.add(k.ld(a["ksum"], i), k.ld(a["k"], i));
             Value vs = k.add(k.ld(a["vsum"], i), k.ld(a["v"], i));
@@ -770,7 +822,7 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
               k.st(k.mul(ks, inv), a["K1"], o);
               k.st(k.mul(vs, inv), a["V1"], o);
             });
-          });
+          }
         });
       });
   // The MDI write of one token: w = softmax_s(k·S_s/√d); nacc += w,
@@ -779,10 +831,11 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
   // the accumulators restart.
   add("decode_mdi_write", {"k", "v", "S", "mu", "nacc", "Pacc", "Mem"}, {"B", "close"},
       [=](K &k, Args &a) {
-        Value w = k.buf(M);
         Value closing = k.cmpi(arith::CmpIPredicate::ne, a["close"], k.idx(0));
-        k.loop(k.idx(0), a["B"], [&](Value bi) {
-          k.loop(G, [&](Value g) {
+        k.par({a["B"], k.idx(G)}, [&](ArrayRef<Value> bg) {
+          {
+            Value bi = bg[0], g = bg[1];
+            Value w = k.buf(M);
             Value kb = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
             slotAddress(k, a["k"], a["S"], kb, g, w, k.idx(0));
             k.loop(M, [&](Value s) {
@@ -804,14 +857,15 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
                 k.st(k.select(closing, upd, mem), a["Mem"], pi);
               });
             });
-          });
+          }
         });
       });
   // The MDI read of one token: y2 = Σ_s softmax_s(q·S_s/√d)·Mem[s].
   add("decode_mdi_read", {"q", "S", "Mem", "y2"}, {"B"}, [=](K &k, Args &a) {
-    Value w = k.buf(M);
-    k.loop(k.idx(0), a["B"], [&](Value bi) {
-      k.loop(G, [&](Value g) {
+    k.par({a["B"], k.idx(G)}, [&](ArrayRef<Value> bg) {
+      {
+        Value bi = bg[0], g = bg[1];
+        Value w = k.buf(M);
         Value qb = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
         slotAddress(k, a["q"], a["S"], qb, g, w, k.idx(0));
         k.loop(d, [&](Value j) {
@@ -823,10 +877,182 @@ std::vector<Kernel> kernels(const TrainConfig &c) {
           });
           k.st(y, a["y2"], k.addi(qb, j));
         });
-      });
+      }
     });
   });
+  if (gpu)
+    addGpuRecurrences(c, ks);
   return ks;
+}
+
+/// The level-0 gated recurrence and the chunk-level memory scan written with
+/// `K`, for the GPU training library: one launch per time step over every
+/// (row, channel) for the recurrence (its step needs all of h_{t−1}), one
+/// thread per channel walking the chunks for the scan. The arguments are
+/// those of gatedSpec / scanSpec.
+void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
+  const int64_t D = c.D, dh = c.perHead ? c.D / c.H : c.D, inner = c.dm();
+  const double lo = c.clampMin, hi = c.clampMax;
+  MLIRContext ctx;
+  auto sig = [&](bool adj, bool gated) -> TrainKernelSig {
+    if (gated)
+      return {adj ? "gated_bwd" : "gated_fwd", gatedSpec(c, adj, &ctx).arrayArgs(), {"B", "T"}};
+    return {adj ? "mem_scan_bwd" : "mem_scan_fwd", scanSpec(c, adj, &ctx).arrayArgs(),
+            {"B", "T", "N"}};
+  };
+  auto clamp = [=](K &k, Value l, double top) { return k.min(k.max(l, k.cst(lo)), k.cst(top)); };
+  auto inRange = [=](K &k, Value l, double top) {
+    return k.mask(arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, l, k.cst(lo)),
+                                        k.cmpf(arith::CmpFPredicate::OLE, l, k.cst(top))));
+  };
+  // Element (bi, t, j) of a (B, T, D) array.
+  auto at = [=](K &k, Value bi, Value T, Value t, Value j) {
+    return k.addi(k.muli(k.addi(k.muli(bi, T), t), k.idx(D)), j);
+  };
+  // h_{t−1}[j] of row bi: init at t = 0.
+  auto hPrev = [=](K &k, Args &a, Value bi, Value T, Value t, Value j) {
+    Value first = k.cmpi(arith::CmpIPredicate::eq, t, k.idx(0));
+    Value tp = k.select(first, k.idx(0), k.subi(t, k.idx(1)));
+    return k.select(first, k.ld(a["init"], k.addi(k.muli(bi, k.idx(D)), j)),
+                    k.ld(a["h"], at(k, bi, T, tp, j)));
+  };
+  // bias_j + Σ_i h_{t−1}[head(j), i] · W[head(j)][i][j mod dh].
+  auto preact = [=](K &k, Args &a, Value bi, Value T, Value t, Value j) {
+    Value hd = k.divui(j, k.idx(dh)), jj = k.remui(j, k.idx(dh));
+    Value wb = k.addi(k.muli(hd, k.idx(dh * dh)), jj);
+    Value s = k.sum(dh, [&](Value i) {
+      return k.mul(hPrev(k, a, bi, T, t, k.addi(k.muli(hd, k.idx(dh)), i)),
+                   k.ld(a["gate"], k.addi(wb, k.muli(i, k.idx(dh)))));
+    });
+    return k.add(k.ld(a["bias"], j), s);
+  };
+  ks.push_back({sig(false, true), [=](K &k, Args &a) {
+                  Value T = a["T"];
+                  k.loop(k.idx(0), T, [&](Value t) {
+                    k.par({a["B"], k.idx(D)}, [&](ArrayRef<Value> i) {
+                      Value bi = i[0], j = i[1];
+                      Value sg = k.sigmoid(preact(k, a, bi, T, t, j));
+                      Value gamma = k.exp(clamp(k, k.ld(a["log_decay"], at(k, bi, T, t, j)), hi));
+                      Value h = k.add(k.mul(k.ld(a["z"], at(k, bi, T, t, j)), sg),
+                                      k.mul(gamma, hPrev(k, a, bi, T, t, j)));
+                      k.st(h, a["h"], at(k, bi, T, t, j));
+                      k.ifThen(k.cmpi(arith::CmpIPredicate::eq, t, k.subi(T, k.idx(1))),
+                               [&] { k.st(h, a["final"], k.addi(k.muli(bi, k.idx(D)), j)); });
+                    });
+                  });
+                  // T = 0: the state passes through.
+                  k.ifThen(k.cmpi(arith::CmpIPredicate::eq, T, k.idx(0)), [&] {
+                    k.par(k.muli(a["B"], k.idx(D)),
+                          [&](Value i) { k.st(k.ld(a["init"], i), a["final"], i); });
+                  });
+                }});
+  // Backward, with the running g = dL/dh_t kept in grad_init (its final
+  // value): per step, g += dh_t; av = g·z·σ'(pre) goes to grad_pre[t−1]
+  // (grad_pre0 at t = 0); dz, dℓ; g = γ·g, then g += Wᵀ·av.
+  ks.push_back({sig(true, true), [=](K &k, Args &a) {
+                  Value T = a["T"], BD = k.muli(a["B"], k.idx(D));
+                  k.par(BD, [&](Value i) { k.st(k.ld(a["grad_final"], i), a["grad_init"], i); });
+                  // Where av of step t is kept.
+                  auto avAt = [&](Value bi, Value t, Value j, auto fn) {
+                    Value first = k.cmpi(arith::CmpIPredicate::eq, t, k.idx(0));
+                    Value tp = k.select(first, k.idx(0), k.subi(t, k.idx(1)));
+                    fn(first, k.addi(k.muli(bi, k.idx(D)), j), at(k, bi, T, tp, j));
+                  };
+                  k.loop(k.idx(0), T, [&](Value s) {
+                    Value t = k.subi(k.subi(T, k.idx(1)), s);
+                    k.par({a["B"], k.idx(D)}, [&](ArrayRef<Value> i) {
+                      Value bi = i[0], j = i[1], e = at(k, bi, T, t, j);
+                      Value gi = k.addi(k.muli(bi, k.idx(D)), j);
+                      Value g = k.add(k.ld(a["grad_init"], gi), k.ld(a["grad_h"], e));
+                      Value sg = k.sigmoid(preact(k, a, bi, T, t, j));
+                      Value lraw = k.ld(a["log_decay"], e);
+                      Value gamma = k.exp(clamp(k, lraw, hi));
+                      Value av = k.mul(k.mul(g, k.ld(a["z"], e)), k.mul(sg, k.sub(k.cst(1.0), sg)));
+                      k.st(k.mul(g, sg), a["grad_z"], e);
+                      k.st(k.mul(inRange(k, lraw, hi),
+                                 k.mul(k.mul(g, gamma), hPrev(k, a, bi, T, t, j))),
+                           a["grad_log_decay"], e);
+                      avAt(bi, t, j, [&](Value first, Value i0, Value ip) {
+                        k.ifThen(first, [&] { k.st(av, a["grad_pre0"], i0); });
+                        k.ifThen(arith::XOrIOp::create(k.b, first,
+                                                       arith::ConstantIntOp::create(k.b, 1, 1)),
+                                 [&] { k.st(av, a["grad_pre"], ip); });
+                      });
+                      k.st(k.mul(gamma, g), a["grad_init"], gi);
+                    });
+                    k.par({a["B"], k.idx(D)}, [&](ArrayRef<Value> i) {
+                      Value bi = i[0], j = i[1];
+                      Value hd = k.divui(j, k.idx(dh)), ii = k.remui(j, k.idx(dh));
+                      Value wRow = k.addi(k.muli(hd, k.idx(dh * dh)), k.muli(ii, k.idx(dh)));
+                      Value sum = k.sum(dh, [&](Value jj) {
+                        Value col = k.addi(k.muli(hd, k.idx(dh)), jj);
+                        Value av = Value();
+                        avAt(bi, t, col, [&](Value first, Value i0, Value ip) {
+                          av = k.select(first, k.ld(a["grad_pre0"], i0), k.ld(a["grad_pre"], ip));
+                        });
+                        return k.mul(av, k.ld(a["gate"], k.addi(wRow, jj)));
+                      });
+                      k.addTo(a["grad_init"], k.addi(k.muli(bi, k.idx(D)), j), sum);
+                    });
+                  });
+                  // grad_pre[T−1] has no following step.
+                  k.ifThen(k.cmpi(arith::CmpIPredicate::ugt, T, k.idx(0)), [&] {
+                    k.par({a["B"], k.idx(D)}, [&](ArrayRef<Value> i) {
+                      k.st(k.cst(0.0), a["grad_pre"], at(k, i[0], T, k.subi(T, k.idx(1)), i[1]));
+                    });
+                  });
+                }});
+  // The memory scan: h_t = exp(clamp(ℓ_t))·h_{t−1} + b_t over the chunks,
+  // one decay per `inner` channels.
+  auto scanAt = [](K &k, Value bi, Value T, Value t, Value N, Value n) {
+    return k.addi(k.muli(k.addi(k.muli(bi, T), t), N), n);
+  };
+  ks.push_back({sig(false, false), [=](K &k, Args &a) {
+                  Value T = a["T"], N = a["N"];
+                  k.par({a["B"], N}, [&](ArrayRef<Value> i) {
+                    Value bi = i[0], n = i[1], fi = k.addi(k.muli(bi, N), n);
+                    Value h = k.fold(
+                        k.idx(0), T, k.ld(a["init"], fi),
+                        [&](Value t) { return t; },
+                        [&](Value hp, Value t) {
+                          Value e = scanAt(k, bi, T, t, N, n);
+                          Value l = clamp(k, k.ld(a["log_decay"], k.divui(e, k.idx(inner))), 0.0);
+                          Value h = k.add(k.mul(k.exp(l), hp), k.ld(a["b"], e));
+                          k.st(h, a["h"], e);
+                          return h;
+                        });
+                    k.st(h, a["final"], fi);
+                  });
+                }});
+  ks.push_back({sig(true, false), [=](K &k, Args &a) {
+                  Value T = a["T"], N = a["N"];
+                  k.par(k.divui(k.muli(k.muli(a["B"], T), N), k.idx(inner)),
+                        [&](Value i) { k.st(k.cst(0.0), a["grad_log_decay"], i); });
+                  k.par({a["B"], N}, [&](ArrayRef<Value> i) {
+                    Value bi = i[0], n = i[1], fi = k.addi(k.muli(bi, N), n);
+                    // carry = γ_{t+1}·g_{t+1} (grad_final before the last step).
+                    Value carry = k.fold(
+                        k.idx(0), T, k.ld(a["grad_final"], fi),
+                        [&](Value s) { return s; },
+                        [&](Value cin, Value s) {
+                          Value t = k.subi(k.subi(T, k.idx(1)), s);
+                          Value e = scanAt(k, bi, T, t, N, n);
+                          Value g = k.add(k.ld(a["grad_h"], e), cin);
+                          k.st(g, a["grad_b"], e);
+                          Value slot = k.divui(e, k.idx(inner));
+                          Value raw = k.ld(a["log_decay"], slot);
+                          Value gamma = k.exp(clamp(k, raw, 0.0));
+                          Value first = k.cmpi(arith::CmpIPredicate::eq, t, k.idx(0));
+                          Value tp = k.select(first, k.idx(0), k.subi(t, k.idx(1)));
+                          Value hp = k.select(first, k.ld(a["init"], fi),
+                                              k.ld(a["h"], scanAt(k, bi, T, tp, N, n)));
+                          k.accum(a["grad_log_decay"], slot,
+                                  k.mul(inRange(k, raw, 0.0), k.mul(k.mul(g, gamma), hp)));
+                          return k.mul(gamma, g);
+                        });
+                    k.st(carry, a["grad_init"], fi);
+                  });
+                }});
 }
 
 GatedKernelSpec gatedSpec(const TrainConfig &c, bool adjoint, MLIRContext *ctx) {
@@ -874,10 +1100,12 @@ std::vector<TrainKernelSig> mlir::mmrec::trainKernelSignatures(const TrainConfig
   return sigs;
 }
 
-void mlir::mmrec::buildCpuTrainKernels(OpBuilder &builder, Location loc, ModuleOp module,
-                                       const TrainConfig &cfg) {
+void mlir::mmrec::buildTrainKernels(OpBuilder &builder, Location loc, ModuleOp module,
+                                    const TrainConfig &cfg, bool gpu) {
   MLIRContext *ctx = builder.getContext();
-  for (Kernel &kern : kernels(cfg)) {
+  if (gpu)
+    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), builder.getUnitAttr());
+  for (Kernel &kern : kernels(cfg, gpu)) {
     ImplicitLocOpBuilder b(loc, builder);
     b.setInsertionPointToEnd(module.getBody());
     SmallVector<Type> types;
@@ -888,17 +1116,20 @@ void mlir::mmrec::buildCpuTrainKernels(OpBuilder &builder, Location loc, ModuleO
       types.push_back(b.getIndexType());
     auto func = func::FuncOp::create(b, "train_" + kern.sig.name, b.getFunctionType(types, {}));
     func->setAttr("llvm.emit_c_interface", b.getUnitAttr());
-    b.setInsertionPointToStart(func.addEntryBlock());
+    Block *entry = func.addEntryBlock();
+    b.setInsertionPointToStart(entry);
     Args args;
     unsigned ai = 0;
     for (const std::string &n : kern.sig.arrays)
       args[n] = func.getArgument(ai++);
     for (const std::string &n : kern.sig.indices)
       args[n] = func.getArgument(ai++);
-    K k(b);
+    K k(b, gpu, entry);
     kern.body(k, args);
     func::ReturnOp::create(b);
   }
+  if (gpu)
+    return;
   for (bool adj : {false, true}) {
     buildCpuGatedKernel(builder, loc, module, gatedSpec(cfg, adj, ctx));
     buildCpuScanKernel(builder, loc, module, scanSpec(cfg, adj, ctx));

@@ -54,12 +54,19 @@ struct TrainKernelSig {
   std::vector<std::string> indices; // then these index arguments
 };
 
-/// The kernels `buildCpuTrainKernels` adds, with their arguments.
+/// The kernels `buildTrainKernels` adds, with their arguments (the same
+/// for both targets).
 std::vector<TrainKernelSig> trainKernelSignatures(const TrainConfig &cfg);
 
-/// Adds every `train_*` kernel for `cfg` to `module`.
-void buildCpuTrainKernels(OpBuilder &builder, Location loc, ModuleOp module,
-                          const TrainConfig &cfg);
+/// Adds every `train_*` kernel for `cfg` to `module`. On the CPU they are
+/// loop nests; with `gpu`, each is a host function whose independent loops
+/// are `gpu.launch`es (see `K::par` in TrainKernels.cpp) and the module
+/// becomes a `gpu.container_module`: after kernel outlining, the host part
+/// lowers with gpu-to-llvm (mgpu* runtime calls that mmrec's runtime
+/// provides) and the kernels to NVVM, with the same C interface as the CPU
+/// kernels, taking device pointers.
+void buildTrainKernels(OpBuilder &builder, Location loc, ModuleOp module, const TrainConfig &cfg,
+                       bool gpu);
 
 } // namespace mlir::mmrec
 

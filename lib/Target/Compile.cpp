@@ -154,17 +154,22 @@ LogicalResult mlir::mmrec::emitNvptx(ModuleOp module, const CompileOptions &opts
   return success();
 }
 
+/// The host lowering of CPU kernels; bf16 casts are expanded to integer
+/// arithmetic (the host's libgcc may not provide __truncsfbf2).
+static constexpr const char *kHostLowering =
+    "arith-expand{include-bf16=true},convert-scf-to-cf,"
+    "convert-math-to-libm,convert-math-to-llvm,"
+    "expand-strided-metadata,finalize-memref-to-llvm,"
+    "convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,"
+    "reconcile-unrealized-casts";
+
 /// Lowers a module of CPU `func.func` kernels to LLVM and compiles it to a
-/// host object (or, with `llvmIR`, prints the optimized LLVM IR).
+/// host object (or, with `llvmIR`, prints the optimized LLVM IR). With
+/// `lowered`, the module is already in the LLVM dialect.
 static LogicalResult lowerCpuModule(ModuleOp cpu, const CompileOptions &opts,
-                                    std::vector<char> &object, std::string *llvmIR) {
-  // bf16 casts are expanded to integer arithmetic: the host's libgcc may
-  // not provide __truncsfbf2.
-  if (failed(runPipeline(cpu, "arith-expand{include-bf16=true},convert-scf-to-cf,"
-                              "convert-math-to-libm,convert-math-to-llvm,"
-                              "expand-strided-metadata,finalize-memref-to-llvm,"
-                              "convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,"
-                              "reconcile-unrealized-casts")))
+                                    std::vector<char> &object, std::string *llvmIR,
+                                    bool lowered = false) {
+  if (!lowered && failed(runPipeline(cpu, kHostLowering)))
     return failure();
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
@@ -926,6 +931,78 @@ static LogicalResult writeBytes(const std::string &path, llvm::StringRef bytes) 
   return success();
 }
 
+/// Links `obj` into the shared library `out` with the system's C compiler
+/// driver.
+static LogicalResult linkShared(const std::string &obj, const std::string &out) {
+  auto cc = llvm::sys::findProgramByName("cc");
+  if (!cc) {
+    llvm::errs() << "error: linking " << out << " needs a C compiler driver ('cc') on PATH\n";
+    return failure();
+  }
+  llvm::SmallVector<llvm::StringRef> argv = {*cc, "-shared", "-o", out, obj, "-lm"};
+  std::string err;
+  if (llvm::sys::ExecuteAndWait(*cc, argv, std::nullopt, {}, 0, 0, &err) != 0) {
+    llvm::errs() << "error: linking " << out << " failed" << (err.empty() ? "" : ": ") << err
+                 << "\n";
+    return failure();
+  }
+  return success();
+}
+
+/// The GPU training library: the `train_*` host functions of
+/// mmrec-build-train-kernels{target=nvptx}, their launches outlined into
+/// kernels lowered to PTX (math functions expanded to polynomials, so no
+/// libdevice is needed) and embedded in the host object, which calls the
+/// mgpu* entry points of mmrec's runtime.
+static LogicalResult emitGpuTrainLibrary(ModuleOp module, const CompileOptions &opts,
+                                         const std::string &base, std::string *llvmIR) {
+  OwningOpRef<ModuleOp> clone = module.clone();
+  if (failed(runPipeline(*clone, "mmrec-build-train-kernels{target=nvptx}")))
+    return failure();
+  auto kernels = (*clone)->getAttrOfType<ArrayAttr>("mmrec.train_kernels");
+  OwningOpRef<ModuleOp> gm = ModuleOp::create(clone->getLoc());
+  (*gm)->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), UnitAttr::get(module.getContext()));
+  for (Attribute a : kernels) {
+    auto f = clone->lookupSymbol<func::FuncOp>(llvm::cast<DictionaryAttr>(a).getAs<StringAttr>("name"));
+    f->remove();
+    gm->getBody()->push_back(f);
+  }
+  std::string toNvvm = llvm::formatv(
+      "gpu-kernel-outlining,nvvm-attach-target{{chip={0} O=3},"
+      "gpu.module(mmrec-approximate-math{{ptx=true},convert-math-to-llvm,convert-scf-to-cf,convert-gpu-to-nvvm,"
+      "convert-nvvm-to-llvm,canonicalize,cse),reconcile-unrealized-casts,"
+      "gpu-module-to-binary{{format=isa}",
+      opts.arch);
+  if (failed(runPipeline(*gm, toNvvm)))
+    return failure();
+  // Every kernel must be self-contained: an external function (a libdevice
+  // __nv_* call, say) would fail when the driver loads the image.
+  for (auto bin : gm->getOps<gpu::BinaryOp>())
+    for (Attribute o : bin.getObjects()) {
+      StringRef ptx = llvm::cast<gpu::ObjectAttr>(o).getObject().getValue();
+      size_t at = ptx.find(".extern .func");
+      if (at != StringRef::npos) {
+        llvm::errs() << "error: GPU training kernel '" << bin.getName()
+                     << "' calls an external function: " << ptx.substr(at, ptx.find('\n', at) - at)
+                     << "\n";
+        return failure();
+      }
+    }
+  if (failed(runPipeline(*gm, "arith-expand{include-bf16=true},convert-scf-to-cf,"
+                              "expand-strided-metadata,finalize-memref-to-llvm,"
+                              "convert-arith-to-llvm,convert-cf-to-llvm,gpu-to-llvm,"
+                              "convert-func-to-llvm,reconcile-unrealized-casts")))
+    return failure();
+  std::vector<char> object;
+  if (failed(lowerCpuModule(*gm, opts, object, llvmIR, /*lowered=*/true)))
+    return failure();
+  if (llvmIR)
+    return success();
+  if (failed(writeBytes(base + ".gpu.o", llvm::StringRef(object.data(), object.size()))))
+    return failure();
+  return linkShared(base + ".gpu.o", base + ".gpu.so");
+}
+
 LogicalResult mlir::mmrec::emitTrainLibrary(ModuleOp module, const CompileOptions &opts,
                                             std::string *llvmIR) {
   auto cfg = module->getAttrOfType<ConfigAttr>(MMRecDialect::getConfigAttrName());
@@ -964,21 +1041,11 @@ LogicalResult mlir::mmrec::emitTrainLibrary(ModuleOp module, const CompileOption
   std::string base = opts.outDir + "/" + opts.name + ".train";
   if (failed(writeBytes(base + ".o", llvm::StringRef(object.data(), object.size()))))
     return failure();
-  // A shared library the trainer opens at run time (dlopen), linked by the
-  // system's C compiler driver.
-  auto cc = llvm::sys::findProgramByName("cc");
-  if (!cc) {
-    llvm::errs() << "error: linking " << base << ".so needs a C compiler driver ('cc') on PATH\n";
+  // Shared libraries the trainer opens at run time (dlopen).
+  if (failed(linkShared(base + ".o", base + ".so")))
     return failure();
-  }
-  std::string out = base + ".so", obj = base + ".o";
-  llvm::SmallVector<llvm::StringRef> argv = {*cc, "-shared", "-o", out, obj, "-lm"};
-  std::string err;
-  if (llvm::sys::ExecuteAndWait(*cc, argv, std::nullopt, {}, 0, 0, &err) != 0) {
-    llvm::errs() << "error: linking " << out << " failed" << (err.empty() ? "" : ": ") << err
-                 << "\n";
+  if (opts.nvptx && failed(emitGpuTrainLibrary(module, opts, base, nullptr)))
     return failure();
-  }
   llvm::json::Object config{
       {"name", cfg.getName().str()},
       {"vocab_size", cfg.getVocabSize()},
@@ -1000,6 +1067,8 @@ LogicalResult mlir::mmrec::emitTrainLibrary(ModuleOp module, const CompileOption
   };
   llvm::json::Object manifest{{"name", opts.name},
                               {"library", opts.name + ".train.so"},
+                              {"gpu_library", opts.nvptx ? llvm::json::Value(opts.name + ".train.gpu.so")
+                                                         : llvm::json::Value(nullptr)},
                               {"config", std::move(config)},
                               {"kernels", std::move(list)}};
   std::string json;

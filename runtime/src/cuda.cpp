@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 #include <string>
 
@@ -331,3 +332,149 @@ void copyDeviceToDevice(void *dst, const void *src, size_t bytes) {
 
 } // namespace gpu
 } // namespace mmrec::rt
+
+//===----------------------------------------------------------------------===//
+// The mgpu* entry points of MLIR's gpu-to-llvm lowering
+//===----------------------------------------------------------------------===//
+//
+// The GPU training library (NAME.train.gpu.so) is host code that MLIR's
+// gpu-to-llvm produced: its global constructors register kernel images with
+// mgpuModuleLoad(JIT), and each launch asks for a stream, the function, the
+// launch and a synchronization. They are provided here, on mmrec's driver
+// loader, and exported to the libraries the trainer dlopens (executables
+// are linked with ENABLE_EXPORTS). They never throw (the callers are
+// generated frames without unwind information): the first failure is kept
+// and taken by gpu::takeLaunchError(), which KernelLibrary checks after
+// every kernel; later launches are skipped until then.
+//
+// Images are loaded lazily, at the first use of one of their functions, so
+// that opening a library costs nothing on the device. Every launch goes to
+// the runtime's stream (the legacy default stream): launches run in order,
+// and the runtime's copies to the host wait for them, so the per-launch
+// synchronization the lowering asks for is not needed.
+
+using namespace mmrec::rt;
+
+namespace {
+
+struct LazyImage {
+  const void *data = nullptr;
+  CUmodule module = nullptr;
+  std::mutex mu;
+};
+
+struct LaunchState {
+  std::mutex mu;
+  std::string error;                                  // the first failure
+  std::unordered_map<CUfunction, std::string> names; // for messages
+};
+
+LaunchState &launchState() {
+  static LaunchState *s = new LaunchState; // outlives library destructors
+  return *s;
+}
+
+void recordError(const std::string &what) {
+  LaunchState &s = launchState();
+  std::lock_guard<std::mutex> g(s.mu);
+  if (s.error.empty())
+    s.error = what;
+}
+
+bool errorPending() {
+  LaunchState &s = launchState();
+  std::lock_guard<std::mutex> g(s.mu);
+  return !s.error.empty();
+}
+
+} // namespace
+
+std::string mmrec::rt::gpu::takeLaunchError() {
+  LaunchState &s = launchState();
+  std::lock_guard<std::mutex> g(s.mu);
+  std::string e;
+  std::swap(e, s.error);
+  return e;
+}
+
+extern "C" {
+
+__attribute__((visibility("default"))) void *mgpuModuleLoad(void *data, size_t) {
+  auto *img = new LazyImage;
+  img->data = data;
+  return img;
+}
+
+__attribute__((visibility("default"))) void *mgpuModuleLoadJIT(void *data, int) {
+  return mgpuModuleLoad(data, 0);
+}
+
+__attribute__((visibility("default"))) void mgpuModuleUnload(void *m) {
+  auto *img = static_cast<LazyImage *>(m);
+  // At process exit the context may already be gone: ignore the result.
+  if (img && img->module && driver().ok)
+    MMREC_CU_CALL(cuModuleUnload)(img->module);
+  delete img;
+}
+
+__attribute__((visibility("default"))) void *mgpuModuleGetFunction(void *m, const char *name) {
+  auto *img = static_cast<LazyImage *>(m);
+  try {
+    ensureContext(true);
+    std::lock_guard<std::mutex> g(img->mu);
+    if (!img->module) {
+      char log[8192] = {0};
+      CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+      void *vals[] = {log, reinterpret_cast<void *>(sizeof(log))};
+      CUresult r = MMREC_CU_CALL(cuModuleLoadDataEx)(&img->module, img->data, 2, opts, vals);
+      if (r != CUDA_SUCCESS) {
+        img->module = nullptr;
+        recordError(std::string("loading the image of kernel '") + name + "': " +
+                    cuErrorString(r) + (log[0] ? std::string("\n") + log : std::string()));
+        return nullptr;
+      }
+    }
+    CUfunction fn = nullptr;
+    CUresult r = MMREC_CU_CALL(cuModuleGetFunction)(&fn, img->module, name);
+    if (r != CUDA_SUCCESS) {
+      recordError(std::string("cuModuleGetFunction(") + name + "): " + cuErrorString(r));
+      return nullptr;
+    }
+    LaunchState &s = launchState();
+    std::lock_guard<std::mutex> g2(s.mu);
+    s.names.emplace(fn, name);
+    return fn;
+  } catch (const std::exception &e) {
+    recordError(std::string("kernel '") + name + "': " + e.what());
+    return nullptr;
+  }
+}
+
+__attribute__((visibility("default"))) void *mgpuStreamCreate() { return nullptr; }
+__attribute__((visibility("default"))) void mgpuStreamDestroy(void *) {}
+__attribute__((visibility("default"))) void mgpuStreamSynchronize(void *) {}
+
+__attribute__((visibility("default"))) void
+mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY, intptr_t gridZ, intptr_t blockX,
+                 intptr_t blockY, intptr_t blockZ, int32_t smem, void *stream, void **params,
+                 void **extra, size_t /*paramsCount*/) {
+  if (!function || errorPending())
+    return;
+  CUfunction fn = static_cast<CUfunction>(function);
+  CUresult r = MMREC_CU_CALL(cuLaunchKernel)(
+      fn, unsigned(gridX), unsigned(gridY), unsigned(gridZ), unsigned(blockX), unsigned(blockY),
+      unsigned(blockZ), unsigned(smem), static_cast<CUstream>(stream), params, extra);
+  if (r != CUDA_SUCCESS) {
+    LaunchState &s = launchState();
+    std::string name;
+    {
+      std::lock_guard<std::mutex> g(s.mu);
+      auto it = s.names.find(fn);
+      name = it == s.names.end() ? "?" : it->second;
+    }
+    recordError("launching kernel '" + name + "' (grid " + std::to_string(gridX) + ", block " +
+                std::to_string(blockX) + "): " + cuErrorString(r));
+  }
+}
+
+} // extern "C"

@@ -43,5 +43,6 @@ void synchronize() {}
 double medianMs(const std::function<void()> &, int, int) { noGpu("medianMs"); }
 void memInfo(size_t &, size_t &) { noGpu("memInfo"); }
 void copyDeviceToDevice(void *, const void *, size_t) { noGpu("copyDeviceToDevice"); }
+std::string takeLaunchError() { return {}; }
 } // namespace gpu
 } // namespace mmrec::rt

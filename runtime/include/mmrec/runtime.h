@@ -139,6 +139,12 @@ void memInfo(size_t &freeBytes, size_t &totalBytes);
 /// Device-to-device copy (cuMemcpyDtoD).
 void copyDeviceToDevice(void *dst, const void *src, size_t bytes);
 
+/// The first failure of a kernel launched by generated host code (the
+/// mgpu* entry points this runtime provides to MLIR's gpu-to-llvm output),
+/// cleared; empty when there was none. Launches after a failure are
+/// skipped until it is taken.
+std::string takeLaunchError();
+
 } // namespace gpu
 } // namespace mmrec::rt
 

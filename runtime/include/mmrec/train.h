@@ -59,14 +59,18 @@ struct Arr {
 
 class KernelLibrary {
 public:
-  /// Opens DIR/NAME.train.json and the library it names. Throws Error with
-  /// the file and the problem (missing file, bad JSON, missing kernel).
-  explicit KernelLibrary(const std::string &manifestPath);
+  /// Opens DIR/NAME.train.json and the library it names for `device`
+  /// (`library`, or `gpu_library`: the same kernels taking device
+  /// pointers). Throws Error with the file and the problem (missing file,
+  /// bad JSON, missing kernel, no GPU).
+  explicit KernelLibrary(const std::string &manifestPath,
+                         rt::DeviceKind device = rt::DeviceKind::cpu);
   ~KernelLibrary();
   KernelLibrary(const KernelLibrary &) = delete;
   KernelLibrary &operator=(const KernelLibrary &) = delete;
 
   const ModelConfig &config() const { return cfg_; }
+  rt::DeviceKind device() const { return device_; }
   const std::string &path() const { return path_; }
 
   /// Calls `train_<name>` with arrays then index arguments (int64_t), in
@@ -75,6 +79,8 @@ public:
     constexpr size_t nArr = (0 + ... + size_t(std::is_same_v<A, Arr>));
     void *fn = lookup(name, nArr, sizeof...(A) - nArr);
     invoke(fn, std::index_sequence_for<A...>{}, a...);
+    if (device_ == rt::DeviceKind::gpu)
+      checkLaunch(name);
   }
 
 private:
@@ -96,12 +102,15 @@ private:
     reinterpret_cast<Fn>(fn)(conv(a, descs[I])...);
   }
   void *lookup(const std::string &name, size_t arrays, size_t indices);
+  /// Throws the first launch failure of the GPU kernel `name`, if any.
+  void checkLaunch(const std::string &name);
 
   struct Sig {
     void *fn = nullptr;
     size_t arrays = 0, indices = 0;
   };
   std::string path_;
+  rt::DeviceKind device_ = rt::DeviceKind::cpu;
   void *handle_ = nullptr;
   ModelConfig cfg_;
   std::map<std::string, Sig> kernels_;

@@ -67,7 +67,8 @@ ModelConfig ModelConfig::fromManifest(const std::string &text, const std::string
   return cfg;
 }
 
-KernelLibrary::KernelLibrary(const std::string &manifestPath) : path_(manifestPath) {
+KernelLibrary::KernelLibrary(const std::string &manifestPath, rt::DeviceKind device)
+    : path_(manifestPath), device_(device) {
   std::ifstream in(manifestPath);
   if (!in)
     throw Error(manifestPath + ": cannot open the training manifest (run mmrec-compile on the "
@@ -76,10 +77,18 @@ KernelLibrary::KernelLibrary(const std::string &manifestPath) : path_(manifestPa
   cfg_ = ModelConfig::fromManifest(text, manifestPath);
   try {
     json j = json::parse(text);
-    std::string name = j.at("library").get<std::string>();
+    const bool gpu = device == rt::DeviceKind::gpu;
+    const char *key = gpu ? "gpu_library" : "library";
+    if (gpu && (!j.contains(key) || j.at(key).is_null()))
+      throw Error(manifestPath + ": no GPU training library (the model was compiled with "
+                                 "--target=cpu; compile it with --target=all or nvptx)");
+    std::string name = j.at(key).get<std::string>();
     if (name.empty() || name.find('/') != std::string::npos)
-      throw Error(manifestPath + ": 'library' must name a file beside the manifest, got '" +
+      throw Error(manifestPath + ": '" + key + "' must name a file beside the manifest, got '" +
                   name + "'");
+    if (gpu && !rt::gpuAvailable())
+      throw Error(manifestPath + ": the GPU training library needs a CUDA device, and this "
+                                 "runtime found none (or was built without CUDA)");
     std::string lib = dirOf(manifestPath) + "/" + name;
     handle_ = dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!handle_)
@@ -109,6 +118,12 @@ KernelLibrary::KernelLibrary(const std::string &manifestPath) : path_(manifestPa
 KernelLibrary::~KernelLibrary() {
   if (handle_)
     dlclose(handle_);
+}
+
+void KernelLibrary::checkLaunch(const std::string &name) {
+  std::string e = rt::gpu::takeLaunchError();
+  if (!e.empty())
+    throw Error("kernel train_" + name + " (GPU): " + e);
 }
 
 void *KernelLibrary::lookup(const std::string &name, size_t arrays, size_t indices) {

@@ -1,0 +1,395 @@
+//===- TrainKernelsGpuTest.cpp - the GPU training library vs the CPU one ----===//
+//
+// Every `train_*` kernel of the GPU training library (NAME.train.gpu.so,
+// mmrec-build-train-kernels{target=nvptx}) against the same kernel of the
+// CPU library, which TrainerTest checks against the float64 oracle: fresh
+// random inputs, several (B, T) including T = 1, T not a multiple of the
+// chunk and T = max_seq_len, on the odd-sized `test` configuration (dense
+// and per-head gates) and on mmrec-tiny. Outputs the kernel overwrites are
+// poisoned with NaN on the GPU side first, so an element it fails to write
+// shows; accumulated ("+=") outputs start from the same random values.
+// Inputs must come back unchanged. Label `gpu` (skipped without a GPU).
+//
+//===----------------------------------------------------------------------===//
+
+#include "mmrec/runtime.h"
+#include "mmrec/train.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <random>
+
+using namespace mmrec;
+using namespace mmrec::train;
+
+namespace {
+
+/// How an array argument is filled and checked.
+enum class Kind {
+  In,    // input, uniform [−1, 1]
+  Pos,   // input, uniform [0.5, 1.5] (norm scales, probabilities, v ≥ 0)
+  Log,   // input, log decays in [−3, 0]
+  Tok,   // int32 token ids in [0, V)
+  Tgt,   // int32 targets in [−1, V)
+  Hp,    // AdamW hyper-parameters
+  One,   // a single 1.0 (loss scale)
+  Out,   // overwritten by the kernel
+  Acc,   // accumulated into
+  InOut, // read and written (optimizer state, decoding state)
+};
+
+struct Shape {
+  int64_t B, T;
+};
+
+struct Sizes {
+  int64_t B, T, N, D, F, V, G, M, d, nC, nCmax, Wg;
+  int64_t GMd() const { return G * M * d; }
+};
+
+struct ArraySpec {
+  const char *name;
+  std::function<int64_t(const Sizes &)> size;
+  Kind kind;
+};
+
+struct KernelSpec {
+  const char *name;
+  std::vector<ArraySpec> arrays;
+  std::function<std::vector<int64_t>(const Sizes &)> indices;
+};
+
+std::vector<KernelSpec> kernelSpecs() {
+  auto ND = [](const Sizes &s) { return s.N * s.D; };
+  auto N = [](const Sizes &s) { return s.N; };
+  auto D = [](const Sizes &s) { return s.D; };
+  auto NF = [](const Sizes &s) { return s.N * s.F; };
+  auto BD = [](const Sizes &s) { return s.B * s.D; };
+  auto chunksD = [](const Sizes &s) { return s.B * s.nC * s.D; };
+  auto NGM = [](const Sizes &s) { return s.N * s.G * s.M; };
+  auto GMd = [](const Sizes &s) { return s.GMd(); };
+  auto GM = [](const Sizes &s) { return s.G * s.M; };
+  auto slots = [](const Sizes &s) { return s.B * s.nC * s.G * s.M; };
+  auto mems = [](const Sizes &s) { return s.B * s.nC * s.GMd(); };
+  auto mem = [](const Sizes &s) { return s.B * s.GMd(); };
+  auto G3 = [](const Sizes &s) { return s.G * 3; };
+  auto NG = [](const Sizes &s) { return s.N * s.G; };
+  auto decK = [](const Sizes &s) { return s.B * s.nCmax * s.D; };
+  auto BGM = [](const Sizes &s) { return s.B * s.G * s.M; };
+  auto Wg = [](const Sizes &s) { return s.Wg; };
+  auto rows = [](const Sizes &s) { return std::vector<int64_t>{s.N}; };
+  auto BT = [](const Sizes &s) { return std::vector<int64_t>{s.B, s.T}; };
+  using K = Kind;
+  return {
+      {"rmsnorm_fwd", {{"x", ND, K::In}, {"w", D, K::In}, {"y", ND, K::Out}, {"rstd", N, K::Out}}, rows},
+      {"rmsnorm_bwd",
+       {{"x", ND, K::In}, {"w", D, K::In}, {"rstd", N, K::Pos}, {"dy", ND, K::In},
+        {"dx", ND, K::Acc}, {"dw", D, K::Acc}},
+       rows},
+      {"decay_fwd", {{"pre", ND, K::In}, {"lambda", D, K::In}, {"ell", ND, K::Out}}, rows},
+      {"decay_bwd",
+       {{"pre", ND, K::In}, {"lambda", D, K::In}, {"dell", ND, K::In}, {"dpre", ND, K::Out},
+        {"dlambda", D, K::Acc}},
+       rows},
+      {"level1_fwd",
+       {{"q", ND, K::In}, {"k", ND, K::In}, {"v", ND, K::In}, {"K1", chunksD, K::Out},
+        {"V1", chunksD, K::Out}, {"y1", ND, K::Out}},
+       BT},
+      {"level1_bwd",
+       {{"q", ND, K::In}, {"K1", chunksD, K::In}, {"V1", chunksD, K::In}, {"dy1", ND, K::In},
+        {"dq", ND, K::Acc}, {"dk", ND, K::Acc}, {"dv", ND, K::Acc}, {"dK1", chunksD, K::Out},
+        {"dV1", chunksD, K::Out}},
+       BT},
+      {"mdi_write_fwd",
+       {{"k", ND, K::In}, {"v", ND, K::In}, {"S", GMd, K::In}, {"mu", GM, K::In},
+        {"w", NGM, K::Out}, {"lb", slots, K::Out}, {"wu", mems, K::Out}},
+       BT},
+      {"mdi_write_bwd",
+       {{"k", ND, K::In}, {"v", ND, K::In}, {"S", GMd, K::In}, {"mu", GM, K::In},
+        {"w", NGM, K::Pos}, {"dlb", slots, K::In}, {"dwu", mems, K::In}, {"dk", ND, K::Acc},
+        {"dv", ND, K::Acc}, {"dS", GMd, K::Acc}, {"dmu", GM, K::Acc}, {"dw", NGM, K::Out}},
+       BT},
+      {"mem_scan_fwd",
+       {{"log_decay", slots, K::Log}, {"b", mems, K::In}, {"init", mem, K::In},
+        {"h", mems, K::Out}, {"final", mem, K::Out}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.B, s.nC, s.GMd()}; }},
+      {"mem_scan_bwd",
+       {{"log_decay", slots, K::Log}, {"h", mems, K::In}, {"init", mem, K::In},
+        {"grad_h", mems, K::In}, {"grad_final", mem, K::In}, {"grad_log_decay", slots, K::Out},
+        {"grad_b", mems, K::Out}, {"grad_init", mem, K::Out}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.B, s.nC, s.GMd()}; }},
+      {"mdi_read_fwd",
+       {{"q", ND, K::In}, {"S", GMd, K::In}, {"mems", mems, K::In}, {"mem0", mem, K::In},
+        {"a", NGM, K::Out}, {"y2", ND, K::Out}},
+       BT},
+      {"mdi_read_bwd",
+       {{"q", ND, K::In}, {"S", GMd, K::In}, {"mems", mems, K::In}, {"mem0", mem, K::In},
+        {"a", NGM, K::Pos}, {"dy2", ND, K::In}, {"dq", ND, K::Acc}, {"dS", GMd, K::Acc},
+        {"dmems", mems, K::Out}, {"dmem0", mem, K::Out}},
+       BT},
+      {"combine_fwd",
+       {{"h", ND, K::In}, {"y1", ND, K::In}, {"y2", ND, K::In}, {"rho", G3, K::In},
+        {"hrstd", NG, K::Out}, {"o", ND, K::Out}},
+       rows},
+      {"combine_bwd",
+       {{"h", ND, K::In}, {"y1", ND, K::In}, {"y2", ND, K::In}, {"rho", G3, K::In},
+        {"hrstd", NG, K::Pos}, {"do", ND, K::In}, {"dh", ND, K::Out}, {"dy1", ND, K::Out},
+        {"dy2", ND, K::Out}, {"drho", G3, K::Acc}},
+       rows},
+      {"swiglu_fwd", {{"f1", NF, K::In}, {"f3", NF, K::In}, {"g", NF, K::Out}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.F}; }},
+      {"swiglu_bwd",
+       {{"f1", NF, K::In}, {"f3", NF, K::In}, {"dg", NF, K::In}, {"df1", NF, K::Out},
+        {"df3", NF, K::Out}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.F}; }},
+      {"embed_fwd",
+       {{"tokens", N, K::Tok}, {"E", [](const Sizes &s) { return s.V * s.D; }, K::In},
+        {"x", ND, K::Out}},
+       rows},
+      {"embed_bwd",
+       {{"tokens", N, K::Tok}, {"dx", ND, K::In},
+        {"dE", [](const Sizes &s) { return s.V * s.D; }, K::Acc}},
+       rows},
+      {"xent",
+       {{"logits", [](const Sizes &s) { return s.N * s.V; }, K::In}, {"targets", N, K::Tgt},
+        {"scale", [](const Sizes &) { return int64_t(1); }, K::One},
+        {"loss", [](const Sizes &) { return int64_t(2); }, K::Out},
+        {"dlogits", [](const Sizes &s) { return s.N * s.V; }, K::Out}},
+       rows},
+      {"adamw",
+       {{"p", ND, K::InOut}, {"g", ND, K::In}, {"m", ND, K::InOut}, {"v", ND, K::Pos},
+        {"hp", [](const Sizes &) { return int64_t(8); }, K::Hp}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.D}; }},
+      {"sumsq", {{"x", NF, K::In}, {"out", [](const Sizes &) { return int64_t(1); }, K::Acc}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.F}; }},
+      {"gated_fwd",
+       {{"z", ND, K::In}, {"log_decay", ND, K::Log}, {"gate", Wg, K::In}, {"bias", D, K::In},
+        {"init", BD, K::In}, {"h", ND, K::Out}, {"final", BD, K::Out}},
+       BT},
+      {"gated_bwd",
+       {{"z", ND, K::In}, {"log_decay", ND, K::Log}, {"gate", Wg, K::In}, {"bias", D, K::In},
+        {"init", BD, K::In}, {"h", ND, K::In}, {"grad_h", ND, K::In}, {"grad_final", BD, K::In},
+        {"grad_z", ND, K::Out}, {"grad_log_decay", ND, K::Out}, {"grad_pre", ND, K::Out},
+        {"grad_pre0", BD, K::Out}, {"grad_init", BD, K::Out}},
+       BT},
+      {"decode_level1",
+       {{"q", BD, K::In}, {"K1", decK, K::In}, {"V1", decK, K::In}, {"y1", BD, K::Out}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.B, std::min(s.T, s.nCmax)}; }},
+      {"decode_level1_push",
+       {{"k", BD, K::In}, {"v", BD, K::In}, {"ksum", BD, K::InOut}, {"vsum", BD, K::InOut},
+        {"K1", decK, K::InOut}, {"V1", decK, K::InOut}},
+       [](const Sizes &s) {
+         return std::vector<int64_t>{s.B, s.T % s.nCmax, 1 + s.T % 5, int64_t(s.T % 2)};
+       }},
+      {"decode_mdi_write",
+       {{"k", BD, K::In}, {"v", BD, K::In}, {"S", GMd, K::In}, {"mu", GM, K::In},
+        {"nacc", BGM, K::Pos}, {"Pacc", mem, K::InOut}, {"Mem", mem, K::InOut}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.B, int64_t(s.T % 2)}; }},
+      {"decode_mdi_read",
+       {{"q", BD, K::In}, {"S", GMd, K::In}, {"Mem", mem, K::In}, {"y2", BD, K::Out}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.B}; }},
+  };
+}
+
+/// An argument on both sides.
+struct Pair {
+  std::vector<float> cpu, gpuInit; // f32 (int32 bit patterns for ids)
+  void *dev = nullptr;
+  Kind kind;
+  bool ints = false;
+};
+
+/// Calls `name` with arrays `a` and indices `x` (the arity dispatch the
+/// variadic KernelLibrary call needs, for the argument counts used here).
+void dispatch(KernelLibrary &lib, const std::string &name, std::vector<Arr> &a,
+              std::vector<int64_t> &x) {
+  const size_t na = a.size(), nx = x.size();
+#define A(i) a[i]
+#define X(i) x[i]
+  if (na == 2 && nx == 1) return lib(name, A(0), A(1), X(0));
+  if (na == 3 && nx == 1) return lib(name, A(0), A(1), A(2), X(0));
+  if (na == 4 && nx == 1) return lib(name, A(0), A(1), A(2), A(3), X(0));
+  if (na == 4 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), X(0), X(1));
+  if (na == 5 && nx == 1) return lib(name, A(0), A(1), A(2), A(3), A(4), X(0));
+  if (na == 5 && nx == 3) return lib(name, A(0), A(1), A(2), A(3), A(4), X(0), X(1), X(2));
+  if (na == 6 && nx == 1) return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), X(0));
+  if (na == 6 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), X(0), X(1));
+  if (na == 6 && nx == 4)
+    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), X(0), X(1), X(2), X(3));
+  if (na == 7 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), X(0), X(1));
+  if (na == 8 && nx == 3)
+    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), X(0), X(1), X(2));
+  if (na == 9 && nx == 2)
+    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), X(0), X(1));
+  if (na == 10 && nx == 1)
+    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), X(0));
+  if (na == 10 && nx == 2)
+    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), X(0), X(1));
+  if (na == 12 && nx == 2)
+    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), A(11),
+               X(0), X(1));
+  if (na == 13 && nx == 2)
+    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), A(11),
+               A(12), X(0), X(1));
+#undef A
+#undef X
+  FAIL() << name << ": no dispatch for " << na << " arrays and " << nx << " indices";
+}
+
+/// The training libraries built for the tests; MMREC_TRAIN_TEST_DIR in the
+/// environment overrides the build tree's (binaries carried to a GPU machine).
+std::string manifest(const std::string &model) {
+  const char *dir = std::getenv("MMREC_TRAIN_TEST_DIR");
+  return std::string(dir && *dir ? dir : MMREC_TRAIN_TEST_DIR) + "/" + model + ".train.json";
+}
+
+void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint64_t seed) {
+  KernelLibrary cpu(manifest(model), rt::DeviceKind::cpu);
+  KernelLibrary gpu(manifest(model), rt::DeviceKind::gpu);
+  const ModelConfig &c = cpu.config();
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  for (Shape sh : shapes) {
+    Sizes s;
+    s.B = sh.B;
+    s.T = sh.T;
+    s.N = sh.B * sh.T;
+    s.D = c.D;
+    s.F = c.F;
+    s.V = c.V;
+    s.G = c.Nm;
+    s.M = c.M;
+    s.d = c.dm();
+    s.nC = (sh.T + c.C - 1) / c.C;
+    s.nCmax = c.Tmax / c.C;
+    s.Wg = c.perHead ? c.H * c.dh() * c.dh() : c.D * c.D;
+    for (const KernelSpec &k : kernelSpecs()) {
+      SCOPED_TRACE(model + " " + k.name + " B=" + std::to_string(s.B) + " T=" + std::to_string(s.T));
+      std::vector<Pair> args;
+      for (const ArraySpec &a : k.arrays) {
+        Pair p;
+        p.kind = a.kind;
+        const int64_t n = a.size(s);
+        p.cpu.resize(size_t(n));
+        for (int64_t i = 0; i < n; ++i) {
+          float v = uni(rng);
+          switch (a.kind) {
+          case Kind::Pos:
+            v = 1.0f + 0.5f * v;
+            break;
+          case Kind::Log:
+            v = 1.5f * (v - 1.0f);
+            break;
+          case Kind::Tok:
+          case Kind::Tgt: {
+            int32_t t = int32_t(rng() % uint64_t(c.V + (a.kind == Kind::Tgt ? 1 : 0))) -
+                        (a.kind == Kind::Tgt ? 1 : 0);
+            __builtin_memcpy(&v, &t, 4);
+            p.ints = true;
+            break;
+          }
+          case Kind::One:
+            v = 1.0f;
+            break;
+          case Kind::Out:
+            v = 0.0f;
+            break;
+          default:
+            break;
+          }
+          p.cpu[size_t(i)] = v;
+        }
+        if (a.kind == Kind::Hp)
+          p.cpu = {3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.5f, 2.0f, 0.7f};
+        p.gpuInit = p.cpu;
+        if (a.kind == Kind::Out)
+          std::fill(p.gpuInit.begin(), p.gpuInit.end(), std::numeric_limits<float>::quiet_NaN());
+        p.dev = rt::gpu::alloc(p.gpuInit.size() * 4);
+        rt::gpu::copyToDevice(p.dev, p.gpuInit.data(), p.gpuInit.size() * 4);
+        args.push_back(std::move(p));
+      }
+      std::vector<int64_t> idx = k.indices(s);
+      std::vector<Arr> ca, ga;
+      for (Pair &p : args) {
+        if (p.ints) {
+          ca.emplace_back(reinterpret_cast<int32_t *>(p.cpu.data()), int64_t(p.cpu.size()));
+          ga.emplace_back(static_cast<int32_t *>(p.dev), int64_t(p.cpu.size()));
+        } else {
+          ca.emplace_back(p.cpu.data(), int64_t(p.cpu.size()));
+          ga.emplace_back(static_cast<float *>(p.dev), int64_t(p.cpu.size()));
+        }
+      }
+      dispatch(cpu, k.name, ca, idx);
+      dispatch(gpu, k.name, ga, idx);
+      rt::gpu::synchronize();
+      for (size_t i = 0; i < args.size(); ++i) {
+        Pair &p = args[i];
+        std::vector<float> got(p.cpu.size());
+        rt::gpu::copyToHost(got.data(), p.dev, got.size() * 4);
+        rt::gpu::free(p.dev);
+        const char *an = k.arrays[i].name;
+        if (p.ints) {
+          EXPECT_EQ(0, std::memcmp(got.data(), p.cpu.data(), got.size() * 4)) << an;
+          continue;
+        }
+        double maxRef = 0, maxErr = 0;
+        size_t bad = got.size();
+        for (size_t e = 0; e < got.size(); ++e) {
+          maxRef = std::max(maxRef, std::fabs(double(p.cpu[e])));
+          if (!std::isfinite(got[e]) && bad == got.size())
+            bad = e;
+          maxErr = std::max(maxErr, std::fabs(double(got[e]) - double(p.cpu[e])));
+        }
+        EXPECT_EQ(bad, got.size()) << an << ": element " << bad << " is " << got[bad]
+                                   << " on the GPU (unwritten?), " << p.cpu[bad] << " on the CPU";
+        EXPECT_LE(maxErr, 2e-5 + 1e-4 * maxRef) << an << ": max |gpu - cpu| " << maxErr
+                                                << " (max |cpu| " << maxRef << ")";
+      }
+    }
+  }
+}
+
+#define REQUIRE_GPU()                                                                              \
+  if (!rt::gpuAvailable())                                                                         \
+  GTEST_SKIP() << "no CUDA device"
+
+TEST(TrainKernelsGpu, TestConfigDenseMatchesCpu) {
+  REQUIRE_GPU();
+  checkModel("mmrec-test-dense", {{1, 1}, {2, 7}, {3, 23}, {2, 64}}, std::random_device{}());
+}
+
+TEST(TrainKernelsGpu, TestConfigPerHeadMatchesCpu) {
+  REQUIRE_GPU();
+  checkModel("mmrec-test-per_head", {{1, 1}, {2, 9}, {1, 64}}, std::random_device{}());
+}
+
+TEST(TrainKernelsGpu, TinyMatchesCpu) {
+  REQUIRE_GPU();
+  checkModel("mmrec-tiny", {{2, 37}, {1, 256}}, std::random_device{}());
+}
+
+TEST(TrainKernelsGpu, CpuOnlyManifestIsRefusedClearly) {
+  // A manifest without a GPU library names the fix.
+  std::string dir = ::testing::TempDir() + "/cpu-only";
+  std::string cmd = "mkdir -p " + dir;
+  ASSERT_EQ(0, std::system(cmd.c_str()));
+  std::ifstream in(manifest("mmrec-test-dense"));
+  nlohmann::json j = nlohmann::json::parse(in);
+  j["gpu_library"] = nullptr;
+  std::ofstream(dir + "/m.train.json") << j.dump();
+  try {
+    KernelLibrary lib(dir + "/m.train.json", rt::DeviceKind::gpu);
+    FAIL() << "expected an error";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("--target"), std::string::npos) << e.what();
+  }
+}
+
+} // namespace

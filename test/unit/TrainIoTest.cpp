@@ -219,8 +219,11 @@ TEST(TrainIo, AbsurdSizesAreRefusedBeforeAllocating) {
   Model model(lib, layout);
   std::vector<float> p = initParams(lib.config(), layout, 1);
   std::vector<int32_t> tok(4, 1);
-  expectError([&] { model.forward(p.data(), tok.data(), int64_t(1) << 20, int64_t(1) << 20); },
+  expectError([&] { model.forward(p.data(), tok.data(), int64_t(1) << 40, 64); },
               "MiB of activations");
+  // A sequence longer than max_seq_len (the kernels' per-segment scratch).
+  expectError([&] { model.forward(p.data(), tok.data(), 1, int64_t(1) << 20); },
+              "exceeds max_seq_len");
   fs::remove_all(d);
 }
 

@@ -17,8 +17,10 @@
 // last checkpoint intact. Settings are validated up front: a bad one exits non-zero
 // naming the option.
 //
-// This is the CPU path (OpenBLAS products, generated host kernels); the GPU
-// path needs the GPU kernels of the memory hierarchy (issue 5).
+// --device picks the CPU (OpenBLAS products, the generated host kernels) or
+// the GPU (cuBLASLt products, the generated GPU training library, weights,
+// gradients and optimizer state in device memory); auto takes the GPU when
+// there is one.
 //
 //===----------------------------------------------------------------------===//
 
@@ -43,7 +45,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Settings {
-  std::string model, kernels, data, out, checkpoint;
+  std::string model, kernels, data, out, checkpoint, device = "auto";
   int64_t steps = 600, batch = 16, seqLen = 128, warmup = 50, gradAccum = 1;
   double lr = 3e-3, minLr = 3e-4, weightDecay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
   int64_t evalInterval = 100, evalTokens = 1 << 16, ckptInterval = 200, keep = 3, logInterval = 1;
@@ -75,16 +77,18 @@ std::string shellQuote(const std::string &s) {
   return q + "'";
 }
 
-/// Compiles `model` into `dir` with mmrec-compile; returns the manifest.
-std::string compileModel(const std::string &model, const std::string &dir) {
+/// Compiles `model` into `dir` with mmrec-compile (with the GPU library when
+/// `gpu`); returns the manifest.
+std::string compileModel(const std::string &model, const std::string &dir, bool gpu) {
   if (!fs::exists(model))
     throw Error("--model: " + model + " does not exist");
   std::string name = fs::path(model).stem().string();
   fs::create_directories(dir);
   std::string compiler = selfDir() + "/mmrec-compile";
+  const char *target = gpu ? "all" : "cpu";
   std::string cmd = shellQuote(compiler) + " " + shellQuote(model) + " -o " + shellQuote(dir) +
-                    " --target=cpu";
-  std::cerr << "mmrec-train: compiling " << model << " (mmrec-compile --target=cpu)\n";
+                    " --target=" + target;
+  std::cerr << "mmrec-train: compiling " << model << " (mmrec-compile --target=" << target << ")\n";
   int rc = std::system(cmd.c_str());
   if (rc != 0)
     throw Error("mmrec-compile failed on " + model + " (its messages are above)");
@@ -115,11 +119,18 @@ double peakRssMiB() {
   return double(u.ru_maxrss) / 1024.0;
 }
 
+/// Device memory in use (all processes), MiB.
+double gpuUsedMiB() {
+  size_t freeB = 0, totalB = 0;
+  mmrec::rt::gpu::memInfo(freeB, totalB);
+  return double(totalB - freeB) / double(1 << 20);
+}
+
 /// Mean loss over consecutive windows of T tokens of the validation shard
 /// (at most `maxTokens` tokens), B windows a batch; the windows are split
 /// across the ranks and the sum reduced.
-double evaluate(Model &model, const std::vector<float> &params, const TokenShard &val, int64_t B,
-                int64_t T, int64_t maxTokens, mmrec::dist::Comm &comm) {
+double evaluate(Model &model, const float *params, const TokenShard &val, int64_t B, int64_t T,
+                int64_t maxTokens, mmrec::dist::Comm &comm) {
   int64_t windows = std::min<int64_t>(int64_t(val.tokens.size()), maxTokens) / T;
   if (windows == 0)
     throw Error(val.path + ": fewer validation tokens than one sequence of " + std::to_string(T));
@@ -130,7 +141,7 @@ double evaluate(Model &model, const std::vector<float> &params, const TokenShard
   for (int64_t w = w0; w < w1; w += B) {
     int64_t b = std::min(B, w1 - w);
     tok.assign(val.tokens.begin() + w * T, val.tokens.begin() + (w + b) * T);
-    sum += model.forward(params.data(), tok.data(), b, T) * double(b);
+    sum += model.forward(params, tok.data(), b, T) * double(b);
   }
   comm.allreduceSum(&sum, 1);
   return sum / double(windows);
@@ -144,15 +155,21 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   if (s.out.empty())
     s.out = "runs/" + (s.model.empty() ? fs::path(s.kernels).stem().stem().string()
                                        : fs::path(s.model).stem().string());
+  if (s.device != "auto" && s.device != "cpu" && s.device != "gpu")
+    throw CLI::ValidationError("--device", "must be auto, cpu or gpu, got '" + s.device + "'");
+  const bool gpu = s.device == "gpu" || (s.device == "auto" && mmrec::rt::gpuAvailable());
+  if (gpu && !mmrec::rt::gpuAvailable())
+    throw CLI::ValidationError("--device", "gpu: no usable CUDA device here");
   std::string manifest = s.kernels;
   if (manifest.empty()) {
     // Rank 0 compiles; the others wait for it.
     if (lead)
-      manifest = compileModel(s.model, s.out + "/kernels");
+      manifest = compileModel(s.model, s.out + "/kernels", gpu);
     comm.barrier();
     manifest = s.out + "/kernels/" + fs::path(s.model).stem().string() + ".train.json";
   }
-  KernelLibrary lib(manifest);
+  const auto dev = gpu ? mmrec::rt::DeviceKind::gpu : mmrec::rt::DeviceKind::cpu;
+  KernelLibrary lib(manifest, dev);
   const ModelConfig &c = lib.config();
   if (s.seqLen < 2 || s.seqLen > c.Tmax)
     throw CLI::ValidationError("--seq-len", "must be in [2, " + std::to_string(c.Tmax) +
@@ -176,7 +193,10 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     if (s.checkpoint.empty())
       throw CLI::ValidationError("--checkpoint", "--eval-only needs --checkpoint");
     TrainerState st = loadCheckpoint(s.checkpoint, layout, c.name, params, nullptr);
-    double loss = evaluate(model, params, val, s.batch, s.seqLen, s.evalTokens, comm);
+    FBuf dp;
+    dp.reset(dev, int64_t(params.size()));
+    dp.upload(params.data(), int64_t(params.size()));
+    double loss = evaluate(model, dp.data(), val, s.batch, s.seqLen, s.evalTokens, comm);
     if (lead)
       std::printf("eval %s step %lld: val_loss %.9g\n", s.checkpoint.c_str(),
                   static_cast<long long>(st.step), loss);
@@ -195,10 +215,12 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   if (!from.empty()) {
     // Every rank reads the whole checkpoint and keeps its shard of the
     // optimizer state: a run resumes on any number of ranks.
-    AdamW whole(lib, layout);
+    KernelLibrary cpuLib(manifest); // the host-side state of the whole model
+    AdamW whole(cpuLib, layout);
     TrainerState st = loadCheckpoint(from, layout, c.name, params, &whole);
     std::copy(whole.m.begin() + lo, whole.m.begin() + hi, opt.m.begin());
     std::copy(whole.v.begin() + lo, whole.v.begin() + hi, opt.v.begin());
+    opt.pushState();
     if (st.seed != s.seed && lead)
       std::cerr << "mmrec-train: note: the checkpoint was trained with --seed " << st.seed
                 << "; continuing with its seed\n";
@@ -213,14 +235,26 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     params = initParams(c, layout, s.seed);
   }
   params.resize(size_t(S * W), 0.0f);
+  // Where the model reads weights and writes gradients: the host arrays on
+  // the CPU; device copies on the GPU (the host `params` then serve the
+  // checkpoints and, with several ranks, the collectives).
+  FBuf dParams, dGrads, dGshard;
+  if (gpu) {
+    dParams.reset(dev, S * W);
+    dParams.upload(params.data(), S * W);
+    dGrads.reset(dev, S * W);
+    dGshard.reset(dev, S);
+  }
+  float *Pw = gpu ? dParams.data() : params.data();
   std::ofstream metrics;
   if (lead) {
     fs::create_directories(s.out);
     metrics.open(s.out + "/metrics.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
     std::printf("mmrec-train: %s, %lld parameters, %zu training / %zu validation tokens, "
-                "%d rank%s (%s) x B %lld x T %lld x accumulation %lld, %lld steps\n",
+                "%d rank%s (%s, %s) x B %lld x T %lld x accumulation %lld, %lld steps\n",
                 c.name.c_str(), static_cast<long long>(P), train.tokens.size(), val.tokens.size(),
-                W, W > 1 ? "s" : "", comm.backend().c_str(), static_cast<long long>(s.batch),
+                W, W > 1 ? "s" : "", comm.backend().c_str(), gpu ? "GPU" : "CPU",
+                static_cast<long long>(s.batch),
                 static_cast<long long>(s.seqLen), static_cast<long long>(s.gradAccum),
                 static_cast<long long>(s.steps));
     std::fflush(stdout);
@@ -236,12 +270,16 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     // The optimizer's shards gathered on rank 0, which writes the checkpoint.
     std::vector<float> mAll(lead ? size_t(S * W) : 0), vAll(lead ? size_t(S * W) : 0);
     std::vector<float> mS(size_t(S), 0.0f), vS(size_t(S), 0.0f);
+    opt.pullState();
+    if (gpu && W == 1)
+      dParams.download(params.data(), P);
     std::copy(opt.m.begin(), opt.m.end(), mS.begin());
     std::copy(opt.v.begin(), opt.v.end(), vS.begin());
     comm.gather(mS.data(), mAll.data(), S);
     comm.gather(vS.data(), vAll.data(), S);
     if (lead) {
-      AdamW whole(lib, layout);
+      KernelLibrary cpuLib(manifest);
+      AdamW whole(cpuLib, layout);
       std::copy(mAll.begin(), mAll.begin() + P, whole.m.begin());
       std::copy(vAll.begin(), vAll.begin() + P, whole.v.begin());
       TrainerState st;
@@ -260,19 +298,32 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   };
   for (int64_t step = start + 1; step <= s.steps; ++step) {
     auto t0 = std::chrono::steady_clock::now();
-    std::fill(grads.begin(), grads.end(), 0.0f);
+    float *Gw = gpu ? dGrads.data() : grads.data();
+    if (gpu)
+      dGrads.zero();
+    else
+      std::fill(grads.begin(), grads.end(), 0.0f);
     double loss = 0;
     const int64_t bt = s.batch * s.seqLen;
     for (int64_t a = 0; a < s.gradAccum; ++a) {
       // The global batch of W·B windows; this rank takes its B of them.
       sampleBatch(train, W * s.batch, s.seqLen, s.seed, (step - 1) * s.gradAccum + a + 1, all);
       const int32_t *tok = all.data() + R * bt;
-      loss += model.forward(params.data(), tok, s.batch, s.seqLen) / double(s.gradAccum * W);
-      model.backward(params.data(), grads.data(), 1.0f / float(s.gradAccum * W));
+      loss += model.forward(Pw, tok, s.batch, s.seqLen) / double(s.gradAccum * W);
+      model.backward(Pw, Gw, 1.0f / float(s.gradAccum * W));
     }
     comm.allreduceSum(&loss, 1);
-    comm.reduceScatterSum(grads.data(), gshard.data(), S * W);
-    double ss = opt.sumSquares(gshard.data(), S);
+    // This rank's shard of the summed gradients, on the model's device.
+    float *Gs = Gw;
+    if (W > 1) {
+      if (gpu)
+        dGrads.download(grads.data(), S * W);
+      comm.reduceScatterSum(grads.data(), gshard.data(), S * W);
+      if (gpu)
+        dGshard.upload(gshard.data(), S);
+      Gs = gpu ? dGshard.data() : gshard.data();
+    }
+    double ss = opt.sumSquares(Gs, S);
     comm.allreduceSum(&ss, 1);
     double gnorm = std::sqrt(ss);
     double lr = lrAt(s, step);
@@ -280,9 +331,16 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     if (finite) {
       badInARow = 0;
       float scale = s.clip > 0 && gnorm > s.clip ? float(s.clip / (gnorm + 1e-6)) : 1.0f;
-      opt.step(params.data(), gshard.data(), step, float(lr), scale, oc);
-      std::copy(params.begin() + R * S, params.begin() + (R + 1) * S, pshard.begin());
-      comm.allgather(pshard.data(), params.data(), S);
+      opt.step(Pw, Gs, step, float(lr), scale, oc);
+      if (W > 1) {
+        if (gpu)
+          dParams.download(pshard.data(), S, R * S);
+        else
+          std::copy(params.begin() + R * S, params.begin() + (R + 1) * S, pshard.begin());
+        comm.allgather(pshard.data(), params.data(), S);
+        if (gpu)
+          dParams.upload(params.data(), S * W);
+      }
     } else if (++badInARow >= 5) {
       if (lead)
         std::fprintf(stderr,
@@ -298,15 +356,20 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     double tokens = double(W * s.batch * s.seqLen * s.gradAccum);
     if (lead && (step % s.logInterval == 0 || step == s.steps))
       std::printf("step %6lld | loss %.4f | gnorm %.3f | lr %.2e | %8.1f ms | %8.0f tok/s | "
-                  "%6.2f GFLOP/s | peak %.0f MiB%s\n",
+                  "%6.2f GFLOP/s | peak %.0f MiB%s%s\n",
                   static_cast<long long>(step), loss, gnorm, lr, ms, tokens / ms * 1e3,
-                  flopsTok * tokens / ms * 1e-6, peakRssMiB(), finite ? "" : " | SKIPPED");
+                  flopsTok * tokens / ms * 1e-6, peakRssMiB(),
+                  gpu ? (" | GPU " + std::to_string(int64_t(gpuUsedMiB())) + " MiB").c_str() : "",
+                  finite ? "" : " | SKIPPED");
     json rec = {{"step", step},   {"loss", loss},       {"grad_norm", gnorm},
                 {"lr", lr},       {"ms", ms},           {"tokens_per_s", tokens / ms * 1e3},
+                {"gflops", flopsTok * tokens / ms * 1e-6},
                 {"skipped", !finite}, {"peak_rss_mib", peakRssMiB()}};
+    if (gpu)
+      rec["gpu_used_mib"] = gpuUsedMiB();
     bool evalNow = step % s.evalInterval == 0 || step == s.steps;
     if (evalNow) {
-      lastVal = evaluate(model, params, val, s.batch, s.seqLen, s.evalTokens, comm);
+      lastVal = evaluate(model, Pw, val, s.batch, s.seqLen, s.evalTokens, comm);
       rec["val_loss"] = lastVal;
       if (lead)
         std::printf("eval step %6lld | val_loss %.4f\n", static_cast<long long>(step), lastVal);
@@ -345,6 +408,7 @@ int main(int argc, char **argv) {
   Settings s;
   app.add_option("--model", s.model, "Model file (.mlir); compiled with mmrec-compile");
   app.add_option("--kernels", s.kernels, "A training manifest (NAME.train.json) instead of --model");
+  app.add_option("--device", s.device, "auto (the GPU when there is one), cpu or gpu");
   app.add_option("--data", s.data, "Directory with train.bin and val.bin (mmrec-data)")->required();
   app.add_option("--out", s.out, "Run directory (default runs/<model>)");
   app.add_option("--steps", s.steps, "Optimizer steps")->check(CLI::PositiveNumber);

@@ -23,6 +23,7 @@
 
 #include "mmrec/runtime.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -47,6 +48,101 @@ struct ModelConfig {
   static ModelConfig fromManifest(const std::string &text, const std::string &where);
 };
 
+/// A 1-D array on the CPU or the GPU (device memory through the runtime):
+/// the trainer's activations and scratch. Copies stay on the source's
+/// device; `reset` picks the device and zero-fills.
+template <class T> class Buffer {
+public:
+  Buffer() = default;
+  ~Buffer() { clear(); }
+  Buffer(const Buffer &o) { *this = o; }
+  Buffer(Buffer &&o) noexcept { swap(o); }
+  Buffer &operator=(const Buffer &o) {
+    if (this == &o)
+      return *this;
+    if (o.dev_ != dev_ || o.n_ != n_)
+      reset(o.dev_, o.n_);
+    if (dev_ == rt::DeviceKind::cpu)
+      host_ = o.host_;
+    else if (n_)
+      rt::gpu::copyDeviceToDevice(p_, o.p_, size_t(n_) * sizeof(T));
+    return *this;
+  }
+  Buffer &operator=(Buffer &&o) noexcept {
+    Buffer tmp;
+    tmp.swap(o);
+    swap(tmp);
+    return *this;
+  }
+  void swap(Buffer &o) noexcept {
+    std::swap(dev_, o.dev_);
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+    host_.swap(o.host_);
+  }
+  /// n zeros on `dev`.
+  void reset(rt::DeviceKind dev, int64_t n) {
+    if (dev != dev_ || n != n_) {
+      clear();
+      dev_ = dev;
+      n_ = n;
+      if (dev_ == rt::DeviceKind::gpu)
+        p_ = static_cast<T *>(rt::gpu::alloc(size_t(std::max<int64_t>(n, 1)) * sizeof(T)));
+    }
+    zero();
+  }
+  /// n copies of v on `dev`.
+  void fill(rt::DeviceKind dev, int64_t n, T v) {
+    reset(dev, n);
+    std::vector<T> h(size_t(n), v);
+    upload(h.data(), n);
+  }
+  void zero() {
+    if (dev_ == rt::DeviceKind::cpu)
+      host_.assign(size_t(n_), T(0));
+    else if (n_)
+      rt::gpu::memsetD8(p_, 0, size_t(n_) * sizeof(T));
+  }
+  void clear() {
+    if (p_)
+      rt::gpu::free(p_);
+    p_ = nullptr;
+    n_ = 0;
+    host_.clear();
+    host_.shrink_to_fit();
+  }
+  /// Elements [offset, offset + n) from / to host memory.
+  void upload(const T *src, int64_t n, int64_t offset = 0) {
+    if (dev_ == rt::DeviceKind::cpu)
+      std::copy(src, src + n, host_.begin() + offset);
+    else if (n)
+      rt::gpu::copyToDevice(p_ + offset, src, size_t(n) * sizeof(T));
+  }
+  void download(T *dst, int64_t n, int64_t offset = 0) const {
+    if (dev_ == rt::DeviceKind::cpu)
+      std::copy(host_.begin() + offset, host_.begin() + offset + n, dst);
+    else if (n)
+      rt::gpu::copyToHost(dst, p_ + offset, size_t(n) * sizeof(T));
+  }
+  std::vector<T> toHost() const {
+    std::vector<T> h(static_cast<size_t>(n_));
+    download(h.data(), n_);
+    return h;
+  }
+  T *data() { return dev_ == rt::DeviceKind::cpu ? host_.data() : p_; }
+  const T *data() const { return dev_ == rt::DeviceKind::cpu ? host_.data() : p_; }
+  int64_t size() const { return n_; }
+  rt::DeviceKind device() const { return dev_; }
+
+private:
+  rt::DeviceKind dev_ = rt::DeviceKind::cpu;
+  T *p_ = nullptr;         // GPU
+  int64_t n_ = 0;
+  std::vector<T> host_;    // CPU
+};
+using FBuf = Buffer<float>;
+using IBuf = Buffer<int32_t>;
+
 /// A 1-D array argument of a kernel.
 struct Arr {
   void *p;
@@ -55,6 +151,8 @@ struct Arr {
   Arr(int32_t *p, int64_t n) : p(p), n(n) {}
   Arr(std::vector<float> &v) : p(v.data()), n(int64_t(v.size())) {}
   Arr(std::vector<int32_t> &v) : p(v.data()), n(int64_t(v.size())) {}
+  Arr(FBuf &v) : p(v.data()), n(v.size()) {}
+  Arr(IBuf &v) : p(v.data()), n(v.size()) {}
 };
 
 class KernelLibrary {
@@ -171,30 +269,39 @@ public:
   void setKeepLogits(bool on) { keepLogits_ = on; B_ = T_ = 0; }
   /// Rows of logits the head computes at a time (0: about 4 MiB of them).
   void setHeadRows(int64_t rows) { headRowsWanted_ = rows; B_ = T_ = 0; }
-  /// The last forward()'s logits (B, T, V); needs setKeepLogits(true).
-  const std::vector<float> &logits() const { return logits_; }
+  /// The last forward()'s logits (B, T, V), copied to the host; needs
+  /// setKeepLogits(true).
+  std::vector<float> logits() const { return logits_.toHost(); }
+  /// Where the model runs (the kernel library's device): on the GPU,
+  /// `params` and `grads` are device pointers; tokens stay on the host.
+  rt::DeviceKind device() const { return dev_; }
 
 private:
   struct Layer;
   void ensure(int64_t B, int64_t T);
-  void layerForward(int64_t l, const float *P, Layer &Ly, std::vector<float> &out);
+  void layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out);
+  /// C = op(A)·op(B) + beta·C (row-major fp32) on the model's device.
+  void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k, bool transA,
+          bool transB, float beta);
   /// The LM head and cross-entropy by blocks of rows; with Gr, also dE and dxf.
   double head(const float *P, float *Gr, float scale);
   bool recompute_ = false, keepLogits_ = false;
   int64_t headRows_ = 1, headRowsWanted_ = 0;
   std::unique_ptr<Layer> work_;
-  std::vector<float> xL_scratch_;
+  FBuf xL_scratch_;
   KernelLibrary &lib_;
   const ParamLayout &layout_;
   ModelConfig c_;
+  rt::DeviceKind dev_;
   int64_t B_ = 0, T_ = 0;
   std::vector<std::unique_ptr<Layer>> layers_;
-  std::vector<int32_t> tokens_, targets_;
-  std::vector<float> xL_, rstdF_, xf_, logits_, dlogits_, loss_, scale_;
+  std::vector<int32_t> targetsHost_;
+  IBuf tokens_, targets_;
+  FBuf xL_, rstdF_, xf_, logits_, dlogits_, loss_, scale_;
   // Backward scratch.
-  std::vector<float> dx_, dx1_, dy_, dxf_, dg_, df1_, df3_, du2_, do_, dh_, dy1_, dy2_, dq_, dk_,
-      dv_, dz_, du_, dua_, dpre_, dell_, dK1_, dV1_, dw_, dlb_, dwu_, dmems_, dmem0_, dmem0b_,
-      gp_, gp0_, dh0_, zerosBD_, zerosMem_, ones_;
+  FBuf dx_, dx1_, dy_, dxf_, dg_, df1_, df3_, du2_, do_, dh_, dy1_, dy2_, dq_, dk_, dv_, dz_, du_,
+      dua_, dpre_, dell_, dK1_, dV1_, dw_, dlb_, dwu_, dmems_, dmem0_, dmem0b_, gp_, gp0_, dh0_,
+      zerosBD_, zerosMem_, ones_;
 };
 
 /// Token-by-token inference with the recurrent state carried (MMREC_SPEC
@@ -234,14 +341,21 @@ struct AdamWConfig {
 };
 
 /// fp32 AdamW state (m, v) over the elements [lo, hi) of the flat parameter
-/// array (all of it by default; one rank's shard under ZeRO).
+/// array (all of it by default; one rank's shard under ZeRO). On the GPU
+/// (the library's device) parameters and gradients are device pointers and
+/// the moments live on the device; `m`, `v` are their host copies, filled
+/// by pullState() (to save them) and sent back by pushState() (after
+/// loading them).
 class AdamW {
 public:
   AdamW(KernelLibrary &lib, const ParamLayout &layout, int64_t lo = 0, int64_t hi = -1);
-  /// √Σ g² over `grads` (the `sumsq` kernel).
+  /// √Σ g² over `grads` (the `sumsq` kernel); CPU only.
   double gradNorm(std::vector<float> &grads);
-  /// Σ g² over the first n elements of `grads`.
+  /// Σ g² over the first n elements of `grads` (on the library's device).
   double sumSquares(const float *grads, int64_t n);
+  /// GPU: device moments → m, v; m, v → device moments. No-ops on the CPU.
+  void pullState();
+  void pushState();
   /// One update at step `t` (1-based) with learning rate `lr` of params[lo,
   /// hi) from grads[0, hi − lo) (the shard's gradients); gradients are
   /// multiplied by `gradScale` first (clipping).
@@ -259,6 +373,8 @@ private:
   KernelLibrary &lib_;
   const ParamLayout &layout_;
   int64_t lo_, hi_;
+  rt::DeviceKind dev_;
+  FBuf md_, vd_, hp_, out_; // GPU moments; hyper-parameters per tensor; Σx²
 };
 
 } // namespace mmrec::train

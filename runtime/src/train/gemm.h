@@ -9,7 +9,8 @@ namespace mmrec::train::detail {
 /// C (m×n) = op(A)·op(B) + beta·C, row-major fp32 on the CPU; A stored m×k
 /// (k×m when transA), B stored k×n (n×k when transB).
 inline void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k,
-               bool transA, bool transB, float beta) {
+               bool transA, bool transB, float beta,
+               rt::DeviceKind device = rt::DeviceKind::cpu) {
   if (m == 0 || n == 0)
     return;
   rt::GemmDesc d;
@@ -22,7 +23,7 @@ inline void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, i
   d.ldb = transB ? k : n;
   d.ldc = n;
   d.beta = beta;
-  rt::gemm(d, rt::DType::f32, A, B, rt::DType::f32, C, rt::DeviceKind::cpu);
+  rt::gemm(d, rt::DType::f32, A, B, rt::DType::f32, C, device);
 }
 
 } // namespace mmrec::train::detail

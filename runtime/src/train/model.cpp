@@ -19,23 +19,21 @@ using mmrec::rt::DeviceKind;
 using mmrec::rt::DType;
 using mmrec::rt::GemmDesc;
 
-using mmrec::train::detail::mm;
 
 namespace {
 
-void resize(std::vector<float> &v, int64_t n) { v.assign(size_t(n), 0.0f); }
-void zero(std::vector<float> &v) { std::fill(v.begin(), v.end(), 0.0f); }
+void zero(FBuf &v) { v.zero(); }
 
 } // namespace
 
 /// One layer's activations (everything backward needs).
 struct Model::Layer {
-  std::vector<float> x, rstd1, u, q, k, v, z, ua, pre, ell, h, hfin, K1, V1, y1, w, lb, wu, mems,
+  FBuf x, rstd1, u, q, k, v, z, ua, pre, ell, h, hfin, K1, V1, y1, w, lb, wu, mems,
       memfin, a, y2, hrstd, o, x1, rstd2, u2, f1, f3, g;
 };
 
 Model::Model(KernelLibrary &lib, const ParamLayout &layout)
-    : lib_(lib), layout_(layout), c_(lib.config()) {
+    : lib_(lib), layout_(layout), c_(lib.config()), dev_(lib.device()) {
   for (int64_t l = 0; l < c_.L; ++l)
     layers_.push_back(std::make_unique<Layer>());
 }
@@ -47,9 +45,18 @@ long double mmrec::train::physicalMemoryBytes() {
   return pages > 0 && size > 0 ? (long double)pages * size : 1.0L * (1ull << 62);
 }
 
+void Model::mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k,
+                bool transA, bool transB, float beta) {
+  detail::mm(A, B, C, m, n, k, transA, transB, beta, dev_);
+}
+
 void Model::ensure(int64_t B, int64_t T) {
   if (B == B_ && T == T_)
     return;
+  if (T > c_.Tmax)
+    throw Error("forward: T=" + std::to_string(T) + " exceeds max_seq_len " +
+                std::to_string(c_.Tmax) + " (split longer sequences into segments)");
+  auto resize = [this](FBuf &v, int64_t n) { v.reset(dev_, n); };
   const int64_t N = B * T, D = c_.D, F = c_.F, G = c_.Nm, M = c_.M, d = c_.dm();
   const int64_t nC = (T + c_.C - 1) / c_.C;
   const int64_t mem = B * G * M * d, mems = B * nC * G * M * d;
@@ -65,10 +72,17 @@ void Model::ensure(int64_t B, int64_t T) {
   long double total = layerStore + (long double)N * (22 * D + 3 * F + c_.r + G * M) +
                       2.0L * logitRows * c_.V + 4.0L * mems + 5.0L * mem;
   long double bytes = total * 4, limit = mmrec::train::physicalMemoryBytes();
+  if (dev_ == DeviceKind::gpu) {
+    size_t freeB = 0, totalB = 0;
+    rt::gpu::memInfo(freeB, totalB);
+    // What this model holds already is released before reallocating.
+    limit = (long double)freeB + activationBytes();
+  }
   if (bytes > limit)
     throw Error("forward: B=" + std::to_string(B) + ", T=" + std::to_string(T) + " needs " +
-                std::to_string(int64_t(bytes / (1 << 20))) + " MiB of activations, more than this "
-                "machine's " + std::to_string(int64_t(limit / (1 << 20))) + " MiB");
+                std::to_string(int64_t(bytes / (1 << 20))) + " MiB of activations, more than the " +
+                (dev_ == DeviceKind::gpu ? "GPU's free " : "machine's ") +
+                std::to_string(int64_t(limit / (1 << 20))) + " MiB");
   B_ = B;
   T_ = T;
   headRows_ = headRows;
@@ -109,8 +123,9 @@ void Model::ensure(int64_t B, int64_t T) {
   } else {
     xL_scratch_.clear();
   }
-  tokens_.assign(size_t(N), 0);
-  targets_.assign(size_t(N), -1);
+  tokens_.reset(dev_, N);
+  targets_.reset(dev_, N);
+  targetsHost_.assign(size_t(N), -1);
   for (auto *v : {&xL_, &xf_, &dx_, &dx1_, &dy_, &dxf_, &du2_, &do_, &dh_, &dy1_, &dy2_, &dq_, &dk_,
                   &dv_, &dz_, &du_, &dpre_, &dell_, &gp_})
     resize(*v, N * D);
@@ -118,7 +133,7 @@ void Model::ensure(int64_t B, int64_t T) {
   resize(logits_, logitRows * c_.V);
   resize(dlogits_, headRows * c_.V);
   resize(loss_, 2);
-  scale_.assign(1, 1.0f);
+  scale_.fill(dev_, 1, 1.0f);
   for (auto *v : {&dg_, &df1_, &df3_})
     resize(*v, N * F);
   resize(dua_, N * c_.r);
@@ -134,11 +149,11 @@ void Model::ensure(int64_t B, int64_t T) {
   resize(gp0_, B * D);
   resize(dh0_, B * D);
   resize(zerosBD_, B * D);
-  ones_.assign(size_t(std::max<int64_t>(N, B)), 1.0f);
+  ones_.fill(dev_, std::max<int64_t>(N, B), 1.0f);
 }
 
 int64_t Model::activationBytes() const {
-  int64_t n = int64_t(xL_scratch_.size());
+  int64_t n = xL_scratch_.size();
   std::vector<const Layer *> all;
   for (const auto &Lp : layers_)
     all.push_back(Lp.get());
@@ -150,7 +165,7 @@ int64_t Model::activationBytes() const {
                           &L.h, &L.hfin, &L.K1, &L.V1, &L.y1, &L.w, &L.lb, &L.wu, &L.mems,
                           &L.memfin, &L.a, &L.y2, &L.hrstd, &L.o, &L.x1, &L.rstd2, &L.u2, &L.f1,
                           &L.f3, &L.g})
-      n += int64_t(v->size());
+      n += v->size();
   }
   for (const auto *v : {&xL_, &rstdF_, &xf_, &logits_, &dlogits_, &dx_, &dx1_, &dy_, &dxf_, &dg_,
                         &df1_, &df3_, &du2_, &do_, &dh_, &dy1_, &dy2_, &dq_, &dk_, &dv_, &dz_,
@@ -160,7 +175,7 @@ int64_t Model::activationBytes() const {
   return n * 4;
 }
 
-void Model::layerForward(int64_t l, const float *P, Layer &Ly, std::vector<float> &out) {
+void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out) {
   const int64_t B = B_, T = T_, N = B * T, D = c_.D, F = c_.F, r = c_.r;
   const int64_t nC = (T + c_.C - 1) / c_.C, GMd = c_.Nm * c_.M * c_.dm();
   auto W = [&](const char *n) {
@@ -202,19 +217,19 @@ double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t 
                 ", T=" + std::to_string(T));
   ensure(B, T);
   const int64_t N = B * T, D = c_.D, V = c_.V;
-  for (int64_t i = 0; i < N; ++i) {
+  for (int64_t i = 0; i < N; ++i)
     if (tokens[i] < 0 || tokens[i] >= V)
       throw Error("forward: token " + std::to_string(tokens[i]) + " at position " +
                   std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
-    tokens_[size_t(i)] = tokens[i];
-  }
+  tokens_.upload(tokens, N);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t)
-      targets_[size_t(b * T + t)] = t + 1 < T ? tokens[b * T + t + 1] : -1;
+      targetsHost_[size_t(b * T + t)] = t + 1 < T ? tokens[b * T + t + 1] : -1;
+  targets_.upload(targetsHost_.data(), N);
   const float *E = P + layout_.get("embed").offset;
   lib_("embed_fwd", Arr(tokens_), Arr(const_cast<float *>(E), V * D), Arr(layers_[0]->x), N);
   for (int64_t l = 0; l < c_.L; ++l) {
-    std::vector<float> &out = l + 1 < c_.L ? layers_[size_t(l + 1)]->x : xL_;
+    FBuf &out = l + 1 < c_.L ? layers_[size_t(l + 1)]->x : xL_;
     if (recompute_) {
       // Only each layer's input is kept; the rest is recomputed in backward.
       work_->x = layers_[size_t(l)]->x;
@@ -236,9 +251,10 @@ double Model::head(const float *P, float *Gr, float scale) {
   const int64_t N = B_ * T_, D = c_.D, V = c_.V;
   const float *E = P + layout_.get("embed").offset;
   int64_t count = 0;
-  for (int32_t t : targets_)
+  for (int32_t t : targetsHost_)
     count += t >= 0;
-  scale_[0] = scale / float(std::max<int64_t>(count, 1));
+  const float s = scale / float(std::max<int64_t>(count, 1));
+  scale_.upload(&s, 1);
   double sum = 0;
   for (int64_t r0 = 0; r0 < N; r0 += headRows_) {
     const int64_t rows = std::min(headRows_, N - r0);
@@ -246,7 +262,9 @@ double Model::head(const float *P, float *Gr, float scale) {
     mm(xf_.data() + r0 * D, E, lg, rows, V, D, false, true, 0);
     lib_("xent", Arr(lg, rows * V), Arr(targets_.data() + r0, rows), Arr(scale_), Arr(loss_),
          Arr(dlogits_.data(), rows * V), rows);
-    sum += loss_[0];
+    float lossHost[2];
+    loss_.download(lossHost, 2);
+    sum += lossHost[0];
     if (Gr) {
       mm(dlogits_.data(), xf_.data() + r0 * D, Gr + layout_.get("embed").offset, V, D, rows, true,
          false, 1);
@@ -330,8 +348,7 @@ void Model::backward(const float *P, float *Gr, float scale) {
       d.strideB = dh;
       d.strideC = dh * dh;
       d.beta = 1;
-      mmrec::rt::gemm(d, DType::f32, Ly.h.data(), gp_.data(), DType::f32, dWp("W_g"),
-                      DeviceKind::cpu);
+      mmrec::rt::gemm(d, DType::f32, Ly.h.data(), gp_.data(), DType::f32, dWp("W_g"), dev_);
     } else {
       mm(Ly.h.data(), gp_.data(), dWp("W_g"), D, D, N, true, false, 1);
     }
@@ -343,7 +360,7 @@ void Model::backward(const float *P, float *Gr, float scale) {
     mm(dpre_.data(), Wp("B_gamma"), dua_.data(), N, r, D, false, true, 0);
     mm(Ly.u.data(), dua_.data(), dWp("A_gamma"), D, r, N, true, false, 1);
     mm(dua_.data(), Wp("A_gamma"), du_.data(), N, D, r, false, true, 0);
-    const std::pair<const char *, std::vector<float> *> proj[] = {
+    const std::pair<const char *, FBuf *> proj[] = {
         {"W_q", &dq_}, {"W_k", &dk_}, {"W_v", &dv_}, {"W_z", &dz_}};
     for (auto [name, g] : proj) {
       mm(g->data(), Wp(name), du_.data(), N, D, D, false, true, 1);
@@ -356,21 +373,45 @@ void Model::backward(const float *P, float *Gr, float scale) {
 }
 
 AdamW::AdamW(KernelLibrary &lib, const ParamLayout &layout, int64_t lo, int64_t hi)
-    : lib_(lib), layout_(layout), lo_(lo), hi_(hi < 0 ? layout.numel() : hi) {
+    : lib_(lib), layout_(layout), lo_(lo), hi_(hi < 0 ? layout.numel() : hi), dev_(lib.device()) {
   if (lo_ < 0 || lo_ > hi_ || hi_ > layout.numel())
     throw Error("AdamW: shard [" + std::to_string(lo_) + ", " + std::to_string(hi_) +
                 ") is outside the " + std::to_string(layout.numel()) + " parameters");
   m.assign(size_t(hi_ - lo_), 0.0f);
   v.assign(size_t(hi_ - lo_), 0.0f);
+  if (dev_ == DeviceKind::gpu) {
+    md_.reset(dev_, hi_ - lo_);
+    vd_.reset(dev_, hi_ - lo_);
+  }
+  hp_.reset(dev_, 8 * int64_t(layout.tensors().size()));
+  out_.reset(dev_, 1);
+}
+
+void AdamW::pullState() {
+  if (dev_ != DeviceKind::gpu)
+    return;
+  md_.download(m.data(), md_.size());
+  vd_.download(v.data(), vd_.size());
+}
+
+void AdamW::pushState() {
+  if (dev_ != DeviceKind::gpu)
+    return;
+  md_.upload(m.data(), md_.size());
+  vd_.upload(v.data(), vd_.size());
 }
 
 double AdamW::sumSquares(const float *grads, int64_t n) {
-  std::vector<float> out(1, 0.0f);
-  lib_("sumsq", Arr(const_cast<float *>(grads), n), Arr(out), n);
-  return double(out[0]);
+  out_.zero();
+  lib_("sumsq", Arr(const_cast<float *>(grads), n), Arr(out_), n);
+  float r = 0;
+  out_.download(&r, 1);
+  return double(r);
 }
 
 double AdamW::gradNorm(std::vector<float> &grads) {
+  if (dev_ != DeviceKind::cpu)
+    throw Error("AdamW::gradNorm: host gradients with a GPU library; use sumSquares");
   return std::sqrt(sumSquares(grads.data(), int64_t(grads.size())));
 }
 
@@ -378,15 +419,25 @@ void AdamW::step(float *params, const float *grads, int64_t t, float lr, float g
                  const AdamWConfig &c) {
   const double bc1 = 1.0 / (1.0 - std::pow(double(c.beta1), double(t)));
   const double bc2 = 1.0 / (1.0 - std::pow(double(c.beta2), double(t)));
-  for (const ParamInfo &p : layout_.tensors()) {
+  // Every tensor's hyper-parameters in one copy, then one launch per tensor.
+  const auto &ts = layout_.tensors();
+  std::vector<float> hp(8 * ts.size());
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const float row[8] = {lr,         c.beta1,    c.beta2,  c.eps, ts[i].decay ? c.weightDecay : 0.0f,
+                          float(bc1), float(bc2), gradScale};
+    std::copy(row, row + 8, hp.begin() + 8 * int64_t(i));
+  }
+  hp_.upload(hp.data(), int64_t(hp.size()));
+  float *M = dev_ == DeviceKind::gpu ? md_.data() : m.data();
+  float *Vv = dev_ == DeviceKind::gpu ? vd_.data() : v.data();
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const ParamInfo &p = ts[i];
     // The part of this tensor inside the shard.
     int64_t a = std::max(p.offset, lo_), b = std::min(p.offset + p.numel, hi_);
     if (a >= b)
       continue;
-    std::vector<float> hp = {lr,        c.beta1,    c.beta2,    c.eps, p.decay ? c.weightDecay : 0.0f,
-                             float(bc1), float(bc2), gradScale};
     const int64_t n = b - a, s = a - lo_;
-    lib_("adamw", Arr(params + a, n), Arr(const_cast<float *>(grads) + s, n),
-         Arr(m.data() + s, n), Arr(v.data() + s, n), Arr(hp), n);
+    lib_("adamw", Arr(params + a, n), Arr(const_cast<float *>(grads) + s, n), Arr(M + s, n),
+         Arr(Vv + s, n), Arr(hp_.data() + 8 * int64_t(i), 8), n);
   }
 }

@@ -147,6 +147,37 @@ struct K {
     });
   }
   template <class F> void par(int64_t n, F body) { par(idx(n), body); }
+  /// GPU only: one block of `threads` threads per index of [0, n), whose
+  /// threads cooperate through shared arrays (`shared`: their sizes in
+  /// floats) and `barrier()`; body(block, thread, shared arrays). Every
+  /// thread runs the body (no bounds guard).
+  template <class F>
+  void blocks(Value n, int64_t threads, ArrayRef<int64_t> shared, F body) {
+    if (!gpu || inLaunch)
+      llvm::report_fatal_error("train kernel: K::blocks is for the top of a GPU kernel");
+    auto ws = gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
+    SmallVector<Type> types;
+    for (int64_t sz : shared)
+      types.push_back(MemRefType::get({sz}, f32, MemRefLayoutAttrInterface{}, ws));
+    ifThen(cmpi(arith::CmpIPredicate::ugt, n, idx(0)), [&] {
+      Value one = idx(1);
+      auto launch = gpu::LaunchOp::create(b, n, one, one, idx(threads), one, one, Value(),
+                                          Type(), ValueRange{}, types);
+      OpBuilder::InsertionGuard g(b);
+      Block &entry = launch.getBody().front();
+      b.setInsertionPointToStart(&entry);
+      Block *saved = allocBlock;
+      allocBlock = &entry;
+      inLaunch = true;
+      SmallVector<Value> smem(launch.getWorkgroupAttributions().begin(),
+                              launch.getWorkgroupAttributions().end());
+      body(launch.getBlockIds().x, launch.getThreadIds().x, ArrayRef<Value>(smem));
+      gpu::TerminatorOp::create(b);
+      inLaunch = false;
+      allocBlock = saved;
+    });
+  }
+  void barrier() { gpu::BarrierOp::create(b); }
   /// `par` over the index space dims[0] × dims[1] × …; body gets one index
   /// per dimension (the last varies fastest).
   template <class F> void par(std::initializer_list<Value> dims, F body) {
@@ -926,79 +957,112 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
     });
     return k.add(k.ld(a["bias"], j), s);
   };
+  // One block per batch row walks the time steps: h_{t−1} (and, backward,
+  // av) in shared memory, a barrier between the steps' phases; thread `tid`
+  // owns the channels tid + c·threads (c < cpt), its values in registers.
+  const int64_t threads = std::min<int64_t>(1024, (D + 31) / 32 * 32);
+  const int64_t cpt = (D + threads - 1) / threads;
+  // body(c, j, inRange) for each channel slot of this thread.
+  auto forChannels = [=](K &k, Value tid, auto body) {
+    for (int64_t c = 0; c < cpt; ++c) {
+      Value j = k.addi(tid, k.idx(c * threads));
+      Value ok = k.cmpi(arith::CmpIPredicate::ult, j, k.idx(D));
+      k.ifThen(ok, [&] { body(c, j); });
+    }
+  };
+  // bias_j + Σ_i hs[head(j)·dh + i] · W[head(j)][i][j mod dh], hs in shared memory.
+  auto preactShared = [=](K &k, Args &a, Value hs, Value j) {
+    Value hd = k.divui(j, k.idx(dh)), jj = k.remui(j, k.idx(dh));
+    Value wb = k.addi(k.muli(hd, k.idx(dh * dh)), jj), hb = k.muli(hd, k.idx(dh));
+    Value s = k.sum(dh, [&](Value i) {
+      return k.mul(k.ld(hs, k.addi(hb, i)), k.ld(a["gate"], k.addi(wb, k.muli(i, k.idx(dh)))));
+    });
+    return k.add(k.ld(a["bias"], j), s);
+  };
   ks.push_back({sig(false, true), [=](K &k, Args &a) {
                   Value T = a["T"];
-                  k.loop(k.idx(0), T, [&](Value t) {
-                    k.par({a["B"], k.idx(D)}, [&](ArrayRef<Value> i) {
-                      Value bi = i[0], j = i[1];
-                      Value sg = k.sigmoid(preact(k, a, bi, T, t, j));
-                      Value gamma = k.exp(clamp(k, k.ld(a["log_decay"], at(k, bi, T, t, j)), hi));
-                      Value h = k.add(k.mul(k.ld(a["z"], at(k, bi, T, t, j)), sg),
-                                      k.mul(gamma, hPrev(k, a, bi, T, t, j)));
-                      k.st(h, a["h"], at(k, bi, T, t, j));
-                      k.ifThen(k.cmpi(arith::CmpIPredicate::eq, t, k.subi(T, k.idx(1))),
-                               [&] { k.st(h, a["final"], k.addi(k.muli(bi, k.idx(D)), j)); });
+                  k.blocks(a["B"], threads, {D}, [&](Value bi, Value tid, ArrayRef<Value> sm) {
+                    Value hs = sm[0], hn = k.buf(cpt);
+                    Value row = k.muli(bi, k.idx(D));
+                    forChannels(k, tid, [&](int64_t, Value j) {
+                      k.st(k.ld(a["init"], k.addi(row, j)), hs, j);
                     });
-                  });
-                  // T = 0: the state passes through.
-                  k.ifThen(k.cmpi(arith::CmpIPredicate::eq, T, k.idx(0)), [&] {
-                    k.par(k.muli(a["B"], k.idx(D)),
-                          [&](Value i) { k.st(k.ld(a["init"], i), a["final"], i); });
+                    k.barrier();
+                    k.loop(k.idx(0), T, [&](Value t) {
+                      forChannels(k, tid, [&](int64_t c, Value j) {
+                        Value e = at(k, bi, T, t, j);
+                        Value sg = k.sigmoid(preactShared(k, a, hs, j));
+                        Value gamma = k.exp(clamp(k, k.ld(a["log_decay"], e), hi));
+                        Value h = k.add(k.mul(k.ld(a["z"], e), sg), k.mul(gamma, k.ld(hs, j)));
+                        k.st(h, a["h"], e);
+                        k.st(h, hn, k.idx(c));
+                      });
+                      k.barrier();
+                      forChannels(k, tid, [&](int64_t c, Value j) { k.st(k.ld(hn, k.idx(c)), hs, j); });
+                      k.barrier();
+                    });
+                    forChannels(k, tid, [&](int64_t, Value j) {
+                      k.st(k.ld(hs, j), a["final"], k.addi(row, j));
+                    });
                   });
                 }});
-  // Backward, with the running g = dL/dh_t kept in grad_init (its final
-  // value): per step, g += dh_t; av = g·z·σ'(pre) goes to grad_pre[t−1]
-  // (grad_pre0 at t = 0); dz, dℓ; g = γ·g, then g += Wᵀ·av.
+  // Backward: per step (t from T−1 down), hs = h_{t−1}; g += dh_t; av =
+  // g·z·σ'(pre) to shared memory and grad_pre[t−1] (grad_pre0 at t = 0);
+  // dz, dℓ; then g = γ·g + Wᵀ·av.
   ks.push_back({sig(true, true), [=](K &k, Args &a) {
-                  Value T = a["T"], BD = k.muli(a["B"], k.idx(D));
-                  k.par(BD, [&](Value i) { k.st(k.ld(a["grad_final"], i), a["grad_init"], i); });
-                  // Where av of step t is kept.
-                  auto avAt = [&](Value bi, Value t, Value j, auto fn) {
-                    Value first = k.cmpi(arith::CmpIPredicate::eq, t, k.idx(0));
-                    Value tp = k.select(first, k.idx(0), k.subi(t, k.idx(1)));
-                    fn(first, k.addi(k.muli(bi, k.idx(D)), j), at(k, bi, T, tp, j));
-                  };
-                  k.loop(k.idx(0), T, [&](Value s) {
-                    Value t = k.subi(k.subi(T, k.idx(1)), s);
-                    k.par({a["B"], k.idx(D)}, [&](ArrayRef<Value> i) {
-                      Value bi = i[0], j = i[1], e = at(k, bi, T, t, j);
-                      Value gi = k.addi(k.muli(bi, k.idx(D)), j);
-                      Value g = k.add(k.ld(a["grad_init"], gi), k.ld(a["grad_h"], e));
-                      Value sg = k.sigmoid(preact(k, a, bi, T, t, j));
-                      Value lraw = k.ld(a["log_decay"], e);
-                      Value gamma = k.exp(clamp(k, lraw, hi));
-                      Value av = k.mul(k.mul(g, k.ld(a["z"], e)), k.mul(sg, k.sub(k.cst(1.0), sg)));
-                      k.st(k.mul(g, sg), a["grad_z"], e);
-                      k.st(k.mul(inRange(k, lraw, hi),
-                                 k.mul(k.mul(g, gamma), hPrev(k, a, bi, T, t, j))),
-                           a["grad_log_decay"], e);
-                      avAt(bi, t, j, [&](Value first, Value i0, Value ip) {
-                        k.ifThen(first, [&] { k.st(av, a["grad_pre0"], i0); });
+                  Value T = a["T"];
+                  k.blocks(a["B"], threads, {D, D}, [&](Value bi, Value tid, ArrayRef<Value> sm) {
+                    Value hs = sm[0], avs = sm[1], g = k.buf(cpt);
+                    Value row = k.muli(bi, k.idx(D));
+                    forChannels(k, tid, [&](int64_t c, Value j) {
+                      k.st(k.ld(a["grad_final"], k.addi(row, j)), g, k.idx(c));
+                    });
+                    k.loop(k.idx(0), T, [&](Value s) {
+                      Value t = k.subi(k.subi(T, k.idx(1)), s);
+                      Value first = k.cmpi(arith::CmpIPredicate::eq, t, k.idx(0));
+                      Value tp = k.select(first, k.idx(0), k.subi(t, k.idx(1)));
+                      forChannels(k, tid, [&](int64_t, Value j) {
+                        k.st(k.select(first, k.ld(a["init"], k.addi(row, j)),
+                                      k.ld(a["h"], at(k, bi, T, tp, j))),
+                             hs, j);
+                      });
+                      k.barrier();
+                      forChannels(k, tid, [&](int64_t c, Value j) {
+                        Value e = at(k, bi, T, t, j);
+                        Value gj = k.add(k.ld(g, k.idx(c)), k.ld(a["grad_h"], e));
+                        Value sg = k.sigmoid(preactShared(k, a, hs, j));
+                        Value lraw = k.ld(a["log_decay"], e);
+                        Value gamma = k.exp(clamp(k, lraw, hi));
+                        Value av = k.mul(k.mul(gj, k.ld(a["z"], e)), k.mul(sg, k.sub(k.cst(1.0), sg)));
+                        k.st(k.mul(gj, sg), a["grad_z"], e);
+                        k.st(k.mul(inRange(k, lraw, hi), k.mul(k.mul(gj, gamma), k.ld(hs, j))),
+                             a["grad_log_decay"], e);
+                        k.ifThen(first, [&] { k.st(av, a["grad_pre0"], k.addi(row, j)); });
                         k.ifThen(arith::XOrIOp::create(k.b, first,
                                                        arith::ConstantIntOp::create(k.b, 1, 1)),
-                                 [&] { k.st(av, a["grad_pre"], ip); });
+                                 [&] { k.st(av, a["grad_pre"], at(k, bi, T, tp, j)); });
+                        k.st(av, avs, j);
+                        k.st(k.mul(gamma, gj), g, k.idx(c));
                       });
-                      k.st(k.mul(gamma, g), a["grad_init"], gi);
-                    });
-                    k.par({a["B"], k.idx(D)}, [&](ArrayRef<Value> i) {
-                      Value bi = i[0], j = i[1];
-                      Value hd = k.divui(j, k.idx(dh)), ii = k.remui(j, k.idx(dh));
-                      Value wRow = k.addi(k.muli(hd, k.idx(dh * dh)), k.muli(ii, k.idx(dh)));
-                      Value sum = k.sum(dh, [&](Value jj) {
-                        Value col = k.addi(k.muli(hd, k.idx(dh)), jj);
-                        Value av = Value();
-                        avAt(bi, t, col, [&](Value first, Value i0, Value ip) {
-                          av = k.select(first, k.ld(a["grad_pre0"], i0), k.ld(a["grad_pre"], ip));
+                      k.barrier();
+                      forChannels(k, tid, [&](int64_t c, Value j) {
+                        Value hd = k.divui(j, k.idx(dh)), ii = k.remui(j, k.idx(dh));
+                        Value wRow = k.addi(k.muli(hd, k.idx(dh * dh)), k.muli(ii, k.idx(dh)));
+                        Value hb = k.muli(hd, k.idx(dh));
+                        Value sum = k.sum(dh, [&](Value jj) {
+                          return k.mul(k.ld(avs, k.addi(hb, jj)), k.ld(a["gate"], k.addi(wRow, jj)));
                         });
-                        return k.mul(av, k.ld(a["gate"], k.addi(wRow, jj)));
+                        k.st(k.add(k.ld(g, k.idx(c)), sum), g, k.idx(c));
                       });
-                      k.addTo(a["grad_init"], k.addi(k.muli(bi, k.idx(D)), j), sum);
                     });
-                  });
-                  // grad_pre[T−1] has no following step.
-                  k.ifThen(k.cmpi(arith::CmpIPredicate::ugt, T, k.idx(0)), [&] {
-                    k.par({a["B"], k.idx(D)}, [&](ArrayRef<Value> i) {
-                      k.st(k.cst(0.0), a["grad_pre"], at(k, i[0], T, k.subi(T, k.idx(1)), i[1]));
+                    forChannels(k, tid, [&](int64_t c, Value j) {
+                      k.st(k.ld(g, k.idx(c)), a["grad_init"], k.addi(row, j));
+                    });
+                    // grad_pre[T−1] has no following step.
+                    k.ifThen(k.cmpi(arith::CmpIPredicate::ugt, T, k.idx(0)), [&] {
+                      forChannels(k, tid, [&](int64_t, Value j) {
+                        k.st(k.cst(0.0), a["grad_pre"], at(k, bi, T, k.subi(T, k.idx(1)), j));
+                      });
                     });
                   });
                 }});

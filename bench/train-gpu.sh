@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The trainer on the device machine, in one call (binaries, compiled models
+# and token shards built here and carried in .carry/, see docs/training.md):
+#   bench/train-gpu.sh [tests] [tiny] [small] [torch]
+#     tests  the GPU training library vs the CPU one, the model vs the
+#            float64 oracle on the GPU (label `gpu`)
+#     tiny   mmrec-tiny on the KJV bytes, the README's run on the GPU, and
+#            the PyTorch cross-check of its checkpoint (bench/torch_mmrec.py)
+#     small  mmrec-small on the KJV SentencePiece shards, B8 x T1024: fp32
+#            and TF32 products, tokens/s
+#     torch  the PyTorch eager anchor at the same shape (torch_train_speed.py)
+# Logs and JSON lines go to $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/mmrec-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export LD_LIBRARY_PATH=$PWD/.carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+C=$PWD/.carry
+what=${*:-tests tiny small torch}
+rc=0
+has() { [[ " $what " == *" $1 "* ]]; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+if has tests; then
+  MMREC_TRAIN_TEST_DIR=$C/train-models $C/bin/mmrec-train-kernel-gpu-tests 2>&1 |
+    tee "$OUT/gpu-tests.log" | grep -E "OK|FAIL|PASSED|Failure|Expected" | tail -20
+  rc=$((rc | ${PIPESTATUS[0]}))
+  MMREC_TRAIN_TEST_DIR=$C/train-models $C/bin/mmrec-trainer-tests --gtest_filter='TrainerGpu.*' 2>&1 |
+    tee -a "$OUT/gpu-tests.log" | grep -E "OK|FAIL|PASSED|Failure|Expected" | tail -20
+  rc=$((rc | ${PIPESTATUS[0]}))
+fi
+if has tiny; then
+  # scripts/train-tiny's settings.
+  run=/tmp/run-tiny
+  $C/bin/mmrec-train --kernels $C/train-models/mmrec-tiny.train.json --device gpu \
+    --data $C/data/kjv-bytes --out $run --steps 300 --batch 16 --seq-len 128 --lr 3e-3 \
+    --min-lr 3e-4 --warmup 30 --eval-interval 100 --eval-tokens 32768 --ckpt-interval 300 \
+    --keep 1 --log-interval 50 2>&1 | tee "$OUT/tiny-gpu.log" | grep -E "step +(50|300) |eval|final|error"
+  rc=$((rc | ${PIPESTATUS[0]}))
+  ck=$(ls -d $run/checkpoints/step-* | tail -1)
+  ours=$($C/bin/mmrec-train --kernels $C/train-models/mmrec-tiny.train.json --device gpu \
+    --data $C/data/kjv-bytes --out $run --eval-only --checkpoint "$ck" --batch 16 --seq-len 128 \
+    --eval-tokens 32768 | awk '{print $NF}')
+  echo "eval-only (GPU): $ours" | tee -a "$OUT/tiny-gpu.log"
+  python3 bench/torch_mmrec.py --manifest $C/train-models/mmrec-tiny.train.json --checkpoint "$ck" \
+    --val $C/data/kjv-bytes/val.bin --seq-len 128 --batch 16 --eval-tokens 32768 --ours "$ours" \
+    2>&1 | tee "$OUT/tiny-xcheck.jsonl"
+  rc=$((rc | ${PIPESTATUS[0]}))
+fi
+if has small; then
+  for mode in fp32 tf32; do
+    flag=""; [ $mode = tf32 ] && flag=--tf32
+    $C/bin/mmrec-train --kernels $C/models/mmrec-small.train.json --device gpu $flag \
+      --data $C/data/kjv-spm --out /tmp/run-small-$mode --steps ${SMALL_STEPS:-12} --batch 8 \
+      --seq-len 1024 --lr 1e-3 --min-lr 1e-4 --warmup 4 --eval-interval 1000 --eval-tokens 8192 \
+      --ckpt-interval 1000 --keep 1 --log-interval 1 2>&1 | tee "$OUT/small-$mode.log" | tail -5
+    rc=$((rc | ${PIPESTATUS[0]}))
+    cp /tmp/run-small-$mode/metrics.jsonl "$OUT/small-$mode-metrics.jsonl" 2>/dev/null
+  done
+fi
+if has torch; then
+  timeout 300 python3 bench/torch_train_speed.py --manifest $C/models/mmrec-small.train.json \
+    --batch 8 --seq-len 1024 --steps 2 2>&1 | tee "$OUT/torch-small.jsonl"
+  rc=$((rc | ${PIPESTATUS[0]}))
+fi
+exit $rc

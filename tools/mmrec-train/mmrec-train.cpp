@@ -50,7 +50,7 @@ struct Settings {
   double lr = 3e-3, minLr = 3e-4, weightDecay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
   int64_t evalInterval = 100, evalTokens = 1 << 16, ckptInterval = 200, keep = 3, logInterval = 1;
   uint64_t seed = 1;
-  bool resume = false, evalOnly = false, recompute = false;
+  bool resume = false, evalOnly = false, recompute = false, tf32 = false;
   double targetLoss = 0; // > 0: stop once the validation loss is below it
   int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
 };
@@ -61,7 +61,7 @@ json toJson(const Settings &s) {
           {"lr", s.lr},           {"min_lr", s.minLr},    {"weight_decay", s.weightDecay},
           {"beta1", s.beta1},     {"beta2", s.beta2},     {"clip", s.clip},
           {"seed", s.seed},       {"eval_interval", s.evalInterval}, {"recompute", s.recompute},
-          {"eval_tokens", s.evalTokens}};
+          {"eval_tokens", s.evalTokens}, {"tf32", s.tf32}, {"device", s.device}};
 }
 
 std::string selfDir() {
@@ -182,6 +182,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   ParamLayout layout(c);
   Model model(lib, layout);
   model.setRecompute(s.recompute);
+  model.setTf32(s.tf32);
   TokenShard val = TokenShard::read(s.data + "/val.bin", uint32_t(c.V));
   // ZeRO: the flat parameter array padded to W shards of S elements; rank R
   // owns [R·S, (R+1)·S): its gradients (reduce-scattered) and AdamW state.
@@ -441,6 +442,7 @@ int main(int argc, char **argv) {
   app.add_option("--stop-after", s.stopAfter,
                  "Stop after this many steps of this run, as if interrupted (0: never)")
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--tf32", s.tf32, "GPU: matrix products in TF32 on the tensor cores");
   app.add_flag("--recompute", s.recompute,
                "Keep only each layer's input and recompute its activations in backward");
   app.add_flag("--resume", s.resume, "Continue from the newest checkpoint under OUT/checkpoints");

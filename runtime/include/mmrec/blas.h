@@ -25,6 +25,9 @@ struct GemmDesc {
   int64_t lda = 0, ldb = 0, ldc = 0;
   int64_t batch = 1, strideA = 0, strideB = 0, strideC = 0;
   float alpha = 1, beta = 0;
+  /// GPU, f32 operands: multiply in TF32 on the tensor cores (10-bit
+  /// mantissas, fp32 accumulation); ignored on the CPU.
+  bool tf32 = false;
 };
 
 /// Supported: A, B f32 with C f32; A, B bf16 with C bf16 or f32. Products

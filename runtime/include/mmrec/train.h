@@ -267,8 +267,11 @@ public:
   /// Keep the logits of every position (for logits()); by default the head
   /// works a block of rows at a time and keeps at most ~4 MiB of logits.
   void setKeepLogits(bool on) { keepLogits_ = on; B_ = T_ = 0; }
-  /// Rows of logits the head computes at a time (0: about 4 MiB of them).
+  /// Rows of logits the head computes at a time (0: about 4 MiB of them on
+  /// the CPU, 512 MiB on the GPU).
   void setHeadRows(int64_t rows) { headRowsWanted_ = rows; B_ = T_ = 0; }
+  /// GPU: matrix products in TF32 (off by default: the fp32 oracle tests).
+  void setTf32(bool on) { tf32_ = on; }
   /// The last forward()'s logits (B, T, V), copied to the host; needs
   /// setKeepLogits(true).
   std::vector<float> logits() const { return logits_.toHost(); }
@@ -285,7 +288,7 @@ private:
           bool transB, float beta);
   /// The LM head and cross-entropy by blocks of rows; with Gr, also dE and dxf.
   double head(const float *P, float *Gr, float scale);
-  bool recompute_ = false, keepLogits_ = false;
+  bool recompute_ = false, keepLogits_ = false, tf32_ = false;
   int64_t headRows_ = 1, headRowsWanted_ = 0;
   std::unique_ptr<Layer> work_;
   FBuf xL_scratch_;

@@ -10,7 +10,7 @@ namespace mmrec::train::detail {
 /// (k×m when transA), B stored k×n (n×k when transB).
 inline void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k,
                bool transA, bool transB, float beta,
-               rt::DeviceKind device = rt::DeviceKind::cpu) {
+               rt::DeviceKind device = rt::DeviceKind::cpu, bool tf32 = false) {
   if (m == 0 || n == 0)
     return;
   rt::GemmDesc d;
@@ -23,6 +23,7 @@ inline void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, i
   d.ldb = transB ? k : n;
   d.ldc = n;
   d.beta = beta;
+  d.tf32 = tf32;
   rt::gemm(d, rt::DType::f32, A, B, rt::DType::f32, C, device);
 }
 

@@ -47,7 +47,7 @@ long double mmrec::train::physicalMemoryBytes() {
 
 void Model::mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k,
                 bool transA, bool transB, float beta) {
-  detail::mm(A, B, C, m, n, k, transA, transB, beta, dev_);
+  detail::mm(A, B, C, m, n, k, transA, transB, beta, dev_, tf32_);
 }
 
 void Model::ensure(int64_t B, int64_t T) {
@@ -65,8 +65,11 @@ void Model::ensure(int64_t B, int64_t T) {
   long double perLayer = (long double)N * (14 * D + 2 + c_.r + 2 * G * M + G + 3 * F) +
                          (long double)B * D + 2.0L * B * nC * D + B * nC * G * M +
                          2.0L * mems + mem;
+  // The head's block of logits: about 4 MiB on the CPU, 512 MiB on the GPU
+  // (fewer, larger products and cross-entropy launches).
+  const int64_t logitBudget = dev_ == DeviceKind::gpu ? int64_t(1) << 27 : int64_t(1) << 20;
   const int64_t headRows = std::max<int64_t>(
-      1, std::min<int64_t>(N, headRowsWanted_ > 0 ? headRowsWanted_ : (int64_t(1) << 20) / c_.V));
+      1, std::min<int64_t>(N, headRowsWanted_ > 0 ? headRowsWanted_ : logitBudget / c_.V));
   const int64_t logitRows = keepLogits_ ? N : headRows;
   long double layerStore = recompute_ ? (long double)c_.L * N * D + perLayer : perLayer * c_.L;
   long double total = layerStore + (long double)N * (22 * D + 3 * F + c_.r + G * M) +
@@ -348,6 +351,7 @@ void Model::backward(const float *P, float *Gr, float scale) {
       d.strideB = dh;
       d.strideC = dh * dh;
       d.beta = 1;
+      d.tf32 = tf32_;
       mmrec::rt::gemm(d, DType::f32, Ly.h.data(), gp_.data(), DType::f32, dWp("W_g"), dev_);
     } else {
       mm(Ly.h.data(), gp_.data(), dWp("W_g"), D, D, N, true, false, 1);

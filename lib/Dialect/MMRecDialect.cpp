@@ -83,6 +83,10 @@ LogicalResult LogSpaceAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 LogicalResult LogSpaceAttr::verifyEncoding(
     ArrayRef<int64_t> shape, Type elementType,
     function_ref<InFlightDiagnostic()> emitError) const {
+  // The parser calls this even when the element type failed to parse (its
+  // error is already reported): never dereference a null type.
+  if (!elementType)
+    return emitError() << "#mmrec.logspace needs a valid element type (f32 or f64)";
   if (!elementType.isF32() && !elementType.isF64())
     return emitError() << "#mmrec.logspace encodes log-space decays, which "
                           "must be f32 or f64, not "

@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <string>
 
 namespace mmrec::train {
@@ -27,6 +28,13 @@ struct Settings {
   double targetLoss = 0; // > 0: stop once the validation loss is below it
   int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
 };
+
+/// Limits far above any real run that keep the trainer's arithmetic
+/// (step × accumulation counters, ranks × tokens per step) inside int64.
+constexpr int64_t kMaxSteps = int64_t(1) << 40;
+constexpr int64_t kMaxGradAccum = int64_t(1) << 20;
+constexpr int64_t kMaxTokensPerStep = int64_t(1) << 40; // batch × seq-len × grad-accum, per rank
+constexpr int64_t kMaxKeep = 1 << 20;
 
 /// Declares every option of mmrec-train on `app`, writing into `s`.
 inline void addSettingsOptions(CLI::App &app, Settings &s) {
@@ -72,14 +80,41 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
   app.add_flag("--eval-only", s.evalOnly, "Print the validation loss of --checkpoint and exit");
 }
 
-/// The checks of the parsed settings that need no model.
+/// The checks of the parsed settings that need no model. CLI11's range
+/// checks let NaN through (every comparison with NaN is false), and sizes
+/// are bounded so that the trainer's products (steps × accumulation, ranks ×
+/// tokens per step for up to 2^16 ranks) stay inside int64.
 inline void validateSettings(const Settings &s) {
   if (s.model.empty() && s.kernels.empty())
     throw CLI::ValidationError("--model", "one of --model or --kernels is required");
+  const std::pair<const char *, double> reals[] = {
+      {"--lr", s.lr},       {"--min-lr", s.minLr}, {"--weight-decay", s.weightDecay},
+      {"--beta1", s.beta1}, {"--beta2", s.beta2},  {"--clip", s.clip},
+      {"--target-loss", s.targetLoss}};
+  for (const auto &[name, v] : reals)
+    if (!std::isfinite(v))
+      throw CLI::ValidationError(name, std::string("must be a finite number, got ") +
+                                           (std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf"));
   if (s.minLr > s.lr)
     throw CLI::ValidationError("--min-lr", "must not exceed --lr");
+  if (s.steps > kMaxSteps)
+    throw CLI::ValidationError("--steps", "must be at most 2^40, got " + std::to_string(s.steps));
   if (s.warmup > s.steps)
     throw CLI::ValidationError("--warmup", "must not exceed --steps");
+  if (s.gradAccum > kMaxGradAccum)
+    throw CLI::ValidationError("--grad-accum", "must be at most 2^20, got " +
+                                                   std::to_string(s.gradAccum));
+  if (s.keep > kMaxKeep)
+    throw CLI::ValidationError("--keep", "must be at most 2^20, got " + std::to_string(s.keep));
+  // Tokens per step and rank; --seq-len itself is checked against the model.
+  if (s.batch >= 1 && s.seqLen >= 1 &&
+      (s.batch > kMaxTokensPerStep / s.seqLen ||
+       s.gradAccum > kMaxTokensPerStep / (s.batch * s.seqLen)))
+    throw CLI::ValidationError("--batch", "--batch × --seq-len × --grad-accum (" +
+                                              std::to_string(s.batch) + " × " +
+                                              std::to_string(s.seqLen) + " × " +
+                                              std::to_string(s.gradAccum) +
+                                              ") must be at most 2^40 tokens per step");
 }
 
 /// The checks against the model's configuration.

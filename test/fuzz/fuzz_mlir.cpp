@@ -3,7 +3,8 @@
 // upstream dialect registered (as the tools do), verified, and, when it
 // verifies, run through the compiler pipeline (mmrec-default,
 // mmrec-fuse-scan-producers, mmrec-scan-adjoint) with the verifier after each
-// pass. Diagnostics are swallowed: an error is an accepted outcome; a crash,
+// pass, and, on a clone, through the mmrec passes of that pipeline alone
+// (without canonicalize/cse first). Diagnostics are swallowed: an error is an accepted outcome; a crash,
 // an abort (assertion, llvm_unreachable, report_fatal_error), a sanitizer
 // report, a hang or an allocation proportional to a declared tensor size
 // (-rss_limit_mb) is a finding.
@@ -69,6 +70,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr, &ctx);
   if (!module)
     return 0;
+  // The mmrec passes alone first (as `mmrec-opt --mmrec-classify-recurrences`
+  // and the lit tests run them), on a clone: canonicalization would fold
+  // away much of what they must cope with.
+  {
+    mlir::OwningOpRef<mlir::ModuleOp> clone = module->clone();
+    mlir::PassManager pm(&ctx);
+    pm.enableVerifier(true);
+    pm.addPass(mlir::mmrec::createMMRecClassifyRecurrences());
+    pm.addPass(mlir::mmrec::createMMRecFuseScanProducers());
+    pm.addPass(mlir::mmrec::createMMRecScanAdjoint());
+    (void)pm.run(*clone);
+  }
   mlir::PassManager pm(&ctx);
   pm.enableVerifier(true);
   mlir::mmrec::buildMMRecCompilerPipeline(pm);

@@ -83,6 +83,10 @@ LogicalResult LogSpaceAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 LogicalResult LogSpaceAttr::verifyEncoding(
     ArrayRef<int64_t> shape, Type elementType,
     function_ref<InFlightDiagnostic()> emitError) const {
+  // The parser calls this even when the element type failed to parse (its
+  // error is already reported): never dereference a null type.
+  if (!elementType)
+    return emitError() << "#mmrec.logspace needs a valid element type (f32 or f64)";
   if (!elementType.isF32() && !elementType.isF64())
     return emitError() << "#mmrec.logspace encodes log-space decays, which "
                           "must be f32 or f64, not "
@@ -134,6 +138,19 @@ LogicalResult ConfigAttr::verify(
                        << ") must satisfy min < max <= 0";
   if (!(eps.convertToDouble() > 0.0))
     return emitError() << "#mmrec.config: field 'norm_eps' must be positive";
+  // Absurd sizes are refused before anything is sized from them (as the
+  // trainer's manifest reader does): with at most 10^13 parameters the
+  // int64 arithmetic of getParamCount() and of the passes cannot overflow.
+  long double D = hidden, F = ffn, r = decayRank, M = memorySize, Nm = memories;
+  long double params = (long double)layers * (6 * D * D + 2 * D * r + 4 * D + M * D +
+                                              Nm * M + 3 * Nm + 3 * D * F) +
+                       (long double)vocab * D + D;
+  if (params > 1e13L) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.3Lg", params);
+    return emitError() << "#mmrec.config: the sizes imply about " << buf
+                       << " parameters; at most 10^13 are accepted";
+  }
   if (!tie)
     return emitError() << "#mmrec.config: field 'tie_embeddings' must be true "
                           "(MMREC_SPEC ties the LM head to the embedding)";

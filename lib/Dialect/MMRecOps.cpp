@@ -12,6 +12,7 @@
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/OpImplementation.h"
 #include "mlir/IR/TypeUtilities.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <cmath>
 
@@ -89,9 +90,20 @@ LogicalResult expectClampBounds(Operation *op, double min, double max) {
                            << "]";
 }
 
-/// ⌈T / C⌉, dynamic when T is.
+/// ⌈T / C⌉, dynamic when T is (no overflow for T near INT64_MAX).
 int64_t numChunks(int64_t t, int64_t chunk) {
-  return isDyn(t) ? ShapedType::kDynamic : (t + chunk - 1) / chunk;
+  return isDyn(t) ? ShapedType::kDynamic : t / chunk + (t % chunk != 0);
+}
+
+/// a × b of two dimensions, dynamic when either is; an error naming `what`
+/// when the product does not fit int64 (no tensor can have it).
+FailureOr<int64_t> dimProduct(Operation *op, StringRef what, int64_t a, int64_t b) {
+  if (isDyn(a) || isDyn(b))
+    return ShapedType::kDynamic;
+  int64_t p;
+  if (llvm::MulOverflow(a, b, p))
+    return op->emitOpError() << what << " (" << a << " x " << b << ") overflows int64";
+  return p;
 }
 
 /// Checks that all of `types` have exactly `shape` (up to dynamic dims).
@@ -221,7 +233,10 @@ LogicalResult BlockDiagMatmulOp::verify() {
     return emitOpError() << "rhs blocks must be square, got "
                          << rhs.getDimSize(1) << "x" << rhs.getDimSize(2);
   int64_t h = rhs.getDimSize(0), dh = rhs.getDimSize(1);
-  int64_t d = (isDyn(h) || isDyn(dh)) ? ShapedType::kDynamic : h * dh;
+  FailureOr<int64_t> hd = dimProduct(*this, "heads x head_dim", h, dh);
+  if (failed(hd))
+    return failure();
+  int64_t d = *hd;
   if (!compatible(lhs.getShape().back(), d))
     return emitOpError() << "lhs's last dimension (" << dimStr(lhs.getShape().back())
                          << ") must equal heads x head_dim (" << dimStr(d) << ")";
@@ -433,7 +448,10 @@ LogicalResult verifyGatedOperands(Operation *op, Value z, Value logDecay, Value 
     int64_t h = wt.getDimSize(0), dh = wt.getDimSize(1);
     if (!compatible(wt.getDimSize(2), dh))
       return op->emitOpError() << "gate blocks must be square (H, dh, dh), got " << wt;
-    if (!isDyn(h) && !isDyn(dh) && !isDyn(d) && h * dh != d)
+    FailureOr<int64_t> hd = dimProduct(op, "gate blocks x block size", h, dh);
+    if (failed(hd))
+      return failure();
+    if (!isDyn(*hd) && !isDyn(d) && *hd != d)
       return op->emitOpError() << "gate has " << h << " blocks of " << dh
                                << " channels, which must cover z's " << d << " channels";
   } else {
@@ -542,7 +560,10 @@ static LogicalResult verifySlots(Operation *op, Type slotsType, int64_t d,
     return failure();
   auto s = llvm::cast<RankedTensorType>(slotsType);
   nm = s.getDimSize(0), m = s.getDimSize(1), dm = s.getDimSize(2);
-  int64_t prod = (isDyn(nm) || isDyn(dm)) ? ShapedType::kDynamic : nm * dm;
+  FailureOr<int64_t> nmdm = dimProduct(op, "slots num_memories x mem_dim", nm, dm);
+  if (failed(nmdm))
+    return failure();
+  int64_t prod = *nmdm;
   if (!compatible(prod, d))
     return op->emitOpError() << "slots (" << s << ") must split the " << dimStr(d)
                              << " channels into num_memories x mem_dim, got "

@@ -38,8 +38,7 @@ using namespace mlir::mmrec;
 
 LogicalResult mlir::mmrec::runCompilerPipeline(ModuleOp module) {
   PassManager pm(module.getContext());
-  if (failed(parsePassPipeline("mmrec-default,mmrec-fuse-scan-producers,mmrec-scan-adjoint", pm, llvm::errs())))
-    return failure();
+  buildMMRecCompilerPipeline(pm);
   return pm.run(module);
 }
 

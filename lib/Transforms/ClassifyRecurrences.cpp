@@ -203,8 +203,18 @@ struct ClassifyRecurrencesPass
       operands.push_back(*l);
     }
     SmallVector<Type> types;
-    for (Type t : def->getResultTypes())
+    for (Type t : def->getResultTypes()) {
+      // Only a tensor with a leading batch axis gains a sequence axis.
+      auto rt = llvm::dyn_cast<RankedTensorType>(t);
+      if (!rt || rt.getRank() < 1) {
+        std::string ts;
+        llvm::raw_string_ostream(ts) << t;
+        why = "'" + def->getName().getStringRef().str() + "' produces " + ts +
+              ", which cannot be lifted to the sequence";
+        return failure();
+      }
       types.push_back(withSeqAxis(t, steps));
+    }
     OperationState st(def->getLoc(), def->getName(), operands, types, def->getAttrs());
     Operation *clone = b.create(st);
     for (auto [r, c] : llvm::zip(def->getResults(), clone->getResults()))

@@ -296,3 +296,28 @@ func.func @kernel_attr(%x: tensor<4xf32>) {
   %y = mmrec.sigmoid %x {mmrec.kernel = "k"} : tensor<4xf32>
   return
 }
+
+// -----
+
+// Sizes whose parameter count would overflow int64 (getParamCount) are
+// refused in the verifier, as the trainer's manifest reader does.
+// expected-error @+1 {{#mmrec.config: the sizes imply about 1.28e+38 parameters; at most 10^13 are accepted}}
+module attributes {mmrec.config = #mmrec.config<name = "m", vocab_size = 256, hidden_dim = 4611686018427387904, num_layers = 1, num_heads = 4, num_memories = 2, memory_size = 32, ffn_dim = 384, chunk_size = 16, max_seq_len = 256, decay_rank = 16, gate = dense, decay_init = 0.99, log_clamp_min = -50.0, log_clamp_max = 0.0, norm_eps = 1.0e-6, tie_embeddings = true>} {}
+
+// -----
+
+// T near INT64_MAX: ⌈T / chunk⌉ without overflow (UBSan found T + chunk - 1).
+func.func @chunk_huge_t(%x: tensor<2x9223372036854775806x4xf32>) {
+  // expected-error @+1 {{'mmrec.chunk_mean' op result dimension 1 (3) must be 576460752303423488 (batch, ceil(T / chunk), channels)}}
+  %y = mmrec.chunk_mean %x {chunk = 16 : i64} : tensor<2x9223372036854775806x4xf32> -> tensor<2x3x4xf32>
+  return
+}
+
+// -----
+
+#ls = #mmrec.logspace<min = -50.0, max = 0.0>
+func.func @write_slots_overflow(%k: tensor<1x8x4xf32>, %S: tensor<4294967296x4x4294967296xf32>, %mu: tensor<4294967296x4xf32>) {
+  // expected-error @+1 {{'mmrec.mdi_write' op slots num_memories x mem_dim (4294967296 x 4294967296) overflows int64}}
+  %lb, %u = mmrec.mdi_write %k, %k, %S, %mu {chunk = 4 : i64} : tensor<1x8x4xf32>, tensor<1x8x4xf32>, tensor<4294967296x4x4294967296xf32>, tensor<4294967296x4xf32> -> tensor<1x2x2x4xf32, #ls>, tensor<1x2x2x4x2xf32>
+  return
+}

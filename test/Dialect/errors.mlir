@@ -283,3 +283,11 @@ func.func @ce_targets(%l: tensor<2x3x8xf32>, %t: tensor<2x4xi32>) {
   %x = mmrec.cross_entropy %l, %t : tensor<2x3x8xf32>, tensor<2x4xi32> -> tensor<f32>
   return
 }
+
+// -----
+
+func.func @block_diag_overflow(%a: tensor<3x4xf32>, %w: tensor<4294967296x4294967296x4294967296xf32>) {
+  // expected-error @+1 {{'mmrec.block_diag_matmul' op heads x head_dim (4294967296 x 4294967296) overflows int64}}
+  %y = mmrec.block_diag_matmul %a, %w : tensor<3x4xf32>, tensor<4294967296x4294967296x4294967296xf32> -> tensor<3x4xf32>
+  return
+}

@@ -146,3 +146,26 @@ func.func @square(%x: tensor<?x?x8xf32>, %h0: tensor<?x8xf32>) -> tensor<?x?x8xf
   }
   return %hs : tensor<?x?x8xf32>
 }
+
+// -----
+
+// Found while fuzzing (by review): a scalar defined in the step (the select's condition)
+// was given a sequence axis as if it were a tensor (a crash); it stays
+// sequential with a remark.
+#ls = #mmrec.logspace<min = -50.0, max = 0.0>
+// CHECK-LABEL: func.func @lift_scalar(
+// CHECK:       mmrec.recurrence
+func.func @lift_scalar(%l: tensor<?x?x8xf32, #ls>, %x: tensor<?x?x8xf32>, %h0: tensor<?x8xf32>) -> tensor<?x?x8xf32> {
+  // expected-remark @+1 {{sequential recurrence: 'arith.constant' produces i1, which cannot be lifted to the sequence}}
+  %hs, %hT = mmrec.recurrence ins(%l, %x : tensor<?x?x8xf32, #ls>, tensor<?x?x8xf32>) init(%h0 : tensor<?x8xf32>)
+      -> (tensor<?x?x8xf32>), (tensor<?x8xf32>) {
+  ^bb0(%lt: tensor<?x8xf32, #ls>, %xt: tensor<?x8xf32>, %h: tensor<?x8xf32>):
+    %g = mmrec.exp_decay %lt : tensor<?x8xf32, #ls> -> tensor<?x8xf32>
+    %gh = arith.mulf %g, %h : tensor<?x8xf32>
+    %c = arith.constant true
+    %in = arith.select %c, %xt, %xt : tensor<?x8xf32>
+    %hn = arith.addf %gh, %in : tensor<?x8xf32>
+    mmrec.yield %hn : tensor<?x8xf32>
+  }
+  return %hs : tensor<?x?x8xf32>
+}

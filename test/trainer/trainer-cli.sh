@@ -47,6 +47,12 @@ expect_fail "--eval-only needs --checkpoint" "$BIN/mmrec-train" --data "$WORK/da
 printf 'clip = -1\n' > "$WORK/bad.ini"
 expect_fail "--clip" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --config "$WORK/bad.ini"
 expect_fail "training manifest" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data"
+# Fuzz findings (test/fuzz/regressions/config/): NaN passed CLI11's range
+# checks; sizes whose products overflow are refused up front.
+expect_fail "--lr: must be a finite number, got nan" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data" --lr nan
+printf 'clip = nan\n' > "$WORK/nan.ini"
+expect_fail "--clip: must be a finite number" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data" --config "$WORK/nan.ini"
+expect_fail "must be at most 2^40 tokens per step" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data" --batch 4611686018427387904
 
 # The uninterrupted run, and the same run interrupted after 4 steps and resumed.
 "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 8 --out "$WORK/a" > "$WORK/a.log"

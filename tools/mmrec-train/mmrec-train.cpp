@@ -27,7 +27,7 @@
 #include "mmrec/dist.h"
 #include "mmrec/train_io.h"
 
-#include <CLI/CLI.hpp>
+#include "TrainSettings.h"
 
 #include <chrono>
 #include <cmath>
@@ -43,17 +43,6 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct Settings {
-  std::string model, kernels, data, out, checkpoint, device = "auto";
-  int64_t steps = 600, batch = 16, seqLen = 128, warmup = 50, gradAccum = 1;
-  double lr = 3e-3, minLr = 3e-4, weightDecay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
-  int64_t evalInterval = 100, evalTokens = 1 << 16, ckptInterval = 200, keep = 3, logInterval = 1;
-  uint64_t seed = 1;
-  bool resume = false, evalOnly = false, recompute = false, tf32 = false;
-  double targetLoss = 0; // > 0: stop once the validation loss is below it
-  int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
-};
 
 json toJson(const Settings &s) {
   return {{"model", s.model},     {"steps", s.steps},     {"batch", s.batch},
@@ -150,13 +139,10 @@ double evaluate(Model &model, const float *params, const TokenShard &val, int64_
 int run(Settings s, mmrec::dist::Comm &comm) {
   const int R = comm.rank(), W = comm.size();
   const bool lead = R == 0;
-  if (s.model.empty() && s.kernels.empty())
-    throw CLI::ValidationError("--model", "one of --model or --kernels is required");
+  validateSettings(s);
   if (s.out.empty())
     s.out = "runs/" + (s.model.empty() ? fs::path(s.kernels).stem().stem().string()
                                        : fs::path(s.model).stem().string());
-  if (s.device != "auto" && s.device != "cpu" && s.device != "gpu")
-    throw CLI::ValidationError("--device", "must be auto, cpu or gpu, got '" + s.device + "'");
   const bool gpu = s.device == "gpu" || (s.device == "auto" && mmrec::rt::gpuAvailable());
   if (gpu && !mmrec::rt::gpuAvailable())
     throw CLI::ValidationError("--device", "gpu: no usable CUDA device here");
@@ -171,14 +157,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   const auto dev = gpu ? mmrec::rt::DeviceKind::gpu : mmrec::rt::DeviceKind::cpu;
   KernelLibrary lib(manifest, dev);
   const ModelConfig &c = lib.config();
-  if (s.seqLen < 2 || s.seqLen > c.Tmax)
-    throw CLI::ValidationError("--seq-len", "must be in [2, " + std::to_string(c.Tmax) +
-                                                "] (max_seq_len of " + c.name + "), got " +
-                                                std::to_string(s.seqLen));
-  if (s.minLr > s.lr)
-    throw CLI::ValidationError("--min-lr", "must not exceed --lr");
-  if (s.warmup > s.steps)
-    throw CLI::ValidationError("--warmup", "must not exceed --steps");
+  validateSettingsForModel(s, c.Tmax, c.name);
   ParamLayout layout(c);
   Model model(lib, layout);
   model.setRecompute(s.recompute);
@@ -405,49 +384,8 @@ int run(Settings s, mmrec::dist::Comm &comm) {
 
 int main(int argc, char **argv) {
   CLI::App app{"mmrec-train: train the MM-Rec model from the kernels mmrec-compile generates"};
-  app.set_config("--config", "", "Read settings from an INI/TOML file (keys are the long options)");
   Settings s;
-  app.add_option("--model", s.model, "Model file (.mlir); compiled with mmrec-compile");
-  app.add_option("--kernels", s.kernels, "A training manifest (NAME.train.json) instead of --model");
-  app.add_option("--device", s.device, "auto (the GPU when there is one), cpu or gpu");
-  app.add_option("--data", s.data, "Directory with train.bin and val.bin (mmrec-data)")->required();
-  app.add_option("--out", s.out, "Run directory (default runs/<model>)");
-  app.add_option("--steps", s.steps, "Optimizer steps")->check(CLI::PositiveNumber);
-  app.add_option("--batch", s.batch, "Sequences per micro-batch")->check(CLI::PositiveNumber);
-  app.add_option("--seq-len", s.seqLen, "Tokens per sequence (≤ max_seq_len)");
-  app.add_option("--grad-accum", s.gradAccum, "Micro-batches per step")->check(CLI::PositiveNumber);
-  app.add_option("--lr", s.lr, "Peak learning rate")->check(CLI::Range(0.0, 10.0));
-  app.add_option("--min-lr", s.minLr, "Final learning rate of the cosine decay")
-      ->check(CLI::Range(0.0, 10.0));
-  app.add_option("--warmup", s.warmup, "Linear warmup steps")->check(CLI::NonNegativeNumber);
-  app.add_option("--weight-decay", s.weightDecay, "AdamW weight decay (matrices, S)")
-      ->check(CLI::Range(0.0, 1.0));
-  app.add_option("--beta1", s.beta1, "AdamW β1")->check(CLI::Range(0.0, 0.999999));
-  app.add_option("--beta2", s.beta2, "AdamW β2")->check(CLI::Range(0.0, 0.999999));
-  app.add_option("--clip", s.clip, "Global gradient-norm clip (0: off)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--eval-interval", s.evalInterval, "Steps between validations")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--eval-tokens", s.evalTokens, "Validation tokens per evaluation")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--ckpt-interval", s.ckptInterval, "Steps between checkpoints")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--keep", s.keep, "Checkpoints to keep")->check(CLI::PositiveNumber);
-  app.add_option("--log-interval", s.logInterval, "Steps between log lines")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--seed", s.seed, "Seed of the initialization and the data order");
-  app.add_option("--target-loss", s.targetLoss,
-                 "Stop once the validation loss falls below this (0: run all steps)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--stop-after", s.stopAfter,
-                 "Stop after this many steps of this run, as if interrupted (0: never)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_flag("--tf32", s.tf32, "GPU: matrix products in TF32 on the tensor cores");
-  app.add_flag("--recompute", s.recompute,
-               "Keep only each layer's input and recompute its activations in backward");
-  app.add_flag("--resume", s.resume, "Continue from the newest checkpoint under OUT/checkpoints");
-  app.add_option("--checkpoint", s.checkpoint, "A checkpoint to evaluate or to resume from");
-  app.add_flag("--eval-only", s.evalOnly, "Print the validation loss of --checkpoint and exit");
+  addSettingsOptions(app, s);
   CLI11_PARSE(app, argc, argv);
   mmrec::dist::Comm &comm = mmrec::dist::Comm::world();
   const bool many = comm.size() > 1;

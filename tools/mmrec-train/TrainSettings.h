@@ -1,0 +1,134 @@
+//===- TrainSettings.h - mmrec-train's settings and their checks -*- C++ -*-===//
+//
+// The options of mmrec-train (command line or --config FILE, INI/TOML) and
+// the checks that need no model: what the tool's main and the fuzz target
+// test/fuzz/fuzz_config.cpp share. A bad setting throws
+// CLI::ValidationError naming the option.
+//
+//===----------------------------------------------------------------------===//
+#ifndef MMREC_TOOLS_TRAIN_SETTINGS_H
+#define MMREC_TOOLS_TRAIN_SETTINGS_H
+
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <utility>
+#include <string>
+
+namespace mmrec::train {
+
+struct Settings {
+  std::string model, kernels, data, out, checkpoint, device = "auto";
+  int64_t steps = 600, batch = 16, seqLen = 128, warmup = 50, gradAccum = 1;
+  double lr = 3e-3, minLr = 3e-4, weightDecay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
+  int64_t evalInterval = 100, evalTokens = 1 << 16, ckptInterval = 200, keep = 3, logInterval = 1;
+  uint64_t seed = 1;
+  bool resume = false, evalOnly = false, recompute = false, tf32 = false;
+  double targetLoss = 0; // > 0: stop once the validation loss is below it
+  int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
+};
+
+/// Limits far above any real run that keep the trainer's arithmetic
+/// (step × accumulation counters, ranks × tokens per step) inside int64.
+constexpr int64_t kMaxSteps = int64_t(1) << 40;
+constexpr int64_t kMaxGradAccum = int64_t(1) << 20;
+constexpr int64_t kMaxTokensPerStep = int64_t(1) << 40; // batch × seq-len × grad-accum, per rank
+constexpr int64_t kMaxKeep = 1 << 20;
+
+/// Declares every option of mmrec-train on `app`, writing into `s`.
+inline void addSettingsOptions(CLI::App &app, Settings &s) {
+  app.set_config("--config", "", "Read settings from an INI/TOML file (keys are the long options)");
+  app.add_option("--model", s.model, "Model file (.mlir); compiled with mmrec-compile");
+  app.add_option("--kernels", s.kernels, "A training manifest (NAME.train.json) instead of --model");
+  app.add_option("--device", s.device, "auto (the GPU when there is one), cpu or gpu");
+  app.add_option("--data", s.data, "Directory with train.bin and val.bin (mmrec-data)")->required();
+  app.add_option("--out", s.out, "Run directory (default runs/<model>)");
+  app.add_option("--steps", s.steps, "Optimizer steps")->check(CLI::PositiveNumber);
+  app.add_option("--batch", s.batch, "Sequences per micro-batch")->check(CLI::PositiveNumber);
+  app.add_option("--seq-len", s.seqLen, "Tokens per sequence (≤ max_seq_len)");
+  app.add_option("--grad-accum", s.gradAccum, "Micro-batches per step")->check(CLI::PositiveNumber);
+  app.add_option("--lr", s.lr, "Peak learning rate")->check(CLI::Range(0.0, 10.0));
+  app.add_option("--min-lr", s.minLr, "Final learning rate of the cosine decay")
+      ->check(CLI::Range(0.0, 10.0));
+  app.add_option("--warmup", s.warmup, "Linear warmup steps")->check(CLI::NonNegativeNumber);
+  app.add_option("--weight-decay", s.weightDecay, "AdamW weight decay (matrices, S)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--beta1", s.beta1, "AdamW β1")->check(CLI::Range(0.0, 0.999999));
+  app.add_option("--beta2", s.beta2, "AdamW β2")->check(CLI::Range(0.0, 0.999999));
+  app.add_option("--clip", s.clip, "Global gradient-norm clip (0: off)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--eval-interval", s.evalInterval, "Steps between validations")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--eval-tokens", s.evalTokens, "Validation tokens per evaluation")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--ckpt-interval", s.ckptInterval, "Steps between checkpoints")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--keep", s.keep, "Checkpoints to keep")->check(CLI::PositiveNumber);
+  app.add_option("--log-interval", s.logInterval, "Steps between log lines")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--seed", s.seed, "Seed of the initialization and the data order");
+  app.add_option("--target-loss", s.targetLoss,
+                 "Stop once the validation loss falls below this (0: run all steps)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--stop-after", s.stopAfter,
+                 "Stop after this many steps of this run, as if interrupted (0: never)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--tf32", s.tf32, "GPU: matrix products in TF32 on the tensor cores");
+  app.add_flag("--recompute", s.recompute,
+               "Keep only each layer's input and recompute its activations in backward");
+  app.add_flag("--resume", s.resume, "Continue from the newest checkpoint under OUT/checkpoints");
+  app.add_option("--checkpoint", s.checkpoint, "A checkpoint to evaluate or to resume from");
+  app.add_flag("--eval-only", s.evalOnly, "Print the validation loss of --checkpoint and exit");
+}
+
+/// The checks of the parsed settings that need no model. CLI11's range
+/// checks let NaN through (every comparison with NaN is false), and sizes
+/// are bounded so that the trainer's products (steps × accumulation, ranks ×
+/// tokens per step for up to 2^16 ranks) stay inside int64.
+inline void validateSettings(const Settings &s) {
+  if (s.model.empty() && s.kernels.empty())
+    throw CLI::ValidationError("--model", "one of --model or --kernels is required");
+  const std::pair<const char *, double> reals[] = {
+      {"--lr", s.lr},       {"--min-lr", s.minLr}, {"--weight-decay", s.weightDecay},
+      {"--beta1", s.beta1}, {"--beta2", s.beta2},  {"--clip", s.clip},
+      {"--target-loss", s.targetLoss}};
+  for (const auto &[name, v] : reals)
+    if (!std::isfinite(v))
+      throw CLI::ValidationError(name, std::string("must be a finite number, got ") +
+                                           (std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf"));
+  if (s.device != "auto" && s.device != "cpu" && s.device != "gpu")
+    throw CLI::ValidationError("--device", "must be auto, cpu or gpu, got '" + s.device + "'");
+  if (s.minLr > s.lr)
+    throw CLI::ValidationError("--min-lr", "must not exceed --lr");
+  if (s.steps > kMaxSteps)
+    throw CLI::ValidationError("--steps", "must be at most 2^40, got " + std::to_string(s.steps));
+  if (s.warmup > s.steps)
+    throw CLI::ValidationError("--warmup", "must not exceed --steps");
+  if (s.gradAccum > kMaxGradAccum)
+    throw CLI::ValidationError("--grad-accum", "must be at most 2^20, got " +
+                                                   std::to_string(s.gradAccum));
+  if (s.keep > kMaxKeep)
+    throw CLI::ValidationError("--keep", "must be at most 2^20, got " + std::to_string(s.keep));
+  // Tokens per step and rank; --seq-len itself is checked against the model.
+  if (s.batch >= 1 && s.seqLen >= 1 &&
+      (s.batch > kMaxTokensPerStep / s.seqLen ||
+       s.gradAccum > kMaxTokensPerStep / (s.batch * s.seqLen)))
+    throw CLI::ValidationError("--batch", "--batch × --seq-len × --grad-accum (" +
+                                              std::to_string(s.batch) + " × " +
+                                              std::to_string(s.seqLen) + " × " +
+                                              std::to_string(s.gradAccum) +
+                                              ") must be at most 2^40 tokens per step");
+}
+
+/// The checks against the model's configuration.
+inline void validateSettingsForModel(const Settings &s, int64_t Tmax, const std::string &model) {
+  if (s.seqLen < 2 || s.seqLen > Tmax)
+    throw CLI::ValidationError("--seq-len", "must be in [2, " + std::to_string(Tmax) +
+                                                "] (max_seq_len of " + model + "), got " +
+                                                std::to_string(s.seqLen));
+}
+
+} // namespace mmrec::train
+
+#endif

@@ -178,6 +178,12 @@ struct K {
     });
   }
   void barrier() { gpu::BarrierOp::create(b); }
+  /// GPU: the sum of `v` over the 32 lanes of the warp (xor shuffles).
+  Value warpSum(Value v) {
+    for (int32_t off = 16; off >= 1; off /= 2)
+      v = add(v, gpu::ShuffleOp::create(b, v, off, 32, gpu::ShuffleMode::XOR).getShuffleResult());
+    return v;
+  }
   /// `par` over the index space dims[0] × dims[1] × …; body gets one index
   /// per dimension (the last varies fastest).
   template <class F> void par(std::initializer_list<Value> dims, F body) {
@@ -493,17 +499,32 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       });
     });
   });
+  // dS[g, s, j] += Σ_tokens dl[token, g, s]·x[token, g, j] (dl: the slot
+  // logits' gradient, already scaled by 1/√d): one sum over the tokens per
+  // (group, slot, channel), no atomics.
+  auto slotGradS = [=](K &k, Args &a, Value dl, Value x, Value N) {
+    k.par({k.idx(G), k.idx(M), k.idx(d)}, [&](ArrayRef<Value> i) {
+      Value g = i[0], s = i[1], j = i[2];
+      Value acc = k.sum(k.idx(0), N, [&](Value n) {
+        Value li = k.addi(k.muli(k.addi(k.muli(n, k.idx(G)), g), k.idx(M)), s);
+        Value xi = k.addi(k.addi(k.muli(n, k.idx(D)), k.muli(g, k.idx(d))), j);
+        return k.mul(k.ld(dl, li), k.ld(x, xi));
+      });
+      k.addTo(a["dS"], k.addi(k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d)), j), acc);
+    });
+  };
   // Backward: dlb' = dlb − β·Σ_j dwu_j U_j; where the clamp is inactive
   // dn = dlb'·logσ(μ) and dμ += dlb'·n·σ(−μ); dU = (1 − β)·dwu, dP = dU/max(n, ε),
   // dn −= Σ_j dU_j P_j/n² where n > ε; dw_t = dn + dP·v_t, dv_t += w_t·dP; then
   // through the softmax: dlogit = w(dw − Σ w dw), dk += Σ_s dlogit S_s/√d,
   // dS_s += dlogit·k/√d.
-  add("mdi_write_bwd", {"k", "v", "S", "mu", "w", "dlb", "dwu", "dk", "dv", "dS", "dmu", "dw"},
+  add("mdi_write_bwd",
+      {"k", "v", "S", "mu", "w", "dlb", "dwu", "dk", "dv", "dS", "dmu", "dw", "dP", "dl"},
       {"B", "T"}, [=](K &k, Args &a) {
-        Value T = a["T"], nC = numChunks(k, T);
+        Value T = a["T"], nC = numChunks(k, T), dl = a["dl"];
         k.par({a["B"], nC, k.idx(G), k.idx(M)}, [&](ArrayRef<Value> i) {
           Value bi = i[0], ch = i[1], g = i[2], s = i[3];
-          Value P = k.buf(d), dP = k.buf(d);
+          Value P = k.buf(d);
           Value t0 = k.muli(ch, k.idx(C)), t1 = chunkEnd(k, T, ch);
           Value n = chunkStats(k, a, bi, T, t0, t1, g, s, P);
           Value slot = slotOf(k, bi, nC, ch, g, s);
@@ -524,9 +545,10 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           Value dlbIn = k.mul(dlb, k.mask(in));
           k.accum(a["dmu"], k.addi(k.muli(g, k.idx(M)), s),
                   k.mul(k.mul(dlbIn, n), k.sigmoid(k.neg(muV))));
+          // dP (kept for dv below) and Σ_j dU_j P_j.
           Value dUP = k.sum(d, [&](Value j) {
             Value dU = k.mul(omb, k.ld(a["dwu"], k.addi(wuBase, j)));
-            k.st(k.mul(dU, inv), dP, j);
+            k.st(k.mul(dU, inv), a["dP"], k.addi(wuBase, j));
             return k.mul(dU, k.ld(P, j));
           });
           Value big = k.mask(k.cmpf(arith::CmpFPredicate::OGT, n, k.cst(1e-6)));
@@ -535,15 +557,24 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
             Value row = k.addi(k.muli(bi, T), t);
             Value wi = k.addi(k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)), s);
             Value vb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-            Value wv = k.ld(a["w"], wi);
             Value dPv = k.sum(d, [&](Value j) {
-              Value vi = k.addi(vb, j);
-              k.accum(a["dv"], vi, k.mul(wv, k.ld(dP, j)));
-              return k.mul(k.ld(dP, j), k.ld(a["v"], vi));
+              return k.mul(k.ld(a["dP"], k.addi(wuBase, j)), k.ld(a["v"], k.addi(vb, j)));
             });
             k.st(k.add(dn, dPv), a["dw"], wi);
           });
         });
+        // dv_t += Σ_s w_t,s·dP[c(t), s] (every slot of the token's chunk).
+        k.par({a["B"], T, k.idx(G), k.idx(d)}, [&](ArrayRef<Value> i) {
+          Value bi = i[0], t = i[1], g = i[2], j = i[3];
+          Value row = k.addi(k.muli(bi, T), t), ch = k.divui(t, k.idx(C));
+          Value wb = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
+          Value acc = k.sum(M, [&](Value s) {
+            Value pi = k.addi(k.muli(slotOf(k, bi, nC, ch, g, s), k.idx(d)), j);
+            return k.mul(k.ld(a["w"], k.addi(wb, s)), k.ld(a["dP"], pi));
+          });
+          k.addTo(a["dv"], k.addi(k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d))), j), acc);
+        });
+        // Through the softmax: dl = w(dw − Σ w dw)/√d (kept), dk += Σ_s dl_s S_s.
         k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
           Value row = k.addi(k.muli(i[0], T), i[1]), g = i[2];
           Value wb = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
@@ -553,15 +584,18 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           });
           k.loop(M, [&](Value s) {
             Value wi = k.addi(wb, s);
-            Value dl =
-                k.mul(k.mul(k.ld(a["w"], wi), k.sub(k.ld(a["dw"], wi), wdw)), k.cst(invSqrtD));
-            Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
-            k.loop(d, [&](Value j) {
-              k.addTo(a["dk"], k.addi(kb, j), k.mul(dl, k.ld(a["S"], k.addi(sb, j))));
-              k.accum(a["dS"], k.addi(sb, j), k.mul(dl, k.ld(a["k"], k.addi(kb, j))));
+            k.st(k.mul(k.mul(k.ld(a["w"], wi), k.sub(k.ld(a["dw"], wi), wdw)), k.cst(invSqrtD)),
+                 dl, wi);
+          });
+          k.loop(d, [&](Value j) {
+            Value acc = k.sum(M, [&](Value s) {
+              Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
+              return k.mul(k.ld(dl, k.addi(wb, s)), k.ld(a["S"], k.addi(sb, j)));
             });
+            k.addTo(a["dk"], k.addi(kb, j), acc);
           });
         });
+        slotGradS(k, a, dl, a["k"], k.muli(a["B"], T));
       });
 
   // --- Level 2, the read. a_t = softmax_s(q_t·S_s/√d) (kept, (B,T,G,M));
@@ -599,15 +633,16 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       });
     });
   });
-  add("mdi_read_bwd", {"q", "S", "mems", "mem0", "a", "dy2", "dq", "dS", "dmems", "dmem0"},
+  // Backward of the read: per token and group, da_s = dy·Mem[s] and the
+  // logits' gradient dl = a(da − Σ a da)/√d (kept in `dl`, (B,T,G,M));
+  // dq += Σ_s dl_s S_s. Then the memory states' gradients as sums over the
+  // tokens that read them (dmems[c] from chunk c + 1, dmem0 from chunk 0),
+  // and dS from `dl`.
+  add("mdi_read_bwd", {"q", "S", "mems", "mem0", "a", "dy2", "dq", "dS", "dmems", "dmem0", "dl"},
       {"B", "T"}, [=](K &k, Args &a) {
-        Value T = a["T"], nC = numChunks(k, T);
-        k.par(k.muli(k.muli(a["B"], nC), k.idx(G * M * d)),
-              [&](Value i) { k.st(k.cst(0.0), a["dmems"], i); });
-        k.par(k.muli(a["B"], k.idx(G * M * d)), [&](Value i) { k.st(k.cst(0.0), a["dmem0"], i); });
+        Value T = a["T"], nC = numChunks(k, T), dl = a["dl"];
         k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
           Value bi = i[0], t = i[1], g = i[2];
-          Value da = k.buf(M);
           Value row = k.addi(k.muli(bi, T), t);
           Value cT = k.divui(t, k.idx(C));
           Value qb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
@@ -615,31 +650,55 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           Value ada = k.sum(M, [&](Value s) {
             Value fromInit;
             auto [im, ii] = memRow(k, bi, nC, cT, g, s, fromInit);
-            Value as = k.ld(a["a"], k.addi(ab, s));
             Value das = k.sum(d, [&](Value j) {
-              Value dy = k.ld(a["dy2"], k.addi(qb, j));
               Value m = k.select(fromInit, k.ld(a["mem0"], k.addi(ii, j)),
                                  k.ld(a["mems"], k.addi(im, j)));
-              Value g0 = k.mul(as, dy);
-              k.ifThen(fromInit, [&] { k.accum(a["dmem0"], k.addi(ii, j), g0); });
-              k.ifThen(
-                  arith::XOrIOp::create(k.b, fromInit, arith::ConstantIntOp::create(k.b, 1, 1)),
-                  [&] { k.accum(a["dmems"], k.addi(im, j), g0); });
-              return k.mul(dy, m);
+              return k.mul(k.ld(a["dy2"], k.addi(qb, j)), m);
             });
-            k.st(das, da, s);
-            return k.mul(as, das);
+            k.st(das, dl, k.addi(ab, s));
+            return k.mul(k.ld(a["a"], k.addi(ab, s)), das);
           });
           k.loop(M, [&](Value s) {
-            Value dl = k.mul(k.mul(k.ld(a["a"], k.addi(ab, s)), k.sub(k.ld(da, s), ada)),
-                             k.cst(invSqrtD));
-            Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
-            k.loop(d, [&](Value j) {
-              k.addTo(a["dq"], k.addi(qb, j), k.mul(dl, k.ld(a["S"], k.addi(sb, j))));
-              k.accum(a["dS"], k.addi(sb, j), k.mul(dl, k.ld(a["q"], k.addi(qb, j))));
+            Value li = k.addi(ab, s);
+            k.st(k.mul(k.mul(k.ld(a["a"], li), k.sub(k.ld(dl, li), ada)), k.cst(invSqrtD)), dl, li);
+          });
+          k.loop(d, [&](Value j) {
+            Value acc = k.sum(M, [&](Value s) {
+              Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
+              return k.mul(k.ld(dl, k.addi(ab, s)), k.ld(a["S"], k.addi(sb, j)));
             });
+            k.addTo(a["dq"], k.addi(qb, j), acc);
           });
         });
+        // The gradient of the memory state read by the tokens of chunk
+        // `reader`: Σ_t a[t, s]·dy[t, j].
+        auto stateGrad = [&](Value bi, Value reader, Value g, Value s, Value j) {
+          Value t0 = k.muli(reader, k.idx(C)), t1 = chunkEnd(k, T, reader);
+          return k.sum(t0, t1, [&](Value t) {
+            Value row = k.addi(k.muli(bi, T), t);
+            Value ai = k.addi(k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)), s);
+            Value yi = k.addi(k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d))), j);
+            return k.mul(k.ld(a["a"], ai), k.ld(a["dy2"], yi));
+          });
+        };
+        k.par({a["B"], nC, k.idx(G), k.idx(M), k.idx(d)}, [&](ArrayRef<Value> i) {
+          Value bi = i[0], c = i[1], g = i[2], s = i[3], j = i[4];
+          Value reader = k.addi(c, k.idx(1));
+          Value v = k.select(k.cmpi(arith::CmpIPredicate::ult, reader, nC),
+                             stateGrad(bi, k.minui(reader, k.subi(nC, k.idx(1))), g, s, j),
+                             k.cst(0.0));
+          Value o = k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), c), k.idx(G)), g),
+                                  k.idx(M * d)),
+                           k.addi(k.muli(s, k.idx(d)), j));
+          k.st(v, a["dmems"], o);
+        });
+        k.par({a["B"], k.idx(G), k.idx(M), k.idx(d)}, [&](ArrayRef<Value> i) {
+          Value bi = i[0], g = i[1], s = i[2], j = i[3];
+          Value o = k.addi(k.muli(k.addi(k.muli(bi, k.idx(G)), g), k.idx(M * d)),
+                           k.addi(k.muli(s, k.idx(d)), j));
+          k.st(stateGrad(bi, k.idx(0), g, s, j), a["dmem0"], o);
+        });
+        slotGradS(k, a, dl, a["q"], k.muli(a["B"], T));
       });
 
   // --- The combination: o = ω0·ĥ + ω1·y1 + ω2·y2 per group, ĥ = h·r_g,
@@ -1011,8 +1070,9 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
   // dz, dℓ; then g = γ·g + Wᵀ·av.
   ks.push_back({sig(true, true), [=](K &k, Args &a) {
                   Value T = a["T"];
-                  k.blocks(a["B"], threads, {D, D}, [&](Value bi, Value tid, ArrayRef<Value> sm) {
-                    Value hs = sm[0], avs = sm[1], g = k.buf(cpt);
+                  k.blocks(a["B"], threads, {D, D, D}, [&](Value bi, Value tid, ArrayRef<Value> sm) {
+                    Value hs = sm[0], avs = sm[1], wtav = sm[2], g = k.buf(cpt);
+                    Value warp = k.divui(tid, k.idx(32)), lane = k.remui(tid, k.idx(32));
                     Value row = k.muli(bi, k.idx(D));
                     forChannels(k, tid, [&](int64_t c, Value j) {
                       k.st(k.ld(a["grad_final"], k.addi(row, j)), g, k.idx(c));
@@ -1045,14 +1105,32 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
                         k.st(k.mul(gamma, gj), g, k.idx(c));
                       });
                       k.barrier();
-                      forChannels(k, tid, [&](int64_t c, Value j) {
-                        Value hd = k.divui(j, k.idx(dh)), ii = k.remui(j, k.idx(dh));
+                      // (Wᵀ·av)_i = Σ_j W[i][j]·av_j: one warp per row i, the
+                      // lanes along the row (coalesced), a shuffle reduction.
+                      auto rowLoop = scf::ForOp::create(k.b, warp, k.idx(D), k.idx(threads / 32));
+                      {
+                        OpBuilder::InsertionGuard gd(k.b);
+                        k.b.setInsertionPointToStart(rowLoop.getBody());
+                        Value i = rowLoop.getInductionVar();
+                        Value hd = k.divui(i, k.idx(dh)), ii = k.remui(i, k.idx(dh));
                         Value wRow = k.addi(k.muli(hd, k.idx(dh * dh)), k.muli(ii, k.idx(dh)));
                         Value hb = k.muli(hd, k.idx(dh));
-                        Value sum = k.sum(dh, [&](Value jj) {
-                          return k.mul(k.ld(avs, k.addi(hb, jj)), k.ld(a["gate"], k.addi(wRow, jj)));
-                        });
-                        k.st(k.add(k.ld(g, k.idx(c)), sum), g, k.idx(c));
+                        auto part = scf::ForOp::create(k.b, lane, k.idx(dh), k.idx(32),
+                                                       ValueRange{k.cst(0.0)});
+                        {
+                          OpBuilder::InsertionGuard gp(k.b);
+                          k.b.setInsertionPointToStart(part.getBody());
+                          Value jj = part.getInductionVar();
+                          Value t = k.mul(k.ld(avs, k.addi(hb, jj)), k.ld(a["gate"], k.addi(wRow, jj)));
+                          scf::YieldOp::create(k.b, k.add(part.getRegionIterArgs()[0], t));
+                        }
+                        Value sum = k.warpSum(part.getResult(0));
+                        k.ifThen(k.cmpi(arith::CmpIPredicate::eq, lane, k.idx(0)),
+                                 [&] { k.st(sum, wtav, i); });
+                      }
+                      k.barrier();
+                      forChannels(k, tid, [&](int64_t c, Value j) {
+                        k.st(k.add(k.ld(g, k.idx(c)), k.ld(wtav, j)), g, k.idx(c));
                       });
                     });
                     forChannels(k, tid, [&](int64_t c, Value j) {

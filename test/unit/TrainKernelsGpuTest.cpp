@@ -114,7 +114,8 @@ std::vector<KernelSpec> kernelSpecs() {
       {"mdi_write_bwd",
        {{"k", ND, K::In}, {"v", ND, K::In}, {"S", GMd, K::In}, {"mu", GM, K::In},
         {"w", NGM, K::Pos}, {"dlb", slots, K::In}, {"dwu", mems, K::In}, {"dk", ND, K::Acc},
-        {"dv", ND, K::Acc}, {"dS", GMd, K::Acc}, {"dmu", GM, K::Acc}, {"dw", NGM, K::Out}},
+        {"dv", ND, K::Acc}, {"dS", GMd, K::Acc}, {"dmu", GM, K::Acc}, {"dw", NGM, K::Out},
+        {"dP", mems, K::Out}, {"dl", NGM, K::Out}},
        BT},
       {"mem_scan_fwd",
        {{"log_decay", slots, K::Log}, {"b", mems, K::In}, {"init", mem, K::In},
@@ -132,7 +133,7 @@ std::vector<KernelSpec> kernelSpecs() {
       {"mdi_read_bwd",
        {{"q", ND, K::In}, {"S", GMd, K::In}, {"mems", mems, K::In}, {"mem0", mem, K::In},
         {"a", NGM, K::Pos}, {"dy2", ND, K::In}, {"dq", ND, K::Acc}, {"dS", GMd, K::Acc},
-        {"dmems", mems, K::Out}, {"dmem0", mem, K::Out}},
+        {"dmems", mems, K::Out}, {"dmem0", mem, K::Out}, {"dl", NGM, K::Out}},
        BT},
       {"combine_fwd",
        {{"h", ND, K::In}, {"y1", ND, K::In}, {"y2", ND, K::In}, {"rho", G3, K::In},
@@ -232,6 +233,12 @@ void dispatch(KernelLibrary &lib, const std::string &name, std::vector<Arr> &a,
     return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), X(0));
   if (na == 10 && nx == 2)
     return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), X(0), X(1));
+  if (na == 11 && nx == 2)
+    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), X(0),
+               X(1));
+  if (na == 14 && nx == 2)
+    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), A(11),
+               A(12), A(13), X(0), X(1));
   if (na == 12 && nx == 2)
     return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), A(11),
                X(0), X(1));

@@ -155,6 +155,39 @@ struct Arr {
   Arr(IBuf &v) : p(v.data()), n(v.size()) {}
 };
 
+/// Wall time per kernel and per product class, when enabled: each timed
+/// call synchronizes the device before and after (so enable it only to
+/// measure). The trainer's --profile prints it.
+class Profile {
+public:
+  static Profile &get();
+  bool enabled = false;
+  struct Entry {
+    double ms = 0;
+    int64_t calls = 0;
+  };
+  std::map<std::string, Entry> entries;
+  void add(const std::string &name, double ms) {
+    Entry &e = entries[name];
+    e.ms += ms;
+    ++e.calls;
+  }
+  /// A table of the entries, largest first, with shares of the total.
+  std::string report() const;
+};
+
+/// Times a scope into Profile::get() under `name` when profiling is on.
+class ProfileScope {
+public:
+  ProfileScope(const std::string &name, rt::DeviceKind dev);
+  ~ProfileScope();
+
+private:
+  std::string name_;
+  rt::DeviceKind dev_;
+  double t0_ = -1;
+};
+
 class KernelLibrary {
 public:
   /// Opens DIR/NAME.train.json and the library it names for `device`
@@ -176,6 +209,7 @@ public:
   template <class... A> void operator()(const std::string &name, A... a) {
     constexpr size_t nArr = (0 + ... + size_t(std::is_same_v<A, Arr>));
     void *fn = lookup(name, nArr, sizeof...(A) - nArr);
+    ProfileScope prof(name, device_);
     invoke(fn, std::index_sequence_for<A...>{}, a...);
     if (device_ == rt::DeviceKind::gpu)
       checkLaunch(name);
@@ -303,7 +337,8 @@ private:
   FBuf xL_, rstdF_, xf_, logits_, dlogits_, loss_, scale_;
   // Backward scratch.
   FBuf dx_, dx1_, dy_, dxf_, dg_, df1_, df3_, du2_, do_, dh_, dy1_, dy2_, dq_, dk_, dv_, dz_, du_,
-      dua_, dpre_, dell_, dK1_, dV1_, dw_, dlb_, dwu_, dmems_, dmem0_, dmem0b_, gp_, gp0_, dh0_,
+      dua_, dpre_, dell_, dK1_, dV1_, dw_, dslot_, dP_, dlb_, dwu_, dmems_, dmem0_, dmem0b_, gp_,
+      gp0_, dh0_,
       zerosBD_, zerosMem_, ones_;
 };
 

@@ -1,5 +1,7 @@
 //===- library.cpp - the generated training library, parameters, init ----===//
 
+#include <chrono>
+#include <cstdio>
 #include "mmrec/train.h"
 
 #include <nlohmann/json.hpp>
@@ -118,6 +120,52 @@ KernelLibrary::KernelLibrary(const std::string &manifestPath, rt::DeviceKind dev
 KernelLibrary::~KernelLibrary() {
   if (handle_)
     dlclose(handle_);
+}
+
+Profile &Profile::get() {
+  static Profile p;
+  return p;
+}
+
+std::string Profile::report() const {
+  std::vector<std::pair<std::string, Entry>> v(entries.begin(), entries.end());
+  std::sort(v.begin(), v.end(), [](auto &a, auto &b) { return a.second.ms > b.second.ms; });
+  double total = 0;
+  for (auto &e : v)
+    total += e.second.ms;
+  std::string out;
+  char line[160];
+  std::snprintf(line, sizeof line, "%-22s %12s %10s %7s\n", "kernel", "ms", "calls", "share");
+  out += line;
+  for (auto &[name, e] : v) {
+    std::snprintf(line, sizeof line, "%-22s %12.1f %10lld %6.1f%%\n", name.c_str(), e.ms,
+                  static_cast<long long>(e.calls), total > 0 ? 100.0 * e.ms / total : 0.0);
+    out += line;
+  }
+  std::snprintf(line, sizeof line, "%-22s %12.1f\n", "total", total);
+  return out + line;
+}
+
+static double nowMs() {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+ProfileScope::ProfileScope(const std::string &name, rt::DeviceKind dev) : name_(name), dev_(dev) {
+  if (!Profile::get().enabled)
+    return;
+  if (dev_ == rt::DeviceKind::gpu)
+    rt::gpu::synchronize();
+  t0_ = nowMs();
+}
+
+ProfileScope::~ProfileScope() {
+  if (t0_ < 0)
+    return;
+  if (dev_ == rt::DeviceKind::gpu)
+    rt::gpu::synchronize();
+  Profile::get().add(name_, nowMs() - t0_);
 }
 
 void KernelLibrary::checkLaunch(const std::string &name) {

@@ -47,6 +47,7 @@ long double mmrec::train::physicalMemoryBytes() {
 
 void Model::mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k,
                 bool transA, bool transB, float beta) {
+  ProfileScope prof("gemm", dev_);
   detail::mm(A, B, C, m, n, k, transA, transB, beta, dev_, tf32_);
 }
 
@@ -72,8 +73,8 @@ void Model::ensure(int64_t B, int64_t T) {
       1, std::min<int64_t>(N, headRowsWanted_ > 0 ? headRowsWanted_ : logitBudget / c_.V));
   const int64_t logitRows = keepLogits_ ? N : headRows;
   long double layerStore = recompute_ ? (long double)c_.L * N * D + perLayer : perLayer * c_.L;
-  long double total = layerStore + (long double)N * (22 * D + 3 * F + c_.r + G * M) +
-                      2.0L * logitRows * c_.V + 4.0L * mems + 5.0L * mem;
+  long double total = layerStore + (long double)N * (22 * D + 3 * F + c_.r + 2 * G * M) +
+                      2.0L * logitRows * c_.V + 5.0L * mems + 5.0L * mem;
   long double bytes = total * 4, limit = mmrec::train::physicalMemoryBytes();
   if (dev_ == DeviceKind::gpu) {
     size_t freeB = 0, totalB = 0;
@@ -143,6 +144,8 @@ void Model::ensure(int64_t B, int64_t T) {
   resize(dK1_, B * nC * D);
   resize(dV1_, B * nC * D);
   resize(dw_, N * G * M);
+  resize(dslot_, N * G * M);
+  resize(dP_, mems);
   resize(dlb_, B * nC * G * M);
   resize(dwu_, mems);
   resize(dmems_, mems);
@@ -172,7 +175,8 @@ int64_t Model::activationBytes() const {
   }
   for (const auto *v : {&xL_, &rstdF_, &xf_, &logits_, &dlogits_, &dx_, &dx1_, &dy_, &dxf_, &dg_,
                         &df1_, &df3_, &du2_, &do_, &dh_, &dy1_, &dy2_, &dq_, &dk_, &dv_, &dz_,
-                        &du_, &dua_, &dpre_, &dell_, &dK1_, &dV1_, &dw_, &dlb_, &dwu_, &dmems_,
+                        &du_, &dua_, &dpre_, &dell_, &dK1_, &dV1_, &dw_, &dslot_, &dP_, &dlb_,
+                        &dwu_, &dmems_,
                         &dmem0_, &dmem0b_, &gp_, &gp0_, &dh0_, &zerosBD_, &zerosMem_, &ones_})
     n += int64_t(v->size());
   return n * 4;
@@ -325,11 +329,11 @@ void Model::backward(const float *P, float *Gr, float scale) {
     zero(dk_);
     zero(dv_);
     lib_("mdi_read_bwd", Arr(Ly.q), W("S"), Arr(Ly.mems), Arr(zerosMem_), Arr(Ly.a), Arr(dy2_),
-         Arr(dq_), dW("S"), Arr(dmems_), Arr(dmem0_), B, T);
+         Arr(dq_), dW("S"), Arr(dmems_), Arr(dmem0_), Arr(dslot_), B, T);
     lib_("mem_scan_bwd", Arr(Ly.lb), Arr(Ly.mems), Arr(zerosMem_), Arr(dmems_), Arr(zerosMem_),
          Arr(dlb_), Arr(dwu_), Arr(dmem0b_), B, nC, GMd);
     lib_("mdi_write_bwd", Arr(Ly.k), Arr(Ly.v), W("S"), W("mu"), Arr(Ly.w), Arr(dlb_), Arr(dwu_),
-         Arr(dk_), Arr(dv_), dW("S"), dW("mu"), Arr(dw_), B, T);
+         Arr(dk_), Arr(dv_), dW("S"), dW("mu"), Arr(dw_), Arr(dP_), Arr(dslot_), B, T);
     lib_("level1_bwd", Arr(Ly.q), Arr(Ly.K1), Arr(Ly.V1), Arr(dy1_), Arr(dq_), Arr(dk_), Arr(dv_),
          Arr(dK1_), Arr(dV1_), B, T);
     // Level 0; dW_g = Σ h_{t−1}ᵀ a_t through the shifted pre-activation

@@ -47,11 +47,11 @@ if has tiny; then
   rc=$((rc | ${PIPESTATUS[0]}))
 fi
 if has small; then
-  for mode in fp32 tf32; do
+  for mode in ${SMALL_MODES:-fp32 tf32}; do
     flag=""; [ $mode = tf32 ] && flag=--tf32
-    $C/bin/mmrec-train --kernels $C/models/mmrec-small.train.json --device gpu $flag \
+    $C/bin/mmrec-train --kernels $C/models/mmrec-small.train.json --device gpu $flag ${SMALL_FLAGS:-} \
       --data $C/data/kjv-spm --out /tmp/run-small-$mode --steps ${SMALL_STEPS:-12} --batch 8 \
-      --seq-len 1024 --lr 1e-3 --min-lr 1e-4 --warmup 4 --eval-interval 1000 --eval-tokens 8192 \
+      --seq-len 1024 --lr 1e-3 --min-lr 1e-4 --warmup 4 --eval-interval ${SMALL_EVAL:-1000} --eval-tokens 8192 \
       --ckpt-interval 1000 --keep 1 --log-interval 1 2>&1 | tee "$OUT/small-$mode.log" | tail -5
     rc=$((rc | ${PIPESTATUS[0]}))
     cp /tmp/run-small-$mode/metrics.jsonl "$OUT/small-$mode-metrics.jsonl" 2>/dev/null

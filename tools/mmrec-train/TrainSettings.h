@@ -24,8 +24,9 @@ struct Settings {
   double lr = 3e-3, minLr = 3e-4, weightDecay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
   int64_t evalInterval = 100, evalTokens = 1 << 16, ckptInterval = 200, keep = 3, logInterval = 1;
   uint64_t seed = 1;
-  bool resume = false, evalOnly = false, recompute = false, tf32 = false;
+  bool resume = false, evalOnly = false, recompute = false, tf32 = false, profile = false;
   double targetLoss = 0; // > 0: stop once the validation loss is below it
+  double peakTflops = 0;  // the device's peak for MFU (0: 989.4 on a GPU, none on the CPU)
   int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
 };
 
@@ -75,6 +76,13 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
                  "Stop after this many steps of this run, as if interrupted (0: never)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--tf32", s.tf32, "GPU: matrix products in TF32 on the tensor cores");
+  app.add_option("--peak-tflops", s.peakTflops,
+                 "Peak TFLOP/s for the MFU column (default: 989.4, H100/H200 dense bf16, on a "
+                 "GPU; none on the CPU)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--profile", s.profile,
+               "Time every kernel and product (synchronizing after each) and print the "
+               "breakdown at the end");
   app.add_flag("--recompute", s.recompute,
                "Keep only each layer's input and recompute its activations in backward");
   app.add_flag("--resume", s.resume, "Continue from the newest checkpoint under OUT/checkpoints");
@@ -92,7 +100,7 @@ inline void validateSettings(const Settings &s) {
   const std::pair<const char *, double> reals[] = {
       {"--lr", s.lr},       {"--min-lr", s.minLr}, {"--weight-decay", s.weightDecay},
       {"--beta1", s.beta1}, {"--beta2", s.beta2},  {"--clip", s.clip},
-      {"--target-loss", s.targetLoss}};
+      {"--target-loss", s.targetLoss}, {"--peak-tflops", s.peakTflops}};
   for (const auto &[name, v] : reals)
     if (!std::isfinite(v))
       throw CLI::ValidationError(name, std::string("must be a finite number, got ") +

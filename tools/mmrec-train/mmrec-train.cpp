@@ -162,6 +162,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   Model model(lib, layout);
   model.setRecompute(s.recompute);
   model.setTf32(s.tf32);
+  Profile::get().enabled = s.profile;
   TokenShard val = TokenShard::read(s.data + "/val.bin", uint32_t(c.V));
   // ZeRO: the flat parameter array padded to W shards of S elements; rank R
   // owns [R·S, (R+1)·S): its gradients (reduce-scattered) and AdamW state.
@@ -334,17 +335,26 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     }
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     double tokens = double(W * s.batch * s.seqLen * s.gradAccum);
+    // MFU: the exact FLOPs of the step over the device's peak (--peak-tflops;
+    // on the GPU the dense bf16 peak of an H100/H200 by default).
+    const double peak = s.peakTflops > 0 ? s.peakTflops : gpu ? 989.4 : 0.0;
+    const double mfu = peak > 0 ? flopsTok * tokens / (ms * 1e-3) / (peak * 1e12) : 0.0;
+    char mfuText[32] = "";
+    if (peak > 0)
+      std::snprintf(mfuText, sizeof mfuText, " | MFU %.2f%%", 100 * mfu);
     if (lead && (step % s.logInterval == 0 || step == s.steps))
       std::printf("step %6lld | loss %.4f | gnorm %.3f | lr %.2e | %8.1f ms | %8.0f tok/s | "
-                  "%6.2f GFLOP/s | peak %.0f MiB%s%s\n",
+                  "%6.2f GFLOP/s%s | peak %.0f MiB%s%s\n",
                   static_cast<long long>(step), loss, gnorm, lr, ms, tokens / ms * 1e3,
-                  flopsTok * tokens / ms * 1e-6, peakRssMiB(),
+                  flopsTok * tokens / ms * 1e-6, mfuText, peakRssMiB(),
                   gpu ? (" | GPU " + std::to_string(int64_t(gpuUsedMiB())) + " MiB").c_str() : "",
                   finite ? "" : " | SKIPPED");
     json rec = {{"step", step},   {"loss", loss},       {"grad_norm", gnorm},
                 {"lr", lr},       {"ms", ms},           {"tokens_per_s", tokens / ms * 1e3},
                 {"gflops", flopsTok * tokens / ms * 1e-6},
                 {"skipped", !finite}, {"peak_rss_mib", peakRssMiB()}};
+    if (peak > 0)
+      rec["mfu"] = mfu;
     if (gpu)
       rec["gpu_used_mib"] = gpuUsedMiB();
     bool evalNow = step % s.evalInterval == 0 || step == s.steps;
@@ -377,6 +387,8 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   }
   if (lead && !std::isnan(lastVal))
     std::printf("final val_loss %.4f\n", lastVal);
+  if (lead && s.profile)
+    std::printf("time per kernel over the run (--profile):\n%s", Profile::get().report().c_str());
   return 0;
 }
 

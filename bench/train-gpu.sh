@@ -21,17 +21,17 @@ rc=0
 has() { [[ " $what " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 if has tests; then
-  MMREC_TRAIN_TEST_DIR=$C/train-models $C/bin/mmrec-train-kernel-gpu-tests 2>&1 |
+  MMREC_TRAIN_TEST_DIR=$C/train-models timeout 180 $C/bin/mmrec-train-kernel-gpu-tests 2>&1 |
     tee "$OUT/gpu-tests.log" | grep -E "OK|FAIL|PASSED|Failure|Expected" | tail -20
   rc=$((rc | ${PIPESTATUS[0]}))
-  MMREC_TRAIN_TEST_DIR=$C/train-models $C/bin/mmrec-trainer-tests --gtest_filter='TrainerGpu.*' 2>&1 |
+  MMREC_TRAIN_TEST_DIR=$C/train-models timeout 120 $C/bin/mmrec-trainer-tests --gtest_filter='TrainerGpu.*' 2>&1 |
     tee -a "$OUT/gpu-tests.log" | grep -E "OK|FAIL|PASSED|Failure|Expected" | tail -20
   rc=$((rc | ${PIPESTATUS[0]}))
 fi
 if has tiny; then
   # scripts/train-tiny's settings.
   run=/tmp/run-tiny
-  $C/bin/mmrec-train --kernels $C/train-models/mmrec-tiny.train.json --device gpu \
+  timeout 300 $C/bin/mmrec-train --kernels $C/train-models/mmrec-tiny.train.json --device gpu \
     --data $C/data/kjv-bytes --out $run --steps 300 --batch 16 --seq-len 128 --lr 3e-3 \
     --min-lr 3e-4 --warmup 30 --eval-interval 100 --eval-tokens 32768 --ckpt-interval 300 \
     --keep 1 --log-interval 50 2>&1 | tee "$OUT/tiny-gpu.log" | grep -E "step +(50|300) |eval|final|error"
@@ -49,7 +49,7 @@ fi
 if has small; then
   for mode in ${SMALL_MODES:-fp32 tf32}; do
     flag=""; [ $mode = tf32 ] && flag=--tf32
-    $C/bin/mmrec-train --kernels $C/models/mmrec-small.train.json --device gpu $flag ${SMALL_FLAGS:-} \
+    timeout ${SMALL_TIMEOUT:-400} $C/bin/mmrec-train --kernels $C/models/mmrec-small.train.json --device gpu $flag ${SMALL_FLAGS:-} \
       --data $C/data/kjv-spm --out /tmp/run-small-$mode --steps ${SMALL_STEPS:-12} --batch 8 \
       --seq-len 1024 --lr 1e-3 --min-lr 1e-4 --warmup 4 --eval-interval ${SMALL_EVAL:-1000} --eval-tokens 8192 \
       --ckpt-interval 1000 --keep 1 --log-interval 1 2>&1 | tee "$OUT/small-$mode.log" | tail -5

@@ -15,6 +15,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -117,8 +118,8 @@ struct K {
     addTo(mem, i, v);
   }
 
-  template <class F> void loop(Value lo, Value hi, F body) {
-    auto f = scf::ForOp::create(b, lo, hi, idx(1));
+  template <class F> void loop(Value lo, Value hi, F body, int64_t step = 1) {
+    auto f = scf::ForOp::create(b, lo, hi, idx(step));
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(f.getBody());
     body(f.getInductionVar());
@@ -152,7 +153,8 @@ struct K {
   /// floats) and `barrier()`; body(block, thread, shared arrays). Every
   /// thread runs the body (no bounds guard).
   template <class F>
-  void blocks(Value n, int64_t threads, ArrayRef<int64_t> shared, F body) {
+  void blocks(Value n, int64_t threads, ArrayRef<int64_t> shared, F body,
+              StringRef nameSuffix = "") {
     if (!gpu || inLaunch)
       llvm::report_fatal_error("train kernel: K::blocks is for the top of a GPU kernel");
     auto ws = gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
@@ -163,6 +165,14 @@ struct K {
       Value one = idx(1);
       auto launch = gpu::LaunchOp::create(b, n, one, one, idx(threads), one, one, Value(),
                                           Type(), ValueRange{}, types);
+      if (!nameSuffix.empty()) {
+        // The outlined kernel's name: <function><suffix> (the runtime launches
+        // kernels named *_coop cooperatively).
+        auto fn = launch->getParentOfType<func::FuncOp>();
+        std::string name = (fn.getSymName() + nameSuffix).str();
+        launch.setModuleAttr(FlatSymbolRefAttr::get(b.getContext(), name));
+        launch.setFunctionAttr(FlatSymbolRefAttr::get(b.getContext(), name));
+      }
       OpBuilder::InsertionGuard g(b);
       Block &entry = launch.getBody().front();
       b.setInsertionPointToStart(&entry);
@@ -202,8 +212,9 @@ struct K {
     });
   }
   /// Folds body(i) over [lo, hi) with `combine`, starting from `init`.
-  template <class F, class C> Value fold(Value lo, Value hi, Value init, F body, C combine) {
-    auto f = scf::ForOp::create(b, lo, hi, idx(1), ValueRange{init});
+  template <class F, class C>
+  Value fold(Value lo, Value hi, Value init, F body, C combine, int64_t step = 1) {
+    auto f = scf::ForOp::create(b, lo, hi, idx(step), ValueRange{init});
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(f.getBody());
     Value v = combine(f.getRegionIterArgs()[0], body(f.getInductionVar()));
@@ -259,6 +270,14 @@ void softmaxInPlace(K &k, Value buf, Value n, Value base = {}) {
 
 GatedKernelSpec gatedSpec(const TrainConfig &c, bool adjoint, MLIRContext *ctx);
 ScanKernelSpec scanSpec(const TrainConfig &c, bool adjoint, MLIRContext *ctx);
+/// The level-0 kernels' arrays: GatedKernels.h's, then `sync` (int32, one
+/// per batch row: the GPU kernels' row barriers; unused on the CPU).
+std::vector<std::string> trainGatedArrays(const TrainConfig &c, bool adjoint) {
+  MLIRContext ctx;
+  std::vector<std::string> a = gatedSpec(c, adjoint, &ctx).arrayArgs();
+  a.push_back("sync");
+  return a;
+}
 void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks);
 
 /// The kernels of a training step; with `gpu`, also the level-0 recurrence
@@ -986,7 +1005,7 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
   MLIRContext ctx;
   auto sig = [&](bool adj, bool gated) -> TrainKernelSig {
     if (gated)
-      return {adj ? "gated_bwd" : "gated_fwd", gatedSpec(c, adj, &ctx).arrayArgs(), {"B", "T"}};
+      return {adj ? "gated_bwd" : "gated_fwd", trainGatedArrays(c, adj), {"B", "T"}};
     return {adj ? "mem_scan_bwd" : "mem_scan_fwd", scanSpec(c, adj, &ctx).arrayArgs(),
             {"B", "T", "N"}};
   };
@@ -1038,7 +1057,7 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
     });
     return k.add(k.ld(a["bias"], j), s);
   };
-  ks.push_back({sig(false, true), [=](K &k, Args &a) {
+  auto rowFwd = [=](K &k, Args &a) {
                   Value T = a["T"];
                   k.blocks(a["B"], threads, {D}, [&](Value bi, Value tid, ArrayRef<Value> sm) {
                     Value hs = sm[0], hn = k.buf(cpt);
@@ -1064,11 +1083,11 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
                       k.st(k.ld(hs, j), a["final"], k.addi(row, j));
                     });
                   });
-                }});
+                };
   // Backward: per step (t from T−1 down), hs = h_{t−1}; g += dh_t; av =
   // g·z·σ'(pre) to shared memory and grad_pre[t−1] (grad_pre0 at t = 0);
   // dz, dℓ; then g = γ·g + Wᵀ·av.
-  ks.push_back({sig(true, true), [=](K &k, Args &a) {
+  auto rowBwd = [=](K &k, Args &a) {
                   Value T = a["T"];
                   k.blocks(a["B"], threads, {D, D, D}, [&](Value bi, Value tid, ArrayRef<Value> sm) {
                     Value hs = sm[0], avs = sm[1], wtav = sm[2], g = k.buf(cpt);
@@ -1143,7 +1162,233 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
                       });
                     });
                   });
-                }});
+                };
+  // Several blocks per batch row (P of them, chosen at launch so that about
+  // kRowBlocks blocks run; P = 1 falls back to the kernels above): block p
+  // owns the channels [p·cpb, min(D, (p+1)·cpb)). Per step, every block
+  // copies h_{t−1} (backward: also av) of its row into shared memory, its 8
+  // warps split each channel's dot product over i (lanes along j: coalesced
+  // W) and sum through shared memory, and the row's blocks meet at a barrier
+  // made of a counter in `sync` (one per row, monotonic; membar.gl before
+  // arriving and after waiting). Launched cooperatively (the kernel's name
+  // ends in _coop): every block is resident.
+  constexpr int64_t kRowBlocks = 128, kTpb = 256, kWarps = kTpb / 32;
+  const int64_t maxGroups = ((D + 1) / 2 + 31) / 32; // 32-channel groups of a block (P ≥ 2)
+  auto rowBlocks = [=](K &k, Value B) {
+    Value p = k.divui(k.idx(kRowBlocks), arith::MaxUIOp::create(k.b, B, k.idx(1)));
+    return k.minui(p, k.idx((D + 31) / 32));
+  };
+  auto membar = [](K &k) {
+    NVVM::MembarOp::create(k.b, NVVM::MemScopeKindAttr::get(k.b.getContext(),
+                                                            NVVM::MemScopeKind::GPU));
+  };
+  // The block's writes are done: thread 0 arrives at the row's counter.
+  auto arrive = [=](K &k, Value sync, Value bi, Value tid) {
+    k.barrier();
+    k.ifThen(k.cmpi(arith::CmpIPredicate::eq, tid, k.idx(0)), [&] {
+      membar(k);
+      k.touch();
+      memref::AtomicRMWOp::create(k.b, arith::AtomicRMWKind::addi,
+                                  arith::ConstantIntOp::create(k.b, 1, 32), sync, ValueRange{bi});
+    });
+  };
+  // Thread 0 waits until the row's counter reaches `target`; then the block.
+  auto waitFor = [=](K &k, Value sync, Value bi, Value tid, Value target) {
+    k.ifThen(k.cmpi(arith::CmpIPredicate::eq, tid, k.idx(0)), [&] {
+      Value tgt = arith::IndexCastOp::create(k.b, k.b.getI32Type(), target);
+      auto w = scf::WhileOp::create(k.b, TypeRange{}, ValueRange{});
+      {
+        OpBuilder::InsertionGuard g(k.b);
+        k.b.createBlock(&w.getBefore());
+        k.touch();
+        Value cur = memref::AtomicRMWOp::create(k.b, arith::AtomicRMWKind::ori,
+                                                arith::ConstantIntOp::create(k.b, 0, 32), sync,
+                                                ValueRange{bi});
+        scf::ConditionOp::create(k.b, k.cmpi(arith::CmpIPredicate::slt, cur, tgt), ValueRange{});
+        k.b.createBlock(&w.getAfter());
+        scf::YieldOp::create(k.b);
+      }
+      membar(k);
+    });
+    k.barrier();
+  };
+  // dst[i] = src(i) for i < D, the block's threads striding.
+  auto toShared = [=](K &k, Value tid, Value dst, auto src) {
+    k.loop(tid, k.idx(D), [&](Value i) { k.st(src(i), dst, i); }, kTpb);
+  };
+  // For the block's channels [j0, j1), in groups of 32: bias_j + Σ_i hs[head
+  // rows]·W[i][j], split over the warps and summed in `red`; fn(group, j,
+  // pre-activation) runs on warp 0 for each channel.
+  auto columnDots = [=](K &k, Args &a, Value hs, Value red, Value j0, Value j1, Value lane,
+                        Value warp, auto fn) {
+    k.loop(j0, j1, [&](Value jbase) {
+      Value j = k.addi(jbase, lane);
+      Value valid = k.cmpi(arith::CmpIPredicate::ult, j, j1);
+      Value jc = k.select(valid, j, j0);
+      Value hd = k.divui(jc, k.idx(dh)), jj = k.remui(jc, k.idx(dh));
+      Value wb = k.addi(k.muli(hd, k.idx(dh * dh)), jj), hb = k.muli(hd, k.idx(dh));
+      Value part = k.fold(
+          warp, k.idx(dh), k.cst(0.0),
+          [&](Value i) {
+            return k.mul(k.ld(hs, k.addi(hb, i)), k.ld(a["gate"], k.addi(wb, k.muli(i, k.idx(dh)))));
+          },
+          [&](Value acc, Value x) { return k.add(acc, x); }, kWarps);
+      k.st(part, red, k.addi(k.muli(warp, k.idx(32)), lane));
+      k.barrier();
+      Value w0 = k.cmpi(arith::CmpIPredicate::eq, warp, k.idx(0));
+      k.ifThen(arith::AndIOp::create(k.b, w0, valid), [&] {
+        Value dot =
+            k.sum(kWarps, [&](Value w) { return k.ld(red, k.addi(k.muli(w, k.idx(32)), lane)); });
+        fn(k.divui(k.subi(jbase, j0), k.idx(32)), j, k.add(k.ld(a["bias"], j), dot));
+      });
+      k.barrier();
+    }, 32);
+  };
+  auto zeroSync = [](K &k, Args &a) {
+    k.par(a["B"], [&](Value i) { k.st(arith::ConstantIntOp::create(k.b, 0, 32), a["sync"], i); });
+  };
+  auto coopFwd = [=](K &k, Args &a, Value P) {
+    Value T = a["T"], sync = a["sync"];
+    Value cpb = k.divui(k.addi(k.idx(D), k.subi(P, k.idx(1))), P);
+    zeroSync(k, a);
+    k.blocks(
+        k.muli(a["B"], P), kTpb, {D, kTpb},
+        [&](Value bid, Value tid, ArrayRef<Value> sm) {
+          Value hs = sm[0], red = sm[1];
+          Value bi = k.divui(bid, P), p = k.remui(bid, P);
+          Value j0 = k.minui(k.muli(p, cpb), k.idx(D));
+          Value j1 = k.minui(k.addi(j0, cpb), k.idx(D));
+          Value lane = k.remui(tid, k.idx(32)), warp = k.divui(tid, k.idx(32));
+          Value row = k.muli(bi, k.idx(D));
+          k.loop(k.idx(0), T, [&](Value t) {
+            Value first = k.cmpi(arith::CmpIPredicate::eq, t, k.idx(0));
+            k.ifThen(k.cmpi(arith::CmpIPredicate::ugt, t, k.idx(0)),
+                     [&] { waitFor(k, sync, bi, tid, k.muli(P, t)); });
+            Value tp = k.select(first, k.idx(0), k.subi(t, k.idx(1)));
+            toShared(k, tid, hs, [&](Value i) {
+              return k.select(first, k.ld(a["init"], k.addi(row, i)),
+                              k.ld(a["h"], at(k, bi, T, tp, i)));
+            });
+            k.barrier();
+            columnDots(k, a, hs, red, j0, j1, lane, warp, [&](Value, Value j, Value pre) {
+              Value e = at(k, bi, T, t, j);
+              Value gamma = k.exp(clamp(k, k.ld(a["log_decay"], e), hi));
+              Value h = k.add(k.mul(k.ld(a["z"], e), k.sigmoid(pre)), k.mul(gamma, k.ld(hs, j)));
+              k.st(h, a["h"], e);
+              k.ifThen(k.cmpi(arith::CmpIPredicate::eq, t, k.subi(T, k.idx(1))),
+                       [&] { k.st(h, a["final"], k.addi(row, j)); });
+            });
+            arrive(k, sync, bi, tid);
+          });
+          k.ifThen(k.cmpi(arith::CmpIPredicate::eq, T, k.idx(0)), [&] {
+            k.loop(k.addi(j0, tid), j1, [&](Value j) {
+              k.st(k.ld(a["init"], k.addi(row, j)), a["final"], k.addi(row, j));
+            }, kTpb);
+          });
+        },
+        "_coop");
+  };
+  auto coopBwd = [=](K &k, Args &a, Value P) {
+    Value T = a["T"], sync = a["sync"];
+    Value cpb = k.divui(k.addi(k.idx(D), k.subi(P, k.idx(1))), P);
+    zeroSync(k, a);
+    const int64_t own = (D + 1) / 2; // the most channels a block owns (P ≥ 2)
+    k.blocks(
+        k.muli(a["B"], P), kTpb, {D, D, own, kTpb},
+        [&](Value bid, Value tid, ArrayRef<Value> sm) {
+          Value hs = sm[0], avs = sm[1], wtav = sm[2], red = sm[3];
+          Value g = k.buf(maxGroups);
+          Value bi = k.divui(bid, P), p = k.remui(bid, P);
+          Value j0 = k.minui(k.muli(p, cpb), k.idx(D));
+          Value j1 = k.minui(k.addi(j0, cpb), k.idx(D));
+          Value lane = k.remui(tid, k.idx(32)), warp = k.divui(tid, k.idx(32));
+          Value w0 = k.cmpi(arith::CmpIPredicate::eq, warp, k.idx(0));
+          Value row = k.muli(bi, k.idx(D));
+          // Warp 0's lane owns the channels j0 + 32·c + lane: g in registers.
+          auto ownChannels = [&](auto body) {
+            k.ifThen(w0, [&] {
+              k.loop(j0, j1, [&](Value jbase) {
+                Value j = k.addi(jbase, lane);
+                k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, j1),
+                         [&] { body(k.divui(k.subi(jbase, j0), k.idx(32)), j); });
+              }, 32);
+            });
+          };
+          ownChannels([&](Value c, Value j) { k.st(k.ld(a["grad_final"], k.addi(row, j)), g, c); });
+          k.loop(k.idx(0), T, [&](Value s) {
+            Value t = k.subi(k.subi(T, k.idx(1)), s);
+            Value first = k.cmpi(arith::CmpIPredicate::eq, t, k.idx(0));
+            Value tp = k.select(first, k.idx(0), k.subi(t, k.idx(1)));
+            toShared(k, tid, hs, [&](Value i) {
+              return k.select(first, k.ld(a["init"], k.addi(row, i)),
+                              k.ld(a["h"], at(k, bi, T, tp, i)));
+            });
+            k.barrier();
+            columnDots(k, a, hs, red, j0, j1, lane, warp, [&](Value c, Value j, Value pre) {
+              Value e = at(k, bi, T, t, j);
+              Value gj = k.add(k.ld(g, c), k.ld(a["grad_h"], e));
+              Value sg = k.sigmoid(pre);
+              Value lraw = k.ld(a["log_decay"], e);
+              Value gamma = k.exp(clamp(k, lraw, hi));
+              Value av = k.mul(k.mul(gj, k.ld(a["z"], e)), k.mul(sg, k.sub(k.cst(1.0), sg)));
+              k.st(k.mul(gj, sg), a["grad_z"], e);
+              k.st(k.mul(inRange(k, lraw, hi), k.mul(k.mul(gj, gamma), k.ld(hs, j))),
+                   a["grad_log_decay"], e);
+              k.ifThen(first, [&] { k.st(av, a["grad_pre0"], k.addi(row, j)); });
+              k.ifThen(arith::XOrIOp::create(k.b, first, arith::ConstantIntOp::create(k.b, 1, 1)),
+                       [&] { k.st(av, a["grad_pre"], at(k, bi, T, tp, j)); });
+              k.st(k.mul(gamma, gj), g, c);
+            });
+            // Every av of the step is written: the row's blocks meet.
+            arrive(k, sync, bi, tid);
+            waitFor(k, sync, bi, tid, k.muli(P, k.addi(s, k.idx(1))));
+            toShared(k, tid, avs, [&](Value i) {
+              return k.select(first, k.ld(a["grad_pre0"], k.addi(row, i)),
+                              k.ld(a["grad_pre"], at(k, bi, T, tp, i)));
+            });
+            k.barrier();
+            // (Wᵀ·av)_i for the block's rows: a warp per row, lanes along it.
+            k.loop(k.addi(j0, warp), j1, [&](Value i) {
+              Value hd = k.divui(i, k.idx(dh)), ii = k.remui(i, k.idx(dh));
+              Value wRow = k.addi(k.muli(hd, k.idx(dh * dh)), k.muli(ii, k.idx(dh)));
+              Value hb = k.muli(hd, k.idx(dh));
+              Value part = k.fold(
+                  lane, k.idx(dh), k.cst(0.0),
+                  [&](Value jj) {
+                    return k.mul(k.ld(avs, k.addi(hb, jj)), k.ld(a["gate"], k.addi(wRow, jj)));
+                  },
+                  [&](Value acc, Value x) { return k.add(acc, x); }, 32);
+              Value sum = k.warpSum(part);
+              k.ifThen(k.cmpi(arith::CmpIPredicate::eq, lane, k.idx(0)),
+                       [&] { k.st(sum, wtav, k.subi(i, j0)); });
+            }, kWarps);
+            k.barrier();
+            ownChannels([&](Value c, Value j) {
+              k.st(k.add(k.ld(g, c), k.ld(wtav, k.subi(j, j0))), g, c);
+            });
+          });
+          ownChannels([&](Value c, Value j) {
+            k.st(k.ld(g, c), a["grad_init"], k.addi(row, j));
+            k.ifThen(k.cmpi(arith::CmpIPredicate::ugt, T, k.idx(0)), [&] {
+              k.st(k.cst(0.0), a["grad_pre"], at(k, bi, T, k.subi(T, k.idx(1)), j));
+            });
+          });
+        },
+        "_coop");
+  };
+  // P ≥ 2 blocks per row when the batch leaves SMs idle; else one per row.
+  auto dispatch = [=](K &k, Args &a, auto coop, auto row) {
+    Value P = rowBlocks(k, a["B"]);
+    auto op = scf::IfOp::create(k.b, TypeRange{}, k.cmpi(arith::CmpIPredicate::uge, P, k.idx(2)),
+                                true);
+    OpBuilder::InsertionGuard g(k.b);
+    k.b.setInsertionPointToStart(op.thenBlock());
+    coop(k, a, P);
+    k.b.setInsertionPointToStart(op.elseBlock());
+    row(k, a);
+  };
+  ks.push_back({sig(false, true), [=](K &k, Args &a) { dispatch(k, a, coopFwd, rowFwd); }});
+  ks.push_back({sig(true, true), [=](K &k, Args &a) { dispatch(k, a, coopBwd, rowBwd); }});
   // The memory scan: h_t = exp(clamp(ℓ_t))·h_{t−1} + b_t over the chunks,
   // one decay per `inner` channels.
   auto scanAt = [](K &k, Value bi, Value T, Value t, Value N, Value n) {
@@ -1232,8 +1477,7 @@ std::vector<TrainKernelSig> mlir::mmrec::trainKernelSignatures(const TrainConfig
   // Context-free copies of the generated specs' argument lists.
   MLIRContext ctx;
   for (bool adj : {false, true}) {
-    GatedKernelSpec g = gatedSpec(cfg, adj, &ctx);
-    sigs.push_back({adj ? "gated_bwd" : "gated_fwd", g.arrayArgs(), {"B", "T"}});
+    sigs.push_back({adj ? "gated_bwd" : "gated_fwd", trainGatedArrays(cfg, adj), {"B", "T"}});
   }
   for (bool adj : {false, true}) {
     ScanKernelSpec s = scanSpec(cfg, adj, &ctx);
@@ -1253,7 +1497,8 @@ void mlir::mmrec::buildTrainKernels(OpBuilder &builder, Location loc, ModuleOp m
     SmallVector<Type> types;
     for (const std::string &n : kern.sig.arrays)
       types.push_back(MemRefType::get({ShapedType::kDynamic},
-                                      isTokenArray(n) ? Type(b.getI32Type()) : b.getF32Type()));
+                                      isTokenArray(n) || n == "sync" ? Type(b.getI32Type())
+                                                                     : b.getF32Type()));
     for (size_t i = 0; i < kern.sig.indices.size(); ++i)
       types.push_back(b.getIndexType());
     auto func = func::FuncOp::create(b, "train_" + kern.sig.name, b.getFunctionType(types, {}));
@@ -1273,7 +1518,14 @@ void mlir::mmrec::buildTrainKernels(OpBuilder &builder, Location loc, ModuleOp m
   if (gpu)
     return;
   for (bool adj : {false, true}) {
-    buildCpuGatedKernel(builder, loc, module, gatedSpec(cfg, adj, ctx));
+    GatedKernelSpec g = gatedSpec(cfg, adj, ctx);
+    buildCpuGatedKernel(builder, loc, module, g);
+    // The trailing `sync` array of the training signature (unused here).
+    auto f = module.lookupSymbol<func::FuncOp>(g.name);
+    unsigned at = unsigned(g.arrayArgs().size());
+    if (failed(f.insertArgument(at, MemRefType::get({ShapedType::kDynamic}, builder.getI32Type()),
+                                DictionaryAttr(), loc)))
+      llvm::report_fatal_error("train_gated: cannot add the sync argument");
     buildCpuScanKernel(builder, loc, module, scanSpec(cfg, adj, ctx));
   }
 }

@@ -461,17 +461,42 @@ mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY, intptr_t gridZ,
   if (!function || errorPending())
     return;
   CUfunction fn = static_cast<CUfunction>(function);
-  CUresult r = MMREC_CU_CALL(cuLaunchKernel)(
-      fn, unsigned(gridX), unsigned(gridY), unsigned(gridZ), unsigned(blockX), unsigned(blockY),
-      unsigned(blockZ), unsigned(smem), static_cast<CUstream>(stream), params, extra);
-  if (r != CUDA_SUCCESS) {
-    LaunchState &s = launchState();
-    std::string name;
-    {
-      std::lock_guard<std::mutex> g(s.mu);
-      auto it = s.names.find(fn);
-      name = it == s.names.end() ? "?" : it->second;
+  LaunchState &s = launchState();
+  std::string name;
+  {
+    std::lock_guard<std::mutex> g(s.mu);
+    auto it = s.names.find(fn);
+    name = it == s.names.end() ? "?" : it->second;
+  }
+  // Kernels whose blocks wait for each other (named *_coop by the
+  // compiler) are launched cooperatively: all blocks resident, or an error.
+  const bool coop = name.size() > 5 && name.compare(name.size() - 5, 5, "_coop") == 0;
+  CUresult r;
+  if (coop) {
+    int perSM = 0, sms = 0;
+    CUdevice dev;
+    r = MMREC_CU_CALL(cuOccupancyMaxActiveBlocksPerMultiprocessor)(
+        &perSM, fn, int(blockX * blockY * blockZ), size_t(smem));
+    if (r == CUDA_SUCCESS)
+      r = MMREC_CU_CALL(cuDeviceGet)(&dev, 0);
+    if (r == CUDA_SUCCESS)
+      r = MMREC_CU_CALL(cuDeviceGetAttribute)(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
+    if (r == CUDA_SUCCESS && int64_t(gridX) * gridY * gridZ > int64_t(perSM) * sms) {
+      recordError("kernel '" + name + "' needs " + std::to_string(gridX * gridY * gridZ) +
+                  " co-resident blocks, the device holds " + std::to_string(perSM * sms));
+      return;
     }
+    if (r == CUDA_SUCCESS)
+      r = MMREC_CU_CALL(cuLaunchCooperativeKernel)(
+          fn, unsigned(gridX), unsigned(gridY), unsigned(gridZ), unsigned(blockX),
+          unsigned(blockY), unsigned(blockZ), unsigned(smem), static_cast<CUstream>(stream),
+          params);
+  } else {
+    r = MMREC_CU_CALL(cuLaunchKernel)(fn, unsigned(gridX), unsigned(gridY), unsigned(gridZ),
+                                      unsigned(blockX), unsigned(blockY), unsigned(blockZ),
+                                      unsigned(smem), static_cast<CUstream>(stream), params, extra);
+  }
+  if (r != CUDA_SUCCESS) {
     recordError("launching kernel '" + name + "' (grid " + std::to_string(gridX) + ", block " +
                 std::to_string(blockX) + "): " + cuErrorString(r));
   }

@@ -333,7 +333,7 @@ private:
   int64_t B_ = 0, T_ = 0;
   std::vector<std::unique_ptr<Layer>> layers_;
   std::vector<int32_t> targetsHost_;
-  IBuf tokens_, targets_;
+  IBuf tokens_, targets_, sync_; // sync_: the level-0 kernels' row barriers
   FBuf xL_, rstdF_, xf_, logits_, dlogits_, loss_, scale_;
   // Backward scratch.
   FBuf dx_, dx1_, dy_, dxf_, dg_, df1_, df3_, du2_, do_, dh_, dy1_, dy2_, dq_, dk_, dv_, dz_, du_,
@@ -369,7 +369,7 @@ private:
   ModelConfig c_;
   int64_t B_, pos_ = 0, nCmax_ = 0;
   std::vector<std::unique_ptr<LayerState>> layers_;
-  std::vector<int32_t> tok_;
+  std::vector<int32_t> tok_, sync_;
   std::vector<float> x_, u_, rstd_, q_, k_, v_, z_, ua_, pre_, ell_, hs_, hfin_, y1_, y2_, hrstd_,
       o_, x1_, u2_, f1_, f3_, g_, xf_, logits_;
 };

@@ -60,6 +60,7 @@ Generator::Generator(KernelLibrary &lib, const ParamLayout &layout, int64_t B)
     v->resize(size_t(B * F));
   logits_.resize(size_t(B * c_.V));
   tok_.resize(size_t(B));
+  sync_.assign(size_t(B), 0);
   reset();
 }
 
@@ -109,8 +110,8 @@ const std::vector<float> &Generator::step(const float *P, const int32_t *tokens)
     mm(u_.data(), Wp("A_gamma"), ua_.data(), B, r, D, false, 0);
     mm(ua_.data(), Wp("B_gamma"), pre_.data(), B, D, r, false, 0);
     lib_("decay_fwd", Arr(pre_), W("lambda"), Arr(ell_), B);
-    lib_("gated_fwd", Arr(z_), Arr(ell_), W("W_g"), W("b_g"), Arr(s.h), Arr(hs_), Arr(hfin_), B,
-         int64_t(1));
+    lib_("gated_fwd", Arr(z_), Arr(ell_), W("W_g"), W("b_g"), Arr(s.h), Arr(hs_), Arr(hfin_),
+         Arr(sync_), B, int64_t(1));
     std::swap(s.h, hfin_);
     lib_("decode_level1", Arr(q_), Arr(s.K1), Arr(s.V1), Arr(y1_), B, chunk);
     lib_("decode_mdi_read", Arr(q_), W("S"), Arr(s.mem), Arr(y2_), B);

@@ -128,6 +128,7 @@ void Model::ensure(int64_t B, int64_t T) {
     xL_scratch_.clear();
   }
   tokens_.reset(dev_, N);
+  sync_.reset(dev_, B);
   targets_.reset(dev_, N);
   targetsHost_.assign(size_t(N), -1);
   for (auto *v : {&xL_, &xf_, &dx_, &dx1_, &dy_, &dxf_, &du2_, &do_, &dh_, &dy1_, &dy2_, &dq_, &dk_,
@@ -199,7 +200,7 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out) {
   mm(Ly.ua.data(), Wp("B_gamma"), Ly.pre.data(), N, D, r, false, false, 0);
   lib_("decay_fwd", Arr(Ly.pre), W("lambda"), Arr(Ly.ell), N);
   lib_("gated_fwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
-       Arr(Ly.hfin), B, T);
+       Arr(Ly.hfin), Arr(sync_), B, T);
   lib_("level1_fwd", Arr(Ly.q), Arr(Ly.k), Arr(Ly.v), Arr(Ly.K1), Arr(Ly.V1), Arr(Ly.y1), B, T);
   lib_("mdi_write_fwd", Arr(Ly.k), Arr(Ly.v), W("S"), W("mu"), Arr(Ly.w), Arr(Ly.lb), Arr(Ly.wu),
        B, T);
@@ -339,7 +340,8 @@ void Model::backward(const float *P, float *Gr, float scale) {
     // Level 0; dW_g = Σ h_{t−1}ᵀ a_t through the shifted pre-activation
     // gradient (the initial state is zero: its term vanishes), db_g = Σ a_t.
     lib_("gated_bwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
-         Arr(dh_), Arr(zerosBD_), Arr(dz_), Arr(dell_), Arr(gp_), Arr(gp0_), Arr(dh0_), B, T);
+         Arr(dh_), Arr(zerosBD_), Arr(dz_), Arr(dell_), Arr(gp_), Arr(gp0_), Arr(dh0_), Arr(sync_),
+         B, T);
     if (c_.perHead) {
       const int64_t dh = c_.dh();
       GemmDesc d;

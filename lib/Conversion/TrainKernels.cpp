@@ -188,6 +188,43 @@ struct K {
     });
   }
   void barrier() { gpu::BarrierOp::create(b); }
+  /// GPU only: one warp per index of [0, n) (8 warps a block); body(w, lane).
+  template <class F> void warps(Value n, F body) {
+    if (!gpu || inLaunch)
+      llvm::report_fatal_error("train kernel: K::warps is for the top of a GPU kernel");
+    ifThen(cmpi(arith::CmpIPredicate::ugt, n, idx(0)), [&] {
+      Value one = idx(1);
+      Value blocks = divui(addi(n, idx(7)), idx(8));
+      auto launch = gpu::LaunchOp::create(b, blocks, one, one, idx(256), one, one);
+      OpBuilder::InsertionGuard g(b);
+      Block &entry = launch.getBody().front();
+      b.setInsertionPointToStart(&entry);
+      Block *saved = allocBlock;
+      allocBlock = &entry;
+      inLaunch = true;
+      Value tid = launch.getThreadIds().x;
+      Value w = addi(muli(launch.getBlockIds().x, idx(8)), divui(tid, idx(32)));
+      Value lane = remui(tid, idx(32));
+      ifThen(cmpi(arith::CmpIPredicate::ult, w, n), [&] { body(w, lane); });
+      gpu::TerminatorOp::create(b);
+      inLaunch = false;
+      allocBlock = saved;
+    });
+  }
+  /// GPU: the maximum of `v` over the warp.
+  Value warpMax(Value v) {
+    for (int32_t off = 16; off >= 1; off /= 2)
+      v = max(v, gpu::ShuffleOp::create(b, v, off, 32, gpu::ShuffleMode::XOR).getShuffleResult());
+    return v;
+  }
+  /// GPU: `v` of lane `src` (an index).
+  Value fromLane(Value v, Value src) {
+    Value s32 = arith::IndexCastOp::create(b, b.getI32Type(), src);
+    Value w32 = arith::ConstantIntOp::create(b, 32, 32);
+    return gpu::ShuffleOp::create(b, v.getType(), b.getI1Type(), v, s32, w32,
+                                  gpu::ShuffleModeAttr::get(b.getContext(), gpu::ShuffleMode::IDX))
+        .getShuffleResult();
+  }
   /// GPU: the sum of `v` over the 32 lanes of the warp (xor shuffles).
   Value warpSum(Value v) {
     for (int32_t off = 16; off >= 1; off /= 2)
@@ -491,17 +528,89 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     });
     return n;
   };
+  // --- Warp versions for the GPU: one warp per (token, group), lanes along
+  // the channels j (coalesced), slot s owned by lane s mod 32 (its values
+  // in registers `sc`, R = ⌈M/32⌉ of them per lane).
+  const int64_t R = (M + 31) / 32, Q = (d + 31) / 32;
+  // sc[s/32] on lane s%32 = x[xBase..]·S[g, s, :] (unscaled).
+  auto warpSlotDots = [=](K &k, Value x, Value S, Value xBase, Value g, Value lane, Value sc) {
+    k.loop(M, [&](Value s) {
+      Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
+      Value part = k.fold(
+          lane, k.idx(d), k.cst(0.0),
+          [&](Value j) { return k.mul(k.ld(x, k.addi(xBase, j)), k.ld(S, k.addi(sb, j))); },
+          [&](Value acc, Value v) { return k.add(acc, v); }, 32);
+      Value tot = k.warpSum(part);
+      k.ifThen(k.cmpi(arith::CmpIPredicate::eq, lane, k.remui(s, k.idx(32))),
+               [&] { k.st(tot, sc, k.divui(s, k.idx(32))); });
+    });
+  };
+  // body(r, s) for the slots this lane owns.
+  auto ownSlots = [=](K &k, Value lane, auto body) {
+    k.loop(R, [&](Value r) {
+      Value s = k.addi(lane, k.muli(r, k.idx(32)));
+      k.ifThen(k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M)), [&] { body(r, s); });
+    });
+  };
+  // sc ← softmax over the slots of sc·invSqrtD, written to out[outBase + s].
+  auto warpSoftmax = [=](K &k, Value lane, Value sc, Value out, Value outBase) {
+    Value mLoc = k.fold(
+        k.idx(0), k.idx(R), k.cst(-INFINITY),
+        [&](Value r) {
+          Value s = k.addi(lane, k.muli(r, k.idx(32)));
+          return k.select(k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M)),
+                          k.mul(k.ld(sc, r), k.cst(invSqrtD)), k.cst(-INFINITY));
+        },
+        [&](Value a, Value v) { return k.max(a, v); });
+    Value m = k.warpMax(mLoc);
+    Value zLoc = k.fold(
+        k.idx(0), k.idx(R), k.cst(0.0),
+        [&](Value r) {
+          Value s = k.addi(lane, k.muli(r, k.idx(32)));
+          Value e = k.select(k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M)),
+                             k.exp(k.sub(k.mul(k.ld(sc, r), k.cst(invSqrtD)), m)), k.cst(0.0));
+          k.st(e, sc, r);
+          return e;
+        },
+        [&](Value a, Value v) { return k.add(a, v); });
+    Value inv = k.div(k.cst(1.0), k.warpSum(zLoc));
+    ownSlots(k, lane, [&](Value r, Value s) {
+      Value p = k.mul(k.ld(sc, r), inv);
+      k.st(p, sc, r);
+      k.st(p, out, k.addi(outBase, s));
+    });
+  };
+  // The value of slot s (held by lane s%32 in sc) on every lane.
+  auto slotValue = [=](K &k, Value sc, Value s) {
+    return k.fromLane(k.ld(sc, k.divui(s, k.idx(32))), k.remui(s, k.idx(32)));
+  };
+  // (bi, token t, group g) of warp w.
+  auto tokenGroupOf = [=](K &k, Value w, Value T) {
+    Value g = k.remui(w, k.idx(G)), bt = k.divui(w, k.idx(G));
+    return std::make_tuple(k.divui(bt, T), k.remui(bt, T), g);
+  };
+
   // Offsets of (bi, token t): w/a rows (G·M per token) and k/v/q rows (D).
   auto slotOf = [=](K &k, Value bi, Value nC, Value ch, Value g, Value s) {
     return k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G)), g), k.idx(M)), s);
   };
   add("mdi_write_fwd", {"k", "v", "S", "mu", "w", "lb", "wu"}, {"B", "T"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
-    k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
-      Value row = k.addi(k.muli(i[0], T), i[1]), g = i[2];
-      slotAddress(k, a["k"], a["S"], k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d))), g,
-                  a["w"], k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)));
-    });
+    if (k.gpu) {
+      k.warps(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value w, Value lane) {
+        auto [bi, t, g] = tokenGroupOf(k, w, T);
+        Value row = k.addi(k.muli(bi, T), t), sc = k.buf(R);
+        warpSlotDots(k, a["k"], a["S"], k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d))), g,
+                     lane, sc);
+        warpSoftmax(k, lane, sc, a["w"], k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)));
+      });
+    } else {
+      k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
+        Value row = k.addi(k.muli(i[0], T), i[1]), g = i[2];
+        slotAddress(k, a["k"], a["S"], k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d))), g,
+                    a["w"], k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)));
+      });
+    }
     k.par({a["B"], nC, k.idx(G), k.idx(M)}, [&](ArrayRef<Value> i) {
       Value bi = i[0], ch = i[1], g = i[2], s = i[3];
       Value P = k.buf(d);
@@ -631,8 +740,41 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     Value inInit = k.muli(k.addi(k.muli(bi, k.idx(G * M)), gs), k.idx(d));
     return std::make_pair(inMems, inInit);
   };
+  // Memory row of slot s read by (bi, chunk cT, g): mem0 in chunk 0.
+  auto memAt = [=](K &k, Args &a, Value bi, Value nC, Value cT, Value g, Value s, Value j) {
+    Value fromInit;
+    auto [im, ii] = memRow(k, bi, nC, cT, g, s, fromInit);
+    return k.select(fromInit, k.ld(a["mem0"], k.addi(ii, j)), k.ld(a["mems"], k.addi(im, j)));
+  };
+  // body(q, j) for the channels j = lane + 32q < d of this lane.
+  auto ownChannels = [=](K &k, Value lane, auto body) {
+    k.loop(Q, [&](Value q) {
+      Value j = k.addi(lane, k.muli(q, k.idx(32)));
+      k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)), [&] { body(q, j); });
+    });
+  };
   add("mdi_read_fwd", {"q", "S", "mems", "mem0", "a", "y2"}, {"B", "T"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
+    if (k.gpu) {
+      k.warps(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value w, Value lane) {
+        auto [bi, t, g] = tokenGroupOf(k, w, T);
+        Value row = k.addi(k.muli(bi, T), t), cT = k.divui(t, k.idx(C));
+        Value qb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
+        Value ab = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
+        Value sc = k.buf(R), acc = k.buf(Q);
+        warpSlotDots(k, a["q"], a["S"], qb, g, lane, sc);
+        warpSoftmax(k, lane, sc, a["a"], ab);
+        k.loop(Q, [&](Value q) { k.st(k.cst(0.0), acc, q); });
+        k.loop(M, [&](Value s) {
+          Value as = slotValue(k, sc, s);
+          ownChannels(k, lane, [&](Value q, Value j) {
+            k.st(k.add(k.ld(acc, q), k.mul(as, memAt(k, a, bi, nC, cT, g, s, j))), acc, q);
+          });
+        });
+        ownChannels(k, lane, [&](Value q, Value j) { k.st(k.ld(acc, q), a["y2"], k.addi(qb, j)); });
+      });
+      return;
+    }
     k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
       Value bi = i[0], t = i[1], g = i[2];
       Value row = k.addi(k.muli(bi, T), t);
@@ -660,7 +802,53 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   add("mdi_read_bwd", {"q", "S", "mems", "mem0", "a", "dy2", "dq", "dS", "dmems", "dmem0", "dl"},
       {"B", "T"}, [=](K &k, Args &a) {
         Value T = a["T"], nC = numChunks(k, T), dl = a["dl"];
-        k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
+        if (k.gpu) {
+          k.warps(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value w, Value lane) {
+            auto [bi, t, g] = tokenGroupOf(k, w, T);
+            Value row = k.addi(k.muli(bi, T), t), cT = k.divui(t, k.idx(C));
+            Value qb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
+            Value ab = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
+            Value sc = k.buf(R), acc = k.buf(Q);
+            // da_s = dy·Mem[s] on lane s%32.
+            k.loop(M, [&](Value s) {
+              Value part = k.fold(
+                  lane, k.idx(d), k.cst(0.0),
+                  [&](Value j) {
+                    return k.mul(k.ld(a["dy2"], k.addi(qb, j)), memAt(k, a, bi, nC, cT, g, s, j));
+                  },
+                  [&](Value x, Value v) { return k.add(x, v); }, 32);
+              Value tot = k.warpSum(part);
+              k.ifThen(k.cmpi(arith::CmpIPredicate::eq, lane, k.remui(s, k.idx(32))),
+                       [&] { k.st(tot, sc, k.divui(s, k.idx(32))); });
+            });
+            Value adaLoc = k.fold(
+                k.idx(0), k.idx(R), k.cst(0.0),
+                [&](Value r) {
+                  Value s = k.addi(lane, k.muli(r, k.idx(32)));
+                  Value ok = k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M));
+                  Value sIn = k.select(ok, s, k.idx(0));
+                  return k.select(ok, k.mul(k.ld(a["a"], k.addi(ab, sIn)), k.ld(sc, r)), k.cst(0.0));
+                },
+                [&](Value x, Value v) { return k.add(x, v); });
+            Value ada = k.warpSum(adaLoc);
+            ownSlots(k, lane, [&](Value r, Value s) {
+              Value v = k.mul(k.mul(k.ld(a["a"], k.addi(ab, s)), k.sub(k.ld(sc, r), ada)),
+                              k.cst(invSqrtD));
+              k.st(v, sc, r);
+              k.st(v, dl, k.addi(ab, s));
+            });
+            k.loop(Q, [&](Value q) { k.st(k.cst(0.0), acc, q); });
+            k.loop(M, [&](Value s) {
+              Value dls = slotValue(k, sc, s);
+              Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
+              ownChannels(k, lane, [&](Value q, Value j) {
+                k.st(k.add(k.ld(acc, q), k.mul(dls, k.ld(a["S"], k.addi(sb, j)))), acc, q);
+              });
+            });
+            ownChannels(k, lane, [&](Value q, Value j) { k.addTo(a["dq"], k.addi(qb, j), k.ld(acc, q)); });
+          });
+        }
+        if (!k.gpu) k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
           Value bi = i[0], t = i[1], g = i[2];
           Value row = k.addi(k.muli(bi, T), t);
           Value cT = k.divui(t, k.idx(C));

@@ -366,8 +366,15 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         Value xh = k.mul(k.ld(a["x"], i), r);
         Value dy = k.ld(a["dy"], i);
         k.addTo(a["dx"], i, k.mul(r, k.sub(k.mul(dy, k.ld(a["w"], j)), k.mul(xh, meanDot))));
-        k.accum(a["dw"], j, k.mul(dy, xh));
       });
+    });
+    // dw_j += Σ_n dy_nj · x_nj · r_n: one sum over the rows per channel.
+    k.par(D, [&](Value j) {
+      Value acc = k.sum(k.idx(0), a["rows"], [&](Value n) {
+        Value i = k.addi(k.muli(n, k.idx(D)), j);
+        return k.mul(k.ld(a["dy"], i), k.mul(k.ld(a["x"], i), k.ld(a["rstd"], n)));
+      });
+      k.addTo(a["dw"], j, acc);
     });
   });
 
@@ -703,7 +710,49 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           k.addTo(a["dv"], k.addi(k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d))), j), acc);
         });
         // Through the softmax: dl = w(dw − Σ w dw)/√d (kept), dk += Σ_s dl_s S_s.
-        k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
+        if (k.gpu) {
+          k.warps(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value w, Value lane) {
+            auto [bi, t, g] = tokenGroupOf(k, w, T);
+            Value row = k.addi(k.muli(bi, T), t);
+            Value wb = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
+            Value kb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
+            Value sc = k.buf(R), acc = k.buf(Q);
+            Value wdwLoc = k.fold(
+                k.idx(0), k.idx(R), k.cst(0.0),
+                [&](Value r) {
+                  Value s = k.addi(lane, k.muli(r, k.idx(32)));
+                  Value ok = k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M));
+                  Value si = k.addi(wb, k.select(ok, s, k.idx(0)));
+                  return k.select(ok, k.mul(k.ld(a["w"], si), k.ld(a["dw"], si)), k.cst(0.0));
+                },
+                [&](Value x, Value v) { return k.add(x, v); });
+            Value wdw = k.warpSum(wdwLoc);
+            ownSlots(k, lane, [&](Value r, Value s) {
+              Value wi = k.addi(wb, s);
+              Value v = k.mul(k.mul(k.ld(a["w"], wi), k.sub(k.ld(a["dw"], wi), wdw)),
+                              k.cst(invSqrtD));
+              k.st(v, sc, r);
+              k.st(v, dl, wi);
+            });
+            k.loop(Q, [&](Value q) { k.st(k.cst(0.0), acc, q); });
+            k.loop(M, [&](Value s) {
+              Value dls = slotValue(k, sc, s);
+              Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
+              k.loop(Q, [&](Value q) {
+                Value j = k.addi(lane, k.muli(q, k.idx(32)));
+                k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)), [&] {
+                  k.st(k.add(k.ld(acc, q), k.mul(dls, k.ld(a["S"], k.addi(sb, j)))), acc, q);
+                });
+              });
+            });
+            k.loop(Q, [&](Value q) {
+              Value j = k.addi(lane, k.muli(q, k.idx(32)));
+              k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)),
+                       [&] { k.addTo(a["dk"], k.addi(kb, j), k.ld(acc, q)); });
+            });
+          });
+        }
+        if (!k.gpu) k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
           Value row = k.addi(k.muli(i[0], T), i[1]), g = i[2];
           Value wb = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
           Value kb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
@@ -1023,6 +1072,42 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       k.st(k.cst(0.0), a["loss"], k.idx(1));
     });
     Value zero32 = arith::ConstantIntOp::create(k.b, 0, 32);
+    if (k.gpu) {
+      // One warp per row, lanes along the vocabulary.
+      k.warps(a["rows"], [&](Value n, Value lane) {
+        Value gscale = k.ld(a["scale"], k.idx(0));
+        Value base = k.muli(n, k.idx(V));
+        k.touch();
+        Value t32 = memref::LoadOp::create(k.b, a["targets"], ValueRange{n});
+        Value valid = arith::CmpIOp::create(k.b, arith::CmpIPredicate::sge, t32, zero32);
+        Value t =
+            k.select(valid, arith::IndexCastOp::create(k.b, k.b.getIndexType(), t32), k.idx(0));
+        auto over = [&](Value init, auto body, auto combine) {
+          return k.fold(lane, k.idx(V), init, body, combine, 32);
+        };
+        Value m = k.warpMax(over(
+            k.cst(-INFINITY), [&](Value j) { return k.ld(a["logits"], k.addi(base, j)); },
+            [&](Value x, Value v) { return k.max(x, v); }));
+        Value z = k.warpSum(over(
+            k.cst(0.0),
+            [&](Value j) { return k.exp(k.sub(k.ld(a["logits"], k.addi(base, j)), m)); },
+            [&](Value x, Value v) { return k.add(x, v); }));
+        Value lse = k.add(m, k.log(z));
+        Value vm = k.mask(valid);
+        Value coef = k.mul(vm, gscale);
+        k.loop(lane, k.idx(V), [&](Value j) {
+          Value i = k.addi(base, j);
+          Value p = k.exp(k.sub(k.ld(a["logits"], i), lse));
+          Value oh = k.mask(k.cmpi(arith::CmpIPredicate::eq, j, t));
+          k.st(k.mul(coef, k.sub(p, oh)), a["dlogits"], i);
+        }, 32);
+        k.ifThen(k.cmpi(arith::CmpIPredicate::eq, lane, k.idx(0)), [&] {
+          k.accum(a["loss"], k.idx(0), k.mul(vm, k.sub(lse, k.ld(a["logits"], k.addi(base, t)))));
+          k.accum(a["loss"], k.idx(1), vm);
+        });
+      });
+      return;
+    }
     k.par(a["rows"], [&](Value n) {
       Value gscale = k.ld(a["scale"], k.idx(0));
       Value base = k.muli(n, k.idx(V));

@@ -368,13 +368,17 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         k.addTo(a["dx"], i, k.mul(r, k.sub(k.mul(dy, k.ld(a["w"], j)), k.mul(xh, meanDot))));
       });
     });
-    // dw_j += Σ_n dy_nj · x_nj · r_n: one sum over the rows per channel.
-    k.par(D, [&](Value j) {
-      Value acc = k.sum(k.idx(0), a["rows"], [&](Value n) {
+    // dw_j += Σ_n dy_nj · x_nj · r_n: sums over spans of kSpan rows per
+    // channel (coalesced along j), one atomic add per span on the GPU.
+    constexpr int64_t kSpan = 128;
+    Value spans = k.divui(k.addi(a["rows"], k.idx(kSpan - 1)), k.idx(kSpan));
+    k.par({spans, k.idx(D)}, [&](ArrayRef<Value> sj) {
+      Value j = sj[1], n0 = k.muli(sj[0], k.idx(kSpan));
+      Value acc = k.sum(n0, k.minui(a["rows"], k.addi(n0, k.idx(kSpan))), [&](Value n) {
         Value i = k.addi(k.muli(n, k.idx(D)), j);
         return k.mul(k.ld(a["dy"], i), k.mul(k.ld(a["x"], i), k.ld(a["rstd"], n)));
       });
-      k.addTo(a["dw"], j, acc);
+      k.accum(a["dw"], j, acc);
     });
   });
 

@@ -125,6 +125,20 @@ struct K {
     body(f.getInductionVar());
   }
   template <class F> void loop(int64_t n, F body) { loop(idx(0), idx(n), body); }
+  /// Builds the body of `launch` with body(launch): allocas go to its entry
+  /// (per thread), memory may be touched, and the terminator is added.
+  template <class F> void inside(gpu::LaunchOp launch, F body) {
+    OpBuilder::InsertionGuard g(b);
+    Block &entry = launch.getBody().front();
+    b.setInsertionPointToStart(&entry);
+    Block *saved = allocBlock;
+    allocBlock = &entry;
+    inLaunch = true;
+    body(launch);
+    gpu::TerminatorOp::create(b);
+    inLaunch = false;
+    allocBlock = saved;
+  }
   /// Independent iterations body(i), i in [0, n): see the struct's comment.
   template <class F> void par(Value n, F body) {
     if (!gpu || inLaunch)
@@ -133,18 +147,10 @@ struct K {
     // A launch of zero blocks is an error: skip empty ranges.
     ifThen(cmpi(arith::CmpIPredicate::ugt, n, idx(0)), [&] {
       Value blocks = divui(addi(n, idx(kThreads - 1)), tpb);
-      auto launch = gpu::LaunchOp::create(b, blocks, one, one, tpb, one, one);
-      OpBuilder::InsertionGuard g(b);
-      Block &entry = launch.getBody().front();
-      b.setInsertionPointToStart(&entry);
-      Block *saved = allocBlock;
-      allocBlock = &entry;
-      inLaunch = true;
-      Value i = addi(muli(launch.getBlockIds().x, tpb), launch.getThreadIds().x);
-      ifThen(cmpi(arith::CmpIPredicate::ult, i, n), [&] { body(i); });
-      gpu::TerminatorOp::create(b);
-      inLaunch = false;
-      allocBlock = saved;
+      inside(gpu::LaunchOp::create(b, blocks, one, one, tpb, one, one), [&](gpu::LaunchOp l) {
+        Value i = addi(muli(l.getBlockIds().x, tpb), l.getThreadIds().x);
+        ifThen(cmpi(arith::CmpIPredicate::ult, i, n), [&] { body(i); });
+      });
     });
   }
   template <class F> void par(int64_t n, F body) { par(idx(n), body); }
@@ -173,18 +179,11 @@ struct K {
         launch.setModuleAttr(FlatSymbolRefAttr::get(b.getContext(), name));
         launch.setFunctionAttr(FlatSymbolRefAttr::get(b.getContext(), name));
       }
-      OpBuilder::InsertionGuard g(b);
-      Block &entry = launch.getBody().front();
-      b.setInsertionPointToStart(&entry);
-      Block *saved = allocBlock;
-      allocBlock = &entry;
-      inLaunch = true;
-      SmallVector<Value> smem(launch.getWorkgroupAttributions().begin(),
-                              launch.getWorkgroupAttributions().end());
-      body(launch.getBlockIds().x, launch.getThreadIds().x, ArrayRef<Value>(smem));
-      gpu::TerminatorOp::create(b);
-      inLaunch = false;
-      allocBlock = saved;
+      inside(launch, [&](gpu::LaunchOp l) {
+        SmallVector<Value> smem(l.getWorkgroupAttributions().begin(),
+                                l.getWorkgroupAttributions().end());
+        body(l.getBlockIds().x, l.getThreadIds().x, ArrayRef<Value>(smem));
+      });
     });
   }
   void barrier() { gpu::BarrierOp::create(b); }
@@ -195,20 +194,13 @@ struct K {
     ifThen(cmpi(arith::CmpIPredicate::ugt, n, idx(0)), [&] {
       Value one = idx(1);
       Value blocks = divui(addi(n, idx(7)), idx(8));
-      auto launch = gpu::LaunchOp::create(b, blocks, one, one, idx(256), one, one);
-      OpBuilder::InsertionGuard g(b);
-      Block &entry = launch.getBody().front();
-      b.setInsertionPointToStart(&entry);
-      Block *saved = allocBlock;
-      allocBlock = &entry;
-      inLaunch = true;
-      Value tid = launch.getThreadIds().x;
-      Value w = addi(muli(launch.getBlockIds().x, idx(8)), divui(tid, idx(32)));
-      Value lane = remui(tid, idx(32));
-      ifThen(cmpi(arith::CmpIPredicate::ult, w, n), [&] { body(w, lane); });
-      gpu::TerminatorOp::create(b);
-      inLaunch = false;
-      allocBlock = saved;
+      inside(gpu::LaunchOp::create(b, blocks, one, one, idx(256), one, one),
+             [&](gpu::LaunchOp l) {
+               Value tid = l.getThreadIds().x;
+               Value w = addi(muli(l.getBlockIds().x, idx(8)), divui(tid, idx(32)));
+               Value lane = remui(tid, idx(32));
+               ifThen(cmpi(arith::CmpIPredicate::ult, w, n), [&] { body(w, lane); });
+             });
     });
   }
   /// GPU: the maximum of `v` over the warp.
@@ -543,18 +535,26 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   // the channels j (coalesced), slot s owned by lane s mod 32 (its values
   // in registers `sc`, R = ⌈M/32⌉ of them per lane).
   const int64_t R = (M + 31) / 32, Q = (d + 31) / 32;
-  // sc[s/32] on lane s%32 = x[xBase..]·S[g, s, :] (unscaled).
-  auto warpSlotDots = [=](K &k, Value x, Value S, Value xBase, Value g, Value lane, Value sc) {
+  // sc[s/32] on lane s%32 = Σ_j x(j)·row(s, j) over the group's d channels.
+  auto warpSlotReduce = [=](K &k, Value lane, Value sc, auto x, auto row) {
     k.loop(M, [&](Value s) {
-      Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
       Value part = k.fold(
-          lane, k.idx(d), k.cst(0.0),
-          [&](Value j) { return k.mul(k.ld(x, k.addi(xBase, j)), k.ld(S, k.addi(sb, j))); },
+          lane, k.idx(d), k.cst(0.0), [&](Value j) { return k.mul(x(j), row(s, j)); },
           [&](Value acc, Value v) { return k.add(acc, v); }, 32);
       Value tot = k.warpSum(part);
       k.ifThen(k.cmpi(arith::CmpIPredicate::eq, lane, k.remui(s, k.idx(32))),
                [&] { k.st(tot, sc, k.divui(s, k.idx(32))); });
     });
+  };
+  // Row s of S[g] (d channels).
+  auto sRow = [=](K &k, Value S, Value g) {
+    return [=, &k](Value s, Value j) {
+      return k.ld(S, k.addi(k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d)), j));
+    };
+  };
+  // sc[s/32] on lane s%32 = x[xBase..]·S[g, s, :] (unscaled).
+  auto warpSlotDots = [=](K &k, Value x, Value S, Value xBase, Value g, Value lane, Value sc) {
+    warpSlotReduce(k, lane, sc, [&](Value j) { return k.ld(x, k.addi(xBase, j)); }, sRow(k, S, g));
   };
   // body(r, s) for the slots this lane owns.
   auto ownSlots = [=](K &k, Value lane, auto body) {
@@ -595,25 +595,86 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   auto slotValue = [=](K &k, Value sc, Value s) {
     return k.fromLane(k.ld(sc, k.divui(s, k.idx(32))), k.remui(s, k.idx(32)));
   };
-  // (bi, token t, group g) of warp w.
-  auto tokenGroupOf = [=](K &k, Value w, Value T) {
-    Value g = k.remui(w, k.idx(G)), bt = k.divui(w, k.idx(G));
-    return std::make_tuple(k.divui(bt, T), k.remui(bt, T), g);
+  // body(q, j) for the channels j = lane + 32q < d of this lane.
+  auto ownChannels = [=](K &k, Value lane, auto body) {
+    k.loop(Q, [&](Value q) {
+      Value j = k.addi(lane, k.muli(q, k.idx(32)));
+      k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)), [&] { body(q, j); });
+    });
+  };
+  // out(j) for the lane's channels, given Σ_s slot(s)·row(s, j) with the slot
+  // values in sc (a warp-wide product over the slots).
+  auto warpSlotCombine = [=](K &k, Value lane, Value sc, auto row, auto out) {
+    Value acc = k.buf(Q);
+    k.loop(Q, [&](Value q) { k.st(k.cst(0.0), acc, q); });
+    k.loop(M, [&](Value s) {
+      Value v = slotValue(k, sc, s);
+      ownChannels(k, lane, [&](Value q, Value j) {
+        k.st(k.add(k.ld(acc, q), k.mul(v, row(s, j))), acc, q);
+      });
+    });
+    ownChannels(k, lane, [&](Value q, Value j) { out(j, k.ld(acc, q)); });
+  };
+  // One warp per (batch row, token, group) of B·T·G: body(bi, t, g, token
+  // row, offset of its d channels in (B,T,D), offset of its M slots, lane).
+  auto warpTokens = [=](K &k, Value B, Value T, auto body) {
+    k.warps(k.muli(k.muli(B, T), k.idx(G)), [&](Value w, Value lane) {
+      Value g = k.remui(w, k.idx(G)), bt = k.divui(w, k.idx(G));
+      Value bi = k.divui(bt, T), t = k.remui(bt, T), row = bt;
+      Value xb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
+      Value sb = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
+      body(bi, t, g, row, xb, sb, lane);
+    });
+  };
+  // sc ← dl = p(dp − Σ p dp)/√d from sc = dp and p = prob(s); dl written to
+  // out[outBase + s].
+  auto warpSoftmaxBackward = [=](K &k, Value lane, Value sc, auto prob, Value out,
+                                 Value outBase) {
+    Value loc = k.fold(
+        k.idx(0), k.idx(R), k.cst(0.0),
+        [&](Value r) {
+          Value s = k.addi(lane, k.muli(r, k.idx(32)));
+          Value ok = k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M));
+          return k.select(ok, k.mul(prob(k.select(ok, s, k.idx(0))), k.ld(sc, r)), k.cst(0.0));
+        },
+        [&](Value x, Value v) { return k.add(x, v); });
+    Value pdp = k.warpSum(loc);
+    ownSlots(k, lane, [&](Value r, Value s) {
+      Value v = k.mul(k.mul(prob(s), k.sub(k.ld(sc, r), pdp)), k.cst(invSqrtD));
+      k.st(v, sc, r);
+      k.st(v, out, k.addi(outBase, s));
+    });
   };
 
   // Offsets of (bi, token t): w/a rows (G·M per token) and k/v/q rows (D).
   auto slotOf = [=](K &k, Value bi, Value nC, Value ch, Value g, Value s) {
     return k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G)), g), k.idx(M)), s);
   };
+  // Per (batch row, chunk, group, slot), in parallel: the chunk's tokens
+  // [t0, t1), write mass n and Σ_t w v (in P), the slot's μ and logσ(μ).
+  struct ChunkSlot {
+    Value bi, ch, g, s, t0, t1, n, P, slot, mu, ls;
+  };
+  auto parChunkSlots = [=](K &k, Args &a, Value T, Value nC, auto body) {
+    k.par({a["B"], nC, k.idx(G), k.idx(M)}, [&](ArrayRef<Value> i) {
+      ChunkSlot cs;
+      cs.bi = i[0], cs.ch = i[1], cs.g = i[2], cs.s = i[3];
+      cs.P = k.buf(d);
+      cs.t0 = k.muli(cs.ch, k.idx(C)), cs.t1 = chunkEnd(k, T, cs.ch);
+      cs.n = chunkStats(k, a, cs.bi, T, cs.t0, cs.t1, cs.g, cs.s, cs.P);
+      cs.slot = slotOf(k, cs.bi, nC, cs.ch, cs.g, cs.s);
+      cs.mu = k.ld(a["mu"], k.addi(k.muli(cs.g, k.idx(M)), cs.s));
+      cs.ls = k.logSigmoid(cs.mu);
+      body(cs);
+    });
+  };
   add("mdi_write_fwd", {"k", "v", "S", "mu", "w", "lb", "wu"}, {"B", "T"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
     if (k.gpu) {
-      k.warps(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value w, Value lane) {
-        auto [bi, t, g] = tokenGroupOf(k, w, T);
-        Value row = k.addi(k.muli(bi, T), t), sc = k.buf(R);
-        warpSlotDots(k, a["k"], a["S"], k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d))), g,
-                     lane, sc);
-        warpSoftmax(k, lane, sc, a["w"], k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)));
+      warpTokens(k, a["B"], T, [&](Value, Value, Value g, Value, Value kb, Value wb, Value lane) {
+        Value sc = k.buf(R);
+        warpSlotDots(k, a["k"], a["S"], kb, g, lane, sc);
+        warpSoftmax(k, lane, sc, a["w"], wb);
       });
     } else {
       k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
@@ -622,13 +683,8 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
                     a["w"], k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)));
       });
     }
-    k.par({a["B"], nC, k.idx(G), k.idx(M)}, [&](ArrayRef<Value> i) {
-      Value bi = i[0], ch = i[1], g = i[2], s = i[3];
-      Value P = k.buf(d);
-      Value t0 = k.muli(ch, k.idx(C)), t1 = chunkEnd(k, T, ch);
-      Value n = chunkStats(k, a, bi, T, t0, t1, g, s, P);
-      Value slot = slotOf(k, bi, nC, ch, g, s);
-      Value ls = k.logSigmoid(k.ld(a["mu"], k.addi(k.muli(g, k.idx(M)), s)));
+    parChunkSlots(k, a, T, nC, [&](ChunkSlot cs) {
+      Value n = cs.n, slot = cs.slot, P = cs.P, ls = cs.ls;
       Value lb = k.min(k.max(k.mul(n, ls), k.cst(lo)), k.cst(0.0));
       k.st(lb, a["lb"], slot);
       Value omb = k.neg(k.expm1(lb));
@@ -661,14 +717,9 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       {"k", "v", "S", "mu", "w", "dlb", "dwu", "dk", "dv", "dS", "dmu", "dw", "dP", "dl"},
       {"B", "T"}, [=](K &k, Args &a) {
         Value T = a["T"], nC = numChunks(k, T), dl = a["dl"];
-        k.par({a["B"], nC, k.idx(G), k.idx(M)}, [&](ArrayRef<Value> i) {
-          Value bi = i[0], ch = i[1], g = i[2], s = i[3];
-          Value P = k.buf(d);
-          Value t0 = k.muli(ch, k.idx(C)), t1 = chunkEnd(k, T, ch);
-          Value n = chunkStats(k, a, bi, T, t0, t1, g, s, P);
-          Value slot = slotOf(k, bi, nC, ch, g, s);
-          Value muV = k.ld(a["mu"], k.addi(k.muli(g, k.idx(M)), s));
-          Value ls = k.logSigmoid(muV);
+        parChunkSlots(k, a, T, nC, [&](ChunkSlot cs) {
+          Value bi = cs.bi, g = cs.g, s = cs.s, t0 = cs.t0, t1 = cs.t1;
+          Value n = cs.n, slot = cs.slot, P = cs.P, muV = cs.mu, ls = cs.ls;
           Value raw = k.mul(n, ls);
           Value lb = k.min(k.max(raw, k.cst(lo)), k.cst(0.0));
           Value beta = k.exp(lb), omb = k.neg(k.expm1(lb));
@@ -715,45 +766,13 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         });
         // Through the softmax: dl = w(dw − Σ w dw)/√d (kept), dk += Σ_s dl_s S_s.
         if (k.gpu) {
-          k.warps(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value w, Value lane) {
-            auto [bi, t, g] = tokenGroupOf(k, w, T);
-            Value row = k.addi(k.muli(bi, T), t);
-            Value wb = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
-            Value kb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-            Value sc = k.buf(R), acc = k.buf(Q);
-            Value wdwLoc = k.fold(
-                k.idx(0), k.idx(R), k.cst(0.0),
-                [&](Value r) {
-                  Value s = k.addi(lane, k.muli(r, k.idx(32)));
-                  Value ok = k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M));
-                  Value si = k.addi(wb, k.select(ok, s, k.idx(0)));
-                  return k.select(ok, k.mul(k.ld(a["w"], si), k.ld(a["dw"], si)), k.cst(0.0));
-                },
-                [&](Value x, Value v) { return k.add(x, v); });
-            Value wdw = k.warpSum(wdwLoc);
-            ownSlots(k, lane, [&](Value r, Value s) {
-              Value wi = k.addi(wb, s);
-              Value v = k.mul(k.mul(k.ld(a["w"], wi), k.sub(k.ld(a["dw"], wi), wdw)),
-                              k.cst(invSqrtD));
-              k.st(v, sc, r);
-              k.st(v, dl, wi);
-            });
-            k.loop(Q, [&](Value q) { k.st(k.cst(0.0), acc, q); });
-            k.loop(M, [&](Value s) {
-              Value dls = slotValue(k, sc, s);
-              Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
-              k.loop(Q, [&](Value q) {
-                Value j = k.addi(lane, k.muli(q, k.idx(32)));
-                k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)), [&] {
-                  k.st(k.add(k.ld(acc, q), k.mul(dls, k.ld(a["S"], k.addi(sb, j)))), acc, q);
-                });
-              });
-            });
-            k.loop(Q, [&](Value q) {
-              Value j = k.addi(lane, k.muli(q, k.idx(32)));
-              k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)),
-                       [&] { k.addTo(a["dk"], k.addi(kb, j), k.ld(acc, q)); });
-            });
+          warpTokens(k, a["B"], T, [&](Value, Value, Value g, Value, Value kb, Value wb, Value lane) {
+            Value sc = k.buf(R);
+            ownSlots(k, lane, [&](Value r, Value s) { k.st(k.ld(a["dw"], k.addi(wb, s)), sc, r); });
+            warpSoftmaxBackward(k, lane, sc, [&](Value s) { return k.ld(a["w"], k.addi(wb, s)); },
+                                dl, wb);
+            warpSlotCombine(k, lane, sc, sRow(k, a["S"], g),
+                            [&](Value j, Value v) { k.addTo(a["dk"], k.addi(kb, j), v); });
           });
         }
         if (!k.gpu) k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
@@ -799,32 +818,16 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     auto [im, ii] = memRow(k, bi, nC, cT, g, s, fromInit);
     return k.select(fromInit, k.ld(a["mem0"], k.addi(ii, j)), k.ld(a["mems"], k.addi(im, j)));
   };
-  // body(q, j) for the channels j = lane + 32q < d of this lane.
-  auto ownChannels = [=](K &k, Value lane, auto body) {
-    k.loop(Q, [&](Value q) {
-      Value j = k.addi(lane, k.muli(q, k.idx(32)));
-      k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)), [&] { body(q, j); });
-    });
-  };
   add("mdi_read_fwd", {"q", "S", "mems", "mem0", "a", "y2"}, {"B", "T"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
     if (k.gpu) {
-      k.warps(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value w, Value lane) {
-        auto [bi, t, g] = tokenGroupOf(k, w, T);
-        Value row = k.addi(k.muli(bi, T), t), cT = k.divui(t, k.idx(C));
-        Value qb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-        Value ab = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
-        Value sc = k.buf(R), acc = k.buf(Q);
+      warpTokens(k, a["B"], T, [&](Value bi, Value t, Value g, Value, Value qb, Value ab, Value lane) {
+        Value cT = k.divui(t, k.idx(C)), sc = k.buf(R);
         warpSlotDots(k, a["q"], a["S"], qb, g, lane, sc);
         warpSoftmax(k, lane, sc, a["a"], ab);
-        k.loop(Q, [&](Value q) { k.st(k.cst(0.0), acc, q); });
-        k.loop(M, [&](Value s) {
-          Value as = slotValue(k, sc, s);
-          ownChannels(k, lane, [&](Value q, Value j) {
-            k.st(k.add(k.ld(acc, q), k.mul(as, memAt(k, a, bi, nC, cT, g, s, j))), acc, q);
-          });
-        });
-        ownChannels(k, lane, [&](Value q, Value j) { k.st(k.ld(acc, q), a["y2"], k.addi(qb, j)); });
+        warpSlotCombine(k, lane, sc,
+                        [&](Value s, Value j) { return memAt(k, a, bi, nC, cT, g, s, j); },
+                        [&](Value j, Value v) { k.st(v, a["y2"], k.addi(qb, j)); });
       });
       return;
     }
@@ -856,49 +859,16 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       {"B", "T"}, [=](K &k, Args &a) {
         Value T = a["T"], nC = numChunks(k, T), dl = a["dl"];
         if (k.gpu) {
-          k.warps(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value w, Value lane) {
-            auto [bi, t, g] = tokenGroupOf(k, w, T);
-            Value row = k.addi(k.muli(bi, T), t), cT = k.divui(t, k.idx(C));
-            Value qb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-            Value ab = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
-            Value sc = k.buf(R), acc = k.buf(Q);
-            // da_s = dy·Mem[s] on lane s%32.
-            k.loop(M, [&](Value s) {
-              Value part = k.fold(
-                  lane, k.idx(d), k.cst(0.0),
-                  [&](Value j) {
-                    return k.mul(k.ld(a["dy2"], k.addi(qb, j)), memAt(k, a, bi, nC, cT, g, s, j));
-                  },
-                  [&](Value x, Value v) { return k.add(x, v); }, 32);
-              Value tot = k.warpSum(part);
-              k.ifThen(k.cmpi(arith::CmpIPredicate::eq, lane, k.remui(s, k.idx(32))),
-                       [&] { k.st(tot, sc, k.divui(s, k.idx(32))); });
-            });
-            Value adaLoc = k.fold(
-                k.idx(0), k.idx(R), k.cst(0.0),
-                [&](Value r) {
-                  Value s = k.addi(lane, k.muli(r, k.idx(32)));
-                  Value ok = k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M));
-                  Value sIn = k.select(ok, s, k.idx(0));
-                  return k.select(ok, k.mul(k.ld(a["a"], k.addi(ab, sIn)), k.ld(sc, r)), k.cst(0.0));
-                },
-                [&](Value x, Value v) { return k.add(x, v); });
-            Value ada = k.warpSum(adaLoc);
-            ownSlots(k, lane, [&](Value r, Value s) {
-              Value v = k.mul(k.mul(k.ld(a["a"], k.addi(ab, s)), k.sub(k.ld(sc, r), ada)),
-                              k.cst(invSqrtD));
-              k.st(v, sc, r);
-              k.st(v, dl, k.addi(ab, s));
-            });
-            k.loop(Q, [&](Value q) { k.st(k.cst(0.0), acc, q); });
-            k.loop(M, [&](Value s) {
-              Value dls = slotValue(k, sc, s);
-              Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
-              ownChannels(k, lane, [&](Value q, Value j) {
-                k.st(k.add(k.ld(acc, q), k.mul(dls, k.ld(a["S"], k.addi(sb, j)))), acc, q);
-              });
-            });
-            ownChannels(k, lane, [&](Value q, Value j) { k.addTo(a["dq"], k.addi(qb, j), k.ld(acc, q)); });
+          warpTokens(k, a["B"], T, [&](Value bi, Value t, Value g, Value, Value qb, Value ab,
+                                       Value lane) {
+            Value cT = k.divui(t, k.idx(C)), sc = k.buf(R);
+            // sc: da_s = dy·Mem[s]; then dl = a(da − Σ a da)/√d; dq += Σ_s dl_s S_s.
+            warpSlotReduce(k, lane, sc, [&](Value j) { return k.ld(a["dy2"], k.addi(qb, j)); },
+                           [&](Value s, Value j) { return memAt(k, a, bi, nC, cT, g, s, j); });
+            warpSoftmaxBackward(k, lane, sc, [&](Value s) { return k.ld(a["a"], k.addi(ab, s)); },
+                                dl, ab);
+            warpSlotCombine(k, lane, sc, sRow(k, a["S"], g),
+                            [&](Value j, Value v) { k.addTo(a["dq"], k.addi(qb, j), v); });
           });
         }
         if (!k.gpu) k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
@@ -1325,6 +1295,37 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
       k.ifThen(ok, [&] { body(c, j); });
     }
   };
+  // One channel's step t forward from its pre-activation and h_{t−1}[j]:
+  // h = z·σ(pre) + γ·h_{t−1}, stored (and in `final` at the last step).
+  auto channelForward = [=](K &k, Args &a, Value bi, Value T, Value t, Value j, Value pre,
+                            Value hPrev) {
+    Value e = at(k, bi, T, t, j);
+    Value gamma = k.exp(clamp(k, k.ld(a["log_decay"], e), hi));
+    Value h = k.add(k.mul(k.ld(a["z"], e), k.sigmoid(pre)), k.mul(gamma, hPrev));
+    k.st(h, a["h"], e);
+    k.ifThen(k.cmpi(arith::CmpIPredicate::eq, t, k.subi(T, k.idx(1))),
+             [&] { k.st(h, a["final"], k.addi(k.muli(bi, k.idx(D)), j)); });
+    return h;
+  };
+  // One channel's adjoint at step t: g = gIn + dh_t; writes dz, dℓ and av =
+  // g·z·σ'(pre) (to grad_pre[t−1], or grad_pre0 at t = 0); returns {av, γ·g}.
+  auto channelAdjoint = [=](K &k, Args &a, Value bi, Value T, Value t, Value j, Value gIn,
+                            Value pre, Value hPrev) {
+    Value e = at(k, bi, T, t, j);
+    Value first = k.cmpi(arith::CmpIPredicate::eq, t, k.idx(0));
+    Value tp = k.select(first, k.idx(0), k.subi(t, k.idx(1)));
+    Value gj = k.add(gIn, k.ld(a["grad_h"], e));
+    Value sg = k.sigmoid(pre);
+    Value lraw = k.ld(a["log_decay"], e);
+    Value gamma = k.exp(clamp(k, lraw, hi));
+    Value av = k.mul(k.mul(gj, k.ld(a["z"], e)), k.mul(sg, k.sub(k.cst(1.0), sg)));
+    k.st(k.mul(gj, sg), a["grad_z"], e);
+    k.st(k.mul(inRange(k, lraw, hi), k.mul(k.mul(gj, gamma), hPrev)), a["grad_log_decay"], e);
+    k.ifThen(first, [&] { k.st(av, a["grad_pre0"], k.addi(k.muli(bi, k.idx(D)), j)); });
+    k.ifThen(arith::XOrIOp::create(k.b, first, arith::ConstantIntOp::create(k.b, 1, 1)),
+             [&] { k.st(av, a["grad_pre"], at(k, bi, T, tp, j)); });
+    return std::make_pair(av, k.mul(gamma, gj));
+  };
   // bias_j + Σ_i hs[head(j)·dh + i] · W[head(j)][i][j mod dh], hs in shared memory.
   auto preactShared = [=](K &k, Args &a, Value hs, Value j) {
     Value hd = k.divui(j, k.idx(dh)), jj = k.remui(j, k.idx(dh));
@@ -1345,19 +1346,18 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
                     k.barrier();
                     k.loop(k.idx(0), T, [&](Value t) {
                       forChannels(k, tid, [&](int64_t c, Value j) {
-                        Value e = at(k, bi, T, t, j);
-                        Value sg = k.sigmoid(preactShared(k, a, hs, j));
-                        Value gamma = k.exp(clamp(k, k.ld(a["log_decay"], e), hi));
-                        Value h = k.add(k.mul(k.ld(a["z"], e), sg), k.mul(gamma, k.ld(hs, j)));
-                        k.st(h, a["h"], e);
+                        Value h = channelForward(k, a, bi, T, t, j, preactShared(k, a, hs, j),
+                                                 k.ld(hs, j));
                         k.st(h, hn, k.idx(c));
                       });
                       k.barrier();
                       forChannels(k, tid, [&](int64_t c, Value j) { k.st(k.ld(hn, k.idx(c)), hs, j); });
                       k.barrier();
                     });
-                    forChannels(k, tid, [&](int64_t, Value j) {
-                      k.st(k.ld(hs, j), a["final"], k.addi(row, j));
+                    k.ifThen(k.cmpi(arith::CmpIPredicate::eq, T, k.idx(0)), [&] {
+                      forChannels(k, tid, [&](int64_t, Value j) {
+                        k.st(k.ld(hs, j), a["final"], k.addi(row, j));
+                      });
                     });
                   });
                 };
@@ -1384,21 +1384,11 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
                       });
                       k.barrier();
                       forChannels(k, tid, [&](int64_t c, Value j) {
-                        Value e = at(k, bi, T, t, j);
-                        Value gj = k.add(k.ld(g, k.idx(c)), k.ld(a["grad_h"], e));
-                        Value sg = k.sigmoid(preactShared(k, a, hs, j));
-                        Value lraw = k.ld(a["log_decay"], e);
-                        Value gamma = k.exp(clamp(k, lraw, hi));
-                        Value av = k.mul(k.mul(gj, k.ld(a["z"], e)), k.mul(sg, k.sub(k.cst(1.0), sg)));
-                        k.st(k.mul(gj, sg), a["grad_z"], e);
-                        k.st(k.mul(inRange(k, lraw, hi), k.mul(k.mul(gj, gamma), k.ld(hs, j))),
-                             a["grad_log_decay"], e);
-                        k.ifThen(first, [&] { k.st(av, a["grad_pre0"], k.addi(row, j)); });
-                        k.ifThen(arith::XOrIOp::create(k.b, first,
-                                                       arith::ConstantIntOp::create(k.b, 1, 1)),
-                                 [&] { k.st(av, a["grad_pre"], at(k, bi, T, tp, j)); });
+                        auto [av, gNext] =
+                            channelAdjoint(k, a, bi, T, t, j, k.ld(g, k.idx(c)),
+                                           preactShared(k, a, hs, j), k.ld(hs, j));
                         k.st(av, avs, j);
-                        k.st(k.mul(gamma, gj), g, k.idx(c));
+                        k.st(gNext, g, k.idx(c));
                       });
                       k.barrier();
                       // (Wᵀ·av)_i = Σ_j W[i][j]·av_j: one warp per row i, the
@@ -1548,12 +1538,7 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
             });
             k.barrier();
             columnDots(k, a, hs, red, j0, j1, lane, warp, [&](Value, Value j, Value pre) {
-              Value e = at(k, bi, T, t, j);
-              Value gamma = k.exp(clamp(k, k.ld(a["log_decay"], e), hi));
-              Value h = k.add(k.mul(k.ld(a["z"], e), k.sigmoid(pre)), k.mul(gamma, k.ld(hs, j)));
-              k.st(h, a["h"], e);
-              k.ifThen(k.cmpi(arith::CmpIPredicate::eq, t, k.subi(T, k.idx(1))),
-                       [&] { k.st(h, a["final"], k.addi(row, j)); });
+              channelForward(k, a, bi, T, t, j, pre, k.ld(hs, j));
             });
             arrive(k, sync, bi, tid);
           });
@@ -1602,19 +1587,7 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
             });
             k.barrier();
             columnDots(k, a, hs, red, j0, j1, lane, warp, [&](Value c, Value j, Value pre) {
-              Value e = at(k, bi, T, t, j);
-              Value gj = k.add(k.ld(g, c), k.ld(a["grad_h"], e));
-              Value sg = k.sigmoid(pre);
-              Value lraw = k.ld(a["log_decay"], e);
-              Value gamma = k.exp(clamp(k, lraw, hi));
-              Value av = k.mul(k.mul(gj, k.ld(a["z"], e)), k.mul(sg, k.sub(k.cst(1.0), sg)));
-              k.st(k.mul(gj, sg), a["grad_z"], e);
-              k.st(k.mul(inRange(k, lraw, hi), k.mul(k.mul(gj, gamma), k.ld(hs, j))),
-                   a["grad_log_decay"], e);
-              k.ifThen(first, [&] { k.st(av, a["grad_pre0"], k.addi(row, j)); });
-              k.ifThen(arith::XOrIOp::create(k.b, first, arith::ConstantIntOp::create(k.b, 1, 1)),
-                       [&] { k.st(av, a["grad_pre"], at(k, bi, T, tp, j)); });
-              k.st(k.mul(gamma, gj), g, c);
+              k.st(channelAdjoint(k, a, bi, T, t, j, k.ld(g, c), pre, k.ld(hs, j)).second, g, c);
             });
             // Every av of the step is written: the row's blocks meet.
             arrive(k, sync, bi, tid);

@@ -53,6 +53,15 @@ ref::Config oracleConfig(const ModelConfig &c) {
 
 uint64_t freshSeed() { return std::random_device{}(); }
 
+/// n standard normal floats.
+std::vector<float> normals(int64_t n, std::mt19937_64 &rng) {
+  std::normal_distribution<double> nd;
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float &x : v)
+    x = float(nd(rng));
+  return v;
+}
+
 struct Case {
   int64_t B, T;
 };
@@ -183,12 +192,7 @@ TEST(TrainerCpu, AdamWAndSumSqMatchFormulas) {
   ParamLayout layout(lib.config());
   const int64_t n = layout.numel();
   std::mt19937_64 rng(freshSeed());
-  std::normal_distribution<double> nd;
-  std::vector<float> p(static_cast<size_t>(n)), g(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    p[size_t(i)] = float(nd(rng));
-    g[size_t(i)] = float(nd(rng));
-  }
+  std::vector<float> p = normals(n, rng), g = normals(n, rng);
   AdamW opt(lib, layout);
   double ss = 0;
   for (float x : g)
@@ -319,12 +323,7 @@ TEST(TrainerGpu, AdamWMatchesCpu) {
   ParamLayout layout(cpuLib.config());
   const int64_t n = layout.numel();
   std::mt19937_64 rng(freshSeed());
-  std::normal_distribution<double> nd;
-  std::vector<float> p(static_cast<size_t>(n)), g(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    p[size_t(i)] = float(nd(rng));
-    g[size_t(i)] = float(nd(rng));
-  }
+  std::vector<float> p = normals(n, rng), g = normals(n, rng);
   // A shard that starts and ends inside tensors.
   const int64_t lo = 1001, hi = n - 777;
   AdamW cpu(cpuLib, layout, lo, hi), gpu(gpuLib, layout, lo, hi);

@@ -237,8 +237,9 @@ namespace {
 // Decoding token by token with the carried state gives, at every position,
 // the logits of the parallel forward over the whole sequence (T = 23: five
 // full chunks of 4 and a partial one; both gates).
-void checkGeneratorMatchesForward(const std::string &gate) {
-  KernelLibrary lib(manifest(gate));
+void checkGeneratorMatchesForward(const std::string &gate,
+                                  rt::DeviceKind dev = rt::DeviceKind::cpu) {
+  KernelLibrary lib(manifest(gate)), devLib(manifest(gate), dev);
   const ModelConfig &c = lib.config();
   ParamLayout layout(c);
   uint64_t seed = freshSeed();
@@ -256,14 +257,15 @@ void checkGeneratorMatchesForward(const std::string &gate) {
   model.setKeepLogits(true);
   model.forward(params.data(), tok.data(), B, T);
   std::vector<float> ref = model.logits();
-  Generator gen(lib, layout, B);
+  Generator gen(devLib, layout, B);
+  Arrays arr(dev, params);
   const int64_t bytes = gen.stateBytes();
   double maxRef = 0, maxErr = 0;
   std::vector<int32_t> step(static_cast<size_t>(B));
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t b = 0; b < B; ++b)
       step[size_t(b)] = tok[size_t(b * T + t)];
-    const std::vector<float> &lg = gen.step(params.data(), step.data());
+    const std::vector<float> &lg = gen.step(arr.p.data(), step.data());
     for (int64_t b = 0; b < B; ++b)
       for (int64_t v = 0; v < V; ++v) {
         double r = ref[size_t((b * T + t) * V + v)];
@@ -315,6 +317,12 @@ TEST(TrainerGpu, PerHeadGateMatchesOracle) {
 TEST(TrainerGpu, RecomputeAndBlockedHeadMatchOracle) {
   REQUIRE_GPU();
   checkAgainstOracle("dense", {{2, 11}, {1, 17}, {2, 64}}, 1, rt::DeviceKind::gpu);
+}
+
+TEST(TrainerGpu, GeneratorMatchesForward) {
+  REQUIRE_GPU();
+  checkGeneratorMatchesForward("dense", rt::DeviceKind::gpu);
+  checkGeneratorMatchesForward("per_head", rt::DeviceKind::gpu);
 }
 
 TEST(TrainerGpu, AdamWMatchesCpu) {

@@ -28,6 +28,7 @@ struct Settings {
   double targetLoss = 0; // > 0: stop once the validation loss is below it
   double peakTflops = 0;  // the device's peak for MFU (0: 989.4 on a GPU, none on the CPU)
   int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
+  int64_t sampleTokens = 64; // tokens of the greedy sample printed at each evaluation (0: none)
 };
 
 /// Limits far above any real run that keep the trainer's arithmetic
@@ -76,6 +77,9 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
                  "Stop after this many steps of this run, as if interrupted (0: never)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--tf32", s.tf32, "GPU: matrix products in TF32 on the tensor cores");
+  app.add_option("--sample-tokens", s.sampleTokens,
+                 "Tokens of the greedy sample printed at each evaluation (0: none)")
+      ->check(CLI::Range(int64_t(0), int64_t(4096)));
   app.add_option("--peak-tflops", s.peakTflops,
                  "Peak TFLOP/s for the MFU column (default: 989.4, H100/H200 dense bf16, on a "
                  "GPU; none on the CPU)")

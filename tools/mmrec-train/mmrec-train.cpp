@@ -26,6 +26,7 @@
 
 #include "mmrec/dist.h"
 #include "mmrec/train_io.h"
+#include "tools/common/Tokenizer.h"
 
 #include "TrainSettings.h"
 
@@ -136,6 +137,30 @@ double evaluate(Model &model, const float *params, const TokenShard &val, int64_
   return sum / double(windows);
 }
 
+/// A greedy continuation of the first 16 validation tokens, with the
+/// recurrent state carried (Generator), as text.
+std::string greedySample(KernelLibrary &lib, const ParamLayout &layout, const float *params,
+                         const TokenShard &val, Tokenizer &tok, int64_t n) {
+  Generator gen(lib, layout, 1);
+  std::vector<int32_t> out(val.tokens.begin(),
+                           val.tokens.begin() + std::min<size_t>(16, val.tokens.size()));
+  const std::vector<float> *logits = nullptr;
+  for (int32_t t : out)
+    logits = &gen.step(params, &t);
+  const size_t prompt = out.size();
+  for (int64_t i = 0; i < n && logits; ++i) {
+    int32_t next = int32_t(std::max_element(logits->begin(), logits->end()) - logits->begin());
+    out.push_back(next);
+    logits = &gen.step(params, &next);
+  }
+  std::string text = tok.decode(std::vector<int32_t>(out.begin(), out.begin() + long(prompt))) +
+                     " ⟶ " + tok.decode(std::vector<int32_t>(out.begin() + long(prompt), out.end()));
+  for (char &c : text)
+    if (c == '\n')
+      c = ' ';
+  return text;
+}
+
 int run(Settings s, mmrec::dist::Comm &comm) {
   const int R = comm.rank(), W = comm.size();
   const bool lead = R == 0;
@@ -164,6 +189,18 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   model.setTf32(s.tf32);
   Profile::get().enabled = s.profile;
   TokenShard val = TokenShard::read(s.data + "/val.bin", uint32_t(c.V));
+  // The tokenizer only for the samples: a data directory without one (or
+  // with a broken one) turns them off with a note.
+  std::unique_ptr<Tokenizer> tok;
+  if (s.sampleTokens > 0) {
+    try {
+      tok = std::make_unique<Tokenizer>(s.data);
+    } catch (const Error &e) {
+      if (lead)
+        std::cerr << "mmrec-train: note: no samples at evaluation (" << e.what() << ")\n";
+      s.sampleTokens = 0;
+    }
+  }
   // ZeRO: the flat parameter array padded to W shards of S elements; rank R
   // owns [R·S, (R+1)·S): its gradients (reduce-scattered) and AdamW state.
   const int64_t P = layout.numel(), S = (P + W - 1) / W;
@@ -363,6 +400,11 @@ int run(Settings s, mmrec::dist::Comm &comm) {
       rec["val_loss"] = lastVal;
       if (lead)
         std::printf("eval step %6lld | val_loss %.4f\n", static_cast<long long>(step), lastVal);
+      if (lead && s.sampleTokens > 0) {
+        std::string text = greedySample(lib, layout, Pw, val, *tok, s.sampleTokens);
+        std::printf("sample step %6lld | %s\n", static_cast<long long>(step), text.c_str());
+        rec["sample"] = text;
+      }
     }
     if (lead)
       metrics << rec.dump() << "\n" << std::flush;

@@ -355,8 +355,9 @@ public:
   ~Generator();
   /// A document start: every state zero.
   void reset();
-  /// Consumes one token per sequence (B of them); returns the logits of the
-  /// next token, (B, V).
+  /// Consumes one token per sequence (B of them, on the host); returns the
+  /// logits of the next token, (B, V), on the host. With a GPU library,
+  /// `params` is a device pointer and the state stays on the device.
   const std::vector<float> &step(const float *params, const int32_t *tokens);
   int64_t position() const { return pos_; }
   /// Bytes of state and scratch (constant).
@@ -364,14 +365,18 @@ public:
 
 private:
   struct LayerState;
+  void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k, bool transB,
+          float beta);
   KernelLibrary &lib_;
   const ParamLayout &layout_;
   ModelConfig c_;
+  rt::DeviceKind dev_;
   int64_t B_, pos_ = 0, nCmax_ = 0;
   std::vector<std::unique_ptr<LayerState>> layers_;
-  std::vector<int32_t> tok_, sync_;
-  std::vector<float> x_, u_, rstd_, q_, k_, v_, z_, ua_, pre_, ell_, hs_, hfin_, y1_, y2_, hrstd_,
-      o_, x1_, u2_, f1_, f3_, g_, xf_, logits_;
+  IBuf tok_, sync_;
+  FBuf x_, u_, rstd_, q_, k_, v_, z_, ua_, pre_, ell_, hs_, hfin_, y1_, y2_, hrstd_, o_, x1_, u2_,
+      f1_, f3_, g_, xf_, logits_;
+  std::vector<float> logitsHost_;
 };
 
 struct AdamWConfig {

@@ -16,21 +16,12 @@
 
 using namespace mmrec::train;
 
-namespace {
-
-void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k, bool transB,
-        float beta) {
-  mmrec::train::detail::mm(A, B, C, m, n, k, false, transB, beta);
-}
-
-} // namespace
-
 struct Generator::LayerState {
-  std::vector<float> h, mem, K1, V1, ksum, vsum, nacc, pacc;
+  FBuf h, mem, K1, V1, ksum, vsum, nacc, pacc;
 };
 
 Generator::Generator(KernelLibrary &lib, const ParamLayout &layout, int64_t B)
-    : lib_(lib), layout_(layout), c_(lib.config()), B_(B) {
+    : lib_(lib), layout_(layout), c_(lib.config()), dev_(lib.device()), B_(B) {
   if (B <= 0)
     throw Error("Generator: the batch must be positive, got " + std::to_string(B));
   if (c_.Tmax % c_.C != 0)
@@ -38,29 +29,31 @@ Generator::Generator(KernelLibrary &lib, const ParamLayout &layout, int64_t B)
                 ") must be a multiple of chunk_size (" + std::to_string(c_.C) + ")");
   nCmax_ = c_.Tmax / c_.C;
   const int64_t D = c_.D, F = c_.F, G = c_.Nm, M = c_.M, d = c_.dm();
+  auto resize = [this](FBuf &v, int64_t n) { v.reset(dev_, n); };
   for (int64_t l = 0; l < c_.L; ++l) {
     auto s = std::make_unique<LayerState>();
-    s->h.resize(size_t(B * D));
-    s->mem.resize(size_t(B * G * M * d));
-    s->K1.resize(size_t(B * nCmax_ * D));
-    s->V1.resize(size_t(B * nCmax_ * D));
-    s->ksum.resize(size_t(B * D));
-    s->vsum.resize(size_t(B * D));
-    s->nacc.resize(size_t(B * G * M));
-    s->pacc.resize(size_t(B * G * M * d));
+    resize(s->h, B * D);
+    resize(s->mem, B * G * M * d);
+    resize(s->K1, B * nCmax_ * D);
+    resize(s->V1, B * nCmax_ * D);
+    resize(s->ksum, B * D);
+    resize(s->vsum, B * D);
+    resize(s->nacc, B * G * M);
+    resize(s->pacc, B * G * M * d);
     layers_.push_back(std::move(s));
   }
   for (auto *v : {&x_, &u_, &q_, &k_, &v_, &z_, &pre_, &ell_, &hs_, &hfin_, &y1_, &y2_, &o_, &x1_,
                   &u2_, &xf_})
-    v->resize(size_t(B * D));
-  rstd_.resize(size_t(B));
-  ua_.resize(size_t(B * c_.r));
-  hrstd_.resize(size_t(B * G));
+    resize(*v, B * D);
+  resize(rstd_, B);
+  resize(ua_, B * c_.r);
+  resize(hrstd_, B * G);
   for (auto *v : {&f1_, &f3_, &g_})
-    v->resize(size_t(B * F));
-  logits_.resize(size_t(B * c_.V));
-  tok_.resize(size_t(B));
-  sync_.assign(size_t(B), 0);
+    resize(*v, B * F);
+  resize(logits_, B * c_.V);
+  logitsHost_.assign(size_t(B * c_.V), 0.0f);
+  tok_.reset(dev_, B);
+  sync_.reset(dev_, B);
   reset();
 }
 
@@ -70,27 +63,31 @@ void Generator::reset() {
   pos_ = 0;
   for (auto &s : layers_)
     for (auto *v : {&s->h, &s->mem, &s->K1, &s->V1, &s->ksum, &s->vsum, &s->nacc, &s->pacc})
-      std::fill(v->begin(), v->end(), 0.0f);
+      v->zero();
 }
 
 int64_t Generator::stateBytes() const {
   int64_t n = 0;
   for (const auto &s : layers_)
     for (const auto *v : {&s->h, &s->mem, &s->K1, &s->V1, &s->ksum, &s->vsum, &s->nacc, &s->pacc})
-      n += int64_t(v->size());
+      n += v->size();
   for (const auto *v : {&x_, &u_, &rstd_, &q_, &k_, &v_, &z_, &ua_, &pre_, &ell_, &hs_, &hfin_,
                         &y1_, &y2_, &hrstd_, &o_, &x1_, &u2_, &f1_, &f3_, &g_, &xf_, &logits_})
-    n += int64_t(v->size());
+    n += v->size();
   return n * 4;
+}
+
+void Generator::mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k,
+                   bool transB, float beta) {
+  detail::mm(A, B, C, m, n, k, false, transB, beta, dev_);
 }
 
 const std::vector<float> &Generator::step(const float *P, const int32_t *tokens) {
   const int64_t B = B_, D = c_.D, F = c_.F, r = c_.r, V = c_.V, C = c_.C;
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = 0; b < B; ++b)
     if (tokens[b] < 0 || tokens[b] >= V)
       throw Error("generate: token " + std::to_string(tokens[b]) + " is outside the vocabulary");
-    tok_[size_t(b)] = tokens[b];
-  }
+  tok_.upload(tokens, B);
   const int64_t chunk = pos_ / C;
   const int64_t close = pos_ % C == C - 1 ? 1 : 0;
   const float *E = P + layout_.get("embed").offset;
@@ -112,7 +109,7 @@ const std::vector<float> &Generator::step(const float *P, const int32_t *tokens)
     lib_("decay_fwd", Arr(pre_), W("lambda"), Arr(ell_), B);
     lib_("gated_fwd", Arr(z_), Arr(ell_), W("W_g"), W("b_g"), Arr(s.h), Arr(hs_), Arr(hfin_),
          Arr(sync_), B, int64_t(1));
-    std::swap(s.h, hfin_);
+    s.h.swap(hfin_);
     lib_("decode_level1", Arr(q_), Arr(s.K1), Arr(s.V1), Arr(y1_), B, chunk);
     lib_("decode_mdi_read", Arr(q_), W("S"), Arr(s.mem), Arr(y2_), B);
     lib_("decode_level1_push", Arr(k_), Arr(v_), Arr(s.ksum), Arr(s.vsum), Arr(s.K1), Arr(s.V1), B,
@@ -136,5 +133,6 @@ const std::vector<float> &Generator::step(const float *P, const int32_t *tokens)
   // slots are reused from 0); h and Mem carry on.
   if (++pos_ == c_.Tmax)
     pos_ = 0;
-  return logits_;
+  logits_.download(logitsHost_.data(), B * V);
+  return logitsHost_;
 }

@@ -45,7 +45,10 @@ int main(int argc, char **argv) {
   int64_t maxTokens = 200, samples = 1, topK = 40;
   double temperature = 0.8;
   uint64_t seed = 1;
+  std::string device = "auto";
   app.add_option("--model", model, "Model file (.mlir); compiled with mmrec-compile");
+  app.add_option("--device", device, "auto (the GPU when there is one), cpu or gpu")
+      ->check(CLI::IsMember({"auto", "cpu", "gpu"}));
   app.add_option("--kernels", kernels, "A training manifest (NAME.train.json) instead of --model");
   app.add_option("--checkpoint", checkpoint, "Checkpoint directory (mmrec-train)")->required();
   app.add_option("--data", data, "The data directory of the run (its tokenizer.json)")->required();
@@ -61,15 +64,18 @@ int main(int argc, char **argv) {
   try {
     if (model.empty() == kernels.empty())
       throw Error("give one of --model or --kernels");
+    const bool gpu = device == "gpu" || (device == "auto" && mmrec::rt::gpuAvailable());
+    if (gpu && !mmrec::rt::gpuAvailable())
+      throw Error("--device gpu: no usable CUDA device here");
     if (kernels.empty()) {
       std::string dir = fs::temp_directory_path() / ("mmrec-generate-" + std::to_string(getpid()));
       std::string cmd = "'" + selfDir() + "/mmrec-compile' '" + model + "' -o '" + dir +
-                        "' --target=cpu > /dev/null";
+                        "' --target=" + (gpu ? "all" : "cpu") + " > /dev/null";
       if (std::system(cmd.c_str()) != 0)
         throw Error("mmrec-compile failed on " + model);
       kernels = dir + "/" + fs::path(model).stem().string() + ".train.json";
     }
-    KernelLibrary lib(kernels);
+    KernelLibrary lib(kernels, gpu ? mmrec::rt::DeviceKind::gpu : mmrec::rt::DeviceKind::cpu);
     const ModelConfig &c = lib.config();
     ParamLayout layout(c);
     std::vector<float> params;
@@ -81,6 +87,10 @@ int main(int argc, char **argv) {
     for (int32_t id : ids)
       if (id >= c.V)
         throw Error("--prompt: token " + std::to_string(id) + " is outside the model's vocabulary");
+    // The weights where the library runs.
+    FBuf weights;
+    weights.reset(lib.device(), int64_t(params.size()));
+    weights.upload(params.data(), int64_t(params.size()));
     Generator gen(lib, layout, samples);
     std::mt19937_64 rng(seed);
     std::vector<std::vector<int32_t>> out(static_cast<size_t>(samples));
@@ -89,7 +99,7 @@ int main(int argc, char **argv) {
     auto t0 = std::chrono::steady_clock::now();
     for (int32_t id : ids) {
       std::fill(cur.begin(), cur.end(), id);
-      logits = &gen.step(params.data(), cur.data());
+      logits = &gen.step(weights.data(), cur.data());
     }
     std::vector<std::pair<float, int32_t>> cand;
     for (int64_t n = 0; n < maxTokens; ++n) {
@@ -114,7 +124,7 @@ int main(int argc, char **argv) {
         cur[size_t(b)] = pick;
         out[size_t(b)].push_back(pick);
       }
-      logits = &gen.step(params.data(), cur.data());
+      logits = &gen.step(weights.data(), cur.data());
     }
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (int64_t b = 0; b < samples; ++b)

@@ -13,6 +13,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "tools/common/Progress.h"
 #include "dialect/MMRecDialect.h"
 #include "dialect/Passes.h"
 #include "lib/Target/Compile.h"
@@ -70,8 +71,8 @@ static int fail(const llvm::Twine &msg) {
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   registerAllPasses();
-  mmrec::registerMMRecPasses();
-  mmrec::registerMMRecPipelines();
+  mlir::mmrec::registerMMRecPasses();
+  mlir::mmrec::registerMMRecPipelines();
   cl::ParseCommandLineOptions(argc, argv, "mmrec-compile: model file to fused kernels\n");
 
   if (target != "all" && target != "nvptx" && target != "cpu")
@@ -84,7 +85,7 @@ int main(int argc, char **argv) {
     return fail("--arch must look like sm_90, got '" + arch + "'");
 
   DialectRegistry registry;
-  registry.insert<mmrec::MMRecDialect>();
+  registry.insert<mlir::mmrec::MMRecDialect>();
   registerAllDialects(registry);
   registerAllExtensions(registry);
   registerAllToLLVMIRTranslations(registry);
@@ -102,10 +103,10 @@ int main(int argc, char **argv) {
   OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &ctx);
   if (!module)
     return 1; // the diagnostic, with its location, is already printed
-  if (failed(mmrec::runCompilerPipeline(*module)))
+  if (failed(mlir::mmrec::runCompilerPipeline(*module)))
     return 1;
 
-  mmrec::CompileOptions opts;
+  mlir::mmrec::CompileOptions opts;
   opts.outDir = outDir;
   opts.arch = arch;
   opts.checkSpills = checkSpills;
@@ -124,40 +125,57 @@ int main(int argc, char **argv) {
     llvm::outs() << "\n";
     return 0;
   }
-  mmrec::KernelImages images;
+  mlir::mmrec::KernelImages images;
   ArrayAttr gpuKernels, cpuKernels;
   if (emit == "llvm") {
     std::string ir;
-    if (opts.nvptx ? failed(mmrec::emitNvptx(*module, opts, images, gpuKernels, &ir))
-                   : failed(mmrec::emitCpuObject(*module, opts, images, cpuKernels, &ir)))
+    if (opts.nvptx ? failed(mlir::mmrec::emitNvptx(*module, opts, images, gpuKernels, &ir))
+                   : failed(mlir::mmrec::emitCpuObject(*module, opts, images, cpuKernels, &ir)))
       return 1;
     llvm::outs() << ir;
     return 0;
   }
   if (emit == "ptx") {
-    if (failed(mmrec::emitNvptx(*module, opts, images, gpuKernels)))
+    if (failed(mlir::mmrec::emitNvptx(*module, opts, images, gpuKernels)))
       return 1;
     llvm::outs() << images.ptx;
     return 0;
   }
   if (emit == "obj") {
-    if (failed(mmrec::emitCpuObject(*module, opts, images, cpuKernels)))
+    if (failed(mlir::mmrec::emitCpuObject(*module, opts, images, cpuKernels)))
       return 1;
     llvm::outs().write(images.cpuObject.data(), images.cpuObject.size());
     return 0;
   }
   if (auto ec = llvm::sys::fs::create_directories(outDir))
     return fail("cannot create " + outDir + ": " + ec.message());
-  if (opts.nvptx && failed(mmrec::emitNvptx(*module, opts, images, gpuKernels)))
-    return 1;
-  if (opts.cpu && failed(mmrec::emitCpuObject(*module, opts, images, cpuKernels)))
-    return 1;
-  if (failed(mmrec::emitLaunchApi(*module, opts, images, gpuKernels, cpuKernels)))
-    return 1;
   bool train = opts.cpu && !noTrain &&
-               (*module)->hasAttr(mmrec::MMRecDialect::getConfigAttrName());
-  if (train && failed(mmrec::emitTrainLibrary(*module, opts)))
+               (*module)->hasAttr(mlir::mmrec::MMRecDialect::getConfigAttrName());
+  ::mmrec::tools::Progress bar("mmrec-compile: " + opts.name,
+                             int64_t(opts.nvptx) + int64_t(opts.cpu) + 1 + int64_t(train));
+  if (opts.nvptx) {
+    bar.advance(0, "GPU kernels");
+    if (failed(mlir::mmrec::emitNvptx(*module, opts, images, gpuKernels)))
+      return 1;
+    bar.advance();
+  }
+  if (opts.cpu) {
+    bar.advance(0, "CPU kernels");
+    if (failed(mlir::mmrec::emitCpuObject(*module, opts, images, cpuKernels)))
+      return 1;
+    bar.advance();
+  }
+  bar.advance(0, "C++ launch API");
+  if (failed(mlir::mmrec::emitLaunchApi(*module, opts, images, gpuKernels, cpuKernels)))
     return 1;
+  bar.advance();
+  if (train) {
+    bar.advance(0, opts.nvptx ? "training libraries (CPU, GPU)" : "training library");
+    if (failed(mlir::mmrec::emitTrainLibrary(*module, opts)))
+      return 1;
+    bar.advance();
+  }
+  bar.done();
   size_t n = (gpuKernels ? gpuKernels.size() : 0) + (cpuKernels ? cpuKernels.size() : 0);
   llvm::outs() << "mmrec-compile: " << opts.name << ": " << n << " kernels"
                << (images.cubin.empty() ? "" : " (cubin assembled)")

@@ -14,6 +14,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "mmrec/train_io.h"
+#include "tools/common/Progress.h"
 
 #include <CLI/CLI.hpp>
 #include <sentencepiece_processor.h>
@@ -122,14 +123,26 @@ int main(int argc, char **argv) {
       if (!sp.Load(out + "/tokenizer.model").ok())
         throw Error(out + "/tokenizer.model: cannot load");
       V = uint32_t(sp.GetPieceSize());
-      auto encode = [&](const std::string &text, std::vector<uint16_t> &dst) {
+      // Line by line, with a progress bar (the whole corpus at once would
+      // give no sign of life for many seconds).
+      auto encode = [&](const std::string &text, std::vector<uint16_t> &dst,
+                        mmrec::tools::Progress &bar) {
         std::vector<int> ids;
-        sp.Encode(text, &ids);
-        for (int id : ids)
-          dst.push_back(uint16_t(id));
+        size_t at = 0;
+        while (at < text.size()) {
+          size_t end = text.find('\n', at);
+          end = end == std::string::npos ? text.size() : end + 1;
+          sp.Encode(text.substr(at, end - at), &ids);
+          for (int id : ids)
+            dst.push_back(uint16_t(id));
+          at = end;
+          bar.advance();
+        }
       };
-      encode(train, trainTok);
-      encode(val, valTok);
+      mmrec::tools::Progress bar("mmrec-data: tokenizing", int64_t(nTrain + nVal));
+      encode(train, trainTok, bar);
+      encode(val, valTok, bar);
+      bar.done();
       std::ofstream(out + "/tokenizer.json")
           << "{\"kind\": \"spm\", \"vocab_size\": " << V << ", \"model\": \"tokenizer.model\"}\n";
     }

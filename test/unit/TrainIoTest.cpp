@@ -186,7 +186,14 @@ TEST(TrainIo, CheckpointsAtomicKeepLastAndRefuseDamage) {
   spit(model, bytes);
   expectError([&] { loadCheckpoint((d / "step-00000040").string(), layout, "", q, nullptr); },
               "checksum mismatch");
-  spit(d / "step-00000030" / "trainer.json", "{not json");
+  // A step that is no integer (1e300 was undefined behaviour to convert).
+  fs::path tj = d / "step-00000030" / "trainer.json";
+  auto state = nlohmann::json::parse(slurp(tj));
+  state["step"] = 1e300;
+  spit(tj, state.dump());
+  expectError([&] { loadCheckpoint((d / "step-00000030").string(), layout, "", q, nullptr); },
+              "step must be an integer");
+  spit(tj, "{not json");
   expectError([&] { loadCheckpoint((d / "step-00000030").string(), layout, "", q, nullptr); },
               "malformed checkpoint state");
   fs::remove_all(d);
@@ -251,6 +258,27 @@ TEST(TrainIo, FuzzFindingsStayFixed) {
   TokenShard s = TokenShard::read((dir / "empty-shard.bin").string());
   EXPECT_TRUE(s.tokens.empty());
   EXPECT_EQ(s.vocab, 37u);
+  // Manifests: a size beyond 64 bits (kept by the JSON parser as a double)
+  // was converted to int64 (UBSan: outside the representable range).
+  fs::path mdir = fs::path(MMREC_SOURCE_DIR) / "test/fuzz/regressions/manifest";
+  for (const auto &e : fs::directory_iterator(mdir))
+    expectError([&] { ModelConfig::fromManifest(slurp(e.path()), e.path().string()); },
+                "must be an integer");
+}
+
+// Integers of manifests and checkpoints must be integers in range: neither
+// 1e300 (undefined behaviour when converted) nor 3.5 (silently truncated).
+TEST(TrainIo, JsonIntegersAreChecked) {
+  auto j = nlohmann::json::parse(slurp(manifest()));
+  for (const char *bad : {"1e300", "3.5", "-1e30", "18446744073709551615"}) {
+    j["config"]["vocab_size"] = nlohmann::json::parse(bad);
+    std::string what = std::string(bad) == "18446744073709551615" ? "out of range"
+                                                                  : "must be an integer";
+    expectError([&] { ModelConfig::fromManifest(j.dump(), "m.json"); }, what);
+  }
+  j = nlohmann::json::parse(slurp(manifest()));
+  j["config"]["hidden_dim"] = "24";
+  expectError([&] { ModelConfig::fromManifest(j.dump(), "m.json"); }, "hidden_dim must be an integer");
 }
 
 } // namespace

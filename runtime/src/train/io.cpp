@@ -1,5 +1,6 @@
 //===- io.cpp - token shards and safetensors checkpoints ------------------===//
 
+#include "json_util.h"
 #include "mmrec/train_io.h"
 
 #include <zlib.h>
@@ -222,7 +223,10 @@ void mmrec::train::readSafetensors(const std::string &path, const ParamLayout &l
       if (it->at("dtype").get<std::string>() != "F32")
         throw Error(path + ": tensor '" + name + "' has dtype " +
                     it->at("dtype").get<std::string>() + ", expected F32");
-      auto shape = it->at("shape").get<std::vector<int64_t>>();
+      auto shape = detail::jsonArray<int64_t>(it->at("shape"), path + ": shape of " + name,
+                                              [&](const json &x) {
+                                                return detail::jsonInt(x, path + ": shape of " + name);
+                                              });
       if (shape != p.shape) {
         std::string a, b;
         for (int64_t d : shape)
@@ -232,7 +236,9 @@ void mmrec::train::readSafetensors(const std::string &path, const ParamLayout &l
         throw Error(path + ": tensor '" + name + "' has shape [" + a + "], the model needs [" + b +
                     "]");
       }
-      auto off = it->at("data_offsets").get<std::vector<uint64_t>>();
+      auto off = detail::jsonArray<uint64_t>(
+          it->at("data_offsets"), path + ": data_offsets of " + name,
+          [&](const json &x) { return detail::jsonUint(x, path + ": data_offsets of " + name); });
       if (off.size() != 2 || off[0] > off[1] || off[1] > dataSize ||
           off[1] - off[0] != uint64_t(p.numel) * 4)
         throw Error(path + ": tensor '" + name + "' has data offsets outside the file or of the "
@@ -350,8 +356,8 @@ TrainerState mmrec::train::loadCheckpoint(const std::string &path, const ParamLa
   try {
     if (j.at("format") != "mmrec-checkpoint" || j.at("version") != 1)
       throw Error(tj + ": not an mmrec checkpoint of version 1");
-    st.step = j.at("step").get<int64_t>();
-    st.seed = j.at("seed").get<uint64_t>();
+    st.step = detail::jsonInt(j.at("step"), tj + ": step");
+    st.seed = detail::jsonUint(j.at("seed"), tj + ": seed");
     st.model = j.at("model").get<std::string>();
     st.settings = j.value("settings", json());
     st.extra = j.value("extra", json());
@@ -360,7 +366,7 @@ TrainerState mmrec::train::loadCheckpoint(const std::string &path, const ParamLa
     for (auto &[file, crc] : j.at("files").items()) {
       std::string f = path + "/" + file;
       std::string s = readFile(f, "checkpoint file");
-      if (crc32(s.data(), s.size()) != crc.get<uint32_t>())
+      if (crc32(s.data(), s.size()) != detail::jsonUint(crc, tj + ": crc of " + file, 0xffffffffu))
         throw Error(f + ": checksum mismatch (the checkpoint is corrupt)");
     }
   } catch (const json::exception &e) {

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include "json_util.h"
 #include "mmrec/train.h"
 
 #include <nlohmann/json.hpp>
@@ -27,17 +28,20 @@ ModelConfig ModelConfig::fromManifest(const std::string &text, const std::string
   try {
     json j = json::parse(text);
     const json &c = j.at("config");
+    auto field = [&](const char *key) {
+      return detail::jsonInt(c.at(key), where + ": config: " + key);
+    };
     cfg.name = c.at("name").get<std::string>();
-    cfg.V = c.at("vocab_size").get<int64_t>();
-    cfg.D = c.at("hidden_dim").get<int64_t>();
-    cfg.L = c.at("num_layers").get<int64_t>();
-    cfg.H = c.at("num_heads").get<int64_t>();
-    cfg.Nm = c.at("num_memories").get<int64_t>();
-    cfg.M = c.at("memory_size").get<int64_t>();
-    cfg.F = c.at("ffn_dim").get<int64_t>();
-    cfg.C = c.at("chunk_size").get<int64_t>();
-    cfg.Tmax = c.at("max_seq_len").get<int64_t>();
-    cfg.r = c.at("decay_rank").get<int64_t>();
+    cfg.V = field("vocab_size");
+    cfg.D = field("hidden_dim");
+    cfg.L = field("num_layers");
+    cfg.H = field("num_heads");
+    cfg.Nm = field("num_memories");
+    cfg.M = field("memory_size");
+    cfg.F = field("ffn_dim");
+    cfg.C = field("chunk_size");
+    cfg.Tmax = field("max_seq_len");
+    cfg.r = field("decay_rank");
     std::string gate = c.at("gate").get<std::string>();
     if (gate != "dense" && gate != "per_head")
       throw Error(where + ": config: gate must be dense or per_head, got '" + gate + "'");
@@ -46,7 +50,7 @@ ModelConfig ModelConfig::fromManifest(const std::string &text, const std::string
     cfg.clampMin = c.at("log_clamp_min").get<double>();
     cfg.clampMax = c.at("log_clamp_max").get<double>();
     cfg.eps = c.at("norm_eps").get<double>();
-    cfg.paramCount = c.at("param_count").get<int64_t>();
+    cfg.paramCount = field("param_count");
   } catch (const json::exception &e) {
     throw Error(where + ": malformed training manifest: " + e.what());
   }

@@ -13,6 +13,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -357,16 +358,19 @@ using namespace mmrec::rt;
 
 namespace {
 
+/// An image registered by a library's constructor, loaded (as a gpu::Module:
+/// cubin, or PTX JIT-compiled) at the first use of one of its functions.
 struct LazyImage {
   const void *data = nullptr;
-  CUmodule module = nullptr;
+  size_t size = 0; // 0: PTX text
+  std::unique_ptr<gpu::Module> module;
   std::mutex mu;
 };
 
 struct LaunchState {
   std::mutex mu;
-  std::string error;                                  // the first failure
-  std::unordered_map<CUfunction, std::string> names; // for messages
+  std::string error;                             // the first failure
+  std::unordered_map<void *, std::string> names; // for messages and *_coop
 };
 
 LaunchState &launchState() {
@@ -399,9 +403,10 @@ std::string mmrec::rt::gpu::takeLaunchError() {
 
 extern "C" {
 
-__attribute__((visibility("default"))) void *mgpuModuleLoad(void *data, size_t) {
+__attribute__((visibility("default"))) void *mgpuModuleLoad(void *data, size_t size) {
   auto *img = new LazyImage;
   img->data = data;
+  img->size = size;
   return img;
 }
 
@@ -411,41 +416,27 @@ __attribute__((visibility("default"))) void *mgpuModuleLoadJIT(void *data, int) 
 
 __attribute__((visibility("default"))) void mgpuModuleUnload(void *m) {
   auto *img = static_cast<LazyImage *>(m);
-  // At process exit the context may already be gone: ignore the result.
-  if (img && img->module && driver().ok)
-    MMREC_CU_CALL(cuModuleUnload)(img->module);
+  // At process exit the context may already be gone: keep the module.
+  if (img)
+    (void)img->module.release();
   delete img;
 }
 
 __attribute__((visibility("default"))) void *mgpuModuleGetFunction(void *m, const char *name) {
   auto *img = static_cast<LazyImage *>(m);
   try {
-    ensureContext(true);
     std::lock_guard<std::mutex> g(img->mu);
-    if (!img->module) {
-      char log[8192] = {0};
-      CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
-      void *vals[] = {log, reinterpret_cast<void *>(sizeof(log))};
-      CUresult r = MMREC_CU_CALL(cuModuleLoadDataEx)(&img->module, img->data, 2, opts, vals);
-      if (r != CUDA_SUCCESS) {
-        img->module = nullptr;
-        recordError(std::string("loading the image of kernel '") + name + "': " +
-                    cuErrorString(r) + (log[0] ? std::string("\n") + log : std::string()));
-        return nullptr;
-      }
-    }
-    CUfunction fn = nullptr;
-    CUresult r = MMREC_CU_CALL(cuModuleGetFunction)(&fn, img->module, name);
-    if (r != CUDA_SUCCESS) {
-      recordError(std::string("cuModuleGetFunction(") + name + "): " + cuErrorString(r));
-      return nullptr;
-    }
+    if (!img->module)
+      img->module = img->size ? std::make_unique<gpu::Module>(name, img->data, img->size, nullptr)
+                              : std::make_unique<gpu::Module>(
+                                    name, nullptr, 0, static_cast<const char *>(img->data));
+    void *fn = img->module->function(name);
     LaunchState &s = launchState();
     std::lock_guard<std::mutex> g2(s.mu);
     s.names.emplace(fn, name);
     return fn;
   } catch (const std::exception &e) {
-    recordError(std::string("kernel '") + name + "': " + e.what());
+    recordError(e.what());
     return nullptr;
   }
 }
@@ -457,48 +448,27 @@ __attribute__((visibility("default"))) void mgpuStreamSynchronize(void *) {}
 __attribute__((visibility("default"))) void
 mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY, intptr_t gridZ, intptr_t blockX,
                  intptr_t blockY, intptr_t blockZ, int32_t smem, void *stream, void **params,
-                 void **extra, size_t /*paramsCount*/) {
+                 void **, size_t) {
   if (!function || errorPending())
     return;
-  CUfunction fn = static_cast<CUfunction>(function);
-  LaunchState &s = launchState();
   std::string name;
   {
+    LaunchState &s = launchState();
     std::lock_guard<std::mutex> g(s.mu);
-    auto it = s.names.find(fn);
+    auto it = s.names.find(function);
     name = it == s.names.end() ? "?" : it->second;
   }
-  // Kernels whose blocks wait for each other (named *_coop by the
-  // compiler) are launched cooperatively: all blocks resident, or an error.
-  const bool coop = name.size() > 5 && name.compare(name.size() - 5, 5, "_coop") == 0;
-  CUresult r;
-  if (coop) {
-    int perSM = 0, sms = 0;
-    CUdevice dev;
-    r = MMREC_CU_CALL(cuOccupancyMaxActiveBlocksPerMultiprocessor)(
-        &perSM, fn, int(blockX * blockY * blockZ), size_t(smem));
-    if (r == CUDA_SUCCESS)
-      r = MMREC_CU_CALL(cuDeviceGet)(&dev, 0);
-    if (r == CUDA_SUCCESS)
-      r = MMREC_CU_CALL(cuDeviceGetAttribute)(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
-    if (r == CUDA_SUCCESS && int64_t(gridX) * gridY * gridZ > int64_t(perSM) * sms) {
-      recordError("kernel '" + name + "' needs " + std::to_string(gridX * gridY * gridZ) +
-                  " co-resident blocks, the device holds " + std::to_string(perSM * sms));
-      return;
-    }
-    if (r == CUDA_SUCCESS)
-      r = MMREC_CU_CALL(cuLaunchCooperativeKernel)(
-          fn, unsigned(gridX), unsigned(gridY), unsigned(gridZ), unsigned(blockX),
-          unsigned(blockY), unsigned(blockZ), unsigned(smem), static_cast<CUstream>(stream),
-          params);
-  } else {
-    r = MMREC_CU_CALL(cuLaunchKernel)(fn, unsigned(gridX), unsigned(gridY), unsigned(gridZ),
-                                      unsigned(blockX), unsigned(blockY), unsigned(blockZ),
-                                      unsigned(smem), static_cast<CUstream>(stream), params, extra);
-  }
-  if (r != CUDA_SUCCESS) {
-    recordError("launching kernel '" + name + "' (grid " + std::to_string(gridX) + ", block " +
-                std::to_string(blockX) + "): " + cuErrorString(r));
+  try {
+    // The training kernels use 1-D grids and blocks.
+    if (gridY != 1 || gridZ != 1 || blockY != 1 || blockZ != 1)
+      throw Error("kernel '" + name + "': only 1-D launches are supported");
+    // Kernels whose blocks wait for each other (named *_coop by the
+    // compiler) are launched cooperatively: all blocks resident, or an error.
+    const bool coop = name.size() > 5 && name.compare(name.size() - 5, 5, "_coop") == 0;
+    (coop ? gpu::launchCooperative : gpu::launch)(name.c_str(), function, gridX, int(blockX),
+                                                  size_t(smem), stream, params);
+  } catch (const std::exception &e) {
+    recordError(e.what());
   }
 }
 

@@ -9,6 +9,9 @@
 #     small  mmrec-small on the KJV SentencePiece shards, B8 x T1024: fp32
 #            and TF32 products, tokens/s
 #     torch  the PyTorch eager anchor at the same shape (torch_train_speed.py)
+#     nccl   the data-parallel path with NCCL on one rank (--collectives nccl):
+#            mmrec-tiny with and without it (same losses), mmrec-small's step
+#            time with it
 # Logs and JSON lines go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/mmrec-out}
@@ -16,6 +19,9 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export LD_LIBRARY_PATH=$PWD/.carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 C=$PWD/.carry
+# NCCL on the device machine is the pip copy beside PyTorch (ENGINEERING.md).
+NCCL_DIR=${NCCL_DIR:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia/nccl/lib}
+[ -d "$NCCL_DIR" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$NCCL_DIR && export MMREC_REQUIRE_NCCL=1
 what=${*:-tests tiny small torch}
 rc=0
 has() { [[ " $what " == *" $1 "* ]]; }
@@ -56,6 +62,29 @@ if has small; then
     rc=$((rc | ${PIPESTATUS[0]}))
     cp /tmp/run-small-$mode/metrics.jsonl "$OUT/small-$mode-metrics.jsonl" 2>/dev/null
   done
+fi
+if has nccl; then
+  for coll in auto nccl; do
+    timeout 120 $C/bin/mmrec-train --kernels $C/train-models/mmrec-tiny.train.json --device gpu \
+      --data $C/data/kjv-bytes --out /tmp/run-nccl-$coll --steps 30 --batch 16 --seq-len 128 \
+      --warmup 5 --eval-interval 30 --eval-tokens 8192 --ckpt-interval 15 --keep 2 \
+      --collectives $coll 2>&1 | tee "$OUT/nccl-tiny-$coll.log" | grep -E "rank|step +30 |error"
+    rc=$((rc | ${PIPESTATUS[0]}))
+  done
+  python3 - /tmp/run-nccl-auto/metrics.jsonl /tmp/run-nccl-nccl/metrics.jsonl <<'PY' 2>&1 | tee "$OUT/nccl-compare.txt"
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+worst = max(abs(x["loss"] - y["loss"]) / abs(x["loss"]) for x, y in zip(a, b))
+print(f"mmrec-tiny 30 steps, one rank: --collectives nccl vs none: worst relative loss difference {worst:.2e}")
+print("ms/step (median):", sorted(x["ms"] for x in a)[len(a) // 2], "vs", sorted(x["ms"] for x in b)[len(b) // 2])
+sys.exit(0 if worst <= 1e-4 and len(a) == len(b) == 30 else 1)
+PY
+  rc=$((rc | ${PIPESTATUS[0]}))
+  timeout 200 $C/bin/mmrec-train --kernels $C/models/mmrec-small.train.json --device gpu --tf32 \
+    --data $C/data/kjv-spm --out /tmp/run-small-nccl --steps 6 --batch 8 --seq-len 1024 \
+    --warmup 2 --eval-interval 1000 --eval-tokens 8192 --ckpt-interval 6 --keep 1 \
+    --collectives nccl 2>&1 | tee "$OUT/nccl-small.log" | tail -3
+  rc=$((rc | ${PIPESTATUS[0]}))
 fi
 if has torch; then
   timeout 300 python3 bench/torch_train_speed.py --manifest $C/models/mmrec-small.train.json \

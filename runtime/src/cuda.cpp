@@ -13,6 +13,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -57,7 +58,12 @@ namespace {
   X(cuEventDestroy, "cuEventDestroy_v2")                                                     \
   X(cuEventRecord, "cuEventRecord")                                                          \
   X(cuEventSynchronize, "cuEventSynchronize")                                                \
-  X(cuEventElapsedTime, "cuEventElapsedTime")
+  X(cuEventElapsedTime, "cuEventElapsedTime")                                                \
+  X(cuEventQuery, "cuEventQuery")                                                            \
+  X(cuStreamCreate, "cuStreamCreate")                                                        \
+  X(cuStreamDestroy, "cuStreamDestroy_v2")                                                   \
+  X(cuStreamWaitEvent, "cuStreamWaitEvent")                                                  \
+  X(cuStreamSynchronize, "cuStreamSynchronize")
 
 struct Driver {
 #define MMREC_CU_MEMBER(name, sym) decltype(&::name) name = nullptr;
@@ -106,7 +112,25 @@ void check(CUresult r, const std::string &what) {
     throw Error(what + ": " + cuErrorString(r));
 }
 
-/// Initializes the driver and makes the primary context of device 0 current.
+/// The device this process uses: under a launcher that sets a local rank
+/// (Open MPI, Slurm, torchrun-style LOCAL_RANK), local rank mod the number of
+/// devices, so that the ranks of one host take one GPU each; device 0 alone.
+int chosenOrdinal(int count) {
+  for (const char *v : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID",
+                        "LOCAL_RANK"})
+    if (const char *s = std::getenv(v)) {
+      char *end = nullptr;
+      long r = std::strtol(s, &end, 10);
+      if (end != s && *end == '\0' && r >= 0 && count > 0)
+        return int(r % count);
+    }
+  return 0;
+}
+
+int g_ordinal = 0;
+
+/// Initializes the driver and makes the primary context of the process's
+/// device (chosenOrdinal) current.
 bool ensureContext(bool throwOnFailure) {
   static std::once_flag once;
   static CUresult status = CUDA_SUCCESS;
@@ -125,8 +149,9 @@ bool ensureContext(bool throwOnFailure) {
     if (status == CUDA_SUCCESS && count == 0)
       status = CUDA_ERROR_NO_DEVICE;
     CUdevice dev;
+    g_ordinal = chosenOrdinal(count);
     if (status == CUDA_SUCCESS)
-      status = MMREC_CU_CALL(cuDeviceGet)(&dev, 0);
+      status = MMREC_CU_CALL(cuDeviceGet)(&dev, g_ordinal);
     if (status == CUDA_SUCCESS)
       status = MMREC_CU_CALL(cuDevicePrimaryCtxRetain)(&ctx, dev);
   });
@@ -188,7 +213,7 @@ void *Module::function(const char *kernel) {
 int deviceAttribute(int attribute) {
   ensureContext(true);
   CUdevice dev;
-  check(MMREC_CU_CALL(cuDeviceGet)(&dev, 0), "cuDeviceGet");
+  check(MMREC_CU_CALL(cuDeviceGet)(&dev, g_ordinal), "cuDeviceGet");
   int v = 0;
   check(MMREC_CU_CALL(cuDeviceGetAttribute)(&v, static_cast<CUdevice_attribute>(attribute), dev),
         "cuDeviceGetAttribute");
@@ -295,6 +320,49 @@ void memsetD8(void *dst, unsigned char value, size_t bytes) {
   check(MMREC_CU_CALL(cuMemsetD8)(reinterpret_cast<CUdeviceptr>(dst), value, bytes), "cuMemsetD8");
 }
 void synchronize() { check(MMREC_CU_CALL(cuCtxSynchronize)(), "cuCtxSynchronize"); }
+
+int deviceOrdinal() {
+  ensureContext(true);
+  return g_ordinal;
+}
+Stream createStream() {
+  ensureContext(true);
+  CUstream s = nullptr;
+  check(MMREC_CU_CALL(cuStreamCreate)(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+  return s;
+}
+void destroyStream(Stream s) {
+  if (s)
+    MMREC_CU_CALL(cuStreamDestroy)(static_cast<CUstream>(s));
+}
+void synchronizeStream(Stream s) {
+  check(MMREC_CU_CALL(cuStreamSynchronize)(static_cast<CUstream>(s)), "cuStreamSynchronize");
+}
+Event createEvent() {
+  ensureContext(true);
+  CUevent e = nullptr;
+  check(MMREC_CU_CALL(cuEventCreate)(&e, CU_EVENT_DISABLE_TIMING), "cuEventCreate");
+  return e;
+}
+void destroyEvent(Event e) {
+  if (e)
+    MMREC_CU_CALL(cuEventDestroy)(static_cast<CUevent>(e));
+}
+void recordEvent(Event e, Stream s) {
+  check(MMREC_CU_CALL(cuEventRecord)(static_cast<CUevent>(e), static_cast<CUstream>(s)),
+        "cuEventRecord");
+}
+void streamWaitEvent(Stream s, Event e) {
+  check(MMREC_CU_CALL(cuStreamWaitEvent)(static_cast<CUstream>(s), static_cast<CUevent>(e), 0),
+        "cuStreamWaitEvent");
+}
+bool eventDone(Event e) {
+  CUresult r = MMREC_CU_CALL(cuEventQuery)(static_cast<CUevent>(e));
+  if (r == CUDA_ERROR_NOT_READY)
+    return false;
+  check(r, "cuEventQuery");
+  return true;
+}
 
 double medianMs(const std::function<void()> &fn, int warmup, int reps) {
   ensureContext(true);

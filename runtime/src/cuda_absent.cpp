@@ -44,5 +44,14 @@ double medianMs(const std::function<void()> &, int, int) { noGpu("medianMs"); }
 void memInfo(size_t &, size_t &) { noGpu("memInfo"); }
 void copyDeviceToDevice(void *, const void *, size_t) { noGpu("copyDeviceToDevice"); }
 std::string takeLaunchError() { return {}; }
+int deviceOrdinal() { noGpu("deviceOrdinal"); }
+Stream createStream() { noGpu("createStream"); }
+void destroyStream(Stream) {}
+void synchronizeStream(Stream) { noGpu("synchronizeStream"); }
+Event createEvent() { noGpu("createEvent"); }
+void destroyEvent(Event) {}
+void recordEvent(Event, Stream) { noGpu("recordEvent"); }
+void streamWaitEvent(Stream, Event) { noGpu("streamWaitEvent"); }
+bool eventDone(Event) { noGpu("eventDone"); }
 } // namespace gpu
 } // namespace mmrec::rt

@@ -2,9 +2,11 @@
 # Data parallel on CPUs through MPI (Open MPI, mpirun): N ranks with
 # micro-batch b give the losses and weights of one rank with batch N·b (ZeRO:
 # gradients reduce-scattered, AdamW state sharded, weights all-gathered);
-# a run checkpointed on 2 ranks resumes on 4 and continues the same run; a
-# rank killed with SIGKILL ends the job (non-zero, well within a timeout)
-# and leaves the last checkpoint loadable.
+# a run checkpointed on 2 ranks (each rank writing its optimizer shard)
+# resumes on 4, one checkpointed on 4 resumes on 1, and both continue the
+# same run; a rank killed with SIGKILL ends the job (non-zero, well within a
+# timeout) and leaves the last checkpoint loadable; a rank that hangs
+# (SIGSTOP) makes its peers end the job after --dist-timeout with a message.
 # Usage: dist-cpu.sh BIN_DIR WORK_DIR
 set -euo pipefail
 BIN=$1
@@ -27,6 +29,14 @@ grep -q "2 ranks (mpi, CPU)" "$WORK/r2.log" || fail "the 2-rank run did not run 
 "${MPI[@]}" -np 2 "$BIN/mmrec-train" "${COMMON[@]}" --batch 2 --out "$WORK/rs" --stop-after 3 > "$WORK/rs1.log"
 "${MPI[@]}" -np 4 "$BIN/mmrec-train" "${COMMON[@]}" --batch 1 --out "$WORK/rs" --resume > "$WORK/rs2.log" 2>&1
 grep -q "at step 3 on 4 ranks" "$WORK/rs2.log" || fail "did not resume at step 3 on 4 ranks: $(cat "$WORK/rs2.log")"
+for r in 0 1; do
+  [ -f "$WORK/rs/checkpoints/step-00000003/optimizer-0000$r-of-00002.safetensors" ] ||
+    fail "the 2-rank checkpoint lacks the optimizer shard of rank $r"
+done
+# The 4-rank run's checkpoint of step 3, resumed on one rank.
+"$BIN/mmrec-train" "${COMMON[@]}" --batch 4 --out "$WORK/r41" \
+  --checkpoint "$WORK/r4/checkpoints/step-00000003" > "$WORK/r41.log" 2>&1
+grep -q "at step 3 on 1 rank" "$WORK/r41.log" || fail "did not resume at step 3 on 1 rank: $(cat "$WORK/r41.log")"
 
 python3 - "$WORK" <<'PY'
 import json, struct, sys
@@ -60,6 +70,11 @@ for run in ("r2", "r4", "rs"):
     # weights agree less tightly than losses.
     assert worst <= 1e-3, (run, worst)
     print(f"ok: {run}: losses within 2e-5 and weights within {worst:.1e} of one rank with the global batch")
+m = metrics("r41")
+assert [r["step"] for r in m] == [4, 5, 6], [r["step"] for r in m]
+for a, b in zip(ref[3:], m):
+    assert abs(a["loss"] - b["loss"]) <= 2e-5 * abs(a["loss"]), (a["step"], a["loss"], b["loss"])
+print("ok: r41: the 4-rank checkpoint of step 3 continues on 1 rank with the same losses")
 PY
 
 # A rank killed mid-run ends the job, and the last checkpoint stays loadable.
@@ -82,6 +97,34 @@ wait "$job" || rc=$?
 [ "$rc" -ne 0 ] || fail "the job exited 0 although a rank died"
 echo "ok: a dead rank ended the job (exit $rc) in $(( $(date +%s) - start )) s"
 ck=$(ls -d "$WORK"/kill/checkpoints/step-???????? | tail -1)
+"$BIN/mmrec-train" --kernels "$WORK/k/mmrec-tiny.train.json" --data "$WORK/data" --seq-len 32 \
+  --batch 2 --eval-tokens 256 --eval-only --checkpoint "$ck" >/dev/null || fail "$ck does not load"
+echo "ok: the last checkpoint ($ck) loads"
+
+# A rank that hangs (stopped with SIGSTOP): its peer waits in a collective,
+# notices no progress for --dist-timeout seconds and ends the job.
+"${MPI[@]}" -np 2 "$BIN/mmrec-train" --kernels "$WORK/k/mmrec-tiny.train.json" --data "$WORK/data" \
+  --seq-len 32 --batch 2 --steps 100000 --warmup 1 --ckpt-interval 2 --eval-interval 100000 \
+  --dist-timeout 5 --out "$WORK/hang" > "$WORK/hang.log" 2>&1 &
+job=$!
+for i in $(seq 100); do
+  [ -n "$(ls -d "$WORK"/hang/checkpoints/step-???????? 2>/dev/null)" ] && break
+  sleep 0.2
+done
+victim=$(pgrep -f -- "--out $WORK/hang" | grep -v "^$job\$" | while read -r p; do
+  [ "$(ps -o comm= -p "$p")" = "mmrec-train" ] && echo "$p"; done | tail -1)
+[ -n "$victim" ] || fail "no rank process to stop: $(cat "$WORK/hang.log")"
+kill -STOP "$victim"
+start=$(date +%s)
+rc=0
+timeout 60 tail --pid="$job" -f /dev/null || { kill -9 "$victim"; fail "the job did not end within 60 s after a rank hung"; }
+wait "$job" || rc=$?
+[ "$rc" -ne 0 ] || fail "the job exited 0 although a rank hung"
+grep -q "no progress for .* (--dist-timeout 5): a peer rank died or hangs during step" "$WORK/hang.log" ||
+  fail "no watchdog message: $(cat "$WORK/hang.log")"
+echo "ok: a hanging rank ended the job (exit $rc) in $(( $(date +%s) - start )) s: $(grep -o 'error (rank [0-9]*): no progress[^;]*' "$WORK/hang.log" | head -1)"
+kill -9 "$victim" 2>/dev/null || true
+ck=$(ls -d "$WORK"/hang/checkpoints/step-???????? | tail -1)
 "$BIN/mmrec-train" --kernels "$WORK/k/mmrec-tiny.train.json" --data "$WORK/data" --seq-len 32 \
   --batch 2 --eval-tokens 256 --eval-only --checkpoint "$ck" >/dev/null || fail "$ck does not load"
 echo "ok: the last checkpoint ($ck) loads"

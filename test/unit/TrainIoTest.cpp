@@ -12,9 +12,12 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
+#include <thread>
 
 using namespace mmrec::train;
 namespace fs = std::filesystem;
@@ -196,6 +199,148 @@ TEST(TrainIo, CheckpointsAtomicKeepLastAndRefuseDamage) {
   spit(tj, "{not json");
   expectError([&] { loadCheckpoint((d / "step-00000030").string(), layout, "", q, nullptr); },
               "malformed checkpoint state");
+  fs::remove_all(d);
+}
+
+/// W ranks as threads of this process: enough of dist::Comm for the
+/// collective checkpoint write (barrier, sums).
+struct ThreadRanks {
+  explicit ThreadRanks(int w) : W(w) {}
+  int W;
+  std::mutex mu;
+  std::condition_variable cv;
+  int arrived = 0, generation = 0;
+  std::vector<double> acc;
+  void barrier() {
+    std::unique_lock<std::mutex> lock(mu);
+    int g = generation;
+    if (++arrived == W) {
+      arrived = 0;
+      ++generation;
+      cv.notify_all();
+    } else {
+      cv.wait(lock, [&] { return generation != g; });
+    }
+  }
+};
+
+class ThreadComm final : public mmrec::dist::Comm {
+public:
+  ThreadComm(ThreadRanks &t, int r) : t_(t), r_(r) {}
+  int rank() const override { return r_; }
+  int size() const override { return t_.W; }
+  std::string backend() const override { return "threads"; }
+  void allreduceSum(double *x, int64_t n) override {
+    t_.barrier();
+    if (r_ == 0)
+      t_.acc.assign(size_t(n), 0.0);
+    t_.barrier();
+    {
+      std::lock_guard<std::mutex> lock(t_.mu);
+      for (int64_t i = 0; i < n; ++i)
+        t_.acc[size_t(i)] += x[i];
+    }
+    t_.barrier();
+    std::copy(t_.acc.begin(), t_.acc.begin() + n, x);
+    t_.barrier();
+  }
+  void barrier() override { t_.barrier(); }
+  void allreduceSum(float *, int64_t) override { unused(); }
+  void reduceScatterSum(const float *, float *, int64_t) override { unused(); }
+  void allgather(const float *, float *, int64_t) override { unused(); }
+  void gather(const float *, float *, int64_t) override { unused(); }
+  void broadcast(void *, int64_t, int) override { unused(); }
+  void reduceAsync(const float *, float *, int64_t, int) override { unused(); }
+  void wait() override { unused(); }
+  [[noreturn]] void abort(int) override { unused(); }
+
+private:
+  [[noreturn]] static void unused() { throw std::logic_error("ThreadComm: not used here"); }
+  ThreadRanks &t_;
+  int r_;
+};
+
+// A checkpoint of 3 ranks: each writes its optimizer shard, rank 0 the
+// weights and trainer.json; it loads whole, into another rank's range (a
+// different rank count), and is refused when a shard is corrupt, missing or
+// the shards do not tile the parameters.
+TEST(TrainIo, ShardedCheckpointsResumeOnOtherRankCounts) {
+  KernelLibrary lib(manifest());
+  ParamLayout layout(lib.config());
+  const int W = 3;
+  const int64_t P = layout.numel(), S = (P + W - 1) / W;
+  std::vector<float> p = initParams(lib.config(), layout, 4);
+  auto mOf = [](int64_t i) { return float(i) * 1e-3f; };
+  auto vOf = [](int64_t i) { return float(i % 977) * 2e-3f; };
+  fs::path d = tempDir("sharded");
+  ThreadRanks ranks(W);
+  std::vector<std::string> paths(W), errors(W);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < W; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        ThreadComm comm(ranks, r);
+        AdamW opt(lib, layout, std::min(P, r * S), std::min(P, (r + 1) * S));
+        for (int64_t i = opt.lo(); i < opt.hi(); ++i) {
+          opt.m[size_t(i - opt.lo())] = mOf(i);
+          opt.v[size_t(i - opt.lo())] = vOf(i);
+        }
+        TrainerState st;
+        st.step = 7;
+        st.seed = 3;
+        st.model = lib.config().name;
+        paths[size_t(r)] = saveCheckpoint(d.string(), layout, p, &opt, st, 2, &comm);
+      } catch (const std::exception &e) {
+        errors[size_t(r)] = e.what();
+      }
+    });
+  for (auto &t : threads)
+    t.join();
+  for (int r = 0; r < W; ++r)
+    ASSERT_EQ(errors[size_t(r)], "") << "rank " << r;
+  const fs::path ck = d / "step-00000007";
+  EXPECT_EQ(paths[0], ck.string());
+  for (const char *f : {"optimizer-00000-of-00003.safetensors", "optimizer-00001-of-00003.safetensors",
+                        "optimizer-00002-of-00003.safetensors", "model.safetensors", "trainer.json"})
+    EXPECT_TRUE(fs::exists(ck / f)) << f;
+  EXPECT_FALSE(fs::exists(d / "step-00000007.tmp"));
+
+  // One rank (the whole state), then the second of 2 ranks.
+  std::vector<float> q;
+  AdamW whole(lib, layout);
+  loadCheckpoint(ck.string(), layout, lib.config().name, q, &whole);
+  EXPECT_EQ(q, p);
+  for (int64_t i = 0; i < P; ++i)
+    ASSERT_TRUE(whole.m[size_t(i)] == mOf(i) && whole.v[size_t(i)] == vOf(i)) << i;
+  const int64_t S2 = (P + 1) / 2;
+  AdamW half(lib, layout, S2, P);
+  loadCheckpoint(ck.string(), layout, lib.config().name, q, &half);
+  for (int64_t i = S2; i < P; ++i)
+    ASSERT_TRUE(half.m[size_t(i - S2)] == mOf(i) && half.v[size_t(i - S2)] == vOf(i)) << i;
+
+  // Damage.
+  const fs::path shard1 = ck / "optimizer-00001-of-00003.safetensors";
+  std::string good = slurp(shard1), bad = good;
+  bad[bad.size() - 3] ^= 0x10;
+  spit(shard1, bad);
+  expectError([&] { loadCheckpoint(ck.string(), layout, "", q, &whole); }, "checksum mismatch");
+  spit(shard1, good);
+  fs::rename(shard1, ck / "gone");
+  expectError([&] { loadCheckpoint(ck.string(), layout, "", q, &whole); },
+              "listed in trainer.json but missing");
+  fs::rename(ck / "gone", shard1);
+  const fs::path tj = ck / "trainer.json";
+  const std::string state = slurp(tj);
+  auto j = nlohmann::json::parse(state);
+  j["optimizer_shards"][1]["lo"] = int64_t(j["optimizer_shards"][1]["lo"]) + 1;
+  spit(tj, j.dump());
+  expectError([&] { loadCheckpoint(ck.string(), layout, "", q, &whole); }, "expected to start at");
+  j = nlohmann::json::parse(state);
+  j["optimizer_shards"].erase(2);
+  spit(tj, j.dump());
+  expectError([&] { loadCheckpoint(ck.string(), layout, "", q, &whole); }, "the optimizer shards cover");
+  spit(tj, state);
+  loadCheckpoint(ck.string(), layout, "", q, &whole); // intact again
   fs::remove_all(d);
 }
 

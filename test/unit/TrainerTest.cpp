@@ -10,11 +10,13 @@
 //===----------------------------------------------------------------------===//
 
 #include "lib/Reference/Oracle.h"
+#include "mmrec/dist.h"
 #include "mmrec/train.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iostream>
 #include <random>
 
 using namespace mmrec;
@@ -298,6 +300,71 @@ TEST(TrainerCpu, GeneratorStartsNewSegmentsAfterTmax) {
   EXPECT_THROW(gen.step(params.data(), bad.data()), Error);
 }
 
+/// The ranges backward() reports as final tile the gradient array exactly
+/// once, layer L−1 first, and hold their final values when reported (what
+/// data parallelism's overlapped reductions rely on).
+void checkGradReadyHook(rt::DeviceKind dev) {
+  KernelLibrary lib(manifest("dense"), dev);
+  const ModelConfig &c = lib.config();
+  ParamLayout layout(c);
+  Model model(lib, layout);
+  std::mt19937_64 rng(freshSeed());
+  std::vector<float> params = initParams(c, layout, rng());
+  const int64_t B = 2, T = 13, P = layout.numel();
+  std::vector<int32_t> tok(size_t(B * T));
+  for (auto &t : tok)
+    t = int32_t(rng() % uint64_t(c.V));
+  Arrays arr(dev, params);
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  std::vector<float> seen(size_t(P), NAN);
+  model.setGradReadyHook([&](int64_t a, int64_t b) {
+    ranges.push_back({a, b});
+    arr.g.download(seen.data() + a, b - a, a);
+  });
+  model.forward(arr.p.data(), tok.data(), B, T);
+  model.backward(arr.p.data(), arr.g.data());
+  model.setGradReadyHook({});
+  ASSERT_EQ(int64_t(ranges.size()), c.L + 2);
+  for (int64_t l = 0; l < c.L; ++l)
+    EXPECT_EQ(ranges[size_t(l)].first, layout.layer(c.L - 1 - l, "w_in")) << l;
+  std::vector<int> covered(size_t(P), 0);
+  for (auto [a, b] : ranges)
+    for (int64_t i = a; i < b; ++i)
+      ++covered[size_t(i)];
+  std::vector<float> final = arr.g.toHost();
+  for (int64_t i = 0; i < P; ++i) {
+    ASSERT_EQ(covered[size_t(i)], 1) << i;
+    ASSERT_EQ(seen[size_t(i)], final[size_t(i)]) << i; // bit for bit
+  }
+}
+
+TEST(Trainer, GradReadyHookTilesTheGradients) { checkGradReadyHook(rt::DeviceKind::cpu); }
+
+/// GradSync's bucketed reduction into the owner's shard and the all-gather,
+/// on one rank: the shard is the gradient array, bit for bit, whatever the
+/// order and size of the ranges.
+void checkGradSyncOneRank(std::unique_ptr<dist::GradSync> sync, rt::DeviceKind dev) {
+  std::mt19937_64 rng(freshSeed());
+  const int64_t S = 100003;
+  std::vector<float> g = normals(S, rng);
+  FBuf grads, shard;
+  grads.reset(dev, S);
+  grads.upload(g.data(), S);
+  shard.reset(dev, S);
+  sync->begin(grads.data(), shard.data(), S);
+  for (auto [a, b] : {std::pair<int64_t, int64_t>{70000, S}, {1, 70000}, {0, 1}})
+    sync->ready(a, b);
+  sync->finish();
+  EXPECT_EQ(shard.toHost(), g);
+  sync->allgather(grads.data(), S);
+  EXPECT_EQ(grads.toHost(), g);
+  EXPECT_EQ(sync->asyncError(), "");
+}
+
+TEST(Trainer, HostGradSyncOneRank) {
+  checkGradSyncOneRank(dist::hostGradSync(dist::Comm::world()), rt::DeviceKind::cpu);
+}
+
 } // namespace
 
 // The same checks on the GPU training library (label `gpu`): fp32 kernels,
@@ -323,6 +390,32 @@ TEST(TrainerGpu, GeneratorMatchesForward) {
   REQUIRE_GPU();
   checkGeneratorMatchesForward("dense", rt::DeviceKind::gpu);
   checkGeneratorMatchesForward("per_head", rt::DeviceKind::gpu);
+}
+
+TEST(TrainerGpu, GradReadyHookTilesTheGradients) {
+  REQUIRE_GPU();
+  checkGradReadyHook(rt::DeviceKind::gpu);
+}
+
+// NCCL with one rank (the single-GPU machine): set LD_LIBRARY_PATH to a
+// libnccl.so.2 (bench/train-gpu.sh does); MMREC_REQUIRE_NCCL=1 turns its
+// absence into a failure instead of a skip.
+TEST(TrainerGpu, NcclGradSyncOneRank) {
+  REQUIRE_GPU();
+  std::string why;
+  if (!dist::ncclAvailable(&why)) {
+    if (const char *req = std::getenv("MMREC_REQUIRE_NCCL"); req && *req == '1')
+      FAIL() << why;
+    GTEST_SKIP() << why;
+  }
+  auto sync = dist::ncclGradSync(dist::Comm::world());
+  std::cout << "collectives: " << sync->name() << "\n";
+  checkGradSyncOneRank(std::move(sync), rt::DeviceKind::gpu);
+}
+
+TEST(TrainerGpu, StagedGradSyncOneRank) {
+  REQUIRE_GPU();
+  checkGradSyncOneRank(dist::stagedGradSync(dist::Comm::world()), rt::DeviceKind::gpu);
 }
 
 TEST(TrainerGpu, AdamWMatchesCpu) {

@@ -19,7 +19,8 @@
 namespace mmrec::train {
 
 struct Settings {
-  std::string model, kernels, data, out, checkpoint, device = "auto";
+  std::string model, kernels, data, out, checkpoint, device = "auto", collectives = "auto";
+  double distTimeout = 600; // seconds without progress before a multi-rank job ends (0: never)
   int64_t steps = 600, batch = 16, seqLen = 128, warmup = 50, gradAccum = 1;
   double lr = 3e-3, minLr = 3e-4, weightDecay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
   int64_t evalInterval = 100, evalTokens = 1 << 16, ckptInterval = 200, keep = 3, logInterval = 1;
@@ -44,6 +45,13 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
   app.add_option("--model", s.model, "Model file (.mlir); compiled with mmrec-compile");
   app.add_option("--kernels", s.kernels, "A training manifest (NAME.train.json) instead of --model");
   app.add_option("--device", s.device, "auto (the GPU when there is one), cpu or gpu");
+  app.add_option("--collectives", s.collectives,
+                 "Data parallel: auto (NCCL for GPU ranks when libnccl.so.2 loads, MPI "
+                 "otherwise), nccl (also with one rank) or mpi");
+  app.add_option("--dist-timeout", s.distTimeout,
+                 "Seconds a rank may wait for the others (a step, an evaluation, a checkpoint) "
+                 "before the whole job ends with an error (0: wait forever)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--data", s.data, "Directory with train.bin and val.bin (mmrec-data)")->required();
   app.add_option("--out", s.out, "Run directory (default runs/<model>)");
   app.add_option("--steps", s.steps, "Optimizer steps")->check(CLI::PositiveNumber);
@@ -104,13 +112,17 @@ inline void validateSettings(const Settings &s) {
   const std::pair<const char *, double> reals[] = {
       {"--lr", s.lr},       {"--min-lr", s.minLr}, {"--weight-decay", s.weightDecay},
       {"--beta1", s.beta1}, {"--beta2", s.beta2},  {"--clip", s.clip},
-      {"--target-loss", s.targetLoss}, {"--peak-tflops", s.peakTflops}};
+      {"--target-loss", s.targetLoss}, {"--peak-tflops", s.peakTflops},
+      {"--dist-timeout", s.distTimeout}};
   for (const auto &[name, v] : reals)
     if (!std::isfinite(v))
       throw CLI::ValidationError(name, std::string("must be a finite number, got ") +
                                            (std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf"));
   if (s.device != "auto" && s.device != "cpu" && s.device != "gpu")
     throw CLI::ValidationError("--device", "must be auto, cpu or gpu, got '" + s.device + "'");
+  if (s.collectives != "auto" && s.collectives != "nccl" && s.collectives != "mpi")
+    throw CLI::ValidationError("--collectives",
+                               "must be auto, nccl or mpi, got '" + s.collectives + "'");
   if (s.minLr > s.lr)
     throw CLI::ValidationError("--min-lr", "must not exceed --lr");
   if (s.steps > kMaxSteps)

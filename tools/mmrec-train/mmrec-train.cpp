@@ -27,6 +27,7 @@
 #include "mmrec/dist.h"
 #include "mmrec/train_io.h"
 #include "tools/common/Tokenizer.h"
+#include "tools/mmrec-train/Watchdog.h"
 
 #include "TrainSettings.h"
 
@@ -222,6 +223,20 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   }
 
   TokenShard train = TokenShard::read(s.data + "/train.bin", uint32_t(c.V));
+  // How the ranks' gradients meet (mmrec/dist.h): NCCL on GPUs when it
+  // loads, MPI otherwise; one rank alone needs nothing unless NCCL is asked.
+  if (s.collectives == "nccl" && !gpu)
+    throw CLI::ValidationError("--collectives", "nccl needs the GPU (--device gpu)");
+  std::unique_ptr<mmrec::dist::GradSync> sync;
+  std::string ncclWhy;
+  if (gpu && (s.collectives == "nccl" ||
+              (s.collectives == "auto" && W > 1 && mmrec::dist::ncclAvailable(&ncclWhy))))
+    sync = mmrec::dist::ncclGradSync(comm);
+  else if (W > 1)
+    sync = gpu ? mmrec::dist::stagedGradSync(comm) : mmrec::dist::hostGradSync(comm);
+  if (gpu && W > 1 && s.collectives == "auto" && !ncclWhy.empty() && lead)
+    std::cerr << "mmrec-train: note: " << ncclWhy << "; the GPU ranks' collectives go through MPI "
+              << "and host memory\n";
   AdamW opt(lib, layout, lo, hi);
   AdamWConfig oc;
   oc.beta1 = float(s.beta1);
@@ -231,13 +246,9 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   int64_t start = 0;
   std::string from = !s.checkpoint.empty() ? s.checkpoint : s.resume ? latestCheckpoint(ckptDir) : "";
   if (!from.empty()) {
-    // Every rank reads the whole checkpoint and keeps its shard of the
-    // optimizer state: a run resumes on any number of ranks.
-    KernelLibrary cpuLib(manifest); // the host-side state of the whole model
-    AdamW whole(cpuLib, layout);
-    TrainerState st = loadCheckpoint(from, layout, c.name, params, &whole);
-    std::copy(whole.m.begin() + lo, whole.m.begin() + hi, opt.m.begin());
-    std::copy(whole.v.begin() + lo, whole.v.begin() + hi, opt.v.begin());
+    // Every rank reads the weights and its range of the optimizer state,
+    // from the shards of a run on any number of ranks.
+    TrainerState st = loadCheckpoint(from, layout, c.name, params, &opt);
     opt.pushState();
     if (st.seed != s.seed && lead)
       std::cerr << "mmrec-train: note: the checkpoint was trained with --seed " << st.seed
@@ -261,7 +272,8 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     dParams.reset(dev, S * W);
     dParams.upload(params.data(), S * W);
     dGrads.reset(dev, S * W);
-    dGshard.reset(dev, S);
+    if (sync)
+      dGshard.reset(dev, S);
   }
   float *Pw = gpu ? dParams.data() : params.data();
   std::ofstream metrics;
@@ -271,52 +283,48 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     std::printf("mmrec-train: %s, %lld parameters, %zu training / %zu validation tokens, "
                 "%d rank%s (%s, %s) x B %lld x T %lld x accumulation %lld, %lld steps\n",
                 c.name.c_str(), static_cast<long long>(P), train.tokens.size(), val.tokens.size(),
-                W, W > 1 ? "s" : "", comm.backend().c_str(), gpu ? "GPU" : "CPU",
+                W, W > 1 ? "s" : "", sync ? sync->name().c_str() : comm.backend().c_str(),
+                gpu ? "GPU" : "CPU",
                 static_cast<long long>(s.batch),
                 static_cast<long long>(s.seqLen), static_cast<long long>(s.gradAccum),
                 static_cast<long long>(s.steps));
     std::fflush(stdout);
   }
 
-  std::vector<float> grads(static_cast<size_t>(S * W)), gshard(static_cast<size_t>(S)),
-      pshard(static_cast<size_t>(S));
+  std::vector<float> grads(static_cast<size_t>(gpu ? 0 : S * W)),
+      gshard(static_cast<size_t>(!gpu && sync ? S : 0));
   std::vector<int32_t> all;
   const double flopsTok = flopsPerToken(c);
   int badInARow = 0;
   double lastVal = NAN;
+  // A multi-rank job whose peer stops answering ends within --dist-timeout.
+  Watchdog dog(W > 1 || sync ? s.distTimeout : 0, R,
+               sync ? std::function<std::string()>([&] { return sync->asyncError(); })
+                    : std::function<std::string()>());
   auto save = [&](int64_t step, double loss) {
-    // The optimizer's shards gathered on rank 0, which writes the checkpoint.
-    std::vector<float> mAll(lead ? size_t(S * W) : 0), vAll(lead ? size_t(S * W) : 0);
-    std::vector<float> mS(size_t(S), 0.0f), vS(size_t(S), 0.0f);
+    // Every rank writes its optimizer shard; rank 0 the weights and the
+    // manifest (trainer.json), last.
+    dog.pet("the checkpoint of step " + std::to_string(step));
     opt.pullState();
-    if (gpu && W == 1)
+    if (gpu)
       dParams.download(params.data(), P);
-    std::copy(opt.m.begin(), opt.m.end(), mS.begin());
-    std::copy(opt.v.begin(), opt.v.end(), vS.begin());
-    comm.gather(mS.data(), mAll.data(), S);
-    comm.gather(vS.data(), vAll.data(), S);
-    if (lead) {
-      KernelLibrary cpuLib(manifest);
-      AdamW whole(cpuLib, layout);
-      std::copy(mAll.begin(), mAll.begin() + P, whole.m.begin());
-      std::copy(vAll.begin(), vAll.begin() + P, whole.v.begin());
-      TrainerState st;
-      st.step = step;
-      st.seed = s.seed;
-      st.model = c.name;
-      st.settings = toJson(s);
-      st.settings["ranks"] = W;
-      st.extra = {{"train_loss", loss},
-                  {"val_loss", std::isnan(lastVal) ? json() : json(lastVal)}};
-      std::vector<float> p(params.begin(), params.begin() + P);
-      std::string path = saveCheckpoint(ckptDir, layout, p, &whole, st, int(s.keep));
+    TrainerState st;
+    st.step = step;
+    st.seed = s.seed;
+    st.model = c.name;
+    st.settings = toJson(s);
+    st.settings["ranks"] = W;
+    st.extra = {{"train_loss", loss}, {"val_loss", std::isnan(lastVal) ? json() : json(lastVal)}};
+    std::string path =
+        saveCheckpoint(ckptDir, layout, params, &opt, st, int(s.keep), W > 1 ? &comm : nullptr);
+    if (lead)
       std::printf("checkpoint %s\n", path.c_str());
-    }
-    comm.barrier();
   };
   for (int64_t step = start + 1; step <= s.steps; ++step) {
     auto t0 = std::chrono::steady_clock::now();
+    dog.pet("step " + std::to_string(step));
     float *Gw = gpu ? dGrads.data() : grads.data();
+    float *Gs = sync ? (gpu ? dGshard.data() : gshard.data()) : Gw;
     if (gpu)
       dGrads.zero();
     else
@@ -328,19 +336,19 @@ int run(Settings s, mmrec::dist::Comm &comm) {
       sampleBatch(train, W * s.batch, s.seqLen, s.seed, (step - 1) * s.gradAccum + a + 1, all);
       const int32_t *tok = all.data() + R * bt;
       loss += model.forward(Pw, tok, s.batch, s.seqLen) / double(s.gradAccum * W);
+      // In the last micro-batch each layer's gradients are summed into
+      // their owners' shards as soon as backward completes them.
+      const bool last = a + 1 == s.gradAccum;
+      if (sync && last) {
+        sync->begin(Gw, Gs, S);
+        model.setGradReadyHook([&](int64_t x, int64_t y) { sync->ready(x, y == P ? S * W : y); });
+      }
       model.backward(Pw, Gw, 1.0f / float(s.gradAccum * W));
+      model.setGradReadyHook({});
     }
+    if (sync)
+      sync->finish();
     comm.allreduceSum(&loss, 1);
-    // This rank's shard of the summed gradients, on the model's device.
-    float *Gs = Gw;
-    if (W > 1) {
-      if (gpu)
-        dGrads.download(grads.data(), S * W);
-      comm.reduceScatterSum(grads.data(), gshard.data(), S * W);
-      if (gpu)
-        dGshard.upload(gshard.data(), S);
-      Gs = gpu ? dGshard.data() : gshard.data();
-    }
     double ss = opt.sumSquares(Gs, S);
     comm.allreduceSum(&ss, 1);
     double gnorm = std::sqrt(ss);
@@ -350,15 +358,8 @@ int run(Settings s, mmrec::dist::Comm &comm) {
       badInARow = 0;
       float scale = s.clip > 0 && gnorm > s.clip ? float(s.clip / (gnorm + 1e-6)) : 1.0f;
       opt.step(Pw, Gs, step, float(lr), scale, oc);
-      if (W > 1) {
-        if (gpu)
-          dParams.download(pshard.data(), S, R * S);
-        else
-          std::copy(params.begin() + R * S, params.begin() + (R + 1) * S, pshard.begin());
-        comm.allgather(pshard.data(), params.data(), S);
-        if (gpu)
-          dParams.upload(params.data(), S * W);
-      }
+      if (sync)
+        sync->allgather(Pw, S);
     } else if (++badInARow >= 5) {
       if (lead)
         std::fprintf(stderr,
@@ -396,6 +397,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
       rec["gpu_used_mib"] = gpuUsedMiB();
     bool evalNow = step % s.evalInterval == 0 || step == s.steps;
     if (evalNow) {
+      dog.pet("the evaluation of step " + std::to_string(step));
       lastVal = evaluate(model, Pw, val, s.batch, s.seqLen, s.evalTokens, comm);
       rec["val_loss"] = lastVal;
       if (lead)

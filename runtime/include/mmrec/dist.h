@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace mmrec::dist {
 
@@ -34,6 +35,13 @@ public:
   /// On rank 0, out (size·n floats) = the n-float shards of every rank.
   virtual void gather(const float *shard, float *out, int64_t n) = 0;
   virtual void barrier() = 0;
+  /// `bytes` of `data` from rank `root` to every rank.
+  virtual void broadcast(void *data, int64_t bytes, int root) = 0;
+  /// Starts out[0, n) = Σ_ranks in[0, n) on rank `root` without waiting
+  /// (`out` matters on the root only; `in` must stay unchanged until wait()).
+  virtual void reduceAsync(const float *in, float *out, int64_t n, int root) = 0;
+  /// Completes every reduceAsync started so far.
+  virtual void wait() = 0;
   /// Ends the whole job with `code` (a rank's fatal error must not leave the
   /// others waiting).
   [[noreturn]] virtual void abort(int code) = 0;
@@ -42,6 +50,44 @@ public:
   /// MPI launcher). Finalized at exit.
   static Comm &world();
 };
+
+/// Gradient synchronization of ZeRO data parallelism (stages 1 and 2): the
+/// flat, padded gradient and parameter arrays hold W·S floats and rank r owns
+/// [r·S, (r+1)·S). While the backward pass runs, every range of gradients it
+/// completes (a layer, from the last to the first) is summed over the ranks
+/// straight into its owners' shards; after the optimizer step each rank's
+/// updated shard is all-gathered. Implementations:
+///   host    host arrays over MPI (CPU training; one rank: a copy);
+///   staged  device arrays through host memory and MPI (GPUs without NCCL);
+///   nccl    device arrays with NCCL on a stream of their own, ordered after
+///           the backward kernels with events: communication overlaps the
+///           rest of the backward pass.
+class GradSync {
+public:
+  virtual ~GradSync() = default;
+  virtual std::string name() const = 0;
+  /// Starts a step: `grads` (W·S floats) will be completed range by range;
+  /// this rank's sums go to `shard` (S floats, distinct from grads).
+  virtual void begin(float *grads, float *shard, int64_t S) = 0;
+  /// grads[a, b) are final on this rank (on a GPU: queued on the default
+  /// stream). Every rank gives the same ranges in the same order.
+  virtual void ready(int64_t a, int64_t b) = 0;
+  /// After this the shard holds the sums (on a GPU: for work queued next on
+  /// the default stream). Every element of [0, W·S) must have been ready.
+  virtual void finish() = 0;
+  /// params[r·S, (r+1)·S) of every rank r to every rank, in place.
+  virtual void allgather(float *params, int64_t S) = 0;
+  /// A failure of the collectives noticed asynchronously ("" when none):
+  /// the trainer's watchdog polls it.
+  virtual std::string asyncError() { return {}; }
+};
+
+std::unique_ptr<GradSync> hostGradSync(Comm &comm);
+std::unique_ptr<GradSync> stagedGradSync(Comm &comm);
+/// Throws Error when NCCL (libnccl.so.2) or a GPU is not available.
+std::unique_ptr<GradSync> ncclGradSync(Comm &comm);
+/// True when libnccl.so.2 loads (and this runtime was built with CUDA).
+bool ncclAvailable(std::string *why = nullptr);
 
 } // namespace mmrec::dist
 

@@ -145,6 +145,25 @@ void copyDeviceToDevice(void *dst, const void *src, size_t bytes);
 /// skipped until it is taken.
 std::string takeLaunchError();
 
+/// The device ordinal this process uses: the launcher's local rank (Open
+/// MPI, Slurm, LOCAL_RANK) modulo the device count, else 0.
+int deviceOrdinal();
+
+/// Streams and events for work beside the default stream (the collectives'
+/// stream). A created stream does not synchronize implicitly with the
+/// default stream: order work with events.
+Stream createStream();
+void destroyStream(Stream s);
+void synchronizeStream(Stream s);
+using Event = void *;
+Event createEvent();
+void destroyEvent(Event e);
+void recordEvent(Event e, Stream s);
+/// Work queued on `s` after this waits for the work `e` recorded.
+void streamWaitEvent(Stream s, Event e);
+/// True once the work `e` recorded has finished (cuEventQuery).
+bool eventDone(Event e);
+
 } // namespace gpu
 } // namespace mmrec::rt
 

@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -306,6 +307,12 @@ public:
   void setHeadRows(int64_t rows) { headRowsWanted_ = rows; B_ = T_ = 0; }
   /// GPU: matrix products in TF32 (off by default: the fp32 oracle tests).
   void setTf32(bool on) { tf32_ = on; }
+  /// Called by backward() with each range [a, b) of the flat gradient array
+  /// as soon as it is final: layer L−1 first, …, layer 0, then the
+  /// embedding and the final norm (data-parallel training starts summing a
+  /// layer's gradients over the ranks while the layers below still run).
+  /// Empty: no calls.
+  void setGradReadyHook(std::function<void(int64_t, int64_t)> hook) { gradReady_ = std::move(hook); }
   /// The last forward()'s logits (B, T, V), copied to the host; needs
   /// setKeepLogits(true).
   std::vector<float> logits() const { return logits_.toHost(); }
@@ -323,6 +330,7 @@ private:
   /// The LM head and cross-entropy by blocks of rows; with Gr, also dE and dxf.
   double head(const float *P, float *Gr, float scale);
   bool recompute_ = false, keepLogits_ = false, tf32_ = false;
+  std::function<void(int64_t, int64_t)> gradReady_;
   int64_t headRows_ = 1, headRowsWanted_ = 0;
   std::unique_ptr<Layer> work_;
   FBuf xL_scratch_;

@@ -14,9 +14,15 @@
 //   model.safetensors     the weights, fp32, by MMREC_SPEC names (`embed`,
 //                         `layers.{l}.W_q`, …) — readable by PyTorch's
 //                         safetensors;
-//   optimizer.safetensors AdamW's m and v (`m.<name>`, `v.<name>`);
+//   optimizer.safetensors AdamW's m and v (`m.<name>`, `v.<name>`), or, from
+//                         a run on W > 1 ranks, one file per rank
+//                         `optimizer-RRRRR-of-WWWWW.safetensors` holding
+//                         the flat slice [lo, hi) of m and v that the rank
+//                         owns (tensors `m`, `v`), written by that rank;
 //   trainer.json          step, seed, data position, model name, the
-//                         CRC-32 of each file, the training settings.
+//                         CRC-32 of each file, the optimizer shards and
+//                         their ranges, the training settings; written by
+//                         rank 0 last.
 // Written into `step-NNNNNNNN.tmp/`, every file fsynced, then renamed into
 // place and the parent directory fsynced: a crash leaves either the old set
 // of checkpoints or the new one, never a half-written checkpoint in place.
@@ -26,6 +32,7 @@
 #ifndef MMREC_TRAIN_IO_H
 #define MMREC_TRAIN_IO_H
 
+#include "mmrec/dist.h"
 #include "mmrec/train.h"
 
 #include <nlohmann/json.hpp>
@@ -85,16 +92,25 @@ struct TrainerState {
 /// Writes checkpoint `dir/step-NNNNNNNN` atomically and keeps the newest
 /// `keep` checkpoints (older ones are removed after the new one is in
 /// place). Returns the checkpoint's path.
+///
+/// With `comm` of W > 1 ranks this is collective: every rank calls it with
+/// its optimizer shard (`opt` covering [lo, hi)) and writes its own file
+/// into the shared temporary directory; rank 0 writes the weights and, once
+/// every shard is fsynced, trainer.json, then renames the directory (the
+/// directory must be on a file system every rank sees). Otherwise `opt` must
+/// be whole.
 std::string saveCheckpoint(const std::string &dir, const ParamLayout &layout,
                            const std::vector<float> &params, const AdamW *opt,
-                           const TrainerState &state, int keep);
+                           const TrainerState &state, int keep, dist::Comm *comm = nullptr);
 
 /// The newest complete checkpoint under `dir` ("" if none).
 std::string latestCheckpoint(const std::string &dir);
 
-/// Loads a checkpoint written by saveCheckpoint: verifies the CRCs and the
-/// model name, then fills params (and the optimizer, when given and its
-/// file exists). Throws Error naming the file and the problem.
+/// Loads a checkpoint written by saveCheckpoint: verifies the CRCs (of the
+/// files it reads) and the model name, then fills params and, when `opt` is
+/// given, its range [lo, hi) of m and v — from the whole optimizer file or
+/// from the shards of a run on any number of ranks. Throws Error naming the
+/// file and the problem.
 TrainerState loadCheckpoint(const std::string &path, const ParamLayout &layout,
                             const std::string &modelName, std::vector<float> &params,
                             AdamW *opt);

@@ -5,7 +5,12 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
+#include <type_traits>
 #include <stdexcept>
+#include <vector>
+
+#include "mmrec/runtime.h"
 
 #ifdef MMREC_HAVE_MPI
 #include <mpi.h>
@@ -32,6 +37,12 @@ public:
   }
   void gather(const float *shard, float *out, int64_t n) override { allgather(shard, out, n); }
   void barrier() override {}
+  void broadcast(void *, int64_t, int) override {}
+  void reduceAsync(const float *in, float *out, int64_t n, int) override {
+    if (in != out)
+      std::memmove(out, in, size_t(n) * sizeof(float));
+  }
+  void wait() override {}
   [[noreturn]] void abort(int code) override { std::exit(code); }
 };
 
@@ -86,6 +97,31 @@ public:
     MPI_Gather(shard, int(n), MPI_FLOAT, out, int(n), MPI_FLOAT, 0, MPI_COMM_WORLD);
   }
   void barrier() override { MPI_Barrier(MPI_COMM_WORLD); }
+  void broadcast(void *data, int64_t bytes, int root) override {
+    for (int64_t i = 0; i < bytes; i += kPiece)
+      MPI_Bcast(static_cast<char *>(data) + i, int(std::min(kPiece, bytes - i)), MPI_BYTE, root,
+                MPI_COMM_WORLD);
+  }
+  void reduceAsync(const float *in, float *out, int64_t n, int root) override {
+    for (int64_t i = 0; i < n; i += kPiece) {
+      const int count = int(std::min(kPiece, n - i));
+      MPI_Request req;
+      if (rank_ == root)
+        MPI_Ireduce(in == out ? MPI_IN_PLACE : in + i, out + i, count, MPI_FLOAT, MPI_SUM, root,
+                    MPI_COMM_WORLD, &req);
+      else
+        MPI_Ireduce(in + i, nullptr, count, MPI_FLOAT, MPI_SUM, root, MPI_COMM_WORLD, &req);
+      pending_.push_back(req);
+    }
+    // Let MPI progress the reductions already started while the caller
+    // computes (Open MPI progresses inside MPI calls).
+    int done = 0;
+    MPI_Testall(int(pending_.size()), pending_.data(), &done, MPI_STATUSES_IGNORE);
+  }
+  void wait() override {
+    MPI_Waitall(int(pending_.size()), pending_.data(), MPI_STATUSES_IGNORE);
+    pending_.clear();
+  }
   [[noreturn]] void abort(int code) override {
     MPI_Abort(MPI_COMM_WORLD, code);
     std::exit(code);
@@ -93,6 +129,7 @@ public:
 
 private:
   int rank_ = 0, size_ = 1;
+  std::vector<MPI_Request> pending_;
 };
 #endif
 
@@ -114,4 +151,258 @@ Comm &Comm::world() {
 #endif
   static SingleComm single;
   return single;
+}
+
+namespace {
+
+/// The owners' pieces of the gradient range [a, b): calls f(r, x, y) for
+/// every rank r whose shard [r·S, (r+1)·S) meets it in [x, y).
+template <class F> void forOwners(int64_t a, int64_t b, int64_t S, int W, F f) {
+  if (S <= 0)
+    return;
+  for (int r = int(std::min<int64_t>(a / S, W - 1)); r < W && r * S < b; ++r) {
+    const int64_t x = std::max(a, r * S), y = std::min(b, (r + 1) * S);
+    if (x < y)
+      f(r, x, y);
+  }
+}
+
+class HostGradSync final : public GradSync {
+public:
+  explicit HostGradSync(Comm &c) : c_(c) {}
+  std::string name() const override { return c_.size() > 1 ? c_.backend() : "single"; }
+  void begin(float *grads, float *shard, int64_t S) override {
+    g_ = grads;
+    sh_ = shard;
+    S_ = S;
+  }
+  void ready(int64_t a, int64_t b) override {
+    forOwners(a, b, S_, c_.size(), [&](int r, int64_t x, int64_t y) {
+      c_.reduceAsync(g_ + x, r == c_.rank() ? sh_ + (x - r * S_) : nullptr, y - x, r);
+    });
+  }
+  void finish() override { c_.wait(); }
+  void allgather(float *params, int64_t S) override {
+    tmp_.assign(params + c_.rank() * S, params + (c_.rank() + 1) * S);
+    c_.allgather(tmp_.data(), params, S);
+  }
+
+private:
+  Comm &c_;
+  float *g_ = nullptr, *sh_ = nullptr;
+  int64_t S_ = 0;
+  std::vector<float> tmp_;
+};
+
+/// Device arrays through host memory: each ready range is copied down (the
+/// copy waits for the default stream) and reduced by MPI.
+class StagedGradSync final : public GradSync {
+public:
+  explicit StagedGradSync(Comm &c) : c_(c) {}
+  std::string name() const override { return c_.backend() + " (staged through host memory)"; }
+  void begin(float *grads, float *shard, int64_t S) override {
+    g_ = grads;
+    sh_ = shard;
+    S_ = S;
+    hg_.resize(size_t(S * c_.size()));
+    hs_.resize(size_t(S));
+  }
+  void ready(int64_t a, int64_t b) override {
+    mmrec::rt::gpu::copyToHost(hg_.data() + a, g_ + a, size_t(b - a) * sizeof(float));
+    forOwners(a, b, S_, c_.size(), [&](int r, int64_t x, int64_t y) {
+      c_.reduceAsync(hg_.data() + x, r == c_.rank() ? hs_.data() + (x - r * S_) : nullptr, y - x,
+                     r);
+    });
+  }
+  void finish() override {
+    c_.wait();
+    mmrec::rt::gpu::copyToDevice(sh_, hs_.data(), size_t(S_) * sizeof(float));
+  }
+  void allgather(float *params, int64_t S) override {
+    hs_.resize(size_t(S));
+    hg_.resize(size_t(S * c_.size()));
+    mmrec::rt::gpu::copyToHost(hs_.data(), params + c_.rank() * S, size_t(S) * sizeof(float));
+    c_.allgather(hs_.data(), hg_.data(), S);
+    mmrec::rt::gpu::copyToDevice(params, hg_.data(), size_t(S * c_.size()) * sizeof(float));
+  }
+
+private:
+  Comm &c_;
+  float *g_ = nullptr, *sh_ = nullptr;
+  int64_t S_ = 0;
+  std::vector<float> hg_, hs_;
+};
+
+} // namespace
+
+std::unique_ptr<GradSync> mmrec::dist::hostGradSync(Comm &comm) {
+  return std::make_unique<HostGradSync>(comm);
+}
+std::unique_ptr<GradSync> mmrec::dist::stagedGradSync(Comm &comm) {
+  return std::make_unique<StagedGradSync>(comm);
+}
+
+//===----------------------------------------------------------------------===//
+// NCCL
+//===----------------------------------------------------------------------===//
+//
+// libnccl.so.2 is opened with dlopen at first use (like the CUDA driver), so
+// the trainer starts on machines without it. The few declarations below are
+// NCCL 2's stable C ABI (nccl.h).
+
+namespace {
+
+struct NcclUniqueId {
+  char internal[128];
+};
+using NcclComm = struct ncclComm *;
+using NcclResult = int; // ncclResult_t: ncclSuccess 0, ncclInProgress 7
+constexpr int kNcclFloat32 = 7, kNcclSum = 0;
+
+struct Nccl {
+  NcclResult (*getVersion)(int *) = nullptr;
+  NcclResult (*getUniqueId)(NcclUniqueId *) = nullptr;
+  NcclResult (*commInitRank)(NcclComm *, int, NcclUniqueId, int) = nullptr;
+  NcclResult (*commDestroy)(NcclComm) = nullptr;
+  NcclResult (*commAbort)(NcclComm) = nullptr;
+  NcclResult (*commGetAsyncError)(NcclComm, NcclResult *) = nullptr;
+  const char *(*getErrorString)(NcclResult) = nullptr;
+  NcclResult (*reduce)(const void *, void *, size_t, int, int, int, NcclComm, void *) = nullptr;
+  NcclResult (*allGather)(const void *, void *, size_t, int, NcclComm, void *) = nullptr;
+  NcclResult (*groupStart)() = nullptr;
+  NcclResult (*groupEnd)() = nullptr;
+  std::string error;
+  bool ok = false;
+
+  Nccl() {
+    if (!mmrec::rt::gpuAvailable()) {
+      error = "no usable CUDA device";
+      return;
+    }
+    void *lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+      error = std::string("cannot load NCCL (libnccl.so.2; set LD_LIBRARY_PATH): ") + dlerror();
+      return;
+    }
+    auto load = [&](auto &fn, const char *sym) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, sym));
+      if (!fn && error.empty())
+        error = std::string("libnccl.so.2 lacks ") + sym;
+    };
+    load(getVersion, "ncclGetVersion");
+    load(getUniqueId, "ncclGetUniqueId");
+    load(commInitRank, "ncclCommInitRank");
+    load(commDestroy, "ncclCommDestroy");
+    load(commAbort, "ncclCommAbort");
+    load(commGetAsyncError, "ncclCommGetAsyncError");
+    load(getErrorString, "ncclGetErrorString");
+    load(reduce, "ncclReduce");
+    load(allGather, "ncclAllGather");
+    load(groupStart, "ncclGroupStart");
+    load(groupEnd, "ncclGroupEnd");
+    ok = error.empty();
+  }
+};
+
+const Nccl &nccl() {
+  static Nccl n;
+  return n;
+}
+
+void ncclCheck(NcclResult r, const char *what) {
+  if (r != 0)
+    throw mmrec::rt::Error(std::string(what) + ": " +
+                           (nccl().getErrorString ? nccl().getErrorString(r) : "NCCL error") +
+                           " (NCCL_DEBUG=WARN says more)");
+}
+
+class NcclGradSync final : public GradSync {
+public:
+  explicit NcclGradSync(Comm &c) : c_(c) {
+    const Nccl &n = nccl();
+    if (!n.ok)
+      throw mmrec::rt::Error("NCCL collectives: " + n.error);
+    NcclUniqueId id{};
+    if (c.rank() == 0)
+      ncclCheck(n.getUniqueId(&id), "ncclGetUniqueId");
+    c.broadcast(&id, sizeof id, 0); // the NCCL id travels over MPI
+    ncclCheck(n.commInitRank(&comm_, c.size(), id, c.rank()), "ncclCommInitRank");
+    n.getVersion(&version_);
+    stream_ = mmrec::rt::gpu::createStream();
+    done_ = mmrec::rt::gpu::createEvent();
+  }
+  ~NcclGradSync() override {
+    for (auto e : events_)
+      mmrec::rt::gpu::destroyEvent(e);
+    mmrec::rt::gpu::destroyEvent(done_);
+    mmrec::rt::gpu::destroyStream(stream_);
+    if (comm_)
+      nccl().commDestroy(comm_);
+  }
+  std::string name() const override {
+    return "nccl " + std::to_string(version_ / 10000) + "." + std::to_string(version_ / 100 % 100) +
+           "." + std::to_string(version_ % 100);
+  }
+  void begin(float *grads, float *shard, int64_t S) override {
+    g_ = grads;
+    sh_ = shard;
+    S_ = S;
+    used_ = 0;
+  }
+  void ready(int64_t a, int64_t b) override {
+    // The collectives' stream waits for the kernels that produced the range.
+    if (used_ == events_.size())
+      events_.push_back(mmrec::rt::gpu::createEvent());
+    mmrec::rt::gpu::Event e = events_[used_++];
+    mmrec::rt::gpu::recordEvent(e, nullptr);
+    mmrec::rt::gpu::streamWaitEvent(stream_, e);
+    const Nccl &n = nccl();
+    ncclCheck(n.groupStart(), "ncclGroupStart");
+    forOwners(a, b, S_, c_.size(), [&](int r, int64_t x, int64_t y) {
+      ncclCheck(n.reduce(g_ + x, r == c_.rank() ? sh_ + (x - r * S_) : nullptr, size_t(y - x),
+                         kNcclFloat32, kNcclSum, r, comm_, stream_),
+                "ncclReduce");
+    });
+    ncclCheck(n.groupEnd(), "ncclGroupEnd");
+  }
+  void finish() override {
+    // The default stream (the optimizer) waits for the reductions.
+    mmrec::rt::gpu::recordEvent(done_, stream_);
+    mmrec::rt::gpu::streamWaitEvent(nullptr, done_);
+  }
+  void allgather(float *params, int64_t S) override {
+    ncclCheck(nccl().allGather(params + c_.rank() * S, params, size_t(S), kNcclFloat32, comm_,
+                               nullptr),
+              "ncclAllGather");
+  }
+  std::string asyncError() override {
+    NcclResult r = 0;
+    if (nccl().commGetAsyncError(comm_, &r) != 0 || (r != 0 && r != 7))
+      return std::string("NCCL: ") + nccl().getErrorString(r);
+    return {};
+  }
+
+private:
+  Comm &c_;
+  NcclComm comm_ = nullptr;
+  int version_ = 0;
+  mmrec::rt::Stream stream_ = nullptr;
+  mmrec::rt::gpu::Event done_ = nullptr;
+  std::vector<mmrec::rt::gpu::Event> events_;
+  size_t used_ = 0;
+  float *g_ = nullptr, *sh_ = nullptr;
+  int64_t S_ = 0;
+};
+
+} // namespace
+
+bool mmrec::dist::ncclAvailable(std::string *why) {
+  const Nccl &n = nccl();
+  if (why)
+    *why = n.error;
+  return n.ok;
+}
+
+std::unique_ptr<GradSync> mmrec::dist::ncclGradSync(Comm &comm) {
+  return std::make_unique<NcclGradSync>(comm);
 }

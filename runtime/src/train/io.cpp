@@ -194,9 +194,16 @@ void mmrec::train::writeSafetensors(const std::string &path,
   writeDurable(path, out.data(), out.size());
 }
 
-void mmrec::train::readSafetensors(const std::string &path, const ParamLayout &layout,
-                                   const std::string &prefix, std::vector<float> &out) {
-  std::string s = readFile(path, "safetensors file");
+namespace {
+
+/// The header and data section of safetensors bytes `s` read from `path`.
+struct SafetensorsView {
+  json header;
+  const char *data = nullptr;
+  uint64_t dataSize = 0;
+};
+
+SafetensorsView parseSafetensors(const std::string &s, const std::string &path) {
   if (s.size() < 8)
     throw Error(path + ": safetensors: shorter than its 8-byte header length");
   uint64_t hl = readLE<uint64_t>(s, 0);
@@ -211,43 +218,62 @@ void mmrec::train::readSafetensors(const std::string &path, const ParamLayout &l
   }
   if (!header.is_object())
     throw Error(path + ": safetensors: the header is not a JSON object");
-  const uint64_t dataSize = s.size() - 8 - hl;
-  const char *data = s.data() + 8 + hl;
-  out.resize(size_t(layout.numel()));
-  for (const ParamInfo &p : layout.tensors()) {
-    std::string name = prefix + p.name;
-    auto it = header.find(name);
-    if (it == header.end())
-      throw Error(path + ": tensor '" + name + "' is missing");
-    try {
-      if (it->at("dtype").get<std::string>() != "F32")
-        throw Error(path + ": tensor '" + name + "' has dtype " +
-                    it->at("dtype").get<std::string>() + ", expected F32");
-      auto shape = detail::jsonArray<int64_t>(it->at("shape"), path + ": shape of " + name,
-                                              [&](const json &x) {
-                                                return detail::jsonInt(x, path + ": shape of " + name);
-                                              });
-      if (shape != p.shape) {
-        std::string a, b;
-        for (int64_t d : shape)
-          a += (a.empty() ? "" : ",") + std::to_string(d);
-        for (int64_t d : p.shape)
-          b += (b.empty() ? "" : ",") + std::to_string(d);
-        throw Error(path + ": tensor '" + name + "' has shape [" + a + "], the model needs [" + b +
-                    "]");
-      }
-      auto off = detail::jsonArray<uint64_t>(
-          it->at("data_offsets"), path + ": data_offsets of " + name,
-          [&](const json &x) { return detail::jsonUint(x, path + ": data_offsets of " + name); });
-      if (off.size() != 2 || off[0] > off[1] || off[1] > dataSize ||
-          off[1] - off[0] != uint64_t(p.numel) * 4)
-        throw Error(path + ": tensor '" + name + "' has data offsets outside the file or of the "
-                    "wrong size (truncated?)");
-      std::memcpy(out.data() + p.offset, data + off[0], size_t(p.numel) * 4);
-    } catch (const json::exception &e) {
-      throw Error(path + ": tensor '" + name + "': malformed entry: " + e.what());
+  return {std::move(header), s.data() + 8 + hl, s.size() - 8 - hl};
+}
+
+/// The data of F32 tensor `name` of shape `want`, checked.
+const char *tensorData(const SafetensorsView &st, const std::string &path, const std::string &name,
+                       const std::vector<int64_t> &want) {
+  auto it = st.header.find(name);
+  if (it == st.header.end())
+    throw Error(path + ": tensor '" + name + "' is missing");
+  try {
+    if (it->at("dtype").get<std::string>() != "F32")
+      throw Error(path + ": tensor '" + name + "' has dtype " + it->at("dtype").get<std::string>() +
+                  ", expected F32");
+    auto shape = detail::jsonArray<int64_t>(it->at("shape"), path + ": shape of " + name,
+                                            [&](const json &x) {
+                                              return detail::jsonInt(x, path + ": shape of " + name);
+                                            });
+    if (shape != want) {
+      std::string a, b;
+      for (int64_t d : shape)
+        a += (a.empty() ? "" : ",") + std::to_string(d);
+      for (int64_t d : want)
+        b += (b.empty() ? "" : ",") + std::to_string(d);
+      throw Error(path + ": tensor '" + name + "' has shape [" + a + "], the model needs [" + b +
+                  "]");
     }
+    int64_t numel = 1;
+    for (int64_t d : want)
+      numel *= d;
+    auto off = detail::jsonArray<uint64_t>(
+        it->at("data_offsets"), path + ": data_offsets of " + name,
+        [&](const json &x) { return detail::jsonUint(x, path + ": data_offsets of " + name); });
+    if (off.size() != 2 || off[0] > off[1] || off[1] > st.dataSize ||
+        off[1] - off[0] != uint64_t(numel) * 4)
+      throw Error(path + ": tensor '" + name + "' has data offsets outside the file or of the "
+                  "wrong size (truncated?)");
+    return st.data + off[0];
+  } catch (const json::exception &e) {
+    throw Error(path + ": tensor '" + name + "': malformed entry: " + e.what());
   }
+}
+
+void readLayoutTensors(const std::string &bytes, const std::string &path, const ParamLayout &layout,
+                       const std::string &prefix, std::vector<float> &out) {
+  SafetensorsView st = parseSafetensors(bytes, path);
+  out.resize(size_t(layout.numel()));
+  for (const ParamInfo &p : layout.tensors())
+    std::memcpy(out.data() + p.offset, tensorData(st, path, prefix + p.name, p.shape),
+                size_t(p.numel) * 4);
+}
+
+} // namespace
+
+void mmrec::train::readSafetensors(const std::string &path, const ParamLayout &layout,
+                                   const std::string &prefix, std::vector<float> &out) {
+  readLayoutTensors(readFile(path, "safetensors file"), path, layout, prefix, out);
 }
 
 //===----------------------------------------------------------------------===//
@@ -286,54 +312,89 @@ std::vector<std::pair<int64_t, std::string>> listCheckpoints(const std::string &
 
 std::string mmrec::train::saveCheckpoint(const std::string &dir, const ParamLayout &layout,
                                          const std::vector<float> &params, const AdamW *opt,
-                                         const TrainerState &state, int keep) {
-  if (opt && (opt->lo() != 0 || opt->hi() != layout.numel()))
-    throw Error("saveCheckpoint: the optimizer state must be whole (gather the shards first)");
-  fs::create_directories(dir);
+                                         const TrainerState &state, int keep, dist::Comm *comm) {
+  const int W = comm ? comm->size() : 1, R = comm ? comm->rank() : 0;
+  const bool sharded = W > 1 && opt;
+  if (opt && !sharded && (opt->lo() != 0 || opt->hi() != layout.numel()))
+    throw Error("saveCheckpoint: the optimizer state must be whole (or pass the ranks' comm)");
   std::string final = dir + "/" + stepName(state.step);
   std::string tmp = final + ".tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  std::vector<NamedTensor> w;
-  for (const ParamInfo &p : layout.tensors())
-    w.push_back({p.name, p.shape, params.data() + p.offset});
-  std::map<std::string, std::string> meta = {{"format", "pt"}, {"model", state.model},
-                                             {"step", std::to_string(state.step)}};
-  writeSafetensors(tmp + "/model.safetensors", w, meta);
-  json files;
+  if (R == 0) {
+    fs::create_directories(dir);
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+  }
   auto crcOf = [](const std::string &path) {
     std::string s = readFile(path, "checkpoint file");
     return crc32(s.data(), s.size());
   };
-  files["model.safetensors"] = crcOf(tmp + "/model.safetensors");
-  if (opt) {
-    std::vector<NamedTensor> o;
-    for (const ParamInfo &p : layout.tensors())
-      o.push_back({"m." + p.name, p.shape, opt->m.data() + p.offset});
-    for (const ParamInfo &p : layout.tensors())
-      o.push_back({"v." + p.name, p.shape, opt->v.data() + p.offset});
-    writeSafetensors(tmp + "/optimizer.safetensors", o, {{"step", std::to_string(state.step)}});
-    files["optimizer.safetensors"] = crcOf(tmp + "/optimizer.safetensors");
+  json files, shards = json::array();
+  if (sharded) {
+    comm->barrier(); // the directory exists
+    char name[64];
+    std::snprintf(name, sizeof name, "optimizer-%05d-of-%05d.safetensors", R, W);
+    const int64_t n = opt->hi() - opt->lo();
+    writeSafetensors(tmp + "/" + name, {{"m", {n}, opt->m.data()}, {"v", {n}, opt->v.data()}},
+                     {{"step", std::to_string(state.step)},
+                      {"lo", std::to_string(opt->lo())},
+                      {"hi", std::to_string(opt->hi())},
+                      {"rank", std::to_string(R)},
+                      {"ranks", std::to_string(W)}});
+    // Every rank's range and CRC to rank 0 (exact in doubles: < 2^53).
+    std::vector<double> info(size_t(3 * W), 0.0);
+    info[size_t(3 * R)] = double(opt->lo());
+    info[size_t(3 * R + 1)] = double(opt->hi());
+    info[size_t(3 * R + 2)] = double(crcOf(tmp + "/" + name));
+    comm->allreduceSum(info.data(), int64_t(info.size()));
+    for (int r = 0; r < W; ++r) {
+      std::snprintf(name, sizeof name, "optimizer-%05d-of-%05d.safetensors", r, W);
+      files[name] = uint32_t(info[size_t(3 * r + 2)]);
+      shards.push_back({{"file", name},
+                        {"lo", int64_t(info[size_t(3 * r)])},
+                        {"hi", int64_t(info[size_t(3 * r + 1)])}});
+    }
   }
-  json j = {{"format", "mmrec-checkpoint"}, {"version", 1},     {"step", state.step},
-            {"seed", state.seed},           {"model", state.model}, {"data_position", state.step},
-            {"files", files},               {"settings", state.settings}, {"extra", state.extra}};
-  std::string text = j.dump(2) + "\n";
-  writeDurable(tmp + "/trainer.json", text.data(), text.size());
-  fsyncDir(tmp);
-  if (fs::exists(final)) {
-    std::string old = final + ".old";
-    fs::remove_all(old);
-    fs::rename(final, old);
-    fs::rename(tmp, final);
-    fs::remove_all(old);
-  } else {
-    fs::rename(tmp, final);
+  if (R == 0) {
+    std::vector<NamedTensor> w;
+    for (const ParamInfo &p : layout.tensors())
+      w.push_back({p.name, p.shape, params.data() + p.offset});
+    std::map<std::string, std::string> meta = {{"format", "pt"}, {"model", state.model},
+                                               {"step", std::to_string(state.step)}};
+    writeSafetensors(tmp + "/model.safetensors", w, meta);
+    files["model.safetensors"] = crcOf(tmp + "/model.safetensors");
+    if (opt && !sharded) {
+      std::vector<NamedTensor> o;
+      for (const ParamInfo &p : layout.tensors())
+        o.push_back({"m." + p.name, p.shape, opt->m.data() + p.offset});
+      for (const ParamInfo &p : layout.tensors())
+        o.push_back({"v." + p.name, p.shape, opt->v.data() + p.offset});
+      writeSafetensors(tmp + "/optimizer.safetensors", o, {{"step", std::to_string(state.step)}});
+      files["optimizer.safetensors"] = crcOf(tmp + "/optimizer.safetensors");
+    }
+    json j = {{"format", "mmrec-checkpoint"}, {"version", 1},     {"step", state.step},
+              {"seed", state.seed},           {"model", state.model}, {"data_position", state.step},
+              {"files", files},               {"settings", state.settings}, {"extra", state.extra}};
+    if (sharded)
+      j["optimizer_shards"] = shards;
+    std::string text = j.dump(2) + "\n";
+    writeDurable(tmp + "/trainer.json", text.data(), text.size());
+    fsyncDir(tmp);
+    if (fs::exists(final)) {
+      std::string old = final + ".old";
+      fs::remove_all(old);
+      fs::rename(final, old);
+      fs::rename(tmp, final);
+      fs::remove_all(old);
+    } else {
+      fs::rename(tmp, final);
+    }
+    fsyncDir(dir);
+    auto all = listCheckpoints(dir);
+    for (size_t i = 0; keep > 0 && i + size_t(keep) < all.size(); ++i)
+      fs::remove_all(all[i].second);
   }
-  fsyncDir(dir);
-  auto all = listCheckpoints(dir);
-  for (size_t i = 0; keep > 0 && i + size_t(keep) < all.size(); ++i)
-    fs::remove_all(all[i].second);
+  if (W > 1)
+    comm->barrier(); // in place for every rank
   return final;
 }
 
@@ -353,6 +414,8 @@ TrainerState mmrec::train::loadCheckpoint(const std::string &path, const ParamLa
     throw Error(tj + ": malformed checkpoint state: " + e.what());
   }
   TrainerState st;
+  std::map<std::string, uint32_t> crcs;
+  json shards;
   try {
     if (j.at("format") != "mmrec-checkpoint" || j.at("version") != 1)
       throw Error(tj + ": not an mmrec checkpoint of version 1");
@@ -364,22 +427,83 @@ TrainerState mmrec::train::loadCheckpoint(const std::string &path, const ParamLa
     if (!modelName.empty() && st.model != modelName)
       throw Error(path + ": the checkpoint is of model '" + st.model + "', not '" + modelName + "'");
     for (auto &[file, crc] : j.at("files").items()) {
-      std::string f = path + "/" + file;
-      std::string s = readFile(f, "checkpoint file");
-      if (crc32(s.data(), s.size()) != detail::jsonUint(crc, tj + ": crc of " + file, 0xffffffffu))
-        throw Error(f + ": checksum mismatch (the checkpoint is corrupt)");
+      if (!fs::exists(path + "/" + file))
+        throw Error(path + "/" + file + ": listed in trainer.json but missing (the checkpoint is "
+                    "incomplete)");
+      crcs[file] = uint32_t(detail::jsonUint(crc, tj + ": crc of " + file, 0xffffffffu));
     }
+    if (j.contains("optimizer_shards"))
+      shards = j.at("optimizer_shards");
   } catch (const json::exception &e) {
     throw Error(tj + ": malformed checkpoint state: " + e.what());
   }
-  readSafetensors(path + "/model.safetensors", layout, "", params);
-  if (opt && (opt->lo() != 0 || opt->hi() != layout.numel()))
-    throw Error("loadCheckpoint: load into a whole optimizer state, then take the shard");
-  if (opt) {
-    if (!j.at("files").contains("optimizer.safetensors"))
-      throw Error(path + ": the checkpoint has no optimizer state to resume from");
-    readSafetensors(path + "/optimizer.safetensors", layout, "m.", opt->m);
-    readSafetensors(path + "/optimizer.safetensors", layout, "v.", opt->v);
+  // Each file is checked against its CRC as it is read.
+  auto readVerified = [&](const std::string &file) {
+    std::string f = path + "/" + file;
+    auto it = crcs.find(file);
+    if (it == crcs.end())
+      throw Error(tj + ": lists no checksum for " + file);
+    std::string s = readFile(f, "checkpoint file");
+    if (crc32(s.data(), s.size()) != it->second)
+      throw Error(f + ": checksum mismatch (the checkpoint is corrupt)");
+    return s;
+  };
+  readLayoutTensors(readVerified("model.safetensors"), path + "/model.safetensors", layout, "",
+                    params);
+  if (!opt)
+    return st;
+  const int64_t lo = opt->lo(), hi = opt->hi(), P = layout.numel();
+  if (crcs.count("optimizer.safetensors")) {
+    std::vector<float> m, v;
+    std::string bytes = readVerified("optimizer.safetensors");
+    readLayoutTensors(bytes, path + "/optimizer.safetensors", layout, "m.", m);
+    readLayoutTensors(bytes, path + "/optimizer.safetensors", layout, "v.", v);
+    std::copy(m.begin() + lo, m.begin() + hi, opt->m.begin());
+    std::copy(v.begin() + lo, v.begin() + hi, opt->v.begin());
+    return st;
+  }
+  if (shards.is_null())
+    throw Error(path + ": the checkpoint has no optimizer state to resume from");
+  // Shards of a run on another number of ranks: they must tile [0, P); this
+  // rank reads the ones that meet its range.
+  struct Shard {
+    std::string file;
+    int64_t lo, hi;
+  };
+  std::vector<Shard> list;
+  try {
+    if (!shards.is_array())
+      throw Error(tj + ": optimizer_shards is not an array");
+    for (const json &e : shards)
+      list.push_back({e.at("file").get<std::string>(),
+                      detail::jsonInt(e.at("lo"), tj + ": optimizer_shards lo"),
+                      detail::jsonInt(e.at("hi"), tj + ": optimizer_shards hi")});
+  } catch (const json::exception &e) {
+    throw Error(tj + ": malformed optimizer_shards: " + e.what());
+  }
+  std::sort(list.begin(), list.end(), [](const Shard &a, const Shard &b) { return a.lo < b.lo; });
+  int64_t covered = 0;
+  for (const Shard &sh : list) {
+    if (sh.lo != covered || sh.hi < sh.lo || sh.hi > P)
+      throw Error(tj + ": optimizer shard " + sh.file + " covers [" + std::to_string(sh.lo) + ", " +
+                  std::to_string(sh.hi) + "), expected to start at " + std::to_string(covered) +
+                  " within the " + std::to_string(P) + " parameters");
+    covered = sh.hi;
+  }
+  if (covered != P)
+    throw Error(tj + ": the optimizer shards cover " + std::to_string(covered) + " of the " +
+                std::to_string(P) + " parameters");
+  for (const Shard &sh : list) {
+    const int64_t x = std::max(lo, sh.lo), y = std::min(hi, sh.hi);
+    if (x >= y)
+      continue;
+    const std::string f = path + "/" + sh.file;
+    std::string bytes = readVerified(sh.file);
+    SafetensorsView view = parseSafetensors(bytes, f);
+    const int64_t n = sh.hi - sh.lo;
+    const char *m = tensorData(view, f, "m", {n}), *v = tensorData(view, f, "v", {n});
+    std::memcpy(opt->m.data() + (x - lo), m + 4 * (x - sh.lo), size_t(y - x) * 4);
+    std::memcpy(opt->v.data() + (x - lo), v + 4 * (x - sh.lo), size_t(y - x) * 4);
   }
   return st;
 }

@@ -378,8 +378,15 @@ void Model::backward(const float *P, float *Gr, float scale) {
     }
     dx_ = dx1_;
     lib_("rmsnorm_bwd", Arr(Ly.x), W("w_in"), Arr(Ly.rstd1), Arr(du_), Arr(dx_), dW("w_in"), N);
+    if (gradReady_)
+      gradReady_(layout_.layer(l, "w_in"),
+                 l + 1 < c_.L ? layout_.layer(l + 1, "w_in") : fn.offset);
   }
   lib_("embed_bwd", Arr(tokens_), Arr(dx_), Arr(dE, V * D), N);
+  if (gradReady_) {
+    gradReady_(0, layout_.layer(0, "w_in"));
+    gradReady_(fn.offset, layout_.numel());
+  }
 }
 
 AdamW::AdamW(KernelLibrary &lib, const ParamLayout &layout, int64_t lo, int64_t hi)

@@ -237,6 +237,10 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   if (gpu && W > 1 && s.collectives == "auto" && !ncclWhy.empty() && lead)
     std::cerr << "mmrec-train: note: " << ncclWhy << "; the GPU ranks' collectives go through MPI "
               << "and host memory\n";
+  // How much of the reduction overlaps backward: measured with --profile
+  // (on a GPU it synchronizes) and always on CPU ranks (it costs nothing).
+  if (sync)
+    sync->setMeasure(s.profile || (!gpu && W > 1));
   AdamW opt(lib, layout, lo, hi);
   AdamWConfig oc;
   oc.beta1 = float(s.beta1);
@@ -380,13 +384,23 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     char mfuText[32] = "";
     if (peak > 0)
       std::snprintf(mfuText, sizeof mfuText, " | MFU %.2f%%", 100 * mfu);
+    // The reductions done when backward ended, of all (overlap).
+    std::string commText;
+    const bool measured = sync && sync->lastOverlap().buckets > 0;
+    if (measured) {
+      const auto &o = sync->lastOverlap();
+      char buf[96];
+      std::snprintf(buf, sizeof buf, " | comm %d/%d reduced during backward, then %.1f ms",
+                    o.doneAtBackwardEnd, o.buckets, o.waitMs);
+      commText = buf;
+    }
     if (lead && (step % s.logInterval == 0 || step == s.steps))
       std::printf("step %6lld | loss %.4f | gnorm %.3f | lr %.2e | %8.1f ms | %8.0f tok/s | "
-                  "%6.2f GFLOP/s%s | peak %.0f MiB%s%s\n",
+                  "%6.2f GFLOP/s%s | peak %.0f MiB%s%s%s\n",
                   static_cast<long long>(step), loss, gnorm, lr, ms, tokens / ms * 1e3,
                   flopsTok * tokens / ms * 1e-6, mfuText, peakRssMiB(),
                   gpu ? (" | GPU " + std::to_string(int64_t(gpuUsedMiB())) + " MiB").c_str() : "",
-                  finite ? "" : " | SKIPPED");
+                  commText.c_str(), finite ? "" : " | SKIPPED");
     json rec = {{"step", step},   {"loss", loss},       {"grad_norm", gnorm},
                 {"lr", lr},       {"ms", ms},           {"tokens_per_s", tokens / ms * 1e3},
                 {"gflops", flopsTok * tokens / ms * 1e-6},
@@ -395,6 +409,10 @@ int run(Settings s, mmrec::dist::Comm &comm) {
       rec["mfu"] = mfu;
     if (gpu)
       rec["gpu_used_mib"] = gpuUsedMiB();
+    if (measured)
+      rec["comm"] = {{"reductions", sync->lastOverlap().buckets},
+                     {"done_at_backward_end", sync->lastOverlap().doneAtBackwardEnd},
+                     {"wait_ms", sync->lastOverlap().waitMs}};
     bool evalNow = step % s.evalInterval == 0 || step == s.steps;
     if (evalNow) {
       dog.pet("the evaluation of step " + std::to_string(step));

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mmrec::dist {
@@ -42,6 +43,9 @@ public:
   virtual void reduceAsync(const float *in, float *out, int64_t n, int root) = 0;
   /// Completes every reduceAsync started so far.
   virtual void wait() = 0;
+  /// Of the reductions started since the last wait(): how many, and how many
+  /// have completed (polls them).
+  virtual std::pair<int, int> asyncProgress() { return {0, 0}; }
   /// Ends the whole job with `code` (a rank's fatal error must not leave the
   /// others waiting).
   [[noreturn]] virtual void abort(int code) = 0;
@@ -80,6 +84,21 @@ public:
   /// A failure of the collectives noticed asynchronously ("" when none):
   /// the trainer's watchdog polls it.
   virtual std::string asyncError() { return {}; }
+  /// How much of the last step's reduction overlapped the backward pass,
+  /// measured in finish() when setMeasure(true) (on a GPU this waits for
+  /// the backward kernels first, so only when profiling): the buckets
+  /// already summed when backward ended, and the milliseconds finish() then
+  /// still waited for the rest.
+  struct Overlap {
+    int buckets = 0, doneAtBackwardEnd = 0;
+    double waitMs = 0;
+  };
+  void setMeasure(bool on) { measure_ = on; }
+  const Overlap &lastOverlap() const { return overlap_; }
+
+protected:
+  bool measure_ = false;
+  Overlap overlap_;
 };
 
 std::unique_ptr<GradSync> hostGradSync(Comm &comm);

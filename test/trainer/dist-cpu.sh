@@ -70,6 +70,11 @@ for run in ("r2", "r4", "rs"):
     # weights agree less tightly than losses.
     assert worst <= 1e-3, (run, worst)
     print(f"ok: {run}: losses within 2e-5 and weights within {worst:.1e} of one rank with the global batch")
+for run in ("r2", "r4"):
+    for r in metrics(run):
+        c = r["comm"]  # the bucketed reductions of the step, measured on CPU ranks
+        assert c["reductions"] >= 4 and 0 <= c["done_at_backward_end"] <= c["reductions"], (run, c)
+print("ok: every multi-rank step reports its reductions (e.g. %s)" % metrics("r4")[-1]["comm"])
 m = metrics("r41")
 assert [r["step"] for r in m] == [4, 5, 6], [r["step"] for r in m]
 for a, b in zip(ref[3:], m):

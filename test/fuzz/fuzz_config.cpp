@@ -77,7 +77,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   require(std::isfinite(s.beta2) && s.beta2 >= 0 && s.beta2 < 1, "beta2 in [0, 1)");
   require(std::isfinite(s.clip) && s.clip >= 0, "clip finite, >= 0");
   require(std::isfinite(s.targetLoss) && s.targetLoss >= 0, "target-loss finite, >= 0");
-  require(s.evalInterval >= 1 && s.evalTokens >= 1 && s.ckptInterval >= 1 &&
+  require(s.evalInterval >= 1 && s.evalTokens >= 1 && s.ckptInterval >= 0 &&
               s.logInterval >= 1 && s.stopAfter >= 0,
           "intervals positive");
   require(s.keep >= 1 && s.keep <= INT_MAX, "keep in [1, INT_MAX] (saveCheckpoint takes an int)");

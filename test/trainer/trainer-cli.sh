@@ -54,6 +54,14 @@ printf 'clip = nan\n' > "$WORK/nan.ini"
 expect_fail "--clip: must be a finite number" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data" --config "$WORK/nan.ini"
 expect_fail "must be at most 2^40 tokens per step" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data" --batch 4611686018427387904
 
+expect_fail "--collectives" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data" --collectives gloo
+expect_fail "--dist-timeout" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data" --dist-timeout -1
+expect_fail "--collectives: nccl needs the GPU" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --device cpu --collectives nccl
+
+# --ckpt-interval 0: no checkpoint at all (a 7B run on a small disk).
+"$BIN/mmrec-train" --data "$WORK/data" --kernels "$K" --batch 2 --seq-len 32 --warmup 2 --eval-tokens 1024 --steps 4 --ckpt-interval 0 --out "$WORK/nock" > "$WORK/nock.log"
+[ ! -e "$WORK/nock/checkpoints" ] || fail "--ckpt-interval 0 wrote checkpoints: $(ls "$WORK/nock/checkpoints")"
+
 # The uninterrupted run, and the same run interrupted after 4 steps and resumed.
 "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 8 --out "$WORK/a" > "$WORK/a.log"
 "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 8 --out "$WORK/b" --stop-after 4 > "$WORK/b1.log"

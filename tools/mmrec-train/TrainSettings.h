@@ -72,8 +72,9 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
       ->check(CLI::PositiveNumber);
   app.add_option("--eval-tokens", s.evalTokens, "Validation tokens per evaluation")
       ->check(CLI::PositiveNumber);
-  app.add_option("--ckpt-interval", s.ckptInterval, "Steps between checkpoints")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--ckpt-interval", s.ckptInterval,
+                 "Steps between checkpoints (also one at the end; 0: none at all)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--keep", s.keep, "Checkpoints to keep")->check(CLI::PositiveNumber);
   app.add_option("--log-interval", s.logInterval, "Steps between log lines")
       ->check(CLI::PositiveNumber);

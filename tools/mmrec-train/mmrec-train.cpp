@@ -254,6 +254,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     // from the shards of a run on any number of ranks.
     TrainerState st = loadCheckpoint(from, layout, c.name, params, &opt);
     opt.pushState();
+    opt.dropHostState();
     if (st.seed != s.seed && lead)
       std::cerr << "mmrec-train: note: the checkpoint was trained with --seed " << st.seed
                 << "; continuing with its seed\n";
@@ -321,6 +322,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     st.extra = {{"train_loss", loss}, {"val_loss", std::isnan(lastVal) ? json() : json(lastVal)}};
     std::string path =
         saveCheckpoint(ckptDir, layout, params, &opt, st, int(s.keep), W > 1 ? &comm : nullptr);
+    opt.dropHostState();
     if (lead)
       std::printf("checkpoint %s\n", path.c_str());
   };
@@ -432,7 +434,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     bool reached = evalNow && s.targetLoss > 0 && lastVal < s.targetLoss;
     bool stopped = s.stopAfter > 0 && step - start >= s.stopAfter;
     bool done = step == s.steps || reached || stopped;
-    if (step % s.ckptInterval == 0 || done)
+    if (s.ckptInterval > 0 && (step % s.ckptInterval == 0 || done))
       save(step, loss);
     if (reached && step != s.steps) {
       if (lead)

@@ -405,6 +405,8 @@ public:
   /// Σ g² over the first n elements of `grads` (on the library's device).
   double sumSquares(const float *grads, int64_t n);
   /// GPU: device moments → m, v; m, v → device moments. No-ops on the CPU.
+  /// GPU: frees the host copies (after a checkpoint is written or read).
+  void dropHostState();
   void pullState();
   void pushState();
   /// One update at step `t` (1-based) with learning rate `lr` of params[lo,

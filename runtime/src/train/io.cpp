@@ -453,6 +453,8 @@ TrainerState mmrec::train::loadCheckpoint(const std::string &path, const ParamLa
   if (!opt)
     return st;
   const int64_t lo = opt->lo(), hi = opt->hi(), P = layout.numel();
+  opt->m.resize(size_t(hi - lo));
+  opt->v.resize(size_t(hi - lo));
   if (crcs.count("optimizer.safetensors")) {
     std::vector<float> m, v;
     std::string bytes = readVerified("optimizer.safetensors");

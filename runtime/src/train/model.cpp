@@ -394,8 +394,13 @@ AdamW::AdamW(KernelLibrary &lib, const ParamLayout &layout, int64_t lo, int64_t 
   if (lo_ < 0 || lo_ > hi_ || hi_ > layout.numel())
     throw Error("AdamW: shard [" + std::to_string(lo_) + ", " + std::to_string(hi_) +
                 ") is outside the " + std::to_string(layout.numel()) + " parameters");
-  m.assign(size_t(hi_ - lo_), 0.0f);
-  v.assign(size_t(hi_ - lo_), 0.0f);
+  // On the GPU the host copies exist only while a checkpoint is written or
+  // read (pullState / loadCheckpoint): 8 bytes a parameter of host memory
+  // that a 7B model cannot spare.
+  if (dev_ == DeviceKind::cpu) {
+    m.assign(size_t(hi_ - lo_), 0.0f);
+    v.assign(size_t(hi_ - lo_), 0.0f);
+  }
   if (dev_ == DeviceKind::gpu) {
     md_.reset(dev_, hi_ - lo_);
     vd_.reset(dev_, hi_ - lo_);
@@ -407,6 +412,8 @@ AdamW::AdamW(KernelLibrary &lib, const ParamLayout &layout, int64_t lo, int64_t 
 void AdamW::pullState() {
   if (dev_ != DeviceKind::gpu)
     return;
+  m.resize(size_t(md_.size()));
+  v.resize(size_t(vd_.size()));
   md_.download(m.data(), md_.size());
   vd_.download(v.data(), vd_.size());
 }
@@ -414,8 +421,17 @@ void AdamW::pullState() {
 void AdamW::pushState() {
   if (dev_ != DeviceKind::gpu)
     return;
+  if (int64_t(m.size()) != md_.size() || int64_t(v.size()) != vd_.size())
+    throw Error("AdamW::pushState: the host state has " + std::to_string(m.size()) +
+                " elements, the shard " + std::to_string(md_.size()));
   md_.upload(m.data(), md_.size());
   vd_.upload(v.data(), vd_.size());
+}
+void AdamW::dropHostState() {
+  if (dev_ != DeviceKind::gpu)
+    return;
+  std::vector<float>().swap(m);
+  std::vector<float>().swap(v);
 }
 
 double AdamW::sumSquares(const float *grads, int64_t n) {

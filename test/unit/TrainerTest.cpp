@@ -189,6 +189,41 @@ TEST(TrainerCpu, RejectsBadTokensAndShapes) {
   EXPECT_THROW(KernelLibrary("/nonexistent/x.train.json"), Error);
 }
 
+// Section 4 of the spec: N(0, 0.02) matrices, N(0, 0.02/√(2L)) for W_o and
+// W_2, logit(decay_init) for λ and μ, ones for the norms, zeros for b_g,
+// B_γ, ρ; reproducible from the seed (drawn in blocks by several threads).
+TEST(TrainerCpu, InitFollowsSection4AndTheSeed) {
+  KernelLibrary lib(manifest("dense"));
+  const ModelConfig &c = lib.config();
+  ParamLayout layout(c);
+  std::vector<float> a = initParams(c, layout, 7), b = initParams(c, layout, 7),
+                     d = initParams(c, layout, 8);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, d);
+  const double logit = std::log(c.decayInit / (1 - c.decayInit));
+  for (const ParamInfo &t : layout.tensors()) {
+    std::string base = t.name.substr(t.name.rfind('.') + 1);
+    double sum = 0, sq = 0;
+    for (int64_t i = 0; i < t.numel; ++i) {
+      sum += a[size_t(t.offset + i)];
+      sq += double(a[size_t(t.offset + i)]) * a[size_t(t.offset + i)];
+    }
+    const double mean = sum / double(t.numel), sd = std::sqrt(sq / double(t.numel) - mean * mean);
+    if (base == "lambda" || base == "mu") {
+      EXPECT_NEAR(mean, logit, 1e-5) << t.name;
+      EXPECT_LT(sd, 1e-5) << t.name;
+    } else if (base == "w_in" || base == "w_ffn" || base == "final_norm") {
+      EXPECT_EQ(mean, 1.0) << t.name;
+    } else if (base == "b_g" || base == "B_gamma" || base == "rho") {
+      EXPECT_EQ(sq, 0.0) << t.name;
+    } else if (t.numel >= 4096) {
+      const double want = base == "W_o" || base == "W_2" ? 0.02 / std::sqrt(2.0 * double(c.L)) : 0.02;
+      EXPECT_NEAR(sd, want, 0.05 * want) << t.name;
+      EXPECT_NEAR(mean, 0.0, 5 * want / std::sqrt(double(t.numel))) << t.name;
+    }
+  }
+}
+
 TEST(TrainerCpu, AdamWAndSumSqMatchFormulas) {
   KernelLibrary lib(manifest("dense"));
   ParamLayout layout(lib.config());

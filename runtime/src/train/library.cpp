@@ -1,15 +1,18 @@
 //===- library.cpp - the generated training library, parameters, init ----===//
 
-#include <chrono>
-#include <cstdio>
 #include "json_util.h"
 #include "mmrec/train.h"
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <dlfcn.h>
 #include <fstream>
+#include <thread>
 
 using namespace mmrec::train;
 using nlohmann::json;
@@ -250,13 +253,16 @@ const ParamInfo &ParamLayout::get(const std::string &name) const {
 std::vector<float> mmrec::train::initParams(const ModelConfig &c, const ParamLayout &layout,
                                             uint64_t seed) {
   std::vector<float> p(size_t(layout.numel()), 0.0f);
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> normal(0.0, 1.0);
   const double logitInit = std::log(c.decayInit / (1.0 - c.decayInit));
   const double outStd = 0.02 / std::sqrt(2.0 * double(c.L));
+  // Per element: a standard deviation (normal draws) or a constant.
+  struct Span {
+    int64_t begin, end;
+    double stdv, fill;
+  };
+  std::vector<Span> spans;
   for (const ParamInfo &t : layout.tensors()) {
     std::string base = t.name.substr(t.name.rfind('.') + 1);
-    float *x = p.data() + t.offset;
     double stdv = 0.0, fill = 0.0;
     if (base == "W_o" || base == "W_2")
       stdv = outStd;
@@ -268,8 +274,38 @@ std::vector<float> mmrec::train::initParams(const ModelConfig &c, const ParamLay
     else if (base == "w_in" || base == "w_ffn" || base == "final_norm")
       fill = 1.0;
     // b_g, B_gamma, rho: 0.
-    for (int64_t i = 0; i < t.numel; ++i)
-      x[i] = float(stdv > 0 ? normal(rng) * stdv : fill);
+    spans.push_back({t.offset, t.offset + t.numel, stdv, fill});
   }
+  // The flat array in blocks of 2^20 elements, block b drawn from a
+  // generator seeded by (seed, b): the same weights whatever the number of
+  // threads, and a 7B model initializes in seconds instead of minutes.
+  constexpr int64_t kBlock = int64_t(1) << 20;
+  const int64_t n = layout.numel(), blocks = (n + kBlock - 1) / kBlock;
+  auto fillBlock = [&](int64_t b) {
+    std::seed_seq ss{uint32_t(seed), uint32_t(seed >> 32), uint32_t(b), uint32_t(b >> 32)};
+    std::mt19937_64 rng(ss);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
+    auto it = std::upper_bound(spans.begin(), spans.end(), lo,
+                               [](int64_t x, const Span &s) { return x < s.end; });
+    for (; it != spans.end() && it->begin < hi; ++it) {
+      float *x = p.data();
+      for (int64_t i = std::max(lo, it->begin); i < std::min(hi, it->end); ++i)
+        x[i] = float(it->stdv > 0 ? normal(rng) * it->stdv : it->fill);
+    }
+  };
+  const int64_t threads =
+      std::min<int64_t>(blocks, std::max(1u, std::thread::hardware_concurrency()));
+  std::atomic<int64_t> next{0};
+  auto worker = [&] {
+    for (int64_t b; (b = next.fetch_add(1)) < blocks;)
+      fillBlock(b);
+  };
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads; ++t)
+    pool.emplace_back(worker);
+  worker();
+  for (auto &t : pool)
+    t.join();
   return p;
 }

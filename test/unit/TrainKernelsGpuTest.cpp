@@ -402,6 +402,13 @@ TEST(TrainKernelsGpu, TinyPerHeadMatchesCpu) {
   checkModel("mmrec-tiny-ph", {{3, 45}, {1, 129}}, std::random_device{}());
 }
 
+// mmrec-7b's widths (D 4096: 128 blocks a batch row in the level-0 kernels;
+// M 1024 slots, d_m 512; T crossing a chunk of 128).
+TEST(TrainKernelsGpu, SevenBWidthsMatchCpu) {
+  REQUIRE_GPU();
+  checkModel("mmrec-7b", {{1, 40}, {2, 130}}, std::random_device{}());
+}
+
 TEST(TrainKernelsGpu, CpuOnlyManifestIsRefusedClearly) {
   // A manifest without a GPU library names the fix.
   std::string dir = ::testing::TempDir() + "/cpu-only";

@@ -1181,61 +1181,37 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           }
         });
       });
-  // The MDI write of one token: w = softmax_s(k·S_s/√d); nacc += w,
-  // Pacc += w·v. With close = 1 the chunk is applied to the memory:
-  // logβ = clamp(n·logσ(μ), lo, 0), Mem = β·Mem + (1 − β)·P/max(n, 1e-6), and
-  // the accumulators restart.
-  add("decode_mdi_write", {"k", "v", "S", "mu", "nacc", "Pacc", "Mem"}, {"B", "close"},
+  // The MDI write of one token, given its write address w (B, G, M) — from
+  // mdi_write_fwd with T = 1, whose GPU variant spreads each softmax over a
+  // warp: nacc += w, Pacc += w·v. With close = 1 the chunk is applied to the
+  // memory: logβ = clamp(n·logσ(μ), lo, 0), Mem = β·Mem + (1 − β)·P/max(n, 1e-6),
+  // and the accumulators restart. The read of a token is mdi_read_fwd with
+  // T = 1 and the carried memory as mem0.
+  add("decode_mdi_update", {"w", "v", "mu", "nacc", "Pacc", "Mem"}, {"B", "close"},
       [=](K &k, Args &a) {
         Value closing = k.cmpi(arith::CmpIPredicate::ne, a["close"], k.idx(0));
-        k.par({a["B"], k.idx(G)}, [&](ArrayRef<Value> bg) {
-          {
-            Value bi = bg[0], g = bg[1];
-            Value w = k.buf(M);
-            Value kb = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
-            slotAddress(k, a["k"], a["S"], kb, g, w, k.idx(0));
-            k.loop(M, [&](Value s) {
-              Value gs = k.addi(k.muli(g, k.idx(M)), s);
-              Value ni = k.addi(k.muli(bi, k.idx(G * M)), gs);
-              Value ws = k.ld(w, s);
-              Value n = k.add(k.ld(a["nacc"], ni), ws);
-              Value ls = k.logSigmoid(k.ld(a["mu"], gs));
-              Value lb = k.min(k.max(k.mul(n, ls), k.cst(lo)), k.cst(0.0));
-              Value beta = k.exp(lb), omb = k.neg(k.expm1(lb));
-              Value inv = k.div(k.cst(1.0), k.max(n, k.cst(1e-6)));
-              k.st(k.select(closing, k.cst(0.0), n), a["nacc"], ni);
-              k.loop(d, [&](Value j) {
-                Value pi = k.addi(k.muli(ni, k.idx(d)), j);
-                Value P = k.add(k.ld(a["Pacc"], pi), k.mul(ws, k.ld(a["v"], k.addi(kb, j))));
-                k.st(k.select(closing, k.cst(0.0), P), a["Pacc"], pi);
-                Value mem = k.ld(a["Mem"], pi);
-                Value upd = k.add(k.mul(beta, mem), k.mul(omb, k.mul(P, inv)));
-                k.st(k.select(closing, upd, mem), a["Mem"], pi);
-              });
-            });
-          }
+        k.par({a["B"], k.idx(G), k.idx(M)}, [&](ArrayRef<Value> i) {
+          Value bi = i[0], g = i[1], s = i[2];
+          Value gs = k.addi(k.muli(g, k.idx(M)), s);
+          Value ni = k.addi(k.muli(bi, k.idx(G * M)), gs);
+          Value vb = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
+          Value ws = k.ld(a["w"], ni);
+          Value n = k.add(k.ld(a["nacc"], ni), ws);
+          Value ls = k.logSigmoid(k.ld(a["mu"], gs));
+          Value lb = k.min(k.max(k.mul(n, ls), k.cst(lo)), k.cst(0.0));
+          Value beta = k.exp(lb), omb = k.neg(k.expm1(lb));
+          Value inv = k.div(k.cst(1.0), k.max(n, k.cst(1e-6)));
+          k.st(k.select(closing, k.cst(0.0), n), a["nacc"], ni);
+          k.loop(d, [&](Value j) {
+            Value pi = k.addi(k.muli(ni, k.idx(d)), j);
+            Value P = k.add(k.ld(a["Pacc"], pi), k.mul(ws, k.ld(a["v"], k.addi(vb, j))));
+            k.st(k.select(closing, k.cst(0.0), P), a["Pacc"], pi);
+            Value mem = k.ld(a["Mem"], pi);
+            Value upd = k.add(k.mul(beta, mem), k.mul(omb, k.mul(P, inv)));
+            k.st(k.select(closing, upd, mem), a["Mem"], pi);
+          });
         });
       });
-  // The MDI read of one token: y2 = Σ_s softmax_s(q·S_s/√d)·Mem[s].
-  add("decode_mdi_read", {"q", "S", "Mem", "y2"}, {"B"}, [=](K &k, Args &a) {
-    k.par({a["B"], k.idx(G)}, [&](ArrayRef<Value> bg) {
-      {
-        Value bi = bg[0], g = bg[1];
-        Value w = k.buf(M);
-        Value qb = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
-        slotAddress(k, a["q"], a["S"], qb, g, w, k.idx(0));
-        k.loop(d, [&](Value j) {
-          Value y = k.sum(M, [&](Value s) {
-            Value mi = k.addi(
-                k.muli(k.addi(k.muli(bi, k.idx(G * M)), k.addi(k.muli(g, k.idx(M)), s)), k.idx(d)),
-                j);
-            return k.mul(k.ld(w, s), k.ld(a["Mem"], mi));
-          });
-          k.st(y, a["y2"], k.addi(qb, j));
-        });
-      }
-    });
-  });
   if (gpu)
     addGpuRecurrences(c, ks);
   return ks;

@@ -192,13 +192,10 @@ std::vector<KernelSpec> kernelSpecs() {
        [](const Sizes &s) {
          return std::vector<int64_t>{s.B, s.T % s.nCmax, 1 + s.T % 5, int64_t(s.T % 2)};
        }},
-      {"decode_mdi_write",
-       {{"k", BD, K::In}, {"v", BD, K::In}, {"S", GMd, K::In}, {"mu", GM, K::In},
-        {"nacc", BGM, K::Pos}, {"Pacc", mem, K::InOut}, {"Mem", mem, K::InOut}},
+      {"decode_mdi_update",
+       {{"w", BGM, K::Pos}, {"v", BD, K::In}, {"mu", GM, K::In}, {"nacc", BGM, K::Pos},
+        {"Pacc", mem, K::InOut}, {"Mem", mem, K::InOut}},
        [](const Sizes &s) { return std::vector<int64_t>{s.B, int64_t(s.T % 2)}; }},
-      {"decode_mdi_read",
-       {{"q", BD, K::In}, {"S", GMd, K::In}, {"Mem", mem, K::In}, {"y2", BD, K::Out}},
-       [](const Sizes &s) { return std::vector<int64_t>{s.B}; }},
   };
 }
 

@@ -88,6 +88,28 @@ static FailureOr<bool> runPtxas(const std::string &ptx, const std::string &arch,
   return true;
 }
 
+/// Fails, naming the kernel, when a `ptxas -v` log reports a stack frame or
+/// spills (local memory).
+static LogicalResult checkPtxasLog(const std::string &log) {
+  std::istringstream is(log);
+  std::string line, fn;
+  bool bad = false;
+  while (std::getline(is, line)) {
+    auto at = line.find("Compiling entry function '");
+    if (at != std::string::npos)
+      fn = line.substr(at + 26, line.find('\'', at + 26) - at - 26);
+    if ((line.find("bytes stack frame") != std::string::npos &&
+         line.find(" 0 bytes stack frame") == std::string::npos) ||
+        (line.find("spill stores") != std::string::npos &&
+         line.find(" 0 bytes spill stores, 0 bytes spill loads") == std::string::npos)) {
+      llvm::errs() << "error: kernel '" << fn << "' uses local memory or spills: " << line
+                   << "\n";
+      bad = true;
+    }
+  }
+  return failure(bad);
+}
+
 LogicalResult mlir::mmrec::emitNvptx(ModuleOp module, const CompileOptions &opts,
                                      KernelImages &out, ArrayAttr &kernels,
                                      std::string *llvmIR) {
@@ -131,24 +153,7 @@ LogicalResult mlir::mmrec::emitNvptx(ModuleOp module, const CompileOptions &opts
                       "/usr/local/cuda/bin)\n";
       return failure();
     }
-    std::istringstream is(out.ptxasLog);
-    std::string line, fn;
-    bool bad = false;
-    while (std::getline(is, line)) {
-      auto at = line.find("Compiling entry function '");
-      if (at != std::string::npos)
-        fn = line.substr(at + 26, line.find('\'', at + 26) - at - 26);
-      if ((line.find("bytes stack frame") != std::string::npos &&
-           line.find(" 0 bytes stack frame") == std::string::npos) ||
-          (line.find("spill stores") != std::string::npos &&
-           line.find(" 0 bytes spill stores, 0 bytes spill loads") == std::string::npos)) {
-        llvm::errs() << "error: kernel '" << fn << "' uses local memory or spills: " << line
-                     << "\n";
-        bad = true;
-      }
-    }
-    if (bad)
-      return failure();
+    return checkPtxasLog(out.ptxasLog);
   }
   return success();
 }
@@ -966,6 +971,12 @@ static LogicalResult emitGpuTrainLibrary(ModuleOp module, const CompileOptions &
     f->remove();
     gm->getBody()->push_back(f);
   }
+  // Kernels built directly as gpu.func (the level-0 recurrence's persistent
+  // and cooperative kernels) live in gpu.modules of their own.
+  for (auto g : llvm::make_early_inc_range(clone->getOps<gpu::GPUModuleOp>())) {
+    g->remove();
+    gm->getBody()->push_back(g);
+  }
   std::string toNvvm = llvm::formatv(
       "gpu-kernel-outlining,nvvm-attach-target{{chip={0} O=3},"
       "gpu.module(mmrec-approximate-math{{ptx=true},convert-math-to-llvm,convert-scf-to-cf,convert-gpu-to-nvvm,"
@@ -987,6 +998,32 @@ static LogicalResult emitGpuTrainLibrary(ModuleOp module, const CompileOptions &
         return failure();
       }
     }
+  // --check-spills: the level-0 kernels (gpu.module train_gated_kernels and
+  // the pre-activation product train_gated_bwd_pact) are assembled with
+  // ptxas and must not use local memory; their log goes to
+  // NAME.train.gpu.ptxas.log. (The other training kernels keep per-thread
+  // scratch arrays in local memory by design.)
+  if (opts.checkSpills && !llvmIR) {
+    std::string log;
+    for (auto bin : gm->getOps<gpu::BinaryOp>()) {
+      if (bin.getName() != "train_gated_kernels" && bin.getName() != "train_gated_bwd_pact")
+        continue;
+      std::vector<char> cubin;
+      std::string one;
+      StringRef ptx = llvm::cast<gpu::ObjectAttr>(bin.getObjects()[0]).getObject().getValue();
+      FailureOr<bool> assembled = runPtxas(ptx.str(), opts.arch, cubin, one);
+      if (failed(assembled))
+        return failure();
+      if (!*assembled) {
+        llvm::errs() << "error: --check-spills needs ptxas (not found on PATH or in "
+                        "/usr/local/cuda/bin)\n";
+        return failure();
+      }
+      log += one;
+    }
+    if (failed(writeBytes(base + ".gpu.ptxas.log", log)) || failed(checkPtxasLog(log)))
+      return failure();
+  }
   if (failed(runPipeline(*gm, "arith-expand{include-bf16=true},convert-scf-to-cf,"
                               "expand-strided-metadata,finalize-memref-to-llvm,"
                               "convert-arith-to-llvm,convert-cf-to-llvm,gpu-to-llvm,"

@@ -5,7 +5,8 @@
 // CPU library, which TrainerTest checks against the float64 oracle: fresh
 // random inputs, several (B, T) including T = 1, T not a multiple of the
 // chunk and T = max_seq_len, on the odd-sized `test` configuration (dense
-// and per-head gates) and on mmrec-tiny. Outputs the kernel overwrites are
+// and per-head gates) and on mmrec-tiny; the level-0 kernels also on
+// mmrec-small (dense and per-head) at training shapes. Outputs the kernel overwrites are
 // poisoned with NaN on the GPU side first, so an element it fails to write
 // shows; accumulated ("+=") outputs start from the same random values.
 // Inputs must come back unchanged. Label `gpu` (skipped without a GPU).
@@ -19,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -262,7 +264,9 @@ std::string manifest(const std::string &model) {
   return std::string(dir && *dir ? dir : MMREC_TRAIN_TEST_DIR) + "/" + model + ".train.json";
 }
 
-void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint64_t seed) {
+/// `only`: the kernels to check (all when empty).
+void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint64_t seed,
+                const std::vector<std::string> &only = {}) {
   KernelLibrary cpu(manifest(model), rt::DeviceKind::cpu);
   KernelLibrary gpu(manifest(model), rt::DeviceKind::gpu);
   const ModelConfig &c = cpu.config();
@@ -283,6 +287,8 @@ void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint
     s.nCmax = c.Tmax / c.C;
     s.Wg = c.perHead ? c.H * c.dh() * c.dh() : c.D * c.D;
     for (const KernelSpec &k : kernelSpecs()) {
+      if (!only.empty() && std::find(only.begin(), only.end(), k.name) == only.end())
+        continue;
       SCOPED_TRACE(model + " " + k.name + " B=" + std::to_string(s.B) + " T=" + std::to_string(s.T));
       std::vector<Pair> args;
       for (const ArraySpec &a : k.arrays) {
@@ -390,9 +396,9 @@ TEST(TrainKernelsGpu, TestConfigPerHeadMatchesCpu) {
   checkModel("mmrec-test-per_head", {{1, 1}, {2, 9}, {1, 64}}, std::random_device{}());
 }
 
-// mmrec-tiny (D 128): the level-0 kernels run several blocks per batch row
-// (cooperative, row barriers) for every B here; B = 200 takes one block per
-// row.
+// mmrec-tiny (D 128): W_g fits in one block's shared memory, so the level-0
+// kernels are GatedKernels.cpp's persistent ones (one row a block for every
+// B here: B·H ≤ 2 × 132).
 TEST(TrainKernelsGpu, TinyMatchesCpu) {
   REQUIRE_GPU();
   checkModel("mmrec-tiny", {{2, 37}, {1, 256}, {5, 16}, {200, 3}}, std::random_device{}());
@@ -400,6 +406,23 @@ TEST(TrainKernelsGpu, TinyMatchesCpu) {
 TEST(TrainKernelsGpu, TinyPerHeadMatchesCpu) {
   REQUIRE_GPU();
   checkModel("mmrec-tiny-ph", {{3, 45}, {1, 129}}, std::random_device{}());
+}
+
+// mmrec-small's level-0 recurrence at training shapes (D 768, dense gate):
+// the cooperative FP32-FMA kernels (64 blocks, a grid barrier a step; the
+// adjoint after the generated pre-activation product) for B ≤ 64, T ragged
+// (1000, 1, 17); B = 65 and 200 take the one-block-per-row kernels.
+TEST(TrainKernelsGpu, SmallGatedMatchesCpu) {
+  REQUIRE_GPU();
+  checkModel("mmrec-small", {{8, 1000}, {8, 1}, {3, 17}, {64, 9}, {65, 4}, {200, 2}},
+             std::random_device{}(), {"gated_fwd", "gated_bwd"});
+}
+// ... and its per-head variant (H 12, dh 64): the persistent kernels, R = 1
+// (B·H ≤ 264), 2 (B = 30) and 4 (B = 50, 200).
+TEST(TrainKernelsGpu, SmallPerHeadGatedMatchesCpu) {
+  REQUIRE_GPU();
+  checkModel("mmrec-small-ph", {{8, 1000}, {8, 1}, {30, 7}, {50, 33}, {200, 2}},
+             std::random_device{}(), {"gated_fwd", "gated_bwd"});
 }
 
 TEST(TrainKernelsGpu, CpuOnlyManifestIsRefusedClearly) {

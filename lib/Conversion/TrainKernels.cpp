@@ -1360,6 +1360,18 @@ void gatedPreactProduct(K &k, int64_t D, Value h, Value init, Value W, Value pac
              Value n0 = k.muli(k.remui(bid, k.idx(nTiles)), k.idx(TN));
              Value ty = k.divui(tid, k.idx(16)), tx = k.remui(tid, k.idx(16));
              Value lastRow = k.subi(M, k.idx(1));
+             // (x / T, x mod T) for a row index x < B·T, in 32 bits (a 64-bit
+             // division is a subroutine call with a stack frame in SASS).
+             Type i32 = k.b.getI32Type();
+             Value T32 = arith::IndexCastUIOp::create(k.b, i32, T);
+             auto divmod32 = [&](Value x) {
+               Value x32 = arith::IndexCastUIOp::create(k.b, i32, x);
+               Value q = arith::DivUIOp::create(k.b, x32, T32);
+               Value r = arith::RemUIOp::create(k.b, x32, T32);
+               return std::make_pair(
+                   arith::IndexCastUIOp::create(k.b, k.b.getIndexType(), q).getResult(),
+                   arith::IndexCastUIOp::create(k.b, k.b.getIndexType(), r).getResult());
+             };
              // The 4 rows this thread loads (fixed over k): where x_m starts
              // in h and in init, and which of them it is (64-bit divisions
              // stay out of the k loop).
@@ -1369,7 +1381,7 @@ void gatedPreactProduct(K &k, int64_t D, Value h, Value init, Value W, Value pac
                Value m = k.addi(m0, r);
                rowOk.push_back(k.cmpi(arith::CmpIPredicate::ult, m, M));
                Value mc = k.minui(m, lastRow);
-               Value t = k.remui(mc, T), bi = k.divui(mc, T);
+               auto [bi, t] = divmod32(mc);
                Value notFirst = k.cmpi(arith::CmpIPredicate::ugt, t, k.idx(0));
                rowFirst.push_back(notFirst);
                rowH.push_back(k.muli(k.select(notFirst, k.subi(mc, k.idx(1)), k.idx(0)), k.idx(D)));
@@ -1419,24 +1431,26 @@ void gatedPreactProduct(K &k, int64_t D, Value h, Value init, Value W, Value pac
                k.barrier();
                scf::YieldOp::create(k.b, acc);
              }
-             for (int64_t i = 0; i < 4; ++i)
+             for (int64_t i = 0; i < 4; ++i) {
+               Value m = k.addi(m0, k.addi(k.muli(ty, k.idx(4)), k.idx(i)));
+               Value mOk = k.cmpi(arith::CmpIPredicate::ult, m, M);
+               auto [bi, t] = divmod32(k.minui(m, lastRow));
+               Value notFirst = k.cmpi(arith::CmpIPredicate::ugt, t, k.idx(0));
                for (int64_t j = 0; j < 4; ++j) {
-                 Value m = k.addi(m0, k.addi(k.muli(ty, k.idx(4)), k.idx(i)));
                  Value n = k.addi(n0, k.addi(tx, k.idx(16 * j)));
-                 Value ok = arith::AndIOp::create(k.b, k.cmpi(arith::CmpIPredicate::ult, m, M),
+                 Value ok = arith::AndIOp::create(k.b, mOk,
                                                   k.cmpi(arith::CmpIPredicate::ult, n, k.idx(D)));
                  k.ifThen(ok, [&] {
                    Value v = kl.getResult(i * 4 + j);
-                   Value t = k.remui(m, T);
-                   auto ifT = scf::IfOp::create(k.b, TypeRange{},
-                                                k.cmpi(arith::CmpIPredicate::ugt, t, k.idx(0)), true);
+                   auto ifT = scf::IfOp::create(k.b, TypeRange{}, notFirst, true);
                    OpBuilder::InsertionGuard g(k.b);
                    k.b.setInsertionPointToStart(ifT.thenBlock());
                    k.st(v, pact, k.addi(k.muli(m, k.idx(D)), n));
                    k.b.setInsertionPointToStart(ifT.elseBlock());
-                   k.st(v, pact0, k.addi(k.muli(k.divui(m, T), k.idx(D)), n));
+                   k.st(v, pact0, k.addi(k.muli(bi, k.idx(D)), n));
                  });
                }
+             }
            },
            "_pact");
 }

@@ -1257,11 +1257,16 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
 ///    its step time grows with B), the one-block-per-row kernels beyond.
 ///    The adjoint's pre-activations h_{t−1}·W_g come from one generated
 ///    product (gatedPreactProduct) before the kernel.
+///    With c.gatedBf16 (and D a multiple of 256), the cooperative kernels'
+///    products run on tensor cores instead (spec.mma: 32 channels a block,
+///    W_g's slice as bf16 mma fragments, the staged rows rounded to bf16,
+///    fp32 accumulation; the states and every array stay fp32).
 ///  * None: the K-written kernels of addGpuRecurrences.
 struct GatedFastPath {
   enum Kind { None, Persistent, Cooperative } kind = None;
   std::vector<int64_t> fwdRows, bwdRows; // Persistent: the block heights built
   int64_t channelsPerBlock = 0;          // Cooperative: Dc
+  bool mma = false;                      // Cooperative: bf16 tensor-core products
 };
 constexpr int64_t kCoopMaxRows = 64;
 // 227 KiB: the opt-in shared memory per block of the H100 / H200.
@@ -1296,14 +1301,18 @@ GatedFastPath gatedFastPath(const TrainConfig &c) {
   f.bwdRows.clear();
   if (c.perHead)
     return f;
-  f.channelsPerBlock = trainCoopChannels(c.D);
+  f.mma = c.gatedBf16 && c.D % 256 == 0 && c.D / 32 <= 128;
+  f.channelsPerBlock = f.mma ? 32 : trainCoopChannels(c.D);
   if (f.channelsPerBlock == 0)
     return f;
-  GatedKernelSpec s = gatedSpec(c, true, &ctx);
-  s.cooperative = true;
-  s.channelsPerBlock = f.channelsPerBlock;
-  if (s.sharedBytes() > kMaxSharedBytes)
-    return f;
+  for (bool adj : {false, true}) {
+    GatedKernelSpec s = gatedSpec(c, adj, &ctx);
+    s.cooperative = true;
+    s.mma = f.mma;
+    s.channelsPerBlock = f.channelsPerBlock;
+    if (s.sharedBytes() > kMaxSharedBytes)
+      return f;
+  }
   f.kind = GatedFastPath::Cooperative;
   return f;
 }
@@ -1314,6 +1323,7 @@ GatedKernelSpec fastSpec(const TrainConfig &c, const GatedFastPath &f, bool adjo
   GatedKernelSpec s = gatedSpec(c, adjoint, ctx);
   if (f.kind == GatedFastPath::Cooperative) {
     s.cooperative = true;
+    s.mma = f.mma;
     s.channelsPerBlock = f.channelsPerBlock;
     s.name += "_coop"; // the runtime launches *_coop kernels cooperatively
   } else {
@@ -1336,6 +1346,11 @@ void launchGated(K &k, const GatedKernelSpec &spec, Value blocks, ValueRange ope
       buildGpuGatedKernel(k.b, k.b.getLoc(), gm, spec);
     fn = SymbolTable::lookupNearestSymbolFrom<gpu::GPUFuncOp>(
         gm, StringAttr::get(k.b.getContext(), spec.name));
+    // One block per SM is all a cooperative kernel needs (its grid is at
+    // most 128 blocks): ptxas may then use every register the block size
+    // allows instead of spilling to keep room for a second block.
+    if (spec.cooperative)
+      fn->setAttr("nvvm.minctasm", k.b.getI32IntegerAttr(1));
   }
   Value one = k.idx(1);
   Value smem = arith::ConstantIntOp::create(k.b, spec.sharedBytes(), 32);

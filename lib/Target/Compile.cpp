@@ -961,7 +961,9 @@ static LogicalResult linkShared(const std::string &obj, const std::string &out) 
 static LogicalResult emitGpuTrainLibrary(ModuleOp module, const CompileOptions &opts,
                                          const std::string &base, std::string *llvmIR) {
   OwningOpRef<ModuleOp> clone = module.clone();
-  if (failed(runPipeline(*clone, "mmrec-build-train-kernels{target=nvptx}")))
+  if (failed(runPipeline(*clone, opts.trainGatedBf16
+                                     ? "mmrec-build-train-kernels{target=nvptx gated-bf16=true}"
+                                     : "mmrec-build-train-kernels{target=nvptx}")))
     return failure();
   auto kernels = (*clone)->getAttrOfType<ArrayAttr>("mmrec.train_kernels");
   OwningOpRef<ModuleOp> gm = ModuleOp::create(clone->getLoc());
@@ -1105,6 +1107,11 @@ LogicalResult mlir::mmrec::emitTrainLibrary(ModuleOp module, const CompileOption
                               {"library", opts.name + ".train.so"},
                               {"gpu_library", opts.nvptx ? llvm::json::Value(opts.name + ".train.gpu.so")
                                                          : llvm::json::Value(nullptr)},
+                              // How the GPU library's level-0 kernels multiply by
+                              // W_g (informational; mmrec-compile --train-gated-bf16).
+                              {"gpu_gated_products",
+                               opts.nvptx ? llvm::json::Value(opts.trainGatedBf16 ? "bf16" : "fp32")
+                                          : llvm::json::Value(nullptr)},
                               {"config", std::move(config)},
                               {"kernels", std::move(list)}};
   std::string json;

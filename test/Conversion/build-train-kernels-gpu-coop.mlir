@@ -9,6 +9,8 @@
 // lives in grad_init. Larger B and T = 0 take the K-written row kernels.
 // RUN: mmrec-opt %s --mmrec-build-train-kernels=target=nvptx | FileCheck %s
 // RUN: mmrec-opt %s --mmrec-build-train-kernels=target=nvptx --gpu-kernel-outlining | FileCheck %s --check-prefix=OUTLINED
+// RUN: mmrec-opt %s --mmrec-build-train-kernels="target=nvptx gated-bf16=true" | FileCheck %s --check-prefix=BF16
+// RUN: not mmrec-opt %s --mmrec-build-train-kernels=gated-bf16=true 2>&1 | FileCheck %s --check-prefix=ERR
 // RUN: mmrec-opt %s --pass-pipeline="builtin.module(mmrec-build-train-kernels{target=nvptx},gpu-kernel-outlining,nvvm-attach-target{chip=sm_90},gpu.module(mmrec-approximate-math{ptx=true},convert-math-to-llvm,convert-scf-to-cf,convert-gpu-to-nvvm,convert-nvvm-to-llvm,reconcile-unrealized-casts))" | FileCheck %s --check-prefix=NVVM
 
 // CHECK-LABEL: func.func @train_gated_fwd(
@@ -31,12 +33,17 @@
 // CHECK: } else {
 // CHECK: gpu.launch
 // CHECK-LABEL: gpu.module @train_gated_kernels
-// CHECK: gpu.func @train_gated_fwd_coop({{.*}}) kernel attributes {known_block_size = array<i32: 1020, 1, 1>}
+// One block per SM suffices (ptxas may use 64 registers a thread).
+// CHECK: gpu.func @train_gated_fwd_coop({{.*}}) kernel attributes {known_block_size = array<i32: 1020, 1, 1>, nvvm.minctasm = 1 : i32}
+// The default keeps every product in fp32: no tensor cores, no rounding.
+// CHECK-NOT: nvvm.mma.sync
+// CHECK-NOT: arith.truncf
 // The grid barrier: an atomic add on sync[0], a volatile spin.
 // CHECK: memref.atomic_rmw addi
 // CHECK: scf.while
 // CHECK: llvm.load volatile
-// CHECK: gpu.func @train_gated_bwd_coop({{.*}}) kernel attributes {known_block_size = array<i32: 1020, 1, 1>}
+// CHECK: gpu.func @train_gated_bwd_coop({{.*}}) kernel attributes {known_block_size = array<i32: 1020, 1, 1>, nvvm.minctasm = 1 : i32}
+// CHECK-NOT: nvvm.mma.sync
 // CHECK-LABEL: func.func @train_gated_bwd(
 // CHECK: %[[SMALLB:.*]] = arith.cmpi ule, %arg14, %c64
 // CHECK: memref.extract_aligned_pointer_as_index %arg5
@@ -54,6 +61,24 @@
 // CHECK: } else {
 // CHECK: gpu.launch
 // CHECK-LABEL: func.func @train_mem_scan_fwd(
+
+// gated-bf16: the cooperative kernels' products on tensor cores (24 blocks
+// of 32 channels, 512 threads; W_g's slice as bf16 mma fragments, the
+// staged fp32 rows rounded to bf16); the arrays stay fp32.
+// BF16-LABEL: func.func @train_gated_fwd(
+// BF16: gpu.launch_func @train_gated_kernels::@train_gated_fwd_coop blocks in (%c24{{.*}}) threads in (%c512{{.*}}) dynamic_shared_memory_size %c28800_i32 args(%arg0 : memref<?xf32>,
+// BF16-LABEL: gpu.module @train_gated_kernels
+// BF16: gpu.func @train_gated_fwd_coop({{.*}}memref<?xf32>{{.*}}) kernel attributes {known_block_size = array<i32: 512, 1, 1>, nvvm.minctasm = 1 : i32}
+// BF16: arith.truncf %{{.*}} : f32 to bf16
+// BF16: llvm.load volatile {{.*}} -> vector<4xf32>
+// BF16: arith.truncf %{{.*}} : vector<4xf32> to vector<4xbf16>
+// BF16: nvvm.mma.sync {{.*}}multiplicandAPtxType = #nvvm.mma_type<bf16>
+// BF16: gpu.func @train_gated_bwd_coop(
+// BF16: nvvm.mma.sync
+// BF16-LABEL: func.func @train_gated_bwd(
+// BF16: gpu.launch_func @train_gated_kernels::@train_gated_bwd_coop blocks in (%c24{{.*}}) threads in (%c512{{.*}})
+
+// ERR: gated-bf16 applies to target=nvptx
 
 // OUTLINED-LABEL: func.func @train_gated_bwd(
 // OUTLINED: gpu.launch_func @train_gated_bwd_pact::@train_gated_bwd_pact

@@ -438,8 +438,8 @@ TEST(TrainKernelsGpu, SmallPerHeadGatedMatchesCpu) {
 // on tensor cores (h_{t-1}, a_t and W_g rounded to bf16, fp32 accumulation
 // and state), so the comparison with the fp32 CPU kernels is looser: 3e-2
 // of the largest |value| of each array (bf16 keeps 8 bits: 4e-3 a rounding,
-// summed over 768 terms and carried along T). B = 65 and 200 run the fp32
-// row kernels (and must match at that tolerance too).
+// summed over 768 terms and carried along T). B = 65 runs the fp32 row
+// kernels (which must match at that tolerance too).
 TEST(TrainKernelsGpu, SmallGatedBf16MatchesCpu) {
   REQUIRE_GPU();
   checkModel("mmrec-small-bf16", {{8, 1000}, {8, 1}, {3, 17}, {64, 9}, {65, 4}},

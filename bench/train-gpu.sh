@@ -27,7 +27,8 @@ rc=0
 has() { [[ " $what " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 if has tests; then
-  MMREC_TRAIN_TEST_DIR=$C/train-models timeout 180 $C/bin/mmrec-train-kernel-gpu-tests 2>&1 |
+  # (420 s: the mmrec-small level-0 cases run the CPU reference at D 768, T 1000.)
+  MMREC_TRAIN_TEST_DIR=$C/train-models timeout 420 $C/bin/mmrec-train-kernel-gpu-tests 2>&1 |
     tee "$OUT/gpu-tests.log" | grep -E "OK|FAIL|PASSED|Failure|Expected" | tail -20
   rc=$((rc | ${PIPESTATUS[0]}))
   MMREC_TRAIN_TEST_DIR=$C/train-models timeout 120 $C/bin/mmrec-trainer-tests --gtest_filter='TrainerGpu.*' 2>&1 |

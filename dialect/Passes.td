@@ -125,12 +125,22 @@ def MMRecBuildTrainKernels : Pass<"mmrec-build-train-kernels", "::mlir::ModuleOp
     pointers), and every loop of independent iterations at the top of a
     kernel becomes a `gpu.launch` of one thread per iteration (sums that
     several iterations add to one element become `memref.atomic_rmw addf`);
-    the level-0 recurrence is one launch per time step. The module becomes a
+    the level-0 recurrence uses the persistent and cooperative kernels of
+    `mmrec.gated_recurrence` (GatedKernels.h) where the shape allows, in
+    fp32 FMAs (see TrainKernels.cpp, `GatedFastPath`). The module becomes a
     `gpu.container_module`; `gpu-kernel-outlining` and the NVVM lowering
     follow (mmrec-compile does both).
+
+    `gated-bf16` (nvptx only, off by default): the dense gate's cooperative
+    level-0 kernels multiply by W_g on tensor cores (`mma.sync` m16n8k16,
+    h_{t-1}, a_t and W_g rounded to bf16, fp32 accumulation; states, inputs
+    and outputs stay fp32). This changes the numerics (relative errors of
+    order 1e-2 instead of 1e-6); the default keeps every product in fp32.
   }];
   let options = [
     Option<"target", "target", "std::string", "\"cpu\"", "cpu or nvptx">,
+    Option<"gatedBf16", "gated-bf16", "bool", "false",
+           "nvptx: the dense gate's cooperative level-0 products on tensor cores in bf16">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect", "::mlir::gpu::GPUDialect",

@@ -55,9 +55,14 @@ struct BuildTrainKernels : mlir::mmrec::impl::MMRecBuildTrainKernelsBase<BuildTr
     c.eps = cfg.getNormEps().convertToDouble();
     c.clampMin = cfg.getLogClampMin().convertToDouble();
     c.clampMax = cfg.getLogClampMax().convertToDouble();
+    c.gatedBf16 = gatedBf16;
     if (target != "cpu" && target != "nvptx") {
       module.emitError() << "mmrec-build-train-kernels: unknown target '" << target
                          << "' (expected cpu or nvptx)";
+      return signalPassFailure();
+    }
+    if (gatedBf16 && target != "nvptx") {
+      module.emitError() << "mmrec-build-train-kernels: gated-bf16 applies to target=nvptx";
       return signalPassFailure();
     }
     OpBuilder b(module.getContext());

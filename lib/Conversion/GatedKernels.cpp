@@ -772,6 +772,10 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     gid = arith::DivUIOp::create(b, mLane, k.idx(4));
     tig = arith::RemUIOp::create(b, mLane, k.idx(4));
     auto pack = [&](Value lo, Value hi) -> Value {
+      if (lo.getType() != bf16) { // fp32 W_g (the training library): rounded
+        lo = arith::TruncFOp::create(b, bf16, lo);
+        hi = arith::TruncFOp::create(b, bf16, hi);
+      }
       Value v = vector::FromElementsOp::create(b, VectorType::get({2}, bf16), ValueRange{lo, hi});
       return LLVM::BitcastOp::create(b, i32t, v);
     };
@@ -792,16 +796,20 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       }
     gpu::BarrierOp::create(b);
   };
-  // Xb[r][·] = the bf16 row rowStart(b0 + r) of src, 16 bytes at a time.
+  // Xb[r][·] = the bf16 row rowStart(b0 + r) of src, 16 bytes at a time
+  // (fp32 rows, as in the training library, are rounded to bf16 here).
   auto mmaStage = [&](Value src, auto rowStart, Value b0) {
-    const int64_t V = 8;
+    const bool wide = llvm::cast<MemRefType>(src.getType()).getElementType().isF32();
+    const int64_t V = wide ? 4 : 8;
     Value perRow = k.idx(D / V);
     forRange(tid, k.idx(8 * D / V), k.idx(NT), [&](Value q) {
       Value r = arith::DivUIOp::create(b, q, perRow);
       Value col = k.muli(arith::RemUIOp::create(b, q, perRow), k.idx(V));
       Value bRow = k.minui(k.addi(b0, r), k.subi(B, c1));
       Value at = k.addi(rowStart(bRow), col);
-      Value v = volatileLoad(b, src, at, VectorType::get({V}, bf16), 16u);
+      Value v = volatileLoad(b, src, at, VectorType::get({V}, wide ? f32 : bf16), 16u);
+      if (wide)
+        v = arith::TruncFOp::create(b, VectorType::get({V}, bf16), v);
       vector::StoreOp::create(b, v, Xb, ValueRange{k.addi(k.muli(r, k.idx(XS)), col)});
     });
   };

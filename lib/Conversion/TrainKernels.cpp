@@ -49,6 +49,9 @@ struct K {
   Type f32, f64;
   bool gpu = false, inLaunch = false;
   Block *allocBlock = nullptr; // where `buf` places its allocas
+  /// GPU: the gpu.module that holds kernels built as gpu.func (the level-0
+  /// recurrence's persistent and cooperative kernels), created at first use.
+  std::function<Operation *()> gpuModule;
   K(ImplicitLocOpBuilder &b, bool gpu, Block *entry)
       : b(b), f32(b.getF32Type()), f64(b.getF64Type()), gpu(gpu), allocBlock(entry) {}
 
@@ -1217,6 +1220,331 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   return ks;
 }
 
+/// Which of GatedKernels.cpp's GPU kernels the training library's level-0
+/// recurrence uses (decided from the configuration at compile time):
+///  * Persistent: one block per (R batch rows, head), W_g's block in shared
+///    memory for the whole sequence (buildGpuGatedKernel) — per-head gates
+///    and dense gates small enough for one block (mmrec-tiny, D = 128);
+///    R ∈ {1, 2, 4} is picked at run time from B·H. Any B.
+///  * Cooperative: the dense gate beyond one block (mmrec-small D = 768,
+///    the 7B D = 4096): buildGpuCoopGatedKernel, FP32 FMAs on fp32 arrays,
+///    D / Dc blocks meeting at one grid barrier a step; used for B up to
+///    kCoopMaxRows (the kernel walks the batch in tiles of 8 rows a step, so
+///    its step time grows with B), the one-block-per-row kernels beyond.
+///    The adjoint's pre-activations h_{t−1}·W_g come from one generated
+///    product (gatedPreactProduct) before the kernel.
+///    With c.gatedBf16 (and D a multiple of 256), the cooperative kernels'
+///    products run on tensor cores instead (spec.mma: 32 channels a block,
+///    W_g's slice as bf16 mma fragments, the staged rows rounded to bf16,
+///    fp32 accumulation; the states and every array stay fp32).
+///  * None: the K-written kernels of addGpuRecurrences.
+struct GatedFastPath {
+  enum Kind { None, Persistent, Cooperative } kind = None;
+  std::vector<int64_t> fwdRows, bwdRows; // Persistent: the block heights built
+  int64_t channelsPerBlock = 0;          // Cooperative: Dc
+  bool mma = false;                      // Cooperative: bf16 tensor-core products
+};
+constexpr int64_t kCoopMaxRows = 64;
+// 227 KiB: the opt-in shared memory per block of the H100 / H200.
+constexpr int64_t kMaxSharedBytes = 227 * 1024;
+
+/// Dc for the training library's cooperative kernel: the smallest divisor of
+/// D (at most the kernel's 1024 threads) that needs at most 64 blocks (so
+/// that one block per SM fits with room on GPUs of 64 SMs or more, and the
+/// grid barrier has half as many arrivals as at 128); 0 when there is none.
+int64_t trainCoopChannels(int64_t D) {
+  for (int64_t dc = 1; dc <= GatedKernelSpec::kCoopThreads; ++dc)
+    if (D % dc == 0 && D / dc <= 64)
+      return dc;
+  return 0;
+}
+
+GatedFastPath gatedFastPath(const TrainConfig &c) {
+  MLIRContext ctx;
+  GatedFastPath f;
+  for (bool adj : {false, true})
+    for (int64_t rows : {1, 2, 4}) {
+      GatedKernelSpec s = gatedSpec(c, adj, &ctx);
+      s.rows = rows;
+      if (s.headDim() <= 1024 && s.sharedBytes() <= kMaxSharedBytes)
+        (adj ? f.bwdRows : f.fwdRows).push_back(rows);
+    }
+  if (!f.fwdRows.empty() && !f.bwdRows.empty() && f.fwdRows[0] == 1 && f.bwdRows[0] == 1) {
+    f.kind = GatedFastPath::Persistent;
+    return f;
+  }
+  f.fwdRows.clear();
+  f.bwdRows.clear();
+  if (c.perHead)
+    return f;
+  f.mma = c.gatedBf16 && c.D % 256 == 0 && c.D / 32 <= 128;
+  f.channelsPerBlock = f.mma ? 32 : trainCoopChannels(c.D);
+  if (f.channelsPerBlock == 0)
+    return f;
+  for (bool adj : {false, true}) {
+    GatedKernelSpec s = gatedSpec(c, adj, &ctx);
+    s.cooperative = true;
+    s.mma = f.mma;
+    s.channelsPerBlock = f.channelsPerBlock;
+    if (s.sharedBytes() > kMaxSharedBytes)
+      return f;
+  }
+  f.kind = GatedFastPath::Cooperative;
+  return f;
+}
+
+/// The spec of a fast-path kernel of the training library.
+GatedKernelSpec fastSpec(const TrainConfig &c, const GatedFastPath &f, bool adjoint,
+                         int64_t rows, MLIRContext *ctx) {
+  GatedKernelSpec s = gatedSpec(c, adjoint, ctx);
+  if (f.kind == GatedFastPath::Cooperative) {
+    s.cooperative = true;
+    s.mma = f.mma;
+    s.channelsPerBlock = f.channelsPerBlock;
+    s.name += "_coop"; // the runtime launches *_coop kernels cooperatively
+  } else {
+    s.rows = rows;
+    s.name += "_r" + std::to_string(rows);
+  }
+  return s;
+}
+
+/// gpu.launch_func of `spec`'s kernel (built into the gpu.module at first
+/// use) on `blocks` blocks with `operands`.
+void launchGated(K &k, const GatedKernelSpec &spec, Value blocks, ValueRange operands) {
+  auto gm = llvm::cast<gpu::GPUModuleOp>(k.gpuModule());
+  auto fn = SymbolTable::lookupNearestSymbolFrom<gpu::GPUFuncOp>(
+      gm, StringAttr::get(k.b.getContext(), spec.name));
+  if (!fn) {
+    if (spec.cooperative)
+      buildGpuCoopGatedKernel(k.b, k.b.getLoc(), gm, spec);
+    else
+      buildGpuGatedKernel(k.b, k.b.getLoc(), gm, spec);
+    fn = SymbolTable::lookupNearestSymbolFrom<gpu::GPUFuncOp>(
+        gm, StringAttr::get(k.b.getContext(), spec.name));
+    // One block per SM is all a cooperative kernel needs (its grid is at
+    // most 128 blocks): ptxas may then use every register the block size
+    // allows instead of spilling to keep room for a second block.
+    if (spec.cooperative)
+      fn->setAttr("nvvm.minctasm", k.b.getI32IntegerAttr(1));
+  }
+  Value one = k.idx(1);
+  Value smem = arith::ConstantIntOp::create(k.b, spec.sharedBytes(), 32);
+  gpu::LaunchFuncOp::create(k.b, fn, gpu::KernelDim3{blocks, one, one},
+                            gpu::KernelDim3{k.idx(spec.threads()), one, one}, smem, operands);
+}
+
+/// pact[m][n] = Σ_k x_m[k]·W[k][n] over the B·T rows m = b·T + t, x_m =
+/// h[b, t−1] (t > 0) or init[b] (t = 0), in fp32 FMAs: rows with t > 0 go
+/// to `pact` (row m), rows with t = 0 to `pact0` (row b). Tiles of 64 × 64
+/// outputs, 256 threads of 4 × 4, k in steps of 16 through shared memory.
+void gatedPreactProduct(K &k, int64_t D, Value h, Value init, Value W, Value pact, Value pact0,
+                        Value B, Value T) {
+  constexpr int64_t TM = 64, TN = 64, TK = 16, AS = TM + 1;
+  const int64_t nTiles = (D + TN - 1) / TN;
+  Value M = k.muli(B, T);
+  Value mTiles = k.divui(k.addi(M, k.idx(TM - 1)), k.idx(TM));
+  k.blocks(k.muli(mTiles, k.idx(nTiles)), 256, {TK * AS, TK * TN},
+           [&](Value bid, Value tid, ArrayRef<Value> sm) {
+             Value As = sm[0], Bs = sm[1];
+             Value m0 = k.muli(k.divui(bid, k.idx(nTiles)), k.idx(TM));
+             Value n0 = k.muli(k.remui(bid, k.idx(nTiles)), k.idx(TN));
+             Value ty = k.divui(tid, k.idx(16)), tx = k.remui(tid, k.idx(16));
+             Value lastRow = k.subi(M, k.idx(1));
+             // (x / T, x mod T) for a row index x < B·T, in 32 bits (a 64-bit
+             // division is a subroutine call with a stack frame in SASS).
+             Type i32 = k.b.getI32Type();
+             Value T32 = arith::IndexCastUIOp::create(k.b, i32, T);
+             auto divmod32 = [&](Value x) {
+               Value x32 = arith::IndexCastUIOp::create(k.b, i32, x);
+               Value q = arith::DivUIOp::create(k.b, x32, T32);
+               Value r = arith::RemUIOp::create(k.b, x32, T32);
+               return std::make_pair(
+                   arith::IndexCastUIOp::create(k.b, k.b.getIndexType(), q).getResult(),
+                   arith::IndexCastUIOp::create(k.b, k.b.getIndexType(), r).getResult());
+             };
+             // The 4 rows this thread loads (fixed over k): where x_m starts
+             // in h and in init, and which of them it is (64-bit divisions
+             // stay out of the k loop).
+             SmallVector<Value> rowOk, rowFirst, rowH, rowI;
+             for (int64_t q = 0; q < 4; ++q) {
+               Value r = k.divui(k.addi(tid, k.idx(256 * q)), k.idx(TK));
+               Value m = k.addi(m0, r);
+               rowOk.push_back(k.cmpi(arith::CmpIPredicate::ult, m, M));
+               Value mc = k.minui(m, lastRow);
+               auto [bi, t] = divmod32(mc);
+               Value notFirst = k.cmpi(arith::CmpIPredicate::ugt, t, k.idx(0));
+               rowFirst.push_back(notFirst);
+               rowH.push_back(k.muli(k.select(notFirst, k.subi(mc, k.idx(1)), k.idx(0)), k.idx(D)));
+               rowI.push_back(k.muli(bi, k.idx(D)));
+             }
+             SmallVector<Value> init0(16, k.cst(0.0));
+             auto kl = scf::ForOp::create(k.b, k.idx(0), k.idx(D), k.idx(TK), init0);
+             {
+               OpBuilder::InsertionGuard g(k.b);
+               k.b.setInsertionPointToStart(kl.getBody());
+               Value k0 = kl.getInductionVar();
+               // A tile: 64 rows × 16 k, 4 elements a thread, k fastest.
+               for (int64_t q = 0; q < 4; ++q) {
+                 Value e = k.addi(tid, k.idx(256 * q));
+                 Value r = k.divui(e, k.idx(TK)), kk = k.remui(e, k.idx(TK));
+                 Value kx = k.addi(k0, kk);
+                 Value ok = arith::AndIOp::create(k.b, rowOk[q],
+                                                  k.cmpi(arith::CmpIPredicate::ult, kx, k.idx(D)));
+                 Value kc = k.minui(kx, k.idx(D - 1));
+                 Value x = k.select(rowFirst[q], k.ld(h, k.addi(rowH[q], kc)),
+                                    k.ld(init, k.addi(rowI[q], kc)));
+                 k.st(k.select(ok, x, k.cst(0.0)), As, k.addi(k.muli(kk, k.idx(AS)), r));
+               }
+               // B tile: 16 k × 64 n, n fastest.
+               for (int64_t q = 0; q < 4; ++q) {
+                 Value e = k.addi(tid, k.idx(256 * q));
+                 Value kk = k.divui(e, k.idx(TN)), n = k.remui(e, k.idx(TN));
+                 Value kx = k.addi(k0, kk), nx = k.addi(n0, n);
+                 Value ok = arith::AndIOp::create(k.b, k.cmpi(arith::CmpIPredicate::ult, kx, k.idx(D)),
+                                                  k.cmpi(arith::CmpIPredicate::ult, nx, k.idx(D)));
+                 Value w = k.ld(W, k.addi(k.muli(k.minui(kx, k.idx(D - 1)), k.idx(D)),
+                                          k.minui(nx, k.idx(D - 1))));
+                 k.st(k.select(ok, w, k.cst(0.0)), Bs, k.addi(k.muli(kk, k.idx(TN)), n));
+               }
+               k.barrier();
+               SmallVector<Value> acc(kl.getRegionIterArgs().begin(), kl.getRegionIterArgs().end());
+               for (int64_t kk = 0; kk < TK; ++kk) {
+                 Value av[4], bv[4];
+                 for (int64_t i = 0; i < 4; ++i)
+                   av[i] = k.ld(As, k.addi(k.muli(ty, k.idx(4)), k.idx(kk * AS + i)));
+                 for (int64_t j = 0; j < 4; ++j)
+                   bv[j] = k.ld(Bs, k.addi(tx, k.idx(kk * TN + 16 * j)));
+                 for (int64_t i = 0; i < 4; ++i)
+                   for (int64_t j = 0; j < 4; ++j)
+                     acc[i * 4 + j] = math::FmaOp::create(k.b, av[i], bv[j], acc[i * 4 + j]);
+               }
+               k.barrier();
+               scf::YieldOp::create(k.b, acc);
+             }
+             for (int64_t i = 0; i < 4; ++i) {
+               Value m = k.addi(m0, k.addi(k.muli(ty, k.idx(4)), k.idx(i)));
+               Value mOk = k.cmpi(arith::CmpIPredicate::ult, m, M);
+               auto [bi, t] = divmod32(k.minui(m, lastRow));
+               Value notFirst = k.cmpi(arith::CmpIPredicate::ugt, t, k.idx(0));
+               for (int64_t j = 0; j < 4; ++j) {
+                 Value n = k.addi(n0, k.addi(tx, k.idx(16 * j)));
+                 Value ok = arith::AndIOp::create(k.b, mOk,
+                                                  k.cmpi(arith::CmpIPredicate::ult, n, k.idx(D)));
+                 k.ifThen(ok, [&] {
+                   Value v = kl.getResult(i * 4 + j);
+                   auto ifT = scf::IfOp::create(k.b, TypeRange{}, notFirst, true);
+                   OpBuilder::InsertionGuard g(k.b);
+                   k.b.setInsertionPointToStart(ifT.thenBlock());
+                   k.st(v, pact, k.addi(k.muli(m, k.idx(D)), n));
+                   k.b.setInsertionPointToStart(ifT.elseBlock());
+                   k.st(v, pact0, k.addi(k.muli(bi, k.idx(D)), n));
+                 });
+               }
+             }
+           },
+           "_pact");
+}
+
+/// The launches of the fast path `f` (T > 0, B > 0): see GatedFastPath.
+void buildFast(K &k, Args &a, const TrainConfig &c, const GatedFastPath &f, bool adjoint) {
+  MLIRContext *ctx = k.b.getContext();
+  Value B = a["B"], T = a["T"];
+  // The kernel's arguments by name; the cooperative adjoint's scratch
+  // arrays are outputs it overwrites only after reading them: pact (the
+  // pre-activations of steps t > 0) is grad_z (each thread reads pact[b, t,
+  // c] before it writes dz there), pact0 (those of t = 0) is grad_pre0
+  // (likewise), gbuf (the carried gradient, block-local) is grad_init (its
+  // final value).
+  auto operands = [&](const GatedKernelSpec &s) {
+    SmallVector<Value> v;
+    for (const std::string &n : s.arrayArgs())
+      v.push_back(n == "pact"    ? a["grad_z"]
+                  : n == "pact0" ? a["grad_pre0"]
+                  : n == "gbuf"  ? a["grad_init"]
+                                 : a[n]);
+    v.push_back(B);
+    v.push_back(T);
+    if (s.cooperative && s.adjoint) {
+      v.push_back(k.idx(0)); // steps [0, T) in one launch
+      v.push_back(T);
+      v.push_back(T); // pact holds all T steps
+    }
+    return v;
+  };
+  if (f.kind == GatedFastPath::Cooperative) {
+    GatedKernelSpec s = fastSpec(c, f, adjoint, 1, ctx);
+    // The grid barrier's counter (sync[0]) starts at 0.
+    k.par(B, [&](Value i) { k.st(arith::ConstantIntOp::create(k.b, 0, 32), a["sync"], i); });
+    if (adjoint)
+      gatedPreactProduct(k, c.D, a["h"], a["init"], a["gate"], a["grad_z"], a["grad_pre0"], B, T);
+    launchGated(k, s, k.idx(c.D / f.channelsPerBlock), operands(s));
+    return;
+  }
+  // Persistent: R rows a block, R = 4 / 2 when B·H would fill a device of
+  // kSms SMs more than 4 / 2 times (the H100's and H200's 132), else 1.
+  constexpr int64_t kSms = 132;
+  const int64_t H = c.perHead ? c.H : 1;
+  const std::vector<int64_t> &rows = adjoint ? f.bwdRows : f.fwdRows;
+  Value work = k.muli(B, k.idx(H));
+  std::function<void(size_t)> emit = [&](size_t i) {
+    const int64_t R = rows[i];
+    auto launch = [&] {
+      GatedKernelSpec s = fastSpec(c, f, adjoint, R, ctx);
+      Value blocks = k.muli(k.divui(k.addi(B, k.idx(R - 1)), k.idx(R)), k.idx(H));
+      launchGated(k, s, blocks, operands(s));
+    };
+    if (i == 0)
+      return launch();
+    auto op = scf::IfOp::create(k.b, TypeRange{},
+                                k.cmpi(arith::CmpIPredicate::ugt, work, k.idx(R * kSms)), true);
+    OpBuilder::InsertionGuard g(k.b);
+    k.b.setInsertionPointToStart(op.thenBlock());
+    launch();
+    k.b.setInsertionPointToStart(op.elseBlock());
+    emit(i - 1);
+  };
+  emit(rows.size() - 1);
+}
+
+/// The level-0 kernel of the fast path `f` when it applies to this call
+/// (T > 0, B > 0 and, for the cooperative kernel, B ≤ kCoopMaxRows);
+/// `fallback` otherwise.
+template <class F>
+void fastOr(K &k, Args &a, const TrainConfig &c, const GatedFastPath &f, bool adjoint,
+            F fallback) {
+  if (f.kind == GatedFastPath::None)
+    return fallback();
+  Value B = a["B"], T = a["T"];
+  Value use = arith::AndIOp::create(k.b, k.cmpi(arith::CmpIPredicate::ugt, T, k.idx(0)),
+                                    k.cmpi(arith::CmpIPredicate::ugt, B, k.idx(0)));
+  if (f.kind == GatedFastPath::Cooperative) {
+    use = arith::AndIOp::create(k.b, use,
+                                k.cmpi(arith::CmpIPredicate::ule, B, k.idx(kCoopMaxRows)));
+    // The cooperative kernels stage rows of h, init (and, backward,
+    // grad_pre, grad_pre0) with 16-byte loads when D % 4 == 0: those arrays
+    // must be 16-byte aligned (device allocations are; views might not be).
+    if (c.D % 4 == 0) {
+      std::vector<const char *> staged = {"h", "init"};
+      if (adjoint) {
+        staged.push_back("grad_pre");
+        staged.push_back("grad_pre0");
+      }
+      for (const char *n : staged) {
+        Value p = memref::ExtractAlignedPointerAsIndexOp::create(k.b, a[n]);
+        use = arith::AndIOp::create(
+            k.b, use, k.cmpi(arith::CmpIPredicate::eq, k.remui(p, k.idx(16)), k.idx(0)));
+      }
+    }
+  }
+  auto op = scf::IfOp::create(k.b, TypeRange{}, use, true);
+  OpBuilder::InsertionGuard g(k.b);
+  k.b.setInsertionPointToStart(op.elseBlock());
+  fallback();
+  k.b.setInsertionPointToStart(op.thenBlock());
+  buildFast(k, a, c, f, adjoint);
+}
+
 /// The level-0 gated recurrence and the chunk-level memory scan written with
 /// `K`, for the GPU training library: one launch per time step over every
 /// (row, channel) for the recurrence (its step needs all of h_{t−1}), one
@@ -1613,8 +1941,17 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
     k.b.setInsertionPointToStart(op.elseBlock());
     row(k, a);
   };
-  ks.push_back({sig(false, true), [=](K &k, Args &a) { dispatch(k, a, coopFwd, rowFwd); }});
-  ks.push_back({sig(true, true), [=](K &k, Args &a) { dispatch(k, a, coopBwd, rowBwd); }});
+  // The fast paths: GatedKernels.cpp's kernels where the shape allows (see
+  // gatedFastPath), the kernels above otherwise.
+  const GatedFastPath fast = gatedFastPath(c);
+  ks.push_back({sig(false, true), [=](K &k, Args &a) {
+                  fastOr(k, a, c, fast, /*adjoint=*/false,
+                         [&] { dispatch(k, a, coopFwd, rowFwd); });
+                }});
+  ks.push_back({sig(true, true), [=](K &k, Args &a) {
+                  fastOr(k, a, c, fast, /*adjoint=*/true,
+                         [&] { dispatch(k, a, coopBwd, rowBwd); });
+                }});
   // The memory scan: h_t = exp(clamp(ℓ_t))·h_{t−1} + b_t over the chunks,
   // one decay per `inner` channels.
   auto scanAt = [](K &k, Value bi, Value T, Value t, Value N, Value n) {
@@ -1717,6 +2054,17 @@ void mlir::mmrec::buildTrainKernels(OpBuilder &builder, Location loc, ModuleOp m
   MLIRContext *ctx = builder.getContext();
   if (gpu)
     module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), builder.getUnitAttr());
+  // Kernels written directly as gpu.func (GatedKernels.h) go to one
+  // gpu.module, created when the first of them is built.
+  gpu::GPUModuleOp kernelModule;
+  auto getGpuModule = [&]() -> Operation * {
+    if (!kernelModule) {
+      OpBuilder mb(ctx);
+      mb.setInsertionPointToEnd(module.getBody());
+      kernelModule = gpu::GPUModuleOp::create(mb, loc, "train_gated_kernels");
+    }
+    return kernelModule;
+  };
   for (Kernel &kern : kernels(cfg, gpu)) {
     ImplicitLocOpBuilder b(loc, builder);
     b.setInsertionPointToEnd(module.getBody());
@@ -1738,6 +2086,7 @@ void mlir::mmrec::buildTrainKernels(OpBuilder &builder, Location loc, ModuleOp m
     for (const std::string &n : kern.sig.indices)
       args[n] = func.getArgument(ai++);
     K k(b, gpu, entry);
+    k.gpuModule = getGpuModule;
     kern.body(k, args);
     func::ReturnOp::create(b);
   }

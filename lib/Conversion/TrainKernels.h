@@ -45,6 +45,9 @@ struct TrainConfig {
   int64_t V = 0, D = 0, L = 0, H = 1, Nm = 1, M = 1, F = 0, C = 1, r = 0, Tmax = 1;
   bool perHead = false;
   double eps = 1e-6, clampMin = -50.0, clampMax = 0.0;
+  /// GPU: the dense gate's cooperative level-0 products on tensor cores in
+  /// bf16 (mmrec-build-train-kernels' gated-bf16); fp32 FMAs otherwise.
+  bool gatedBf16 = false;
   int64_t dm() const { return D / Nm; }
 };
 

@@ -88,6 +88,28 @@ static FailureOr<bool> runPtxas(const std::string &ptx, const std::string &arch,
   return true;
 }
 
+/// Fails, naming the kernel, when a `ptxas -v` log reports a stack frame or
+/// spills (local memory).
+static LogicalResult checkPtxasLog(const std::string &log) {
+  std::istringstream is(log);
+  std::string line, fn;
+  bool bad = false;
+  while (std::getline(is, line)) {
+    auto at = line.find("Compiling entry function '");
+    if (at != std::string::npos)
+      fn = line.substr(at + 26, line.find('\'', at + 26) - at - 26);
+    if ((line.find("bytes stack frame") != std::string::npos &&
+         line.find(" 0 bytes stack frame") == std::string::npos) ||
+        (line.find("spill stores") != std::string::npos &&
+         line.find(" 0 bytes spill stores, 0 bytes spill loads") == std::string::npos)) {
+      llvm::errs() << "error: kernel '" << fn << "' uses local memory or spills: " << line
+                   << "\n";
+      bad = true;
+    }
+  }
+  return failure(bad);
+}
+
 LogicalResult mlir::mmrec::emitNvptx(ModuleOp module, const CompileOptions &opts,
                                      KernelImages &out, ArrayAttr &kernels,
                                      std::string *llvmIR) {
@@ -131,24 +153,7 @@ LogicalResult mlir::mmrec::emitNvptx(ModuleOp module, const CompileOptions &opts
                       "/usr/local/cuda/bin)\n";
       return failure();
     }
-    std::istringstream is(out.ptxasLog);
-    std::string line, fn;
-    bool bad = false;
-    while (std::getline(is, line)) {
-      auto at = line.find("Compiling entry function '");
-      if (at != std::string::npos)
-        fn = line.substr(at + 26, line.find('\'', at + 26) - at - 26);
-      if ((line.find("bytes stack frame") != std::string::npos &&
-           line.find(" 0 bytes stack frame") == std::string::npos) ||
-          (line.find("spill stores") != std::string::npos &&
-           line.find(" 0 bytes spill stores, 0 bytes spill loads") == std::string::npos)) {
-        llvm::errs() << "error: kernel '" << fn << "' uses local memory or spills: " << line
-                     << "\n";
-        bad = true;
-      }
-    }
-    if (bad)
-      return failure();
+    return checkPtxasLog(out.ptxasLog);
   }
   return success();
 }
@@ -956,7 +961,9 @@ static LogicalResult linkShared(const std::string &obj, const std::string &out) 
 static LogicalResult emitGpuTrainLibrary(ModuleOp module, const CompileOptions &opts,
                                          const std::string &base, std::string *llvmIR) {
   OwningOpRef<ModuleOp> clone = module.clone();
-  if (failed(runPipeline(*clone, "mmrec-build-train-kernels{target=nvptx}")))
+  if (failed(runPipeline(*clone, opts.trainGatedBf16
+                                     ? "mmrec-build-train-kernels{target=nvptx gated-bf16=true}"
+                                     : "mmrec-build-train-kernels{target=nvptx}")))
     return failure();
   auto kernels = (*clone)->getAttrOfType<ArrayAttr>("mmrec.train_kernels");
   OwningOpRef<ModuleOp> gm = ModuleOp::create(clone->getLoc());
@@ -965,6 +972,12 @@ static LogicalResult emitGpuTrainLibrary(ModuleOp module, const CompileOptions &
     auto f = clone->lookupSymbol<func::FuncOp>(llvm::cast<DictionaryAttr>(a).getAs<StringAttr>("name"));
     f->remove();
     gm->getBody()->push_back(f);
+  }
+  // Kernels built directly as gpu.func (the level-0 recurrence's persistent
+  // and cooperative kernels) live in gpu.modules of their own.
+  for (auto g : llvm::make_early_inc_range(clone->getOps<gpu::GPUModuleOp>())) {
+    g->remove();
+    gm->getBody()->push_back(g);
   }
   std::string toNvvm = llvm::formatv(
       "gpu-kernel-outlining,nvvm-attach-target{{chip={0} O=3},"
@@ -987,6 +1000,32 @@ static LogicalResult emitGpuTrainLibrary(ModuleOp module, const CompileOptions &
         return failure();
       }
     }
+  // --check-spills: the level-0 kernels (gpu.module train_gated_kernels and
+  // the pre-activation product train_gated_bwd_pact) are assembled with
+  // ptxas and must not use local memory; their log goes to
+  // NAME.train.gpu.ptxas.log. (The other training kernels keep per-thread
+  // scratch arrays in local memory by design.)
+  if (opts.checkSpills && !llvmIR) {
+    std::string log;
+    for (auto bin : gm->getOps<gpu::BinaryOp>()) {
+      if (bin.getName() != "train_gated_kernels" && bin.getName() != "train_gated_bwd_pact")
+        continue;
+      std::vector<char> cubin;
+      std::string one;
+      StringRef ptx = llvm::cast<gpu::ObjectAttr>(bin.getObjects()[0]).getObject().getValue();
+      FailureOr<bool> assembled = runPtxas(ptx.str(), opts.arch, cubin, one);
+      if (failed(assembled))
+        return failure();
+      if (!*assembled) {
+        llvm::errs() << "error: --check-spills needs ptxas (not found on PATH or in "
+                        "/usr/local/cuda/bin)\n";
+        return failure();
+      }
+      log += one;
+    }
+    if (failed(writeBytes(base + ".gpu.ptxas.log", log)) || failed(checkPtxasLog(log)))
+      return failure();
+  }
   if (failed(runPipeline(*gm, "arith-expand{include-bf16=true},convert-scf-to-cf,"
                               "expand-strided-metadata,finalize-memref-to-llvm,"
                               "convert-arith-to-llvm,convert-cf-to-llvm,gpu-to-llvm,"
@@ -1068,6 +1107,11 @@ LogicalResult mlir::mmrec::emitTrainLibrary(ModuleOp module, const CompileOption
                               {"library", opts.name + ".train.so"},
                               {"gpu_library", opts.nvptx ? llvm::json::Value(opts.name + ".train.gpu.so")
                                                          : llvm::json::Value(nullptr)},
+                              // How the GPU library's level-0 kernels multiply by
+                              // W_g (informational; mmrec-compile --train-gated-bf16).
+                              {"gpu_gated_products",
+                               opts.nvptx ? llvm::json::Value(opts.trainGatedBf16 ? "bf16" : "fp32")
+                                          : llvm::json::Value(nullptr)},
                               {"config", std::move(config)},
                               {"kernels", std::move(list)}};
   std::string json;

@@ -27,6 +27,7 @@ struct CompileOptions {
   std::string arch = "sm_90";
   bool nvptx = true, cpu = true;
   bool checkSpills = false;   // fail when ptxas reports spills or local memory
+  bool trainGatedBf16 = false; // GPU training library: bf16 tensor-core level-0 products
   std::string emit;           // "", "mlir", "llvm", "ptx", "obj"
   // GPU scan tiling (0: the generator's defaults), see mmrec-outline-scan-kernels.
   int64_t scanVec = 0, scanSteps = 8, scanWarps = 4, scanMinBlocks = 0;

@@ -5,7 +5,8 @@
 // CPU library, which TrainerTest checks against the float64 oracle: fresh
 // random inputs, several (B, T) including T = 1, T not a multiple of the
 // chunk and T = max_seq_len, on the odd-sized `test` configuration (dense
-// and per-head gates) and on mmrec-tiny. Outputs the kernel overwrites are
+// and per-head gates) and on mmrec-tiny; the level-0 kernels also on
+// mmrec-small (dense and per-head) at training shapes. Outputs the kernel overwrites are
 // poisoned with NaN on the GPU side first, so an element it fails to write
 // shows; accumulated ("+=") outputs start from the same random values.
 // Inputs must come back unchanged. Label `gpu` (skipped without a GPU).
@@ -19,7 +20,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -36,6 +39,8 @@ enum class Kind {
   In,    // input, uniform [−1, 1]
   Pos,   // input, uniform [0.5, 1.5] (norm scales, probabilities, v ≥ 0)
   Log,   // input, log decays in [−3, 0]
+  Gate,  // input, W_g: uniform [−1, 1] / √dh (a trained gate's scale: σ' is not
+         // saturated, so the adjoint's Wᵀ·a term matters and nothing explodes)
   Tok,   // int32 token ids in [0, V)
   Tgt,   // int32 targets in [−1, V)
   Hp,    // AdamW hyper-parameters
@@ -51,7 +56,7 @@ struct Shape {
 };
 
 struct Sizes {
-  int64_t B, T, N, D, F, V, G, M, d, nC, nCmax, Wg;
+  int64_t B, T, N, D, F, V, G, M, d, nC, nCmax, Wg, dh;
   int64_t GMd() const { return G * M * d; }
 };
 
@@ -172,12 +177,12 @@ std::vector<KernelSpec> kernelSpecs() {
       {"sumsq", {{"x", NF, K::In}, {"out", [](const Sizes &) { return int64_t(1); }, K::Acc}},
        [](const Sizes &s) { return std::vector<int64_t>{s.N * s.F}; }},
       {"gated_fwd",
-       {{"z", ND, K::In}, {"log_decay", ND, K::Log}, {"gate", Wg, K::In}, {"bias", D, K::In},
+       {{"z", ND, K::In}, {"log_decay", ND, K::Log}, {"gate", Wg, K::Gate}, {"bias", D, K::In},
         {"init", BD, K::In}, {"h", ND, K::Out}, {"final", BD, K::Out},
         {"sync", [](const Sizes &s) { return s.B; }, K::Sync}},
        BT},
       {"gated_bwd",
-       {{"z", ND, K::In}, {"log_decay", ND, K::Log}, {"gate", Wg, K::In}, {"bias", D, K::In},
+       {{"z", ND, K::In}, {"log_decay", ND, K::Log}, {"gate", Wg, K::Gate}, {"bias", D, K::In},
         {"init", BD, K::In}, {"h", ND, K::In}, {"grad_h", ND, K::In}, {"grad_final", BD, K::In},
         {"grad_z", ND, K::Out}, {"grad_log_decay", ND, K::Out}, {"grad_pre", ND, K::Out},
         {"grad_pre0", BD, K::Out}, {"grad_init", BD, K::Out},
@@ -259,7 +264,11 @@ std::string manifest(const std::string &model) {
   return std::string(dir && *dir ? dir : MMREC_TRAIN_TEST_DIR) + "/" + model + ".train.json";
 }
 
-void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint64_t seed) {
+/// `only`: the kernels to check (all when empty); every output must satisfy
+/// max |gpu − cpu| ≤ absTol + relTol · max |cpu| (per array).
+void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint64_t seed,
+                const std::vector<std::string> &only = {}, double absTol = 2e-5,
+                double relTol = 1e-4) {
   KernelLibrary cpu(manifest(model), rt::DeviceKind::cpu);
   KernelLibrary gpu(manifest(model), rt::DeviceKind::gpu);
   const ModelConfig &c = cpu.config();
@@ -279,7 +288,10 @@ void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint
     s.nC = (sh.T + c.C - 1) / c.C;
     s.nCmax = c.Tmax / c.C;
     s.Wg = c.perHead ? c.H * c.dh() * c.dh() : c.D * c.D;
+    s.dh = c.perHead ? c.dh() : c.D;
     for (const KernelSpec &k : kernelSpecs()) {
+      if (!only.empty() && std::find(only.begin(), only.end(), k.name) == only.end())
+        continue;
       SCOPED_TRACE(model + " " + k.name + " B=" + std::to_string(s.B) + " T=" + std::to_string(s.T));
       std::vector<Pair> args;
       for (const ArraySpec &a : k.arrays) {
@@ -295,6 +307,9 @@ void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint
             break;
           case Kind::Log:
             v = 1.5f * (v - 1.0f);
+            break;
+          case Kind::Gate:
+            v = v / std::sqrt(float(s.dh));
             break;
           case Kind::Tok:
           case Kind::Tgt: {
@@ -366,7 +381,7 @@ void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint
         }
         EXPECT_EQ(bad, got.size()) << an << ": element " << bad << " is " << got[bad]
                                    << " on the GPU (unwritten?), " << p.cpu[bad] << " on the CPU";
-        EXPECT_LE(maxErr, 2e-5 + 1e-4 * maxRef) << an << ": max |gpu - cpu| " << maxErr
+        EXPECT_LE(maxErr, absTol + relTol * maxRef) << an << ": max |gpu - cpu| " << maxErr
                                                 << " (max |cpu| " << maxRef << ")";
       }
     }
@@ -387,9 +402,9 @@ TEST(TrainKernelsGpu, TestConfigPerHeadMatchesCpu) {
   checkModel("mmrec-test-per_head", {{1, 1}, {2, 9}, {1, 64}}, std::random_device{}());
 }
 
-// mmrec-tiny (D 128): the level-0 kernels run several blocks per batch row
-// (cooperative, row barriers) for every B here; B = 200 takes one block per
-// row.
+// mmrec-tiny (D 128): W_g fits in one block's shared memory, so the level-0
+// kernels are GatedKernels.cpp's persistent ones (one row a block for every
+// B here: B·H ≤ 2 × 132).
 TEST(TrainKernelsGpu, TinyMatchesCpu) {
   REQUIRE_GPU();
   checkModel("mmrec-tiny", {{2, 37}, {1, 256}, {5, 16}, {200, 3}}, std::random_device{}());
@@ -404,6 +419,82 @@ TEST(TrainKernelsGpu, TinyPerHeadMatchesCpu) {
 TEST(TrainKernelsGpu, SevenBWidthsMatchCpu) {
   REQUIRE_GPU();
   checkModel("mmrec-7b", {{1, 40}, {2, 130}}, std::random_device{}());
+}
+
+// mmrec-small's level-0 recurrence at training shapes (D 768, dense gate):
+// the cooperative FP32-FMA kernels (64 blocks, a grid barrier a step; the
+// adjoint after the generated pre-activation product) for B ≤ 64, T ragged
+// (1000, 1, 17); B = 65 and 200 take the one-block-per-row kernels.
+TEST(TrainKernelsGpu, SmallGatedMatchesCpu) {
+  REQUIRE_GPU();
+  checkModel("mmrec-small", {{8, 1000}, {8, 1}, {3, 17}, {64, 9}, {65, 4}, {200, 2}},
+             std::random_device{}(), {"gated_fwd", "gated_bwd"});
+}
+// ... and its per-head variant (H 12, dh 64): the persistent kernels, R = 1
+// (B·H ≤ 264), 2 (B = 30) and 4 (B = 50, 200).
+TEST(TrainKernelsGpu, SmallPerHeadGatedMatchesCpu) {
+  REQUIRE_GPU();
+  checkModel("mmrec-small-ph", {{8, 1000}, {8, 1}, {30, 7}, {50, 33}, {200, 2}},
+             std::random_device{}(), {"gated_fwd", "gated_bwd"});
+}
+
+// The same with --train-gated-bf16: the cooperative kernels multiply by W_g
+// on tensor cores (h_{t-1}, a_t and W_g rounded to bf16, fp32 accumulation
+// and state), so the comparison with the fp32 CPU kernels is looser: 3e-2
+// of the largest |value| of each array (bf16 keeps 8 bits: 4e-3 a rounding,
+// summed over 768 terms and carried along T). B = 65 runs the fp32 row
+// kernels (which must match at that tolerance too).
+TEST(TrainKernelsGpu, SmallGatedBf16MatchesCpu) {
+  REQUIRE_GPU();
+  checkModel("mmrec-small-bf16", {{8, 1000}, {8, 1}, {3, 17}, {64, 9}, {65, 4}},
+             std::random_device{}(), {"gated_fwd", "gated_bwd"}, 1e-3, 3e-2);
+}
+
+// Speed of the level-0 kernels at mmrec-small's training shape (B 8, T
+// 1024): µs per step of gated_fwd and gated_bwd (the adjoint with its
+// pre-activation product; dW_g and db_g are the trainer's gemms), printed.
+// Not a correctness test and not in ctest: run it with
+// --gtest_filter=TrainKernelsGpu.SmallGatedSpeed.
+TEST(TrainKernelsGpu, SmallGatedSpeed) {
+  REQUIRE_GPU();
+  for (const char *model : {"mmrec-small", "mmrec-small-bf16", "mmrec-small-ph"}) {
+    KernelLibrary gpu(manifest(model), rt::DeviceKind::gpu);
+    const ModelConfig &c = gpu.config();
+    const int64_t B = 8, T = 1024, N = B * T, D = c.D;
+    const int64_t dh = c.perHead ? c.dh() : D, Wg = (D / dh) * dh * dh;
+    std::mt19937_64 rng(7);
+    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+    std::vector<void *> owned;
+    auto dev = [&](int64_t n, float scale, float shift) {
+      std::vector<float> v(static_cast<size_t>(n));
+      for (float &x : v)
+        x = scale * (uni(rng) + shift);
+      void *p = rt::gpu::alloc(v.size() * 4);
+      rt::gpu::copyToDevice(p, v.data(), v.size() * 4);
+      owned.push_back(p);
+      return static_cast<float *>(p);
+    };
+    float *z = dev(N * D, 1, 0), *l = dev(N * D, 1.5f, -1), *w = dev(Wg, 1 / std::sqrt(float(dh)), 0);
+    float *b = dev(D, 1, 0), *init = dev(B * D, 0, 0), *h = dev(N * D, 0, 0), *fin = dev(B * D, 0, 0);
+    float *gh = dev(N * D, 1, 0), *gf = dev(B * D, 0, 0), *gz = dev(N * D, 0, 0),
+          *gl = dev(N * D, 0, 0), *gp = dev(N * D, 0, 0), *gp0 = dev(B * D, 0, 0),
+          *gi = dev(B * D, 0, 0);
+    int32_t *sync = static_cast<int32_t *>(static_cast<void *>(dev(B, 0, 0)));
+    auto fwd = [&] {
+      gpu("gated_fwd", Arr(z, N * D), Arr(l, N * D), Arr(w, Wg), Arr(b, D), Arr(init, B * D),
+          Arr(h, N * D), Arr(fin, B * D), Arr(sync, B), B, T);
+    };
+    auto bwd = [&] {
+      gpu("gated_bwd", Arr(z, N * D), Arr(l, N * D), Arr(w, Wg), Arr(b, D), Arr(init, B * D),
+          Arr(h, N * D), Arr(gh, N * D), Arr(gf, B * D), Arr(gz, N * D), Arr(gl, N * D),
+          Arr(gp, N * D), Arr(gp0, B * D), Arr(gi, B * D), Arr(sync, B), B, T);
+    };
+    const double f = rt::gpu::medianMs(fwd, 2, 7), g = rt::gpu::medianMs(bwd, 2, 7);
+    std::printf("%-18s B %lld T %lld: gated_fwd %.2f us/step, gated_bwd %.2f us/step\n", model,
+                (long long)B, (long long)T, f * 1000 / T, g * 1000 / T);
+    for (void *p : owned)
+      rt::gpu::free(p);
+  }
 }
 
 TEST(TrainKernelsGpu, CpuOnlyManifestIsRefusedClearly) {

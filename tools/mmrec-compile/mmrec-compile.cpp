@@ -60,6 +60,12 @@ static cl::opt<bool> noTrain("no-train",
                              cl::desc("Do not build the training library (NAME.train.so) of a "
                                       "model file with mmrec.config"),
                              cl::init(false));
+static cl::opt<bool> trainGatedBf16(
+    "train-gated-bf16",
+    cl::desc("GPU training library: the dense gate's cooperative level-0 products on tensor "
+             "cores in bf16 (fp32 FMAs by default; changes the numerics, see "
+             "docs/benchmarks/train-gpu.md)"),
+    cl::init(false));
 static cl::opt<bool> checkSpills("check-spills",
                                  cl::desc("Fail when a GPU kernel spills or uses local memory"));
 
@@ -110,6 +116,7 @@ int main(int argc, char **argv) {
   opts.outDir = outDir;
   opts.arch = arch;
   opts.checkSpills = checkSpills;
+  opts.trainGatedBf16 = trainGatedBf16;
   opts.scanVec = scanVec;
   opts.scanSteps = scanSteps;
   opts.scanWarps = scanWarps;

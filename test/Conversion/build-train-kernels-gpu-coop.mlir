@@ -1,0 +1,95 @@
+// mmrec-build-train-kernels{target=nvptx} at mmrec-small's dense gate (D =
+// 768, too large for one block's shared memory): for 0 < T and 0 < B ≤ 64
+// the level-0 recurrence runs the cooperative FP32-FMA kernels of
+// GatedKernels.cpp (64 blocks of 12 channels, 1020 threads, a grid barrier
+// on sync[0] a step; the runtime launches *_coop kernels cooperatively).
+// The adjoint first forms the pre-activations h_{t-1}·W_g with a generated
+// product (train_gated_bwd_pact) into grad_z (t > 0) and grad_pre0 (t = 0),
+// which the kernel reads before overwriting them; its carried gradient
+// lives in grad_init. Larger B and T = 0 take the K-written row kernels.
+// RUN: mmrec-opt %s --mmrec-build-train-kernels=target=nvptx | FileCheck %s
+// RUN: mmrec-opt %s --mmrec-build-train-kernels=target=nvptx --gpu-kernel-outlining | FileCheck %s --check-prefix=OUTLINED
+// RUN: mmrec-opt %s --mmrec-build-train-kernels="target=nvptx gated-bf16=true" | FileCheck %s --check-prefix=BF16
+// RUN: not mmrec-opt %s --mmrec-build-train-kernels=gated-bf16=true 2>&1 | FileCheck %s --check-prefix=ERR
+// RUN: mmrec-opt %s --pass-pipeline="builtin.module(mmrec-build-train-kernels{target=nvptx},gpu-kernel-outlining,nvvm-attach-target{chip=sm_90},gpu.module(mmrec-approximate-math{ptx=true},convert-math-to-llvm,convert-scf-to-cf,convert-gpu-to-nvvm,convert-nvvm-to-llvm,reconcile-unrealized-casts))" | FileCheck %s --check-prefix=NVVM
+
+// CHECK-LABEL: func.func @train_gated_fwd(
+// CHECK-DAG: %[[T0:.*]] = arith.cmpi ugt, %arg9, %c0
+// CHECK-DAG: %[[B0:.*]] = arith.cmpi ugt, %arg8, %c0
+// CHECK: %[[TB:.*]] = arith.andi %[[T0]], %[[B0]]
+// CHECK: %[[SMALL:.*]] = arith.cmpi ule, %arg8, %c64
+// CHECK: arith.andi %[[TB]], %[[SMALL]]
+// h and init are staged with 16-byte loads: both must be aligned.
+// CHECK: %[[PH:.*]] = memref.extract_aligned_pointer_as_index %arg5
+// CHECK: arith.remui %[[PH]], %c16
+// CHECK: %[[PI:.*]] = memref.extract_aligned_pointer_as_index %arg4
+// CHECK: arith.remui %[[PI]], %c16
+// CHECK: %[[USE:.*]] = arith.andi
+// CHECK-NEXT: scf.if %[[USE]] {
+// sync[0..B) := 0, then the cooperative launch.
+// CHECK: gpu.launch
+// CHECK: memref.store %{{.*}}, %arg7[
+// CHECK: gpu.launch_func @train_gated_kernels::@train_gated_fwd_coop blocks in (%c64{{.*}}, %c1{{.*}}, %c1{{.*}}) threads in (%c1020, %c1{{.*}}, %c1{{.*}}) dynamic_shared_memory_size %c57216_i32 args(%arg0 : memref<?xf32>, %arg1 : memref<?xf32>, %arg2 : memref<?xf32>, %arg3 : memref<?xf32>, %arg4 : memref<?xf32>, %arg5 : memref<?xf32>, %arg6 : memref<?xf32>, %arg7 : memref<?xi32>, %arg8 : index, %arg9 : index)
+// CHECK: } else {
+// CHECK: gpu.launch
+// CHECK-LABEL: gpu.module @train_gated_kernels
+// One block per SM suffices (ptxas may use 64 registers a thread).
+// CHECK: gpu.func @train_gated_fwd_coop({{.*}}) kernel attributes {known_block_size = array<i32: 1020, 1, 1>, nvvm.minctasm = 1 : i32}
+// The default keeps every product in fp32: no tensor cores, no rounding.
+// CHECK-NOT: nvvm.mma.sync
+// CHECK-NOT: arith.truncf
+// The grid barrier: an atomic add on sync[0], a volatile spin.
+// CHECK: memref.atomic_rmw addi
+// CHECK: scf.while
+// CHECK: llvm.load volatile
+// CHECK: gpu.func @train_gated_bwd_coop({{.*}}) kernel attributes {known_block_size = array<i32: 1020, 1, 1>, nvvm.minctasm = 1 : i32}
+// CHECK-NOT: nvvm.mma.sync
+// CHECK-LABEL: func.func @train_gated_bwd(
+// CHECK: %[[SMALLB:.*]] = arith.cmpi ule, %arg14, %c64
+// CHECK: memref.extract_aligned_pointer_as_index %arg5
+// CHECK: memref.extract_aligned_pointer_as_index %arg4
+// CHECK: memref.extract_aligned_pointer_as_index %arg10
+// CHECK: memref.extract_aligned_pointer_as_index %arg11
+// CHECK: scf.if
+// CHECK: gpu.launch
+// CHECK: memref.store %{{.*}}, %arg13[
+// The pre-activation product: 64 × 64 tiles through shared memory.
+// CHECK: gpu.launch blocks({{.*}}) threads({{.*}}) in ({{.*}} = %c256{{.*}}) module(@train_gated_bwd_pact) function(@train_gated_bwd_pact) workgroup(%{{.*}} : memref<1040xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<1024xf32, #gpu.address_space<workgroup>>)
+// CHECK-COUNT-16: math.fma
+// pact = grad_z (%arg8), pact0 = grad_pre0 (%arg11), gbuf = grad_init (%arg12); steps [0, T), capacity T.
+// CHECK: gpu.launch_func @train_gated_kernels::@train_gated_bwd_coop blocks in (%c64{{.*}}) threads in (%c1020{{.*}}) dynamic_shared_memory_size %c57216_i32 args({{.*}}%arg12 : memref<?xf32>, %arg13 : memref<?xi32>, %arg8 : memref<?xf32>, %arg11 : memref<?xf32>, %arg12 : memref<?xf32>, %arg14 : index, %arg15 : index, %c0{{.*}} : index, %arg15 : index, %arg15 : index)
+// CHECK: } else {
+// CHECK: gpu.launch
+// CHECK-LABEL: func.func @train_mem_scan_fwd(
+
+// gated-bf16: the cooperative kernels' products on tensor cores (24 blocks
+// of 32 channels, 512 threads; W_g's slice as bf16 mma fragments, the
+// staged fp32 rows rounded to bf16); the arrays stay fp32.
+// BF16-LABEL: func.func @train_gated_fwd(
+// BF16: gpu.launch_func @train_gated_kernels::@train_gated_fwd_coop blocks in (%c24{{.*}}) threads in (%c512{{.*}}) dynamic_shared_memory_size %c28800_i32 args(%arg0 : memref<?xf32>,
+// BF16-LABEL: gpu.module @train_gated_kernels
+// BF16: gpu.func @train_gated_fwd_coop({{.*}}memref<?xf32>{{.*}}) kernel attributes {known_block_size = array<i32: 512, 1, 1>, nvvm.minctasm = 1 : i32}
+// BF16: arith.truncf %{{.*}} : f32 to bf16
+// BF16: llvm.load volatile {{.*}} -> vector<4xf32>
+// BF16: arith.truncf %{{.*}} : vector<4xf32> to vector<4xbf16>
+// BF16: nvvm.mma.sync {{.*}}multiplicandAPtxType = #nvvm.mma_type<bf16>
+// BF16: gpu.func @train_gated_bwd_coop(
+// BF16: nvvm.mma.sync
+// BF16-LABEL: func.func @train_gated_bwd(
+// BF16: gpu.launch_func @train_gated_kernels::@train_gated_bwd_coop blocks in (%c24{{.*}}) threads in (%c512{{.*}})
+
+// ERR: gated-bf16 applies to target=nvptx
+
+// OUTLINED-LABEL: func.func @train_gated_bwd(
+// OUTLINED: gpu.launch_func @train_gated_bwd_pact::@train_gated_bwd_pact
+// OUTLINED: gpu.launch_func @train_gated_kernels::@train_gated_bwd_coop
+
+// NVVM-NOT: __nv_
+// NVVM: llvm.func @train_gated_fwd_coop
+// NVVM-NOT: __nv_
+// NVVM: llvm.func @train_gated_bwd_coop
+// NVVM-NOT: __nv_
+// NVVM: llvm.func @train_gated_bwd_pact
+// NVVM-NOT: __nv_
+module attributes {mmrec.config = #mmrec.config<name = "mmrec-small", vocab_size = 32000, hidden_dim = 768, num_layers = 12, num_heads = 12, num_memories = 4, memory_size = 256, ffn_dim = 2048, chunk_size = 64, max_seq_len = 4096, decay_rank = 64, gate = dense, decay_init = 0.99, log_clamp_min = -50.0, log_clamp_max = 0.0, norm_eps = 1.0e-6, tie_embeddings = true>} {
+}

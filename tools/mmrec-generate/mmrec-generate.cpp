@@ -44,13 +44,19 @@ int main(int argc, char **argv) {
   std::string model, kernels, checkpoint, data, prompt = "In the beginning";
   int64_t maxTokens = 200, samples = 1, topK = 40;
   double temperature = 0.8;
-  uint64_t seed = 1;
+  uint64_t seed = 1, randomInit = 0;
+  bool profile = false;
   std::string device = "auto";
   app.add_option("--model", model, "Model file (.mlir); compiled with mmrec-compile");
   app.add_option("--device", device, "auto (the GPU when there is one), cpu or gpu")
       ->check(CLI::IsMember({"auto", "cpu", "gpu"}));
   app.add_option("--kernels", kernels, "A training manifest (NAME.train.json) instead of --model");
-  app.add_option("--checkpoint", checkpoint, "Checkpoint directory (mmrec-train)")->required();
+  auto *ck = app.add_option("--checkpoint", checkpoint, "Checkpoint directory (mmrec-train)");
+  auto *ri = app.add_option("--random-init", randomInit,
+                            "No checkpoint: weights initialized from this seed (MMREC_SPEC "
+                            "section 4), to measure speed");
+  ck->excludes(ri);
+  app.add_flag("--profile", profile, "Time every kernel and product and print the breakdown");
   app.add_option("--data", data, "The data directory of the run (its tokenizer.json)")->required();
   app.add_option("--prompt", prompt, "Text to start from");
   app.add_option("--max-tokens", maxTokens, "Tokens to sample")->check(CLI::PositiveNumber);
@@ -64,6 +70,9 @@ int main(int argc, char **argv) {
   try {
     if (model.empty() == kernels.empty())
       throw Error("give one of --model or --kernels");
+    if (checkpoint.empty() && app.count("--random-init") == 0)
+      throw Error("give one of --checkpoint or --random-init");
+    mmrec::train::Profile::get().enabled = profile;
     const bool gpu = device == "gpu" || (device == "auto" && mmrec::rt::gpuAvailable());
     if (gpu && !mmrec::rt::gpuAvailable())
       throw Error("--device gpu: no usable CUDA device here");
@@ -79,7 +88,11 @@ int main(int argc, char **argv) {
     const ModelConfig &c = lib.config();
     ParamLayout layout(c);
     std::vector<float> params;
-    TrainerState st = loadCheckpoint(checkpoint, layout, c.name, params, nullptr);
+    TrainerState st;
+    if (checkpoint.empty())
+      params = initParams(c, layout, randomInit);
+    else
+      st = loadCheckpoint(checkpoint, layout, c.name, params, nullptr);
     Tokenizer tok(data);
     std::vector<int32_t> ids = tok.encode(prompt);
     if (ids.empty())
@@ -133,6 +146,8 @@ int main(int argc, char **argv) {
     std::cout << "--- " << (ids.size() + size_t(maxTokens)) * size_t(samples) << " tokens in "
               << s << " s (" << double((ids.size() + size_t(maxTokens)) * size_t(samples)) / s
               << " tokens/s), state " << gen.stateBytes() << " bytes, constant per token\n";
+    if (profile)
+      std::cout << "time per kernel (--profile):\n" << mmrec::train::Profile::get().report();
   } catch (const std::exception &e) {
     std::cerr << "mmrec-generate: error: " << e.what() << "\n";
     return 1;

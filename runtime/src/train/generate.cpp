@@ -83,6 +83,7 @@ int64_t Generator::stateBytes() const {
 
 void Generator::mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k,
                    bool transB, float beta) {
+  ProfileScope prof("gemm", dev_);
   detail::mm(A, B, C, m, n, k, false, transB, beta, dev_);
 }
 

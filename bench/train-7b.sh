@@ -9,6 +9,7 @@
 #     profile  2 steps with --profile: time per kernel and product
 #     gemm     the GEMM rate of the layer's products at these shapes
 #              (PyTorch/cuBLAS, bf16 and TF32), the reference for MFU
+#     generate tokens/s of mmrec-generate with random weights at batch 1 and 32
 # Logs go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/mmrec-out}
@@ -21,7 +22,7 @@ B=${B:-1}
 T=${T:-2048}
 rc=0
 common=(--kernels $C/models/mmrec-7b.train.json --device gpu --data $C/data/kjv-spm
-        --batch $B --seq-len $T --lr 3e-4 --min-lr 3e-5 --warmup 1 --eval-tokens $((B * T))
+        --batch $B --seq-len $T --lr ${LR:-3e-4} --min-lr ${MIN_LR:-3e-5} --warmup ${WARMUP:-1} --eval-tokens $((B * T))
         --eval-interval 100000 --ckpt-interval 0 --log-interval 1 --sample-tokens 0
         ${FLAGS:---tf32 --recompute})
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -54,5 +55,14 @@ for name, (m, k, nn) in {"qkvz D->4D": (n, D, 4 * D), "W_1 D->F": (n, D, F), "W_
     print(f"{name:24s} bf16 {rate(m, k, nn, torch.bfloat16, False):7.1f} TFLOP/s   "
           f"tf32 {rate(m, k, nn, torch.float32, True):7.1f}   fp32 {rate(m, k, nn, torch.float32, False):6.1f}")
 PY
+fi
+if has generate; then
+  for b in 1 32; do
+    timeout 200 $C/bin/mmrec-generate --kernels $C/models/mmrec-7b.train.json --device gpu \
+      --random-init 1 --data $C/data/kjv-spm --max-tokens ${GEN_TOKENS:-32} --temperature 0 \
+      --samples $b > "$OUT/7b-generate-b$b.log" 2>&1
+    rc=$((rc | $?))
+    grep -- "tokens/s" "$OUT/7b-generate-b$b.log"
+  done
 fi
 exit $rc

@@ -61,6 +61,18 @@ expect_fail "--collectives: nccl needs the GPU" "$BIN/mmrec-train" --data "$WORK
 # --ckpt-interval 0: no checkpoint at all (a 7B run on a small disk).
 "$BIN/mmrec-train" --data "$WORK/data" --kernels "$K" --batch 2 --seq-len 32 --warmup 2 --eval-tokens 1024 --steps 4 --ckpt-interval 0 --out "$WORK/nock" > "$WORK/nock.log"
 [ ! -e "$WORK/nock/checkpoints" ] || fail "--ckpt-interval 0 wrote checkpoints: $(ls "$WORK/nock/checkpoints")"
+# --grad-report 3: the three largest gradient norms by tensor, whose squares
+# sum to at most the global norm's.
+"$BIN/mmrec-train" --data "$WORK/data" --kernels "$K" --batch 2 --seq-len 32 --warmup 1 --eval-tokens 1024 --steps 2 --ckpt-interval 0 --grad-report 3 --out "$WORK/gr" > "$WORK/gr.log"
+grep -q "^grads       2 | largest norms: " "$WORK/gr.log" || fail "no gradient report: $(cat "$WORK/gr.log")"
+python3 - "$WORK/gr/metrics.jsonl" <<'PY'
+import json, sys
+for r in map(json.loads, open(sys.argv[1])):
+    top = r["grad_norms_top"]
+    assert len(top) == 3 and top[0]["norm"] >= top[1]["norm"] >= top[2]["norm"] > 0, top
+    assert sum(t["norm"] ** 2 for t in top) <= r["grad_norm"] ** 2 * (1 + 1e-5), (top, r["grad_norm"])
+print("ok: --grad-report lists the largest gradient norms by tensor")
+PY
 
 # The uninterrupted run, and the same run interrupted after 4 steps and resumed.
 "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 8 --out "$WORK/a" > "$WORK/a.log"

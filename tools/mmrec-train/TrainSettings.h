@@ -30,6 +30,7 @@ struct Settings {
   double peakTflops = 0;  // the device's peak for MFU (0: 989.4 on a GPU, none on the CPU)
   int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
   int64_t sampleTokens = 64; // tokens of the greedy sample printed at each evaluation (0: none)
+  int64_t gradReport = 0;    // > 0: log the tensors with the largest gradient norms
 };
 
 /// Limits far above any real run that keep the trainer's arithmetic
@@ -93,6 +94,9 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
                  "Peak TFLOP/s for the MFU column (default: 989.4, H100/H200 dense bf16, on a "
                  "GPU; none on the CPU)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--grad-report", s.gradReport,
+                 "Log the N tensors with the largest gradient norms at each log line (0: off)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
   app.add_flag("--profile", s.profile,
                "Time every kernel and product (synchronizing after each) and print the "
                "breakdown at the end");

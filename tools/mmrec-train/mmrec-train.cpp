@@ -358,6 +358,33 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     double ss = opt.sumSquares(Gs, S);
     comm.allreduceSum(&ss, 1);
     double gnorm = std::sqrt(ss);
+    // Where the gradient norm sits (--grad-report): each tensor's Σg² over
+    // the ranks' shards.
+    std::string gradText;
+    json gradTop = json::array();
+    if (s.gradReport > 0 && (step % s.logInterval == 0 || step == s.steps)) {
+      const auto &ts = layout.tensors();
+      std::vector<double> per(ts.size(), 0.0);
+      for (size_t i = 0; i < ts.size(); ++i) {
+        const int64_t a = std::max(ts[i].offset, lo), b = std::min(ts[i].offset + ts[i].numel, hi);
+        if (a < b)
+          per[i] = opt.sumSquares(Gs + (a - lo), b - a);
+      }
+      comm.allreduceSum(per.data(), int64_t(per.size()));
+      std::vector<size_t> order(ts.size());
+      for (size_t i = 0; i < order.size(); ++i)
+        order[i] = i;
+      const size_t top = std::min(order.size(), size_t(s.gradReport));
+      std::partial_sort(order.begin(), order.begin() + int64_t(top), order.end(),
+                        [&](size_t x, size_t y) { return per[x] > per[y]; });
+      for (size_t k = 0; k < top; ++k) {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "%s%s %.3g", k ? ", " : "", ts[order[k]].name.c_str(),
+                      std::sqrt(per[order[k]]));
+        gradText += buf;
+        gradTop.push_back({{"tensor", ts[order[k]].name}, {"norm", std::sqrt(per[order[k]])}});
+      }
+    }
     double lr = lrAt(s, step);
     bool finite = std::isfinite(loss) && std::isfinite(gnorm);
     if (finite) {
@@ -411,6 +438,12 @@ int run(Settings s, mmrec::dist::Comm &comm) {
       rec["mfu"] = mfu;
     if (gpu)
       rec["gpu_used_mib"] = gpuUsedMiB();
+    if (!gradTop.empty()) {
+      rec["grad_norms_top"] = gradTop;
+      if (lead)
+        std::printf("grads  %6lld | largest norms: %s\n", static_cast<long long>(step),
+                    gradText.c_str());
+    }
     if (measured)
       rec["comm"] = {{"reductions", sync->lastOverlap().buckets},
                      {"done_at_backward_end", sync->lastOverlap().doneAtBackwardEnd},

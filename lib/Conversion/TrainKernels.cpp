@@ -1184,12 +1184,92 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           }
         });
       });
-  // The MDI write of one token, given its write address w (B, G, M) — from
-  // mdi_write_fwd with T = 1, whose GPU variant spreads each softmax over a
-  // warp: nacc += w, Pacc += w·v. With close = 1 the chunk is applied to the
-  // memory: logβ = clamp(n·logσ(μ), lo, 0), Mem = β·Mem + (1 − β)·P/max(n, 1e-6),
-  // and the accumulators restart. The read of a token is mdi_read_fwd with
-  // T = 1 and the carried memory as mem0.
+  // The MDI of one token, per (row, group): the read y2 = Σ_s a_s Mem[s],
+  // a = softmax_s(q·S_s/√d), over the memory as it stood before the token's
+  // chunk, and the write address w = softmax_s(k·S_s/√d) (B, G, M) that
+  // decode_mdi_update applies. On the GPU one block of 256 threads per
+  // (row, group): the slots' dot products split over the threads, the
+  // softmaxes reduced through shuffles and shared memory, y2's channels
+  // split over the threads (a warp per (row, group) would leave the GPU
+  // idle at batch 1: 8 warps at the 7B shapes).
+  add("decode_mdi", {"q", "k", "S", "Mem", "w", "y2"}, {"B"}, [=](K &k, Args &a) {
+    if (!k.gpu) {
+      k.par({a["B"], k.idx(G)}, [&](ArrayRef<Value> bg) {
+        Value bi = bg[0], g = bg[1];
+        Value wb = k.muli(k.addi(k.muli(bi, k.idx(G)), g), k.idx(M));
+        Value xb = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
+        // The read address goes through w (overwritten by the write's).
+        slotAddress(k, a["q"], a["S"], xb, g, a["w"], wb);
+        k.loop(d, [&](Value j) {
+          Value y = k.sum(M, [&](Value s) {
+            return k.mul(k.ld(a["w"], k.addi(wb, s)),
+                         k.ld(a["Mem"], k.addi(k.muli(k.addi(wb, s), k.idx(d)), j)));
+          });
+          k.st(y, a["y2"], k.addi(xb, j));
+        });
+        slotAddress(k, a["k"], a["S"], xb, g, a["w"], wb);
+      });
+      return;
+    }
+    constexpr int64_t kT = 256, kW = kT / 32;
+    k.blocks(k.muli(a["B"], k.idx(G)), kT, {M, kW}, [&](Value blk, Value tid, ArrayRef<Value> sm) {
+      Value sc = sm[0], red = sm[1];
+      Value bi = k.divui(blk, k.idx(G)), g = k.remui(blk, k.idx(G));
+      Value warp = k.divui(tid, k.idx(32)), lane = k.remui(tid, k.idx(32));
+      Value wb = k.muli(blk, k.idx(M));
+      Value xb = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
+      auto reduce = [&](Value v, bool isMax) {
+        Value r = isMax ? k.warpMax(v) : k.warpSum(v);
+        k.ifThen(k.cmpi(arith::CmpIPredicate::eq, lane, k.idx(0)), [&] { k.st(r, red, warp); });
+        k.barrier();
+        Value all = isMax ? k.maxOver(k.idx(0), k.idx(kW), [&](Value i) { return k.ld(red, i); })
+                          : k.sum(k.idx(0), k.idx(kW), [&](Value i) { return k.ld(red, i); });
+        k.barrier();
+        return all;
+      };
+      // sc ← softmax_s(x·S_s/√d) over the block; returns nothing.
+      auto softmax = [&](Value x) {
+        Value mx = k.fold(
+            tid, k.idx(M), k.cst(-INFINITY),
+            [&](Value s) {
+              Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
+              Value dot = k.sum(d, [&](Value j) {
+                return k.mul(k.ld(x, k.addi(xb, j)), k.ld(a["S"], k.addi(sb, j)));
+              });
+              Value v = k.mul(dot, k.cst(invSqrtD));
+              k.st(v, sc, s);
+              return v;
+            },
+            [&](Value acc, Value v) { return k.max(acc, v); }, kT);
+        Value m = reduce(mx, true);
+        Value z = k.fold(
+            tid, k.idx(M), k.cst(0.0),
+            [&](Value s) {
+              Value e = k.exp(k.sub(k.ld(sc, s), m));
+              k.st(e, sc, s);
+              return e;
+            },
+            [&](Value acc, Value v) { return k.add(acc, v); }, kT);
+        Value inv = k.div(k.cst(1.0), reduce(z, false));
+        k.loop(tid, k.idx(M), [&](Value s) { k.st(k.mul(k.ld(sc, s), inv), sc, s); }, kT);
+        k.barrier();
+      };
+      softmax(a["q"]);
+      k.loop(tid, k.idx(d), [&](Value j) {
+        Value y = k.sum(M, [&](Value s) {
+          return k.mul(k.ld(sc, s), k.ld(a["Mem"], k.addi(k.muli(k.addi(wb, s), k.idx(d)), j)));
+        });
+        k.st(y, a["y2"], k.addi(xb, j));
+      }, kT);
+      k.barrier(); // every thread is done with the read address
+      softmax(a["k"]);
+      k.loop(tid, k.idx(M), [&](Value s) { k.st(k.ld(sc, s), a["w"], k.addi(wb, s)); }, kT);
+    });
+  });
+  // The MDI write of one token, given its write address w (B, G, M) from
+  // decode_mdi: nacc += w, Pacc += w·v. With close = 1 the chunk is applied
+  // to the memory: logβ = clamp(n·logσ(μ), lo, 0),
+  // Mem = β·Mem + (1 − β)·P/max(n, 1e-6), and the accumulators restart.
   add("decode_mdi_update", {"w", "v", "mu", "nacc", "Pacc", "Mem"}, {"B", "close"},
       [=](K &k, Args &a) {
         Value closing = k.cmpi(arith::CmpIPredicate::ne, a["close"], k.idx(0));

@@ -197,6 +197,10 @@ std::vector<KernelSpec> kernelSpecs() {
        [](const Sizes &s) {
          return std::vector<int64_t>{s.B, s.T % s.nCmax, 1 + s.T % 5, int64_t(s.T % 2)};
        }},
+      {"decode_mdi",
+       {{"q", BD, K::In}, {"k", BD, K::In}, {"S", GMd, K::In}, {"Mem", mem, K::In},
+        {"w", BGM, K::Out}, {"y2", BD, K::Out}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.B}; }},
       {"decode_mdi_update",
        {{"w", BGM, K::Pos}, {"v", BD, K::In}, {"mu", GM, K::In}, {"nacc", BGM, K::Pos},
         {"Pacc", mem, K::InOut}, {"Mem", mem, K::InOut}},
@@ -419,6 +423,14 @@ TEST(TrainKernelsGpu, TinyPerHeadMatchesCpu) {
 TEST(TrainKernelsGpu, SevenBWidthsMatchCpu) {
   REQUIRE_GPU();
   checkModel("mmrec-7b", {{1, 40}, {2, 130}}, std::random_device{}());
+}
+
+// The decoding kernels at mmrec-7b's widths (M 1024: four slots a thread
+// in decode_mdi's blocks), batch 1 and 3.
+TEST(TrainKernelsGpu, SevenBDecodeMatchesCpu) {
+  REQUIRE_GPU();
+  checkModel("mmrec-7b", {{1, 130}, {3, 7}}, std::random_device{}(),
+             {"decode_mdi", "decode_mdi_update", "decode_level1", "decode_level1_push"});
 }
 
 // mmrec-small's level-0 recurrence at training shapes (D 768, dense gate):

@@ -52,8 +52,6 @@ Generator::Generator(KernelLibrary &lib, const ParamLayout &layout, int64_t B)
     resize(*v, B * F);
   resize(logits_, B * c_.V);
   resize(slots_, B * G * M);
-  resize(lb_, B * G * M);
-  resize(wu_, B * G * M * d);
   logitsHost_.assign(size_t(B * c_.V), 0.0f);
   tok_.reset(dev_, B);
   sync_.reset(dev_, B);
@@ -76,7 +74,7 @@ int64_t Generator::stateBytes() const {
       n += v->size();
   for (const auto *v : {&x_, &u_, &rstd_, &q_, &k_, &v_, &z_, &ua_, &pre_, &ell_, &hs_, &hfin_,
                         &y1_, &y2_, &hrstd_, &o_, &x1_, &u2_, &f1_, &f3_, &g_, &xf_, &logits_,
-                        &slots_, &lb_, &wu_})
+                        &slots_})
     n += v->size();
   return n * 4;
 }
@@ -116,14 +114,10 @@ const std::vector<float> &Generator::step(const float *P, const int32_t *tokens)
          Arr(sync_), B, int64_t(1));
     s.h.swap(hfin_);
     lib_("decode_level1", Arr(q_), Arr(s.K1), Arr(s.V1), Arr(y1_), B, chunk);
-    // The read and the write address of one token are the training kernels
-    // with T = 1 (the carried memory is the state before the token's chunk).
-    lib_("mdi_read_fwd", Arr(q_), W("S"), Arr(s.mem), Arr(s.mem), Arr(slots_), Arr(y2_), B,
-         int64_t(1));
+    // The MDI read (the memory before this token's chunk) and write address.
+    lib_("decode_mdi", Arr(q_), Arr(k_), W("S"), Arr(s.mem), Arr(slots_), Arr(y2_), B);
     lib_("decode_level1_push", Arr(k_), Arr(v_), Arr(s.ksum), Arr(s.vsum), Arr(s.K1), Arr(s.V1), B,
          chunk, C, close);
-    lib_("mdi_write_fwd", Arr(k_), Arr(v_), W("S"), W("mu"), Arr(slots_), Arr(lb_), Arr(wu_), B,
-         int64_t(1));
     lib_("decode_mdi_update", Arr(slots_), Arr(v_), W("mu"), Arr(s.nacc), Arr(s.pacc), Arr(s.mem),
          B, close);
     lib_("combine_fwd", Arr(hs_), Arr(y1_), Arr(y2_), W("rho"), Arr(hrstd_), Arr(o_), B);

@@ -1222,8 +1222,13 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         Value r = isMax ? k.warpMax(v) : k.warpSum(v);
         k.ifThen(k.cmpi(arith::CmpIPredicate::eq, lane, k.idx(0)), [&] { k.st(r, red, warp); });
         k.barrier();
-        Value all = isMax ? k.maxOver(k.idx(0), k.idx(kW), [&](Value i) { return k.ld(red, i); })
-                          : k.sum(k.idx(0), k.idx(kW), [&](Value i) { return k.ld(red, i); });
+        // One scalar load a lane and a second shuffle reduction (a loop over
+        // red[0..8) is vectorized by LLVM into 16-byte shared loads that the
+        // 4-byte alignment of the workgroup buffer does not allow).
+        Value mine = k.ld(red, k.minui(lane, k.idx(kW - 1)));
+        Value live = k.cmpi(arith::CmpIPredicate::ult, lane, k.idx(kW));
+        mine = k.select(live, mine, k.cst(isMax ? -INFINITY : 0.0));
+        Value all = isMax ? k.warpMax(mine) : k.warpSum(mine);
         k.barrier();
         return all;
       };

@@ -19,7 +19,8 @@
 namespace mmrec::train {
 
 struct Settings {
-  std::string model, kernels, data, out, checkpoint, device = "auto", collectives = "auto";
+  std::string model, kernels, data, out, checkpoint, device = "auto", collectives = "auto",
+      optimizerStates = "fp32";
   double distTimeout = 600; // seconds without progress before a multi-rank job ends (0: never)
   int64_t steps = 600, batch = 16, seqLen = 128, warmup = 50, gradAccum = 1;
   double lr = 3e-3, minLr = 3e-4, weightDecay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
@@ -46,6 +47,9 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
   app.add_option("--model", s.model, "Model file (.mlir); compiled with mmrec-compile");
   app.add_option("--kernels", s.kernels, "A training manifest (NAME.train.json) instead of --model");
   app.add_option("--device", s.device, "auto (the GPU when there is one), cpu or gpu");
+  app.add_option("--optimizer-states", s.optimizerStates,
+                 "AdamW's m and v in fp32 (default) or bf16 (8 bytes of weights and state a "
+                 "parameter: the 7B model on an 80 GB GPU)");
   app.add_option("--collectives", s.collectives,
                  "Data parallel: auto (NCCL for GPU ranks when libnccl.so.2 loads, MPI "
                  "otherwise), nccl (also with one rank) or mpi");
@@ -125,6 +129,9 @@ inline void validateSettings(const Settings &s) {
                                            (std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf"));
   if (s.device != "auto" && s.device != "cpu" && s.device != "gpu")
     throw CLI::ValidationError("--device", "must be auto, cpu or gpu, got '" + s.device + "'");
+  if (s.optimizerStates != "fp32" && s.optimizerStates != "bf16")
+    throw CLI::ValidationError("--optimizer-states",
+                               "must be fp32 or bf16, got '" + s.optimizerStates + "'");
   if (s.collectives != "auto" && s.collectives != "nccl" && s.collectives != "mpi")
     throw CLI::ValidationError("--collectives",
                                "must be auto, nccl or mpi, got '" + s.collectives + "'");

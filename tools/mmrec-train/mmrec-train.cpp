@@ -52,7 +52,8 @@ json toJson(const Settings &s) {
           {"lr", s.lr},           {"min_lr", s.minLr},    {"weight_decay", s.weightDecay},
           {"beta1", s.beta1},     {"beta2", s.beta2},     {"clip", s.clip},
           {"seed", s.seed},       {"eval_interval", s.evalInterval}, {"recompute", s.recompute},
-          {"eval_tokens", s.evalTokens}, {"tf32", s.tf32}, {"device", s.device}};
+          {"eval_tokens", s.evalTokens}, {"tf32", s.tf32}, {"device", s.device},
+          {"optimizer_states", s.optimizerStates}};
 }
 
 std::string selfDir() {
@@ -241,7 +242,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   // (on a GPU it synchronizes) and always on CPU ranks (it costs nothing).
   if (sync)
     sync->setMeasure(s.profile || (!gpu && W > 1));
-  AdamW opt(lib, layout, lo, hi);
+  AdamW opt(lib, layout, lo, hi, s.optimizerStates == "bf16");
   AdamWConfig oc;
   oc.beta1 = float(s.beta1);
   oc.beta2 = float(s.beta2);

@@ -143,6 +143,7 @@ private:
 };
 using FBuf = Buffer<float>;
 using IBuf = Buffer<int32_t>;
+using HBuf = Buffer<uint16_t>; // bf16 bits
 
 /// A 1-D array argument of a kernel.
 struct Arr {
@@ -154,6 +155,7 @@ struct Arr {
   Arr(std::vector<int32_t> &v) : p(v.data()), n(int64_t(v.size())) {}
   Arr(FBuf &v) : p(v.data()), n(v.size()) {}
   Arr(IBuf &v) : p(v.data()), n(v.size()) {}
+  Arr(uint16_t *p, int64_t n) : p(p), n(n) {}
 };
 
 /// Wall time per kernel and per product class, when enabled: each timed
@@ -399,16 +401,24 @@ struct AdamWConfig {
 /// loading them).
 class AdamW {
 public:
-  AdamW(KernelLibrary &lib, const ParamLayout &layout, int64_t lo = 0, int64_t hi = -1);
+  /// `bf16States`: m and v stored in bf16 (the `adamw_bf16` kernel), on
+  /// either device; m and v (fp32) then exist only around checkpoints.
+  AdamW(KernelLibrary &lib, const ParamLayout &layout, int64_t lo = 0, int64_t hi = -1,
+        bool bf16States = false);
   /// √Σ g² over `grads` (the `sumsq` kernel); CPU only.
   double gradNorm(std::vector<float> &grads);
   /// Σ g² over the first n elements of `grads` (on the library's device).
   double sumSquares(const float *grads, int64_t n);
-  /// GPU: device moments → m, v; m, v → device moments. No-ops on the CPU.
-  /// GPU: frees the host copies (after a checkpoint is written or read).
-  void dropHostState();
+  /// The moments where they live (device, or bf16) → m, v (fp32); m, v →
+  /// there. No-ops for fp32 states on the CPU (m, v are the state).
   void pullState();
   void pushState();
+  /// Frees m, v where they are copies (GPU or bf16 states), after a
+  /// checkpoint is written or read.
+  void dropHostState();
+  bool bf16States() const { return bf16_; }
+  /// Bytes of optimizer state (m and v).
+  int64_t stateBytes() const { return 2 * (hi_ - lo_) * (bf16_ ? 2 : 4); }
   /// One update at step `t` (1-based) with learning rate `lr` of params[lo,
   /// hi) from grads[0, hi − lo) (the shard's gradients); gradients are
   /// multiplied by `gradScale` first (clipping).
@@ -427,7 +437,9 @@ private:
   const ParamLayout &layout_;
   int64_t lo_, hi_;
   rt::DeviceKind dev_;
+  bool bf16_ = false;
   FBuf md_, vd_, hp_, out_; // GPU moments; hyper-parameters per tensor; Σx²
+  HBuf m16_, v16_;          // bf16 moments (either device)
 };
 
 } // namespace mmrec::train

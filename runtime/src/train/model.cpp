@@ -389,19 +389,23 @@ void Model::backward(const float *P, float *Gr, float scale) {
   }
 }
 
-AdamW::AdamW(KernelLibrary &lib, const ParamLayout &layout, int64_t lo, int64_t hi)
-    : lib_(lib), layout_(layout), lo_(lo), hi_(hi < 0 ? layout.numel() : hi), dev_(lib.device()) {
+AdamW::AdamW(KernelLibrary &lib, const ParamLayout &layout, int64_t lo, int64_t hi,
+             bool bf16States)
+    : lib_(lib), layout_(layout), lo_(lo), hi_(hi < 0 ? layout.numel() : hi), dev_(lib.device()),
+      bf16_(bf16States) {
   if (lo_ < 0 || lo_ > hi_ || hi_ > layout.numel())
     throw Error("AdamW: shard [" + std::to_string(lo_) + ", " + std::to_string(hi_) +
                 ") is outside the " + std::to_string(layout.numel()) + " parameters");
-  // On the GPU the host copies exist only while a checkpoint is written or
-  // read (pullState / loadCheckpoint): 8 bytes a parameter of host memory
-  // that a 7B model cannot spare.
-  if (dev_ == DeviceKind::cpu) {
+  // On the GPU, or with bf16 states, the host copies m, v exist only while a
+  // checkpoint is written or read (pullState / loadCheckpoint): 8 bytes a
+  // parameter of host memory that a 7B model cannot spare.
+  if (bf16_) {
+    m16_.reset(dev_, hi_ - lo_);
+    v16_.reset(dev_, hi_ - lo_);
+  } else if (dev_ == DeviceKind::cpu) {
     m.assign(size_t(hi_ - lo_), 0.0f);
     v.assign(size_t(hi_ - lo_), 0.0f);
-  }
-  if (dev_ == DeviceKind::gpu) {
+  } else {
     md_.reset(dev_, hi_ - lo_);
     vd_.reset(dev_, hi_ - lo_);
   }
@@ -410,6 +414,17 @@ AdamW::AdamW(KernelLibrary &lib, const ParamLayout &layout, int64_t lo, int64_t 
 }
 
 void AdamW::pullState() {
+  const int64_t n = hi_ - lo_;
+  if (bf16_) {
+    std::vector<uint16_t> h(static_cast<size_t>(n));
+    for (auto [buf, out] : {std::pair<HBuf *, std::vector<float> *>{&m16_, &m}, {&v16_, &v}}) {
+      buf->download(h.data(), n);
+      out->resize(size_t(n));
+      for (int64_t i = 0; i < n; ++i)
+        (*out)[size_t(i)] = mmrec::rt::fromBF16(h[size_t(i)]);
+    }
+    return;
+  }
   if (dev_ != DeviceKind::gpu)
     return;
   m.resize(size_t(md_.size()));
@@ -419,16 +434,28 @@ void AdamW::pullState() {
 }
 
 void AdamW::pushState() {
+  const int64_t n = hi_ - lo_;
+  if (bf16_ || dev_ == DeviceKind::gpu)
+    if (int64_t(m.size()) != n || int64_t(v.size()) != n)
+      throw Error("AdamW::pushState: the host state has " + std::to_string(m.size()) +
+                  " elements, the shard " + std::to_string(n));
+  if (bf16_) {
+    std::vector<uint16_t> h(static_cast<size_t>(n));
+    for (auto [buf, in] : {std::pair<HBuf *, std::vector<float> *>{&m16_, &m}, {&v16_, &v}}) {
+      for (int64_t i = 0; i < n; ++i)
+        h[size_t(i)] = mmrec::rt::toBF16((*in)[size_t(i)]);
+      buf->upload(h.data(), n);
+    }
+    return;
+  }
   if (dev_ != DeviceKind::gpu)
     return;
-  if (int64_t(m.size()) != md_.size() || int64_t(v.size()) != vd_.size())
-    throw Error("AdamW::pushState: the host state has " + std::to_string(m.size()) +
-                " elements, the shard " + std::to_string(md_.size()));
   md_.upload(m.data(), md_.size());
   vd_.upload(v.data(), vd_.size());
 }
+
 void AdamW::dropHostState() {
-  if (dev_ != DeviceKind::gpu)
+  if (dev_ != DeviceKind::gpu && !bf16_)
     return;
   std::vector<float>().swap(m);
   std::vector<float>().swap(v);
@@ -461,8 +488,8 @@ void AdamW::step(float *params, const float *grads, int64_t t, float lr, float g
     std::copy(row, row + 8, hp.begin() + 8 * int64_t(i));
   }
   hp_.upload(hp.data(), int64_t(hp.size()));
-  float *M = dev_ == DeviceKind::gpu ? md_.data() : m.data();
-  float *Vv = dev_ == DeviceKind::gpu ? vd_.data() : v.data();
+  float *M = bf16_ ? nullptr : dev_ == DeviceKind::gpu ? md_.data() : m.data();
+  float *Vv = bf16_ ? nullptr : dev_ == DeviceKind::gpu ? vd_.data() : v.data();
   for (size_t i = 0; i < ts.size(); ++i) {
     const ParamInfo &p = ts[i];
     // The part of this tensor inside the shard.
@@ -470,7 +497,12 @@ void AdamW::step(float *params, const float *grads, int64_t t, float lr, float g
     if (a >= b)
       continue;
     const int64_t n = b - a, s = a - lo_;
-    lib_("adamw", Arr(params + a, n), Arr(const_cast<float *>(grads) + s, n), Arr(M + s, n),
-         Arr(Vv + s, n), Arr(hp_.data() + 8 * int64_t(i), 8), n);
+    if (bf16_)
+      lib_("adamw_bf16", Arr(params + a, n), Arr(const_cast<float *>(grads) + s, n),
+           Arr(m16_.data() + s, n), Arr(v16_.data() + s, n), Arr(hp_.data() + 8 * int64_t(i), 8),
+           n);
+    else
+      lib_("adamw", Arr(params + a, n), Arr(const_cast<float *>(grads) + s, n), Arr(M + s, n),
+           Arr(Vv + s, n), Arr(hp_.data() + 8 * int64_t(i), 8), n);
   }
 }

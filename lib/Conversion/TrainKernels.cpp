@@ -1115,12 +1115,16 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   // --- AdamW (decoupled weight decay), hp = [lr, β1, β2, ε, wd, 1/(1−β1^t),
   // 1/(1−β2^t), gscale]: g' = g·gscale; m = β1 m + (1−β1) g'; v = β2 v + (1−β2) g'²;
   // p −= lr·(m·bc1 / (√(v·bc2) + ε) + wd·p).
+  // The hyper-parameters and the scaled gradient g' of element i.
+  auto adamIn = [](K &k, Args &a, Value i, Value (&h)[8]) {
+    for (int e = 0; e < 8; ++e)
+      h[e] = k.ld(a["hp"], k.idx(e));
+    return k.mul(k.ld(a["g"], i), h[7]);
+  };
   add("adamw", {"p", "g", "m", "v", "hp"}, {"n"}, [=](K &k, Args &a) {
     k.par(a["n"], [&](Value i) {
       Value h[8];
-      for (int e = 0; e < 8; ++e)
-        h[e] = k.ld(a["hp"], k.idx(e));
-      Value g = k.mul(k.ld(a["g"], i), h[7]);
+      Value g = adamIn(k, a, i, h);
       Value m = k.add(k.mul(h[1], k.ld(a["m"], i)), k.mul(k.sub(k.cst(1.0), h[1]), g));
       Value v = k.add(k.mul(h[2], k.ld(a["v"], i)), k.mul(k.sub(k.cst(1.0), h[2]), k.mul(g, g)));
       k.st(m, a["m"], i);
@@ -1136,9 +1140,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   add("adamw_bf16", {"p", "g", "m16", "v16", "hp"}, {"n"}, [=](K &k, Args &a) {
     k.par(a["n"], [&](Value i) {
       Value h[8];
-      for (int e = 0; e < 8; ++e)
-        h[e] = k.ld(a["hp"], k.idx(e));
-      Value g = k.mul(k.ld(a["g"], i), h[7]);
+      Value g = adamIn(k, a, i, h);
       Value m0 = arith::ExtFOp::create(k.b, k.f32, k.ld(a["m16"], i));
       Value v0 = arith::ExtFOp::create(k.b, k.f32, k.ld(a["v16"], i));
       Value m = k.add(k.mul(h[1], m0), k.mul(k.sub(k.cst(1.0), h[1]), g));

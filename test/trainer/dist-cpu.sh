@@ -82,55 +82,46 @@ for a, b in zip(ref[3:], m):
 print("ok: r41: the 4-rank checkpoint of step 3 continues on 1 rank with the same losses")
 PY
 
-# A rank killed mid-run ends the job, and the last checkpoint stays loadable.
-"${MPI[@]}" -np 2 "$BIN/mmrec-train" --kernels "$WORK/k/mmrec-tiny.train.json" --data "$WORK/data" \
-  --seq-len 32 --batch 2 --steps 100000 --warmup 1 --ckpt-interval 2 --eval-interval 100000 \
-  --out "$WORK/kill" > "$WORK/kill.log" 2>&1 &
-job=$!
-for i in $(seq 100); do
-  [ -n "$(ls -d "$WORK"/kill/checkpoints/step-???????? 2>/dev/null)" ] && break
-  sleep 0.2
-done
-victim=$(pgrep -f -- "--out $WORK/kill" | grep -v "^$job\$" | while read -r p; do
-  [ "$(ps -o comm= -p "$p")" = "mmrec-train" ] && echo "$p"; done | tail -1)
-[ -n "$victim" ] || fail "no rank process to kill: $(cat "$WORK/kill.log")"
-kill -9 "$victim"
-start=$(date +%s)
-rc=0
-timeout 60 tail --pid="$job" -f /dev/null || fail "the job did not end within 60 s after a rank died"
-wait "$job" || rc=$?
-[ "$rc" -ne 0 ] || fail "the job exited 0 although a rank died"
-echo "ok: a dead rank ended the job (exit $rc) in $(( $(date +%s) - start )) s"
-ck=$(ls -d "$WORK"/kill/checkpoints/step-???????? | tail -1)
-"$BIN/mmrec-train" --kernels "$WORK/k/mmrec-tiny.train.json" --data "$WORK/data" --seq-len 32 \
-  --batch 2 --eval-tokens 256 --eval-only --checkpoint "$ck" >/dev/null || fail "$ck does not load"
-echo "ok: the last checkpoint ($ck) loads"
+# Starts an endless 2-rank run into $WORK/$1 (more flags after it) in the
+# background, waits for its first checkpoint, sends signal $SIG to one of
+# its ranks, and checks that the whole job ends (non-zero, within 60 s) and
+# that its last checkpoint loads. Sets $log.
+disturb() {
+  local name=$1 sig=$2
+  shift 2
+  log="$WORK/$name.log"
+  "${MPI[@]}" -np 2 "$BIN/mmrec-train" --kernels "$WORK/k/mmrec-tiny.train.json" --data "$WORK/data" \
+    --seq-len 32 --batch 2 --steps 100000 --warmup 1 --ckpt-interval 2 --eval-interval 100000 \
+    --out "$WORK/$name" "$@" > "$log" 2>&1 &
+  local job=$! i victim start rc=0
+  for i in $(seq 100); do
+    [ -n "$(ls -d "$WORK/$name"/checkpoints/step-???????? 2>/dev/null)" ] && break
+    sleep 0.2
+  done
+  victim=$(pgrep -f -- "--out $WORK/$name" | grep -v "^$job\$" | while read -r p; do
+    [ "$(ps -o comm= -p "$p")" = "mmrec-train" ] && echo "$p"; done | tail -1)
+  [ -n "$victim" ] || fail "$name: no rank process to signal: $(cat "$log")"
+  kill -"$sig" "$victim"
+  start=$(date +%s)
+  timeout 60 tail --pid="$job" -f /dev/null ||
+    { kill -9 "$victim"; fail "$name: the job did not end within 60 s after SIG$sig to a rank"; }
+  wait "$job" || rc=$?
+  kill -9 "$victim" 2>/dev/null || true
+  [ "$rc" -ne 0 ] || fail "$name: the job exited 0 after SIG$sig to a rank"
+  echo "ok: $name: SIG$sig to a rank ended the job (exit $rc) in $(( $(date +%s) - start )) s"
+  local ck
+  ck=$(ls -d "$WORK/$name"/checkpoints/step-???????? | tail -1)
+  "$BIN/mmrec-train" --kernels "$WORK/k/mmrec-tiny.train.json" --data "$WORK/data" --seq-len 32 \
+    --batch 2 --eval-tokens 256 --eval-only --checkpoint "$ck" >/dev/null || fail "$ck does not load"
+  echo "ok: $name: the last checkpoint ($ck) loads"
+}
 
+# A rank killed mid-run ends the job, and the last checkpoint stays loadable.
+disturb kill KILL
 # A rank that hangs (stopped with SIGSTOP): its peer waits in a collective,
 # notices no progress for --dist-timeout seconds and ends the job.
-"${MPI[@]}" -np 2 "$BIN/mmrec-train" --kernels "$WORK/k/mmrec-tiny.train.json" --data "$WORK/data" \
-  --seq-len 32 --batch 2 --steps 100000 --warmup 1 --ckpt-interval 2 --eval-interval 100000 \
-  --dist-timeout 5 --out "$WORK/hang" > "$WORK/hang.log" 2>&1 &
-job=$!
-for i in $(seq 100); do
-  [ -n "$(ls -d "$WORK"/hang/checkpoints/step-???????? 2>/dev/null)" ] && break
-  sleep 0.2
-done
-victim=$(pgrep -f -- "--out $WORK/hang" | grep -v "^$job\$" | while read -r p; do
-  [ "$(ps -o comm= -p "$p")" = "mmrec-train" ] && echo "$p"; done | tail -1)
-[ -n "$victim" ] || fail "no rank process to stop: $(cat "$WORK/hang.log")"
-kill -STOP "$victim"
-start=$(date +%s)
-rc=0
-timeout 60 tail --pid="$job" -f /dev/null || { kill -9 "$victim"; fail "the job did not end within 60 s after a rank hung"; }
-wait "$job" || rc=$?
-[ "$rc" -ne 0 ] || fail "the job exited 0 although a rank hung"
-grep -q "no progress for .* (--dist-timeout 5): a peer rank died or hangs during" "$WORK/hang.log" ||
-  fail "no watchdog message: $(cat "$WORK/hang.log")"
-echo "ok: a hanging rank ended the job (exit $rc) in $(( $(date +%s) - start )) s: $(grep -o 'error (rank [0-9]*): no progress[^;]*' "$WORK/hang.log" | head -1)"
-kill -9 "$victim" 2>/dev/null || true
-ck=$(ls -d "$WORK"/hang/checkpoints/step-???????? | tail -1)
-"$BIN/mmrec-train" --kernels "$WORK/k/mmrec-tiny.train.json" --data "$WORK/data" --seq-len 32 \
-  --batch 2 --eval-tokens 256 --eval-only --checkpoint "$ck" >/dev/null || fail "$ck does not load"
-echo "ok: the last checkpoint ($ck) loads"
+disturb hang STOP --dist-timeout 5
+grep -q "no progress for .* (--dist-timeout 5): a peer rank died or hangs during" "$log" ||
+  fail "no watchdog message: $(cat "$log")"
+echo "ok: the watchdog: $(grep -o 'error (rank [0-9]*): no progress[^;]*' "$log" | head -1)"
 echo "dist-cpu: all checks passed"

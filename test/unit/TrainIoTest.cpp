@@ -339,6 +339,11 @@ TEST(TrainIo, ShardedCheckpointsResumeOnOtherRankCounts) {
   j["optimizer_shards"].erase(2);
   spit(tj, j.dump());
   expectError([&] { loadCheckpoint(ck.string(), layout, "", q, &whole); }, "the optimizer shards cover");
+  j = nlohmann::json::parse(state);
+  j["files"]["../outside"] = 0;
+  spit(tj, j.dump());
+  expectError([&] { loadCheckpoint(ck.string(), layout, "", q, &whole); },
+              "is not a plain file name of the checkpoint");
   spit(tj, state);
   loadCheckpoint(ck.string(), layout, "", q, &whole); // intact again
   fs::remove_all(d);

@@ -115,6 +115,12 @@ TrainerState loadCheckpoint(const std::string &path, const ParamLayout &layout,
                             const std::string &modelName, std::vector<float> &params,
                             AdamW *opt);
 
+/// The optimizer part of loadCheckpoint: m and v of the flat range [lo, hi)
+/// (resized to hi − lo) from checkpoint `path` (trainer.json's checksums,
+/// the whole optimizer file or the shards of any rank count).
+void loadOptimizerState(const std::string &path, const ParamLayout &layout, int64_t lo,
+                        int64_t hi, std::vector<float> &m, std::vector<float> &v);
+
 } // namespace mmrec::train
 
 #endif // MMREC_TRAIN_IO_H

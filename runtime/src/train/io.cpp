@@ -403,9 +403,11 @@ std::string mmrec::train::latestCheckpoint(const std::string &dir) {
   return all.empty() ? "" : all.back().second;
 }
 
-TrainerState mmrec::train::loadCheckpoint(const std::string &path, const ParamLayout &layout,
-                                          const std::string &modelName,
-                                          std::vector<float> &params, AdamW *opt) {
+namespace {
+
+/// trainer.json of checkpoint `path`, parsed, with the CRC of every file it
+/// lists (each file must exist and be a plain name inside the checkpoint).
+json readTrainerJson(const std::string &path, std::map<std::string, uint32_t> &crcs) {
   std::string tj = path + "/trainer.json";
   json j;
   try {
@@ -413,67 +415,95 @@ TrainerState mmrec::train::loadCheckpoint(const std::string &path, const ParamLa
   } catch (const json::exception &e) {
     throw Error(tj + ": malformed checkpoint state: " + e.what());
   }
-  TrainerState st;
-  std::map<std::string, uint32_t> crcs;
-  json shards;
   try {
-    if (j.at("format") != "mmrec-checkpoint" || j.at("version") != 1)
+    if (!j.is_object() || j.at("format") != "mmrec-checkpoint" || j.at("version") != 1)
       throw Error(tj + ": not an mmrec checkpoint of version 1");
-    st.step = detail::jsonInt(j.at("step"), tj + ": step");
-    st.seed = detail::jsonUint(j.at("seed"), tj + ": seed");
-    st.model = j.at("model").get<std::string>();
-    st.settings = j.value("settings", json());
-    st.extra = j.value("extra", json());
-    if (!modelName.empty() && st.model != modelName)
-      throw Error(path + ": the checkpoint is of model '" + st.model + "', not '" + modelName + "'");
     for (auto &[file, crc] : j.at("files").items()) {
+      if (file.empty() || file.find('/') != std::string::npos || file == "." || file == "..")
+        throw Error(tj + ": file '" + file + "' is not a plain file name of the checkpoint");
       if (!fs::exists(path + "/" + file))
         throw Error(path + "/" + file + ": listed in trainer.json but missing (the checkpoint is "
                     "incomplete)");
       crcs[file] = uint32_t(detail::jsonUint(crc, tj + ": crc of " + file, 0xffffffffu));
     }
-    if (j.contains("optimizer_shards"))
-      shards = j.at("optimizer_shards");
   } catch (const json::exception &e) {
     throw Error(tj + ": malformed checkpoint state: " + e.what());
   }
-  // Each file is checked against its CRC as it is read.
-  auto readVerified = [&](const std::string &file) {
-    std::string f = path + "/" + file;
-    auto it = crcs.find(file);
-    if (it == crcs.end())
-      throw Error(tj + ": lists no checksum for " + file);
-    std::string s = readFile(f, "checkpoint file");
-    if (crc32(s.data(), s.size()) != it->second)
-      throw Error(f + ": checksum mismatch (the checkpoint is corrupt)");
-    return s;
-  };
-  readLayoutTensors(readVerified("model.safetensors"), path + "/model.safetensors", layout, "",
-                    params);
-  if (!opt)
-    return st;
-  const int64_t lo = opt->lo(), hi = opt->hi(), P = layout.numel();
-  opt->m.resize(size_t(hi - lo));
-  opt->v.resize(size_t(hi - lo));
+  return j;
+}
+
+/// The bytes of checkpoint file `file`, checked against its CRC.
+std::string readVerified(const std::string &path, const std::map<std::string, uint32_t> &crcs,
+                         const std::string &file) {
+  std::string f = path + "/" + file;
+  auto it = crcs.find(file);
+  if (it == crcs.end())
+    throw Error(path + "/trainer.json: lists no checksum for " + file);
+  std::string s = readFile(f, "checkpoint file");
+  if (crc32(s.data(), s.size()) != it->second)
+    throw Error(f + ": checksum mismatch (the checkpoint is corrupt)");
+  return s;
+}
+
+} // namespace
+
+TrainerState mmrec::train::loadCheckpoint(const std::string &path, const ParamLayout &layout,
+                                          const std::string &modelName,
+                                          std::vector<float> &params, AdamW *opt) {
+  const std::string tj = path + "/trainer.json";
+  std::map<std::string, uint32_t> crcs;
+  json j = readTrainerJson(path, crcs);
+  TrainerState st;
+  try {
+    st.step = detail::jsonInt(j.at("step"), tj + ": step");
+    st.seed = detail::jsonUint(j.at("seed"), tj + ": seed");
+    st.model = j.at("model").get<std::string>();
+    st.settings = j.value("settings", json());
+    st.extra = j.value("extra", json());
+  } catch (const json::exception &e) {
+    throw Error(tj + ": malformed checkpoint state: " + e.what());
+  }
+  if (!modelName.empty() && st.model != modelName)
+    throw Error(path + ": the checkpoint is of model '" + st.model + "', not '" + modelName + "'");
+  readLayoutTensors(readVerified(path, crcs, "model.safetensors"), path + "/model.safetensors",
+                    layout, "", params);
+  if (opt)
+    loadOptimizerState(path, layout, opt->lo(), opt->hi(), opt->m, opt->v);
+  return st;
+}
+
+void mmrec::train::loadOptimizerState(const std::string &path, const ParamLayout &layout,
+                                      int64_t lo, int64_t hi, std::vector<float> &mOut,
+                                      std::vector<float> &vOut) {
+  const std::string tj = path + "/trainer.json";
+  const int64_t P = layout.numel();
+  if (lo < 0 || lo > hi || hi > P)
+    throw Error("loadOptimizerState: range [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                ") is outside the " + std::to_string(P) + " parameters");
+  std::map<std::string, uint32_t> crcs;
+  json j = readTrainerJson(path, crcs);
+  mOut.resize(size_t(hi - lo));
+  vOut.resize(size_t(hi - lo));
   if (crcs.count("optimizer.safetensors")) {
     std::vector<float> m, v;
-    std::string bytes = readVerified("optimizer.safetensors");
+    std::string bytes = readVerified(path, crcs, "optimizer.safetensors");
     readLayoutTensors(bytes, path + "/optimizer.safetensors", layout, "m.", m);
     readLayoutTensors(bytes, path + "/optimizer.safetensors", layout, "v.", v);
-    std::copy(m.begin() + lo, m.begin() + hi, opt->m.begin());
-    std::copy(v.begin() + lo, v.begin() + hi, opt->v.begin());
-    return st;
+    std::copy(m.begin() + lo, m.begin() + hi, mOut.begin());
+    std::copy(v.begin() + lo, v.begin() + hi, vOut.begin());
+    return;
   }
-  if (shards.is_null())
+  if (!j.contains("optimizer_shards"))
     throw Error(path + ": the checkpoint has no optimizer state to resume from");
   // Shards of a run on another number of ranks: they must tile [0, P); this
-  // rank reads the ones that meet its range.
+  // range reads the ones it meets.
   struct Shard {
     std::string file;
     int64_t lo, hi;
   };
   std::vector<Shard> list;
   try {
+    const json &shards = j.at("optimizer_shards");
     if (!shards.is_array())
       throw Error(tj + ": optimizer_shards is not an array");
     for (const json &e : shards)
@@ -500,12 +530,11 @@ TrainerState mmrec::train::loadCheckpoint(const std::string &path, const ParamLa
     if (x >= y)
       continue;
     const std::string f = path + "/" + sh.file;
-    std::string bytes = readVerified(sh.file);
+    std::string bytes = readVerified(path, crcs, sh.file);
     SafetensorsView view = parseSafetensors(bytes, f);
     const int64_t n = sh.hi - sh.lo;
     const char *m = tensorData(view, f, "m", {n}), *v = tensorData(view, f, "v", {n});
-    std::memcpy(opt->m.data() + (x - lo), m + 4 * (x - sh.lo), size_t(y - x) * 4);
-    std::memcpy(opt->v.data() + (x - lo), v + 4 * (x - sh.lo), size_t(y - x) * 4);
+    std::memcpy(mOut.data() + (x - lo), m + 4 * (x - sh.lo), size_t(y - x) * 4);
+    std::memcpy(vOut.data() + (x - lo), v + 4 * (x - sh.lo), size_t(y - x) * 4);
   }
-  return st;
 }

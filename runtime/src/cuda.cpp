@@ -321,10 +321,6 @@ void memsetD8(void *dst, unsigned char value, size_t bytes) {
 }
 void synchronize() { check(MMREC_CU_CALL(cuCtxSynchronize)(), "cuCtxSynchronize"); }
 
-int deviceOrdinal() {
-  ensureContext(true);
-  return g_ordinal;
-}
 Stream createStream() {
   ensureContext(true);
   CUstream s = nullptr;

@@ -44,7 +44,6 @@ double medianMs(const std::function<void()> &, int, int) { noGpu("medianMs"); }
 void memInfo(size_t &, size_t &) { noGpu("memInfo"); }
 void copyDeviceToDevice(void *, const void *, size_t) { noGpu("copyDeviceToDevice"); }
 std::string takeLaunchError() { return {}; }
-int deviceOrdinal() { noGpu("deviceOrdinal"); }
 Stream createStream() { noGpu("createStream"); }
 void destroyStream(Stream) {}
 void synchronizeStream(Stream) { noGpu("synchronizeStream"); }

@@ -245,10 +245,7 @@ public:
     t_.barrier();
   }
   void barrier() override { t_.barrier(); }
-  void allreduceSum(float *, int64_t) override { unused(); }
-  void reduceScatterSum(const float *, float *, int64_t) override { unused(); }
   void allgather(const float *, float *, int64_t) override { unused(); }
-  void gather(const float *, float *, int64_t) override { unused(); }
   void broadcast(void *, int64_t, int) override { unused(); }
   void reduceAsync(const float *, float *, int64_t, int) override { unused(); }
   void wait() override { unused(); }

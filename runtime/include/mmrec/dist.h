@@ -28,13 +28,8 @@ public:
   virtual std::string backend() const = 0;
   /// x[i] = Σ_ranks x[i].
   virtual void allreduceSum(double *x, int64_t n) = 0;
-  virtual void allreduceSum(float *x, int64_t n) = 0;
-  /// out (n/size floats) = Σ_ranks in[rank·n/size …); n divisible by size.
-  virtual void reduceScatterSum(const float *in, float *out, int64_t n) = 0;
   /// out (size·n floats) = the n-float shards of every rank, in rank order.
   virtual void allgather(const float *shard, float *out, int64_t n) = 0;
-  /// On rank 0, out (size·n floats) = the n-float shards of every rank.
-  virtual void gather(const float *shard, float *out, int64_t n) = 0;
   virtual void barrier() = 0;
   /// `bytes` of `data` from rank `root` to every rank.
   virtual void broadcast(void *data, int64_t bytes, int root) = 0;

@@ -145,10 +145,6 @@ void copyDeviceToDevice(void *dst, const void *src, size_t bytes);
 /// skipped until it is taken.
 std::string takeLaunchError();
 
-/// The device ordinal this process uses: the launcher's local rank (Open
-/// MPI, Slurm, LOCAL_RANK) modulo the device count, else 0.
-int deviceOrdinal();
-
 /// Streams and events for work beside the default stream (the collectives'
 /// stream). A created stream does not synchronize implicitly with the
 /// default stream: order work with events.

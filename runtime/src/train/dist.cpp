@@ -3,16 +3,16 @@
 #include "mmrec/dist.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <chrono>
 #include <condition_variable>
-#include <deque>
-#include <mutex>
-#include <thread>
+#include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <dlfcn.h>
-#include <type_traits>
+#include <mutex>
 #include <stdexcept>
+#include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "mmrec/runtime.h"
@@ -31,16 +31,10 @@ public:
   int size() const override { return 1; }
   std::string backend() const override { return "single"; }
   void allreduceSum(double *, int64_t) override {}
-  void allreduceSum(float *, int64_t) override {}
-  void reduceScatterSum(const float *in, float *out, int64_t n) override {
-    if (in != out)
-      std::memmove(out, in, size_t(n) * sizeof(float));
-  }
   void allgather(const float *shard, float *out, int64_t n) override {
     if (shard != out)
       std::memmove(out, shard, size_t(n) * sizeof(float));
   }
-  void gather(const float *shard, float *out, int64_t n) override { allgather(shard, out, n); }
   void barrier() override {}
   void broadcast(void *, int64_t, int) override {}
   void reduceAsync(const float *in, float *out, int64_t n, int) override {
@@ -89,26 +83,10 @@ public:
       MPI_Allreduce(MPI_IN_PLACE, x + i, int(std::min(kPiece, n - i)), MPI_DOUBLE, MPI_SUM,
                     MPI_COMM_WORLD);
   }
-  void allreduceSum(float *x, int64_t n) override {
-    for (int64_t i = 0; i < n; i += kPiece)
-      MPI_Allreduce(MPI_IN_PLACE, x + i, int(std::min(kPiece, n - i)), MPI_FLOAT, MPI_SUM,
-                    MPI_COMM_WORLD);
-  }
-  void reduceScatterSum(const float *in, float *out, int64_t n) override {
-    const int64_t shard = n / size_;
-    if (shard > kPiece)
-      throw std::runtime_error("reduceScatterSum: shards above 2^30 elements are not supported");
-    MPI_Reduce_scatter_block(in, out, int(shard), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-  }
   void allgather(const float *shard, float *out, int64_t n) override {
     if (n > kPiece)
       throw std::runtime_error("allgather: shards above 2^30 elements are not supported");
     MPI_Allgather(shard, int(n), MPI_FLOAT, out, int(n), MPI_FLOAT, MPI_COMM_WORLD);
-  }
-  void gather(const float *shard, float *out, int64_t n) override {
-    if (n > kPiece)
-      throw std::runtime_error("gather: shards above 2^30 elements are not supported");
-    MPI_Gather(shard, int(n), MPI_FLOAT, out, int(n), MPI_FLOAT, 0, MPI_COMM_WORLD);
   }
   void barrier() override { MPI_Barrier(MPI_COMM_WORLD); }
   void broadcast(void *data, int64_t bytes, int root) override {
@@ -349,7 +327,6 @@ struct Nccl {
   NcclResult (*getUniqueId)(NcclUniqueId *) = nullptr;
   NcclResult (*commInitRank)(NcclComm *, int, NcclUniqueId, int) = nullptr;
   NcclResult (*commDestroy)(NcclComm) = nullptr;
-  NcclResult (*commAbort)(NcclComm) = nullptr;
   NcclResult (*commGetAsyncError)(NcclComm, NcclResult *) = nullptr;
   const char *(*getErrorString)(NcclResult) = nullptr;
   NcclResult (*reduce)(const void *, void *, size_t, int, int, int, NcclComm, void *) = nullptr;
@@ -378,7 +355,6 @@ struct Nccl {
     load(getUniqueId, "ncclGetUniqueId");
     load(commInitRank, "ncclCommInitRank");
     load(commDestroy, "ncclCommDestroy");
-    load(commAbort, "ncclCommAbort");
     load(commGetAsyncError, "ncclCommGetAsyncError");
     load(getErrorString, "ncclGetErrorString");
     load(reduce, "ncclReduce");

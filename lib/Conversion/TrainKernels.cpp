@@ -206,6 +206,34 @@ struct K {
              });
     });
   }
+  /// Row-parallel loops: body(row, lane) for rows [0, n), one warp per row
+  /// on the GPU (lanes split the row's elements through `rowLoop` and
+  /// `rowSum`, coalesced), one iteration per row on the CPU (lane 0).
+  template <class F> void rows(Value n, F body) {
+    if (gpu && !inLaunch)
+      return warps(n, [&](Value r, Value lane) { body(r, lane); });
+    par(n, [&](Value r) { body(r, idx(0)); });
+  }
+  /// body(j) for this lane's elements j of [0, n) of the row (`rows`).
+  template <class F> void rowLoop(Value lane, Value n, F body) {
+    loop(lane, n, body, gpu ? 32 : 1);
+  }
+  template <class F> void rowLoop(Value lane, int64_t n, F body) { rowLoop(lane, idx(n), body); }
+  /// Σ_j body(j) over the row, on every lane (`rows`).
+  template <class F> Value rowSum(Value lane, Value n, F body) {
+    Value part = fold(lane, n, cst(0.0), body, [&](Value a, Value x) { return add(a, x); },
+                      gpu ? 32 : 1);
+    return gpu ? warpSum(part) : part;
+  }
+  template <class F> Value rowSum(Value lane, int64_t n, F body) {
+    return rowSum(lane, idx(n), body);
+  }
+  /// body() on one lane of the row (`rows`).
+  template <class F> void rowOnce(Value lane, F body) {
+    if (!gpu)
+      return body();
+    ifThen(cmpi(arith::CmpIPredicate::eq, lane, idx(0)), body);
+  }
   /// GPU: the maximum of `v` over the warp.
   Value warpMax(Value v) {
     for (int32_t off = 16; off >= 1; off /= 2)
@@ -335,30 +363,30 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   // --- RMSNorm: y = x·r ⊙ w, r = (mean x² + ε)^−½; rstd[n] = r.
   // dx += r·(dy⊙w − x̂·mean(dy⊙w⊙x̂)), x̂ = x·r;  dw += Σ_n dy ⊙ x̂.
   add("rmsnorm_fwd", {"x", "w", "y", "rstd"}, {"rows"}, [=](K &k, Args &a) {
-    k.par(a["rows"], [&](Value n) {
+    k.rows(a["rows"], [&](Value n, Value lane) {
       Value base = k.muli(n, k.idx(D));
-      Value ss = k.sum(D, [&](Value j) {
+      Value ss = k.rowSum(lane, D, [&](Value j) {
         Value x = k.ld(a["x"], k.addi(base, j));
         return k.mul(x, x);
       });
       Value r = k.div(k.cst(1.0), k.sqrt(k.add(k.mul(ss, k.cst(1.0 / D)), k.cst(eps))));
-      k.st(r, a["rstd"], n);
-      k.loop(D, [&](Value j) {
+      k.rowOnce(lane, [&] { k.st(r, a["rstd"], n); });
+      k.rowLoop(lane, D, [&](Value j) {
         Value i = k.addi(base, j);
         k.st(k.mul(k.mul(k.ld(a["x"], i), r), k.ld(a["w"], j)), a["y"], i);
       });
     });
   });
   add("rmsnorm_bwd", {"x", "w", "rstd", "dy", "dx", "dw"}, {"rows"}, [=](K &k, Args &a) {
-    k.par(a["rows"], [&](Value n) {
+    k.rows(a["rows"], [&](Value n, Value lane) {
       Value base = k.muli(n, k.idx(D));
       Value r = k.ld(a["rstd"], n);
-      Value dot = k.sum(D, [&](Value j) {
+      Value dot = k.rowSum(lane, D, [&](Value j) {
         Value i = k.addi(base, j);
         return k.mul(k.mul(k.ld(a["dy"], i), k.ld(a["w"], j)), k.mul(k.ld(a["x"], i), r));
       });
       Value meanDot = k.mul(dot, k.cst(1.0 / D));
-      k.loop(D, [&](Value j) {
+      k.rowLoop(lane, D, [&](Value j) {
         Value i = k.addi(base, j);
         Value xh = k.mul(k.ld(a["x"], i), r);
         Value dy = k.ld(a["dy"], i);
@@ -505,12 +533,24 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         });
       });
 
-  // --- Level 2, the MDI write. w_t = softmax_s(k_t·S_s/√d) (kept, (B,T,G,M));
-  // per chunk c and slot s: n = Σ_t w, P = Σ_t w v, U = P/max(n, 1e-6),
-  // lb = clamp(n·logσ(μ), lo, 0), wu = (1 − β)·U = −expm1(lb)·U.
+  // --- Level 2 (MDI). Its products — the slot logits x·S_gᵀ, the chunk sums
+  // P_c = w_cᵀ·v_c, the reads a_c·Mem_{c−1} and their gradients — are matrix
+  // products that the runtime runs on cuBLASLt / BLAS (mmrec::train::Model);
+  // these kernels do everything between them:
+  //   slot_softmax            p = softmax_s(logit/√d) per (token, group), in place
+  //   mdi_chunk_fwd           n = Σ_t w, lb = clamp(n·logσ(μ), lo, 0),
+  //                           wu = (1 − β)·P/max(n, 1e-6) per (chunk, group, slot)
+  //   mem_prev                prev_c = Mem_{c−1} (mem0 for c = 0): the state
+  //                           each chunk reads, as one array
+  //   slot_softmax_bwd        dl = p(dp − Σ p dp)/√d, in place (the read)
+  //   mdi_chunk_bwd           dP, dn and dμ from dlb, dwu
+  //   mdi_write_softmax_bwd   the write's dl from dw + dn_{c(t)}, in place
+  //   mem_prev_bwd            dmems_c = dR_{c+1} (0 for the last), dmem0 = dR_0
+  // (w, a: (B, T, G, M); n, lb: (B, nC, G, M); P, wu, mems: (B, nC, G, M, d)).
+  //
+  // out[outBase + s] = softmax_s(x[xBase..]·S[g, s, :]/√d), in place (the
+  // CPU's decode_mdi; no scratch: allocas inside loops would grow the stack).
   auto slotAddress = [=](K &k, Value x, Value S, Value xBase, Value g, Value out, Value outBase) {
-    // out[outBase + s] = softmax_s(x[xBase..]·S[g, s, :]/√d), in place (no
-    // scratch: allocas inside loops would grow the stack every iteration).
     k.loop(M, [&](Value s) {
       Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
       Value dot = k.sum(
@@ -519,48 +559,9 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     });
     softmaxInPlace(k, out, k.idx(M), outBase);
   };
-  // The chunk statistics of (b, c, g, s): n and, in `P`, Σ_t w v.
-  auto chunkStats = [=](K &k, Args &a, Value bi, Value T, Value t0, Value t1, Value g, Value s,
-                        Value P) {
-    auto wAt = [&](Value t) {
-      return k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(bi, T), t), k.idx(G)), g), k.idx(M)), s);
-    };
-    Value n = k.sum(t0, t1, [&](Value t) { return k.ld(a["w"], wAt(t)); });
-    k.loop(d, [&](Value j) {
-      Value pj = k.sum(t0, t1, [&](Value t) {
-        Value vi =
-            k.addi(k.addi(k.muli(k.addi(k.muli(bi, T), t), k.idx(D)), k.muli(g, k.idx(d))), j);
-        return k.mul(k.ld(a["w"], wAt(t)), k.ld(a["v"], vi));
-      });
-      k.st(pj, P, j);
-    });
-    return n;
-  };
-  // --- Warp versions for the GPU: one warp per (token, group), lanes along
-  // the channels j (coalesced), slot s owned by lane s mod 32 (its values
-  // in registers `sc`, R = ⌈M/32⌉ of them per lane).
-  const int64_t R = (M + 31) / 32, Q = (d + 31) / 32;
-  // sc[s/32] on lane s%32 = Σ_j x(j)·row(s, j) over the group's d channels.
-  auto warpSlotReduce = [=](K &k, Value lane, Value sc, auto x, auto row) {
-    k.loop(M, [&](Value s) {
-      Value part = k.fold(
-          lane, k.idx(d), k.cst(0.0), [&](Value j) { return k.mul(x(j), row(s, j)); },
-          [&](Value acc, Value v) { return k.add(acc, v); }, 32);
-      Value tot = k.warpSum(part);
-      k.ifThen(k.cmpi(arith::CmpIPredicate::eq, lane, k.remui(s, k.idx(32))),
-               [&] { k.st(tot, sc, k.divui(s, k.idx(32))); });
-    });
-  };
-  // Row s of S[g] (d channels).
-  auto sRow = [=](K &k, Value S, Value g) {
-    return [=, &k](Value s, Value j) {
-      return k.ld(S, k.addi(k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d)), j));
-    };
-  };
-  // sc[s/32] on lane s%32 = x[xBase..]·S[g, s, :] (unscaled).
-  auto warpSlotDots = [=](K &k, Value x, Value S, Value xBase, Value g, Value lane, Value sc) {
-    warpSlotReduce(k, lane, sc, [&](Value j) { return k.ld(x, k.addi(xBase, j)); }, sRow(k, S, g));
-  };
+  // --- GPU: one warp per row of M slots, slot s owned by lane s mod 32 (its
+  // value in registers `sc`, R = ⌈M/32⌉ of them per lane).
+  const int64_t R = (M + 31) / 32;
   // body(r, s) for the slots this lane owns.
   auto ownSlots = [=](K &k, Value lane, auto body) {
     k.loop(R, [&](Value r) {
@@ -590,352 +591,158 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         },
         [&](Value a, Value v) { return k.add(a, v); });
     Value inv = k.div(k.cst(1.0), k.warpSum(zLoc));
-    ownSlots(k, lane, [&](Value r, Value s) {
-      Value p = k.mul(k.ld(sc, r), inv);
-      k.st(p, sc, r);
-      k.st(p, out, k.addi(outBase, s));
-    });
+    ownSlots(k, lane, [&](Value r, Value s) { k.st(k.mul(k.ld(sc, r), inv), out, k.addi(outBase, s)); });
   };
-  // The value of slot s (held by lane s%32 in sc) on every lane.
-  auto slotValue = [=](K &k, Value sc, Value s) {
-    return k.fromLane(k.ld(sc, k.divui(s, k.idx(32))), k.remui(s, k.idx(32)));
-  };
-  // body(q, j) for the channels j = lane + 32q < d of this lane.
-  auto ownChannels = [=](K &k, Value lane, auto body) {
-    k.loop(Q, [&](Value q) {
-      Value j = k.addi(lane, k.muli(q, k.idx(32)));
-      k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)), [&] { body(q, j); });
-    });
-  };
-  // out(j) for the lane's channels, given Σ_s slot(s)·row(s, j) with the slot
-  // values in sc (a warp-wide product over the slots).
-  auto warpSlotCombine = [=](K &k, Value lane, Value sc, auto row, auto out) {
-    Value acc = k.buf(Q);
-    k.loop(Q, [&](Value q) { k.st(k.cst(0.0), acc, q); });
-    k.loop(M, [&](Value s) {
-      Value v = slotValue(k, sc, s);
-      ownChannels(k, lane, [&](Value q, Value j) {
-        k.st(k.add(k.ld(acc, q), k.mul(v, row(s, j))), acc, q);
-      });
-    });
-    ownChannels(k, lane, [&](Value q, Value j) { out(j, k.ld(acc, q)); });
-  };
-  // One warp per (batch row, token, group) of B·T·G: body(bi, t, g, token
-  // row, offset of its d channels in (B,T,D), offset of its M slots, lane).
-  auto warpTokens = [=](K &k, Value B, Value T, auto body) {
-    k.warps(k.muli(k.muli(B, T), k.idx(G)), [&](Value w, Value lane) {
-      Value g = k.remui(w, k.idx(G)), bt = k.divui(w, k.idx(G));
-      Value bi = k.divui(bt, T), t = k.remui(bt, T), row = bt;
-      Value xb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-      Value sb = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
-      body(bi, t, g, row, xb, sb, lane);
-    });
-  };
-  // sc ← dl = p(dp − Σ p dp)/√d from sc = dp and p = prob(s); dl written to
-  // out[outBase + s].
-  auto warpSoftmaxBackward = [=](K &k, Value lane, Value sc, auto prob, Value out,
-                                 Value outBase) {
-    Value loc = k.fold(
-        k.idx(0), k.idx(R), k.cst(0.0),
-        [&](Value r) {
-          Value s = k.addi(lane, k.muli(r, k.idx(32)));
-          Value ok = k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M));
-          return k.select(ok, k.mul(prob(k.select(ok, s, k.idx(0))), k.ld(sc, r)), k.cst(0.0));
-        },
-        [&](Value x, Value v) { return k.add(x, v); });
-    Value pdp = k.warpSum(loc);
-    ownSlots(k, lane, [&](Value r, Value s) {
-      Value v = k.mul(k.mul(prob(s), k.sub(k.ld(sc, r), pdp)), k.cst(invSqrtD));
-      k.st(v, sc, r);
-      k.st(v, out, k.addi(outBase, s));
-    });
-  };
-
-  // Offsets of (bi, token t): w/a rows (G·M per token) and k/v/q rows (D).
-  auto slotOf = [=](K &k, Value bi, Value nC, Value ch, Value g, Value s) {
-    return k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G)), g), k.idx(M)), s);
-  };
-  // Per (batch row, chunk, group, slot), in parallel: the chunk's tokens
-  // [t0, t1), write mass n and Σ_t w v (in P), the slot's μ and logσ(μ).
-  struct ChunkSlot {
-    Value bi, ch, g, s, t0, t1, n, P, slot, mu, ls;
-  };
-  auto parChunkSlots = [=](K &k, Args &a, Value T, Value nC, auto body) {
-    k.par({a["B"], nC, k.idx(G), k.idx(M)}, [&](ArrayRef<Value> i) {
-      ChunkSlot cs;
-      cs.bi = i[0], cs.ch = i[1], cs.g = i[2], cs.s = i[3];
-      cs.P = k.buf(d);
-      cs.t0 = k.muli(cs.ch, k.idx(C)), cs.t1 = chunkEnd(k, T, cs.ch);
-      cs.n = chunkStats(k, a, cs.bi, T, cs.t0, cs.t1, cs.g, cs.s, cs.P);
-      cs.slot = slotOf(k, cs.bi, nC, cs.ch, cs.g, cs.s);
-      cs.mu = k.ld(a["mu"], k.addi(k.muli(cs.g, k.idx(M)), cs.s));
-      cs.ls = k.logSigmoid(cs.mu);
-      body(cs);
-    });
-  };
-  add("mdi_write_fwd", {"k", "v", "S", "mu", "w", "lb", "wu"}, {"B", "T"}, [=](K &k, Args &a) {
-    Value T = a["T"], nC = numChunks(k, T);
+  // out[outBase + s] = p_s(dp_s − Σ p dp)/√d for the row at `base` of the
+  // probabilities p and the upstream gradient dp(s) (in place when out is
+  // dp's array): a warp per row on the GPU, a loop on the CPU.
+  auto softmaxBackwardRow = [=](K &k, Value lane, Value p, Value base, auto dp, Value out) {
     if (k.gpu) {
-      warpTokens(k, a["B"], T, [&](Value, Value, Value g, Value, Value kb, Value wb, Value lane) {
-        Value sc = k.buf(R);
-        warpSlotDots(k, a["k"], a["S"], kb, g, lane, sc);
-        warpSoftmax(k, lane, sc, a["w"], wb);
-      });
-    } else {
-      k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
-        Value row = k.addi(k.muli(i[0], T), i[1]), g = i[2];
-        slotAddress(k, a["k"], a["S"], k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d))), g,
-                    a["w"], k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)));
-      });
-    }
-    parChunkSlots(k, a, T, nC, [&](ChunkSlot cs) {
-      Value n = cs.n, slot = cs.slot, P = cs.P, ls = cs.ls;
-      Value lb = k.min(k.max(k.mul(n, ls), k.cst(lo)), k.cst(0.0));
-      k.st(lb, a["lb"], slot);
-      Value omb = k.neg(k.expm1(lb));
-      Value inv = k.div(k.cst(1.0), k.max(n, k.cst(1e-6)));
-      k.loop(d, [&](Value j) {
-        k.st(k.mul(omb, k.mul(k.ld(P, j), inv)), a["wu"], k.addi(k.muli(slot, k.idx(d)), j));
-      });
-    });
-  });
-  // dS[g, s, j] += Σ_tokens dl[token, g, s]·x[token, g, j] (dl: the slot
-  // logits' gradient, already scaled by 1/√d): one sum over the tokens per
-  // (group, slot, channel), no atomics.
-  auto slotGradS = [=](K &k, Args &a, Value dl, Value x, Value N) {
-    k.par({k.idx(G), k.idx(M), k.idx(d)}, [&](ArrayRef<Value> i) {
-      Value g = i[0], s = i[1], j = i[2];
-      Value acc = k.sum(k.idx(0), N, [&](Value n) {
-        Value li = k.addi(k.muli(k.addi(k.muli(n, k.idx(G)), g), k.idx(M)), s);
-        Value xi = k.addi(k.addi(k.muli(n, k.idx(D)), k.muli(g, k.idx(d))), j);
-        return k.mul(k.ld(dl, li), k.ld(x, xi));
-      });
-      k.addTo(a["dS"], k.addi(k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d)), j), acc);
-    });
-  };
-  // Backward: dlb' = dlb − β·Σ_j dwu_j U_j; where the clamp is inactive
-  // dn = dlb'·logσ(μ) and dμ += dlb'·n·σ(−μ); dU = (1 − β)·dwu, dP = dU/max(n, ε),
-  // dn −= Σ_j dU_j P_j/n² where n > ε; dw_t = dn + dP·v_t, dv_t += w_t·dP; then
-  // through the softmax: dlogit = w(dw − Σ w dw), dk += Σ_s dlogit S_s/√d,
-  // dS_s += dlogit·k/√d.
-  add("mdi_write_bwd",
-      {"k", "v", "S", "mu", "w", "dlb", "dwu", "dk", "dv", "dS", "dmu", "dw", "dP", "dl"},
-      {"B", "T"}, [=](K &k, Args &a) {
-        Value T = a["T"], nC = numChunks(k, T), dl = a["dl"];
-        parChunkSlots(k, a, T, nC, [&](ChunkSlot cs) {
-          Value bi = cs.bi, g = cs.g, s = cs.s, t0 = cs.t0, t1 = cs.t1;
-          Value n = cs.n, slot = cs.slot, P = cs.P, muV = cs.mu, ls = cs.ls;
-          Value raw = k.mul(n, ls);
-          Value lb = k.min(k.max(raw, k.cst(lo)), k.cst(0.0));
-          Value beta = k.exp(lb), omb = k.neg(k.expm1(lb));
-          Value nn = k.max(n, k.cst(1e-6));
-          Value inv = k.div(k.cst(1.0), nn);
-          Value wuBase = k.muli(slot, k.idx(d));
-          Value dwuU = k.sum(d, [&](Value j) {
-            return k.mul(k.ld(a["dwu"], k.addi(wuBase, j)), k.mul(k.ld(P, j), inv));
-          });
-          Value dlb = k.sub(k.ld(a["dlb"], slot), k.mul(beta, dwuU));
-          Value in = arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, raw, k.cst(lo)),
-                                           k.cmpf(arith::CmpFPredicate::OLE, raw, k.cst(0.0)));
-          Value dlbIn = k.mul(dlb, k.mask(in));
-          k.accum(a["dmu"], k.addi(k.muli(g, k.idx(M)), s),
-                  k.mul(k.mul(dlbIn, n), k.sigmoid(k.neg(muV))));
-          // dP (kept for dv below) and Σ_j dU_j P_j.
-          Value dUP = k.sum(d, [&](Value j) {
-            Value dU = k.mul(omb, k.ld(a["dwu"], k.addi(wuBase, j)));
-            k.st(k.mul(dU, inv), a["dP"], k.addi(wuBase, j));
-            return k.mul(dU, k.ld(P, j));
-          });
-          Value big = k.mask(k.cmpf(arith::CmpFPredicate::OGT, n, k.cst(1e-6)));
-          Value dn = k.sub(k.mul(dlbIn, ls), k.mul(big, k.mul(dUP, k.mul(inv, inv))));
-          k.loop(t0, t1, [&](Value t) {
-            Value row = k.addi(k.muli(bi, T), t);
-            Value wi = k.addi(k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)), s);
-            Value vb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-            Value dPv = k.sum(d, [&](Value j) {
-              return k.mul(k.ld(a["dP"], k.addi(wuBase, j)), k.ld(a["v"], k.addi(vb, j)));
-            });
-            k.st(k.add(dn, dPv), a["dw"], wi);
-          });
-        });
-        // dv_t += Σ_s w_t,s·dP[c(t), s] (every slot of the token's chunk).
-        k.par({a["B"], T, k.idx(G), k.idx(d)}, [&](ArrayRef<Value> i) {
-          Value bi = i[0], t = i[1], g = i[2], j = i[3];
-          Value row = k.addi(k.muli(bi, T), t), ch = k.divui(t, k.idx(C));
-          Value wb = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
-          Value acc = k.sum(M, [&](Value s) {
-            Value pi = k.addi(k.muli(slotOf(k, bi, nC, ch, g, s), k.idx(d)), j);
-            return k.mul(k.ld(a["w"], k.addi(wb, s)), k.ld(a["dP"], pi));
-          });
-          k.addTo(a["dv"], k.addi(k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d))), j), acc);
-        });
-        // Through the softmax: dl = w(dw − Σ w dw)/√d (kept), dk += Σ_s dl_s S_s.
-        if (k.gpu) {
-          warpTokens(k, a["B"], T, [&](Value, Value, Value g, Value, Value kb, Value wb, Value lane) {
-            Value sc = k.buf(R);
-            ownSlots(k, lane, [&](Value r, Value s) { k.st(k.ld(a["dw"], k.addi(wb, s)), sc, r); });
-            warpSoftmaxBackward(k, lane, sc, [&](Value s) { return k.ld(a["w"], k.addi(wb, s)); },
-                                dl, wb);
-            warpSlotCombine(k, lane, sc, sRow(k, a["S"], g),
-                            [&](Value j, Value v) { k.addTo(a["dk"], k.addi(kb, j), v); });
-          });
-        }
-        if (!k.gpu) k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
-          Value row = k.addi(k.muli(i[0], T), i[1]), g = i[2];
-          Value wb = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
-          Value kb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-          Value wdw = k.sum(M, [&](Value s) {
-            return k.mul(k.ld(a["w"], k.addi(wb, s)), k.ld(a["dw"], k.addi(wb, s)));
-          });
-          k.loop(M, [&](Value s) {
-            Value wi = k.addi(wb, s);
-            k.st(k.mul(k.mul(k.ld(a["w"], wi), k.sub(k.ld(a["dw"], wi), wdw)), k.cst(invSqrtD)),
-                 dl, wi);
-          });
-          k.loop(d, [&](Value j) {
-            Value acc = k.sum(M, [&](Value s) {
-              Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
-              return k.mul(k.ld(dl, k.addi(wb, s)), k.ld(a["S"], k.addi(sb, j)));
-            });
-            k.addTo(a["dk"], k.addi(kb, j), acc);
-          });
-        });
-        slotGradS(k, a, dl, a["k"], k.muli(a["B"], T));
-      });
-
-  // --- Level 2, the read. a_t = softmax_s(q_t·S_s/√d) (kept, (B,T,G,M));
-  // y2_t = Σ_s a_s Mem_{c(t)−1}[s] (mem0 in chunk 0).
-  // Backward: da_s = dy·Mem[s], dMem[s] += a_s dy (dmems / dmem0 overwritten),
-  // dlogit = a(da − Σ a da), dq += Σ_s dlogit S_s/√d, dS_s += dlogit q/√d.
-  auto memRow = [=](K &k, Value bi, Value nC, Value cT, Value g, Value s, Value &fromInit) {
-    // Element offset of Mem_{cT−1}[g, s, 0] in mems, or of mem0[b, g, s, 0].
-    fromInit = k.cmpi(arith::CmpIPredicate::eq, cT, k.idx(0));
-    Value cPrev = k.select(fromInit, k.idx(0), k.subi(cT, k.idx(1)));
-    Value gs = k.addi(k.muli(g, k.idx(M)), s);
-    Value inMems =
-        k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), cPrev), k.idx(G * M)), gs), k.idx(d));
-    Value inInit = k.muli(k.addi(k.muli(bi, k.idx(G * M)), gs), k.idx(d));
-    return std::make_pair(inMems, inInit);
-  };
-  // Memory row of slot s read by (bi, chunk cT, g): mem0 in chunk 0.
-  auto memAt = [=](K &k, Args &a, Value bi, Value nC, Value cT, Value g, Value s, Value j) {
-    Value fromInit;
-    auto [im, ii] = memRow(k, bi, nC, cT, g, s, fromInit);
-    return k.select(fromInit, k.ld(a["mem0"], k.addi(ii, j)), k.ld(a["mems"], k.addi(im, j)));
-  };
-  add("mdi_read_fwd", {"q", "S", "mems", "mem0", "a", "y2"}, {"B", "T"}, [=](K &k, Args &a) {
-    Value T = a["T"], nC = numChunks(k, T);
-    if (k.gpu) {
-      warpTokens(k, a["B"], T, [&](Value bi, Value t, Value g, Value, Value qb, Value ab, Value lane) {
-        Value cT = k.divui(t, k.idx(C)), sc = k.buf(R);
-        warpSlotDots(k, a["q"], a["S"], qb, g, lane, sc);
-        warpSoftmax(k, lane, sc, a["a"], ab);
-        warpSlotCombine(k, lane, sc,
-                        [&](Value s, Value j) { return memAt(k, a, bi, nC, cT, g, s, j); },
-                        [&](Value j, Value v) { k.st(v, a["y2"], k.addi(qb, j)); });
+      Value sc = k.buf(R);
+      Value loc = k.fold(
+          k.idx(0), k.idx(R), k.cst(0.0),
+          [&](Value r) {
+            Value s = k.addi(lane, k.muli(r, k.idx(32)));
+            Value ok = k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M));
+            Value sIn = k.select(ok, s, k.idx(0));
+            Value g = dp(sIn);
+            k.st(g, sc, r);
+            return k.select(ok, k.mul(k.ld(p, k.addi(base, sIn)), g), k.cst(0.0));
+          },
+          [&](Value x, Value v) { return k.add(x, v); });
+      Value pdp = k.warpSum(loc);
+      ownSlots(k, lane, [&](Value r, Value s) {
+        Value i = k.addi(base, s);
+        k.st(k.mul(k.mul(k.ld(p, i), k.sub(k.ld(sc, r), pdp)), k.cst(invSqrtD)), out, i);
       });
       return;
     }
-    k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
-      Value bi = i[0], t = i[1], g = i[2];
-      Value row = k.addi(k.muli(bi, T), t);
-      Value cT = k.divui(t, k.idx(C));
-      Value qb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-      Value ab = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
-      slotAddress(k, a["q"], a["S"], qb, g, a["a"], ab);
-      k.loop(d, [&](Value j) {
-        Value y = k.sum(M, [&](Value s) {
-          Value fromInit;
-          auto [im, ii] = memRow(k, bi, nC, cT, g, s, fromInit);
-          Value m = k.select(fromInit, k.ld(a["mem0"], k.addi(ii, j)),
-                             k.ld(a["mems"], k.addi(im, j)));
-          return k.mul(k.ld(a["a"], k.addi(ab, s)), m);
-        });
-        k.st(y, a["y2"], k.addi(qb, j));
+    Value pdp = k.sum(M, [&](Value s) { return k.mul(k.ld(p, k.addi(base, s)), dp(s)); });
+    k.loop(M, [&](Value s) {
+      Value i = k.addi(base, s);
+      k.st(k.mul(k.mul(k.ld(p, i), k.sub(dp(s), pdp)), k.cst(invSqrtD)), out, i);
+    });
+  };
+  add("slot_softmax", {"p"}, {"rows"}, [=](K &k, Args &a) {
+    k.rows(a["rows"], [&](Value r, Value lane) {
+      Value base = k.muli(r, k.idx(M));
+      if (k.gpu) {
+        Value sc = k.buf(R);
+        ownSlots(k, lane, [&](Value i, Value s) { k.st(k.ld(a["p"], k.addi(base, s)), sc, i); });
+        warpSoftmax(k, lane, sc, a["p"], base);
+        return;
+      }
+      k.loop(M, [&](Value s) {
+        Value i = k.addi(base, s);
+        k.st(k.mul(k.ld(a["p"], i), k.cst(invSqrtD)), a["p"], i);
       });
+      softmaxInPlace(k, a["p"], k.idx(M), base);
     });
   });
-  // Backward of the read: per token and group, da_s = dy·Mem[s] and the
-  // logits' gradient dl = a(da − Σ a da)/√d (kept in `dl`, (B,T,G,M));
-  // dq += Σ_s dl_s S_s. Then the memory states' gradients as sums over the
-  // tokens that read them (dmems[c] from chunk c + 1, dmem0 from chunk 0),
-  // and dS from `dl`.
-  add("mdi_read_bwd", {"q", "S", "mems", "mem0", "a", "dy2", "dq", "dS", "dmems", "dmem0", "dl"},
-      {"B", "T"}, [=](K &k, Args &a) {
-        Value T = a["T"], nC = numChunks(k, T), dl = a["dl"];
-        if (k.gpu) {
-          warpTokens(k, a["B"], T, [&](Value bi, Value t, Value g, Value, Value qb, Value ab,
-                                       Value lane) {
-            Value cT = k.divui(t, k.idx(C)), sc = k.buf(R);
-            // sc: da_s = dy·Mem[s]; then dl = a(da − Σ a da)/√d; dq += Σ_s dl_s S_s.
-            warpSlotReduce(k, lane, sc, [&](Value j) { return k.ld(a["dy2"], k.addi(qb, j)); },
-                           [&](Value s, Value j) { return memAt(k, a, bi, nC, cT, g, s, j); });
-            warpSoftmaxBackward(k, lane, sc, [&](Value s) { return k.ld(a["a"], k.addi(ab, s)); },
-                                dl, ab);
-            warpSlotCombine(k, lane, sc, sRow(k, a["S"], g),
-                            [&](Value j, Value v) { k.addTo(a["dq"], k.addi(qb, j), v); });
-          });
-        }
-        if (!k.gpu) k.par({a["B"], T, k.idx(G)}, [&](ArrayRef<Value> i) {
-          Value bi = i[0], t = i[1], g = i[2];
-          Value row = k.addi(k.muli(bi, T), t);
-          Value cT = k.divui(t, k.idx(C));
-          Value qb = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-          Value ab = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M));
-          Value ada = k.sum(M, [&](Value s) {
-            Value fromInit;
-            auto [im, ii] = memRow(k, bi, nC, cT, g, s, fromInit);
-            Value das = k.sum(d, [&](Value j) {
-              Value m = k.select(fromInit, k.ld(a["mem0"], k.addi(ii, j)),
-                                 k.ld(a["mems"], k.addi(im, j)));
-              return k.mul(k.ld(a["dy2"], k.addi(qb, j)), m);
-            });
-            k.st(das, dl, k.addi(ab, s));
-            return k.mul(k.ld(a["a"], k.addi(ab, s)), das);
-          });
-          k.loop(M, [&](Value s) {
-            Value li = k.addi(ab, s);
-            k.st(k.mul(k.mul(k.ld(a["a"], li), k.sub(k.ld(dl, li), ada)), k.cst(invSqrtD)), dl, li);
-          });
-          k.loop(d, [&](Value j) {
-            Value acc = k.sum(M, [&](Value s) {
-              Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
-              return k.mul(k.ld(dl, k.addi(ab, s)), k.ld(a["S"], k.addi(sb, j)));
-            });
-            k.addTo(a["dq"], k.addi(qb, j), acc);
-          });
-        });
-        // The gradient of the memory state read by the tokens of chunk
-        // `reader`: Σ_t a[t, s]·dy[t, j].
-        auto stateGrad = [&](Value bi, Value reader, Value g, Value s, Value j) {
-          Value t0 = k.muli(reader, k.idx(C)), t1 = chunkEnd(k, T, reader);
-          return k.sum(t0, t1, [&](Value t) {
-            Value row = k.addi(k.muli(bi, T), t);
-            Value ai = k.addi(k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)), s);
-            Value yi = k.addi(k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d))), j);
-            return k.mul(k.ld(a["a"], ai), k.ld(a["dy2"], yi));
-          });
-        };
-        k.par({a["B"], nC, k.idx(G), k.idx(M), k.idx(d)}, [&](ArrayRef<Value> i) {
-          Value bi = i[0], c = i[1], g = i[2], s = i[3], j = i[4];
-          Value reader = k.addi(c, k.idx(1));
-          Value v = k.select(k.cmpi(arith::CmpIPredicate::ult, reader, nC),
-                             stateGrad(bi, k.minui(reader, k.subi(nC, k.idx(1))), g, s, j),
-                             k.cst(0.0));
-          Value o = k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), c), k.idx(G)), g),
-                                  k.idx(M * d)),
-                           k.addi(k.muli(s, k.idx(d)), j));
-          k.st(v, a["dmems"], o);
-        });
-        k.par({a["B"], k.idx(G), k.idx(M), k.idx(d)}, [&](ArrayRef<Value> i) {
-          Value bi = i[0], g = i[1], s = i[2], j = i[3];
-          Value o = k.addi(k.muli(k.addi(k.muli(bi, k.idx(G)), g), k.idx(M * d)),
-                           k.addi(k.muli(s, k.idx(d)), j));
-          k.st(stateGrad(bi, k.idx(0), g, s, j), a["dmem0"], o);
-        });
-        slotGradS(k, a, dl, a["q"], k.muli(a["B"], T));
+  add("slot_softmax_bwd", {"p", "dp"}, {"rows"}, [=](K &k, Args &a) {
+    k.rows(a["rows"], [&](Value r, Value lane) {
+      Value base = k.muli(r, k.idx(M));
+      softmaxBackwardRow(k, lane, a["p"], base,
+                         [&](Value s) { return k.ld(a["dp"], k.addi(base, s)); }, a["dp"]);
+    });
+  });
+  // Offset of slot (bi, chunk ch, g, s) in (B, nC, G, M).
+  auto slotOf = [=](K &k, Value bi, Value nC, Value ch, Value g, Value s) {
+    return k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G)), g), k.idx(M)), s);
+  };
+  // The write's dl: dp = dw + dn[b, c(t), g, s] (the write mass n is a sum
+  // of w over the chunk), dl = w(dp − Σ w dp)/√d into dw.
+  add("mdi_write_softmax_bwd", {"w", "dn", "dw"}, {"B", "T"}, [=](K &k, Args &a) {
+    Value T = a["T"], nC = numChunks(k, T);
+    k.rows(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value r, Value lane) {
+      Value g = k.remui(r, k.idx(G)), bt = k.divui(r, k.idx(G));
+      Value bi = k.divui(bt, T), ch = k.divui(k.remui(bt, T), k.idx(C));
+      Value base = k.muli(r, k.idx(M)), nb = slotOf(k, bi, nC, ch, g, k.idx(0));
+      softmaxBackwardRow(k, lane, a["w"], base, [&](Value s) {
+        return k.add(k.ld(a["dw"], k.addi(base, s)), k.ld(a["dn"], k.addi(nb, s)));
+      }, a["dw"]);
+    });
+  });
+  add("mdi_chunk_fwd", {"w", "mu", "P", "n", "lb", "wu"}, {"B", "T"}, [=](K &k, Args &a) {
+    Value T = a["T"], nC = numChunks(k, T);
+    // n and lb per slot: coalesced along s (w is (.., G, M)).
+    k.par({a["B"], nC, k.idx(G), k.idx(M)}, [&](ArrayRef<Value> i) {
+      Value bi = i[0], ch = i[1], g = i[2], s = i[3];
+      Value n = k.sum(k.muli(ch, k.idx(C)), chunkEnd(k, T, ch), [&](Value t) {
+        Value row = k.addi(k.muli(bi, T), t);
+        return k.ld(a["w"], k.addi(k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(M)), s));
       });
-
+      Value ls = k.logSigmoid(k.ld(a["mu"], k.addi(k.muli(g, k.idx(M)), s)));
+      Value slot = slotOf(k, bi, nC, ch, g, s);
+      k.st(n, a["n"], slot);
+      k.st(k.min(k.max(k.mul(n, ls), k.cst(lo)), k.cst(0.0)), a["lb"], slot);
+    });
+    // wu = (1 − β)·U, U = P/max(n, 1e-6): coalesced along the channels.
+    k.par({k.muli(k.muli(a["B"], nC), k.idx(G * M)), k.idx(d)}, [&](ArrayRef<Value> i) {
+      Value slot = i[0], e = k.addi(k.muli(slot, k.idx(d)), i[1]);
+      Value inv = k.div(k.cst(1.0), k.max(k.ld(a["n"], slot), k.cst(1e-6)));
+      k.st(k.mul(k.neg(k.expm1(k.ld(a["lb"], slot))), k.mul(k.ld(a["P"], e), inv)), a["wu"], e);
+    });
+  });
+  // Per slot, with Σ = Σ_j dwu_j P_j: the total dlb = dlb − β·Σ/nn (wu
+  // depends on lb through 1 − β); where the clamp is inactive dn = dlb·logσ(μ)
+  // and dμ += dlb·n·σ(−μ); dU = (1 − β)·dwu, dP = dU/nn, and where n > 1e-6
+  // dn −= Σ_j dU_j P_j/nn² (nn = max(n, 1e-6)).
+  add("mdi_chunk_bwd", {"mu", "n", "P", "dlb", "dwu", "dmu", "dP", "dn"}, {"B", "T"},
+      [=](K &k, Args &a) {
+        Value nC = numChunks(k, a["T"]);
+        k.rows(k.muli(k.muli(a["B"], nC), k.idx(G * M)), [&](Value slot, Value lane) {
+          Value gs = k.remui(slot, k.idx(G * M));
+          Value muV = k.ld(a["mu"], gs), ls = k.logSigmoid(muV);
+          Value n = k.ld(a["n"], slot), raw = k.mul(n, ls);
+          Value lb = k.min(k.max(raw, k.cst(lo)), k.cst(0.0));
+          Value beta = k.exp(lb), omb = k.neg(k.expm1(lb));
+          Value inv = k.div(k.cst(1.0), k.max(n, k.cst(1e-6)));
+          Value base = k.muli(slot, k.idx(d));
+          Value sdp = k.rowSum(lane, d, [&](Value j) {
+            Value e = k.addi(base, j), dwu = k.ld(a["dwu"], e);
+            k.st(k.mul(k.mul(omb, dwu), inv), a["dP"], e);
+            return k.mul(dwu, k.ld(a["P"], e));
+          });
+          Value dlb = k.sub(k.ld(a["dlb"], slot), k.mul(beta, k.mul(sdp, inv)));
+          Value in = arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, raw, k.cst(lo)),
+                                           k.cmpf(arith::CmpFPredicate::OLE, raw, k.cst(0.0)));
+          Value dlbIn = k.mul(dlb, k.mask(in));
+          Value big = k.mask(k.cmpf(arith::CmpFPredicate::OGT, n, k.cst(1e-6)));
+          Value dn = k.sub(k.mul(dlbIn, ls), k.mul(big, k.mul(k.mul(omb, sdp), k.mul(inv, inv))));
+          k.rowOnce(lane, [&] {
+            k.st(dn, a["dn"], slot);
+            k.accum(a["dmu"], gs, k.mul(k.mul(dlbIn, n), k.sigmoid(k.neg(muV))));
+          });
+        });
+      });
+  add("mem_prev", {"mems", "mem0", "prev"}, {"B", "T"}, [=](K &k, Args &a) {
+    Value nC = numChunks(k, a["T"]);
+    k.par({a["B"], nC, k.idx(G * M * d)}, [&](ArrayRef<Value> i) {
+      Value bi = i[0], ch = i[1], e = i[2];
+      Value first = k.cmpi(arith::CmpIPredicate::eq, ch, k.idx(0));
+      Value from = k.addi(k.muli(k.addi(k.muli(bi, nC), k.select(first, k.idx(0), k.subi(ch, k.idx(1)))),
+                                 k.idx(G * M * d)), e);
+      Value init = k.addi(k.muli(bi, k.idx(G * M * d)), e);
+      Value v = k.select(first, k.ld(a["mem0"], init), k.ld(a["mems"], from));
+      k.st(v, a["prev"], k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G * M * d)), e));
+    });
+  });
+  add("mem_prev_bwd", {"dR", "dmems", "dmem0"}, {"B", "T"}, [=](K &k, Args &a) {
+    Value nC = numChunks(k, a["T"]);
+    k.par({a["B"], nC, k.idx(G * M * d)}, [&](ArrayRef<Value> i) {
+      Value bi = i[0], ch = i[1], e = i[2];
+      Value next = k.addi(ch, k.idx(1)), last = k.cmpi(arith::CmpIPredicate::uge, next, nC);
+      Value from = k.addi(k.muli(k.addi(k.muli(bi, nC), k.select(last, ch, next)), k.idx(G * M * d)), e);
+      Value v = k.select(last, k.cst(0.0), k.ld(a["dR"], from));
+      k.st(v, a["dmems"], k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G * M * d)), e));
+    });
+    k.par({a["B"], k.idx(G * M * d)}, [&](ArrayRef<Value> i) {
+      Value bi = i[0], e = i[1];
+      k.st(k.ld(a["dR"], k.addi(k.muli(k.muli(bi, nC), k.idx(G * M * d)), e)), a["dmem0"],
+           k.addi(k.muli(bi, k.idx(G * M * d)), e));
+    });
+  });
   // --- The combination: o = ω0·ĥ + ω1·y1 + ω2·y2 per group, ĥ = h·r_g,
   // r_g = (mean_g h² + ε)^−½ (kept, (rows, G)), ω = softmax(ρ_g).
   // Backward: dy1 = ω1·do, dy2 = ω2·do, dĥ = ω0·do, dh = r(dĥ − ĥ·mean(dĥ·ĥ));
@@ -950,18 +757,18 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     return std::array<Value, 3>{k.mul(e0, inv), k.mul(e1, inv), k.mul(e2, inv)};
   };
   add("combine_fwd", {"h", "y1", "y2", "rho", "hrstd", "o"}, {"rows"}, [=](K &k, Args &a) {
-    k.par({a["rows"], k.idx(G)}, [&](ArrayRef<Value> ng) {
+    k.rows(k.muli(a["rows"], k.idx(G)), [&](Value ng, Value lane) {
       {
-        Value n = ng[0], g = ng[1];
+        Value n = k.divui(ng, k.idx(G)), g = k.remui(ng, k.idx(G));
         auto w = omegas(k, a["rho"], g);
         Value base = k.addi(k.muli(n, k.idx(D)), k.muli(g, k.idx(d)));
-        Value ss = k.sum(d, [&](Value j) {
+        Value ss = k.rowSum(lane, d, [&](Value j) {
           Value h = k.ld(a["h"], k.addi(base, j));
           return k.mul(h, h);
         });
         Value r = k.div(k.cst(1.0), k.sqrt(k.add(k.mul(ss, k.cst(1.0 / d)), k.cst(eps))));
-        k.st(r, a["hrstd"], k.addi(k.muli(n, k.idx(G)), g));
-        k.loop(d, [&](Value j) {
+        k.rowOnce(lane, [&] { k.st(r, a["hrstd"], ng); });
+        k.rowLoop(lane, d, [&](Value j) {
           Value i = k.addi(base, j);
           Value o = k.add(k.mul(w[0], k.mul(k.ld(a["h"], i), r)),
                           k.add(k.mul(w[1], k.ld(a["y1"], i)), k.mul(w[2], k.ld(a["y2"], i))));
@@ -972,26 +779,26 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   });
   add("combine_bwd", {"h", "y1", "y2", "rho", "hrstd", "do", "dh", "dy1", "dy2", "drho"}, {"rows"},
       [=](K &k, Args &a) {
-        k.par({a["rows"], k.idx(G)}, [&](ArrayRef<Value> ng) {
+        k.rows(k.muli(a["rows"], k.idx(G)), [&](Value ng, Value lane) {
           {
-            Value n = ng[0], g = ng[1];
+            Value n = k.divui(ng, k.idx(G)), g = k.remui(ng, k.idx(G));
             auto w = omegas(k, a["rho"], g);
             Value base = k.addi(k.muli(n, k.idx(D)), k.muli(g, k.idx(d)));
             Value r = k.ld(a["hrstd"], k.addi(k.muli(n, k.idx(G)), g));
-            Value dw0 = k.sum(d, [&](Value j) {
+            Value dw0 = k.rowSum(lane, d, [&](Value j) {
               Value i = k.addi(base, j);
               return k.mul(k.ld(a["do"], i), k.mul(k.ld(a["h"], i), r));
             });
-            Value dw1 = k.sum(d, [&](Value j) {
+            Value dw1 = k.rowSum(lane, d, [&](Value j) {
               Value i = k.addi(base, j);
               return k.mul(k.ld(a["do"], i), k.ld(a["y1"], i));
             });
-            Value dw2 = k.sum(d, [&](Value j) {
+            Value dw2 = k.rowSum(lane, d, [&](Value j) {
               Value i = k.addi(base, j);
               return k.mul(k.ld(a["do"], i), k.ld(a["y2"], i));
             });
             Value meanDot = k.mul(k.mul(w[0], dw0), k.cst(1.0 / d)); // mean(dĥ·ĥ)
-            k.loop(d, [&](Value j) {
+            k.rowLoop(lane, d, [&](Value j) {
               Value i = k.addi(base, j);
               Value dO = k.ld(a["do"], i);
               Value hh = k.mul(k.ld(a["h"], i), r);
@@ -1001,9 +808,11 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
             });
             Value wd = k.add(k.mul(w[0], dw0), k.add(k.mul(w[1], dw1), k.mul(w[2], dw2)));
             Value dws[3] = {dw0, dw1, dw2};
-            for (int i = 0; i < 3; ++i)
-              k.accum(a["drho"], k.addi(k.muli(g, k.idx(3)), k.idx(i)),
-                      k.mul(w[i], k.sub(dws[i], wd)));
+            k.rowOnce(lane, [&] {
+              for (int i = 0; i < 3; ++i)
+                k.accum(a["drho"], k.addi(k.muli(g, k.idx(3)), k.idx(i)),
+                        k.mul(w[i], k.sub(dws[i], wd)));
+            });
           }
         });
       });

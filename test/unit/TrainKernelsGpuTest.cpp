@@ -113,15 +113,19 @@ std::vector<KernelSpec> kernelSpecs() {
         {"dq", ND, K::Acc}, {"dk", ND, K::Acc}, {"dv", ND, K::Acc}, {"dK1", chunksD, K::Out},
         {"dV1", chunksD, K::Out}},
        BT},
-      {"mdi_write_fwd",
-       {{"k", ND, K::In}, {"v", ND, K::In}, {"S", GMd, K::In}, {"mu", GM, K::In},
-        {"w", NGM, K::Out}, {"lb", slots, K::Out}, {"wu", mems, K::Out}},
+      {"slot_softmax", {{"p", NGM, K::InOut}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.G}; }},
+      {"slot_softmax_bwd", {{"p", NGM, K::Pos}, {"dp", NGM, K::InOut}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.G}; }},
+      {"mdi_write_softmax_bwd", {{"w", NGM, K::Pos}, {"dn", slots, K::In}, {"dw", NGM, K::InOut}},
        BT},
-      {"mdi_write_bwd",
-       {{"k", ND, K::In}, {"v", ND, K::In}, {"S", GMd, K::In}, {"mu", GM, K::In},
-        {"w", NGM, K::Pos}, {"dlb", slots, K::In}, {"dwu", mems, K::In}, {"dk", ND, K::Acc},
-        {"dv", ND, K::Acc}, {"dS", GMd, K::Acc}, {"dmu", GM, K::Acc}, {"dw", NGM, K::Out},
-        {"dP", mems, K::Out}, {"dl", NGM, K::Out}},
+      {"mdi_chunk_fwd",
+       {{"w", NGM, K::Pos}, {"mu", GM, K::In}, {"P", mems, K::In}, {"n", slots, K::Out},
+        {"lb", slots, K::Out}, {"wu", mems, K::Out}},
+       BT},
+      {"mdi_chunk_bwd",
+       {{"mu", GM, K::In}, {"n", slots, K::Pos}, {"P", mems, K::In}, {"dlb", slots, K::In},
+        {"dwu", mems, K::In}, {"dmu", GM, K::Acc}, {"dP", mems, K::Out}, {"dn", slots, K::Out}},
        BT},
       {"mem_scan_fwd",
        {{"log_decay", slots, K::Log}, {"b", mems, K::In}, {"init", mem, K::In},
@@ -132,14 +136,8 @@ std::vector<KernelSpec> kernelSpecs() {
         {"grad_h", mems, K::In}, {"grad_final", mem, K::In}, {"grad_log_decay", slots, K::Out},
         {"grad_b", mems, K::Out}, {"grad_init", mem, K::Out}},
        [](const Sizes &s) { return std::vector<int64_t>{s.B, s.nC, s.GMd()}; }},
-      {"mdi_read_fwd",
-       {{"q", ND, K::In}, {"S", GMd, K::In}, {"mems", mems, K::In}, {"mem0", mem, K::In},
-        {"a", NGM, K::Out}, {"y2", ND, K::Out}},
-       BT},
-      {"mdi_read_bwd",
-       {{"q", ND, K::In}, {"S", GMd, K::In}, {"mems", mems, K::In}, {"mem0", mem, K::In},
-        {"a", NGM, K::Pos}, {"dy2", ND, K::In}, {"dq", ND, K::Acc}, {"dS", GMd, K::Acc},
-        {"dmems", mems, K::Out}, {"dmem0", mem, K::Out}, {"dl", NGM, K::Out}},
+      {"mem_prev", {{"mems", mems, K::In}, {"mem0", mem, K::In}, {"prev", mems, K::Out}}, BT},
+      {"mem_prev_bwd", {{"dR", mems, K::In}, {"dmems", mems, K::Out}, {"dmem0", mem, K::Out}},
        BT},
       {"combine_fwd",
        {{"h", ND, K::In}, {"y1", ND, K::In}, {"y2", ND, K::In}, {"rho", G3, K::In},
@@ -223,8 +221,10 @@ void dispatch(KernelLibrary &lib, const std::string &name, std::vector<Arr> &a,
   const size_t na = a.size(), nx = x.size();
 #define A(i) a[i]
 #define X(i) x[i]
+  if (na == 1 && nx == 1) return lib(name, A(0), X(0));
   if (na == 2 && nx == 1) return lib(name, A(0), A(1), X(0));
   if (na == 3 && nx == 1) return lib(name, A(0), A(1), A(2), X(0));
+  if (na == 3 && nx == 2) return lib(name, A(0), A(1), A(2), X(0), X(1));
   if (na == 4 && nx == 1) return lib(name, A(0), A(1), A(2), A(3), X(0));
   if (na == 4 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), X(0), X(1));
   if (na == 5 && nx == 1) return lib(name, A(0), A(1), A(2), A(3), A(4), X(0));

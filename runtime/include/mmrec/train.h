@@ -331,6 +331,22 @@ private:
           bool transB, float beta);
   /// The LM head and cross-entropy by blocks of rows; with Gr, also dE and dxf.
   double head(const float *P, float *Gr, float scale);
+  /// One operand of the MDI's products (model.cpp): group g of token rows
+  /// (`tok`: row r of batch row b at p + (b·T + r)·ld + g·gs) or of the
+  /// per-chunk matrices (p + (b·nC + c)·G·M·d + g·gs, rows of ld).
+  struct MdiOpd {
+    const float *p;
+    int64_t ld, gs;
+    bool tok;
+  };
+  /// For every group g and chunk c: C_c = op(A_c)·op(B_c) + beta·C_c, where
+  /// a size given as −1 is the chunk's token count (C, or T's remainder).
+  void chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m, int64_t n,
+               int64_t k, float beta);
+  /// For every group g: C_g = op(A_g)·op(B_g) + beta·C_g over all B·T
+  /// tokens (the slot logits x·S_gᵀ and their gradients).
+  void groupMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m, int64_t n,
+               int64_t k, float beta);
   bool recompute_ = false, keepLogits_ = false, tf32_ = false;
   std::function<void(int64_t, int64_t)> gradReady_;
   int64_t headRows_ = 1, headRowsWanted_ = 0;
@@ -347,7 +363,8 @@ private:
   FBuf xL_, rstdF_, xf_, logits_, dlogits_, loss_, scale_;
   // Backward scratch.
   FBuf dx_, dx1_, dy_, dxf_, dg_, df1_, df3_, du2_, do_, dh_, dy1_, dy2_, dq_, dk_, dv_, dz_, du_,
-      dua_, dpre_, dell_, dK1_, dV1_, dw_, dslot_, dP_, dlb_, dwu_, dmems_, dmem0_, dmem0b_, gp_,
+      dua_, dpre_, dell_, dK1_, dV1_, dw_, dslot_, dP_, dlb_, dwu_, dmems_, dmem0_, dmem0b_, dn_,
+      memPrev_, gp_,
       gp0_, dh0_,
       zerosBD_, zerosMem_, ones_;
 };

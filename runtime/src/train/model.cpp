@@ -28,7 +28,7 @@ void zero(FBuf &v) { v.zero(); }
 
 /// One layer's activations (everything backward needs).
 struct Model::Layer {
-  FBuf x, rstd1, u, q, k, v, z, ua, pre, ell, h, hfin, K1, V1, y1, w, lb, wu, mems,
+  FBuf x, rstd1, u, q, k, v, z, ua, pre, ell, h, hfin, K1, V1, y1, w, n, lb, P, wu, mems,
       memfin, a, y2, hrstd, o, x1, rstd2, u2, f1, f3, g;
 };
 
@@ -51,6 +51,69 @@ void Model::mm(const float *A, const float *B, float *C, int64_t m, int64_t n, i
   detail::mm(A, B, C, m, n, k, transA, transB, beta, dev_, tf32_);
 }
 
+void Model::groupMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
+                    int64_t n, int64_t k, float beta) {
+  ProfileScope prof("gemm_mdi", dev_);
+  GemmDesc g;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.transA = transA;
+  g.transB = transB;
+  g.lda = A.ld;
+  g.ldb = B.ld;
+  g.ldc = C.ld;
+  g.batch = c_.Nm;
+  g.strideA = A.gs;
+  g.strideB = B.gs;
+  g.strideC = C.gs;
+  g.beta = beta;
+  g.tf32 = tf32_;
+  mmrec::rt::gemm(g, DType::f32, A.p, B.p, DType::f32, const_cast<float *>(C.p), dev_);
+}
+
+void Model::chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
+                    int64_t n, int64_t k, float beta) {
+  ProfileScope prof("gemm_mdi", dev_);
+  const int64_t Ch = c_.C, nC = (T_ + Ch - 1) / Ch, cs = c_.Nm * c_.M * c_.dm();
+  // Chunks c0 .. c0 + count of batch row b, each of len tokens, group g.
+  auto run = [&](int64_t g, int64_t b, int64_t c0, int64_t count, int64_t len) {
+    auto at = [&](const MdiOpd &o) {
+      return o.p + g * o.gs + (o.tok ? (b * T_ + c0 * Ch) * o.ld : (b * nC + c0) * cs);
+    };
+    auto stride = [&](const MdiOpd &o) { return o.tok ? Ch * o.ld : cs; };
+    GemmDesc d;
+    d.m = m < 0 ? len : m;
+    d.n = n < 0 ? len : n;
+    d.k = k < 0 ? len : k;
+    d.transA = transA;
+    d.transB = transB;
+    d.lda = A.ld;
+    d.ldb = B.ld;
+    d.ldc = C.ld;
+    d.batch = count;
+    d.strideA = stride(A);
+    d.strideB = stride(B);
+    d.strideC = stride(C);
+    d.beta = beta;
+    d.tf32 = tf32_;
+    mmrec::rt::gemm(d, DType::f32, at(A), at(B), DType::f32, const_cast<float *>(at(C)), dev_);
+  };
+  for (int64_t g = 0; g < c_.Nm; ++g) {
+    if (T_ % Ch == 0) {
+      // Every chunk has C tokens: one batch over all B·nC chunks (token
+      // rows of chunk b·nC + c start at (b·nC + c)·C).
+      run(g, 0, 0, B_ * nC, Ch);
+      continue;
+    }
+    for (int64_t b = 0; b < B_; ++b) {
+      if (nC > 1)
+        run(g, b, 0, nC - 1, Ch);
+      run(g, b, nC - 1, 1, T_ - (nC - 1) * Ch);
+    }
+  }
+}
+
 void Model::ensure(int64_t B, int64_t T) {
   if (B == B_ && T == T_)
     return;
@@ -64,8 +127,8 @@ void Model::ensure(int64_t B, int64_t T) {
   // Refuse before allocating: the activations of every layer plus the
   // backward's scratch, in floats (long double: no overflow for absurd sizes).
   long double perLayer = (long double)N * (14 * D + 2 + c_.r + 2 * G * M + G + 3 * F) +
-                         (long double)B * D + 2.0L * B * nC * D + B * nC * G * M +
-                         2.0L * mems + mem;
+                         (long double)B * D + 2.0L * B * nC * D + 2.0L * B * nC * G * M +
+                         3.0L * mems + mem;
   // The head's block of logits: about 4 MiB on the CPU, 512 MiB on the GPU
   // (fewer, larger products and cross-entropy launches).
   const int64_t logitBudget = dev_ == DeviceKind::gpu ? int64_t(1) << 27 : int64_t(1) << 20;
@@ -74,7 +137,8 @@ void Model::ensure(int64_t B, int64_t T) {
   const int64_t logitRows = keepLogits_ ? N : headRows;
   long double layerStore = recompute_ ? (long double)c_.L * N * D + perLayer : perLayer * c_.L;
   long double total = layerStore + (long double)N * (22 * D + 3 * F + c_.r + 2 * G * M) +
-                      2.0L * logitRows * c_.V + 5.0L * mems + 5.0L * mem;
+                      2.0L * logitRows * c_.V + 5.0L * mems + 5.0L * mem +
+                      (long double)B * nC * G * M;
   long double bytes = total * 4, limit = mmrec::train::physicalMemoryBytes();
   if (dev_ == DeviceKind::gpu) {
     size_t freeB = 0, totalB = 0;
@@ -102,7 +166,9 @@ void Model::ensure(int64_t B, int64_t T) {
     resize(L.V1, B * nC * D);
     resize(L.w, N * G * M);
     resize(L.a, N * G * M);
+    resize(L.n, B * nC * G * M);
     resize(L.lb, B * nC * G * M);
+    resize(L.P, mems);
     resize(L.wu, mems);
     resize(L.mems, mems);
     resize(L.memfin, mem);
@@ -148,6 +214,8 @@ void Model::ensure(int64_t B, int64_t T) {
   resize(dslot_, N * G * M);
   resize(dP_, mems);
   resize(dlb_, B * nC * G * M);
+  resize(dn_, B * nC * G * M);
+  resize(memPrev_, mems);
   resize(dwu_, mems);
   resize(dmems_, mems);
   resize(dmem0_, mem);
@@ -169,7 +237,7 @@ int64_t Model::activationBytes() const {
   for (const Layer *Lp : all) {
     const Layer &L = *Lp;
     for (const auto *v : {&L.x, &L.rstd1, &L.u, &L.q, &L.k, &L.v, &L.z, &L.ua, &L.pre, &L.ell,
-                          &L.h, &L.hfin, &L.K1, &L.V1, &L.y1, &L.w, &L.lb, &L.wu, &L.mems,
+                          &L.h, &L.hfin, &L.K1, &L.V1, &L.y1, &L.w, &L.n, &L.lb, &L.P, &L.wu, &L.mems,
                           &L.memfin, &L.a, &L.y2, &L.hrstd, &L.o, &L.x1, &L.rstd2, &L.u2, &L.f1,
                           &L.f3, &L.g})
       n += v->size();
@@ -177,7 +245,7 @@ int64_t Model::activationBytes() const {
   for (const auto *v : {&xL_, &rstdF_, &xf_, &logits_, &dlogits_, &dx_, &dx1_, &dy_, &dxf_, &dg_,
                         &df1_, &df3_, &du2_, &do_, &dh_, &dy1_, &dy2_, &dq_, &dk_, &dv_, &dz_,
                         &du_, &dua_, &dpre_, &dell_, &dK1_, &dV1_, &dw_, &dslot_, &dP_, &dlb_,
-                        &dwu_, &dmems_,
+                        &dwu_, &dmems_, &dn_, &memPrev_,
                         &dmem0_, &dmem0b_, &gp_, &gp0_, &dh0_, &zerosBD_, &zerosMem_, &ones_})
     n += int64_t(v->size());
   return n * 4;
@@ -202,12 +270,25 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out) {
   lib_("gated_fwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
        Arr(Ly.hfin), Arr(sync_), B, T);
   lib_("level1_fwd", Arr(Ly.q), Arr(Ly.k), Arr(Ly.v), Arr(Ly.K1), Arr(Ly.V1), Arr(Ly.y1), B, T);
-  lib_("mdi_write_fwd", Arr(Ly.k), Arr(Ly.v), W("S"), W("mu"), Arr(Ly.w), Arr(Ly.lb), Arr(Ly.wu),
-       B, T);
+  // Level 2: the write address w = softmax(k·Sᵀ/√d), the chunk sums
+  // P_c = w_cᵀ·v_c, n, logβ and (1 − β)·U, the memory scan over chunks, then
+  // the read a = softmax(q·Sᵀ/√d), y2_c = a_c·Mem_{c−1}.
+  const float *S = Wp("S");
+  const int64_t GM = c_.Nm * c_.M, Md = c_.M * c_.dm(), d = c_.dm();
+  groupMM({Ly.k.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.w.data(), GM, c_.M, true},
+          N, c_.M, d, 0);
+  lib_("slot_softmax", Arr(Ly.w), N * c_.Nm);
+  chunkMM({Ly.w.data(), GM, c_.M, true}, true, {Ly.v.data(), D, d, true}, false,
+          {Ly.P.data(), d, Md, false}, c_.M, d, -1, 0);
+  lib_("mdi_chunk_fwd", Arr(Ly.w), W("mu"), Arr(Ly.P), Arr(Ly.n), Arr(Ly.lb), Arr(Ly.wu), B, T);
   lib_("mem_scan_fwd", Arr(Ly.lb), Arr(Ly.wu), Arr(zerosMem_), Arr(Ly.mems), Arr(Ly.memfin), B,
        nC, GMd);
-  lib_("mdi_read_fwd", Arr(Ly.q), W("S"), Arr(Ly.mems), Arr(zerosMem_), Arr(Ly.a), Arr(Ly.y2), B,
-       T);
+  lib_("mem_prev", Arr(Ly.mems), Arr(zerosMem_), Arr(memPrev_), B, T);
+  groupMM({Ly.q.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.a.data(), GM, c_.M, true},
+          N, c_.M, d, 0);
+  lib_("slot_softmax", Arr(Ly.a), N * c_.Nm);
+  chunkMM({Ly.a.data(), GM, c_.M, true}, false, {memPrev_.data(), d, Md, false}, false,
+          {Ly.y2.data(), D, d, true}, -1, d, c_.M, 0);
   lib_("combine_fwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(Ly.o), N);
   Ly.x1 = Ly.x;
   mm(Ly.o.data(), Wp("W_o"), Ly.x1.data(), N, D, D, false, false, 1);
@@ -329,12 +410,39 @@ void Model::backward(const float *P, float *Gr, float scale) {
     zero(dq_);
     zero(dk_);
     zero(dv_);
-    lib_("mdi_read_bwd", Arr(Ly.q), W("S"), Arr(Ly.mems), Arr(zerosMem_), Arr(Ly.a), Arr(dy2_),
-         Arr(dq_), dW("S"), Arr(dmems_), Arr(dmem0_), Arr(dslot_), B, T);
+    // Level 2 backward. The read: da_c = dy2_c·prev_cᵀ, dR_c = a_cᵀ·dy2_c
+    // (the gradient of the state chunk c read, in dP_), the logits'
+    // gradient dl through the softmax, dq += dl·S_g, dS += dlᵀ·q.
+    const float *S = Wp("S");
+    float *dS = dWp("S");
+    const int64_t GM = c_.Nm * c_.M, Md = c_.M * c_.dm(), d = c_.dm();
+    // memPrev_ is shared by the layers: rebuilt from this layer's states.
+    lib_("mem_prev", Arr(Ly.mems), Arr(zerosMem_), Arr(memPrev_), B, T);
+    chunkMM({dy2_.data(), D, d, true}, false, {memPrev_.data(), d, Md, false}, true,
+            {dslot_.data(), GM, c_.M, true}, -1, c_.M, d, 0);
+    chunkMM({Ly.a.data(), GM, c_.M, true}, true, {dy2_.data(), D, d, true}, false,
+            {dP_.data(), d, Md, false}, c_.M, d, -1, 0);
+    lib_("slot_softmax_bwd", Arr(Ly.a), Arr(dslot_), N * c_.Nm);
+    groupMM({dslot_.data(), GM, c_.M, true}, false, {S, d, Md, false}, false,
+            {dq_.data(), D, d, true}, N, d, c_.M, 1);
+    groupMM({dslot_.data(), GM, c_.M, true}, true, {Ly.q.data(), D, d, true}, false,
+            {dS, d, Md, false}, c_.M, d, N, 1);
+    lib_("mem_prev_bwd", Arr(dP_), Arr(dmems_), Arr(dmem0_), B, T);
     lib_("mem_scan_bwd", Arr(Ly.lb), Arr(Ly.mems), Arr(zerosMem_), Arr(dmems_), Arr(zerosMem_),
          Arr(dlb_), Arr(dwu_), Arr(dmem0b_), B, nC, GMd);
-    lib_("mdi_write_bwd", Arr(Ly.k), Arr(Ly.v), W("S"), W("mu"), Arr(Ly.w), Arr(dlb_), Arr(dwu_),
-         Arr(dk_), Arr(dv_), dW("S"), dW("mu"), Arr(dw_), Arr(dP_), Arr(dslot_), B, T);
+    // The write: dP and dn per slot, dw_c = v_c·dP_cᵀ, dv_c += w_c·dP_c,
+    // dl through the softmax (with dn), dk += dl·S_g, dS += dlᵀ·k.
+    lib_("mdi_chunk_bwd", W("mu"), Arr(Ly.n), Arr(Ly.P), Arr(dlb_), Arr(dwu_), dW("mu"), Arr(dP_),
+         Arr(dn_), B, T);
+    chunkMM({Ly.v.data(), D, d, true}, false, {dP_.data(), d, Md, false}, true,
+            {dw_.data(), GM, c_.M, true}, -1, c_.M, d, 0);
+    chunkMM({Ly.w.data(), GM, c_.M, true}, false, {dP_.data(), d, Md, false}, false,
+            {dv_.data(), D, d, true}, -1, d, c_.M, 1);
+    lib_("mdi_write_softmax_bwd", Arr(Ly.w), Arr(dn_), Arr(dw_), B, T);
+    groupMM({dw_.data(), GM, c_.M, true}, false, {S, d, Md, false}, false,
+            {dk_.data(), D, d, true}, N, d, c_.M, 1);
+    groupMM({dw_.data(), GM, c_.M, true}, true, {Ly.k.data(), D, d, true}, false,
+            {dS, d, Md, false}, c_.M, d, N, 1);
     lib_("level1_bwd", Arr(Ly.q), Arr(Ly.K1), Arr(Ly.V1), Arr(dy1_), Arr(dq_), Arr(dk_), Arr(dv_),
          Arr(dK1_), Arr(dV1_), B, T);
     // Level 0; dW_g = Σ h_{t−1}ᵀ a_t through the shifted pre-activation

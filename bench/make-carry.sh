@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Assembles .carry/ (ignored by git) for the device machine, which has no
+# MLIR, no OpenBLAS/SentencePiece/Open MPI and no copy of the corpus:
+#   bench/make-carry.sh            # after scripts/setup (BUILD_DIR=build)
+# then run bench/train-gpu.sh / bench/train-7b.sh there with carry [".carry"].
+#   .carry/bin          mmrec-train, mmrec-generate, the GPU test binaries
+#   .carry/lib          the shared libraries they need that Ubuntu lacks
+#   .carry/train-models the training libraries test/unit builds (test
+#                       configs, tiny, small, small-bf16, 7b)
+#   .carry/models       mmrec-small and mmrec-7b's libraries (the bench's)
+#   .carry/data         KJV token shards: bytes and SentencePiece 32000
+#   .carry/COMMIT       the commit they were built from
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${BUILD_DIR:-build}
+C=.carry
+rm -rf "$C"
+mkdir -p "$C/bin" "$C/lib" "$C/train-models" "$C/models" "$C/data"
+bins=("$B/bin/mmrec-train" "$B/bin/mmrec-generate" "$B/test/unit/mmrec-train-kernel-gpu-tests"
+      "$B/test/unit/mmrec-trainer-tests")
+cp "${bins[@]}" "$C/bin/"
+# Every resolved library outside glibc/libstdc++ (those of Ubuntu 24.04 are newer).
+ldd "${bins[@]}" | awk '/=> \// {print $3}' | sort -u |
+  grep -vE '/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+)\.so' |
+  xargs -r cp -L -t "$C/lib/"
+for f in "$B"/test/unit/train-models/*.train.{json,so,gpu.so}; do cp "$f" "$C/train-models/"; done
+for m in mmrec-small mmrec-7b; do cp "$C/train-models/$m".train.* "$C/models/"; done
+[ -d "$C/models-bf16" ] || mkdir -p "$C/models-bf16"
+cp "$C/train-models/mmrec-small-bf16".train.* "$C/models-bf16/"
+data=${MMREC_CARRY_DATA:-/tmp/mmrec-carry-data}
+[ -f "$data/kjv-spm/train.bin" ] || "$B/bin/mmrec-data" --out "$data/kjv-spm" --tokenizer spm
+[ -f "$data/kjv-bytes/train.bin" ] || "$B/bin/mmrec-data" --out "$data/kjv-bytes" --tokenizer bytes
+cp -r "$data/kjv-spm" "$data/kjv-bytes" "$C/data/"
+git rev-parse --short HEAD > "$C/COMMIT"
+du -sh "$C"

@@ -4,7 +4,7 @@
 #   bench/make-carry.sh            # after scripts/setup (BUILD_DIR=build)
 # then run bench/train-gpu.sh / bench/train-7b.sh there with carry [".carry"].
 #   .carry/bin          mmrec-train, mmrec-generate, the GPU test binaries
-#   .carry/lib          the shared libraries they need that Ubuntu lacks
+#   .carry/lib.tar.xz   the shared libraries they need that Ubuntu lacks
 #   .carry/train-models the training libraries test/unit builds (test
 #                       configs, tiny, small, small-bf16, 7b)
 #   .carry/models       mmrec-small and mmrec-7b's libraries (the bench's)
@@ -17,7 +17,7 @@ C=.carry
 rm -rf "$C"
 mkdir -p "$C/bin" "$C/lib" "$C/train-models" "$C/models" "$C/data"
 bins=("$B/bin/mmrec-train" "$B/bin/mmrec-generate" "$B/test/unit/mmrec-train-kernel-gpu-tests"
-      "$B/test/unit/mmrec-trainer-tests")
+      "$B/test/unit/mmrec-trainer-tests" "$B/test/unit/mmrec-blas-tests")
 cp "${bins[@]}" "$C/bin/"
 # Every resolved library outside glibc/libstdc++ (those of Ubuntu 24.04 are newer).
 ldd "${bins[@]}" | awk '/=> \// {print $3}' | sort -u |
@@ -31,5 +31,9 @@ data=${MMREC_CARRY_DATA:-/tmp/mmrec-carry-data}
 [ -f "$data/kjv-spm/train.bin" ] || "$B/bin/mmrec-data" --out "$data/kjv-spm" --tokenizer spm
 [ -f "$data/kjv-bytes/train.bin" ] || "$B/bin/mmrec-data" --out "$data/kjv-bytes" --tokenizer bytes
 cp -r "$data/kjv-spm" "$data/kjv-bytes" "$C/data/"
+rm -f "$C"/data/*/train.txt
+# The device tool carries at most 64 MiB: the libraries (OpenBLAS alone is
+# 36 MB) travel compressed; bench/carry-env.sh unpacks them there.
+tar -cJf "$C/lib.tar.xz" -C "$C" lib && rm -rf "$C/lib"
 git rev-parse --short HEAD > "$C/COMMIT"
 du -sh "$C"

@@ -11,7 +11,7 @@ OUT=${OUT:-/tmp/mmrec-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 # OpenBLAS (and its Fortran runtime) from the build machine, for the binaries.
-[ -d .carry/lib ] && export LD_LIBRARY_PATH=$PWD/.carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. bench/carry-env.sh
 [ -f .carry/COMMIT ] && export MMREC_COMMIT=$(cat .carry/COMMIT)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 rc=0

@@ -14,7 +14,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/mmrec-out}
 mkdir -p "$OUT"
-export LD_LIBRARY_PATH=$PWD/.carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. bench/carry-env.sh
 C=$PWD/.carry
 what=${*:-train profile gemm}
 has() { [[ " $what " == *" $1 "* ]]; }

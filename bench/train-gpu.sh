@@ -18,7 +18,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/mmrec-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-export LD_LIBRARY_PATH=$PWD/.carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. bench/carry-env.sh
 C=$PWD/.carry
 # NCCL on the device machine is the pip copy beside PyTorch (ENGINEERING.md).
 NCCL_DIR=${NCCL_DIR:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia/nccl/lib}

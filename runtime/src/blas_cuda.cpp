@@ -12,6 +12,8 @@
 #include <cublasLt.h>
 #include <dlfcn.h>
 
+#include <array>
+#include <map>
 #include <mutex>
 #include <string>
 
@@ -99,6 +101,17 @@ cublasLtMatrixLayout_t layout(Lt &l, DType t, int64_t rows, int64_t cols, int64_
   return lay;
 }
 
+/// The largest power of two (at most 256) that divides the address of
+/// every batch of an operand: cuBLASLt's heuristic assumes 256-byte aligned
+/// operands unless told otherwise, and sub-matrices (a group's columns, a
+/// chunk's rows) are often less aligned.
+uint32_t alignment(const void *p, int64_t batch, int64_t stride, DType t) {
+  uint64_t bits = reinterpret_cast<uintptr_t>(p) | 256;
+  if (batch > 1)
+    bits |= uint64_t(stride) * (t == DType::f32 ? 4 : 2);
+  return uint32_t(bits & (~bits + 1));
+}
+
 } // namespace
 
 void gemmGpu(const GemmDesc &d, DType abType, const void *A, const void *B, DType cType, void *C,
@@ -130,22 +143,46 @@ void gemmGpu(const GemmDesc &d, DType abType, const void *A, const void *B, DTyp
   cublasLtMatrixLayout_t ly = d.transA ? layout(l, abType, d.m, d.k, d.lda, d.batch, d.strideA)
                                        : layout(l, abType, d.k, d.m, d.lda, d.batch, d.strideA);
   cublasLtMatrixLayout_t lc = layout(l, cType, d.n, d.m, d.ldc, d.batch, d.strideC);
-  cublasLtMatmulPreference_t pref;
-  check(l.cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
-  uint64_t wsBytes = l.workspaceBytes;
-  check(l.cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                               &wsBytes, sizeof(wsBytes)),
-        "setting the workspace size");
-  cublasLtMatmulHeuristicResult_t result;
-  int returned = 0;
-  cublasStatus_t hs =
-      l.cublasLtMatmulAlgoGetHeuristic(l.handle, desc, lx, ly, lc, lc, pref, 1, &result, &returned);
+  // The heuristic's answer is cached per problem (shapes, layouts, types,
+  // operand alignments): a training step repeats the same few dozen.
+  const uint32_t alX = alignment(B, d.batch, d.strideB, abType),
+                 alY = alignment(A, d.batch, d.strideA, abType),
+                 alC = alignment(C, d.batch, d.strideC, cType);
+  const std::array<int64_t, 20> key = {
+      d.m, d.n, d.k, d.transA, d.transB, d.lda, d.ldb, d.ldc, d.batch, d.strideA, d.strideB,
+      d.strideC, int64_t(compute), int64_t(abType), int64_t(cType), alX, alY, alC, 0, 0};
+  static std::map<std::array<int64_t, 20>, cublasLtMatmulAlgo_t> algos;
+  cublasStatus_t hs = CUBLAS_STATUS_SUCCESS;
+  int returned = 1;
+  auto found = algos.find(key);
+  if (found == algos.end()) {
+    cublasLtMatmulPreference_t pref;
+    check(l.cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+    uint64_t wsBytes = l.workspaceBytes;
+    check(l.cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                 &wsBytes, sizeof(wsBytes)),
+          "setting the workspace size");
+    const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> aligns[] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alX},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, alY},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, alC},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, alC}};
+    for (auto [attr, bytes] : aligns)
+      check(l.cublasLtMatmulPreferenceSetAttribute(pref, attr, &bytes, sizeof(bytes)),
+            "setting an operand's alignment");
+    cublasLtMatmulHeuristicResult_t result;
+    returned = 0;
+    hs = l.cublasLtMatmulAlgoGetHeuristic(l.handle, desc, lx, ly, lc, lc, pref, 1, &result,
+                                          &returned);
+    l.cublasLtMatmulPreferenceDestroy(pref);
+    if (hs == CUBLAS_STATUS_SUCCESS && returned > 0)
+      found = algos.emplace(key, result.algo).first;
+  }
   cublasStatus_t ms = CUBLAS_STATUS_NOT_SUPPORTED;
   if (hs == CUBLAS_STATUS_SUCCESS && returned > 0)
     ms = l.cublasLtMatmul(l.handle, desc, &d.alpha, B, lx, A, ly, &d.beta, C, lc, C, lc,
-                          &result.algo, l.workspace, l.workspaceBytes,
+                          &found->second, l.workspace, l.workspaceBytes,
                           static_cast<cudaStream_t>(stream));
-  l.cublasLtMatmulPreferenceDestroy(pref);
   l.cublasLtMatrixLayoutDestroy(lc);
   l.cublasLtMatrixLayoutDestroy(ly);
   l.cublasLtMatrixLayoutDestroy(lx);

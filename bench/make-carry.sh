@@ -8,6 +8,7 @@
 #   .carry/train-models the training libraries test/unit builds (test
 #                       configs, tiny, small, small-bf16, 7b)
 #   .carry/models       mmrec-small and mmrec-7b's libraries (the bench's)
+#   .carry/models-bf16  the same with --train-gated-bf16
 #   .carry/data         KJV token shards: bytes and SentencePiece 32000
 #   .carry/COMMIT       the commit they were built from
 set -euo pipefail
@@ -25,8 +26,14 @@ ldd "${bins[@]}" | awk '/=> \// {print $3}' | sort -u |
   xargs -r cp -L -t "$C/lib/"
 for f in "$B"/test/unit/train-models/*.train.{json,so,gpu.so}; do cp "$f" "$C/train-models/"; done
 for m in mmrec-small mmrec-7b; do cp "$C/train-models/$m".train.* "$C/models/"; done
-[ -d "$C/models-bf16" ] || mkdir -p "$C/models-bf16"
-cp "$C/train-models/mmrec-small-bf16".train.* "$C/models-bf16/"
+# The level-0 products on tensor cores (mmrec-compile --train-gated-bf16),
+# under the models' own names, for SMALL_KERNELS / KERNELS.
+mkdir -p "$C/models-bf16"
+for m in mmrec-small mmrec-7b; do
+  "$B/bin/mmrec-compile" "models/$m.mlir" -o "$C/models-bf16/tmp" --train-gated-bf16 >/dev/null
+  cp "$C/models-bf16/tmp/$m".train.{json,so,gpu.so} "$C/models-bf16/"
+done
+rm -rf "$C/models-bf16/tmp"
 data=${MMREC_CARRY_DATA:-/tmp/mmrec-carry-data}
 [ -f "$data/kjv-spm/train.bin" ] || "$B/bin/mmrec-data" --out "$data/kjv-spm" --tokenizer spm
 [ -f "$data/kjv-bytes/train.bin" ] || "$B/bin/mmrec-data" --out "$data/kjv-bytes" --tokenizer bytes

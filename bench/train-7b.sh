@@ -10,7 +10,8 @@
 #     gemm     the GEMM rate of the layer's products at these shapes
 #              (PyTorch/cuBLAS, bf16 and TF32), the reference for MFU
 #     generate tokens/s of mmrec-generate with random weights at batch 1 and 32
-# Logs go to $OUT.
+# KERNELS=<NAME.train.json> picks another compiled library (bench/make-carry.sh
+# puts the --train-gated-bf16 one in .carry/models-bf16). Logs go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/mmrec-out}
 mkdir -p "$OUT"
@@ -21,7 +22,7 @@ has() { [[ " $what " == *" $1 "* ]]; }
 B=${B:-1}
 T=${T:-2048}
 rc=0
-common=(--kernels $C/models/mmrec-7b.train.json --device gpu --data $C/data/kjv-spm
+common=(--kernels ${KERNELS:-$C/models/mmrec-7b.train.json} --device gpu --data $C/data/kjv-spm
         --batch $B --seq-len $T --lr ${LR:-3e-4} --min-lr ${MIN_LR:-3e-5} --warmup ${WARMUP:-1} --eval-tokens $((B * T))
         --eval-interval 100000 --ckpt-interval 0 --log-interval 1 --sample-tokens 0
         ${FLAGS:---tf32 --recompute})
@@ -58,7 +59,7 @@ PY
 fi
 if has generate; then
   for b in 1 32; do
-    timeout 200 $C/bin/mmrec-generate --kernels $C/models/mmrec-7b.train.json --device gpu \
+    timeout 200 $C/bin/mmrec-generate --kernels ${KERNELS:-$C/models/mmrec-7b.train.json} --device gpu \
       --random-init 1 --data $C/data/kjv-spm --max-tokens ${GEN_TOKENS:-32} --temperature 0 \
       --samples $b > "$OUT/7b-generate-b$b.log" 2>&1
     rc=$((rc | $?))

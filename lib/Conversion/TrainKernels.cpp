@@ -459,15 +459,6 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     });
     softmaxInPlace(k, p, cT);
   };
-  // body(bi, c(t), g, element offset of (bi, t, group g)) for every token t
-  // and group g, in parallel.
-  auto parTokenGroups = [=](K &k, Value B, Value T, auto body) {
-    k.par({B, T, k.idx(G)}, [&](ArrayRef<Value> i) {
-      Value bi = i[0], t = i[1], g = i[2];
-      Value row = k.muli(k.addi(k.muli(bi, T), t), k.idx(D));
-      body(bi, k.divui(t, k.idx(C)), g, k.addi(row, k.muli(g, k.idx(d))));
-    });
-  };
   // y1[qBase + j] = Σ_{c < cT} p_c V1_c,g[j], with p from level1Probs.
   auto level1Read = [=](K &k, Args &a, Value p, Value qBase, Value kRow0, Value g, Value cT) {
     level1Probs(k, a, p, qBase, kRow0, g, cT);
@@ -482,44 +473,148 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   // Scratch over the chunks of one segment: T ≤ max_seq_len (the runtime
   // checks it).
   const int64_t chunkBuf = nCmax + 1;
+  // Training: a warp per (token, group) row (lanes along the channels; a
+  // loop on the CPU) with an online softmax over the visible chunks, so no
+  // probability is stored: forward y1 = Σ_c p_c V1_c; backward pass A
+  // recomputes per row lse = m + log z and δ = Σ_c p_c dp_c (dp_c = dy·V1_c)
+  // into `stat` and dq = Σ_c ds_c K1_c/√d, ds_c = p_c(dp_c − δ); pass B, a
+  // warp per (chunk, group), sums dK1_c = Σ_t ds_tc q_t/√d and
+  // dV1_c = Σ_t p_tc dy_t over the tokens that see chunk c — in registers,
+  // with no atomics.
+  const int64_t Q = (d + 31) / 32;
+  // body(i, j) for the lane's channels j of the group (i: its slot in a
+  // per-lane buffer of chanBuf(k) floats).
+  auto ownCh = [=](K &k, Value lane, auto body) {
+    if (!k.gpu)
+      return k.loop(d, [&](Value j) { body(j, j); });
+    k.loop(Q, [&](Value i) {
+      Value j = k.addi(lane, k.muli(i, k.idx(32)));
+      k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)), [&] { body(i, j); });
+    });
+  };
+  auto chanBuf = [=](K &k) { return k.buf(k.gpu ? Q : d); };
+  // Row r of (B, T, G): batch row, token, group, its chunk c(t) and the
+  // offset of its channels in (B, T, D).
+  struct TokRow {
+    Value bi, t, g, cT, base;
+  };
+  auto tokRow = [=](K &k, Value r, Value T) {
+    TokRow x;
+    x.g = k.remui(r, k.idx(G));
+    Value bt = k.divui(r, k.idx(G));
+    x.bi = k.divui(bt, T), x.t = k.remui(bt, T), x.cT = k.divui(x.t, k.idx(C));
+    x.base = k.addi(k.muli(bt, k.idx(D)), k.muli(x.g, k.idx(d)));
+    return x;
+  };
+  // Offset of group g of chunk ch of batch row bi in (B, nC, D).
+  auto chunkAt = [=](K &k, Value bi, Value nC, Value ch, Value g) {
+    return k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(D)), k.muli(g, k.idx(d)));
+  };
+  // dot(x[xb..], y[yb..]) over the group's channels, on every lane.
+  auto rowDot = [=](K &k, Value lane, Value x, Value xb, Value y, Value yb) {
+    return k.rowSum(lane, d, [&](Value j) {
+      return k.mul(k.ld(x, k.addi(xb, j)), k.ld(y, k.addi(yb, j)));
+    });
+  };
+  // Online softmax state (m, z) in a 2-float buffer, and one chunk's update:
+  // returns the rescale of what was summed so far and e = exp(s − m_new).
+  auto onlineStep = [=](K &k, Value mz, Value s) {
+    Value m = k.ld(mz, k.idx(0)), mn = k.max(m, s);
+    Value scale = k.exp(k.sub(m, mn)), e = k.exp(k.sub(s, mn));
+    k.st(mn, mz, k.idx(0));
+    k.st(k.add(k.mul(k.ld(mz, k.idx(1)), scale), e), mz, k.idx(1));
+    return std::make_pair(scale, e);
+  };
   add("level1_fwd", {"q", "k", "v", "K1", "V1", "y1"}, {"B", "T"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
     k.par({a["B"], nC, k.idx(D)}, [&](ArrayRef<Value> i) { chunkMean(k, a, i[0], i[1], i[2], T, nC); });
-    parTokenGroups(k, a["B"], T, [&](Value bi, Value cT, Value g, Value qBase) {
-      Value p = k.buf(chunkBuf);
-      level1Read(k, a, p, qBase, k.muli(k.muli(bi, nC), k.idx(D)), g, cT);
+    k.rows(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value r, Value lane) {
+      TokRow x = tokRow(k, r, T);
+      Value mz = k.buf(2), acc = chanBuf(k);
+      k.st(k.cst(-INFINITY), mz, k.idx(0));
+      k.st(k.cst(0.0), mz, k.idx(1));
+      ownCh(k, lane, [&](Value i, Value) { k.st(k.cst(0.0), acc, i); });
+      k.loop(k.idx(0), x.cT, [&](Value ch) {
+        Value cb = chunkAt(k, x.bi, nC, ch, x.g);
+        Value s = k.mul(rowDot(k, lane, a["q"], x.base, a["K1"], cb), k.cst(invSqrtD));
+        auto [scale, e] = onlineStep(k, mz, s);
+        ownCh(k, lane, [&](Value i, Value j) {
+          k.st(k.add(k.mul(k.ld(acc, i), scale), k.mul(e, k.ld(a["V1"], k.addi(cb, j)))), acc, i);
+        });
+      });
+      // y1 = 0 in chunk 0 (no chunk visible: z = 0).
+      Value z = k.ld(mz, k.idx(1));
+      Value inv = k.select(k.cmpf(arith::CmpFPredicate::OGT, z, k.cst(0.0)),
+                           k.div(k.cst(1.0), z), k.cst(0.0));
+      ownCh(k, lane, [&](Value i, Value j) {
+        k.st(k.mul(k.ld(acc, i), inv), a["y1"], k.addi(x.base, j));
+      });
     });
   });
-  add("level1_bwd", {"q", "K1", "V1", "dy1", "dq", "dk", "dv", "dK1", "dV1"}, {"B", "T"},
+  add("level1_bwd", {"q", "K1", "V1", "dy1", "dq", "dk", "dv", "dK1", "dV1", "stat"}, {"B", "T"},
       [=](K &k, Args &a) {
         Value T = a["T"], nC = numChunks(k, T);
-        k.par(k.muli(k.muli(a["B"], nC), k.idx(D)), [&](Value i) {
-          k.st(k.cst(0.0), a["dK1"], i);
-          k.st(k.cst(0.0), a["dV1"], i);
-        });
-        parTokenGroups(k, a["B"], T, [&](Value bi, Value cT, Value g, Value qBase) {
-          Value p = k.buf(chunkBuf), dp = k.buf(chunkBuf);
-          Value kRow0 = k.muli(k.muli(bi, nC), k.idx(D));
-          level1Probs(k, a, p, qBase, kRow0, g, cT);
-          auto cb = [&](Value ch) {
-            return k.addi(k.addi(kRow0, k.muli(ch, k.idx(D))), k.muli(g, k.idx(d)));
-          };
-          Value sum = k.sum(k.idx(0), cT, [&](Value ch) {
-            Value dpc = k.sum(d, [&](Value j) {
-              return k.mul(k.ld(a["dy1"], k.addi(qBase, j)), k.ld(a["V1"], k.addi(cb(ch), j)));
-            });
-            k.st(dpc, dp, ch);
-            return k.mul(k.ld(p, ch), dpc);
+        // Pass A, per token row: (lse, δ) into stat, dq.
+        k.rows(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value r, Value lane) {
+          TokRow x = tokRow(k, r, T);
+          Value mz = k.buf(2), dz = k.buf(1);
+          k.st(k.cst(-INFINITY), mz, k.idx(0));
+          k.st(k.cst(0.0), mz, k.idx(1));
+          k.st(k.cst(0.0), dz, k.idx(0));
+          k.loop(k.idx(0), x.cT, [&](Value ch) {
+            Value cb = chunkAt(k, x.bi, nC, ch, x.g);
+            Value s = k.mul(rowDot(k, lane, a["q"], x.base, a["K1"], cb), k.cst(invSqrtD));
+            Value dp = rowDot(k, lane, a["dy1"], x.base, a["V1"], cb);
+            auto [scale, e] = onlineStep(k, mz, s);
+            k.st(k.add(k.mul(k.ld(dz, k.idx(0)), scale), k.mul(e, dp)), dz, k.idx(0));
           });
-          k.loop(k.idx(0), cT, [&](Value ch) {
-            Value pc = k.ld(p, ch);
-            Value ds = k.mul(k.mul(pc, k.sub(k.ld(dp, ch), sum)), k.cst(invSqrtD));
-            k.loop(d, [&](Value j) {
-              Value qi = k.addi(qBase, j), ki = k.addi(cb(ch), j);
-              k.addTo(a["dq"], qi, k.mul(ds, k.ld(a["K1"], ki)));
-              k.accum(a["dK1"], ki, k.mul(ds, k.ld(a["q"], qi)));
-              k.accum(a["dV1"], ki, k.mul(pc, k.ld(a["dy1"], qi)));
+          Value z = k.ld(mz, k.idx(1)), some = k.cmpf(arith::CmpFPredicate::OGT, z, k.cst(0.0));
+          Value lse = k.add(k.ld(mz, k.idx(0)), k.log(k.select(some, z, k.cst(1.0))));
+          Value delta = k.select(some, k.div(k.ld(dz, k.idx(0)), z), k.cst(0.0));
+          k.rowOnce(lane, [&] {
+            k.st(lse, a["stat"], k.muli(r, k.idx(2)));
+            k.st(delta, a["stat"], k.addi(k.muli(r, k.idx(2)), k.idx(1)));
+          });
+          Value acc = chanBuf(k);
+          ownCh(k, lane, [&](Value i, Value) { k.st(k.cst(0.0), acc, i); });
+          k.loop(k.idx(0), x.cT, [&](Value ch) {
+            Value cb = chunkAt(k, x.bi, nC, ch, x.g);
+            Value s = k.mul(rowDot(k, lane, a["q"], x.base, a["K1"], cb), k.cst(invSqrtD));
+            Value dp = rowDot(k, lane, a["dy1"], x.base, a["V1"], cb);
+            Value ds = k.mul(k.mul(k.exp(k.sub(s, lse)), k.sub(dp, delta)), k.cst(invSqrtD));
+            ownCh(k, lane, [&](Value i, Value j) {
+              k.st(k.add(k.ld(acc, i), k.mul(ds, k.ld(a["K1"], k.addi(cb, j)))), acc, i);
             });
+          });
+          ownCh(k, lane, [&](Value i, Value j) { k.addTo(a["dq"], k.addi(x.base, j), k.ld(acc, i)); });
+        });
+        // Pass B, per (chunk, group): dK1, dV1 over the tokens after the chunk.
+        k.rows(k.muli(k.muli(a["B"], nC), k.idx(G)), [&](Value r, Value lane) {
+          Value g = k.remui(r, k.idx(G)), bc = k.divui(r, k.idx(G));
+          Value bi = k.divui(bc, nC), ch = k.remui(bc, nC);
+          Value cb = chunkAt(k, bi, nC, ch, g);
+          Value aK = chanBuf(k), aV = chanBuf(k);
+          ownCh(k, lane, [&](Value i, Value) {
+            k.st(k.cst(0.0), aK, i);
+            k.st(k.cst(0.0), aV, i);
+          });
+          k.loop(k.minui(T, k.muli(k.addi(ch, k.idx(1)), k.idx(C))), T, [&](Value t) {
+            Value row = k.addi(k.muli(bi, T), t);
+            Value base = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
+            Value st = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(2));
+            Value s = k.mul(rowDot(k, lane, a["q"], base, a["K1"], cb), k.cst(invSqrtD));
+            Value dp = rowDot(k, lane, a["dy1"], base, a["V1"], cb);
+            Value p = k.exp(k.sub(s, k.ld(a["stat"], st)));
+            Value ds = k.mul(k.mul(p, k.sub(dp, k.ld(a["stat"], k.addi(st, k.idx(1))))),
+                             k.cst(invSqrtD));
+            ownCh(k, lane, [&](Value i, Value j) {
+              k.st(k.add(k.ld(aK, i), k.mul(ds, k.ld(a["q"], k.addi(base, j)))), aK, i);
+              k.st(k.add(k.ld(aV, i), k.mul(p, k.ld(a["dy1"], k.addi(base, j)))), aV, i);
+            });
+          });
+          ownCh(k, lane, [&](Value i, Value j) {
+            k.st(k.ld(aK, i), a["dK1"], k.addi(cb, j));
+            k.st(k.ld(aV, i), a["dV1"], k.addi(cb, j));
           });
         });
         k.par({a["B"], T, k.idx(D)}, [&](ArrayRef<Value> i) {

@@ -138,7 +138,7 @@ void Model::ensure(int64_t B, int64_t T) {
   long double layerStore = recompute_ ? (long double)c_.L * N * D + perLayer : perLayer * c_.L;
   long double total = layerStore + (long double)N * (22 * D + 3 * F + c_.r + 2 * G * M) +
                       2.0L * logitRows * c_.V + 5.0L * mems + 5.0L * mem +
-                      (long double)B * nC * G * M;
+                      (long double)B * nC * G * M + 2.0L * N * G;
   long double bytes = total * 4, limit = mmrec::train::physicalMemoryBytes();
   if (dev_ == DeviceKind::gpu) {
     size_t freeB = 0, totalB = 0;
@@ -215,6 +215,7 @@ void Model::ensure(int64_t B, int64_t T) {
   resize(dP_, mems);
   resize(dlb_, B * nC * G * M);
   resize(dn_, B * nC * G * M);
+  resize(l1stat_, 2 * N * G);
   resize(memPrev_, mems);
   resize(dwu_, mems);
   resize(dmems_, mems);
@@ -245,7 +246,7 @@ int64_t Model::activationBytes() const {
   for (const auto *v : {&xL_, &rstdF_, &xf_, &logits_, &dlogits_, &dx_, &dx1_, &dy_, &dxf_, &dg_,
                         &df1_, &df3_, &du2_, &do_, &dh_, &dy1_, &dy2_, &dq_, &dk_, &dv_, &dz_,
                         &du_, &dua_, &dpre_, &dell_, &dK1_, &dV1_, &dw_, &dslot_, &dP_, &dlb_,
-                        &dwu_, &dmems_, &dn_, &memPrev_,
+                        &dwu_, &dmems_, &dn_, &memPrev_, &l1stat_,
                         &dmem0_, &dmem0b_, &gp_, &gp0_, &dh0_, &zerosBD_, &zerosMem_, &ones_})
     n += int64_t(v->size());
   return n * 4;
@@ -444,7 +445,7 @@ void Model::backward(const float *P, float *Gr, float scale) {
     groupMM({dw_.data(), GM, c_.M, true}, true, {Ly.k.data(), D, d, true}, false,
             {dS, d, Md, false}, c_.M, d, N, 1);
     lib_("level1_bwd", Arr(Ly.q), Arr(Ly.K1), Arr(Ly.V1), Arr(dy1_), Arr(dq_), Arr(dk_), Arr(dv_),
-         Arr(dK1_), Arr(dV1_), B, T);
+         Arr(dK1_), Arr(dV1_), Arr(l1stat_), B, T);
     // Level 0; dW_g = Σ h_{t−1}ᵀ a_t through the shifted pre-activation
     // gradient (the initial state is zero: its term vanishes), db_g = Σ a_t.
     lib_("gated_bwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),

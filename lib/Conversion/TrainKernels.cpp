@@ -569,7 +569,8 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
             k.st(k.add(k.mul(k.ld(dz, k.idx(0)), scale), k.mul(e, dp)), dz, k.idx(0));
           });
           Value z = k.ld(mz, k.idx(1)), some = k.cmpf(arith::CmpFPredicate::OGT, z, k.cst(0.0));
-          Value lse = k.add(k.ld(mz, k.idx(0)), k.log(k.select(some, z, k.cst(1.0))));
+          // (lse = 0 where no chunk is visible: pass B never reads it there.)
+          Value lse = k.select(some, k.add(k.ld(mz, k.idx(0)), k.log(z)), k.cst(0.0));
           Value delta = k.select(some, k.div(k.ld(dz, k.idx(0)), z), k.cst(0.0));
           k.rowOnce(lane, [&] {
             k.st(lse, a["stat"], k.muli(r, k.idx(2)));
@@ -1992,33 +1993,53 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
                     k.st(h, a["final"], fi);
                   });
                 }});
+  // The adjoint, a warp per (batch row, slot): lanes along the slot's
+  // `inner` channels carry g (Q = ⌈inner/32⌉ a lane) backwards over the
+  // chunks, and dℓ of the slot is their warp sum (no atomics).
+  const int64_t Q = (inner + 31) / 32;
   ks.push_back({sig(true, false), [=](K &k, Args &a) {
-                  Value T = a["T"], N = a["N"];
-                  k.par(k.divui(k.muli(k.muli(a["B"], T), N), k.idx(inner)),
-                        [&](Value i) { k.st(k.cst(0.0), a["grad_log_decay"], i); });
-                  k.par({a["B"], N}, [&](ArrayRef<Value> i) {
-                    Value bi = i[0], n = i[1], fi = k.addi(k.muli(bi, N), n);
-                    // carry = γ_{t+1}·g_{t+1} (grad_final before the last step).
-                    Value carry = k.fold(
-                        k.idx(0), T, k.ld(a["grad_final"], fi),
-                        [&](Value s) { return s; },
-                        [&](Value cin, Value s) {
-                          Value t = k.subi(k.subi(T, k.idx(1)), s);
-                          Value e = scanAt(k, bi, T, t, N, n);
-                          Value g = k.add(k.ld(a["grad_h"], e), cin);
-                          k.st(g, a["grad_b"], e);
-                          Value slot = k.divui(e, k.idx(inner));
-                          Value raw = k.ld(a["log_decay"], slot);
-                          Value gamma = k.exp(clamp(k, raw, 0.0));
-                          Value first = k.cmpi(arith::CmpIPredicate::eq, t, k.idx(0));
-                          Value tp = k.select(first, k.idx(0), k.subi(t, k.idx(1)));
-                          Value hp = k.select(first, k.ld(a["init"], fi),
-                                              k.ld(a["h"], scanAt(k, bi, T, tp, N, n)));
-                          k.accum(a["grad_log_decay"], slot,
-                                  k.mul(inRange(k, raw, 0.0), k.mul(k.mul(g, gamma), hp)));
-                          return k.mul(gamma, g);
+                  Value T = a["T"], N = a["N"], S = k.divui(N, k.idx(inner));
+                  k.rows(k.muli(a["B"], S), [&](Value r, Value lane) {
+                    Value bi = k.divui(r, S), sl = k.remui(r, S);
+                    Value carry = k.buf(Q), part = k.buf(1);
+                    auto ownCh = [&](auto body) {
+                      k.loop(Q, [&](Value i) {
+                        Value j = k.addi(lane, k.muli(i, k.idx(32)));
+                        k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(inner)), [&] {
+                          body(i, k.addi(k.muli(sl, k.idx(inner)), j));
                         });
-                    k.st(carry, a["grad_init"], fi);
+                      });
+                    };
+                    // carry = γ_{t+1}·g_{t+1} (grad_final before the last step).
+                    ownCh([&](Value i, Value n) {
+                      k.st(k.ld(a["grad_final"], k.addi(k.muli(bi, N), n)), carry, i);
+                    });
+                    k.loop(k.idx(0), T, [&](Value s) {
+                      Value t = k.subi(k.subi(T, k.idx(1)), s);
+                      Value slot = k.addi(k.muli(k.addi(k.muli(bi, T), t), S), sl);
+                      Value raw = k.ld(a["log_decay"], slot);
+                      Value gamma = k.exp(clamp(k, raw, 0.0));
+                      Value first = k.cmpi(arith::CmpIPredicate::eq, t, k.idx(0));
+                      Value tp = k.select(first, k.idx(0), k.subi(t, k.idx(1)));
+                      k.st(k.cst(0.0), part, k.idx(0));
+                      ownCh([&](Value i, Value n) {
+                        Value e = scanAt(k, bi, T, t, N, n);
+                        Value g = k.add(k.ld(a["grad_h"], e), k.ld(carry, i));
+                        k.st(g, a["grad_b"], e);
+                        Value hp = k.select(first, k.ld(a["init"], k.addi(k.muli(bi, N), n)),
+                                            k.ld(a["h"], scanAt(k, bi, T, tp, N, n)));
+                        k.st(k.add(k.ld(part, k.idx(0)), k.mul(g, hp)), part, k.idx(0));
+                        k.st(k.mul(gamma, g), carry, i);
+                      });
+                      Value tot = k.warpSum(k.ld(part, k.idx(0)));
+                      k.rowOnce(lane, [&] {
+                        k.st(k.mul(inRange(k, raw, 0.0), k.mul(gamma, tot)), a["grad_log_decay"],
+                             slot);
+                      });
+                    });
+                    ownCh([&](Value i, Value n) {
+                      k.st(k.ld(carry, i), a["grad_init"], k.addi(k.muli(bi, N), n));
+                    });
                   });
                 }});
 }

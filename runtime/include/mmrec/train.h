@@ -364,7 +364,7 @@ private:
   // Backward scratch.
   FBuf dx_, dx1_, dy_, dxf_, dg_, df1_, df3_, du2_, do_, dh_, dy1_, dy2_, dq_, dk_, dv_, dz_, du_,
       dua_, dpre_, dell_, dK1_, dV1_, dw_, dslot_, dP_, dlb_, dwu_, dmems_, dmem0_, dmem0b_, dn_,
-      memPrev_, l1stat_, gp_,
+      l1stat_, gp_,
       gp0_, dh0_,
       zerosBD_, zerosMem_, ones_;
 };

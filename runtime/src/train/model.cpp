@@ -28,7 +28,7 @@ void zero(FBuf &v) { v.zero(); }
 
 /// One layer's activations (everything backward needs).
 struct Model::Layer {
-  FBuf x, rstd1, u, q, k, v, z, ua, pre, ell, h, hfin, K1, V1, y1, w, n, lb, P, wu, mems,
+  FBuf x, rstd1, u, q, k, v, z, ua, pre, ell, h, hfin, K1, V1, y1, w, n, lb, P, mems,
       memfin, a, y2, hrstd, o, x1, rstd2, u2, f1, f3, g;
 };
 
@@ -128,7 +128,7 @@ void Model::ensure(int64_t B, int64_t T) {
   // backward's scratch, in floats (long double: no overflow for absurd sizes).
   long double perLayer = (long double)N * (14 * D + 2 + c_.r + 2 * G * M + G + 3 * F) +
                          (long double)B * D + 2.0L * B * nC * D + 2.0L * B * nC * G * M +
-                         3.0L * mems + mem;
+                         2.0L * mems + mem;
   // The head's block of logits: about 4 MiB on the CPU, 512 MiB on the GPU
   // (fewer, larger products and cross-entropy launches).
   const int64_t logitBudget = dev_ == DeviceKind::gpu ? int64_t(1) << 27 : int64_t(1) << 20;
@@ -169,7 +169,6 @@ void Model::ensure(int64_t B, int64_t T) {
     resize(L.n, B * nC * G * M);
     resize(L.lb, B * nC * G * M);
     resize(L.P, mems);
-    resize(L.wu, mems);
     resize(L.mems, mems);
     resize(L.memfin, mem);
     resize(L.hrstd, N * G);
@@ -216,7 +215,6 @@ void Model::ensure(int64_t B, int64_t T) {
   resize(dlb_, B * nC * G * M);
   resize(dn_, B * nC * G * M);
   resize(l1stat_, 2 * N * G);
-  resize(memPrev_, mems);
   resize(dwu_, mems);
   resize(dmems_, mems);
   resize(dmem0_, mem);
@@ -238,7 +236,7 @@ int64_t Model::activationBytes() const {
   for (const Layer *Lp : all) {
     const Layer &L = *Lp;
     for (const auto *v : {&L.x, &L.rstd1, &L.u, &L.q, &L.k, &L.v, &L.z, &L.ua, &L.pre, &L.ell,
-                          &L.h, &L.hfin, &L.K1, &L.V1, &L.y1, &L.w, &L.n, &L.lb, &L.P, &L.wu, &L.mems,
+                          &L.h, &L.hfin, &L.K1, &L.V1, &L.y1, &L.w, &L.n, &L.lb, &L.P, &L.mems,
                           &L.memfin, &L.a, &L.y2, &L.hrstd, &L.o, &L.x1, &L.rstd2, &L.u2, &L.f1,
                           &L.f3, &L.g})
       n += v->size();
@@ -246,7 +244,7 @@ int64_t Model::activationBytes() const {
   for (const auto *v : {&xL_, &rstdF_, &xf_, &logits_, &dlogits_, &dx_, &dx1_, &dy_, &dxf_, &dg_,
                         &df1_, &df3_, &du2_, &do_, &dh_, &dy1_, &dy2_, &dq_, &dk_, &dv_, &dz_,
                         &du_, &dua_, &dpre_, &dell_, &dK1_, &dV1_, &dw_, &dslot_, &dP_, &dlb_,
-                        &dwu_, &dmems_, &dn_, &memPrev_, &l1stat_,
+                        &dwu_, &dmems_, &dn_, &l1stat_,
                         &dmem0_, &dmem0b_, &gp_, &gp0_, &dh0_, &zerosBD_, &zerosMem_, &ones_})
     n += int64_t(v->size());
   return n * 4;
@@ -281,14 +279,16 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out) {
   lib_("slot_softmax", Arr(Ly.w), N * c_.Nm);
   chunkMM({Ly.w.data(), GM, c_.M, true}, true, {Ly.v.data(), D, d, true}, false,
           {Ly.P.data(), d, Md, false}, c_.M, d, -1, 0);
-  lib_("mdi_chunk_fwd", Arr(Ly.w), W("mu"), Arr(Ly.P), Arr(Ly.n), Arr(Ly.lb), Arr(Ly.wu), B, T);
-  lib_("mem_scan_fwd", Arr(Ly.lb), Arr(Ly.wu), Arr(zerosMem_), Arr(Ly.mems), Arr(Ly.memfin), B,
+  // (1 − β)·U and the states each chunk reads live only within this
+  // forward: they use the backward's dwu_ and dmems_ (free until then).
+  lib_("mdi_chunk_fwd", Arr(Ly.w), W("mu"), Arr(Ly.P), Arr(Ly.n), Arr(Ly.lb), Arr(dwu_), B, T);
+  lib_("mem_scan_fwd", Arr(Ly.lb), Arr(dwu_), Arr(zerosMem_), Arr(Ly.mems), Arr(Ly.memfin), B,
        nC, GMd);
-  lib_("mem_prev", Arr(Ly.mems), Arr(zerosMem_), Arr(memPrev_), B, T);
+  lib_("mem_prev", Arr(Ly.mems), Arr(zerosMem_), Arr(dmems_), B, T);
   groupMM({Ly.q.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.a.data(), GM, c_.M, true},
           N, c_.M, d, 0);
   lib_("slot_softmax", Arr(Ly.a), N * c_.Nm);
-  chunkMM({Ly.a.data(), GM, c_.M, true}, false, {memPrev_.data(), d, Md, false}, false,
+  chunkMM({Ly.a.data(), GM, c_.M, true}, false, {dmems_.data(), d, Md, false}, false,
           {Ly.y2.data(), D, d, true}, -1, d, c_.M, 0);
   lib_("combine_fwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(Ly.o), N);
   Ly.x1 = Ly.x;
@@ -417,9 +417,10 @@ void Model::backward(const float *P, float *Gr, float scale) {
     const float *S = Wp("S");
     float *dS = dWp("S");
     const int64_t GM = c_.Nm * c_.M, Md = c_.M * c_.dm(), d = c_.dm();
-    // memPrev_ is shared by the layers: rebuilt from this layer's states.
-    lib_("mem_prev", Arr(Ly.mems), Arr(zerosMem_), Arr(memPrev_), B, T);
-    chunkMM({dy2_.data(), D, d, true}, false, {memPrev_.data(), d, Md, false}, true,
+    // The states each chunk read (rebuilt from this layer's, in dmems_,
+    // which mem_prev_bwd overwrites once they are no longer needed).
+    lib_("mem_prev", Arr(Ly.mems), Arr(zerosMem_), Arr(dmems_), B, T);
+    chunkMM({dy2_.data(), D, d, true}, false, {dmems_.data(), d, Md, false}, true,
             {dslot_.data(), GM, c_.M, true}, -1, c_.M, d, 0);
     chunkMM({Ly.a.data(), GM, c_.M, true}, true, {dy2_.data(), D, d, true}, false,
             {dP_.data(), d, Md, false}, c_.M, d, -1, 0);

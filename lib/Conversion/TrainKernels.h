@@ -8,9 +8,13 @@
 //   decay_{fwd,bwd}          ℓ = clamp(logσ(pre + λ))
 //   gated_{fwd,bwd}          level 0 (GatedKernels.h), init given
 //   level1_{fwd,bwd}         chunk means K1, V1 and the causal chunk read y1
-//   mdi_write_{fwd,bwd}      write addresses, logβ and (1 − β)·U per chunk
+//   slot_softmax{,_bwd}      level 2's write / read addresses over the M slots
+//                            (their logits and the reads are matrix products
+//                            that the runtime runs: cuBLASLt / BLAS)
+//   mdi_chunk_{fwd,bwd}      write mass n, logβ and (1 − β)·U per chunk
+//   mdi_write_softmax_bwd    the write address's adjoint (with dn)
 //   mem_scan_{fwd,bwd}       Mem_c = β·Mem_{c−1} + (1 − β)·U (ScanKernels.h)
-//   mdi_read_{fwd,bwd}       read addresses and y2 from Mem_{c(t)−1}
+//   mem_prev{,_bwd}          the state Mem_{c−1} each chunk reads
 //   combine_{fwd,bwd}        ω-weighted GroupRMSNorm(h), y1, y2
 //   swiglu_{fwd,bwd}         silu(f1) ⊙ f3
 //   embed_{fwd,bwd}          row gather / scatter-add of E

@@ -331,6 +331,14 @@ private:
           bool transB, float beta);
   /// The LM head and cross-entropy by blocks of rows; with Gr, also dE and dxf.
   double head(const float *P, float *Gr, float scale);
+  /// A strided batch of operands: operand i at p + i·stride, rows of ld.
+  struct StridedOpd {
+    const float *p;
+    int64_t ld, stride;
+  };
+  /// C_i = op(A_i)·op(B_i) + beta·C_i for i < batch, profiled as `what`.
+  void batchedMM(const char *what, StridedOpd A, bool transA, StridedOpd B, bool transB,
+                 StridedOpd C, int64_t m, int64_t n, int64_t k, int64_t batch, float beta);
   /// One operand of the MDI's products (model.cpp): group g of token rows
   /// (`tok`: row r of batch row b at p + (b·T + r)·ld + g·gs) or of the
   /// per-chunk matrices (p + (b·nC + c)·G·M·d + g·gs, rows of ld).

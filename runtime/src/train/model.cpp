@@ -51,9 +51,9 @@ void Model::mm(const float *A, const float *B, float *C, int64_t m, int64_t n, i
   detail::mm(A, B, C, m, n, k, transA, transB, beta, dev_, tf32_);
 }
 
-void Model::groupMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
-                    int64_t n, int64_t k, float beta) {
-  ProfileScope prof("gemm_mdi", dev_);
+void Model::batchedMM(const char *what, StridedOpd A, bool transA, StridedOpd B, bool transB,
+                      StridedOpd C, int64_t m, int64_t n, int64_t k, int64_t batch, float beta) {
+  ProfileScope prof(what, dev_);
   GemmDesc g;
   g.m = m;
   g.n = n;
@@ -63,41 +63,33 @@ void Model::groupMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int6
   g.lda = A.ld;
   g.ldb = B.ld;
   g.ldc = C.ld;
-  g.batch = c_.Nm;
-  g.strideA = A.gs;
-  g.strideB = B.gs;
-  g.strideC = C.gs;
+  g.batch = batch;
+  g.strideA = A.stride;
+  g.strideB = B.stride;
+  g.strideC = C.stride;
   g.beta = beta;
   g.tf32 = tf32_;
   mmrec::rt::gemm(g, DType::f32, A.p, B.p, DType::f32, const_cast<float *>(C.p), dev_);
 }
 
+void Model::groupMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
+                    int64_t n, int64_t k, float beta) {
+  batchedMM("gemm_mdi", {A.p, A.ld, A.gs}, transA, {B.p, B.ld, B.gs}, transB, {C.p, C.ld, C.gs}, m,
+            n, k, c_.Nm, beta);
+}
+
 void Model::chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
                     int64_t n, int64_t k, float beta) {
-  ProfileScope prof("gemm_mdi", dev_);
   const int64_t Ch = c_.C, nC = (T_ + Ch - 1) / Ch, cs = c_.Nm * c_.M * c_.dm();
   // Chunks c0 .. c0 + count of batch row b, each of len tokens, group g.
   auto run = [&](int64_t g, int64_t b, int64_t c0, int64_t count, int64_t len) {
-    auto at = [&](const MdiOpd &o) {
-      return o.p + g * o.gs + (o.tok ? (b * T_ + c0 * Ch) * o.ld : (b * nC + c0) * cs);
+    auto at = [&](const MdiOpd &o) -> StridedOpd {
+      return {o.p + g * o.gs + (o.tok ? (b * T_ + c0 * Ch) * o.ld : (b * nC + c0) * cs), o.ld,
+              o.tok ? Ch * o.ld : cs};
     };
-    auto stride = [&](const MdiOpd &o) { return o.tok ? Ch * o.ld : cs; };
-    GemmDesc d;
-    d.m = m < 0 ? len : m;
-    d.n = n < 0 ? len : n;
-    d.k = k < 0 ? len : k;
-    d.transA = transA;
-    d.transB = transB;
-    d.lda = A.ld;
-    d.ldb = B.ld;
-    d.ldc = C.ld;
-    d.batch = count;
-    d.strideA = stride(A);
-    d.strideB = stride(B);
-    d.strideC = stride(C);
-    d.beta = beta;
-    d.tf32 = tf32_;
-    mmrec::rt::gemm(d, DType::f32, at(A), at(B), DType::f32, const_cast<float *>(at(C)), dev_);
+    auto len_ = [&](int64_t x) { return x < 0 ? len : x; };
+    batchedMM("gemm_mdi", at(A), transA, at(B), transB, at(C), len_(m), len_(n), len_(k), count,
+              beta);
   };
   for (int64_t g = 0; g < c_.Nm; ++g) {
     if (T_ % Ch == 0) {
@@ -453,22 +445,10 @@ void Model::backward(const float *P, float *Gr, float scale) {
          Arr(dh_), Arr(zerosBD_), Arr(dz_), Arr(dell_), Arr(gp_), Arr(gp0_), Arr(dh0_), Arr(sync_),
          B, T);
     if (c_.perHead) {
+      // dW_g's H diagonal blocks: head i's columns of h and of the gradient.
       const int64_t dh = c_.dh();
-      GemmDesc d;
-      d.m = dh;
-      d.n = dh;
-      d.k = N;
-      d.transA = true;
-      d.lda = D;
-      d.ldb = D;
-      d.ldc = dh;
-      d.batch = c_.H;
-      d.strideA = dh;
-      d.strideB = dh;
-      d.strideC = dh * dh;
-      d.beta = 1;
-      d.tf32 = tf32_;
-      mmrec::rt::gemm(d, DType::f32, Ly.h.data(), gp_.data(), DType::f32, dWp("W_g"), dev_);
+      batchedMM("gemm", {Ly.h.data(), D, dh}, true, {gp_.data(), D, dh}, false,
+                {dWp("W_g"), dh, dh * dh}, dh, dh, N, c_.H, 1);
     } else {
       mm(Ly.h.data(), gp_.data(), dWp("W_g"), D, D, N, true, false, 1);
     }

@@ -307,8 +307,9 @@ using Args = llvm::StringMap<Value>;
 using Body = std::function<void(K &, Args &)>;
 
 bool isTokenArray(const std::string &n) { return n == "tokens" || n == "targets"; }
-/// AdamW's moments stored in bf16 (adamw_bf16).
-bool isBf16Array(const std::string &n) { return n == "m16" || n == "v16"; }
+/// AdamW's moments stored in bf16 (adamw_bf16); the bf16 copy of a matrix
+/// product's operand (to_bf16).
+bool isBf16Array(const std::string &n) { return n == "m16" || n == "v16" || n == "x16"; }
 
 struct Kernel {
   TrainKernelSig sig;
@@ -1060,6 +1061,13 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       Value p = k.ld(a["p"], i);
       Value upd = k.add(k.div(k.mul(m, h[5]), k.add(k.sqrt(k.mul(v, h[6])), h[3])), k.mul(h[4], p));
       k.st(k.sub(p, k.mul(h[0], upd)), a["p"], i);
+    });
+  });
+  // --- x16 = bf16(x), round to nearest even: the operands of the bf16
+  // matrix products (--matmul bf16; fp32 accumulation in cuBLASLt).
+  add("to_bf16", {"x", "x16"}, {"n"}, [=](K &k, Args &a) {
+    k.par(a["n"], [&](Value i) {
+      k.st(arith::TruncFOp::create(k.b, k.b.getBF16Type(), k.ld(a["x"], i)), a["x16"], i);
     });
   });
   // --- out[0] += Σ x², each span of kSpan elements summed in f64.

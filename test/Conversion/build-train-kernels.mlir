@@ -15,6 +15,9 @@
 // CHECK: func.func @train_embed_fwd(%{{.*}}: memref<?xi32>
 // CHECK: func.func @train_xent(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xi32>
 // CHECK: func.func @train_adamw
+// The operands of bf16 products: fp32 in, bf16 out, rounded by arith.truncf.
+// CHECK: func.func @train_to_bf16(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xbf16>, %{{.*}}: index)
+// CHECK: arith.truncf %{{.*}} : f32 to bf16
 // CHECK: func.func @train_sumsq
 // CHECK: func.func @train_gated_fwd
 // CHECK: func.func @train_mem_scan_fwd

@@ -20,7 +20,7 @@ namespace mmrec::train {
 
 struct Settings {
   std::string model, kernels, data, out, checkpoint, device = "auto", collectives = "auto",
-      optimizerStates = "fp32";
+      optimizerStates = "fp32", matmul = "auto";
   double distTimeout = 600; // seconds without progress before a multi-rank job ends (0: never)
   int64_t steps = 600, batch = 16, seqLen = 128, warmup = 50, gradAccum = 1;
   double lr = 3e-3, minLr = 3e-4, weightDecay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
@@ -90,7 +90,11 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
   app.add_option("--stop-after", s.stopAfter,
                  "Stop after this many steps of this run, as if interrupted (0: never)")
       ->check(CLI::NonNegativeNumber);
-  app.add_flag("--tf32", s.tf32, "GPU: matrix products in TF32 on the tensor cores");
+  app.add_option("--matmul", s.matmul,
+                 "Matrix products: auto (bf16 on a GPU, fp32 on the CPU), fp32, tf32 (TF32 "
+                 "tensor cores on a GPU) or bf16 (bf16 operands, fp32 accumulation and results; "
+                 "weights, activations and gradients stay fp32)");
+  app.add_flag("--tf32", s.tf32, "The same as --matmul tf32");
   app.add_option("--sample-tokens", s.sampleTokens,
                  "Tokens of the greedy sample printed at each evaluation (0: none)")
       ->check(CLI::Range(int64_t(0), int64_t(4096)));
@@ -132,6 +136,11 @@ inline void validateSettings(const Settings &s) {
   if (s.optimizerStates != "fp32" && s.optimizerStates != "bf16")
     throw CLI::ValidationError("--optimizer-states",
                                "must be fp32 or bf16, got '" + s.optimizerStates + "'");
+  if (s.matmul != "auto" && s.matmul != "fp32" && s.matmul != "tf32" && s.matmul != "bf16")
+    throw CLI::ValidationError("--matmul",
+                               "must be auto, fp32, tf32 or bf16, got '" + s.matmul + "'");
+  if (s.tf32 && s.matmul != "auto" && s.matmul != "tf32")
+    throw CLI::ValidationError("--tf32", "contradicts --matmul " + s.matmul);
   if (s.collectives != "auto" && s.collectives != "nccl" && s.collectives != "mpi")
     throw CLI::ValidationError("--collectives",
                                "must be auto, nccl or mpi, got '" + s.collectives + "'");

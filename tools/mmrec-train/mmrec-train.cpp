@@ -52,7 +52,7 @@ json toJson(const Settings &s) {
           {"lr", s.lr},           {"min_lr", s.minLr},    {"weight_decay", s.weightDecay},
           {"beta1", s.beta1},     {"beta2", s.beta2},     {"clip", s.clip},
           {"seed", s.seed},       {"eval_interval", s.evalInterval}, {"recompute", s.recompute},
-          {"eval_tokens", s.evalTokens}, {"tf32", s.tf32}, {"device", s.device},
+          {"eval_tokens", s.evalTokens}, {"tf32", s.tf32}, {"matmul", s.matmul}, {"device", s.device},
           {"optimizer_states", s.optimizerStates}};
 }
 
@@ -188,7 +188,10 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   ParamLayout layout(c);
   Model model(lib, layout);
   model.setRecompute(s.recompute);
-  model.setTf32(s.tf32);
+  const std::string matmul = s.tf32 ? "tf32" : s.matmul != "auto" ? s.matmul : gpu ? "bf16" : "fp32";
+  model.setMatmul(matmul == "bf16"   ? Model::Matmul::bf16
+                  : matmul == "tf32" ? Model::Matmul::tf32
+                                     : Model::Matmul::fp32);
   Profile::get().enabled = s.profile;
   TokenShard val = TokenShard::read(s.data + "/val.bin", uint32_t(c.V));
   // The tokenizer only for the samples: a data directory without one (or
@@ -287,11 +290,11 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     fs::create_directories(s.out);
     metrics.open(s.out + "/metrics.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
     std::printf("mmrec-train: %s, %lld parameters, %zu training / %zu validation tokens, "
-                "%d rank%s (%s, %s) x B %lld x T %lld x accumulation %lld, %lld steps\n",
+                "%d rank%s (%s, %s, %s products) x B %lld x T %lld x accumulation %lld, "
+                "%lld steps\n",
                 c.name.c_str(), static_cast<long long>(P), train.tokens.size(), val.tokens.size(),
                 W, W > 1 ? "s" : "", sync ? sync->name().c_str() : comm.backend().c_str(),
-                gpu ? "GPU" : "CPU",
-                static_cast<long long>(s.batch),
+                gpu ? "GPU" : "CPU", matmul.c_str(), static_cast<long long>(s.batch),
                 static_cast<long long>(s.seqLen), static_cast<long long>(s.gradAccum),
                 static_cast<long long>(s.steps));
     std::fflush(stdout);

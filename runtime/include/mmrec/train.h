@@ -22,6 +22,7 @@
 #define MMREC_TRAIN_H
 
 #include "mmrec/runtime.h"
+#include "mmrec/blas.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -307,8 +308,16 @@ public:
   /// Rows of logits the head computes at a time (0: about 4 MiB of them on
   /// the CPU, 512 MiB on the GPU).
   void setHeadRows(int64_t rows) { headRowsWanted_ = rows; B_ = T_ = 0; }
-  /// GPU: matrix products in TF32 (off by default: the fp32 oracle tests).
-  void setTf32(bool on) { tf32_ = on; }
+  /// How matrix products multiply: fp32 (the default: the fp32 oracle
+  /// tests), TF32 on the GPU's tensor cores (fp32 on the CPU), or bf16
+  /// operands with fp32 accumulation and fp32 results (mixed precision:
+  /// each fp32 operand is rounded to a bf16 copy by the generated `to_bf16`
+  /// kernel just before its product; weights, activations and gradients
+  /// stay fp32).
+  enum class Matmul { fp32, tf32, bf16 };
+  void setMatmul(Matmul m) { matmul_ = m; }
+  Matmul matmul() const { return matmul_; }
+  void setTf32(bool on) { matmul_ = on ? Matmul::tf32 : Matmul::fp32; }
   /// Called by backward() with each range [a, b) of the flat gradient array
   /// as soon as it is final: layer L−1 first, …, layer 0, then the
   /// embedding and the final norm (data-parallel training starts summing a
@@ -338,7 +347,8 @@ private:
   };
   /// C_i = op(A_i)·op(B_i) + beta·C_i for i < batch, profiled as `what`.
   void batchedMM(const char *what, StridedOpd A, bool transA, StridedOpd B, bool transB,
-                 StridedOpd C, int64_t m, int64_t n, int64_t k, int64_t batch, float beta);
+                 StridedOpd C, int64_t m, int64_t n, int64_t k, int64_t batch, float beta,
+                 bool fine = false);
   /// One operand of the MDI's products (model.cpp): group g of token rows
   /// (`tok`: row r of batch row b at p + (b·T + r)·ld + g·gs) or of the
   /// per-chunk matrices (p + (b·nC + c)·G·M·d + g·gs, rows of ld).
@@ -350,12 +360,21 @@ private:
   /// For every group g and chunk c: C_c = op(A_c)·op(B_c) + beta·C_c, where
   /// a size given as −1 is the chunk's token count (C, or T's remainder).
   void chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m, int64_t n,
-               int64_t k, float beta);
+               int64_t k, float beta, bool fine = false);
   /// For every group g: C_g = op(A_g)·op(B_g) + beta·C_g over all B·T
   /// tokens (the slot logits x·S_gᵀ and their gradients).
   void groupMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m, int64_t n,
                int64_t k, float beta);
-  bool recompute_ = false, keepLogits_ = false, tf32_ = false;
+  /// Every product of the model: C = op(A)·op(B) + beta·C as `g` says,
+  /// in the precision of matmul_; `fine`: never with bf16 operands (TF32
+  /// on the GPU, fp32 on the CPU, when matmul_ is bf16).
+  void gemm(const char *what, const rt::GemmDesc &g, const float *A, const float *B, float *C,
+            bool fine = false);
+  /// The bf16 copy of p[0, n) in `buf` (grown as needed).
+  const uint16_t *toBf16(const float *p, int64_t n, HBuf &buf);
+  bool recompute_ = false, keepLogits_ = false;
+  Matmul matmul_ = Matmul::fp32;
+  HBuf castA_, castB_; // the operands of the current bf16 product
   std::function<void(int64_t, int64_t)> gradReady_;
   int64_t headRows_ = 1, headRowsWanted_ = 0;
   std::unique_ptr<Layer> work_;

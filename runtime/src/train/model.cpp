@@ -47,13 +47,56 @@ long double mmrec::train::physicalMemoryBytes() {
 
 void Model::mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k,
                 bool transA, bool transB, float beta) {
-  ProfileScope prof("gemm", dev_);
-  detail::mm(A, B, C, m, n, k, transA, transB, beta, dev_, tf32_);
+  if (m == 0 || n == 0)
+    return;
+  GemmDesc g;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.transA = transA;
+  g.transB = transB;
+  g.lda = transA ? m : k;
+  g.ldb = transB ? k : n;
+  g.ldc = n;
+  g.beta = beta;
+  gemm("gemm", g, A, B, C);
+}
+
+const uint16_t *Model::toBf16(const float *p, int64_t n, HBuf &buf) {
+  if (buf.size() < n)
+    buf.reset(dev_, n);
+  lib_("to_bf16", Arr(const_cast<float *>(p), n), Arr(buf.data(), n), n);
+  return buf.data();
+}
+
+void Model::gemm(const char *what, const GemmDesc &g, const float *A, const float *B, float *C,
+                 bool fine) {
+  ProfileScope prof(what, dev_);
+  if (matmul_ != Matmul::bf16 || fine) {
+    GemmDesc d = g;
+    d.tf32 = matmul_ != Matmul::fp32;
+    mmrec::rt::gemm(d, DType::f32, A, B, DType::f32, C, dev_);
+    return;
+  }
+  // The elements an operand spans: `batch` matrices of `rows` rows of ld.
+  auto extent = [&](int64_t rows, int64_t cols, int64_t ld, int64_t stride) {
+    return rows == 0 || cols == 0 ? 0 : (g.batch - 1) * stride + (rows - 1) * ld + cols;
+  };
+  const int64_t nA = g.transA ? extent(g.k, g.m, g.lda, g.strideA)
+                              : extent(g.m, g.k, g.lda, g.strideA);
+  const int64_t nB = g.transB ? extent(g.n, g.k, g.ldb, g.strideB)
+                              : extent(g.k, g.n, g.ldb, g.strideB);
+  if (g.k == 0 || nA == 0 || nB == 0) {
+    mmrec::rt::gemm(g, DType::f32, A, B, DType::f32, C, dev_);
+    return;
+  }
+  const uint16_t *a16 = toBf16(A, nA, castA_), *b16 = toBf16(B, nB, castB_);
+  mmrec::rt::gemm(g, DType::bf16, a16, b16, DType::f32, C, dev_);
 }
 
 void Model::batchedMM(const char *what, StridedOpd A, bool transA, StridedOpd B, bool transB,
-                      StridedOpd C, int64_t m, int64_t n, int64_t k, int64_t batch, float beta) {
-  ProfileScope prof(what, dev_);
+                      StridedOpd C, int64_t m, int64_t n, int64_t k, int64_t batch, float beta,
+                      bool fine) {
   GemmDesc g;
   g.m = m;
   g.n = n;
@@ -68,8 +111,7 @@ void Model::batchedMM(const char *what, StridedOpd A, bool transA, StridedOpd B,
   g.strideB = B.stride;
   g.strideC = C.stride;
   g.beta = beta;
-  g.tf32 = tf32_;
-  mmrec::rt::gemm(g, DType::f32, A.p, B.p, DType::f32, const_cast<float *>(C.p), dev_);
+  gemm(what, g, A.p, B.p, const_cast<float *>(C.p), fine);
 }
 
 void Model::groupMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
@@ -79,7 +121,7 @@ void Model::groupMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int6
 }
 
 void Model::chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
-                    int64_t n, int64_t k, float beta) {
+                    int64_t n, int64_t k, float beta, bool fine) {
   const int64_t Ch = c_.C, nC = (T_ + Ch - 1) / Ch, cs = c_.Nm * c_.M * c_.dm();
   // Chunks c0 .. c0 + count of batch row b, each of len tokens, group g.
   auto run = [&](int64_t g, int64_t b, int64_t c0, int64_t count, int64_t len) {
@@ -89,7 +131,7 @@ void Model::chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int6
     };
     auto len_ = [&](int64_t x) { return x < 0 ? len : x; };
     batchedMM("gemm_mdi", at(A), transA, at(B), transB, at(C), len_(m), len_(n), len_(k), count,
-              beta);
+              beta, fine);
   };
   for (int64_t g = 0; g < c_.Nm; ++g) {
     if (T_ % Ch == 0) {
@@ -239,7 +281,7 @@ int64_t Model::activationBytes() const {
                         &dwu_, &dmems_, &dn_, &l1stat_,
                         &dmem0_, &dmem0b_, &gp_, &gp0_, &dh0_, &zerosBD_, &zerosMem_, &ones_})
     n += int64_t(v->size());
-  return n * 4;
+  return n * 4 + (castA_.size() + castB_.size()) * 2;
 }
 
 void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out) {
@@ -412,8 +454,10 @@ void Model::backward(const float *P, float *Gr, float scale) {
     // The states each chunk read (rebuilt from this layer's, in dmems_,
     // which mem_prev_bwd overwrites once they are no longer needed).
     lib_("mem_prev", Arr(Ly.mems), Arr(zerosMem_), Arr(dmems_), B, T);
+    // dslot and dw feed a softmax's gradient (a ⊙ (dslot − Σ a·dslot)),
+    // whose cancellation amplifies bf16 rounding (to ~10% in dS): never bf16.
     chunkMM({dy2_.data(), D, d, true}, false, {dmems_.data(), d, Md, false}, true,
-            {dslot_.data(), GM, c_.M, true}, -1, c_.M, d, 0);
+            {dslot_.data(), GM, c_.M, true}, -1, c_.M, d, 0, true);
     chunkMM({Ly.a.data(), GM, c_.M, true}, true, {dy2_.data(), D, d, true}, false,
             {dP_.data(), d, Md, false}, c_.M, d, -1, 0);
     lib_("slot_softmax_bwd", Arr(Ly.a), Arr(dslot_), N * c_.Nm);
@@ -429,7 +473,7 @@ void Model::backward(const float *P, float *Gr, float scale) {
     lib_("mdi_chunk_bwd", W("mu"), Arr(Ly.n), Arr(Ly.P), Arr(dlb_), Arr(dwu_), dW("mu"), Arr(dP_),
          Arr(dn_), B, T);
     chunkMM({Ly.v.data(), D, d, true}, false, {dP_.data(), d, Md, false}, true,
-            {dw_.data(), GM, c_.M, true}, -1, c_.M, d, 0);
+            {dw_.data(), GM, c_.M, true}, -1, c_.M, d, 0, true);
     chunkMM({Ly.w.data(), GM, c_.M, true}, false, {dP_.data(), d, Md, false}, false,
             {dv_.data(), D, d, true}, -1, d, c_.M, 1);
     lib_("mdi_write_softmax_bwd", Arr(Ly.w), Arr(dn_), Arr(dw_), B, T);

@@ -49,17 +49,7 @@ void Model::mm(const float *A, const float *B, float *C, int64_t m, int64_t n, i
                 bool transA, bool transB, float beta) {
   if (m == 0 || n == 0)
     return;
-  GemmDesc g;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.transA = transA;
-  g.transB = transB;
-  g.lda = transA ? m : k;
-  g.ldb = transB ? k : n;
-  g.ldc = n;
-  g.beta = beta;
-  gemm("gemm", g, A, B, C);
+  gemm("gemm", detail::denseGemm(m, n, k, transA, transB, beta), A, B, C);
 }
 
 const uint16_t *Model::toBf16(const float *p, int64_t n, HBuf &buf) {
@@ -97,12 +87,7 @@ void Model::gemm(const char *what, const GemmDesc &g, const float *A, const floa
 void Model::batchedMM(const char *what, StridedOpd A, bool transA, StridedOpd B, bool transB,
                       StridedOpd C, int64_t m, int64_t n, int64_t k, int64_t batch, float beta,
                       bool fine) {
-  GemmDesc g;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.transA = transA;
-  g.transB = transB;
+  GemmDesc g = detail::denseGemm(m, n, k, transA, transB, beta);
   g.lda = A.ld;
   g.ldb = B.ld;
   g.ldc = C.ld;
@@ -110,7 +95,6 @@ void Model::batchedMM(const char *what, StridedOpd A, bool transA, StridedOpd B,
   g.strideA = A.stride;
   g.strideB = B.stride;
   g.strideC = C.stride;
-  g.beta = beta;
   gemm(what, g, A.p, B.p, const_cast<float *>(C.p), fine);
 }
 

@@ -8,7 +8,7 @@
 #            the PyTorch cross-check of its checkpoint (bench/torch_mmrec.py)
 #     small  mmrec-small on the KJV SentencePiece shards, B8 x T1024 (another
 #            library with SMALL_KERNELS=NAME.train.json): fp32
-#            and TF32 products, tokens/s
+#            TF32 and bf16 products (SMALL_MODES), tokens/s
 #     torch  the PyTorch eager anchor at the same shape (torch_train_speed.py)
 #     nccl   the data-parallel path with NCCL on one rank (--collectives nccl):
 #            mmrec-tiny with and without it (same losses), mmrec-small's step
@@ -55,8 +55,8 @@ if has tiny; then
   rc=$((rc | ${PIPESTATUS[0]}))
 fi
 if has small; then
-  for mode in ${SMALL_MODES:-fp32 tf32}; do
-    flag=""; [ $mode = tf32 ] && flag=--tf32
+  for mode in ${SMALL_MODES:-fp32 tf32 bf16}; do
+    flag="--matmul $mode"
     timeout ${SMALL_TIMEOUT:-400} $C/bin/mmrec-train --kernels ${SMALL_KERNELS:-$C/models/mmrec-small.train.json} --device gpu $flag ${SMALL_FLAGS:-} \
       --data $C/data/kjv-spm --out /tmp/run-small-$mode --steps ${SMALL_STEPS:-12} --batch 8 \
       --seq-len 1024 --lr 1e-3 --min-lr 1e-4 --warmup 4 --eval-interval ${SMALL_EVAL:-1000} --eval-tokens 8192 \

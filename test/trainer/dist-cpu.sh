@@ -24,7 +24,7 @@ COMMON=(--kernels "$WORK/k/mmrec-tiny.train.json" --data "$WORK/data" --seq-len 
 "$BIN/mmrec-train" "${COMMON[@]}" --batch 4 --out "$WORK/r1" > "$WORK/r1.log"
 "${MPI[@]}" -np 2 "$BIN/mmrec-train" "${COMMON[@]}" --batch 2 --out "$WORK/r2" > "$WORK/r2.log"
 "${MPI[@]}" -np 4 "$BIN/mmrec-train" "${COMMON[@]}" --batch 1 --out "$WORK/r4" > "$WORK/r4.log"
-grep -q "2 ranks (mpi, CPU)" "$WORK/r2.log" || fail "the 2-rank run did not run on 2 MPI ranks"
+grep -q "2 ranks (mpi, CPU, fp32 products)" "$WORK/r2.log" || fail "the 2-rank run did not run on 2 MPI ranks"
 # 2 ranks, interrupted after 3 steps, resumed on 4.
 "${MPI[@]}" -np 2 "$BIN/mmrec-train" "${COMMON[@]}" --batch 2 --out "$WORK/rs" --stop-after 3 > "$WORK/rs1.log"
 "${MPI[@]}" -np 4 "$BIN/mmrec-train" "${COMMON[@]}" --batch 1 --out "$WORK/rs" --resume > "$WORK/rs2.log" 2>&1

@@ -183,6 +183,54 @@ TEST(TrainerCpu, Bf16ProductsMatchOracle) {
   checkAgainstOracle("per_head", {{2, 11}, {1, 17}}, 2);
 }
 
+// bf16 copies of operands are reused (a product's operand rounded once for
+// the next products that read it unchanged, the MDI's groups sharing one
+// rounding): the loss and every gradient equal rounding afresh for every
+// product, bit for bit (a stale copy would not), with fewer than 1.5
+// roundings a product (without reuse: two).
+void checkBf16Reuse(rt::DeviceKind dev) {
+  for (const char *gate : {"dense", "per_head"}) {
+    KernelLibrary lib(manifest(gate), dev);
+    ParamLayout layout(lib.config());
+    const int64_t C = lib.config().C;
+    std::vector<float> params = initParams(lib.config(), layout, freshSeed());
+    for (bool recompute : {false, true})
+      for (Case cs : std::vector<Case>{{2, 2 * C}, {3, C + 3}, {1, 5}}) {
+        SCOPED_TRACE(std::string(gate) + (recompute ? " recompute" : "") +
+                     " B=" + std::to_string(cs.B) + " T=" + std::to_string(cs.T));
+        std::vector<int32_t> tok(size_t(cs.B * cs.T));
+        for (size_t i = 0; i < tok.size(); ++i)
+          tok[i] = int32_t((i * 7 + 3) % lib.config().V);
+        double loss[2];
+        std::vector<float> grad[2];
+        uint64_t products[2], roundings[2];
+        for (int reuse = 0; reuse < 2; ++reuse) {
+          Arrays a(dev, params);
+          Model m(lib, layout);
+          m.setMatmul(Model::Matmul::bf16);
+          m.setRecompute(recompute);
+          m.setBf16Reuse(reuse == 1);
+          std::vector<float> zero(params.size(), 0.0f);
+          a.g.upload(zero.data(), int64_t(zero.size()));
+          loss[reuse] = m.forward(a.p.data(), tok.data(), cs.B, cs.T);
+          m.backward(a.p.data(), a.g.data());
+          grad[reuse] = a.g.toHost();
+          products[reuse] = m.bf16Products();
+          roundings[reuse] = m.bf16Roundings();
+        }
+        EXPECT_EQ(loss[0], loss[1]);
+        EXPECT_EQ(grad[0], grad[1]);
+        EXPECT_EQ(products[0], products[1]);
+        EXPECT_EQ(roundings[0], 2 * products[0]);
+        // (A weight is read by one product: ~1.4 a product with reuse.)
+        EXPECT_LT(2 * roundings[1], 3 * products[1])
+            << roundings[1] << " roundings for " << products[1] << " bf16 products";
+      }
+  }
+}
+
+TEST(TrainerCpu, Bf16OperandCopiesAreReusedExactly) { checkBf16Reuse(rt::DeviceKind::cpu); }
+
 // The generated to_bf16 kernel (the operands of bf16 products): round to
 // nearest even, as rt::toBF16; infinities, NaN and the extremes survive.
 std::vector<uint16_t> toBf16Kernel(KernelLibrary &lib, const std::vector<float> &x) {
@@ -560,6 +608,10 @@ TEST(TrainerGpu, Bf16ProductsMatchOracle) {
   REQUIRE_GPU();
   checkAgainstOracle("dense", kCases, 2, rt::DeviceKind::gpu);
   checkAgainstOracle("per_head", {{2, 11}, {1, 17}, {2, 64}}, 2, rt::DeviceKind::gpu);
+}
+TEST(TrainerGpu, Bf16OperandCopiesAreReusedExactly) {
+  REQUIRE_GPU();
+  checkBf16Reuse(rt::DeviceKind::gpu);
 }
 TEST(TrainerGpu, ToBf16MatchesCpu) {
   REQUIRE_GPU();

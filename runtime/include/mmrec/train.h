@@ -207,12 +207,16 @@ public:
   const ModelConfig &config() const { return cfg_; }
   rt::DeviceKind device() const { return device_; }
   const std::string &path() const { return path_; }
+  /// Kernels launched through this library so far (Model uses it to know
+  /// that no kernel has written anything since it rounded an operand).
+  uint64_t launches() const { return launches_; }
 
   /// Calls `train_<name>` with arrays then index arguments (int64_t), in
   /// the order of the manifest; the counts are checked.
   template <class... A> void operator()(const std::string &name, A... a) {
     constexpr size_t nArr = (0 + ... + size_t(std::is_same_v<A, Arr>));
     void *fn = lookup(name, nArr, sizeof...(A) - nArr);
+    ++launches_;
     ProfileScope prof(name, device_);
     invoke(fn, std::index_sequence_for<A...>{}, a...);
     if (device_ == rt::DeviceKind::gpu)
@@ -247,6 +251,7 @@ private:
   };
   std::string path_;
   rt::DeviceKind device_ = rt::DeviceKind::cpu;
+  uint64_t launches_ = 0;
   void *handle_ = nullptr;
   ModelConfig cfg_;
   std::map<std::string, Sig> kernels_;
@@ -318,6 +323,14 @@ public:
   void setMatmul(Matmul m) { matmul_ = m; }
   Matmul matmul() const { return matmul_; }
   void setTf32(bool on) { matmul_ = on ? Matmul::tf32 : Matmul::fp32; }
+  /// bf16 products so far, and the to_bf16 roundings of their operands
+  /// (below two a product: an operand shared by consecutive products, and
+  /// the MDI's per-group products, are rounded once).
+  uint64_t bf16Products() const { return bf16Products_; }
+  uint64_t bf16Roundings() const { return castLaunches_; }
+  /// Off: every bf16 product rounds its operands afresh (the reference the
+  /// tests compare the reuse with, bit for bit).
+  void setBf16Reuse(bool on) { reuseCasts_ = on; }
   /// Called by backward() with each range [a, b) of the flat gradient array
   /// as soon as it is final: layer L−1 first, …, layer 0, then the
   /// embedding and the final norm (data-parallel training starts summing a
@@ -370,11 +383,32 @@ private:
   /// on the GPU, fp32 on the CPU, when matmul_ is bf16).
   void gemm(const char *what, const rt::GemmDesc &g, const float *A, const float *B, float *C,
             bool fine = false);
-  /// The bf16 copy of p[0, n) in `buf` (grown as needed).
-  const uint16_t *toBf16(const float *p, int64_t n, HBuf &buf);
+  /// A bf16 copy of the floats [src, src + n): valid while `epoch` is
+  /// castEpoch(), i.e. no kernel has run since it was made, and no product
+  /// has written over its source since (gemm drops those).
+  struct Bf16Copy {
+    HBuf buf;
+    const float *src = nullptr;
+    int64_t n = 0;
+    uint64_t epoch = 0, used = 0;
+  };
+  /// The bf16 copy of p[0, n): a slice of a valid copy that spans it
+  /// (consecutive products of one operand, and chunkMM's groups, round it
+  /// once), else a new copy by the to_bf16 kernel in the least recently
+  /// used slot other than `keep`. `slot`: where it lies.
+  const uint16_t *bf16Operand(const float *p, int64_t n, const Bf16Copy *keep,
+                              const Bf16Copy **slot = nullptr);
+  /// Kernels launched by the library, not counting the roundings.
+  uint64_t castEpoch() const { return lib_.launches() - castLaunches_; }
+  /// Invalidates the copies whose source overlaps [p, p + n) (`all`: every copy).
+  void dropCopies(const float *p, int64_t n, bool all = false);
   bool recompute_ = false, keepLogits_ = false;
   Matmul matmul_ = Matmul::fp32;
-  HBuf castA_, castB_; // the operands of the current bf16 product
+  // Three slots: a product's two operands, and one more so that an operand
+  // shared by a product and the next survives (A of one, B of the other).
+  Bf16Copy casts_[3];
+  uint64_t castLaunches_ = 0, castUses_ = 0, bf16Products_ = 0;
+  bool reuseCasts_ = true;
   std::function<void(int64_t, int64_t)> gradReady_;
   int64_t headRows_ = 1, headRowsWanted_ = 0;
   std::unique_ptr<Layer> work_;

@@ -52,26 +52,63 @@ void Model::mm(const float *A, const float *B, float *C, int64_t m, int64_t n, i
   gemm("gemm", detail::denseGemm(m, n, k, transA, transB, beta), A, B, C);
 }
 
-const uint16_t *Model::toBf16(const float *p, int64_t n, HBuf &buf) {
-  if (buf.size() < n)
-    buf.reset(dev_, n);
-  lib_("to_bf16", Arr(const_cast<float *>(p), n), Arr(buf.data(), n), n);
-  return buf.data();
+const uint16_t *Model::bf16Operand(const float *p, int64_t n, const Bf16Copy *keep,
+                                   const Bf16Copy **slot) {
+  const uint64_t epoch = castEpoch();
+  const auto at = [](const float *x) { return reinterpret_cast<uintptr_t>(x); };
+  for (Bf16Copy &c : casts_)
+    if (reuseCasts_ && c.src && c.epoch == epoch && at(p) >= at(c.src) &&
+        at(p + n) <= at(c.src + c.n)) {
+      c.used = ++castUses_;
+      if (slot)
+        *slot = &c;
+      return c.buf.data() + (p - c.src);
+    }
+  // The victim: an invalid copy if there is one, else the least recently used.
+  Bf16Copy *v = nullptr;
+  for (Bf16Copy &c : casts_) {
+    if (&c == keep)
+      continue;
+    const bool stale = !c.src || c.epoch != epoch;
+    const bool vStale = v && (!v->src || v->epoch != epoch);
+    if (!v || (stale && !vStale) || (stale == vStale && c.used < v->used))
+      v = &c;
+  }
+  if (v->buf.size() < n)
+    v->buf.reset(dev_, n);
+  lib_("to_bf16", Arr(const_cast<float *>(p), n), Arr(v->buf.data(), n), n);
+  ++castLaunches_;
+  v->src = p;
+  v->n = n;
+  v->epoch = castEpoch();
+  v->used = ++castUses_;
+  if (slot)
+    *slot = v;
+  return v->buf.data();
+}
+
+void Model::dropCopies(const float *p, int64_t n, bool all) {
+  const auto at = [](const float *x) { return reinterpret_cast<uintptr_t>(x); };
+  for (Bf16Copy &c : casts_)
+    if (c.src && (all || (at(p) < at(c.src + c.n) && at(c.src) < at(p + n))))
+      c.src = nullptr;
 }
 
 void Model::gemm(const char *what, const GemmDesc &g, const float *A, const float *B, float *C,
                  bool fine) {
   ProfileScope prof(what, dev_);
+  // The elements an operand spans: `batch` matrices of `rows` rows of ld.
+  auto extent = [&](int64_t rows, int64_t cols, int64_t ld, int64_t stride) {
+    return rows == 0 || cols == 0 ? 0 : (g.batch - 1) * stride + (rows - 1) * ld + cols;
+  };
+  // C is written whatever the path: bf16 copies of what it overlaps go.
+  dropCopies(C, extent(g.m, g.n, g.ldc, g.strideC));
   if (matmul_ != Matmul::bf16 || fine) {
     GemmDesc d = g;
     d.tf32 = matmul_ != Matmul::fp32;
     mmrec::rt::gemm(d, DType::f32, A, B, DType::f32, C, dev_);
     return;
   }
-  // The elements an operand spans: `batch` matrices of `rows` rows of ld.
-  auto extent = [&](int64_t rows, int64_t cols, int64_t ld, int64_t stride) {
-    return rows == 0 || cols == 0 ? 0 : (g.batch - 1) * stride + (rows - 1) * ld + cols;
-  };
   const int64_t nA = g.transA ? extent(g.k, g.m, g.lda, g.strideA)
                               : extent(g.m, g.k, g.lda, g.strideA);
   const int64_t nB = g.transB ? extent(g.n, g.k, g.ldb, g.strideB)
@@ -80,8 +117,11 @@ void Model::gemm(const char *what, const GemmDesc &g, const float *A, const floa
     mmrec::rt::gemm(g, DType::f32, A, B, DType::f32, C, dev_);
     return;
   }
-  const uint16_t *a16 = toBf16(A, nA, castA_), *b16 = toBf16(B, nB, castB_);
+  const Bf16Copy *slotA = nullptr;
+  const uint16_t *a16 = bf16Operand(A, nA, nullptr, &slotA);
+  const uint16_t *b16 = bf16Operand(B, nB, slotA);
   mmrec::rt::gemm(g, DType::bf16, a16, b16, DType::f32, C, dev_);
+  ++bf16Products_;
 }
 
 void Model::batchedMM(const char *what, StridedOpd A, bool transA, StridedOpd B, bool transB,
@@ -117,6 +157,15 @@ void Model::chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int6
     batchedMM("gemm_mdi", at(A), transA, at(B), transB, at(C), len_(m), len_(n), len_(k), count,
               beta, fine);
   };
+  if (matmul_ == Matmul::bf16 && !fine && reuseCasts_) {
+    // Round each operand whole, once: every group's and chunk's product
+    // below takes a slice of the copy (rounded per group, the operands of
+    // the chunk states would be rounded N_m times).
+    auto whole = [&](const MdiOpd &o) { return o.tok ? B_ * T_ * o.ld : B_ * nC * cs; };
+    const Bf16Copy *slotA = nullptr;
+    bf16Operand(A.p, whole(A), nullptr, &slotA);
+    bf16Operand(B.p, whole(B), slotA);
+  }
   for (int64_t g = 0; g < c_.Nm; ++g) {
     if (T_ % Ch == 0) {
       // Every chunk has C tokens: one batch over all B·nC chunks (token
@@ -265,7 +314,9 @@ int64_t Model::activationBytes() const {
                         &dwu_, &dmems_, &dn_, &l1stat_,
                         &dmem0_, &dmem0b_, &gp_, &gp0_, &dh0_, &zerosBD_, &zerosMem_, &ones_})
     n += int64_t(v->size());
-  return n * 4 + (castA_.size() + castB_.size()) * 2;
+  for (const Bf16Copy &c : casts_)
+    n += (c.buf.size() + 1) / 2; // bf16: two to a float
+  return n * 4;
 }
 
 void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out) {
@@ -323,6 +374,9 @@ double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t 
   if (B <= 0 || T <= 0)
     throw Error("forward: B and T must be positive, got B=" + std::to_string(B) +
                 ", T=" + std::to_string(T));
+  // The parameters may have been written outside the library (uploads,
+  // collectives) since the last call: no bf16 copy outlives a call.
+  dropCopies(nullptr, 0, true);
   ensure(B, T);
   const int64_t N = B * T, D = c_.D, V = c_.V;
   for (int64_t i = 0; i < N; ++i)
@@ -385,6 +439,7 @@ double Model::head(const float *P, float *Gr, float scale) {
 void Model::backward(const float *P, float *Gr, float scale) {
   if (B_ == 0)
     throw Error("backward: no forward pass to differentiate");
+  dropCopies(nullptr, 0, true);
   const int64_t B = B_, T = T_, N = B * T, D = c_.D, F = c_.F, r = c_.r, V = c_.V;
   const int64_t nC = (T + c_.C - 1) / c_.C, GMd = c_.Nm * c_.M * c_.dm();
   float *dE = Gr + layout_.get("embed").offset;

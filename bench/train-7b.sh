@@ -4,7 +4,7 @@
 # shards built here and carried in .carry/, see docs/training.md):
 #   bench/train-7b.sh [train] [profile] [gemm]
 #     train    STEPS steps (default 5) at B x T (default 1 x 2048), fp32 master
-#              weights and AdamW states, TF32 products, activation
+#              weights and AdamW states, bf16 products, activation
 #              recomputation; no checkpoints (the disk is smaller than one)
 #     profile  2 steps with --profile: time per kernel and product
 #     gemm     the GEMM rate of the layer's products at these shapes
@@ -25,7 +25,7 @@ rc=0
 common=(--kernels ${KERNELS:-$C/models/mmrec-7b.train.json} --device gpu --data $C/data/kjv-spm
         --batch $B --seq-len $T --lr ${LR:-3e-4} --min-lr ${MIN_LR:-3e-5} --warmup ${WARMUP:-1} --eval-tokens $((B * T))
         --eval-interval 100000 --ckpt-interval 0 --log-interval 1 --sample-tokens 0
-        ${FLAGS:---tf32 --recompute})
+        ${FLAGS:---matmul bf16 --recompute})
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 if has train; then
   timeout ${TRAIN_TIMEOUT:-400} $C/bin/mmrec-train "${common[@]}" --steps ${STEPS:-5} \

@@ -186,8 +186,9 @@ TEST(TrainerCpu, Bf16ProductsMatchOracle) {
 // bf16 copies of operands are reused (a product's operand rounded once for
 // the next products that read it unchanged, the MDI's groups sharing one
 // rounding): the loss and every gradient equal rounding afresh for every
-// product, bit for bit (a stale copy would not), with fewer than 1.5
-// roundings a product (without reuse: two).
+// product, bit for bit on the CPU (a stale copy would not; on the GPU to
+// the order of fp32 sums), with fewer than 1.5 roundings a product
+// (without reuse: two).
 void checkBf16Reuse(rt::DeviceKind dev) {
   for (const char *gate : {"dense", "per_head"}) {
     KernelLibrary lib(manifest(gate), dev);
@@ -218,8 +219,24 @@ void checkBf16Reuse(rt::DeviceKind dev) {
           products[reuse] = m.bf16Products();
           roundings[reuse] = m.bf16Roundings();
         }
-        EXPECT_EQ(loss[0], loss[1]);
-        EXPECT_EQ(grad[0], grad[1]);
+        if (dev == rt::DeviceKind::cpu) {
+          EXPECT_EQ(loss[0], loss[1]);
+          EXPECT_EQ(grad[0], grad[1]);
+        } else {
+          // cuBLASLt picks its algorithm by the operands' alignment, and a
+          // group's slice of a shared copy is less aligned than a copy of
+          // its own: the sums' order may differ (a stale copy: O(1)).
+          double num = 0, den = 0;
+          for (size_t i = 0; i < grad[0].size(); ++i) {
+            num += double(grad[1][i] - grad[0][i]) * (grad[1][i] - grad[0][i]);
+            den += double(grad[0][i]) * grad[0][i];
+          }
+          const double gerr = std::sqrt(num / std::max(den, 1e-300));
+          std::cout << "bf16 copies reused: loss " << loss[1] << " vs " << loss[0]
+                    << ", gradient " << gerr << " (relative L2)\n";
+          EXPECT_LE(std::abs(loss[1] - loss[0]), 1e-5 * std::abs(loss[0]));
+          EXPECT_LE(gerr, 1e-4);
+        }
         EXPECT_EQ(products[0], products[1]);
         EXPECT_EQ(roundings[0], 2 * products[0]);
         // (A weight is read by one product: ~1.4 a product with reuse.)

@@ -6,7 +6,7 @@
 #            float64 oracle on the GPU (label `gpu`)
 #     tiny   mmrec-tiny on the KJV bytes, the README's run on the GPU, and
 #            the PyTorch cross-check of its checkpoint (bench/torch_mmrec.py)
-#     small  mmrec-small on the KJV SentencePiece shards, B8 x T1024 (another
+#     small  mmrec-small on the KJV SentencePiece shards, B8 x T1024 (SMALL_BATCH; another
 #            library with SMALL_KERNELS=NAME.train.json): fp32
 #            TF32 and bf16 products (SMALL_MODES), tokens/s
 #     torch  the PyTorch eager anchor at the same shape (torch_train_speed.py)
@@ -58,7 +58,7 @@ if has small; then
   for mode in ${SMALL_MODES:-fp32 tf32 bf16}; do
     flag="--matmul $mode"
     timeout ${SMALL_TIMEOUT:-400} $C/bin/mmrec-train --kernels ${SMALL_KERNELS:-$C/models/mmrec-small.train.json} --device gpu $flag ${SMALL_FLAGS:-} \
-      --data $C/data/kjv-spm --out /tmp/run-small-$mode --steps ${SMALL_STEPS:-12} --batch 8 \
+      --data $C/data/kjv-spm --out /tmp/run-small-$mode --steps ${SMALL_STEPS:-12} --batch ${SMALL_BATCH:-8} \
       --seq-len 1024 --lr 1e-3 --min-lr 1e-4 --warmup 4 --eval-interval ${SMALL_EVAL:-1000} --eval-tokens 8192 \
       --ckpt-interval 1000 --keep 1 --log-interval 1 2>&1 | tee "$OUT/small-$mode.log" | tail -5
     rc=$((rc | ${PIPESTATUS[0]}))

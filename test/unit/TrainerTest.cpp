@@ -15,10 +15,12 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <iostream>
 #include <limits>
 #include <random>
+#include <thread>
 
 using namespace mmrec;
 using namespace mmrec::train;
@@ -247,6 +249,34 @@ void checkBf16Reuse(rt::DeviceKind dev) {
 }
 
 TEST(TrainerCpu, Bf16OperandCopiesAreReusedExactly) { checkBf16Reuse(rt::DeviceKind::cpu); }
+
+// --profile's times are exclusive: a scope opened inside another (a
+// product's to_bf16 roundings inside the product) counts only once, so the
+// entries add up to the time profiled.
+TEST(TrainerCpu, ProfileScopesAreExclusive) {
+  Profile &p = Profile::get();
+  const bool was = p.enabled;
+  p.enabled = true;
+  p.entries.clear();
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    ProfileScope outer("outer", rt::DeviceKind::cpu);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    {
+      ProfileScope inner("inner", rt::DeviceKind::cpu);
+      std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    }
+  }
+  const double wall =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const double outer = p.entries["outer"].ms, inner = p.entries["inner"].ms;
+  p.entries.clear();
+  p.enabled = was;
+  EXPECT_GE(inner, 60.0);
+  EXPECT_GE(outer, 20.0);
+  EXPECT_LT(outer, inner); // inclusive, outer would be 80 ms or more
+  EXPECT_LE(outer + inner, wall + 0.5);
+}
 
 // The generated to_bf16 kernel (the operands of bf16 products): round to
 // nearest even, as rt::toBF16; infinities, NaN and the extremes survive.

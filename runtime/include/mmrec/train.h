@@ -189,7 +189,8 @@ public:
 private:
   std::string name_;
   rt::DeviceKind dev_;
-  double t0_ = -1;
+  double t0_ = -1, nested_ = 0; // nested_: the time of scopes opened inside
+  ProfileScope *outer_ = nullptr;
 };
 
 class KernelLibrary {

@@ -159,12 +159,19 @@ static double nowMs() {
       .count();
 }
 
+// The innermost open scope: a scope's time excludes the scopes opened
+// inside it (a product's to_bf16 roundings count as to_bf16 only), so the
+// shares add up to the run.
+static thread_local ProfileScope *innermostScope = nullptr;
+
 ProfileScope::ProfileScope(const std::string &name, rt::DeviceKind dev) : name_(name), dev_(dev) {
   if (!Profile::get().enabled)
     return;
   if (dev_ == rt::DeviceKind::gpu)
     rt::gpu::synchronize();
   t0_ = nowMs();
+  outer_ = innermostScope;
+  innermostScope = this;
 }
 
 ProfileScope::~ProfileScope() {
@@ -172,7 +179,11 @@ ProfileScope::~ProfileScope() {
     return;
   if (dev_ == rt::DeviceKind::gpu)
     rt::gpu::synchronize();
-  Profile::get().add(name_, nowMs() - t0_);
+  const double ms = nowMs() - t0_;
+  Profile::get().add(name_, ms - nested_);
+  if (outer_)
+    outer_->nested_ += ms;
+  innermostScope = outer_;
 }
 
 void KernelLibrary::checkLaunch(const std::string &name) {

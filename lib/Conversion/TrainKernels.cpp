@@ -1258,8 +1258,8 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
 ///    D / Dc blocks meeting at one grid barrier a step; used for B up to
 ///    kCoopMaxRows (the kernel walks the batch in tiles of 8 rows a step, so
 ///    its step time grows with B), the one-block-per-row kernels beyond.
-///    The adjoint's pre-activations h_{t−1}·W_g come from one generated
-///    product (gatedPreactProduct) before the kernel.
+///    The adjoint's pre-activations h_{t−1}·W_g come from cuBLASLt products
+///    (gatedPreactProduct) before the kernel.
 ///    With c.gatedBf16 (and D a multiple of 256), the cooperative kernels'
 ///    products run on tensor cores instead (spec.mma: 32 channels a block,
 ///    W_g's slice as bf16 mma fragments, the staged rows rounded to bf16,
@@ -1362,115 +1362,40 @@ void launchGated(K &k, const GatedKernelSpec &spec, Value blocks, ValueRange ope
 }
 
 /// pact[m][n] = Σ_k x_m[k]·W[k][n] over the B·T rows m = b·T + t, x_m =
-/// h[b, t−1] (t > 0) or init[b] (t = 0), in fp32 FMAs: rows with t > 0 go
-/// to `pact` (row m), rows with t = 0 to `pact0` (row b). Tiles of 64 × 64
-/// outputs, 256 threads of 4 × 4, k in steps of 16 through shared memory.
+/// h[b, t−1] (t > 0) or init[b] (t = 0): rows with t > 0 go to `pact` (row
+/// m), rows with t = 0 to `pact0` (row b). Two cuBLASLt products (fp32
+/// operands, TF32 with `tf32`) that the host code calls through the
+/// runtime's mmrecGemmF32 (runtime/src/cuda.cpp), on the stream of the
+/// kernels: a batch of B products h[b, 0..T−2]·W → pact[b, 1..T−1] (rows of
+/// D, batch stride T·D) and init·W → pact0. (A generated SIMT product did
+/// this before: at the 7B widths it took twice the adjoint kernel's time.)
 void gatedPreactProduct(K &k, int64_t D, Value h, Value init, Value W, Value pact, Value pact0,
-                        Value B, Value T) {
-  constexpr int64_t TM = 64, TN = 64, TK = 16, AS = TM + 1;
-  const int64_t nTiles = (D + TN - 1) / TN;
-  Value M = k.muli(B, T);
-  Value mTiles = k.divui(k.addi(M, k.idx(TM - 1)), k.idx(TM));
-  k.blocks(k.muli(mTiles, k.idx(nTiles)), 256, {TK * AS, TK * TN},
-           [&](Value bid, Value tid, ArrayRef<Value> sm) {
-             Value As = sm[0], Bs = sm[1];
-             Value m0 = k.muli(k.divui(bid, k.idx(nTiles)), k.idx(TM));
-             Value n0 = k.muli(k.remui(bid, k.idx(nTiles)), k.idx(TN));
-             Value ty = k.divui(tid, k.idx(16)), tx = k.remui(tid, k.idx(16));
-             Value lastRow = k.subi(M, k.idx(1));
-             // (x / T, x mod T) for a row index x < B·T, in 32 bits (a 64-bit
-             // division is a subroutine call with a stack frame in SASS).
-             Type i32 = k.b.getI32Type();
-             Value T32 = arith::IndexCastUIOp::create(k.b, i32, T);
-             auto divmod32 = [&](Value x) {
-               Value x32 = arith::IndexCastUIOp::create(k.b, i32, x);
-               Value q = arith::DivUIOp::create(k.b, x32, T32);
-               Value r = arith::RemUIOp::create(k.b, x32, T32);
-               return std::make_pair(
-                   arith::IndexCastUIOp::create(k.b, k.b.getIndexType(), q).getResult(),
-                   arith::IndexCastUIOp::create(k.b, k.b.getIndexType(), r).getResult());
-             };
-             // The 4 rows this thread loads (fixed over k): where x_m starts
-             // in h and in init, and which of them it is (64-bit divisions
-             // stay out of the k loop).
-             SmallVector<Value> rowOk, rowFirst, rowH, rowI;
-             for (int64_t q = 0; q < 4; ++q) {
-               Value r = k.divui(k.addi(tid, k.idx(256 * q)), k.idx(TK));
-               Value m = k.addi(m0, r);
-               rowOk.push_back(k.cmpi(arith::CmpIPredicate::ult, m, M));
-               Value mc = k.minui(m, lastRow);
-               auto [bi, t] = divmod32(mc);
-               Value notFirst = k.cmpi(arith::CmpIPredicate::ugt, t, k.idx(0));
-               rowFirst.push_back(notFirst);
-               rowH.push_back(k.muli(k.select(notFirst, k.subi(mc, k.idx(1)), k.idx(0)), k.idx(D)));
-               rowI.push_back(k.muli(bi, k.idx(D)));
-             }
-             SmallVector<Value> init0(16, k.cst(0.0));
-             auto kl = scf::ForOp::create(k.b, k.idx(0), k.idx(D), k.idx(TK), init0);
-             {
-               OpBuilder::InsertionGuard g(k.b);
-               k.b.setInsertionPointToStart(kl.getBody());
-               Value k0 = kl.getInductionVar();
-               // A tile: 64 rows × 16 k, 4 elements a thread, k fastest.
-               for (int64_t q = 0; q < 4; ++q) {
-                 Value e = k.addi(tid, k.idx(256 * q));
-                 Value r = k.divui(e, k.idx(TK)), kk = k.remui(e, k.idx(TK));
-                 Value kx = k.addi(k0, kk);
-                 Value ok = arith::AndIOp::create(k.b, rowOk[q],
-                                                  k.cmpi(arith::CmpIPredicate::ult, kx, k.idx(D)));
-                 Value kc = k.minui(kx, k.idx(D - 1));
-                 Value x = k.select(rowFirst[q], k.ld(h, k.addi(rowH[q], kc)),
-                                    k.ld(init, k.addi(rowI[q], kc)));
-                 k.st(k.select(ok, x, k.cst(0.0)), As, k.addi(k.muli(kk, k.idx(AS)), r));
-               }
-               // B tile: 16 k × 64 n, n fastest.
-               for (int64_t q = 0; q < 4; ++q) {
-                 Value e = k.addi(tid, k.idx(256 * q));
-                 Value kk = k.divui(e, k.idx(TN)), n = k.remui(e, k.idx(TN));
-                 Value kx = k.addi(k0, kk), nx = k.addi(n0, n);
-                 Value ok = arith::AndIOp::create(k.b, k.cmpi(arith::CmpIPredicate::ult, kx, k.idx(D)),
-                                                  k.cmpi(arith::CmpIPredicate::ult, nx, k.idx(D)));
-                 Value w = k.ld(W, k.addi(k.muli(k.minui(kx, k.idx(D - 1)), k.idx(D)),
-                                          k.minui(nx, k.idx(D - 1))));
-                 k.st(k.select(ok, w, k.cst(0.0)), Bs, k.addi(k.muli(kk, k.idx(TN)), n));
-               }
-               k.barrier();
-               SmallVector<Value> acc(kl.getRegionIterArgs().begin(), kl.getRegionIterArgs().end());
-               for (int64_t kk = 0; kk < TK; ++kk) {
-                 Value av[4], bv[4];
-                 for (int64_t i = 0; i < 4; ++i)
-                   av[i] = k.ld(As, k.addi(k.muli(ty, k.idx(4)), k.idx(kk * AS + i)));
-                 for (int64_t j = 0; j < 4; ++j)
-                   bv[j] = k.ld(Bs, k.addi(tx, k.idx(kk * TN + 16 * j)));
-                 for (int64_t i = 0; i < 4; ++i)
-                   for (int64_t j = 0; j < 4; ++j)
-                     acc[i * 4 + j] = math::FmaOp::create(k.b, av[i], bv[j], acc[i * 4 + j]);
-               }
-               k.barrier();
-               scf::YieldOp::create(k.b, acc);
-             }
-             for (int64_t i = 0; i < 4; ++i) {
-               Value m = k.addi(m0, k.addi(k.muli(ty, k.idx(4)), k.idx(i)));
-               Value mOk = k.cmpi(arith::CmpIPredicate::ult, m, M);
-               auto [bi, t] = divmod32(k.minui(m, lastRow));
-               Value notFirst = k.cmpi(arith::CmpIPredicate::ugt, t, k.idx(0));
-               for (int64_t j = 0; j < 4; ++j) {
-                 Value n = k.addi(n0, k.addi(tx, k.idx(16 * j)));
-                 Value ok = arith::AndIOp::create(k.b, mOk,
-                                                  k.cmpi(arith::CmpIPredicate::ult, n, k.idx(D)));
-                 k.ifThen(ok, [&] {
-                   Value v = kl.getResult(i * 4 + j);
-                   auto ifT = scf::IfOp::create(k.b, TypeRange{}, notFirst, true);
-                   OpBuilder::InsertionGuard g(k.b);
-                   k.b.setInsertionPointToStart(ifT.thenBlock());
-                   k.st(v, pact, k.addi(k.muli(m, k.idx(D)), n));
-                   k.b.setInsertionPointToStart(ifT.elseBlock());
-                   k.st(v, pact0, k.addi(k.muli(bi, k.idx(D)), n));
-                 });
-               }
-             }
-           },
-           "_pact");
+                        Value B, Value T, bool tf32) {
+  constexpr llvm::StringLiteral kFn = "mmrecGemmF32";
+  auto module = k.b.getInsertionBlock()->getParentOp()->getParentOfType<ModuleOp>();
+  if (!module.lookupSymbol<func::FuncOp>(kFn)) {
+    OpBuilder::InsertionGuard g(k.b);
+    k.b.setInsertionPointToStart(module.getBody());
+    // (m, n, k, A, lda, strideA, B, ldb, strideB, C, ldc, strideC, batch,
+    // tf32): row-major, no transposes, C = A·B; addresses as integers.
+    SmallVector<Type> args(14, k.b.getIndexType());
+    auto fn = func::FuncOp::create(k.b, kFn, k.b.getFunctionType(args, {}));
+    fn.setPrivate();
+  }
+  auto addr = [&](Value m) -> Value {
+    return memref::ExtractAlignedPointerAsIndexOp::create(k.b, m).getResult();
+  };
+  Value Dv = k.idx(D), zero = k.idx(0), TD = k.muli(T, Dv), Tm1 = k.subi(T, k.idx(1));
+  Value flag = k.idx(tf32 ? 1 : 0);
+  k.ifThen(k.cmpi(arith::CmpIPredicate::ugt, Tm1, zero), [&] {
+    Value pact1 = k.addi(addr(pact), k.idx(4 * D)); // row t = 1 of batch row 0
+    func::CallOp::create(k.b, kFn, TypeRange{},
+                         ValueRange{Tm1, Dv, Dv, addr(h), Dv, TD, addr(W), Dv, zero, pact1, Dv, TD,
+                                    B, flag});
+  });
+  func::CallOp::create(k.b, kFn, TypeRange{},
+                       ValueRange{B, Dv, Dv, addr(init), Dv, zero, addr(W), Dv, zero, addr(pact0),
+                                  Dv, zero, k.idx(1), flag});
 }
 
 /// The launches of the fast path `f` (T > 0, B > 0): see GatedFastPath.
@@ -1504,7 +1429,8 @@ void buildFast(K &k, Args &a, const TrainConfig &c, const GatedFastPath &f, bool
     // The grid barrier's counter (sync[0]) starts at 0.
     k.par(B, [&](Value i) { k.st(arith::ConstantIntOp::create(k.b, 0, 32), a["sync"], i); });
     if (adjoint)
-      gatedPreactProduct(k, c.D, a["h"], a["init"], a["gate"], a["grad_z"], a["grad_pre0"], B, T);
+      gatedPreactProduct(k, c.D, a["h"], a["init"], a["gate"], a["grad_z"], a["grad_pre0"], B, T,
+                         f.mma);
     launchGated(k, s, k.idx(c.D / f.channelsPerBlock), operands(s));
     return;
   }
@@ -1595,23 +1521,6 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
   // Element (bi, t, j) of a (B, T, D) array.
   auto at = [=](K &k, Value bi, Value T, Value t, Value j) {
     return k.addi(k.muli(k.addi(k.muli(bi, T), t), k.idx(D)), j);
-  };
-  // h_{t−1}[j] of row bi: init at t = 0.
-  auto hPrev = [=](K &k, Args &a, Value bi, Value T, Value t, Value j) {
-    Value first = k.cmpi(arith::CmpIPredicate::eq, t, k.idx(0));
-    Value tp = k.select(first, k.idx(0), k.subi(t, k.idx(1)));
-    return k.select(first, k.ld(a["init"], k.addi(k.muli(bi, k.idx(D)), j)),
-                    k.ld(a["h"], at(k, bi, T, tp, j)));
-  };
-  // bias_j + Σ_i h_{t−1}[head(j), i] · W[head(j)][i][j mod dh].
-  auto preact = [=](K &k, Args &a, Value bi, Value T, Value t, Value j) {
-    Value hd = k.divui(j, k.idx(dh)), jj = k.remui(j, k.idx(dh));
-    Value wb = k.addi(k.muli(hd, k.idx(dh * dh)), jj);
-    Value s = k.sum(dh, [&](Value i) {
-      return k.mul(hPrev(k, a, bi, T, t, k.addi(k.muli(hd, k.idx(dh)), i)),
-                   k.ld(a["gate"], k.addi(wb, k.muli(i, k.idx(dh)))));
-    });
-    return k.add(k.ld(a["bias"], j), s);
   };
   // One block per batch row walks the time steps: h_{t−1} (and, backward,
   // av) in shared memory, a barrier between the steps' phases; thread `tid`

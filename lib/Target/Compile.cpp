@@ -973,6 +973,13 @@ static LogicalResult emitGpuTrainLibrary(ModuleOp module, const CompileOptions &
     f->remove();
     gm->getBody()->push_back(f);
   }
+  // The runtime functions the host code calls (mmrecGemmF32: cuBLASLt
+  // products, runtime/src/cuda.cpp), resolved when the library is loaded.
+  for (auto f : llvm::make_early_inc_range(clone->getOps<func::FuncOp>()))
+    if (f.isDeclaration()) {
+      f->remove();
+      gm->getBody()->push_back(f);
+    }
   // Kernels built directly as gpu.func (the level-0 recurrence's persistent
   // and cooperative kernels) live in gpu.modules of their own.
   for (auto g : llvm::make_early_inc_range(clone->getOps<gpu::GPUModuleOp>())) {

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "mmrec/runtime.h"
+#include "mmrec/blas.h"
 
 #include <cuda.h>
 #include <dlfcn.h>
@@ -533,6 +534,36 @@ mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY, intptr_t gridZ,
                                                   size_t(smem), stream, params);
   } catch (const std::exception &e) {
     recordError(e.what());
+  }
+}
+
+// The products that generated host code calls (TrainKernels.cpp,
+// gatedPreactProduct): C = A·B, row-major fp32 (TF32 when `tf32`), on the
+// kernels' stream; a failure is reported like a launch's.
+__attribute__((visibility("default"))) void
+mmrecGemmF32(int64_t m, int64_t n, int64_t k, intptr_t A, int64_t lda, int64_t strideA,
+             intptr_t B, int64_t ldb, int64_t strideB, intptr_t C, int64_t ldc, int64_t strideC,
+             int64_t batch, int64_t tf32) {
+  if (errorPending())
+    return;
+  try {
+    mmrec::rt::GemmDesc g;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.lda = lda;
+    g.ldb = ldb;
+    g.ldc = ldc;
+    g.batch = batch;
+    g.strideA = strideA;
+    g.strideB = strideB;
+    g.strideC = strideC;
+    g.tf32 = tf32 != 0;
+    mmrec::rt::gemm(g, DType::f32, reinterpret_cast<const void *>(A),
+             reinterpret_cast<const void *>(B), DType::f32, reinterpret_cast<void *>(C),
+             DeviceKind::gpu);
+  } catch (const std::exception &e) {
+    recordError(std::string("product called by a generated kernel: ") + e.what());
   }
 }
 

@@ -3,8 +3,9 @@
 // the level-0 recurrence runs the cooperative FP32-FMA kernels of
 // GatedKernels.cpp (64 blocks of 12 channels, 1020 threads, a grid barrier
 // on sync[0] a step; the runtime launches *_coop kernels cooperatively).
-// The adjoint first forms the pre-activations h_{t-1}·W_g with a generated
-// product (train_gated_bwd_pact) into grad_z (t > 0) and grad_pre0 (t = 0),
+// The adjoint first forms the pre-activations h_{t-1}·W_g with two cuBLASLt
+// products that the host code calls through the runtime (mmrecGemmF32:
+// fp32, TF32 with gated-bf16) into grad_z (t > 0) and grad_pre0 (t = 0),
 // which the kernel reads before overwriting them; its carried gradient
 // lives in grad_init. Larger B and T = 0 take the K-written row kernels.
 // RUN: mmrec-opt %s --mmrec-build-train-kernels=target=nvptx | FileCheck %s
@@ -13,6 +14,7 @@
 // RUN: not mmrec-opt %s --mmrec-build-train-kernels=gated-bf16=true 2>&1 | FileCheck %s --check-prefix=ERR
 // RUN: mmrec-opt %s --pass-pipeline="builtin.module(mmrec-build-train-kernels{target=nvptx},gpu-kernel-outlining,nvvm-attach-target{chip=sm_90},gpu.module(mmrec-approximate-math{ptx=true},convert-math-to-llvm,convert-scf-to-cf,convert-gpu-to-nvvm,convert-nvvm-to-llvm,reconcile-unrealized-casts))" | FileCheck %s --check-prefix=NVVM
 
+// CHECK-LABEL: func.func private @mmrecGemmF32(index, index, index, index, index, index, index, index, index, index, index, index, index, index)
 // CHECK-LABEL: func.func @train_gated_fwd(
 // CHECK-DAG: %[[T0:.*]] = arith.cmpi ugt, %arg9, %c0
 // CHECK-DAG: %[[B0:.*]] = arith.cmpi ugt, %arg8, %c0
@@ -53,9 +55,25 @@
 // CHECK: scf.if
 // CHECK: gpu.launch
 // CHECK: memref.store %{{.*}}, %arg13[
-// The pre-activation product: 64 × 64 tiles through shared memory.
-// CHECK: gpu.launch blocks({{.*}}) threads({{.*}}) in ({{.*}} = %c256{{.*}}) module(@train_gated_bwd_pact) function(@train_gated_bwd_pact) workgroup(%{{.*}} : memref<1040xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<1024xf32, #gpu.address_space<workgroup>>)
-// CHECK-COUNT-16: math.fma
+// The pre-activation products (m, n, k, A, lda, strideA, B, ldb, strideB,
+// C, ldc, strideC, batch, tf32): for T > 1 a batch of B: h[b, 0..T-2]·W_g
+// into grad_z from row 1 (+3072 bytes), batch stride T·D; then init·W_g
+// into grad_pre0. fp32 here (no gated-bf16).
+// CHECK: %[[TD:.*]] = arith.muli %arg15, %c768
+// CHECK: %[[TM1:.*]] = arith.subi %arg15, %c1
+// CHECK: %[[FP32:.*]] = arith.constant 0 : index
+// CHECK-NEXT: %[[MORE:.*]] = arith.cmpi ugt, %[[TM1]], %c0
+// CHECK: scf.if %[[MORE]] {
+// CHECK: %[[PZ:.*]] = memref.extract_aligned_pointer_as_index %arg8
+// CHECK: %[[ROW1:.*]] = arith.addi %[[PZ]], %c3072
+// CHECK: %[[PH:.*]] = memref.extract_aligned_pointer_as_index %arg5
+// CHECK: %[[PW:.*]] = memref.extract_aligned_pointer_as_index %arg2
+// CHECK: func.call @mmrecGemmF32(%[[TM1]], %c768, %c768, %[[PH]], %c768, %[[TD]], %[[PW]], %c768, %c0{{.*}}, %[[ROW1]], %c768, %[[TD]], %arg14, %[[FP32]])
+// CHECK: }
+// CHECK: %[[PI:.*]] = memref.extract_aligned_pointer_as_index %arg4
+// CHECK: %[[PW2:.*]] = memref.extract_aligned_pointer_as_index %arg2
+// CHECK: %[[P0:.*]] = memref.extract_aligned_pointer_as_index %arg11
+// CHECK: func.call @mmrecGemmF32(%arg14, %c768, %c768, %[[PI]], %c768, %c0{{.*}}, %[[PW2]], %c768, %c0{{.*}}, %[[P0]], %c768, %c0{{.*}}, %c1{{.*}}, %[[FP32]])
 // pact = grad_z (%arg8), pact0 = grad_pre0 (%arg11), gbuf = grad_init (%arg12); steps [0, T), capacity T.
 // CHECK: gpu.launch_func @train_gated_kernels::@train_gated_bwd_coop blocks in (%c64{{.*}}) threads in (%c1020{{.*}}) dynamic_shared_memory_size %c57216_i32 args({{.*}}%arg12 : memref<?xf32>, %arg13 : memref<?xi32>, %arg8 : memref<?xf32>, %arg11 : memref<?xf32>, %arg12 : memref<?xf32>, %arg14 : index, %arg15 : index, %c0{{.*}} : index, %arg15 : index, %arg15 : index)
 // CHECK: } else {
@@ -76,20 +94,24 @@
 // BF16: gpu.func @train_gated_bwd_coop(
 // BF16: nvvm.mma.sync
 // BF16-LABEL: func.func @train_gated_bwd(
+// With tensor-core level-0 products the pre-activations are TF32 (flag 1).
+// BF16: arith.subi %arg15, %c1
+// BF16-NEXT: %[[TF32:.*]] = arith.constant 1 : index
+// BF16-NEXT: arith.cmpi ugt
+// BF16: func.call @mmrecGemmF32({{.*}}, %arg14, %[[TF32]])
 // BF16: gpu.launch_func @train_gated_kernels::@train_gated_bwd_coop blocks in (%c24{{.*}}) threads in (%c512{{.*}})
 
 // ERR: gated-bf16 applies to target=nvptx
 
 // OUTLINED-LABEL: func.func @train_gated_bwd(
-// OUTLINED: gpu.launch_func @train_gated_bwd_pact::@train_gated_bwd_pact
+// OUTLINED-NOT: gpu.launch_func @train_gated_bwd_pact
+// OUTLINED: func.call @mmrecGemmF32
 // OUTLINED: gpu.launch_func @train_gated_kernels::@train_gated_bwd_coop
 
 // NVVM-NOT: __nv_
 // NVVM: llvm.func @train_gated_fwd_coop
 // NVVM-NOT: __nv_
 // NVVM: llvm.func @train_gated_bwd_coop
-// NVVM-NOT: __nv_
-// NVVM: llvm.func @train_gated_bwd_pact
 // NVVM-NOT: __nv_
 module attributes {mmrec.config = #mmrec.config<name = "mmrec-small", vocab_size = 32000, hidden_dim = 768, num_layers = 12, num_heads = 12, num_memories = 4, memory_size = 256, ffn_dim = 2048, chunk_size = 64, max_seq_len = 4096, decay_rank = 64, gate = dense, decay_init = 0.99, log_clamp_min = -50.0, log_clamp_max = 0.0, norm_eps = 1.0e-6, tie_embeddings = true>} {
 }

@@ -1,5 +1,5 @@
 // The GPU training library's level-0 kernels (GatedKernels.cpp's persistent
-// and cooperative kernels, and the adjoint's pre-activation product) assemble
+// and cooperative kernels) assemble
 // with ptxas for sm_90 without spills or local memory: mmrec-compile
 // --check-spills checks them and writes their log to NAME.train.gpu.ptxas.log.
 // (The model files' own kernels link the toolkit's libdevice: CUDA_HOME names it.)
@@ -12,7 +12,6 @@
 // RUN: FileCheck %s --check-prefix=TINY < %t/mmrec-tiny.train.gpu.ptxas.log
 // RUN: not grep -E "[1-9][0-9]* bytes (stack frame|spill)" %t/mmrec-tiny.train.gpu.ptxas.log
 // CHECK: training library mmrec-small.train.so
-// SMALL-DAG: Compiling entry function 'train_gated_bwd_pact' for 'sm_90'
 // SMALL-DAG: Compiling entry function 'train_gated_fwd_coop' for 'sm_90'
 // SMALL-DAG: Compiling entry function 'train_gated_bwd_coop' for 'sm_90'
 // SMALL: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads

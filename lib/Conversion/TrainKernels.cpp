@@ -479,9 +479,9 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   // probability is stored: forward y1 = Σ_c p_c V1_c; backward pass A
   // recomputes per row lse = m + log z and δ = Σ_c p_c dp_c (dp_c = dy·V1_c)
   // into `stat` and dq = Σ_c ds_c K1_c/√d, ds_c = p_c(dp_c − δ); pass B, a
-  // warp per (chunk, group), sums dK1_c = Σ_t ds_tc q_t/√d and
-  // dV1_c = Σ_t p_tc dy_t over the tokens that see chunk c — in registers,
-  // with no atomics.
+  // warp per (token span of C tokens, chunk c before it, group), sums the
+  // span's dK1_c = Σ_t ds_tc q_t/√d and dV1_c = Σ_t p_tc dy_t in registers
+  // and adds them in (an atomic add per channel and span on the GPU).
   const int64_t Q = (d + 31) / 32;
   // body(i, j) for the lane's channels j of the group (i: its slot in a
   // per-lane buffer of chanBuf(k) floats).
@@ -590,33 +590,45 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           });
           ownCh(k, lane, [&](Value i, Value j) { k.addTo(a["dq"], k.addi(x.base, j), k.ld(acc, i)); });
         });
-        // Pass B, per (chunk, group): dK1, dV1 over the tokens after the chunk.
-        k.rows(k.muli(k.muli(a["B"], nC), k.idx(G)), [&](Value r, Value lane) {
-          Value g = k.remui(r, k.idx(G)), bc = k.divui(r, k.idx(G));
-          Value bi = k.divui(bc, nC), ch = k.remui(bc, nC);
-          Value cb = chunkAt(k, bi, nC, ch, g);
-          Value aK = chanBuf(k), aV = chanBuf(k);
-          ownCh(k, lane, [&](Value i, Value) {
-            k.st(k.cst(0.0), aK, i);
-            k.st(k.cst(0.0), aV, i);
-          });
-          k.loop(k.minui(T, k.muli(k.addi(ch, k.idx(1)), k.idx(C))), T, [&](Value t) {
-            Value row = k.addi(k.muli(bi, T), t);
-            Value base = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-            Value st = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(2));
-            Value s = k.mul(rowDot(k, lane, a["q"], base, a["K1"], cb), k.cst(invSqrtD));
-            Value dp = rowDot(k, lane, a["dy1"], base, a["V1"], cb);
-            Value p = k.exp(k.sub(s, k.ld(a["stat"], st)));
-            Value ds = k.mul(k.mul(p, k.sub(dp, k.ld(a["stat"], k.addi(st, k.idx(1))))),
-                             k.cst(invSqrtD));
-            ownCh(k, lane, [&](Value i, Value j) {
-              k.st(k.add(k.ld(aK, i), k.mul(ds, k.ld(a["q"], k.addi(base, j)))), aK, i);
-              k.st(k.add(k.ld(aV, i), k.mul(p, k.ld(a["dy1"], k.addi(base, j)))), aV, i);
+        // Pass B, per (batch row, token span sp, chunk ch < sp, group): the
+        // span's share of dK1_ch, dV1_ch — its C tokens summed in registers,
+        // then one add per channel (atomic on the GPU). A row per (chunk,
+        // group) that walked all the later tokens left the GPU nearly idle
+        // (B·nC·G warps, each a loop of up to T steps).
+        k.par({a["B"], nC, k.idx(D)}, [&](ArrayRef<Value> i) {
+          Value at = k.addi(k.muli(k.addi(k.muli(i[0], nC), i[1]), k.idx(D)), i[2]);
+          k.st(k.cst(0.0), a["dK1"], at);
+          k.st(k.cst(0.0), a["dV1"], at);
+        });
+        k.rows(k.muli(k.muli(k.muli(a["B"], nC), nC), k.idx(G)), [&](Value r, Value lane) {
+          Value g = k.remui(r, k.idx(G)), rest = k.divui(r, k.idx(G));
+          Value ch = k.remui(rest, nC), bs = k.divui(rest, nC);
+          Value bi = k.divui(bs, nC), sp = k.remui(bs, nC);
+          k.ifThen(k.cmpi(arith::CmpIPredicate::ult, ch, sp), [&] {
+            Value cb = chunkAt(k, bi, nC, ch, g);
+            Value aK = chanBuf(k), aV = chanBuf(k);
+            ownCh(k, lane, [&](Value i, Value) {
+              k.st(k.cst(0.0), aK, i);
+              k.st(k.cst(0.0), aV, i);
             });
-          });
-          ownCh(k, lane, [&](Value i, Value j) {
-            k.st(k.ld(aK, i), a["dK1"], k.addi(cb, j));
-            k.st(k.ld(aV, i), a["dV1"], k.addi(cb, j));
+            k.loop(k.muli(sp, k.idx(C)), chunkEnd(k, T, sp), [&](Value t) {
+              Value row = k.addi(k.muli(bi, T), t);
+              Value base = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
+              Value st = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(2));
+              Value s = k.mul(rowDot(k, lane, a["q"], base, a["K1"], cb), k.cst(invSqrtD));
+              Value dp = rowDot(k, lane, a["dy1"], base, a["V1"], cb);
+              Value p = k.exp(k.sub(s, k.ld(a["stat"], st)));
+              Value ds = k.mul(k.mul(p, k.sub(dp, k.ld(a["stat"], k.addi(st, k.idx(1))))),
+                               k.cst(invSqrtD));
+              ownCh(k, lane, [&](Value i, Value j) {
+                k.st(k.add(k.ld(aK, i), k.mul(ds, k.ld(a["q"], k.addi(base, j)))), aK, i);
+                k.st(k.add(k.ld(aV, i), k.mul(p, k.ld(a["dy1"], k.addi(base, j)))), aV, i);
+              });
+            });
+            ownCh(k, lane, [&](Value i, Value j) {
+              k.accum(a["dK1"], k.addi(cb, j), k.ld(aK, i));
+              k.accum(a["dV1"], k.addi(cb, j), k.ld(aV, i));
+            });
           });
         });
         k.par({a["B"], T, k.idx(D)}, [&](ArrayRef<Value> i) {

@@ -81,16 +81,25 @@ PY
 "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 8 --out "$WORK/a" > "$WORK/a.log"
 "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 8 --out "$WORK/b" --stop-after 4 > "$WORK/b1.log"
 grep -q "stopping after 4 steps" "$WORK/b1.log" || fail "--stop-after did not stop"
-# The same run with activation recomputation: the same losses, bit for bit.
+# The same run with activation recomputation (keeping the level-0 states,
+# and recomputing them too): the same losses, bit for bit.
 "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 8 --out "$WORK/c" --recompute > "$WORK/c.log"
+grep -q "^recompute: each layer's input and level-0 states kept" "$WORK/c.log" ||
+  fail "--recompute did not keep the level-0 states: $(cat "$WORK/c.log")"
+"$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 8 --stop-after 3 --out "$WORK/c3" --recompute \
+  --recompute-states > "$WORK/c3.log"
+grep -q "^recompute: each layer's input kept (level-0 states recomputed)" "$WORK/c3.log" ||
+  fail "--recompute-states did not recompute the states: $(cat "$WORK/c3.log")"
 "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 8 --out "$WORK/b" --resume > "$WORK/b2.log" 2> "$WORK/b2.err"
 grep -q "resumed from .*step-00000004 at step 4" "$WORK/b2.err" || fail "did not resume at step 4"
-python3 - "$WORK/a/metrics.jsonl" "$WORK/c/metrics.jsonl" <<'PY'
+python3 - "$WORK/a/metrics.jsonl" "$WORK/c/metrics.jsonl" "$WORK/c3/metrics.jsonl" <<'PY'
 import json, sys
 a = [json.loads(l) for l in open(sys.argv[1])]
 c = [json.loads(l) for l in open(sys.argv[2])]
 assert [x["loss"] for x in a] == [x["loss"] for x in c], "--recompute changed the losses"
-print("ok: --recompute gives the same losses bit for bit")
+c3 = [json.loads(l) for l in open(sys.argv[3])]
+assert [x["loss"] for x in a[:3]] == [x["loss"] for x in c3], "--recompute-states changed the losses"
+print("ok: --recompute (with and without --recompute-states) gives the same losses bit for bit")
 PY
 python3 - "$WORK/a/metrics.jsonl" "$WORK/b/metrics.jsonl" <<'PY'
 import json, sys

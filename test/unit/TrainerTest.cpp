@@ -314,6 +314,11 @@ TEST(TrainerCpu, ToBf16RoundsToNearestEven) {
   EXPECT_EQ(y[3], 0x3f82); // 1 + 3·2^-8 is a tie: to the even 1 + 2^-6
 }
 
+// Recomputation, keeping each layer's level-0 states (the default) or not:
+// the same kernels on the same inputs, so bit-identical losses and
+// gradients; less memory than keeping everything, least without the
+// states; and with them the backward launches exactly one kernel fewer a
+// layer (the sequential recurrence is not run again).
 TEST(TrainerCpu, RecomputeGivesIdenticalGradientsInLessMemory) {
   KernelLibrary lib(manifest("dense"));
   ParamLayout layout(lib.config());
@@ -321,16 +326,31 @@ TEST(TrainerCpu, RecomputeGivesIdenticalGradientsInLessMemory) {
   std::vector<int32_t> tok(3 * 21);
   for (size_t i = 0; i < tok.size(); ++i)
     tok[i] = int32_t((i * 11 + 5) % 37);
-  Model plain(lib, layout), recompute(lib, layout);
-  recompute.setRecompute(true);
-  std::vector<float> g1(size_t(layout.numel()), 0.0f), g2(size_t(layout.numel()), 0.0f);
-  double l1 = plain.forward(params.data(), tok.data(), 3, 21);
-  plain.backward(params.data(), g1.data());
-  double l2 = recompute.forward(params.data(), tok.data(), 3, 21);
-  recompute.backward(params.data(), g2.data());
-  EXPECT_EQ(l1, l2);
-  EXPECT_EQ(g1, g2); // the same kernels on the same inputs: bit for bit
-  EXPECT_LT(recompute.activationBytes(), plain.activationBytes());
+  Model plain(lib, layout), kept(lib, layout), bare(lib, layout);
+  kept.setRecompute(true);
+  bare.setRecompute(true);
+  bare.setKeepStates(false);
+  std::vector<float> g[3];
+  double loss[3];
+  uint64_t backwardLaunches[3];
+  Model *models[3] = {&plain, &kept, &bare};
+  for (int i = 0; i < 3; ++i) {
+    g[i].assign(size_t(layout.numel()), 0.0f);
+    loss[i] = models[i]->forward(params.data(), tok.data(), 3, 21);
+    uint64_t before = lib.launches();
+    models[i]->backward(params.data(), g[i].data());
+    backwardLaunches[i] = lib.launches() - before;
+  }
+  EXPECT_FALSE(plain.keptStates());
+  EXPECT_TRUE(kept.keptStates());
+  EXPECT_FALSE(bare.keptStates());
+  for (int i = 1; i < 3; ++i) {
+    EXPECT_EQ(loss[0], loss[i]);
+    EXPECT_EQ(g[0], g[i]);
+  }
+  EXPECT_LT(kept.activationBytes(), plain.activationBytes());
+  EXPECT_LT(bare.activationBytes(), kept.activationBytes());
+  EXPECT_EQ(backwardLaunches[2] - backwardLaunches[1], uint64_t(lib.config().L));
 }
 
 TEST(TrainerCpu, BackwardScalesAndAccumulates) {

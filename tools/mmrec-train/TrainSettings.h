@@ -27,6 +27,7 @@ struct Settings {
   int64_t evalInterval = 100, evalTokens = 1 << 16, ckptInterval = 200, keep = 3, logInterval = 1;
   uint64_t seed = 1;
   bool resume = false, evalOnly = false, recompute = false, tf32 = false, profile = false;
+  bool recomputeStates = false;
   double targetLoss = 0; // > 0: stop once the validation loss is below it
   double peakTflops = 0;  // the device's peak for MFU (0: 989.4 on a GPU, none on the CPU)
   int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
@@ -109,7 +110,11 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
                "Time every kernel and product (synchronizing after each) and print the "
                "breakdown at the end");
   app.add_flag("--recompute", s.recompute,
-               "Keep only each layer's input and recompute its activations in backward");
+               "Keep only each layer's input and its level-0 states h (where they fit) and "
+               "recompute its other activations in backward");
+  app.add_flag("--recompute-states", s.recomputeStates,
+               "With --recompute, recompute the level-0 states too (runs the sequential "
+               "recurrence again; saves 4·B·T·D bytes a layer)");
   app.add_flag("--resume", s.resume, "Continue from the newest checkpoint under OUT/checkpoints");
   app.add_option("--checkpoint", s.checkpoint, "A checkpoint to evaluate or to resume from");
   app.add_flag("--eval-only", s.evalOnly, "Print the validation loss of --checkpoint and exit");

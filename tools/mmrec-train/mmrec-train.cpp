@@ -51,7 +51,7 @@ json toJson(const Settings &s) {
           {"seq_len", s.seqLen},  {"warmup", s.warmup},   {"grad_accum", s.gradAccum},
           {"lr", s.lr},           {"min_lr", s.minLr},    {"weight_decay", s.weightDecay},
           {"beta1", s.beta1},     {"beta2", s.beta2},     {"clip", s.clip},
-          {"seed", s.seed},       {"eval_interval", s.evalInterval}, {"recompute", s.recompute},
+          {"seed", s.seed},       {"eval_interval", s.evalInterval}, {"recompute", s.recompute}, {"recompute_states", s.recomputeStates},
           {"eval_tokens", s.evalTokens}, {"tf32", s.tf32}, {"matmul", s.matmul}, {"device", s.device},
           {"optimizer_states", s.optimizerStates}};
 }
@@ -188,6 +188,8 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   ParamLayout layout(c);
   Model model(lib, layout);
   model.setRecompute(s.recompute);
+  model.setKeepStates(!s.recomputeStates);
+  bool recomputeNoted = false;
   const std::string matmul = s.tf32 ? "tf32" : s.matmul != "auto" ? s.matmul : gpu ? "bf16" : "fp32";
   model.setMatmul(matmul == "bf16"   ? Model::Matmul::bf16
                   : matmul == "tf32" ? Model::Matmul::tf32
@@ -346,6 +348,17 @@ int run(Settings s, mmrec::dist::Comm &comm) {
       sampleBatch(train, W * s.batch, s.seqLen, s.seed, (step - 1) * s.gradAccum + a + 1, all);
       const int32_t *tok = all.data() + R * bt;
       loss += model.forward(Pw, tok, s.batch, s.seqLen) / double(s.gradAccum * W);
+      if (s.recompute && lead && !recomputeNoted) {
+        // Known once forward has sized the activations.
+        recomputeNoted = true;
+        std::printf("recompute: %s\n",
+                    model.keptStates()
+                        ? "each layer's input and level-0 states kept"
+                        : s.recomputeStates ? "each layer's input kept (level-0 states recomputed)"
+                                            : "each layer's input kept (level-0 states recomputed: "
+                                              "keeping them would not fit)");
+        std::fflush(stdout);
+      }
       // In the last micro-batch each layer's gradients are summed into
       // their owners' shards as soon as backward completes them.
       const bool last = a + 1 == s.gradAccum;

@@ -308,6 +308,14 @@ public:
   /// Keep only each layer's input in forward() and recompute the layer's
   /// activations in backward() (memory O(L·N·D) instead of O(L·N·(30 D + F))).
   void setRecompute(bool on) { recompute_ = on; B_ = T_ = 0; }
+  /// With recomputation, also keep each layer's level-0 states h (4·B·T·D
+  /// bytes a layer) so that backward() does not run the sequential
+  /// recurrence again: the default. Where the GPU's (or the machine's)
+  /// memory cannot hold them, ensure() drops them and recomputes h as well
+  /// (the same numbers: the recurrence's kernels are deterministic);
+  /// keptStates() says which one the current shape got.
+  void setKeepStates(bool on) { keepStates_ = on; B_ = T_ = 0; }
+  bool keptStates() const { return recompute_ && keptStates_; }
   /// Keep the logits of every position (for logits()); by default the head
   /// works a block of rows at a time and keeps at most ~4 MiB of logits.
   void setKeepLogits(bool on) { keepLogits_ = on; B_ = T_ = 0; }
@@ -348,7 +356,8 @@ public:
 private:
   struct Layer;
   void ensure(int64_t B, int64_t T);
-  void layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out);
+  /// recurrence = false: Ly.h holds the level-0 states already.
+  void layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool recurrence = true);
   /// C = op(A)·op(B) + beta·C (row-major fp32) on the model's device.
   void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k, bool transA,
           bool transB, float beta);
@@ -403,7 +412,7 @@ private:
   uint64_t castEpoch() const { return lib_.launches() - castLaunches_; }
   /// Invalidates the copies whose source overlaps [p, p + n) (`all`: every copy).
   void dropCopies(const float *p, int64_t n, bool all = false);
-  bool recompute_ = false, keepLogits_ = false;
+  bool recompute_ = false, keepLogits_ = false, keepStates_ = true, keptStates_ = false;
   Matmul matmul_ = Matmul::fp32;
   // Three slots: a product's two operands, and one more so that an operand
   // shared by a product and the next survives (A of one, B of the other).

@@ -206,13 +206,20 @@ void Model::ensure(int64_t B, int64_t T) {
   long double total = layerStore + (long double)N * (22 * D + 3 * F + c_.r + 2 * G * M) +
                       2.0L * logitRows * c_.V + 5.0L * mems + 5.0L * mem +
                       (long double)B * nC * G * M + 2.0L * N * G;
-  long double bytes = total * 4, limit = mmrec::train::physicalMemoryBytes();
+  long double limit = mmrec::train::physicalMemoryBytes();
   if (dev_ == DeviceKind::gpu) {
     size_t freeB = 0, totalB = 0;
     rt::gpu::memInfo(freeB, totalB);
     // What this model holds already is released before reallocating.
     limit = (long double)freeB + activationBytes();
   }
+  // Recomputation keeps every layer's h as well where it fits (with 1/16
+  // of the limit to spare for the allocator and the products' workspaces).
+  const long double kept = (long double)c_.L * N * D;
+  const bool keep = recompute_ && keepStates_ && (total + kept) * 4 <= limit * 15 / 16;
+  if (keep)
+    total += kept;
+  long double bytes = total * 4;
   if (bytes > limit)
     throw Error("forward: B=" + std::to_string(B) + ", T=" + std::to_string(T) + " needs " +
                 std::to_string(int64_t(bytes / (1 << 20))) + " MiB of activations, more than the " +
@@ -221,6 +228,7 @@ void Model::ensure(int64_t B, int64_t T) {
   B_ = B;
   T_ = T;
   headRows_ = headRows;
+  keptStates_ = keep;
   auto sizeAll = [&](Layer &L) {
     for (auto *v : {&L.x, &L.u, &L.q, &L.k, &L.v, &L.z, &L.pre, &L.ell, &L.h, &L.y1, &L.y2, &L.o,
                     &L.x1, &L.u2})
@@ -248,6 +256,8 @@ void Model::ensure(int64_t B, int64_t T) {
     if (recompute_) {
       *Lp = Layer();
       resize(Lp->x, N * D);
+      if (keep)
+        resize(Lp->h, N * D);
     } else {
       sizeAll(*Lp);
     }
@@ -319,7 +329,7 @@ int64_t Model::activationBytes() const {
   return n * 4;
 }
 
-void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out) {
+void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool recurrence) {
   const int64_t B = B_, T = T_, N = B * T, D = c_.D, F = c_.F, r = c_.r;
   const int64_t nC = (T + c_.C - 1) / c_.C, GMd = c_.Nm * c_.M * c_.dm();
   auto W = [&](const char *n) {
@@ -335,8 +345,9 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out) {
   mm(Ly.u.data(), Wp("A_gamma"), Ly.ua.data(), N, r, D, false, false, 0);
   mm(Ly.ua.data(), Wp("B_gamma"), Ly.pre.data(), N, D, r, false, false, 0);
   lib_("decay_fwd", Arr(Ly.pre), W("lambda"), Arr(Ly.ell), N);
-  lib_("gated_fwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
-       Arr(Ly.hfin), Arr(sync_), B, T);
+  if (recurrence)
+    lib_("gated_fwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
+         Arr(Ly.hfin), Arr(sync_), B, T);
   lib_("level1_fwd", Arr(Ly.q), Arr(Ly.k), Arr(Ly.v), Arr(Ly.K1), Arr(Ly.V1), Arr(Ly.y1), B, T);
   // Level 2: the write address w = softmax(k·Sᵀ/√d), the chunk sums
   // P_c = w_cᵀ·v_c, n, logβ and (1 − β)·U, the memory scan over chunks, then
@@ -393,9 +404,14 @@ double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t 
   for (int64_t l = 0; l < c_.L; ++l) {
     FBuf &out = l + 1 < c_.L ? layers_[size_t(l + 1)]->x : xL_;
     if (recompute_) {
-      // Only each layer's input is kept; the rest is recomputed in backward.
+      // Only each layer's input (and its h, where kept) is kept; the rest
+      // is recomputed in backward.
       work_->x = layers_[size_t(l)]->x;
+      if (keptStates_)
+        work_->h.swap(layers_[size_t(l)]->h);
       layerForward(l, P, *work_, out);
+      if (keptStates_)
+        work_->h.swap(layers_[size_t(l)]->h);
     } else {
       layerForward(l, P, *layers_[size_t(l)], out);
     }
@@ -451,7 +467,10 @@ void Model::backward(const float *P, float *Gr, float scale) {
   for (int64_t l = c_.L - 1; l >= 0; --l) {
     if (recompute_) {
       work_->x = layers_[size_t(l)]->x;
-      layerForward(l, P, *work_, xL_scratch_);
+      // With the states kept, the sequential recurrence is not run again.
+      if (keptStates_)
+        work_->h.swap(layers_[size_t(l)]->h);
+      layerForward(l, P, *work_, xL_scratch_, !keptStates_);
     }
     Layer &Ly = recompute_ ? *work_ : *layers_[size_t(l)];
     auto W = [&](const char *n) {
@@ -551,6 +570,8 @@ void Model::backward(const float *P, float *Gr, float scale) {
     }
     dx_ = dx1_;
     lib_("rmsnorm_bwd", Arr(Ly.x), W("w_in"), Arr(Ly.rstd1), Arr(du_), Arr(dx_), dW("w_in"), N);
+    if (recompute_ && keptStates_)
+      work_->h.swap(layers_[size_t(l)]->h);
     if (gradReady_)
       gradReady_(layout_.layer(l, "w_in"),
                  l + 1 < c_.L ? layout_.layer(l + 1, "w_in") : fn.offset);

@@ -825,33 +825,6 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           });
         });
       });
-  add("mem_prev", {"mems", "mem0", "prev"}, {"B", "T"}, [=](K &k, Args &a) {
-    Value nC = numChunks(k, a["T"]);
-    k.par({a["B"], nC, k.idx(G * M * d)}, [&](ArrayRef<Value> i) {
-      Value bi = i[0], ch = i[1], e = i[2];
-      Value first = k.cmpi(arith::CmpIPredicate::eq, ch, k.idx(0));
-      Value from = k.addi(k.muli(k.addi(k.muli(bi, nC), k.select(first, k.idx(0), k.subi(ch, k.idx(1)))),
-                                 k.idx(G * M * d)), e);
-      Value init = k.addi(k.muli(bi, k.idx(G * M * d)), e);
-      Value v = k.select(first, k.ld(a["mem0"], init), k.ld(a["mems"], from));
-      k.st(v, a["prev"], k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G * M * d)), e));
-    });
-  });
-  add("mem_prev_bwd", {"dR", "dmems", "dmem0"}, {"B", "T"}, [=](K &k, Args &a) {
-    Value nC = numChunks(k, a["T"]);
-    k.par({a["B"], nC, k.idx(G * M * d)}, [&](ArrayRef<Value> i) {
-      Value bi = i[0], ch = i[1], e = i[2];
-      Value next = k.addi(ch, k.idx(1)), last = k.cmpi(arith::CmpIPredicate::uge, next, nC);
-      Value from = k.addi(k.muli(k.addi(k.muli(bi, nC), k.select(last, ch, next)), k.idx(G * M * d)), e);
-      Value v = k.select(last, k.cst(0.0), k.ld(a["dR"], from));
-      k.st(v, a["dmems"], k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G * M * d)), e));
-    });
-    k.par({a["B"], k.idx(G * M * d)}, [&](ArrayRef<Value> i) {
-      Value bi = i[0], e = i[1];
-      k.st(k.ld(a["dR"], k.addi(k.muli(k.muli(bi, nC), k.idx(G * M * d)), e)), a["dmem0"],
-           k.addi(k.muli(bi, k.idx(G * M * d)), e));
-    });
-  });
   // --- The combination: o = ω0·ĥ + ω1·y1 + ω2·y2 per group, ĥ = h·r_g,
   // r_g = (mean_g h² + ε)^−½ (kept, (rows, G)), ω = softmax(ρ_g).
   // Backward: dy1 = ω1·do, dy2 = ω2·do, dĥ = ω0·do, dh = r(dĥ − ĥ·mean(dĥ·ĥ));

@@ -3,11 +3,13 @@
 // mmrec.train_kernels; sizes of the configuration are constants.
 // RUN: mmrec-opt %s --mmrec-build-train-kernels | FileCheck %s
 // RUN: mmrec-opt %s --mmrec-build-train-kernels | mmrec-opt | FileCheck %s --check-prefix=ROUND
+// The read of level 2 takes each chunk's Mem_{c-1} in place: no shifted copy.
+// RUN: mmrec-opt %s --mmrec-build-train-kernels | FileCheck %s --check-prefix=NOCOPY
+// NOCOPY-NOT: mem_prev
 // RUN: mmrec-opt %s --mmrec-build-train-kernels --convert-scf-to-cf --convert-math-to-libm --convert-math-to-llvm --expand-strided-metadata --finalize-memref-to-llvm --convert-arith-to-llvm --convert-cf-to-llvm --convert-func-to-llvm --reconcile-unrealized-casts | FileCheck %s --check-prefix=LLVM
 
 // CHECK: module attributes {mmrec.config = {{.*}}, mmrec.train_kernels = [{arrays = ["x", "w", "y", "rstd"], indices = ["rows"], name = "train_rmsnorm_fwd"}
 // CHECK-SAME: {arrays = ["mu", "n", "P", "dlb", "dwu", "dmu", "dP", "dn"], indices = ["B", "T"], name = "train_mdi_chunk_bwd"}
-// CHECK-SAME: name = "train_mem_prev_bwd"
 // CHECK-SAME: {arrays = ["log_decay", "h", "init", "grad_h", "grad_final", "grad_log_decay", "grad_b", "grad_init"], indices = ["B", "T", "N"], name = "train_mem_scan_bwd"}]
 // CHECK: func.func @train_rmsnorm_fwd(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: index) attributes {llvm.emit_c_interface}
 // The RMSNorm of D = 24 channels: the mean divides by 24.

@@ -384,6 +384,17 @@ private:
   /// a size given as −1 is the chunk's token count (C, or T's remainder).
   void chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m, int64_t n,
                int64_t k, float beta, bool fine = false);
+  /// chunkMM where the per-chunk operand is the memory as each chunk reads
+  /// it, Mem_{c−1}, taken from the per-chunk states `Mem_c` without a
+  /// shifted copy. Prev::read: that operand (A or B, the one with
+  /// tok = false) is the states, and chunk 0 reads `first` (B×G·M·d, the
+  /// memory before the segment); beta must be 0. Prev::write: the result C
+  /// is the gradient of what chunk c read, accumulated into the states'
+  /// chunk c−1 (beta 0); the last chunk of each row gets 0, and chunk 0's
+  /// part (the gradient of the initial memory) is not formed.
+  enum class Prev { read, write };
+  void prevChunkMM(Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
+                   int64_t n, int64_t k, const float *first, bool fine = false);
   /// For every group g: C_g = op(A_g)·op(B_g) + beta·C_g over all B·T
   /// tokens (the slot logits x·S_gᵀ and their gradients).
   void groupMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m, int64_t n,
@@ -434,7 +445,7 @@ private:
   FBuf xL_, rstdF_, xf_, logits_, dlogits_, loss_, scale_;
   // Backward scratch.
   FBuf dx_, dx1_, dy_, dxf_, dg_, df1_, df3_, du2_, do_, dh_, dy1_, dy2_, dq_, dk_, dv_, dz_, du_,
-      dua_, dpre_, dell_, dK1_, dV1_, dw_, dslot_, dP_, dlb_, dwu_, dmems_, dmem0_, dmem0b_, dn_,
+      dua_, dpre_, dell_, dK1_, dV1_, dw_, dslot_, dP_, dlb_, dwu_, dmems_, dmem0b_, dn_,
       l1stat_, gp_,
       gp0_, dh0_,
       zerosBD_, zerosMem_, ones_;

@@ -181,6 +181,68 @@ void Model::chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int6
   }
 }
 
+void Model::prevChunkMM(Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C,
+                        int64_t m, int64_t n, int64_t k, const float *first, bool fine) {
+  const int64_t Ch = c_.C, nC = (T_ + Ch - 1) / Ch, cs = c_.Nm * c_.M * c_.dm();
+  const MdiOpd *state = mode == Prev::write ? &C : !A.tok ? &A : &B;
+  if (state->tok || (mode == Prev::read && A.tok == B.tok))
+    throw Error("prevChunkMM: needs one per-chunk operand");
+  // Batches of chunks c0 .. c0 + count of batch row b (flattened over b
+  // when every chunk is full), each of len tokens, for group g; the state
+  // operand at its chunk c − 1 (or at `base`, stride cs, for chunk 0).
+  auto run = [&](int64_t g, int64_t b, int64_t c0, int64_t count, int64_t len, const float *base) {
+    auto at = [&](const MdiOpd &o) -> StridedOpd {
+      if (o.tok)
+        return {o.p + g * o.gs + (b * T_ + c0 * Ch) * o.ld, o.ld, base ? T_ * o.ld : Ch * o.ld};
+      if (base)
+        return {base + g * o.gs + b * cs, o.ld, cs};
+      return {o.p + g * o.gs + (b * nC + c0 - 1) * cs, o.ld, cs};
+    };
+    auto len_ = [&](int64_t x) { return x < 0 ? len : x; };
+    batchedMM("gemm_mdi", at(A), transA, at(B), transB, at(C), len_(m), len_(n), len_(k), count,
+              0.0f, fine);
+  };
+  if (matmul_ == Matmul::bf16 && !fine && reuseCasts_) {
+    // Each operand rounded whole, once (see chunkMM).
+    auto whole = [&](const MdiOpd &o) { return o.tok ? B_ * T_ * o.ld : B_ * nC * cs; };
+    const Bf16Copy *slotA = nullptr;
+    bf16Operand(A.p, whole(A), nullptr, &slotA);
+    bf16Operand(B.p, whole(B), slotA);
+  }
+  const int64_t len0 = std::min(T_, Ch);
+  for (int64_t g = 0; g < c_.Nm; ++g) {
+    if (T_ % Ch == 0) {
+      // Flattened over the batch rows: chunk i = b·nC + c reads state
+      // i − 1, which for c = 0 (b ≥ 1) is the previous row's last state —
+      // redone below from `first` (reads) or zeroed (writes).
+      if (B_ * nC > 1)
+        run(g, 0, 1, B_ * nC - 1, Ch, nullptr);
+    } else {
+      for (int64_t b = 0; b < B_; ++b) {
+        if (nC > 2)
+          run(g, b, 1, nC - 2, Ch, nullptr);
+        if (nC > 1)
+          run(g, b, nC - 1, 1, T_ - (nC - 1) * Ch, nullptr);
+      }
+    }
+    if (mode == Prev::read)
+      run(g, 0, 0, B_, len0, first);
+  }
+  if (mode == Prev::write) {
+    // No chunk reads the last state of a row (the final memory's gradient
+    // comes from outside): 0, also where the flattened batch wrote there.
+    float *out = const_cast<float *>(C.p);
+    for (int64_t b = 0; b < B_; ++b) {
+      float *last = out + (b * nC + nC - 1) * cs;
+      dropCopies(last, cs);
+      if (dev_ == DeviceKind::gpu)
+        rt::gpu::memsetD8(last, 0, size_t(cs) * sizeof(float));
+      else
+        std::fill(last, last + cs, 0.0f);
+    }
+  }
+}
+
 void Model::ensure(int64_t B, int64_t T) {
   if (B == B_ && T == T_)
     return;
@@ -294,7 +356,6 @@ void Model::ensure(int64_t B, int64_t T) {
   resize(l1stat_, 2 * N * G);
   resize(dwu_, mems);
   resize(dmems_, mems);
-  resize(dmem0_, mem);
   resize(dmem0b_, mem);
   resize(zerosMem_, mem);
   resize(gp0_, B * D);
@@ -322,7 +383,7 @@ int64_t Model::activationBytes() const {
                         &df1_, &df3_, &du2_, &do_, &dh_, &dy1_, &dy2_, &dq_, &dk_, &dv_, &dz_,
                         &du_, &dua_, &dpre_, &dell_, &dK1_, &dV1_, &dw_, &dslot_, &dP_, &dlb_,
                         &dwu_, &dmems_, &dn_, &l1stat_,
-                        &dmem0_, &dmem0b_, &gp_, &gp0_, &dh0_, &zerosBD_, &zerosMem_, &ones_})
+                        &dmem0b_, &gp_, &gp0_, &dh0_, &zerosBD_, &zerosMem_, &ones_})
     n += int64_t(v->size());
   for (const Bf16Copy &c : casts_)
     n += (c.buf.size() + 1) / 2; // bf16: two to a float
@@ -359,17 +420,17 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   lib_("slot_softmax", Arr(Ly.w), N * c_.Nm);
   chunkMM({Ly.w.data(), GM, c_.M, true}, true, {Ly.v.data(), D, d, true}, false,
           {Ly.P.data(), d, Md, false}, c_.M, d, -1, 0);
-  // (1 − β)·U and the states each chunk reads live only within this
-  // forward: they use the backward's dwu_ and dmems_ (free until then).
+  // (1 − β)·U lives only within this forward: it uses the backward's dwu_
+  // (free until then).
   lib_("mdi_chunk_fwd", Arr(Ly.w), W("mu"), Arr(Ly.P), Arr(Ly.n), Arr(Ly.lb), Arr(dwu_), B, T);
   lib_("mem_scan_fwd", Arr(Ly.lb), Arr(dwu_), Arr(zerosMem_), Arr(Ly.mems), Arr(Ly.memfin), B,
        nC, GMd);
-  lib_("mem_prev", Arr(Ly.mems), Arr(zerosMem_), Arr(dmems_), B, T);
   groupMM({Ly.q.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.a.data(), GM, c_.M, true},
           N, c_.M, d, 0);
   lib_("slot_softmax", Arr(Ly.a), N * c_.Nm);
-  chunkMM({Ly.a.data(), GM, c_.M, true}, false, {dmems_.data(), d, Md, false}, false,
-          {Ly.y2.data(), D, d, true}, -1, d, c_.M, 0);
+  // y2_c = a_c·Mem_{c−1}: chunk c's product reads state c − 1 in place.
+  prevChunkMM(Prev::read, {Ly.a.data(), GM, c_.M, true}, false, {Ly.mems.data(), d, Md, false},
+              false, {Ly.y2.data(), D, d, true}, -1, d, c_.M, zerosMem_.data());
   lib_("combine_fwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(Ly.o), N);
   Ly.x1 = Ly.x;
   mm(Ly.o.data(), Wp("W_o"), Ly.x1.data(), N, D, D, false, false, 1);
@@ -504,26 +565,25 @@ void Model::backward(const float *P, float *Gr, float scale) {
     zero(dk_);
     zero(dv_);
     // Level 2 backward. The read: da_c = dy2_c·prev_cᵀ, dR_c = a_cᵀ·dy2_c
-    // (the gradient of the state chunk c read, in dP_), the logits'
+    // (the gradient of the state chunk c read, prev_c = Mem_{c−1}: into
+    // dmems_ at chunk c − 1, the gradient the memory scan takes), the logits'
     // gradient dl through the softmax, dq += dl·S_g, dS += dlᵀ·q.
     const float *S = Wp("S");
     float *dS = dWp("S");
     const int64_t GM = c_.Nm * c_.M, Md = c_.M * c_.dm(), d = c_.dm();
-    // The states each chunk read (rebuilt from this layer's, in dmems_,
-    // which mem_prev_bwd overwrites once they are no longer needed).
-    lib_("mem_prev", Arr(Ly.mems), Arr(zerosMem_), Arr(dmems_), B, T);
-    // dslot and dw feed a softmax's gradient (a ⊙ (dslot − Σ a·dslot)),
+    // The states each chunk read are Mem_{c−1} (prevChunkMM reads them in
+    // place). dslot and dw feed a softmax's gradient (a ⊙ (dslot − Σ a·dslot)),
     // whose cancellation amplifies bf16 rounding (to ~10% in dS): never bf16.
-    chunkMM({dy2_.data(), D, d, true}, false, {dmems_.data(), d, Md, false}, true,
-            {dslot_.data(), GM, c_.M, true}, -1, c_.M, d, 0, true);
-    chunkMM({Ly.a.data(), GM, c_.M, true}, true, {dy2_.data(), D, d, true}, false,
-            {dP_.data(), d, Md, false}, c_.M, d, -1, 0);
+    prevChunkMM(Prev::read, {dy2_.data(), D, d, true}, false, {Ly.mems.data(), d, Md, false}, true,
+                {dslot_.data(), GM, c_.M, true}, -1, c_.M, d, zerosMem_.data(), true);
+    // The gradient of the state chunk c read goes straight to Mem_{c−1}'s.
+    prevChunkMM(Prev::write, {Ly.a.data(), GM, c_.M, true}, true, {dy2_.data(), D, d, true}, false,
+                {dmems_.data(), d, Md, false}, c_.M, d, -1, nullptr);
     lib_("slot_softmax_bwd", Arr(Ly.a), Arr(dslot_), N * c_.Nm);
     groupMM({dslot_.data(), GM, c_.M, true}, false, {S, d, Md, false}, false,
             {dq_.data(), D, d, true}, N, d, c_.M, 1);
     groupMM({dslot_.data(), GM, c_.M, true}, true, {Ly.q.data(), D, d, true}, false,
             {dS, d, Md, false}, c_.M, d, N, 1);
-    lib_("mem_prev_bwd", Arr(dP_), Arr(dmems_), Arr(dmem0_), B, T);
     lib_("mem_scan_bwd", Arr(Ly.lb), Arr(Ly.mems), Arr(zerosMem_), Arr(dmems_), Arr(zerosMem_),
          Arr(dlb_), Arr(dwu_), Arr(dmem0b_), B, nC, GMd);
     // The write: dP and dn per slot, dw_c = v_c·dP_cᵀ, dv_c += w_c·dP_c,

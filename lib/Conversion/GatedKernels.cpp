@@ -877,11 +877,110 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     return p;
   };
 
+  // --- The bf16 exchange of the MMA kernels (GatedKernelSpec::coopSyncWords):
+  // from byte 256 of `sync`, two [B][D] bf16 arrays, alternating by step.
+  // Each step's h_t (forward) or a_t (adjoint) is published there rounded
+  // as the next product stages it, so every block reads back half the
+  // bytes of the fp32 arrays (the same values: staging rounded them too).
+  auto ptrTy = LLVM::LLVMPointerType::get(ctx);
+  auto xchAt = [&](Value parity, Value bRow, Value col) -> Value {
+    Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, a.sync);
+    Value base64 = arith::IndexCastOp::create(b, b.getI64Type(), k.addi(base, k.idx(256)));
+    Value p = LLVM::IntToPtrOp::create(b, ptrTy, base64);
+    Value i = k.addi(k.muli(k.addi(k.muli(parity, B), bRow), cD), col);
+    Value i64 = arith::IndexCastOp::create(b, b.getI64Type(), i);
+    return LLVM::GEPOp::create(b, ptrTy, bf16, p, ValueRange{i64});
+  };
+  auto xchStore = [&](Value parity, Value bRow, Value chan, Value v) {
+    LLVM::StoreOp::create(b, arith::TruncFOp::create(b, bf16, v), xchAt(parity, bRow, chan), 2);
+  };
+  // Xb[r][·] = exchange row min(b0 + r, B − 1) of `parity`, 16 bytes at a time.
+  auto mmaStageX = [&](Value parity, Value b0) {
+    Value perRow = k.idx(D / 8);
+    forRange(tid, k.idx(8 * D / 8), k.idx(NT), [&](Value q) {
+      Value r = arith::DivUIOp::create(b, q, perRow);
+      Value col = k.muli(arith::RemUIOp::create(b, q, perRow), k.idx(8));
+      Value bRow = k.minui(k.addi(b0, r), k.subi(B, c1));
+      Value v = LLVM::LoadOp::create(b, VectorType::get({8}, bf16), xchAt(parity, bRow, col), 16,
+                                     /*isVolatile=*/true);
+      vector::StoreOp::create(b, v, Xb, ValueRange{k.addi(k.muli(r, k.idx(XS)), col)});
+    });
+  };
+  // The register-resident variant: B ≤ 8 (one tile of rows) and room for the
+  // exchange. Thread tid < 8·Dc owns (row, channel) = (tid / Dc, tid % Dc)
+  // for the whole launch: its state or carried gradient stays in a register
+  // and its per-step inputs are loaded a step ahead, off the sequential chain.
+  Value syncWords = memref::DimOp::create(b, a.sync, 0);
+  Value fastCond = k.andi(
+      arith::CmpIOp::create(b, arith::CmpIPredicate::ule, B, k.idx(8)),
+      arith::CmpIOp::create(b, arith::CmpIPredicate::uge, syncWords,
+                            k.addi(k.idx(64), k.muli(B, cD))));
+  auto owner = [&]() {
+    struct {
+      Value r, rr, cc, active, bR, chan, si;
+    } o;
+    o.r = arith::DivUIOp::create(b, tid, k.idx(Dc));
+    o.rr = arith::RemUIOp::create(b, o.r, k.idx(8));
+    o.cc = arith::RemUIOp::create(b, tid, k.idx(Dc));
+    o.active = k.andi(k.ult(tid, k.idx(8 * Dc)), k.ult(o.r, B));
+    o.bR = k.minui(o.r, k.subi(B, c1));
+    o.chan = k.addi(chanBase, o.cc);
+    o.si = k.addi(k.muli(o.bR, cD), o.chan);
+    return o;
+  };
+  auto ifThen = [&](Value cond, auto body) {
+    auto op = scf::IfOp::create(b, TypeRange{}, cond, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(op.thenBlock());
+    body();
+  };
+
   if (spec.mma && !spec.adjoint) {
     // A[m][kk] = W[kk][c0 + m]: the forward reads W's columns.
     mmaSetup([&](Value m, Value kk) -> Value {
       return memref::LoadOp::create(b, a.w, ValueRange{k.addi(k.muli(kk, cD), k.addi(chanBase, m))});
     });
+    auto fastIf = scf::IfOp::create(b, TypeRange{}, fastCond, true);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(fastIf.thenBlock());
+      auto o = owner();
+      Value bias = k.ld(a.bias, o.chan);
+      Value h0 = initAt(o.bR, o.chan);
+      auto loop = scf::ForOp::create(
+          b, c0, T, c1,
+          ValueRange{h0, k.ld(a.z, seqAt(o.bR, c0, o.chan)), k.ld(a.l, seqAt(o.bR, c0, o.chan))});
+      b.setInsertionPointToStart(loop.getBody());
+      Value t = loop.getInductionVar();
+      Value hp = loop.getRegionIterArgs()[0], zc = loop.getRegionIterArgs()[1],
+            lc = loop.getRegionIterArgs()[2];
+      auto ifs = scf::IfOp::create(b, TypeRange{}, k.ugt(t, c0), true);
+      {
+        OpBuilder::InsertionGuard g2(b);
+        b.setInsertionPointToStart(ifs.thenBlock());
+        mmaStageX(arith::RemUIOp::create(b, k.subi(t, c1), k.idx(2)), c0);
+        b.setInsertionPointToStart(ifs.elseBlock());
+        if (spec.hasInit)
+          mmaStage(a.init, [&](Value bRow) { return k.muli(bRow, cD); }, c0);
+        else
+          mmaZero();
+      }
+      gpu::BarrierOp::create(b);
+      mmaProduct();
+      gpu::BarrierOp::create(b);
+      // Step t + 1's inputs, in flight across the grid barrier.
+      Value tn = k.minui(k.addi(t, c1), k.subi(T, c1));
+      Value zn = k.ld(a.z, seqAt(o.bR, tn, o.chan)), ln = k.ld(a.l, seqAt(o.bR, tn, o.chan));
+      Value p = k.add(bias, mmaSum(o.rr, o.cc));
+      Value hn = k.add(k.mul(zc, k.sigmoid(p)), k.mul(k.exp(k.clamp(lc)), hp));
+      ifThen(o.active, [&] {
+        k.st(hn, a.h, seqAt(o.bR, t, o.chan));
+        k.stIf(k.eq(t, k.subi(T, c1)), hn, a.fin, o.si);
+        xchStore(arith::RemUIOp::create(b, t, k.idx(2)), o.bR, o.chan, hn);
+      });
+      gridBarrier(t);
+      scf::YieldOp::create(b, ValueRange{hn, zn, ln});
+      b.setInsertionPointToStart(fastIf.elseBlock());
     forRange(c0, T, c1, [&](Value t) {
       Value notFirst = k.ugt(t, c0);
       forRange(c0, B, k.idx(8), [&](Value b0) {
@@ -915,6 +1014,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       });
       gridBarrier(t);
     });
+    }
     gpu::ReturnOp::create(b);
     return;
   }
@@ -1016,6 +1116,70 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     mmaSetup([&](Value m, Value kk) -> Value {
       return memref::LoadOp::create(b, a.w, ValueRange{k.addi(k.muli(k.addi(chanBase, m), cD), kk)});
     });
+  scf::IfOp adjFast;
+  if (spec.mma) {
+    // The register-resident adjoint (see `owner`): g and step t − 1's
+    // inputs in registers; a_t published in the exchange for phase B.
+    adjFast = scf::IfOp::create(b, TypeRange{}, fastCond, true);
+    b.setInsertionPointToStart(adjFast.thenBlock());
+    auto o = owner();
+    Value bias = k.ld(a.bias, o.chan);
+    auto inputs = [&](Value t) -> SmallVector<Value> {
+      Value nf = k.ugt(t, c0);
+      Value tPrev = k.select(nf, k.subi(t, c1), c0);
+      Value pa = k.addi(k.muli(k.addi(k.muli(o.bR, cap), k.subi(t, tLo)), cD), o.chan);
+      Value pre = k.select(nf, k.ld(a.pact, pa), k.ld(a.pact0, o.si));
+      Value hv = k.select(nf, k.ld(a.h, seqAt(o.bR, tPrev, o.chan)), initAt(o.bR, o.chan));
+      return {pre, hv, k.ld(a.z, seqAt(o.bR, t, o.chan)), k.ld(a.l, seqAt(o.bR, t, o.chan)),
+              k.ld(a.dh, seqAt(o.bR, t, o.chan))};
+    };
+    SmallVector<Value> init0 = {memref::LoadOp::create(b, a.gbuf, ValueRange{o.si})};
+    for (Value v : inputs(k.subi(tHi, c1)))
+      init0.push_back(v);
+    auto loop = scf::ForOp::create(b, c0, k.subi(tHi, tLo), c1, init0);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value s = loop.getInductionVar();
+      auto it = loop.getRegionIterArgs();
+      Value g0 = it[0], pre = it[1], hv = it[2], z = it[3], lraw = it[4], dh = it[5];
+      Value t = k.subi(k.subi(tHi, c1), s);
+      Value notFirst = k.ugt(t, c0);
+      Value parity = arith::RemUIOp::create(b, s, k.idx(2));
+      Value gt = k.add(g0, dh);
+      Value sg = k.sigmoid(k.add(pre, bias));
+      Value gm = k.exp(k.clamp(lraw));
+      Value av = k.mul(k.mul(gt, z), k.mul(sg, k.sub(k.cst(1.0), sg)));
+      ifThen(o.active, [&] {
+        k.st(k.mul(gt, sg), a.dz, seqAt(o.bR, t, o.chan));
+        k.st(k.mul(k.clampMask(lraw), k.mul(k.mul(gt, gm), hv)), a.dl, seqAt(o.bR, t, o.chan));
+        auto ifN = scf::IfOp::create(b, TypeRange{}, notFirst, true);
+        {
+          OpBuilder::InsertionGuard g2(b);
+          b.setInsertionPointToStart(ifN.thenBlock());
+          k.st(av, a.dpre, seqAt(o.bR, k.subi(t, c1), o.chan));
+          b.setInsertionPointToStart(ifN.elseBlock());
+          k.st(av, a.dpre0, o.si);
+        }
+        xchStore(parity, o.bR, o.chan, av);
+      });
+      // Step t − 1's inputs (t = tLo: repeated, unused), in flight across
+      // the grid barrier.
+      SmallVector<Value> next = inputs(k.select(k.ugt(t, tLo), k.subi(t, c1), tLo));
+      gridBarrier(s);
+      mmaStageX(parity, c0);
+      gpu::BarrierOp::create(b);
+      mmaProduct();
+      gpu::BarrierOp::create(b);
+      SmallVector<Value> yields = {k.add(k.mul(gm, gt), mmaSum(o.rr, o.cc))};
+      yields.append(next.begin(), next.end());
+      scf::YieldOp::create(b, yields);
+    }
+    ifThen(o.active, [&] {
+      memref::StoreOp::create(b, loop.getResult(0), a.gbuf, ValueRange{o.si});
+    });
+    b.setInsertionPointToStart(adjFast.elseBlock());
+  }
   Value lane = arith::RemUIOp::create(b, tid, k.idx(32));
   Value warp = arith::DivUIOp::create(b, tid, k.idx(32));
   const int64_t warps = NT / 32;
@@ -1139,6 +1303,8 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     });
     gpu::BarrierOp::create(b);
   });
+  if (spec.mma)
+    b.setInsertionPointAfter(adjFast);
   // After step 0, gbuf holds g_{-1} = grad_init.
   if (spec.hasInit) {
     auto ifLast = scf::IfOp::create(b, TypeRange{}, k.eq(tLo, c0), false);

@@ -77,6 +77,13 @@ struct GatedKernelSpec {
   /// Dc for the cooperative kernel: the smallest divisor of D (≤ 1024) that
   /// needs at most 128 blocks; 0 when there is none.
   static int64_t coopChannels(int64_t D);
+  /// Words (i32) of `sync` with which the cooperative MMA kernels take
+  /// their register-resident variant for B <= 8: the barrier counter
+  /// (word 0), then from byte 256 a bf16 exchange of two [B][D] arrays. With
+  /// fewer words they stage rows from the fp32 arrays (slower, same values).
+  /// mmrec::train::gatedSyncWords (runtime/include/mmrec/train.h) is the
+  /// runtime's copy of this formula.
+  static int64_t coopSyncWords(int64_t B, int64_t D) { return 64 + B * D; }
 
   int64_t headDim() const { return channels / heads; }
   /// Row stride of W_g's block in shared memory (odd: conflict-free both ways).

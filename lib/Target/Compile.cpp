@@ -461,7 +461,10 @@ void emitGatedLaunch(llvm::raw_ostream &os, const KernelInfo &k, const std::stri
     // Workspace: [sync | pact0 | gbuf | grad_pre | grad_pre0 | pact].
     const KernelInfo &v = *coop;
     const std::string grid = std::to_string(D / v.channelsPerBlock);
-    os << "  const size_t syncBytes = 256;\n";
+    // sync: the grid barrier's counter, then (tensor-core kernels) the bf16
+    // exchange of GatedKernelSpec::coopSyncWords.
+    os << "  const int64_t syncWords = 64 + B * " << D
+       << ";\n  const size_t syncBytes = size_t(syncWords) * 4;\n";
     if (adj) {
       os << "  const size_t stateF32 = (size_t(B) * " << D << " * 4 + 255) / 256 * 256;\n"
          << "  const int64_t cap = std::min<int64_t>(T, 128);\n"
@@ -493,7 +496,7 @@ void emitGatedLaunch(llvm::raw_ostream &os, const KernelInfo &k, const std::stri
       else if (a == "grad_pre0")
         os << "{pre0, pre0, 0, B * " << D << ", 1}, ";
       else if (a == "sync")
-        os << "{sync, sync, 0, 1, 1}, ";
+        os << "{sync, sync, 0, syncWords, 1}, ";
       else if (a == "pact")
         os << "{pact, pact, 0, B * cap * " << D << ", 1}, ";
       else if (a == "pact0" || a == "gbuf")

@@ -87,11 +87,20 @@
 // BF16: gpu.launch_func @train_gated_kernels::@train_gated_fwd_coop blocks in (%c24{{.*}}) threads in (%c512{{.*}}) dynamic_shared_memory_size %c28800_i32 args(%arg0 : memref<?xf32>,
 // BF16-LABEL: gpu.module @train_gated_kernels
 // BF16: gpu.func @train_gated_fwd_coop({{.*}}memref<?xf32>{{.*}}) kernel attributes {known_block_size = array<i32: 512, 1, 1>, nvvm.minctasm = 1 : i32}
+// The register-resident variant, taken for B <= 8 when `sync` has room for
+// the bf16 exchange (its size is read from the descriptor), stages h_{t-1}
+// from the exchange (8 bf16 a load) and publishes h_t there.
+// BF16: memref.dim %{{.*}} : memref<?xi32>
 // BF16: arith.truncf %{{.*}} : f32 to bf16
+// BF16: llvm.load volatile {{.*}} -> vector<8xbf16>
 // BF16: llvm.load volatile {{.*}} -> vector<4xf32>
 // BF16: arith.truncf %{{.*}} : vector<4xf32> to vector<4xbf16>
 // BF16: nvvm.mma.sync {{.*}}multiplicandAPtxType = #nvvm.mma_type<bf16>
+// BF16: llvm.store {{.*}} : bf16, !llvm.ptr
 // BF16: gpu.func @train_gated_bwd_coop(
+// BF16: memref.dim %{{.*}} : memref<?xi32>
+// BF16: llvm.store {{.*}} : bf16, !llvm.ptr
+// BF16: llvm.load volatile {{.*}} -> vector<8xbf16>
 // BF16: nvvm.mma.sync
 // BF16-LABEL: func.func @train_gated_bwd(
 // With tensor-core level-0 products the pre-activations are TF32 (flag 1).

@@ -174,14 +174,14 @@ std::vector<KernelSpec> kernelSpecs() {
       {"gated_fwd",
        {{"z", ND, K::In}, {"log_decay", ND, K::Log}, {"gate", Wg, K::Gate}, {"bias", D, K::In},
         {"init", BD, K::In}, {"h", ND, K::Out}, {"final", BD, K::Out},
-        {"sync", [](const Sizes &s) { return s.B; }, K::Sync}},
+        {"sync", [](const Sizes &s) { return train::gatedSyncWords(s.B, s.D); }, K::Sync}},
        BT},
       {"gated_bwd",
        {{"z", ND, K::In}, {"log_decay", ND, K::Log}, {"gate", Wg, K::Gate}, {"bias", D, K::In},
         {"init", BD, K::In}, {"h", ND, K::In}, {"grad_h", ND, K::In}, {"grad_final", BD, K::In},
         {"grad_z", ND, K::Out}, {"grad_log_decay", ND, K::Out}, {"grad_pre", ND, K::Out},
         {"grad_pre0", BD, K::Out}, {"grad_init", BD, K::Out},
-        {"sync", [](const Sizes &s) { return s.B; }, K::Sync}},
+        {"sync", [](const Sizes &s) { return train::gatedSyncWords(s.B, s.D); }, K::Sync}},
        BT},
       {"decode_level1",
        {{"q", BD, K::In}, {"K1", decK, K::In}, {"V1", decK, K::In}, {"y1", BD, K::Out}},
@@ -488,15 +488,16 @@ TEST(TrainKernelsGpu, SmallGatedSpeed) {
     float *gh = dev(N * D, 1, 0), *gf = dev(B * D, 0, 0), *gz = dev(N * D, 0, 0),
           *gl = dev(N * D, 0, 0), *gp = dev(N * D, 0, 0), *gp0 = dev(B * D, 0, 0),
           *gi = dev(B * D, 0, 0);
-    int32_t *sync = static_cast<int32_t *>(static_cast<void *>(dev(B, 0, 0)));
+    const int64_t SW = train::gatedSyncWords(B, D);
+    int32_t *sync = static_cast<int32_t *>(static_cast<void *>(dev(SW, 0, 0)));
     auto fwd = [&] {
       gpu("gated_fwd", Arr(z, N * D), Arr(l, N * D), Arr(w, Wg), Arr(b, D), Arr(init, B * D),
-          Arr(h, N * D), Arr(fin, B * D), Arr(sync, B), B, T);
+          Arr(h, N * D), Arr(fin, B * D), Arr(sync, SW), B, T);
     };
     auto bwd = [&] {
       gpu("gated_bwd", Arr(z, N * D), Arr(l, N * D), Arr(w, Wg), Arr(b, D), Arr(init, B * D),
           Arr(h, N * D), Arr(gh, N * D), Arr(gf, B * D), Arr(gz, N * D), Arr(gl, N * D),
-          Arr(gp, N * D), Arr(gp0, B * D), Arr(gi, B * D), Arr(sync, B), B, T);
+          Arr(gp, N * D), Arr(gp0, B * D), Arr(gi, B * D), Arr(sync, SW), B, T);
     };
     const double f = rt::gpu::medianMs(fwd, 2, 7), g = rt::gpu::medianMs(bwd, 2, 7);
     std::printf("%-18s B %lld T %lld: gated_fwd %.2f us/step, gated_bwd %.2f us/step\n", model,

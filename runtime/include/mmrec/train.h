@@ -270,6 +270,13 @@ struct ParamInfo {
 /// before allocating).
 long double physicalMemoryBytes();
 
+/// Floats (i32 words) of the level-0 kernels' `sync` array for B rows of D
+/// channels: the cooperative kernels' grid-barrier counter and, for their
+/// tensor-core variant, a bf16 exchange of the rows each step publishes
+/// (GatedKernelSpec::coopSyncWords in lib/Conversion/GatedKernels.h; with
+/// only B words the kernels stage rows from the fp32 arrays instead).
+inline int64_t gatedSyncWords(int64_t B, int64_t D) { return 64 + B * D; }
+
 class ParamLayout {
 public:
   explicit ParamLayout(const ModelConfig &cfg);

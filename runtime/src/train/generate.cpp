@@ -54,7 +54,7 @@ Generator::Generator(KernelLibrary &lib, const ParamLayout &layout, int64_t B)
   resize(slots_, B * G * M);
   logitsHost_.assign(size_t(B * c_.V), 0.0f);
   tok_.reset(dev_, B);
-  sync_.reset(dev_, B);
+  sync_.reset(dev_, gatedSyncWords(B, c_.D));
   reset();
 }
 

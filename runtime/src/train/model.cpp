@@ -332,7 +332,7 @@ void Model::ensure(int64_t B, int64_t T) {
     xL_scratch_.clear();
   }
   tokens_.reset(dev_, N);
-  sync_.reset(dev_, B);
+  sync_.reset(dev_, gatedSyncWords(B, D));
   targets_.reset(dev_, N);
   targetsHost_.assign(size_t(N), -1);
   for (auto *v : {&xL_, &xf_, &dx_, &dx1_, &dy_, &dxf_, &du2_, &do_, &dh_, &dy1_, &dy2_, &dq_, &dk_,
@@ -549,9 +549,11 @@ void Model::backward(const float *P, float *Gr, float scale) {
     mm(dy_.data(), Wp("W_2"), dg_.data(), N, F, D, false, true, 0);
     mm(Ly.g.data(), dy_.data(), dWp("W_2"), F, D, N, true, false, 1);
     lib_("swiglu_bwd", Arr(Ly.f1), Arr(Ly.f3), Arr(dg_), Arr(df1_), Arr(df3_), N * F);
+    // Each of df1, df3 feeds its two products back to back (with bf16
+    // products: rounded once each, not evicted by the other's copies).
     mm(df1_.data(), Wp("W_1"), du2_.data(), N, D, F, false, true, 0);
-    mm(df3_.data(), Wp("W_3"), du2_.data(), N, D, F, false, true, 1);
     mm(Ly.u2.data(), df1_.data(), dWp("W_1"), D, F, N, true, false, 1);
+    mm(df3_.data(), Wp("W_3"), du2_.data(), N, D, F, false, true, 1);
     mm(Ly.u2.data(), df3_.data(), dWp("W_3"), D, F, N, true, false, 1);
     dx1_ = dy_;
     lib_("rmsnorm_bwd", Arr(Ly.x1), W("w_ffn"), Arr(Ly.rstd2), Arr(du2_), Arr(dx1_), dW("w_ffn"),

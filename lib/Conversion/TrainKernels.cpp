@@ -449,28 +449,6 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     k.st(k.mul(sk, inv), a["K1"], out);
     k.st(k.mul(sv, inv), a["V1"], out);
   };
-  // p[c] = softmax_{c < cT}(q_t,g · K1_c,g / √d).
-  auto level1Probs = [=](K &k, Args &a, Value p, Value qBase, Value kRow0, Value g, Value cT) {
-    k.loop(k.idx(0), cT, [&](Value ch) {
-      Value kb = k.addi(k.addi(kRow0, k.muli(ch, k.idx(D))), k.muli(g, k.idx(d)));
-      Value s = k.sum(d, [&](Value j) {
-        return k.mul(k.ld(a["q"], k.addi(qBase, j)), k.ld(a["K1"], k.addi(kb, j)));
-      });
-      k.st(k.mul(s, k.cst(invSqrtD)), p, ch);
-    });
-    softmaxInPlace(k, p, cT);
-  };
-  // y1[qBase + j] = Σ_{c < cT} p_c V1_c,g[j], with p from level1Probs.
-  auto level1Read = [=](K &k, Args &a, Value p, Value qBase, Value kRow0, Value g, Value cT) {
-    level1Probs(k, a, p, qBase, kRow0, g, cT);
-    k.loop(d, [&](Value j) {
-      Value y = k.sum(k.idx(0), cT, [&](Value ch) {
-        Value vb = k.addi(k.addi(kRow0, k.muli(ch, k.idx(D))), k.muli(g, k.idx(d)));
-        return k.mul(k.ld(p, ch), k.ld(a["V1"], k.addi(vb, j)));
-      });
-      k.st(y, a["y1"], k.addi(qBase, j));
-    });
-  };
   // Scratch over the chunks of one segment: T ≤ max_seq_len (the runtime
   // checks it).
   const int64_t chunkBuf = nCmax + 1;
@@ -649,25 +627,13 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   //   slot_softmax            p = softmax_s(logit/√d) per (token, group), in place
   //   mdi_chunk_fwd           n = Σ_t w, lb = clamp(n·logσ(μ), lo, 0),
   //                           wu = (1 − β)·P/max(n, 1e-6) per (chunk, group, slot)
-  //   mem_prev                prev_c = Mem_{c−1} (mem0 for c = 0): the state
-  //                           each chunk reads, as one array
   //   slot_softmax_bwd        dl = p(dp − Σ p dp)/√d, in place (the read)
   //   mdi_chunk_bwd           dP, dn and dμ from dlb, dwu
   //   mdi_write_softmax_bwd   the write's dl from dw + dn_{c(t)}, in place
-  //   mem_prev_bwd            dmems_c = dR_{c+1} (0 for the last), dmem0 = dR_0
   // (w, a: (B, T, G, M); n, lb: (B, nC, G, M); P, wu, mems: (B, nC, G, M, d)).
+  // Chunk c reads Mem_{c−1} (the initial memory for c = 0) in place: the
+  // runtime points its product at the previous chunk's state.
   //
-  // out[outBase + s] = softmax_s(x[xBase..]·S[g, s, :]/√d), in place (the
-  // CPU's decode_mdi; no scratch: allocas inside loops would grow the stack).
-  auto slotAddress = [=](K &k, Value x, Value S, Value xBase, Value g, Value out, Value outBase) {
-    k.loop(M, [&](Value s) {
-      Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
-      Value dot = k.sum(
-          d, [&](Value j) { return k.mul(k.ld(x, k.addi(xBase, j)), k.ld(S, k.addi(sb, j))); });
-      k.st(k.mul(dot, k.cst(invSqrtD)), out, k.addi(outBase, s));
-    });
-    softmaxInPlace(k, out, k.idx(M), outBase);
-  };
   // --- GPU: one warp per row of M slots, slot s owned by lane s mod 32 (its
   // value in registers `sc`, R = ⌈M/32⌉ of them per lane).
   const int64_t R = (M + 31) / 32;
@@ -1079,13 +1045,33 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   // ksum, vsum (B, D) the sums of the current chunk; nacc (B, G, M) and
   // Pacc (B, G, M, d) the current chunk's write mass and Σ w·v; Mem (B, G, M, d).
   // y1 = Σ_{c<done} softmax_c(q·K1_c/√d) V1_c (0 when done = 0).
+  // A warp per (row, group) on the GPU: lanes along the channels for the
+  // chunk logits (shuffle sums) and for y1; each lane keeps the (at most
+  // nCmax) probabilities itself (a thread per (row, group) walking the
+  // channels was 0.16 ms a call at the 7B shapes).
   add("decode_level1", {"q", "K1", "V1", "y1"}, {"B", "done"}, [=](K &k, Args &a) {
-    k.par({a["B"], k.idx(G)}, [&](ArrayRef<Value> i) {
-      Value bi = i[0], g = i[1];
+    k.rows(k.muli(a["B"], k.idx(G)), [&](Value r, Value lane) {
+      Value bi = k.divui(r, k.idx(G)), g = k.remui(r, k.idx(G));
       Value p = k.buf(chunkBuf);
       Value kRow0 = k.muli(bi, k.idx(nCmax * D));
       Value qBase = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
-      level1Read(k, a, p, qBase, kRow0, g, a["done"]);
+      auto chunkAt = [&](Value ch) {
+        return k.addi(k.addi(kRow0, k.muli(ch, k.idx(D))), k.muli(g, k.idx(d)));
+      };
+      k.loop(k.idx(0), a["done"], [&](Value ch) {
+        Value kb = chunkAt(ch);
+        Value dot = k.rowSum(lane, d, [&](Value j) {
+          return k.mul(k.ld(a["q"], k.addi(qBase, j)), k.ld(a["K1"], k.addi(kb, j)));
+        });
+        k.st(k.mul(dot, k.cst(invSqrtD)), p, ch);
+      });
+      softmaxInPlace(k, p, a["done"]);
+      k.rowLoop(lane, d, [&](Value j) {
+        Value y = k.sum(k.idx(0), a["done"], [&](Value ch) {
+          return k.mul(k.ld(p, ch), k.ld(a["V1"], k.addi(chunkAt(ch), j)));
+        });
+        k.st(y, a["y1"], k.addi(qBase, j));
+      });
     });
   });
   // ksum += k, vsum += v; with close = 1 (the token ends its chunk) the chunk
@@ -1114,19 +1100,50 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   // The MDI of one token, per (row, group): the read y2 = Σ_s a_s Mem[s],
   // a = softmax_s(q·S_s/√d), over the memory as it stood before the token's
   // chunk, and the write address w = softmax_s(k·S_s/√d) (B, G, M) that
-  // decode_mdi_update applies. On the GPU one block of 256 threads per
-  // (row, group): the slots' dot products split over the threads, the
-  // softmaxes reduced through shuffles and shared memory, y2's channels
-  // split over the threads (a warp per (row, group) would leave the GPU
-  // idle at batch 1: 8 warps at the 7B shapes).
-  add("decode_mdi", {"q", "k", "S", "Mem", "w", "y2"}, {"B"}, [=](K &k, Args &a) {
+  // decode_mdi_update applies. Two kernels: decode_mdi_logits, the slots'
+  // scaled dot products lg (B, 2, G, M: q's, then k's) a warp per (row,
+  // q|k, group, slot) on the GPU (lanes along the channels, coalesced:
+  // 2·B·G·M warps, 16,384 at the 7B shapes and batch 1), then decode_mdi,
+  // the softmaxes and the read: on the GPU a block per (row, group, 32
+  // channels of y2), each block's softmax of its 1,024 logits redone in
+  // shared memory, its channels read by 8 warps over interleaved slots
+  // (a block per (row, group) reading the slots' rows across the lanes was
+  // 1.07 ms a call at the 7B shapes: 8 blocks for the GPU, uncoalesced).
+  add("decode_mdi_logits", {"q", "k", "S", "lg"}, {"B"}, [=](K &k, Args &a) {
+    k.rows(k.muli(a["B"], k.idx(2 * G * M)), [&](Value r, Value lane) {
+      Value s = k.remui(r, k.idx(M));
+      Value rest = k.divui(r, k.idx(M));
+      Value g = k.remui(rest, k.idx(G));
+      rest = k.divui(rest, k.idx(G));
+      Value isK = k.remui(rest, k.idx(2)), bi = k.divui(rest, k.idx(2));
+      Value xb = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
+      Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
+      Value useK = k.cmpi(arith::CmpIPredicate::ne, isK, k.idx(0));
+      Value dot = k.rowSum(lane, d, [&](Value j) {
+        Value x = k.select(useK, k.ld(a["k"], k.addi(xb, j)), k.ld(a["q"], k.addi(xb, j)));
+        return k.mul(x, k.ld(a["S"], k.addi(sb, j)));
+      });
+      k.rowOnce(lane, [&] { k.st(k.mul(dot, k.cst(invSqrtD)), a["lg"], r); });
+    });
+  });
+  add("decode_mdi", {"lg", "Mem", "w", "y2"}, {"B"}, [=](K &k, Args &a) {
+    // lg's row of (row bi, q|k, group g).
+    auto lgBase = [&](Value bi, int64_t isK, Value g) {
+      return k.muli(k.addi(k.muli(k.addi(k.muli(bi, k.idx(2)), k.idx(isK)), k.idx(G)), g),
+                    k.idx(M));
+    };
     if (!k.gpu) {
       k.par({a["B"], k.idx(G)}, [&](ArrayRef<Value> bg) {
         Value bi = bg[0], g = bg[1];
         Value wb = k.muli(k.addi(k.muli(bi, k.idx(G)), g), k.idx(M));
         Value xb = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
         // The read address goes through w (overwritten by the write's).
-        slotAddress(k, a["q"], a["S"], xb, g, a["w"], wb);
+        auto address = [&](int64_t isK) {
+          Value lb = lgBase(bi, isK, g);
+          k.loop(M, [&](Value s) { k.st(k.ld(a["lg"], k.addi(lb, s)), a["w"], k.addi(wb, s)); });
+          softmaxInPlace(k, a["w"], k.idx(M), wb);
+        };
+        address(0);
         k.loop(d, [&](Value j) {
           Value y = k.sum(M, [&](Value s) {
             return k.mul(k.ld(a["w"], k.addi(wb, s)),
@@ -1134,16 +1151,19 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           });
           k.st(y, a["y2"], k.addi(xb, j));
         });
-        slotAddress(k, a["k"], a["S"], xb, g, a["w"], wb);
+        address(1);
       });
       return;
     }
     constexpr int64_t kT = 256, kW = kT / 32;
-    k.blocks(k.muli(a["B"], k.idx(G)), kT, {M, kW}, [&](Value blk, Value tid, ArrayRef<Value> sm) {
-      Value sc = sm[0], red = sm[1];
-      Value bi = k.divui(blk, k.idx(G)), g = k.remui(blk, k.idx(G));
+    const int64_t nJ = (d + 31) / 32;
+    k.blocks(k.muli(a["B"], k.idx(G * nJ)), kT, {M, kW, kT},
+             [&](Value blk, Value tid, ArrayRef<Value> sm) {
+      Value sc = sm[0], red = sm[1], part = sm[2];
+      Value jt = k.remui(blk, k.idx(nJ)), bg = k.divui(blk, k.idx(nJ));
+      Value bi = k.divui(bg, k.idx(G)), g = k.remui(bg, k.idx(G));
       Value warp = k.divui(tid, k.idx(32)), lane = k.remui(tid, k.idx(32));
-      Value wb = k.muli(blk, k.idx(M));
+      Value wb = k.muli(bg, k.idx(M));
       Value xb = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
       auto reduce = [&](Value v, bool isMax) {
         Value r = isMax ? k.warpMax(v) : k.warpSum(v);
@@ -1159,16 +1179,13 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         k.barrier();
         return all;
       };
-      // sc ← softmax_s(x·S_s/√d) over the block; returns nothing.
-      auto softmax = [&](Value x) {
+      // sc ← softmax_s of lg's row (bi, isK, g), over the block.
+      auto softmax = [&](int64_t isK) {
+        Value lb = lgBase(bi, isK, g);
         Value mx = k.fold(
             tid, k.idx(M), k.cst(-INFINITY),
             [&](Value s) {
-              Value sb = k.muli(k.addi(k.muli(g, k.idx(M)), s), k.idx(d));
-              Value dot = k.sum(d, [&](Value j) {
-                return k.mul(k.ld(x, k.addi(xb, j)), k.ld(a["S"], k.addi(sb, j)));
-              });
-              Value v = k.mul(dot, k.cst(invSqrtD));
+              Value v = k.ld(a["lg"], k.addi(lb, s));
               k.st(v, sc, s);
               return v;
             },
@@ -1186,27 +1203,46 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         k.loop(tid, k.idx(M), [&](Value s) { k.st(k.mul(k.ld(sc, s), inv), sc, s); }, kT);
         k.barrier();
       };
-      softmax(a["q"]);
-      k.loop(tid, k.idx(d), [&](Value j) {
-        Value y = k.sum(M, [&](Value s) {
-          return k.mul(k.ld(sc, s), k.ld(a["Mem"], k.addi(k.muli(k.addi(wb, s), k.idx(d)), j)));
-        });
-        k.st(y, a["y2"], k.addi(xb, j));
-      }, kT);
-      k.barrier(); // every thread is done with the read address
-      softmax(a["k"]);
-      k.loop(tid, k.idx(M), [&](Value s) { k.st(k.ld(sc, s), a["w"], k.addi(wb, s)); }, kT);
+      softmax(0);
+      // Channel j = 32·jt + lane; warp w sums the slots s ≡ w (mod 8).
+      Value j = k.addi(k.muli(jt, k.idx(32)), lane);
+      Value jIn = k.minui(j, k.idx(d - 1));
+      Value y = k.fold(
+          warp, k.idx(M), k.cst(0.0),
+          [&](Value s) {
+            return k.mul(k.ld(sc, s), k.ld(a["Mem"], k.addi(k.muli(k.addi(wb, s), k.idx(d)), jIn)));
+          },
+          [&](Value acc, Value v) { return k.add(acc, v); }, kW);
+      k.st(y, part, tid);
+      k.barrier();
+      k.ifThen(k.cmpi(arith::CmpIPredicate::eq, warp, k.idx(0)), [&] {
+        Value tot = k.sum(kW, [&](Value w) { return k.ld(part, k.addi(k.muli(w, k.idx(32)), lane)); });
+        k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)),
+                 [&] { k.st(tot, a["y2"], k.addi(xb, j)); });
+      });
+      // The write address, by the group's first block (the condition is the
+      // same for every thread of a block: its barriers are safe).
+      k.ifThen(k.cmpi(arith::CmpIPredicate::eq, jt, k.idx(0)), [&] {
+        k.barrier(); // every thread is done with the read address
+        softmax(1);
+        k.loop(tid, k.idx(M), [&](Value s) { k.st(k.ld(sc, s), a["w"], k.addi(wb, s)); }, kT);
+      });
     });
   });
   // The MDI write of one token, given its write address w (B, G, M) from
   // decode_mdi: nacc += w, Pacc += w·v. With close = 1 the chunk is applied
   // to the memory: logβ = clamp(n·logσ(μ), lo, 0),
   // Mem = β·Mem + (1 − β)·P/max(n, 1e-6), and the accumulators restart.
+  // On the CPU an iteration per (row, group, slot) walks its d channels; on
+  // the GPU a block per (row, group, 8 slots) whose 256 threads take the
+  // channels (coalesced; a thread per slot striding by d was 0.46 ms a call
+  // at the 7B shapes), nacc stored after a barrier (every thread reads it).
   add("decode_mdi_update", {"w", "v", "mu", "nacc", "Pacc", "Mem"}, {"B", "close"},
       [=](K &k, Args &a) {
         Value closing = k.cmpi(arith::CmpIPredicate::ne, a["close"], k.idx(0));
-        k.par({a["B"], k.idx(G), k.idx(M)}, [&](ArrayRef<Value> i) {
-          Value bi = i[0], g = i[1], s = i[2];
+        // Slot s of (bi, g): its update of channels j = j0, j0 + step, …;
+        // returns the new nacc.
+        auto slot = [&](Value bi, Value g, Value s, Value j0, int64_t step) {
           Value gs = k.addi(k.muli(g, k.idx(M)), s);
           Value ni = k.addi(k.muli(bi, k.idx(G * M)), gs);
           Value vb = k.addi(k.muli(bi, k.idx(D)), k.muli(g, k.idx(d)));
@@ -1216,15 +1252,46 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           Value lb = k.min(k.max(k.mul(n, ls), k.cst(lo)), k.cst(0.0));
           Value beta = k.exp(lb), omb = k.neg(k.expm1(lb));
           Value inv = k.div(k.cst(1.0), k.max(n, k.cst(1e-6)));
-          k.st(k.select(closing, k.cst(0.0), n), a["nacc"], ni);
-          k.loop(d, [&](Value j) {
+          k.loop(j0, k.idx(d), [&](Value j) {
             Value pi = k.addi(k.muli(ni, k.idx(d)), j);
             Value P = k.add(k.ld(a["Pacc"], pi), k.mul(ws, k.ld(a["v"], k.addi(vb, j))));
             k.st(k.select(closing, k.cst(0.0), P), a["Pacc"], pi);
             Value mem = k.ld(a["Mem"], pi);
             Value upd = k.add(k.mul(beta, mem), k.mul(omb, k.mul(P, inv)));
             k.st(k.select(closing, upd, mem), a["Mem"], pi);
+          }, step);
+          return std::make_pair(ni, k.select(closing, k.cst(0.0), n));
+        };
+        if (!k.gpu) {
+          k.par({a["B"], k.idx(G), k.idx(M)}, [&](ArrayRef<Value> i) {
+            auto [ni, n] = slot(i[0], i[1], i[2], k.idx(0), 1);
+            k.st(n, a["nacc"], ni);
           });
+          return;
+        }
+        constexpr int64_t kS = 8, kT = 256;
+        const int64_t tiles = (M + kS - 1) / kS;
+        k.blocks(k.muli(a["B"], k.idx(G * tiles)), kT, {kS},
+                 [&](Value blk, Value tid, ArrayRef<Value> sm) {
+          Value tile = k.remui(blk, k.idx(tiles)), bg = k.divui(blk, k.idx(tiles));
+          Value bi = k.divui(bg, k.idx(G)), g = k.remui(bg, k.idx(G));
+          for (int64_t i = 0; i < kS; ++i) {
+            Value s = k.addi(k.muli(tile, k.idx(kS)), k.idx(i));
+            k.ifThen(k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M)), [&] {
+              auto [ni, n] = slot(bi, g, s, tid, kT);
+              (void)ni;
+              k.ifThen(k.cmpi(arith::CmpIPredicate::eq, tid, k.idx(0)),
+                       [&] { k.st(n, sm[0], k.idx(i)); });
+            });
+          }
+          k.barrier(); // every thread has read nacc
+          Value s = k.addi(k.muli(tile, k.idx(kS)), tid);
+          k.ifThen(arith::AndIOp::create(k.b, k.cmpi(arith::CmpIPredicate::ult, tid, k.idx(kS)),
+                                         k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M))),
+                   [&] {
+                     Value ni = k.addi(k.muli(bi, k.idx(G * M)), k.addi(k.muli(g, k.idx(M)), s));
+                     k.st(k.ld(sm[0], tid), a["nacc"], ni);
+                   });
         });
       });
   if (gpu)

@@ -128,9 +128,10 @@ void gemmGpu(const GemmDesc &d, DType abType, const void *A, const void *B, DTyp
   cublasOperation_t opX = d.transB ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t opY = d.transA ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasLtMatmulDesc_t desc;
-  const cublasComputeType_t compute = d.tf32 && abType == DType::f32
-                                          ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                          : CUBLAS_COMPUTE_32F;
+  const cublasComputeType_t compute = abType != DType::f32 ? CUBLAS_COMPUTE_32F
+                                      : d.fastBf16          ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                      : d.tf32              ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                            : CUBLAS_COMPUTE_32F;
   check(l.cublasLtMatmulDescCreate(&desc, compute, CUDA_R_32F),
         "cublasLtMatmulDescCreate");
   check(l.cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opX, sizeof(opX)),

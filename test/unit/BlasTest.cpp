@@ -25,7 +25,7 @@ struct Case {
   float alpha, beta;
 };
 
-void checkGemm(Where where, const Case &c, DType ab, DType ct, double tol) {
+void checkGemm(Where where, const Case &c, DType ab, DType ct, double tol, bool fastBf16 = false) {
   const uint64_t seed = freshSeed();
   SCOPED_TRACE("seed " + std::to_string(seed) + " m" + std::to_string(c.m) + " n" +
                std::to_string(c.n) + " k" + std::to_string(c.k) + (c.ta ? " tA" : "") +
@@ -40,6 +40,7 @@ void checkGemm(Where where, const Case &c, DType ab, DType ct, double tol) {
   d.batch = c.batch;
   d.strideA = aRows * d.lda; d.strideB = bRows * d.ldb; d.strideC = c.m * d.ldc;
   d.alpha = c.alpha; d.beta = c.beta;
+  d.fastBf16 = fastBf16;
   HostArray A(ab, {c.batch * d.strideA}), B(ab, {c.batch * d.strideB}), C(ct, {c.batch * d.strideC});
   for (int64_t i = 0; i < A.numel(); ++i) A.set(i, U(rng));
   for (int64_t i = 0; i < B.numel(); ++i) B.set(i, U(rng));
@@ -75,9 +76,11 @@ const Case kCases[] = {
     {64, 64, 200, true, false, 4, 0, 1, 1}, {1, 48, 513, false, false, 1, 0, 1, 1},
 };
 
-void allCases(Where where) {
+void allCases(Where where, bool fastBf16 = false) {
   for (const Case &c : kCases) {
     checkGemm(where, c, DType::f32, DType::f32, 1e-5);
+    if (fastBf16) // fp32 operands rounded to bf16 by cuBLASLt: 2^-8 a factor
+      checkGemm(where, c, DType::f32, DType::f32, 2e-2, true);
     checkGemm(where, c, DType::bf16, DType::f32, 1e-5);  // inputs already bf16: exact products
     checkGemm(where, c, DType::bf16, DType::bf16, 1e-2); // C rounded to bf16
   }
@@ -119,5 +122,45 @@ TEST(BlasCpu, BadArgumentsAreClearErrors) {
 
 TEST(BlasGpu, AllShapes) {
   if (!gpuAvailable()) GTEST_SKIP() << "no GPU";
-  allCases(Where::gpu);
+  allCases(Where::gpu, true);
+}
+
+// Speed of the ways to multiply fp32 activations in bf16 at the 7B layer's
+// shapes (16384 tokens): bf16 operands already rounded, fp32 operands that
+// cuBLASLt rounds itself (fastBf16), TF32; ms printed. Not a correctness
+// test and not in ctest: --gtest_filter=BlasGpuSpeed.*.
+TEST(BlasGpuSpeed, SevenBLayerShapes) {
+  if (!gpuAvailable()) GTEST_SKIP() << "no GPU";
+  struct Shape {
+    const char *name;
+    int64_t m, n, k;
+    bool ta;
+  } shapes[] = {{"x.W_q  16384x4096x4096", 16384, 4096, 4096, false},
+                {"x.W_1  16384x11008x4096", 16384, 11008, 4096, false},
+                {"dW_q   4096x4096 over 16384", 4096, 4096, 16384, true}};
+  for (const Shape &sh : shapes) {
+    GemmDesc d;
+    d.m = sh.m; d.n = sh.n; d.k = sh.k; d.transA = sh.ta;
+    d.lda = sh.ta ? sh.m : sh.k; d.ldb = sh.n; d.ldc = sh.n;
+    const size_t nA = size_t(sh.m * sh.k), nB = size_t(sh.k * sh.n), nC = size_t(sh.m * sh.n);
+    void *A = mmrec::rt::gpu::alloc(nA * 4), *B = mmrec::rt::gpu::alloc(nB * 4),
+         *C = mmrec::rt::gpu::alloc(nC * 4);
+    mmrec::rt::gpu::memsetD8(A, 0, nA * 4);
+    mmrec::rt::gpu::memsetD8(B, 0, nB * 4);
+    auto time = [&](DType ab, bool fast, bool tf32) {
+      GemmDesc g = d;
+      g.fastBf16 = fast;
+      g.tf32 = tf32;
+      return mmrec::rt::gpu::medianMs([&] { gemm(g, ab, A, B, DType::f32, C, DeviceKind::gpu); },
+                                      2, 9);
+    };
+    const double tb = time(DType::bf16, false, false), tf = time(DType::f32, true, false),
+                 tt = time(DType::f32, false, true);
+    const double tflop = 2.0 * sh.m * sh.n * sh.k * 1e-9;
+    std::printf("%-28s bf16 operands %.3f ms (%.0f TFLOP/s), fp32 + fastBf16 %.3f ms (%.0f), "
+                "TF32 %.3f ms (%.0f)\n",
+                sh.name, tb, tflop / tb, tf, tflop / tf, tt, tflop / tt);
+    for (void *p : {A, B, C})
+      mmrec::rt::gpu::free(p);
+  }
 }

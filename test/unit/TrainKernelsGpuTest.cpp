@@ -89,6 +89,7 @@ std::vector<KernelSpec> kernelSpecs() {
   auto NG = [](const Sizes &s) { return s.N * s.G; };
   auto decK = [](const Sizes &s) { return s.B * s.nCmax * s.D; };
   auto BGM = [](const Sizes &s) { return s.B * s.G * s.M; };
+  auto BGM2 = [](const Sizes &s) { return 2 * s.B * s.G * s.M; };
   auto Wg = [](const Sizes &s) { return s.Wg; };
   auto rows = [](const Sizes &s) { return std::vector<int64_t>{s.N}; };
   auto BT = [](const Sizes &s) { return std::vector<int64_t>{s.B, s.T}; };
@@ -192,9 +193,11 @@ std::vector<KernelSpec> kernelSpecs() {
        [](const Sizes &s) {
          return std::vector<int64_t>{s.B, s.T % s.nCmax, 1 + s.T % 5, int64_t(s.T % 2)};
        }},
+      {"decode_mdi_logits",
+       {{"q", BD, K::In}, {"k", BD, K::In}, {"S", GMd, K::In}, {"lg", BGM2, K::Out}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.B}; }},
       {"decode_mdi",
-       {{"q", BD, K::In}, {"k", BD, K::In}, {"S", GMd, K::In}, {"Mem", mem, K::In},
-        {"w", BGM, K::Out}, {"y2", BD, K::Out}},
+       {{"lg", BGM2, K::In}, {"Mem", mem, K::In}, {"w", BGM, K::Out}, {"y2", BD, K::Out}},
        [](const Sizes &s) { return std::vector<int64_t>{s.B}; }},
       {"decode_mdi_update",
        {{"w", BGM, K::Pos}, {"v", BD, K::In}, {"mu", GM, K::In}, {"nacc", BGM, K::Pos},
@@ -422,12 +425,13 @@ TEST(TrainKernelsGpu, SevenBWidthsMatchCpu) {
   checkModel("mmrec-7b", {{1, 40}, {2, 130}}, std::random_device{}());
 }
 
-// The decoding kernels at mmrec-7b's widths (M 1024: four slots a thread
-// in decode_mdi's blocks), batch 1 and 3.
+// The decoding kernels at mmrec-7b's widths (M 1024, d_m 512: 16 blocks of 32 channels
+// a (row, group) in decode_mdi, 128 blocks of 8 slots in decode_mdi_update), batch 1, 3.
 TEST(TrainKernelsGpu, SevenBDecodeMatchesCpu) {
   REQUIRE_GPU();
   checkModel("mmrec-7b", {{1, 130}, {3, 7}}, std::random_device{}(),
-             {"decode_mdi", "decode_mdi_update", "decode_level1", "decode_level1_push"});
+             {"decode_mdi_logits", "decode_mdi", "decode_mdi_update", "decode_level1",
+              "decode_level1_push"});
 }
 
 // mmrec-small's level-0 recurrence at training shapes (D 768, dense gate):

@@ -28,6 +28,10 @@ struct GemmDesc {
   /// GPU, f32 operands: multiply in TF32 on the tensor cores (10-bit
   /// mantissas, fp32 accumulation); ignored on the CPU.
   bool tf32 = false;
+  /// GPU, f32 operands: let cuBLASLt round them to bf16 itself and multiply
+  /// on the tensor cores (CUBLAS_COMPUTE_32F_FAST_16BF, fp32 accumulation),
+  /// without bf16 copies of the operands; ignored on the CPU.
+  bool fastBf16 = false;
 };
 
 /// Supported: A, B f32 with C f32; A, B bf16 with C bf16 or f32. Products

@@ -491,7 +491,7 @@ private:
   std::vector<std::unique_ptr<LayerState>> layers_;
   IBuf tok_, sync_;
   FBuf x_, u_, rstd_, q_, k_, v_, z_, ua_, pre_, ell_, hs_, hfin_, y1_, y2_, hrstd_, o_, x1_, u2_,
-      f1_, f3_, g_, xf_, logits_, slots_;
+      f1_, f3_, g_, xf_, logits_, slots_, slotLogits_;
   std::vector<float> logitsHost_;
 };
 

@@ -52,6 +52,7 @@ Generator::Generator(KernelLibrary &lib, const ParamLayout &layout, int64_t B)
     resize(*v, B * F);
   resize(logits_, B * c_.V);
   resize(slots_, B * G * M);
+  resize(slotLogits_, 2 * B * G * M);
   logitsHost_.assign(size_t(B * c_.V), 0.0f);
   tok_.reset(dev_, B);
   sync_.reset(dev_, gatedSyncWords(B, c_.D));
@@ -74,7 +75,7 @@ int64_t Generator::stateBytes() const {
       n += v->size();
   for (const auto *v : {&x_, &u_, &rstd_, &q_, &k_, &v_, &z_, &ua_, &pre_, &ell_, &hs_, &hfin_,
                         &y1_, &y2_, &hrstd_, &o_, &x1_, &u2_, &f1_, &f3_, &g_, &xf_, &logits_,
-                        &slots_})
+                        &slots_, &slotLogits_})
     n += v->size();
   return n * 4;
 }
@@ -115,7 +116,8 @@ const std::vector<float> &Generator::step(const float *P, const int32_t *tokens)
     s.h.swap(hfin_);
     lib_("decode_level1", Arr(q_), Arr(s.K1), Arr(s.V1), Arr(y1_), B, chunk);
     // The MDI read (the memory before this token's chunk) and write address.
-    lib_("decode_mdi", Arr(q_), Arr(k_), W("S"), Arr(s.mem), Arr(slots_), Arr(y2_), B);
+    lib_("decode_mdi_logits", Arr(q_), Arr(k_), W("S"), Arr(slotLogits_), B);
+    lib_("decode_mdi", Arr(slotLogits_), Arr(s.mem), Arr(slots_), Arr(y2_), B);
     lib_("decode_level1_push", Arr(k_), Arr(v_), Arr(s.ksum), Arr(s.vsum), Arr(s.K1), Arr(s.V1), B,
          chunk, C, close);
     lib_("decode_mdi_update", Arr(slots_), Arr(v_), W("mu"), Arr(s.nacc), Arr(s.pacc), Arr(s.mem),

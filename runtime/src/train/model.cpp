@@ -190,7 +190,8 @@ void Model::prevChunkMM(Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB,
   // Batches of chunks c0 .. c0 + count of batch row b (flattened over b
   // when every chunk is full), each of len tokens, for group g; the state
   // operand at its chunk c − 1 (or at `base`, stride cs, for chunk 0).
-  auto run = [&](int64_t g, int64_t b, int64_t c0, int64_t count, int64_t len, const float *base) {
+  auto run = [&](int64_t g, int64_t b, int64_t c0, int64_t count, int64_t len, const float *base,
+                 bool fineHere) {
     auto at = [&](const MdiOpd &o) -> StridedOpd {
       if (o.tok)
         return {o.p + g * o.gs + (b * T_ + c0 * Ch) * o.ld, o.ld, base ? T_ * o.ld : Ch * o.ld};
@@ -200,10 +201,12 @@ void Model::prevChunkMM(Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB,
     };
     auto len_ = [&](int64_t x) { return x < 0 ? len : x; };
     batchedMM("gemm_mdi", at(A), transA, at(B), transB, at(C), len_(m), len_(n), len_(k), count,
-              0.0f, fine);
+              0.0f, fineHere);
   };
   if (matmul_ == Matmul::bf16 && !fine && reuseCasts_) {
-    // Each operand rounded whole, once (see chunkMM).
+    // Each operand rounded whole, once (see chunkMM). Chunk 0's products
+    // with `first` (1/⌈T/C⌉ of the work) are fp32/TF32: a bf16 copy of
+    // `first` per group would cost more than they do.
     auto whole = [&](const MdiOpd &o) { return o.tok ? B_ * T_ * o.ld : B_ * nC * cs; };
     const Bf16Copy *slotA = nullptr;
     bf16Operand(A.p, whole(A), nullptr, &slotA);
@@ -216,17 +219,17 @@ void Model::prevChunkMM(Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB,
       // i − 1, which for c = 0 (b ≥ 1) is the previous row's last state —
       // redone below from `first` (reads) or zeroed (writes).
       if (B_ * nC > 1)
-        run(g, 0, 1, B_ * nC - 1, Ch, nullptr);
+        run(g, 0, 1, B_ * nC - 1, Ch, nullptr, fine);
     } else {
       for (int64_t b = 0; b < B_; ++b) {
         if (nC > 2)
-          run(g, b, 1, nC - 2, Ch, nullptr);
+          run(g, b, 1, nC - 2, Ch, nullptr, fine);
         if (nC > 1)
-          run(g, b, nC - 1, 1, T_ - (nC - 1) * Ch, nullptr);
+          run(g, b, nC - 1, 1, T_ - (nC - 1) * Ch, nullptr, fine);
       }
     }
     if (mode == Prev::read)
-      run(g, 0, 0, B_, len0, first);
+      run(g, 0, 0, B_, len0, first, true);
   }
   if (mode == Prev::write) {
     // No chunk reads the last state of a row (the final memory's gradient

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# One device call of a working session (issue 7), logs under $OUT/logs,
+# tarred to $OUT/logs.tgz (the device tool brings back few files):
+#   bench/session-gpu.sh [blas] [tests] [train] [profile] [generate]
+#     blas      BlasGpu.* and the bf16 product speeds at the 7B shapes
+#     tests     the GPU tests of the training library and the trainer
+#               (TESTS: a gtest filter for mmrec-trainer-tests)
+#     train     mmrec-7b B 8 x T 2048, bf16 products, --recompute, STEPS steps
+#     profile   the same, 2 steps with --profile
+#     generate  mmrec-7b decoding with random weights: --profile at batch 1,
+#               tokens/s at batch 1 and 32
+set -uo pipefail
+OUT=${OUT:-/tmp/mmrec-out}
+L=$OUT/logs
+mkdir -p "$L"
+. bench/carry-env.sh
+C=$PWD/.carry
+export MMREC_TRAIN_TEST_DIR=$C/train-models
+what=${*:-blas tests train profile generate}
+has() { [[ " $what " == *" $1 "* ]]; }
+K7=$C/models-bf16/mmrec-7b.train.json
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$L/timeline.txt"; }
+if has blas; then
+  stamp blas
+  timeout 90 $C/bin/mmrec-blas-tests --gtest_filter='BlasGpu*' > "$L/blas-gpu.log" 2>&1
+  grep -E "ms|OK|FAIL" "$L/blas-gpu.log" | tail -8
+fi
+if has tests; then
+  stamp tests
+  timeout 200 $C/bin/mmrec-train-kernel-gpu-tests --gtest_filter="${KTESTS:-TrainKernelsGpu.*-*Speed*}" \
+    > "$L/train-kernels-gpu.log" 2>&1
+  grep -E "^\[  (FAILED|PASSED)|OK \]" "$L/train-kernels-gpu.log" | tail -20
+  timeout 150 $C/bin/mmrec-trainer-tests --gtest_filter="${TESTS:-TrainerGpu.*}" > "$L/trainer-gpu.log" 2>&1
+  grep -E "^\[  (FAILED|PASSED)|OK \]" "$L/trainer-gpu.log" | tail -20
+fi
+if has train; then
+  stamp "7b train"
+  mkdir -p "$L/train"
+  OUT=$L/train KERNELS=$K7 B=8 STEPS=${STEPS:-3} LR=1e-4 MIN_LR=1e-5 TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-130} \
+    FLAGS="--matmul bf16 --recompute --clip 0" bench/train-7b.sh train | grep -E "step|tok" | tail -4
+fi
+if has profile; then
+  stamp "7b profile"
+  mkdir -p "$L/profile"
+  OUT=$L/profile KERNELS=$K7 B=8 LR=1e-4 MIN_LR=1e-5 PROFILE_TIMEOUT=${PROFILE_TIMEOUT:-110} \
+    FLAGS="--matmul bf16 --recompute --clip 0" bench/train-7b.sh profile | tail -25
+fi
+if has generate; then
+  stamp "generate b1 profile"
+  timeout 100 $C/bin/mmrec-generate --kernels $K7 --device gpu --random-init 1 --data $C/data/kjv-spm \
+    --max-tokens 16 --temperature 0 --samples 1 --profile > "$L/7b-generate-b1-profile.log" 2>&1
+  tail -22 "$L/7b-generate-b1-profile.log"
+  mkdir -p "$L/generate"
+  OUT=$L/generate KERNELS=$K7 bench/train-7b.sh generate
+fi
+stamp done
+nvidia-smi > "$L/nvidia-smi.txt" 2>&1
+tar -czf "$OUT/logs.tgz" -C "$OUT" logs

@@ -565,7 +565,61 @@ void checkGeneratorMatchesForward(const std::string &gate,
   EXPECT_EQ(gen.position(), T);
 }
 
+// Generator::setBf16Weights: the products of Model's --matmul bf16 (bf16
+// weights and activations, fp32 accumulation), token by token. Against the
+// bf16 forward the logits agree to the order of fp32 sums (an activation
+// rounded across a bf16 boundary now and then); against the fp32 forward
+// they differ by bf16's rounding, far more: the test tells the two apart.
+void checkGeneratorBf16(rt::DeviceKind dev) {
+  KernelLibrary lib(manifest("dense")), devLib(manifest("dense"), dev);
+  const ModelConfig &c = lib.config();
+  ParamLayout layout(c);
+  const uint64_t seed = freshSeed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::vector<float> params = initParams(c, layout, seed);
+  std::mt19937_64 rng(seed + 1);
+  std::uniform_real_distribution<float> u(-0.3f, 0.3f);
+  for (float &p : params)
+    p += u(rng);
+  const int64_t B = 2, T = 2 * c.C + 3, V = c.V;
+  std::vector<int32_t> tok(size_t(B * T));
+  for (int32_t &t : tok)
+    t = int32_t(rng() % uint64_t(V));
+  std::vector<float> ref[2];
+  for (int bf = 0; bf < 2; ++bf) {
+    Model model(lib, layout);
+    model.setKeepLogits(true);
+    if (bf)
+      model.setMatmul(Model::Matmul::bf16);
+    model.forward(params.data(), tok.data(), B, T);
+    ref[bf] = model.logits();
+  }
+  Generator gen(devLib, layout, B);
+  gen.setBf16Weights(true);
+  Arrays arr(dev, params);
+  double maxRef = 0, err16 = 0, err32 = 0;
+  std::vector<int32_t> step(static_cast<size_t>(B));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t b = 0; b < B; ++b)
+      step[size_t(b)] = tok[size_t(b * T + t)];
+    const std::vector<float> &lg = gen.step(arr.p.data(), step.data());
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t v = 0; v < V; ++v) {
+        const size_t i = size_t((b * T + t) * V + v);
+        maxRef = std::max(maxRef, std::abs(double(ref[1][i])));
+        err16 = std::max(err16, std::abs(double(lg[size_t(b * V + v)]) - ref[1][i]));
+        err32 = std::max(err32, std::abs(double(lg[size_t(b * V + v)]) - ref[0][i]));
+      }
+  }
+  std::cout << "bf16 generator: max |logit| " << maxRef << ", error vs bf16 forward " << err16
+            << ", vs fp32 forward " << err32 << "\n";
+  EXPECT_LE(err16, 2e-3 * maxRef);
+  EXPECT_GT(err32, 4 * err16) << "bf16 products are indistinguishable from fp32 ones";
+  EXPECT_EQ(gen.bf16WeightBytes(), 2 * layout.numel());
+}
+
 TEST(TrainerCpu, GeneratorMatchesForwardDense) { checkGeneratorMatchesForward("dense"); }
+TEST(TrainerCpu, GeneratorBf16MatchesBf16Forward) { checkGeneratorBf16(rt::DeviceKind::cpu); }
 TEST(TrainerCpu, GeneratorMatchesForwardPerHead) { checkGeneratorMatchesForward("per_head"); }
 
 TEST(TrainerCpu, GeneratorStartsNewSegmentsAfterTmax) {
@@ -687,6 +741,10 @@ TEST(TrainerGpu, ToBf16MatchesCpu) {
   EXPECT_EQ(toBf16Kernel(gpuLib, x), toBf16Kernel(cpuLib, x));
 }
 
+TEST(TrainerGpu, GeneratorBf16MatchesBf16Forward) {
+  REQUIRE_GPU();
+  checkGeneratorBf16(rt::DeviceKind::gpu);
+}
 TEST(TrainerGpu, GeneratorMatchesForward) {
   REQUIRE_GPU();
   checkGeneratorMatchesForward("dense", rt::DeviceKind::gpu);

@@ -46,7 +46,7 @@ int main(int argc, char **argv) {
   double temperature = 0.8;
   uint64_t seed = 1, randomInit = 0;
   bool profile = false;
-  std::string device = "auto";
+  std::string device = "auto", matmul = "auto";
   app.add_option("--model", model, "Model file (.mlir); compiled with mmrec-compile");
   app.add_option("--device", device, "auto (the GPU when there is one), cpu or gpu")
       ->check(CLI::IsMember({"auto", "cpu", "gpu"}));
@@ -56,6 +56,10 @@ int main(int argc, char **argv) {
                             "No checkpoint: weights initialized from this seed (MMREC_SPEC "
                             "section 4), to measure speed");
   ck->excludes(ri);
+  app.add_option("--matmul", matmul,
+                 "Matrix products: auto (bf16 on a GPU, fp32 on the CPU), fp32, or bf16 (a bf16 "
+                 "copy of the weights times the activations rounded to bf16, fp32 accumulation)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
   app.add_flag("--profile", profile, "Time every kernel and product and print the breakdown");
   app.add_option("--data", data, "The data directory of the run (its tokenizer.json)")->required();
   app.add_option("--prompt", prompt, "Text to start from");
@@ -105,6 +109,7 @@ int main(int argc, char **argv) {
     weights.reset(lib.device(), int64_t(params.size()));
     weights.upload(params.data(), int64_t(params.size()));
     Generator gen(lib, layout, samples);
+    gen.setBf16Weights(matmul == "bf16" || (matmul == "auto" && gpu));
     std::mt19937_64 rng(seed);
     std::vector<std::vector<int32_t>> out(static_cast<size_t>(samples));
     std::vector<int32_t> cur(static_cast<size_t>(samples));
@@ -145,7 +150,8 @@ int main(int argc, char **argv) {
                 << prompt << tok.decode(out[size_t(b)]) << "\n";
     std::cout << "--- " << (ids.size() + size_t(maxTokens)) * size_t(samples) << " tokens in "
               << s << " s (" << double((ids.size() + size_t(maxTokens)) * size_t(samples)) / s
-              << " tokens/s), state " << gen.stateBytes() << " bytes, constant per token\n";
+              << " tokens/s), state " << gen.stateBytes() << " bytes, constant per token, "
+              << (gen.bf16Weights() ? "bf16" : "fp32") << " products\n";
     if (profile)
       std::cout << "time per kernel (--profile):\n" << mmrec::train::Profile::get().report();
   } catch (const std::exception &e) {

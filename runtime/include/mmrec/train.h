@@ -476,13 +476,28 @@ public:
   /// `params` is a device pointer and the state stays on the device.
   const std::vector<float> &step(const float *params, const int32_t *tokens);
   int64_t position() const { return pos_; }
-  /// Bytes of state and scratch (constant).
+  /// Bytes of state and scratch (constant; the bf16 weights not counted).
   int64_t stateBytes() const;
+  /// bf16 products (off: fp32): the matrix products multiply a bf16 copy of
+  /// the parameters (rounded by the generated to_bf16 kernel at the first
+  /// step after this call or after reset(), so call reset() after changing
+  /// the weights) by the activations rounded to bf16, with fp32
+  /// accumulation: half the bytes a token (the weights are most of them),
+  /// the products the trainer's --matmul bf16 computes.
+  void setBf16Weights(bool on) { bf16_ = on; w16From_ = nullptr; }
+  bool bf16Weights() const { return bf16_; }
+  /// Bytes of the bf16 copy of the parameters (0 before the first step).
+  int64_t bf16WeightBytes() const { return int64_t(w16_.size()) * 2; }
 
 private:
   struct LayerState;
   void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k, bool transB,
           float beta);
+  /// With bf16_: A (m × k) rounded into a16_, for the products that follow.
+  void roundActivation(const FBuf &A, int64_t n);
+  /// C = a16_ · W16 (+ beta·C), W16 the bf16 copy of the parameter at W.
+  void mm16(const float *P, const float *W, float *C, int64_t m, int64_t n, int64_t k,
+            bool transB, float beta);
   KernelLibrary &lib_;
   const ParamLayout &layout_;
   ModelConfig c_;
@@ -493,6 +508,9 @@ private:
   FBuf x_, u_, rstd_, q_, k_, v_, z_, ua_, pre_, ell_, hs_, hfin_, y1_, y2_, hrstd_, o_, x1_, u2_,
       f1_, f3_, g_, xf_, logits_, slots_, slotLogits_;
   std::vector<float> logitsHost_;
+  bool bf16_ = false;
+  const float *w16From_ = nullptr; // the parameters w16_ was rounded from
+  HBuf w16_, a16_;
 };
 
 struct AdamWConfig {

@@ -63,6 +63,7 @@ Generator::~Generator() = default;
 
 void Generator::reset() {
   pos_ = 0;
+  w16From_ = nullptr;
   for (auto &s : layers_)
     for (auto *v : {&s->h, &s->mem, &s->K1, &s->V1, &s->ksum, &s->vsum, &s->nacc, &s->pacc})
       v->zero();
@@ -86,12 +87,41 @@ void Generator::mm(const float *A, const float *B, float *C, int64_t m, int64_t 
   detail::mm(A, B, C, m, n, k, false, transB, beta, dev_);
 }
 
+void Generator::roundActivation(const FBuf &A, int64_t n) {
+  if (a16_.size() < n)
+    a16_.reset(dev_, n);
+  lib_("to_bf16", Arr(const_cast<FBuf &>(A)), Arr(a16_.data(), n), n);
+}
+
+void Generator::mm16(const float *P, const float *W, float *C, int64_t m, int64_t n, int64_t k,
+                     bool transB, float beta) {
+  ProfileScope prof("gemm", dev_);
+  rt::GemmDesc d = detail::denseGemm(m, n, k, false, transB, beta);
+  rt::gemm(d, rt::DType::bf16, a16_.data(), w16_.data() + (W - P), rt::DType::f32, C, dev_);
+}
+
 const std::vector<float> &Generator::step(const float *P, const int32_t *tokens) {
   const int64_t B = B_, D = c_.D, F = c_.F, r = c_.r, V = c_.V, C = c_.C;
   for (int64_t b = 0; b < B; ++b)
     if (tokens[b] < 0 || tokens[b] >= V)
       throw Error("generate: token " + std::to_string(tokens[b]) + " is outside the vocabulary");
   tok_.upload(tokens, B);
+  if (bf16_ && w16From_ != P) {
+    const int64_t n = layout_.numel();
+    if (w16_.size() != n)
+      w16_.reset(dev_, n);
+    lib_("to_bf16", Arr(const_cast<float *>(P), n), Arr(w16_.data(), n), n);
+    w16From_ = P;
+  }
+  // C = A·W (A: B rows of k), in the generator's precision.
+  auto proj = [&](const FBuf &A, bool fresh, const float *Wt, FBuf &Cb, int64_t n, int64_t k,
+                  float beta, bool transB = false) {
+    if (!bf16_)
+      return mm(A.data(), Wt, Cb.data(), B, n, k, transB, beta);
+    if (fresh)
+      roundActivation(A, B * k);
+    mm16(P, Wt, Cb.data(), B, n, k, transB, beta);
+  };
   const int64_t chunk = pos_ / C;
   const int64_t close = pos_ % C == C - 1 ? 1 : 0;
   const float *E = P + layout_.get("embed").offset;
@@ -104,12 +134,13 @@ const std::vector<float> &Generator::step(const float *P, const int32_t *tokens)
     };
     auto Wp = [&](const char *n) { return P + layout_.layer(l, n); };
     lib_("rmsnorm_fwd", Arr(x_), W("w_in"), Arr(u_), Arr(rstd_), B);
-    mm(u_.data(), Wp("W_q"), q_.data(), B, D, D, false, 0);
-    mm(u_.data(), Wp("W_k"), k_.data(), B, D, D, false, 0);
-    mm(u_.data(), Wp("W_v"), v_.data(), B, D, D, false, 0);
-    mm(u_.data(), Wp("W_z"), z_.data(), B, D, D, false, 0);
-    mm(u_.data(), Wp("A_gamma"), ua_.data(), B, r, D, false, 0);
-    mm(ua_.data(), Wp("B_gamma"), pre_.data(), B, D, r, false, 0);
+    // u rounded once for its five products.
+    proj(u_, true, Wp("W_q"), q_, D, D, 0);
+    proj(u_, false, Wp("W_k"), k_, D, D, 0);
+    proj(u_, false, Wp("W_v"), v_, D, D, 0);
+    proj(u_, false, Wp("W_z"), z_, D, D, 0);
+    proj(u_, false, Wp("A_gamma"), ua_, r, D, 0);
+    proj(ua_, true, Wp("B_gamma"), pre_, D, r, 0);
     lib_("decay_fwd", Arr(pre_), W("lambda"), Arr(ell_), B);
     lib_("gated_fwd", Arr(z_), Arr(ell_), W("W_g"), W("b_g"), Arr(s.h), Arr(hs_), Arr(hfin_),
          Arr(sync_), B, int64_t(1));
@@ -124,17 +155,17 @@ const std::vector<float> &Generator::step(const float *P, const int32_t *tokens)
          B, close);
     lib_("combine_fwd", Arr(hs_), Arr(y1_), Arr(y2_), W("rho"), Arr(hrstd_), Arr(o_), B);
     x1_ = x_;
-    mm(o_.data(), Wp("W_o"), x1_.data(), B, D, D, false, 1);
+    proj(o_, true, Wp("W_o"), x1_, D, D, 1);
     lib_("rmsnorm_fwd", Arr(x1_), W("w_ffn"), Arr(u2_), Arr(rstd_), B);
-    mm(u2_.data(), Wp("W_1"), f1_.data(), B, F, D, false, 0);
-    mm(u2_.data(), Wp("W_3"), f3_.data(), B, F, D, false, 0);
+    proj(u2_, true, Wp("W_1"), f1_, F, D, 0);
+    proj(u2_, false, Wp("W_3"), f3_, F, D, 0);
     lib_("swiglu_fwd", Arr(f1_), Arr(f3_), Arr(g_), B * F);
     x_ = x1_;
-    mm(g_.data(), Wp("W_2"), x_.data(), B, D, F, false, 1);
+    proj(g_, true, Wp("W_2"), x_, D, F, 1);
   }
   const ParamInfo &fn = layout_.get("final_norm");
   lib_("rmsnorm_fwd", Arr(x_), Arr(const_cast<float *>(P + fn.offset), D), Arr(xf_), Arr(rstd_), B);
-  mm(xf_.data(), E, logits_.data(), B, V, D, true, 0);
+  proj(xf_, true, E, logits_, V, D, 0, true);
   // After T_max tokens a new segment starts: level 1 restarts (its chunk
   // slots are reused from 0); h and Mem carry on.
   if (++pos_ == c_.Tmax)

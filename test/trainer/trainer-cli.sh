@@ -156,6 +156,12 @@ gen2=$("$BIN/mmrec-generate" --kernels "$K" --checkpoint "$WORK/a/checkpoints/st
       --data "$WORK/data" --prompt "in the" --max-tokens 40 --samples 2 --seed 3)
 [ "$(grep -v tokens/s <<<"$gen")" = "$(grep -v tokens/s <<<"$gen2")" ] || fail "mmrec-generate is not reproducible with a seed"
 expect_fail "cannot open the checkpoint state" "$BIN/mmrec-generate" --kernels "$K" --checkpoint "$WORK/none" --data "$WORK/data"
+grep -q "fp32 products" <<<"$gen" || fail "mmrec-generate: the CPU's default is not fp32 products: $gen"
+gen16=$("$BIN/mmrec-generate" --kernels "$K" --checkpoint "$WORK/a/checkpoints/step-00000008" \
+      --data "$WORK/data" --prompt "in the" --max-tokens 40 --samples 2 --seed 3 --matmul bf16)
+grep -q "92 tokens in .*bf16 products" <<<"$gen16" || fail "mmrec-generate --matmul bf16: $gen16"
+expect_fail "matmul" "$BIN/mmrec-generate" --kernels "$K" --checkpoint "$WORK/a/checkpoints/step-00000008" \
+  --data "$WORK/data" --matmul fp16
 echo "ok: mmrec-generate"
 
 # A corrupt checkpoint is refused.

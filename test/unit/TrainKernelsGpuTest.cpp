@@ -529,3 +529,37 @@ TEST(TrainKernelsGpu, CpuOnlyManifestIsRefusedClearly) {
 }
 
 } // namespace
+
+// Memory-bound kernels of the 7B step against a device-to-device copy in the
+// same run: GB/s of to_bf16 (6 bytes an element), swiglu_fwd (12), and
+// rmsnorm_fwd over 16,384 rows (training) and 1 row (decoding: µs a call).
+// Not a correctness test and not in ctest: --gtest_filter=*ElementwiseSpeed.
+TEST(TrainKernelsGpu, ElementwiseSpeed) {
+  REQUIRE_GPU();
+  KernelLibrary gpu(manifest("mmrec-7b"), rt::DeviceKind::gpu);
+  const ModelConfig &c = gpu.config();
+  const int64_t n = int64_t(1) << 28, rows = 16384, D = c.D;
+  float *x = static_cast<float *>(rt::gpu::alloc(size_t(n) * 4)),
+        *y = static_cast<float *>(rt::gpu::alloc(size_t(n) * 4)),
+        *z = static_cast<float *>(rt::gpu::alloc(size_t(n) * 4));
+  rt::gpu::memsetD8(x, 0, size_t(n) * 4);
+  rt::gpu::memsetD8(y, 0, size_t(n) * 4);
+  auto *x16 = static_cast<uint16_t *>(static_cast<void *>(z));
+  const double copy = rt::gpu::medianMs([&] { rt::gpu::copyDeviceToDevice(y, x, size_t(n) * 4); }, 2, 9);
+  const double cast = rt::gpu::medianMs([&] { gpu("to_bf16", Arr(x, n), Arr(x16, n), n); }, 2, 9);
+  const double sw = rt::gpu::medianMs(
+      [&] { gpu("swiglu_fwd", Arr(x, n / 2), Arr(x + n / 2, n / 2), Arr(y, n / 2), n / 2); }, 2, 9);
+  float *w = y + n / 2, *r = z + n / 2;
+  const double rn = rt::gpu::medianMs(
+      [&] { gpu("rmsnorm_fwd", Arr(x, rows * D), Arr(w, D), Arr(y, rows * D), Arr(r, rows), rows); },
+      2, 9);
+  const double rn1 = rt::gpu::medianMs(
+      [&] { gpu("rmsnorm_fwd", Arr(x, D), Arr(w, D), Arr(y, D), Arr(r, 1), int64_t(1)); }, 5, 21);
+  auto gbs = [](double bytes, double ms) { return bytes / (ms * 1e6); };
+  std::printf("copy %.0f GB/s; to_bf16 %.0f GB/s (%.3f ms for %lld elements); swiglu_fwd %.0f GB/s; "
+              "rmsnorm_fwd %lld x %lld %.0f GB/s; rmsnorm_fwd 1 row %.1f us\n",
+              gbs(8.0 * n, copy), gbs(6.0 * n, cast), cast, (long long)n, gbs(6.0 * n, sw),
+              (long long)rows, (long long)D, gbs(8.0 * rows * D, rn), rn1 * 1000);
+  for (void *p : {(void *)x, (void *)y, (void *)z})
+    rt::gpu::free(p);
+}

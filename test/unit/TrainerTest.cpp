@@ -746,6 +746,25 @@ TEST(TrainerGpu, ToBf16MatchesCpu) {
   KernelLibrary cpuLib(manifest("dense")), gpuLib(manifest("dense"), rt::DeviceKind::gpu);
   std::vector<float> x = bf16Inputs();
   EXPECT_EQ(toBf16Kernel(gpuLib, x), toBf16Kernel(cpuLib, x));
+  // Lengths around the GPU kernel's 1,024-element blocks: every element
+  // written, none past n (a guard of 0xFFFF after it stays).
+  for (int64_t n : {1, 3, 1023, 1024, 1025, 4097}) {
+    SCOPED_TRACE("n " + std::to_string(n));
+    std::vector<float> xs(x.begin(), x.begin() + n);
+    const int64_t guard = 2048;
+    FBuf in;
+    HBuf out;
+    in.reset(gpuLib.device(), n);
+    in.upload(xs.data(), n);
+    out.reset(gpuLib.device(), n + guard);
+    std::vector<uint16_t> poison(size_t(n + guard), 0xFFFF);
+    out.upload(poison.data(), n + guard);
+    gpuLib("to_bf16", Arr(in), Arr(out.data(), n), n);
+    std::vector<uint16_t> got = out.toHost(), want = toBf16Kernel(cpuLib, xs);
+    EXPECT_EQ(std::vector<uint16_t>(got.begin(), got.begin() + n), want);
+    EXPECT_EQ(std::vector<uint16_t>(got.begin() + n, got.end()),
+              std::vector<uint16_t>(size_t(guard), 0xFFFF));
+  }
 }
 
 TEST(TrainerGpu, GeneratorBf16MatchesBf16Forward) {

@@ -157,6 +157,29 @@ struct K {
     });
   }
   template <class F> void par(int64_t n, F body) { par(idx(n), body); }
+  /// Elementwise over [0, n): store(i, value(i)). On the GPU a block of 256
+  /// threads takes 4 × 256 indices (i = 1024·block + tid + 256·u, coalesced)
+  /// and each thread computes its 4 values (at indices clamped into range)
+  /// before any of its stores, so that their loads are in flight together:
+  /// a store between them would serialize them (the arrays are not known
+  /// apart). A thread an index reached 53% of the copy rate (to_bf16), this
+  /// 98% (TrainKernelsGpu.ElementwiseSpeed).
+  template <class V, class S> void parBatched(Value n, V value, S store) {
+    if (!gpu || inLaunch)
+      return loop(idx(0), n, [&](Value i) { store(i, value(i)); });
+    constexpr int64_t kT = 256, kU = 4;
+    blocks(divui(addi(n, idx(kT * kU - 1)), idx(kT * kU)), kT, {},
+           [&](Value blk, Value tid, ArrayRef<Value>) {
+             Value base = addi(muli(blk, idx(kT * kU)), tid), last = subi(n, idx(1));
+             SmallVector<Value> v;
+             for (int64_t u = 0; u < kU; ++u) // in bounds: n > 0 in a launch
+               v.push_back(value(minui(addi(base, idx(u * kT)), last)));
+             for (int64_t u = 0; u < kU; ++u) {
+               Value i = addi(base, idx(u * kT));
+               ifThen(cmpi(arith::CmpIPredicate::ult, i, n), [&] { store(i, v[size_t(u)]); });
+             }
+           });
+  }
   /// GPU only: one block of `threads` threads per index of [0, n), whose
   /// threads cooperate through shared arrays (`shared`: their sizes in
   /// floats) and `barrier()`; body(block, thread, shared arrays). Every
@@ -753,11 +776,14 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       k.st(k.min(k.max(k.mul(n, ls), k.cst(lo)), k.cst(0.0)), a["lb"], slot);
     });
     // wu = (1 − β)·U, U = P/max(n, 1e-6): coalesced along the channels.
-    k.par({k.muli(k.muli(a["B"], nC), k.idx(G * M)), k.idx(d)}, [&](ArrayRef<Value> i) {
-      Value slot = i[0], e = k.addi(k.muli(slot, k.idx(d)), i[1]);
-      Value inv = k.div(k.cst(1.0), k.max(k.ld(a["n"], slot), k.cst(1e-6)));
-      k.st(k.mul(k.neg(k.expm1(k.ld(a["lb"], slot))), k.mul(k.ld(a["P"], e), inv)), a["wu"], e);
-    });
+    k.parBatched(
+        k.muli(k.muli(k.muli(a["B"], nC), k.idx(G * M)), k.idx(d)),
+        [&](Value e) {
+          Value slot = k.divui(e, k.idx(d));
+          Value inv = k.div(k.cst(1.0), k.max(k.ld(a["n"], slot), k.cst(1e-6)));
+          return k.mul(k.neg(k.expm1(k.ld(a["lb"], slot))), k.mul(k.ld(a["P"], e), inv));
+        },
+        [&](Value e, Value wu) { k.st(wu, a["wu"], e); });
   });
   // Per slot, with Σ = Σ_j dwu_j P_j: the total dlb = dlb − β·Σ/nn (wu
   // depends on lb through 1 − β); where the clamp is inactive dn = dlb·logσ(μ)
@@ -867,10 +893,13 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
 
   // --- SwiGLU: g = silu(f1) ⊙ f3; df1 = dg·f3·σ(f1)(1 + f1(1 − σ(f1))), df3 = dg·silu(f1).
   add("swiglu_fwd", {"f1", "f3", "g"}, {"n"}, [=](K &k, Args &a) {
-    k.par(a["n"], [&](Value i) {
-      Value x = k.ld(a["f1"], i);
-      k.st(k.mul(k.mul(x, k.sigmoid(x)), k.ld(a["f3"], i)), a["g"], i);
-    });
+    k.parBatched(
+        a["n"],
+        [&](Value i) {
+          Value x = k.ld(a["f1"], i);
+          return k.mul(k.mul(x, k.sigmoid(x)), k.ld(a["f3"], i));
+        },
+        [&](Value i, Value g) { k.st(g, a["g"], i); });
   });
   add("swiglu_bwd", {"f1", "f3", "dg", "df1", "df3"}, {"n"}, [=](K &k, Args &a) {
     k.par(a["n"], [&](Value i) {
@@ -1016,31 +1045,11 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   });
   // --- x16 = bf16(x), round to nearest even: the operands of the bf16
   // matrix products (--matmul bf16; fp32 accumulation in cuBLASLt).
-  // On the GPU a block of 256 threads rounds 4 × 256 elements, each thread
-  // loading its 4 (coalesced, at tid + 256·u) before any store: the loads
-  // are in flight together (stores between them would serialize them, the
-  // arrays not being known apart). A thread per element reached 53% of the
-  // device-to-device copy rate (TrainKernelsGpu.ElementwiseSpeed).
   add("to_bf16", {"x", "x16"}, {"n"}, [=](K &k, Args &a) {
-    auto round = [&](Value v) { return arith::TruncFOp::create(k.b, k.b.getBF16Type(), v); };
-    if (!k.gpu) {
-      k.par(a["n"], [&](Value i) { k.st(round(k.ld(a["x"], i)), a["x16"], i); });
-      return;
-    }
-    constexpr int64_t kT = 256, kU = 4;
-    Value n = a["n"];
-    k.blocks(k.divui(k.addi(n, k.idx(kT * kU - 1)), k.idx(kT * kU)), kT, {},
-             [&](Value blk, Value tid, ArrayRef<Value>) {
-      Value base = k.addi(k.muli(blk, k.idx(kT * kU)), tid);
-      Value last = k.subi(n, k.idx(1));
-      SmallVector<Value> v;
-      for (int64_t u = 0; u < kU; ++u) // clamped: every load in bounds (n > 0)
-        v.push_back(k.ld(a["x"], k.minui(k.addi(base, k.idx(u * kT)), last)));
-      for (int64_t u = 0; u < kU; ++u) {
-        Value i = k.addi(base, k.idx(u * kT));
-        k.ifThen(k.cmpi(arith::CmpIPredicate::ult, i, n), [&] { k.st(round(v[size_t(u)]), a["x16"], i); });
-      }
-    });
+    k.parBatched(
+        a["n"],
+        [&](Value i) { return arith::TruncFOp::create(k.b, k.b.getBF16Type(), k.ld(a["x"], i)); },
+        [&](Value i, Value v) { k.st(v, a["x16"], i); });
   });
   // --- out[0] += Σ x², each span of kSpan elements summed in f64.
   add("sumsq", {"x", "out"}, {"n"}, [=](K &k, Args &a) {

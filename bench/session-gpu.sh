@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One device call of a working session (issue 7), logs under $OUT/logs,
 # tarred to $OUT/logs.tgz (the device tool brings back few files):
-#   bench/session-gpu.sh [blas] [tests] [train] [profile] [generate]
+#   bench/session-gpu.sh [blas] [gated] [tests] [train] [profile] [generate]
 #     blas      BlasGpu.* and the bf16 product speeds at the 7B shapes
+#     gated     µs a step of the level-0 kernels at B 8 x T 2048 for each
+#               library in GATED_LIBS (comma-separated .train.json; default K7)
 #     tests     the GPU tests of the training library and the trainer
 #               (TESTS: a gtest filter for mmrec-trainer-tests)
 #     train     mmrec-7b B 8 x T 2048, bf16 products, --recompute, STEPS steps
@@ -18,13 +20,19 @@ C=$PWD/.carry
 export MMREC_TRAIN_TEST_DIR=$C/train-models
 what=${*:-blas tests train profile generate}
 has() { [[ " $what " == *" $1 "* ]]; }
-K7=$C/models-bf16/mmrec-7b.train.json
+K7=${K7:-$C/models-bf16/mmrec-7b.train.json}
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$L/timeline.txt"; }
 if has blas; then
   stamp blas
   timeout 90 $C/bin/mmrec-blas-tests --gtest_filter='BlasGpu*' > "$L/blas-gpu.log" 2>&1
   grep -E "ms|OK|FAIL" "$L/blas-gpu.log" | tail -8
+fi
+if has gated; then
+  stamp gated
+  MMREC_GATED_SPEED=${GATED_LIBS:-$K7} timeout 200 $C/bin/mmrec-train-kernel-gpu-tests \
+    --gtest_filter=TrainKernelsGpu.GatedSpeed > "$L/gated-speed.log" 2>&1
+  grep -E "us/step|FAIL" "$L/gated-speed.log"
 fi
 if has tests; then
   stamp tests

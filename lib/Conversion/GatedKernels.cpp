@@ -62,10 +62,12 @@ int64_t GatedKernelSpec::coopChannels(int64_t D) {
 }
 
 int64_t GatedKernelSpec::sharedBytes() const {
-  if (cooperative && mma) { // bf16 rows (padded), W fragments, warp partials
-    int64_t x = (8 * (channels + 8) * 2 + 15) / 16 * 16;
-    int64_t w = (kMmaThreads / 32) * (mmaTilesPerWarp() - mmaRegTiles()) * 2 * 32 * 16;
-    return x + w + (kMmaThreads / 32) * 2 * 32 * 4 * 4;
+  if (cooperative && mma) { // bf16 rows (padded), W fragments, warp partials,
+                             // the cluster's partial sums
+    int64_t x = (8 * (mmaK() + 8) * 2 + 15) / 16 * 16;
+    int64_t w = (kMmaThreads / 32) * (mmaTilesPerWarp() - mmaRegTiles()) * mmaMTiles() * 32 * 16;
+    int64_t red = (kMmaThreads / 32) * mmaMTiles() * 32 * 4 * 4;
+    return x + w + red + (cluster > 1 ? cluster * 8 * 32 * 4 : 0);
   }
   if (cooperative) // a tile of staged rows, then the product's partial sums
     return coopRows() * (channels + threads()) * 4;
@@ -611,6 +613,9 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   ImplicitLocOpBuilder b(loc, builder);
   const int64_t NT = spec.threads();
   gpu::GPUFuncOp func = createGpuKernel(b, gpuModule, spec, NT);
+  if (spec.mma && spec.cluster > 1) // .reqnctapercluster: the runtime launches in clusters
+    func->setAttr(NVVM::NVVMDialect::getClusterDimAttrName(),
+                  b.getDenseI32ArrayAttr({int32_t(spec.cluster), 1, 1}));
   Gen k(b, spec, /*gpu=*/true);
   Type f32 = k.f32, i32 = b.getI32Type();
   unsigned ai = 0;
@@ -741,22 +746,32 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   // registers, then shared memory), B = staged bf16 rows, C in fp32; the
   // warps' partial tiles meet in shared memory (`red`).
   const int64_t NW = NT / 32, KT = spec.mma ? spec.mmaTilesPerWarp() : 0;
-  const int64_t RK = spec.mma ? spec.mmaRegTiles() : 0, XS = D + 8; // padded rows
+  const int64_t RK = spec.mma ? spec.mmaRegTiles() : 0;
+  // Cluster split (GatedKernelSpec::cluster): the block multiplies the
+  // k-range [kBase, kBase + KB) for the cluster's MT·16 = 32·G channels
+  // from mBase; G = 1 is the whole contraction for the block's own 32.
+  const int64_t G = spec.mma ? spec.cluster : 1, MT = 2 * G;
+  const int64_t KB = D / G, XS = KB + 8; // padded rows of the staged operand
+  Value rank = G > 1 ? arith::RemUIOp::create(b, bid, k.idx(G)).getResult() : c0;
+  Value kBase = k.muli(rank, k.idx(KB));
+  Value mBase = k.muli(arith::DivUIOp::create(b, bid, k.idx(G)), k.idx(32 * G));
   Type bf16 = b.getBF16Type(), i32t = b.getI32Type();
-  Value Xb, Wf, red, mLane, mWarp, gid, tig;
-  SmallVector<SmallVector<Value>> regA; // [j·2 + mt] for j < RK
+  Value Xb, Wf, red, xred, mLane, mWarp, gid, tig;
+  SmallVector<SmallVector<Value>> regA; // [j·MT + mt] for j < RK
   auto wfIndex = [&](int64_t j, int64_t mt) {
     return k.muli(k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(mWarp, k.idx(KT - RK)), k.idx(j - RK)),
-                                              k.idx(2)),
+                                              k.idx(MT)),
                                         k.idx(mt)),
                                k.idx(32)),
                         mLane),
                   k.idx(4));
   };
-  // aElem(m, kk): element (m, kk) of the A operand, m < 32 local channels.
+  // aElem(m, kk): element (m, kk) of the A operand, m < 32·G channels from
+  // mBase, kk a global index of the contraction.
   auto mmaSetup = [&](auto aElem) {
     int64_t xBytes = (8 * XS * 2 + 15) / 16 * 16;
-    int64_t wBytes = NW * (KT - RK) * 2 * 32 * 16;
+    int64_t wBytes = NW * (KT - RK) * MT * 32 * 16;
+    int64_t redBytes = NW * MT * 32 * 4 * 4;
     auto mk = [&](Type e, int64_t n) {
       return MemRefType::get({n}, e, MemRefLayoutAttrInterface{}, wg);
     };
@@ -764,9 +779,13 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     Wf = memref::ViewOp::create(b, mk(i32t, std::max<int64_t>(1, wBytes / 4)), smem,
                                 k.idx(xBytes), ValueRange{})
              .getResult();
-    red = memref::ViewOp::create(b, mk(f32, NW * 2 * 32 * 4), smem, k.idx(xBytes + wBytes),
+    red = memref::ViewOp::create(b, mk(f32, NW * MT * 32 * 4), smem, k.idx(xBytes + wBytes),
                                  ValueRange{})
               .getResult();
+    if (G > 1) // xred[q][r][c]: rank q's partial sums for (row r, channel c)
+      xred = memref::ViewOp::create(b, mk(f32, G * 8 * 32), smem,
+                                    k.idx(xBytes + wBytes + redBytes), ValueRange{})
+                 .getResult();
     mLane = arith::RemUIOp::create(b, tid, k.idx(32));
     mWarp = arith::DivUIOp::create(b, tid, k.idx(32));
     gid = arith::DivUIOp::create(b, mLane, k.idx(4));
@@ -780,8 +799,8 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       return LLVM::BitcastOp::create(b, i32t, v);
     };
     for (int64_t j = 0; j < KT; ++j)
-      for (int64_t mt = 0; mt < 2; ++mt) {
-        Value k0 = k.muli(k.addi(mWarp, k.idx(j * NW)), k.idx(16));
+      for (int64_t mt = 0; mt < MT; ++mt) {
+        Value k0 = k.addi(kBase, k.muli(k.addi(mWarp, k.idx(j * NW)), k.idx(16)));
         Value m0 = k.addi(gid, k.idx(mt * 16)), m8 = k.addi(m0, k.idx(8));
         Value kA = k.addi(k0, k.muli(tig, k.idx(2)));
         Value kA1 = k.addi(kA, c1), kB = k.addi(kA, k.idx(8)), kB1 = k.addi(kA, k.idx(9));
@@ -796,17 +815,18 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       }
     gpu::BarrierOp::create(b);
   };
-  // Xb[r][·] = the bf16 row rowStart(b0 + r) of src, 16 bytes at a time
-  // (fp32 rows, as in the training library, are rounded to bf16 here).
+  // Xb[r][·] = columns [kBase, kBase + KB) of the bf16 row rowStart(b0 + r)
+  // of src, 16 bytes at a time (fp32 rows, as in the training library, are
+  // rounded to bf16 here).
   auto mmaStage = [&](Value src, auto rowStart, Value b0) {
     const bool wide = llvm::cast<MemRefType>(src.getType()).getElementType().isF32();
     const int64_t V = wide ? 4 : 8;
-    Value perRow = k.idx(D / V);
-    forRange(tid, k.idx(8 * D / V), k.idx(NT), [&](Value q) {
+    Value perRow = k.idx(KB / V);
+    forRange(tid, k.idx(8 * KB / V), k.idx(NT), [&](Value q) {
       Value r = arith::DivUIOp::create(b, q, perRow);
       Value col = k.muli(arith::RemUIOp::create(b, q, perRow), k.idx(V));
       Value bRow = k.minui(k.addi(b0, r), k.subi(B, c1));
-      Value at = k.addi(rowStart(bRow), col);
+      Value at = k.addi(k.addi(rowStart(bRow), kBase), col);
       Value v = volatileLoad(b, src, at, VectorType::get({V}, wide ? f32 : bf16), 16u);
       if (wide)
         v = arith::TruncFOp::create(b, VectorType::get({V}, bf16), v);
@@ -819,10 +839,10 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
                               ValueRange{q});
     });
   };
-  // The warp's partial 32 × 8 tile of A·Xbᵀ into `red`.
+  // The warp's partial (32·G) × 8 tile of A·Xbᵀ into `red`.
   auto mmaProduct = [&]() {
     auto resTy = LLVM::LLVMStructType::getLiteral(ctx, {f32, f32, f32, f32});
-    SmallVector<SmallVector<Value>> acc(2, SmallVector<Value>(4, k.cst(0.0)));
+    SmallVector<SmallVector<Value>> acc(MT, SmallVector<Value>(4, k.cst(0.0)));
     Value xRow = k.muli(gid, k.idx(XS));
     auto v2 = VectorType::get({2}, bf16);
     for (int64_t j = 0; j < KT; ++j) {
@@ -831,10 +851,10 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       Value bf0 = LLVM::BitcastOp::create(b, i32t, vector::LoadOp::create(b, v2, Xb, ValueRange{kx}));
       Value bf1 = LLVM::BitcastOp::create(
           b, i32t, vector::LoadOp::create(b, v2, Xb, ValueRange{k.addi(kx, k.idx(8))}));
-      for (int64_t mt = 0; mt < 2; ++mt) {
+      for (int64_t mt = 0; mt < MT; ++mt) {
         SmallVector<Value> af;
         if (j < RK) {
-          af = regA[j * 2 + mt];
+          af = regA[j * MT + mt];
         } else {
           Value v = vector::LoadOp::create(b, VectorType::get({4}, i32t), Wf,
                                            ValueRange{wfIndex(j, mt)});
@@ -850,16 +870,16 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
           acc[mt][q] = LLVM::ExtractValueOp::create(b, res, ArrayRef<int64_t>{q});
       }
     }
-    for (int64_t mt = 0; mt < 2; ++mt)
+    for (int64_t mt = 0; mt < MT; ++mt)
       for (int64_t q = 0; q < 4; ++q)
         memref::StoreOp::create(
             b, acc[mt][q], red,
             ValueRange{k.addi(
-                k.muli(k.addi(k.muli(k.addi(k.muli(mWarp, k.idx(2)), k.idx(mt)), k.idx(32)), mLane),
+                k.muli(k.addi(k.muli(k.addi(k.muli(mWarp, k.idx(MT)), k.idx(mt)), k.idx(32)), mLane),
                        k.idx(4)),
                 k.idx(q))});
   };
-  // Σ over warps of output (channel cc, row r) of the tile: C fragment
+  // Σ over warps of output (channel cc < 32·G, row r) of the tile: C fragment
   // (row gid = m mod 8, col = r) sits in lane 4·gid + r/2, slot 2·(m/8) + r%2.
   auto mmaSum = [&](Value r, Value cc) {
     Value mt = arith::DivUIOp::create(b, cc, k.idx(16));
@@ -870,11 +890,64 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
                         arith::RemUIOp::create(b, r, k.idx(2)));
     Value p = k.cst(0.0);
     for (int64_t w = 0; w < NW; ++w) {
-      Value at = k.addi(k.muli(k.addi(k.muli(k.addi(k.idx(w * 2), mt), k.idx(32)), ln), k.idx(4)),
+      Value at = k.addi(k.muli(k.addi(k.muli(k.addi(k.idx(w * MT), mt), k.idx(32)), ln), k.idx(4)),
                         slot);
       p = k.add(p, memref::LoadOp::create(b, red, ValueRange{at}));
     }
     return p;
+  };
+  // barrier.cluster (arrive releases, wait acquires by default): every thread of the
+  // cluster's blocks arrives (it subsumes the block's barrier).
+  auto clusterBarrier = [&]() {
+    NVVM::InlinePtxOp::create(b, TypeRange{}, ValueRange{}, ValueRange{},
+                              "barrier.cluster.arrive.aligned;", Value());
+    NVVM::InlinePtxOp::create(b, TypeRange{}, ValueRange{}, ValueRange{},
+                              "barrier.cluster.wait.aligned;", Value());
+  };
+  // G > 1, after mmaProduct and a block barrier, by every thread: this
+  // block's partial sums for the cluster's 32·G channels go to the owning
+  // blocks' xred[rank] (st.shared::cluster through mapa), then a cluster
+  // barrier makes all G of them visible. G = 1: nothing.
+  auto clusterReduce = [&]() {
+    if (G == 1)
+      return;
+    Value xb = arith::IndexCastOp::create(
+        b, i32t, memref::ExtractAlignedPointerAsIndexOp::create(b, xred).getResult());
+    forRange(tid, k.idx(8 * 32 * G), k.idx(NT), [&](Value e) {
+      Value r = arith::DivUIOp::create(b, e, k.idx(32 * G));
+      Value cc = arith::RemUIOp::create(b, e, k.idx(32 * G));
+      Value p = mmaSum(r, cc);
+      Value dest = arith::IndexCastOp::create(b, i32t, arith::DivUIOp::create(b, cc, k.idx(32)));
+      Value at = k.addi(k.muli(k.addi(k.muli(rank, k.idx(8)), r), k.idx(32)),
+                        arith::RemUIOp::create(b, cc, k.idx(32)));
+      Value local = arith::AddIOp::create(
+          b, xb, arith::IndexCastOp::create(b, i32t, k.muli(at, k.idx(4))));
+      Value remote = NVVM::InlinePtxOp::create(b, TypeRange{i32t}, ValueRange{local, dest},
+                                               ValueRange{}, "mapa.shared::cluster.u32 $0, $1, $2;",
+                                               Value())
+                         ->getResult(0);
+      NVVM::InlinePtxOp::create(b, TypeRange{}, ValueRange{remote, p}, ValueRange{},
+                                "st.shared::cluster.f32 [$0], $1;", Value());
+    });
+    clusterBarrier();
+  };
+  // The full product for (row r, own channel cc < 32) after clusterReduce.
+  auto finalSum = [&](Value r, Value cc) -> Value {
+    if (G == 1)
+      return mmaSum(r, cc);
+    Value p = k.cst(0.0);
+    for (int64_t q = 0; q < G; ++q)
+      p = k.add(p, memref::LoadOp::create(
+                       b, xred, ValueRange{k.addi(k.muli(k.addi(k.idx(q * 8), r), k.idx(32)), cc)}));
+    return p;
+  };
+  // After the uses of finalSum in a loop over row tiles (B > 8): the next
+  // tile's clusterReduce writes xred again.
+  auto tileBarrier = [&]() {
+    if (G > 1)
+      clusterBarrier();
+    else
+      gpu::BarrierOp::create(b);
   };
 
   // --- The bf16 exchange of the MMA kernels (GatedKernelSpec::coopSyncWords):
@@ -894,14 +967,16 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   auto xchStore = [&](Value parity, Value bRow, Value chan, Value v) {
     LLVM::StoreOp::create(b, arith::TruncFOp::create(b, bf16, v), xchAt(parity, bRow, chan), 2);
   };
-  // Xb[r][·] = exchange row min(b0 + r, B − 1) of `parity`, 16 bytes at a time.
+  // Xb[r][·] = columns [kBase, kBase + KB) of exchange row min(b0 + r, B − 1)
+  // of `parity`, 16 bytes at a time.
   auto mmaStageX = [&](Value parity, Value b0) {
-    Value perRow = k.idx(D / 8);
-    forRange(tid, k.idx(8 * D / 8), k.idx(NT), [&](Value q) {
+    Value perRow = k.idx(KB / 8);
+    forRange(tid, k.idx(8 * KB / 8), k.idx(NT), [&](Value q) {
       Value r = arith::DivUIOp::create(b, q, perRow);
       Value col = k.muli(arith::RemUIOp::create(b, q, perRow), k.idx(8));
       Value bRow = k.minui(k.addi(b0, r), k.subi(B, c1));
-      Value v = LLVM::LoadOp::create(b, VectorType::get({8}, bf16), xchAt(parity, bRow, col), 16,
+      Value v = LLVM::LoadOp::create(b, VectorType::get({8}, bf16),
+                                     xchAt(parity, bRow, k.addi(kBase, col)), 16,
                                      /*isVolatile=*/true);
       vector::StoreOp::create(b, v, Xb, ValueRange{k.addi(k.muli(r, k.idx(XS)), col)});
     });
@@ -938,7 +1013,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   if (spec.mma && !spec.adjoint) {
     // A[m][kk] = W[kk][c0 + m]: the forward reads W's columns.
     mmaSetup([&](Value m, Value kk) -> Value {
-      return memref::LoadOp::create(b, a.w, ValueRange{k.addi(k.muli(kk, cD), k.addi(chanBase, m))});
+      return memref::LoadOp::create(b, a.w, ValueRange{k.addi(k.muli(kk, cD), k.addi(mBase, m))});
     });
     auto fastIf = scf::IfOp::create(b, TypeRange{}, fastCond, true);
     {
@@ -971,7 +1046,8 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       // Step t + 1's inputs, in flight across the grid barrier.
       Value tn = k.minui(k.addi(t, c1), k.subi(T, c1));
       Value zn = k.ld(a.z, seqAt(o.bR, tn, o.chan)), ln = k.ld(a.l, seqAt(o.bR, tn, o.chan));
-      Value p = k.add(bias, mmaSum(o.rr, o.cc));
+      clusterReduce();
+      Value p = k.add(bias, finalSum(o.rr, o.cc));
       Value hn = k.add(k.mul(zc, k.sigmoid(p)), k.mul(k.exp(k.clamp(lc)), hp));
       ifThen(o.active, [&] {
         k.st(hn, a.h, seqAt(o.bR, t, o.chan));
@@ -998,6 +1074,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
         gpu::BarrierOp::create(b);
         mmaProduct();
         gpu::BarrierOp::create(b);
+        clusterReduce();
         // Thread e finishes (r, c) = (e / 32, e % 32) of the tile.
         forRange(tid, k.idx(8 * Dc), k.idx(NT), [&](Value e) {
           Value r = arith::DivUIOp::create(b, e, k.idx(Dc));
@@ -1007,10 +1084,10 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
           OpBuilder::InsertionGuard g(b);
           b.setInsertionPointToStart(ifB.thenBlock());
           Value chan = k.addi(chanBase, cc);
-          Value p = k.add(k.ld(a.bias, chan), mmaSum(r, cc));
+          Value p = k.add(k.ld(a.bias, chan), finalSum(r, cc));
           finishForward(bRow, t, chan, notFirst, p);
         });
-        gpu::BarrierOp::create(b);
+        tileBarrier();
       });
       gridBarrier(t);
     });
@@ -1114,7 +1191,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   gpu::BarrierOp::create(b);
   if (spec.mma) // A[m][kk] = W[c0 + m][kk]: the adjoint reads W's rows.
     mmaSetup([&](Value m, Value kk) -> Value {
-      return memref::LoadOp::create(b, a.w, ValueRange{k.addi(k.muli(k.addi(chanBase, m), cD), kk)});
+      return memref::LoadOp::create(b, a.w, ValueRange{k.addi(k.muli(k.addi(mBase, m), cD), kk)});
     });
   scf::IfOp adjFast;
   if (spec.mma) {
@@ -1171,7 +1248,8 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       gpu::BarrierOp::create(b);
       mmaProduct();
       gpu::BarrierOp::create(b);
-      SmallVector<Value> yields = {k.add(k.mul(gm, gt), mmaSum(o.rr, o.cc))};
+      clusterReduce();
+      SmallVector<Value> yields = {k.add(k.mul(gm, gt), finalSum(o.rr, o.cc))};
       yields.append(next.begin(), next.end());
       scf::YieldOp::create(b, yields);
     }
@@ -1231,6 +1309,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
         gpu::BarrierOp::create(b);
         mmaProduct();
         gpu::BarrierOp::create(b);
+        clusterReduce();
         forRange(tid, k.idx(8 * Dc), k.idx(NT), [&](Value e) {
           Value r = arith::DivUIOp::create(b, e, k.idx(Dc));
           Value cc = arith::RemUIOp::create(b, e, k.idx(Dc));
@@ -1240,10 +1319,10 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
           b.setInsertionPointToStart(ifB.thenBlock());
           Value si = k.addi(k.muli(bRow, cD), k.addi(chanBase, cc));
           memref::StoreOp::create(
-              b, k.add(memref::LoadOp::create(b, a.gbuf, ValueRange{si}), mmaSum(r, cc)), a.gbuf,
+              b, k.add(memref::LoadOp::create(b, a.gbuf, ValueRange{si}), finalSum(r, cc)), a.gbuf,
               ValueRange{si});
         });
-        gpu::BarrierOp::create(b);
+        tileBarrier();
       });
       return;
     }

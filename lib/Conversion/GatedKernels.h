@@ -61,13 +61,29 @@ struct GatedKernelSpec {
   // The forward's product on tensor cores (bf16, mma.sync m16n8k16): W_g's
   // slice as fragments, half in registers and half in shared memory.
   bool mma = false;
-  static constexpr int64_t kMmaThreads = 512, kMmaRegTiles = 8;
-  /// k-tiles of 16 per warp and the share of them held in registers.
-  int64_t mmaTilesPerWarp() const { return channels / 16 / (kMmaThreads / 32); }
-  int64_t mmaRegTiles() const { return std::min<int64_t>(kMmaRegTiles, mmaTilesPerWarp()); }
-  /// Whether the MMA forward applies: bf16, D a multiple of 256, 32 channels a block.
-  static bool mmaApplies(Type elementType, int64_t D) {
-    return elementType.isBF16() && D % 256 == 0 && D / 32 <= 128;
+  // MMA kernels: blocks per thread-block cluster (G = 1, 2, 4). A cluster
+  // owns 32·G channels; its block of rank q multiplies the k-range
+  // [q·D/G, (q+1)·D/G) of the contraction for all 32·G of them and so reads
+  // only that part of h_{t-1} (or a_t) each step: the L2 traffic of the
+  // step's exchange (every block reads it) falls G-fold. The G partial sums
+  // meet in the owning block's shared memory (st.shared::cluster, then a
+  // cluster barrier); block q owns channels [32·(G·c + q), +32) as before.
+  int64_t cluster = 1;
+  static constexpr int64_t kMmaThreads = 512, kMmaRegFragments = 16;
+  /// The contraction length of one block (D / G).
+  int64_t mmaK() const { return channels / cluster; }
+  /// m-tiles of 16 channels a block multiplies (2·G).
+  int64_t mmaMTiles() const { return 2 * cluster; }
+  /// k-tiles of 16 per warp and how many of them have their MT fragments
+  /// in registers (the rest in shared memory).
+  int64_t mmaTilesPerWarp() const { return mmaK() / 16 / (kMmaThreads / 32); }
+  int64_t mmaRegTiles() const {
+    return std::min<int64_t>(kMmaRegFragments / mmaMTiles(), mmaTilesPerWarp());
+  }
+  /// Whether the MMA kernels apply: bf16, D / G a multiple of 256, 32
+  /// channels a block.
+  static bool mmaApplies(Type elementType, int64_t D, int64_t G = 1) {
+    return elementType.isBF16() && D % (256 * G) == 0 && D / 32 <= 128;
   }
   static constexpr int64_t kCoopThreads = 1024;
   /// Batch rows staged in shared memory at a time (8, fewer for large D).

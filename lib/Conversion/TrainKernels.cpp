@@ -1345,14 +1345,20 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
 ///    With c.gatedBf16 (and D a multiple of 256), the cooperative kernels'
 ///    products run on tensor cores instead (spec.mma: 32 channels a block,
 ///    W_g's slice as bf16 mma fragments, the staged rows rounded to bf16,
-///    fp32 accumulation; the states and every array stay fp32).
+///    fp32 accumulation; the states and every array stay fp32), in
+///    thread-block clusters of kGatedCluster blocks that split the
+///    contraction when D is a multiple of 512 (GatedKernelSpec::cluster).
 ///  * None: the K-written kernels of addGpuRecurrences.
 struct GatedFastPath {
   enum Kind { None, Persistent, Cooperative } kind = None;
   std::vector<int64_t> fwdRows, bwdRows; // Persistent: the block heights built
   int64_t channelsPerBlock = 0;          // Cooperative: Dc
   bool mma = false;                      // Cooperative: bf16 tensor-core products
+  int64_t cluster = 1;                   // Cooperative, mma: GatedKernelSpec::cluster
 };
+/// Blocks per cluster of the MMA kernels when D allows (D a multiple of
+/// 512): a cluster of 2 fits every GPC of an H100 / H200 with one block an SM.
+constexpr int64_t kGatedCluster = 2;
 constexpr int64_t kCoopMaxRows = 64;
 // 227 KiB: the opt-in shared memory per block of the H100 / H200.
 constexpr int64_t kMaxSharedBytes = 227 * 1024;
@@ -1387,6 +1393,9 @@ GatedFastPath gatedFastPath(const TrainConfig &c) {
   if (c.perHead)
     return f;
   f.mma = c.gatedBf16 && c.D % 256 == 0 && c.D / 32 <= 128;
+  if (f.mma && GatedKernelSpec::mmaApplies(Builder(&ctx).getBF16Type(), c.D, kGatedCluster) &&
+      (c.D / 32) % kGatedCluster == 0)
+    f.cluster = kGatedCluster;
   f.channelsPerBlock = f.mma ? 32 : trainCoopChannels(c.D);
   if (f.channelsPerBlock == 0)
     return f;
@@ -1394,6 +1403,7 @@ GatedFastPath gatedFastPath(const TrainConfig &c) {
     GatedKernelSpec s = gatedSpec(c, adj, &ctx);
     s.cooperative = true;
     s.mma = f.mma;
+    s.cluster = f.cluster;
     s.channelsPerBlock = f.channelsPerBlock;
     if (s.sharedBytes() > kMaxSharedBytes)
       return f;
@@ -1409,6 +1419,7 @@ GatedKernelSpec fastSpec(const TrainConfig &c, const GatedFastPath &f, bool adjo
   if (f.kind == GatedFastPath::Cooperative) {
     s.cooperative = true;
     s.mma = f.mma;
+    s.cluster = f.cluster;
     s.channelsPerBlock = f.channelsPerBlock;
     s.name += "_coop"; // the runtime launches *_coop kernels cooperatively
   } else {

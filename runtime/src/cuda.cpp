@@ -45,6 +45,9 @@ namespace {
   X(cuLaunchKernel, "cuLaunchKernel")                                                        \
   X(cuFuncSetAttribute, "cuFuncSetAttribute")                                                \
   X(cuLaunchCooperativeKernel, "cuLaunchCooperativeKernel")                                  \
+  X(cuLaunchKernelEx, "cuLaunchKernelEx")                                                    \
+  X(cuFuncGetAttribute, "cuFuncGetAttribute")                                                \
+  X(cuOccupancyMaxActiveClusters, "cuOccupancyMaxActiveClusters")                            \
   X(cuOccupancyMaxActiveBlocksPerMultiprocessor, "cuOccupancyMaxActiveBlocksPerMultiprocessor") \
   X(cuDeviceGetAttribute, "cuDeviceGetAttribute")                                            \
   X(cuMemAlloc, "cuMemAlloc_v2")                                                             \
@@ -257,6 +260,42 @@ void launchCooperative(const char *kernel, void *fn, int64_t gridX, int blockX,
     check(MMREC_CU_CALL(cuFuncSetAttribute)(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                             int(sharedBytes)),
           std::string("setting the shared memory size of ") + kernel);
+  // A kernel compiled for thread-block clusters (.reqnctapercluster, e.g.
+  // the level-0 MMA kernels that split their contraction across a cluster):
+  // every cluster must be resident at once, and the launch is cooperative
+  // through cuLaunchKernelEx (the cluster shape comes from the kernel).
+  int clusterX = 0;
+  check(MMREC_CU_CALL(cuFuncGetAttribute)(&clusterX, CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH, f),
+        std::string("the cluster shape of ") + kernel);
+  if (clusterX > 1) {
+    if (gridX % clusterX != 0)
+      throw Error(std::string(kernel) + ": a grid of " + std::to_string(gridX) +
+                  " blocks is not a whole number of clusters of " + std::to_string(clusterX));
+    CUlaunchAttribute attr[1] = {};
+    attr[0].id = CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
+    attr[0].value.cooperative = 1;
+    CUlaunchConfig cfg = {};
+    cfg.gridDimX = unsigned(gridX);
+    cfg.gridDimY = cfg.gridDimZ = 1;
+    cfg.blockDimX = unsigned(blockX);
+    cfg.blockDimY = cfg.blockDimZ = 1;
+    cfg.sharedMemBytes = unsigned(sharedBytes);
+    cfg.hStream = static_cast<CUstream>(stream);
+    int clusters = 0;
+    check(MMREC_CU_CALL(cuOccupancyMaxActiveClusters)(&clusters, f, &cfg),
+          std::string("cluster occupancy of ") + kernel);
+    if (gridX / clusterX > clusters)
+      throw Error(std::string(kernel) + ": the cooperative kernel needs " +
+                  std::to_string(gridX / clusterX) + " co-resident clusters of " +
+                  std::to_string(clusterX) + " blocks of " + std::to_string(blockX) +
+                  " threads, the device holds " + std::to_string(clusters));
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    check(MMREC_CU_CALL(cuLaunchKernelEx)(&cfg, f, params, nullptr),
+          std::string("launching ") + kernel + " cooperatively in clusters of " +
+              std::to_string(clusterX));
+    return;
+  }
   int perSM = 0;
   check(MMREC_CU_CALL(cuOccupancyMaxActiveBlocksPerMultiprocessor)(&perSM, f, blockX,
                                                                    sharedBytes),

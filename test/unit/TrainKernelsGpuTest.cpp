@@ -463,51 +463,91 @@ TEST(TrainKernelsGpu, SmallGatedBf16MatchesCpu) {
              std::random_device{}(), {"gated_fwd", "gated_bwd"}, 1e-3, 3e-2);
 }
 
+// The same at mmrec-7b's width (D 4096): 128 blocks in 64 clusters of 2,
+// each block multiplying half of the contraction (GatedKernelSpec::cluster)
+// and the pair's partial sums meeting in shared memory. B = 8 and 3 run the
+// register-resident variant, B = 9 the row tiles (two tiles a step, a
+// cluster barrier after each).
+TEST(TrainKernelsGpu, SevenBGatedBf16MatchesCpu) {
+  REQUIRE_GPU();
+  checkModel("mmrec-7b-bf16", {{8, 70}, {3, 33}, {9, 20}}, std::random_device{}(),
+             {"gated_fwd", "gated_bwd"}, 1e-3, 3e-2);
+}
+
+namespace {
+/// µs per step of gated_fwd and gated_bwd (the adjoint with its
+/// pre-activation product; dW_g and db_g are the trainer's gemms) of the
+/// library `path` at B × T on random inputs, printed under `label`.
+void gatedSpeed(const std::string &path, const std::string &label, int64_t B, int64_t T) {
+  KernelLibrary gpu(path, rt::DeviceKind::gpu);
+  const ModelConfig &c = gpu.config();
+  const int64_t N = B * T, D = c.D;
+  const int64_t dh = c.perHead ? c.dh() : D, Wg = (D / dh) * dh * dh;
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  std::vector<void *> owned;
+  auto dev = [&](int64_t n, float scale, float shift) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float &x : v)
+      x = scale * (uni(rng) + shift);
+    void *p = rt::gpu::alloc(v.size() * 4);
+    rt::gpu::copyToDevice(p, v.data(), v.size() * 4);
+    owned.push_back(p);
+    return static_cast<float *>(p);
+  };
+  float *z = dev(N * D, 1, 0), *l = dev(N * D, 1.5f, -1), *w = dev(Wg, 1 / std::sqrt(float(dh)), 0);
+  float *b = dev(D, 1, 0), *init = dev(B * D, 0, 0), *h = dev(N * D, 0, 0), *fin = dev(B * D, 0, 0);
+  float *gh = dev(N * D, 1, 0), *gf = dev(B * D, 0, 0), *gz = dev(N * D, 0, 0),
+        *gl = dev(N * D, 0, 0), *gp = dev(N * D, 0, 0), *gp0 = dev(B * D, 0, 0),
+        *gi = dev(B * D, 0, 0);
+  const int64_t SW = train::gatedSyncWords(B, D);
+  int32_t *sync = static_cast<int32_t *>(static_cast<void *>(dev(SW, 0, 0)));
+  auto fwd = [&] {
+    gpu("gated_fwd", Arr(z, N * D), Arr(l, N * D), Arr(w, Wg), Arr(b, D), Arr(init, B * D),
+        Arr(h, N * D), Arr(fin, B * D), Arr(sync, SW), B, T);
+  };
+  auto bwd = [&] {
+    gpu("gated_bwd", Arr(z, N * D), Arr(l, N * D), Arr(w, Wg), Arr(b, D), Arr(init, B * D),
+        Arr(h, N * D), Arr(gh, N * D), Arr(gf, B * D), Arr(gz, N * D), Arr(gl, N * D),
+        Arr(gp, N * D), Arr(gp0, B * D), Arr(gi, B * D), Arr(sync, SW), B, T);
+  };
+  const double f = rt::gpu::medianMs(fwd, 2, 7), g = rt::gpu::medianMs(bwd, 2, 7);
+  std::printf("%-24s B %lld T %lld: gated_fwd %.2f us/step, gated_bwd %.2f us/step\n",
+              label.c_str(), (long long)B, (long long)T, f * 1000 / T, g * 1000 / T);
+  for (void *p : owned)
+    rt::gpu::free(p);
+}
+} // namespace
+
 // Speed of the level-0 kernels at mmrec-small's training shape (B 8, T
-// 1024): µs per step of gated_fwd and gated_bwd (the adjoint with its
-// pre-activation product; dW_g and db_g are the trainer's gemms), printed.
-// Not a correctness test and not in ctest: run it with
+// 1024), printed. Not a correctness test and not in ctest: run it with
 // --gtest_filter=TrainKernelsGpu.SmallGatedSpeed.
 TEST(TrainKernelsGpu, SmallGatedSpeed) {
   REQUIRE_GPU();
-  for (const char *model : {"mmrec-small", "mmrec-small-bf16", "mmrec-small-ph"}) {
-    KernelLibrary gpu(manifest(model), rt::DeviceKind::gpu);
-    const ModelConfig &c = gpu.config();
-    const int64_t B = 8, T = 1024, N = B * T, D = c.D;
-    const int64_t dh = c.perHead ? c.dh() : D, Wg = (D / dh) * dh * dh;
-    std::mt19937_64 rng(7);
-    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-    std::vector<void *> owned;
-    auto dev = [&](int64_t n, float scale, float shift) {
-      std::vector<float> v(static_cast<size_t>(n));
-      for (float &x : v)
-        x = scale * (uni(rng) + shift);
-      void *p = rt::gpu::alloc(v.size() * 4);
-      rt::gpu::copyToDevice(p, v.data(), v.size() * 4);
-      owned.push_back(p);
-      return static_cast<float *>(p);
-    };
-    float *z = dev(N * D, 1, 0), *l = dev(N * D, 1.5f, -1), *w = dev(Wg, 1 / std::sqrt(float(dh)), 0);
-    float *b = dev(D, 1, 0), *init = dev(B * D, 0, 0), *h = dev(N * D, 0, 0), *fin = dev(B * D, 0, 0);
-    float *gh = dev(N * D, 1, 0), *gf = dev(B * D, 0, 0), *gz = dev(N * D, 0, 0),
-          *gl = dev(N * D, 0, 0), *gp = dev(N * D, 0, 0), *gp0 = dev(B * D, 0, 0),
-          *gi = dev(B * D, 0, 0);
-    const int64_t SW = train::gatedSyncWords(B, D);
-    int32_t *sync = static_cast<int32_t *>(static_cast<void *>(dev(SW, 0, 0)));
-    auto fwd = [&] {
-      gpu("gated_fwd", Arr(z, N * D), Arr(l, N * D), Arr(w, Wg), Arr(b, D), Arr(init, B * D),
-          Arr(h, N * D), Arr(fin, B * D), Arr(sync, SW), B, T);
-    };
-    auto bwd = [&] {
-      gpu("gated_bwd", Arr(z, N * D), Arr(l, N * D), Arr(w, Wg), Arr(b, D), Arr(init, B * D),
-          Arr(h, N * D), Arr(gh, N * D), Arr(gf, B * D), Arr(gz, N * D), Arr(gl, N * D),
-          Arr(gp, N * D), Arr(gp0, B * D), Arr(gi, B * D), Arr(sync, SW), B, T);
-    };
-    const double f = rt::gpu::medianMs(fwd, 2, 7), g = rt::gpu::medianMs(bwd, 2, 7);
-    std::printf("%-18s B %lld T %lld: gated_fwd %.2f us/step, gated_bwd %.2f us/step\n", model,
-                (long long)B, (long long)T, f * 1000 / T, g * 1000 / T);
-    for (void *p : owned)
-      rt::gpu::free(p);
+  for (const char *model : {"mmrec-small", "mmrec-small-bf16", "mmrec-small-ph"})
+    gatedSpeed(manifest(model), model, 8, 1024);
+}
+
+// The same at mmrec-7b's training shape (B 8, T 2048) for the libraries
+// named in MMREC_GATED_SPEED (comma-separated .train.json paths; default the
+// test tree's mmrec-7b): bench/session-gpu.sh passes the --train-gated-bf16
+// one. Not in ctest: --gtest_filter=TrainKernelsGpu.GatedSpeed.
+TEST(TrainKernelsGpu, GatedSpeed) {
+  REQUIRE_GPU();
+  const char *env = std::getenv("MMREC_GATED_SPEED");
+  std::string list = env && *env ? env : manifest("mmrec-7b");
+  for (size_t at = 0; at <= list.size();) {
+    size_t end = list.find(',', at);
+    if (end == std::string::npos)
+      end = list.size();
+    const std::string path = list.substr(at, end - at);
+    // Labelled by the library's directory and file name.
+    const size_t last = path.rfind('/');
+    const size_t cut = last == std::string::npos || last == 0 ? std::string::npos
+                                                              : path.rfind('/', last - 1);
+    if (!path.empty())
+      gatedSpeed(path, cut == std::string::npos ? path : path.substr(cut + 1), 8, 2048);
+    at = end + 1;
   }
 }
 

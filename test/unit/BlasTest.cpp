@@ -164,3 +164,63 @@ TEST(BlasGpuSpeed, SevenBLayerShapes) {
       mmrec::rt::gpu::free(p);
   }
 }
+
+// The level-2 (MDI) products of one 7B layer at B 8 · T 2048 (N 16,384
+// tokens, N_m 8 groups of d 512, M 1,024 slots, C 128: 128 chunks), with the
+// trainer's layouts (runtime/src/train/model.cpp: groupMM batches the
+// groups, chunkMM / prevChunkMM the chunks of one group): TFLOP/s with bf16
+// operands and, for the two the trainer keeps in fp32 (they feed a softmax's
+// gradient), TF32. Per chunk-batched product one group's launch is timed
+// (the trainer issues N_m of them). Not in ctest: --gtest_filter=*Mdi*.
+TEST(BlasGpuSpeed, SevenBMdiShapes) {
+  if (!gpuAvailable()) GTEST_SKIP() << "no GPU";
+  const int64_t N = 16384, D = 4096, G = 8, d = 512, M = 1024, C = 128, nC = N / C;
+  const int64_t GM = G * M, cs = G * M * d; // slot rows; one chunk's states
+  struct Shape {
+    const char *name;
+    int64_t m, n, k;
+    bool ta, tb;
+    int64_t lda, ldb, ldc, batch, sA, sB, sC;
+    bool fp32; // kept in fp32 (TF32) by the trainer
+  } shapes[] = {
+      {"slots q.S^T (8 groups)", N, M, d, false, true, D, d, GM, G, d, M * d, M, false},
+      {"write P=w^T.v (a chunk)", M, d, C, true, false, GM, D, d, nC, C * GM, C * D, cs, false},
+      {"read a.Mem (a chunk)", C, d, M, false, false, GM, d, D, nC, C * GM, cs, C * D, false},
+      {"dslot=dy2.Mem^T (a chunk)", C, M, d, false, true, D, d, GM, nC, C * D, cs, C * GM, true},
+      {"dMem=a^T.dy2 (a chunk)", M, d, C, true, false, GM, D, d, nC, C * GM, C * D, cs, false},
+      {"dw=v.dP^T (a chunk)", C, M, d, false, true, D, d, GM, nC, C * D, cs, C * GM, true},
+      {"dv+=w.dP (a chunk)", C, d, M, false, false, GM, d, D, nC, C * GM, cs, C * D, false},
+      {"dq+=dslot.S (8 groups)", N, d, M, false, false, GM, d, D, G, M, M * d, d, false},
+      {"dS+=dslot^T.q (8 groups)", M, d, N, true, false, GM, D, d, G, M, d, M * d, false},
+  };
+  // Generous extents: every operand fits in N·GM (or cs·nC) elements.
+  const size_t big = size_t(std::max(N * GM, cs * nC));
+  void *A = mmrec::rt::gpu::alloc(big * 4), *B = mmrec::rt::gpu::alloc(big * 4),
+       *Cm = mmrec::rt::gpu::alloc(big * 4);
+  mmrec::rt::gpu::memsetD8(A, 0, big * 4);
+  mmrec::rt::gpu::memsetD8(B, 0, big * 4);
+  for (const Shape &sh : shapes) {
+    GemmDesc g;
+    g.m = sh.m; g.n = sh.n; g.k = sh.k; g.transA = sh.ta; g.transB = sh.tb;
+    g.lda = sh.lda; g.ldb = sh.ldb; g.ldc = sh.ldc;
+    g.batch = sh.batch; g.strideA = sh.sA; g.strideB = sh.sB; g.strideC = sh.sC;
+    auto time = [&](DType ab, bool tf32) {
+      GemmDesc h = g;
+      h.tf32 = tf32;
+      return mmrec::rt::gpu::medianMs([&] { gemm(h, ab, A, B, DType::f32, Cm, DeviceKind::gpu); },
+                                      2, 9);
+    };
+    const double tflop = 2.0 * sh.m * sh.n * sh.k * sh.batch * 1e-9;
+    const double tb = time(DType::bf16, false);
+    std::printf("%-28s %5lld x %5lld x %5lld x %3lld: bf16 %.3f ms (%.0f TFLOP/s)", sh.name,
+                (long long)sh.m, (long long)sh.n, (long long)sh.k, (long long)sh.batch, tb,
+                tflop / tb);
+    if (sh.fp32) {
+      const double tt = time(DType::f32, true);
+      std::printf(", TF32 %.3f ms (%.0f) [the trainer's]", tt, tflop / tt);
+    }
+    std::printf("\n");
+  }
+  for (void *p : {A, B, Cm})
+    mmrec::rt::gpu::free(p);
+}

@@ -80,10 +80,12 @@ struct GatedKernelSpec {
   int64_t mmaRegTiles() const {
     return std::min<int64_t>(kMmaRegFragments / mmaMTiles(), mmaTilesPerWarp());
   }
-  /// Whether the MMA kernels apply: bf16, D / G a multiple of 256, 32
-  /// channels a block.
-  static bool mmaApplies(Type elementType, int64_t D, int64_t G = 1) {
-    return elementType.isBF16() && D % (256 * G) == 0 && D / 32 <= 128;
+  /// Whether the MMA kernels' tiling fits D with clusters of G: D / G a
+  /// multiple of 256, 32 channels a block, at most 128 blocks.
+  static bool mmaFits(int64_t D, int64_t G = 1) { return D % (256 * G) == 0 && D / 32 <= 128; }
+  /// Whether the MMA kernels apply to bf16 I/O (one block a cluster).
+  static bool mmaApplies(Type elementType, int64_t D) {
+    return elementType.isBF16() && mmaFits(D);
   }
   static constexpr int64_t kCoopThreads = 1024;
   /// Batch rows staged in shared memory at a time (8, fewer for large D).

@@ -1392,9 +1392,8 @@ GatedFastPath gatedFastPath(const TrainConfig &c) {
   f.bwdRows.clear();
   if (c.perHead)
     return f;
-  f.mma = c.gatedBf16 && c.D % 256 == 0 && c.D / 32 <= 128;
-  if (f.mma && GatedKernelSpec::mmaApplies(Builder(&ctx).getBF16Type(), c.D, kGatedCluster) &&
-      (c.D / 32) % kGatedCluster == 0)
+  f.mma = c.gatedBf16 && GatedKernelSpec::mmaFits(c.D);
+  if (f.mma && GatedKernelSpec::mmaFits(c.D, kGatedCluster))
     f.cluster = kGatedCluster;
   f.channelsPerBlock = f.mma ? 32 : trainCoopChannels(c.D);
   if (f.channelsPerBlock == 0)

@@ -10,7 +10,6 @@
 
 #include "lib/Conversion/TrainKernels.h"
 #include "lib/Conversion/GatedKernels.h"
-#include "lib/Conversion/ScanKernels.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -332,7 +331,9 @@ using Body = std::function<void(K &, Args &)>;
 bool isTokenArray(const std::string &n) { return n == "tokens" || n == "targets"; }
 /// AdamW's moments stored in bf16 (adamw_bf16); the bf16 copy of a matrix
 /// product's operand (to_bf16).
-bool isBf16Array(const std::string &n) { return n == "m16" || n == "v16" || n == "x16"; }
+bool isBf16Array(const std::string &n) {
+  return n == "m16" || n == "v16" || n == "x16" || n == "h16" || n == "dP16";
+}
 
 struct Kernel {
   TrainKernelSig sig;
@@ -355,7 +356,6 @@ void softmaxInPlace(K &k, Value buf, Value n, Value base = {}) {
 }
 
 GatedKernelSpec gatedSpec(const TrainConfig &c, bool adjoint, MLIRContext *ctx);
-ScanKernelSpec scanSpec(const TrainConfig &c, bool adjoint, MLIRContext *ctx);
 /// The level-0 kernels' arrays: GatedKernels.h's, then `sync` (int32, one
 /// per batch row: the GPU kernels' row barriers; unused on the CPU).
 std::vector<std::string> trainGatedArrays(const TrainConfig &c, bool adjoint) {
@@ -367,8 +367,7 @@ std::vector<std::string> trainGatedArrays(const TrainConfig &c, bool adjoint) {
 void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks);
 
 /// The kernels of a training step; with `gpu`, also the level-0 recurrence
-/// and the memory scan (on the CPU those come from GatedKernels.h and
-/// ScanKernels.h).
+/// (on the CPU it comes from GatedKernels.h).
 std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   const int64_t D = c.D, V = c.V, G = c.Nm, M = c.M, d = c.dm(), C = c.C;
   const int64_t nCmax = (c.Tmax + C - 1) / C; // chunks of one segment (decoding)
@@ -761,7 +760,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       }, a["dw"]);
     });
   });
-  add("mdi_chunk_fwd", {"w", "mu", "P", "n", "lb", "wu"}, {"B", "T"}, [=](K &k, Args &a) {
+  add("mdi_chunk_fwd", {"w", "mu", "n", "lb"}, {"B", "T"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
     // n and lb per slot: coalesced along s (w is (.., G, M)).
     k.par({a["B"], nC, k.idx(G), k.idx(M)}, [&](ArrayRef<Value> i) {
@@ -775,45 +774,145 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       k.st(n, a["n"], slot);
       k.st(k.min(k.max(k.mul(n, ls), k.cst(lo)), k.cst(0.0)), a["lb"], slot);
     });
-    // wu = (1 − β)·U, U = P/max(n, 1e-6): coalesced along the channels.
-    k.parBatched(
-        k.muli(k.muli(k.muli(a["B"], nC), k.idx(G * M)), k.idx(d)),
-        [&](Value e) {
-          Value slot = k.divui(e, k.idx(d));
-          Value inv = k.div(k.cst(1.0), k.max(k.ld(a["n"], slot), k.cst(1e-6)));
-          return k.mul(k.neg(k.expm1(k.ld(a["lb"], slot))), k.mul(k.ld(a["P"], e), inv));
-        },
-        [&](Value e, Value wu) { k.st(wu, a["wu"], e); });
   });
-  // Per slot, with Σ = Σ_j dwu_j P_j: the total dlb = dlb − β·Σ/nn (wu
-  // depends on lb through 1 − β); where the clamp is inactive dn = dlb·logσ(μ)
-  // and dμ += dlb·n·σ(−μ); dU = (1 − β)·dwu, dP = dU/nn, and where n > 1e-6
-  // dn −= Σ_j dU_j P_j/nn² (nn = max(n, 1e-6)).
-  add("mdi_chunk_bwd", {"mu", "n", "P", "dlb", "dwu", "dmu", "dP", "dn"}, {"B", "T"},
-      [=](K &k, Args &a) {
-        Value nC = numChunks(k, a["T"]);
-        k.rows(k.muli(k.muli(a["B"], nC), k.idx(G * M)), [&](Value slot, Value lane) {
-          Value gs = k.remui(slot, k.idx(G * M));
-          Value muV = k.ld(a["mu"], gs), ls = k.logSigmoid(muV);
-          Value n = k.ld(a["n"], slot), raw = k.mul(n, ls);
-          Value lb = k.min(k.max(raw, k.cst(lo)), k.cst(0.0));
-          Value beta = k.exp(lb), omb = k.neg(k.expm1(lb));
-          Value inv = k.div(k.cst(1.0), k.max(n, k.cst(1e-6)));
-          Value base = k.muli(slot, k.idx(d));
-          Value sdp = k.rowSum(lane, d, [&](Value j) {
-            Value e = k.addi(base, j), dwu = k.ld(a["dwu"], e);
-            k.st(k.mul(k.mul(omb, dwu), inv), a["dP"], e);
-            return k.mul(dwu, k.ld(a["P"], e));
+  // --- The memory scan over the chunks, Mem_c = β_c·Mem_{c−1} + (1 − β_c)·U_c
+  // with U_c = P_c/max(n_c, 1e-6), β = exp(clamp(lb)) per slot (d
+  // channels a slot), Mem_{−1} = init: (1 − β)·U is formed here from the chunk
+  // sums P, never stored. With bf16 ≠ 0 the states are also written rounded
+  // to bf16 (h16: the operand of the read's bf16 products, no separate
+  // rounding pass); h16 is not touched otherwise. Arrays (B, T = chunks, N).
+  add("mem_scan_fwd", {"log_decay", "P", "n", "init", "h", "h16", "final"},
+      {"B", "T", "N", "bf16"}, [=](K &k, Args &a) {
+        Value T = a["T"], N = a["N"];
+        Value round = k.cmpi(arith::CmpIPredicate::ne, a["bf16"], k.idx(0));
+        auto step = [&](Value e, Value hp) {
+          Value slot = k.divui(e, k.idx(d));
+          Value l = k.min(k.max(k.ld(a["log_decay"], slot), k.cst(lo)), k.cst(0.0));
+          Value inv = k.div(k.cst(1.0), k.max(k.ld(a["n"], slot), k.cst(1e-6)));
+          Value wu = k.mul(k.neg(k.expm1(l)), k.mul(k.ld(a["P"], e), inv));
+          Value h = k.add(k.mul(k.exp(l), hp), wu);
+          k.st(h, a["h"], e);
+          k.ifThen(round, [&] {
+            k.st(arith::TruncFOp::create(k.b, k.b.getBF16Type(), h), a["h16"], e);
           });
-          Value dlb = k.sub(k.ld(a["dlb"], slot), k.mul(beta, k.mul(sdp, inv)));
-          Value in = arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, raw, k.cst(lo)),
-                                           k.cmpf(arith::CmpFPredicate::OLE, raw, k.cst(0.0)));
-          Value dlbIn = k.mul(dlb, k.mask(in));
-          Value big = k.mask(k.cmpf(arith::CmpFPredicate::OGT, n, k.cst(1e-6)));
-          Value dn = k.sub(k.mul(dlbIn, ls), k.mul(big, k.mul(k.mul(omb, sdp), k.mul(inv, inv))));
-          k.rowOnce(lane, [&] {
-            k.st(dn, a["dn"], slot);
-            k.accum(a["dmu"], gs, k.mul(k.mul(dlbIn, n), k.sigmoid(k.neg(muV))));
+          return h;
+        };
+        auto at = [&](Value bi, Value t, Value n) {
+          return k.addi(k.muli(k.addi(k.muli(bi, T), t), N), n);
+        };
+        if (!k.gpu) {
+          // Chunk by chunk, contiguous along the channels.
+          k.loop(k.idx(0), a["B"], [&](Value bi) {
+            k.loop(k.idx(0), T, [&](Value t) {
+              k.loop(k.idx(0), N, [&](Value n) {
+                Value fi = k.addi(k.muli(bi, N), n);
+                Value first = k.cmpi(arith::CmpIPredicate::eq, t, k.idx(0));
+                Value tp = k.select(first, k.idx(0), k.subi(t, k.idx(1)));
+                Value hp = k.select(first, k.ld(a["init"], fi), k.ld(a["h"], at(bi, tp, n)));
+                Value h = step(at(bi, t, n), hp);
+                k.ifThen(k.cmpi(arith::CmpIPredicate::eq, t, k.subi(T, k.idx(1))),
+                         [&] { k.st(h, a["final"], fi); });
+              });
+            });
+            k.ifThen(k.cmpi(arith::CmpIPredicate::eq, T, k.idx(0)), [&] {
+              k.loop(k.idx(0), N, [&](Value n) {
+                Value fi = k.addi(k.muli(bi, N), n);
+                k.st(k.ld(a["init"], fi), a["final"], fi);
+              });
+            });
+          });
+          return;
+        }
+        // A thread per (batch row, channel), the chunks in sequence.
+        k.par({a["B"], N}, [&](ArrayRef<Value> i) {
+          Value bi = i[0], n = i[1], fi = k.addi(k.muli(bi, N), n);
+          Value h = k.fold(
+              k.idx(0), T, k.ld(a["init"], fi), [&](Value t) { return t; },
+              [&](Value hp, Value t) { return step(at(bi, t, n), hp); });
+          k.st(h, a["final"], fi);
+        });
+      });
+  // --- The memory scan's adjoint with the chunk write's (mdi_chunk_fwd's
+  // and the (1 − β)·U that mem_scan_fwd forms) fused in, a warp per (batch
+  // row, slot) walking the chunks backwards, its lanes along the slot's d
+  // channels (the CPU: one iteration per slot, every channel). Per chunk c,
+  // with g = ∂Mem_c + β_{c+1}·g_{c+1} (∂Mem_{T} = grad_final):
+  //   dβ-term  Σ_j g_j·Mem_{c−1,j} (Mem_{−1} = init), Σ = Σ_j g_j P_j,
+  //   dlb = β·(Σ_j g_j·Mem_{c−1,j}) − β·Σ/nn (wu = (1 − β)·P/nn depends on
+  //   lb through 1 − β), dP = (1 − β)·g/nn; where the clamp of n·logσ(μ) is
+  //   inactive dn = dlb·logσ(μ) and dμ += dlb·n·σ(−μ); where n > 1e-6
+  //   dn −= (1 − β)·Σ/nn² (nn = max(n, 1e-6)); grad_init = β_0·g_0.
+  // g (the gradient of (1 − β)·U) is never stored. With bf16 ≠ 0 dP is also
+  // written rounded to bf16 (dP16, the operand of a bf16 product).
+  add("mem_scan_bwd",
+      {"mems", "init", "grad_h", "grad_final", "mu", "n", "P", "dmu", "dP", "dP16", "dn",
+       "grad_init"},
+      {"B", "T", "bf16"}, [=](K &k, Args &a) {
+        Value nC = numChunks(k, a["T"]);
+        Value round = k.cmpi(arith::CmpIPredicate::ne, a["bf16"], k.idx(0));
+        const int64_t GMd = G * M * d;
+        // Channels a lane owns: j = lane + 32·i (i < Q) on the GPU, every
+        // channel on the CPU.
+        const int64_t Q = k.gpu ? (d + 31) / 32 : d, stride = k.gpu ? 32 : 1;
+        auto total = [&](Value part) { return k.gpu ? k.warpSum(part) : part; };
+        k.rows(k.muli(a["B"], k.idx(G * M)), [&](Value r, Value lane) {
+          Value bi = k.divui(r, k.idx(G * M)), gs = k.remui(r, k.idx(G * M));
+          Value carry = k.buf(Q), part = k.buf(2);
+          auto ownCh = [&](auto body) {
+            k.loop(Q, [&](Value i) {
+              Value j = k.addi(lane, k.muli(i, k.idx(stride)));
+              auto run = [&] { body(i, k.addi(k.muli(gs, k.idx(d)), j)); };
+              if (d % stride == 0)
+                run();
+              else
+                k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)), run);
+            });
+          };
+          Value fin = k.muli(bi, k.idx(GMd));
+          ownCh([&](Value i, Value n) { k.st(k.ld(a["grad_final"], k.addi(fin, n)), carry, i); });
+          Value muV = k.ld(a["mu"], gs), ls = k.logSigmoid(muV), smu = k.sigmoid(k.neg(muV));
+          k.loop(k.idx(0), nC, [&](Value s) {
+            Value ch = k.subi(k.subi(nC, k.idx(1)), s);
+            Value slot = k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G * M)), gs);
+            Value nv = k.ld(a["n"], slot), raw = k.mul(nv, ls);
+            Value lb = k.min(k.max(raw, k.cst(lo)), k.cst(0.0));
+            Value beta = k.exp(lb), omb = k.neg(k.expm1(lb));
+            Value inv = k.div(k.cst(1.0), k.max(nv, k.cst(1e-6)));
+            Value first = k.cmpi(arith::CmpIPredicate::eq, ch, k.idx(0));
+            Value prev = k.select(first, k.idx(0), k.subi(ch, k.idx(1)));
+            Value base = k.muli(k.addi(k.muli(bi, nC), ch), k.idx(GMd));
+            Value pbase = k.muli(k.addi(k.muli(bi, nC), prev), k.idx(GMd));
+            k.st(k.cst(0.0), part, k.idx(0));
+            k.st(k.cst(0.0), part, k.idx(1));
+            ownCh([&](Value i, Value n) {
+              Value e = k.addi(base, n);
+              Value g = k.add(k.ld(a["grad_h"], e), k.ld(carry, i));
+              Value hp = k.select(first, k.ld(a["init"], k.addi(fin, n)),
+                                  k.ld(a["mems"], k.addi(pbase, n)));
+              Value dP = k.mul(k.mul(omb, g), inv);
+              k.st(dP, a["dP"], e);
+              k.ifThen(round, [&] {
+                k.st(arith::TruncFOp::create(k.b, k.b.getBF16Type(), dP), a["dP16"], e);
+              });
+              k.st(k.add(k.ld(part, k.idx(0)), k.mul(g, hp)), part, k.idx(0));
+              k.st(k.add(k.ld(part, k.idx(1)), k.mul(g, k.ld(a["P"], e))), part, k.idx(1));
+              k.st(k.mul(beta, g), carry, i);
+            });
+            Value ghp = total(k.ld(part, k.idx(0))), sdp = total(k.ld(part, k.idx(1)));
+            Value dlb = k.sub(k.mul(beta, ghp), k.mul(beta, k.mul(sdp, inv)));
+            Value in = arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, raw, k.cst(lo)),
+                                             k.cmpf(arith::CmpFPredicate::OLE, raw, k.cst(0.0)));
+            Value dlbIn = k.mul(dlb, k.mask(in));
+            Value big = k.mask(k.cmpf(arith::CmpFPredicate::OGT, nv, k.cst(1e-6)));
+            Value dn =
+                k.sub(k.mul(dlbIn, ls), k.mul(big, k.mul(k.mul(omb, sdp), k.mul(inv, inv))));
+            k.rowOnce(lane, [&] {
+              k.st(dn, a["dn"], slot);
+              k.accum(a["dmu"], gs, k.mul(k.mul(dlbIn, nv), smu));
+            });
+          });
+          ownCh([&](Value i, Value n) {
+            k.st(k.ld(carry, i), a["grad_init"], k.addi(fin, n));
           });
         });
       });
@@ -1590,20 +1689,15 @@ void fastOr(K &k, Args &a, const TrainConfig &c, const GatedFastPath &f, bool ad
   buildFast(k, a, c, f, adjoint);
 }
 
-/// The level-0 gated recurrence and the chunk-level memory scan written with
-/// `K`, for the GPU training library: one launch per time step over every
-/// (row, channel) for the recurrence (its step needs all of h_{t−1}), one
-/// thread per channel walking the chunks for the scan. The arguments are
-/// those of gatedSpec / scanSpec.
+/// The level-0 gated recurrence written with `K`, for the GPU training
+/// library: one launch per time step over every (row, channel) (its step
+/// needs all of h_{t−1}), or GatedKernels.h's persistent and cooperative
+/// kernels. The arguments are those of gatedSpec.
 void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
-  const int64_t D = c.D, dh = c.perHead ? c.D / c.H : c.D, inner = c.dm();
+  const int64_t D = c.D, dh = c.perHead ? c.D / c.H : c.D;
   const double lo = c.clampMin, hi = c.clampMax;
-  MLIRContext ctx;
-  auto sig = [&](bool adj, bool gated) -> TrainKernelSig {
-    if (gated)
-      return {adj ? "gated_bwd" : "gated_fwd", trainGatedArrays(c, adj), {"B", "T"}};
-    return {adj ? "mem_scan_bwd" : "mem_scan_fwd", scanSpec(c, adj, &ctx).arrayArgs(),
-            {"B", "T", "N"}};
+  auto sig = [&](bool adj, bool /*gated*/) -> TrainKernelSig {
+    return {adj ? "gated_bwd" : "gated_fwd", trainGatedArrays(c, adj), {"B", "T"}};
   };
   auto clamp = [=](K &k, Value l, double top) { return k.min(k.max(l, k.cst(lo)), k.cst(top)); };
   auto inRange = [=](K &k, Value l, double top) {
@@ -1980,77 +2074,6 @@ void addGpuRecurrences(const TrainConfig &c, std::vector<Kernel> &ks) {
                   fastOr(k, a, c, fast, /*adjoint=*/true,
                          [&] { dispatch(k, a, coopBwd, rowBwd); });
                 }});
-  // The memory scan: h_t = exp(clamp(ℓ_t))·h_{t−1} + b_t over the chunks,
-  // one decay per `inner` channels.
-  auto scanAt = [](K &k, Value bi, Value T, Value t, Value N, Value n) {
-    return k.addi(k.muli(k.addi(k.muli(bi, T), t), N), n);
-  };
-  ks.push_back({sig(false, false), [=](K &k, Args &a) {
-                  Value T = a["T"], N = a["N"];
-                  k.par({a["B"], N}, [&](ArrayRef<Value> i) {
-                    Value bi = i[0], n = i[1], fi = k.addi(k.muli(bi, N), n);
-                    Value h = k.fold(
-                        k.idx(0), T, k.ld(a["init"], fi),
-                        [&](Value t) { return t; },
-                        [&](Value hp, Value t) {
-                          Value e = scanAt(k, bi, T, t, N, n);
-                          Value l = clamp(k, k.ld(a["log_decay"], k.divui(e, k.idx(inner))), 0.0);
-                          Value h = k.add(k.mul(k.exp(l), hp), k.ld(a["b"], e));
-                          k.st(h, a["h"], e);
-                          return h;
-                        });
-                    k.st(h, a["final"], fi);
-                  });
-                }});
-  // The adjoint, a warp per (batch row, slot): lanes along the slot's
-  // `inner` channels carry g (Q = ⌈inner/32⌉ a lane) backwards over the
-  // chunks, and dℓ of the slot is their warp sum (no atomics).
-  const int64_t Q = (inner + 31) / 32;
-  ks.push_back({sig(true, false), [=](K &k, Args &a) {
-                  Value T = a["T"], N = a["N"], S = k.divui(N, k.idx(inner));
-                  k.rows(k.muli(a["B"], S), [&](Value r, Value lane) {
-                    Value bi = k.divui(r, S), sl = k.remui(r, S);
-                    Value carry = k.buf(Q), part = k.buf(1);
-                    auto ownCh = [&](auto body) {
-                      k.loop(Q, [&](Value i) {
-                        Value j = k.addi(lane, k.muli(i, k.idx(32)));
-                        k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(inner)), [&] {
-                          body(i, k.addi(k.muli(sl, k.idx(inner)), j));
-                        });
-                      });
-                    };
-                    // carry = γ_{t+1}·g_{t+1} (grad_final before the last step).
-                    ownCh([&](Value i, Value n) {
-                      k.st(k.ld(a["grad_final"], k.addi(k.muli(bi, N), n)), carry, i);
-                    });
-                    k.loop(k.idx(0), T, [&](Value s) {
-                      Value t = k.subi(k.subi(T, k.idx(1)), s);
-                      Value slot = k.addi(k.muli(k.addi(k.muli(bi, T), t), S), sl);
-                      Value raw = k.ld(a["log_decay"], slot);
-                      Value gamma = k.exp(clamp(k, raw, 0.0));
-                      Value first = k.cmpi(arith::CmpIPredicate::eq, t, k.idx(0));
-                      Value tp = k.select(first, k.idx(0), k.subi(t, k.idx(1)));
-                      k.st(k.cst(0.0), part, k.idx(0));
-                      ownCh([&](Value i, Value n) {
-                        Value e = scanAt(k, bi, T, t, N, n);
-                        Value g = k.add(k.ld(a["grad_h"], e), k.ld(carry, i));
-                        k.st(g, a["grad_b"], e);
-                        Value hp = k.select(first, k.ld(a["init"], k.addi(k.muli(bi, N), n)),
-                                            k.ld(a["h"], scanAt(k, bi, T, tp, N, n)));
-                        k.st(k.add(k.ld(part, k.idx(0)), k.mul(g, hp)), part, k.idx(0));
-                        k.st(k.mul(gamma, g), carry, i);
-                      });
-                      Value tot = k.warpSum(k.ld(part, k.idx(0)));
-                      k.rowOnce(lane, [&] {
-                        k.st(k.mul(inRange(k, raw, 0.0), k.mul(gamma, tot)), a["grad_log_decay"],
-                             slot);
-                      });
-                    });
-                    ownCh([&](Value i, Value n) {
-                      k.st(k.ld(carry, i), a["grad_init"], k.addi(k.muli(bi, N), n));
-                    });
-                  });
-                }});
 }
 
 GatedKernelSpec gatedSpec(const TrainConfig &c, bool adjoint, MLIRContext *ctx) {
@@ -2067,32 +2090,14 @@ GatedKernelSpec gatedSpec(const TrainConfig &c, bool adjoint, MLIRContext *ctx) 
   return s;
 }
 
-ScanKernelSpec scanSpec(const TrainConfig &c, bool adjoint, MLIRContext *ctx) {
-  ScanKernelSpec s;
-  s.name = adjoint ? "train_mem_scan_bwd" : "train_mem_scan_fwd";
-  s.kind = adjoint ? ScanKernelKind::Adjoint : ScanKernelKind::Forward;
-  s.elementType = Float32Type::get(ctx);
-  s.hasInit = true;
-  s.clampMin = c.clampMin;
-  s.clampMax = 0.0;
-  s.inner = c.dm();
-  return s;
-}
-
 } // namespace
 
 std::vector<TrainKernelSig> mlir::mmrec::trainKernelSignatures(const TrainConfig &cfg) {
   std::vector<TrainKernelSig> sigs;
   for (Kernel &k : kernels(cfg))
     sigs.push_back(k.sig);
-  // Context-free copies of the generated specs' argument lists.
-  MLIRContext ctx;
   for (bool adj : {false, true}) {
     sigs.push_back({adj ? "gated_bwd" : "gated_fwd", trainGatedArrays(cfg, adj), {"B", "T"}});
-  }
-  for (bool adj : {false, true}) {
-    ScanKernelSpec s = scanSpec(cfg, adj, &ctx);
-    sigs.push_back({adj ? "mem_scan_bwd" : "mem_scan_fwd", s.arrayArgs(), {"B", "T", "N"}});
   }
   return sigs;
 }
@@ -2150,6 +2155,5 @@ void mlir::mmrec::buildTrainKernels(OpBuilder &builder, Location loc, ModuleOp m
     if (failed(f.insertArgument(at, MemRefType::get({ShapedType::kDynamic}, builder.getI32Type()),
                                 DictionaryAttr(), loc)))
       llvm::report_fatal_error("train_gated: cannot add the sync argument");
-    buildCpuScanKernel(builder, loc, module, scanSpec(cfg, adj, ctx));
   }
 }

@@ -78,7 +78,6 @@
 // CHECK: gpu.launch_func @train_gated_kernels::@train_gated_bwd_coop blocks in (%c64{{.*}}) threads in (%c1020{{.*}}) dynamic_shared_memory_size %c57216_i32 args({{.*}}%arg12 : memref<?xf32>, %arg13 : memref<?xi32>, %arg8 : memref<?xf32>, %arg11 : memref<?xf32>, %arg12 : memref<?xf32>, %arg14 : index, %arg15 : index, %c0{{.*}} : index, %arg15 : index, %arg15 : index)
 // CHECK: } else {
 // CHECK: gpu.launch
-// CHECK-LABEL: func.func @train_mem_scan_fwd(
 
 // gated-bf16: the cooperative kernels' products on tensor cores (24 blocks
 // of 32 channels, 512 threads; W_g's slice as bf16 mma fragments, the

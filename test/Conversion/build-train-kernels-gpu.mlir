@@ -43,7 +43,6 @@
 // CHECK: gpu.launch_func @train_gated_kernels::@train_gated_bwd_r4
 // CHECK: } else {
 // CHECK: gpu.launch
-// CHECK-LABEL: func.func @train_mem_scan_bwd(
 
 // OUTLINED: gpu.launch_func @train_rmsnorm_fwd_kernel::@train_rmsnorm_fwd_kernel
 // OUTLINED: gpu.module @train_rmsnorm_fwd_kernel

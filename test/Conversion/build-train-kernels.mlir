@@ -9,11 +9,27 @@
 // RUN: mmrec-opt %s --mmrec-build-train-kernels --convert-scf-to-cf --convert-math-to-libm --convert-math-to-llvm --expand-strided-metadata --finalize-memref-to-llvm --convert-arith-to-llvm --convert-cf-to-llvm --convert-func-to-llvm --reconcile-unrealized-casts | FileCheck %s --check-prefix=LLVM
 
 // CHECK: module attributes {mmrec.config = {{.*}}, mmrec.train_kernels = [{arrays = ["x", "w", "y", "rstd"], indices = ["rows"], name = "train_rmsnorm_fwd"}
-// CHECK-SAME: {arrays = ["mu", "n", "P", "dlb", "dwu", "dmu", "dP", "dn"], indices = ["B", "T"], name = "train_mdi_chunk_bwd"}
-// CHECK-SAME: {arrays = ["log_decay", "h", "init", "grad_h", "grad_final", "grad_log_decay", "grad_b", "grad_init"], indices = ["B", "T", "N"], name = "train_mem_scan_bwd"}]
+// CHECK-SAME: {arrays = ["w", "mu", "n", "lb"], indices = ["B", "T"], name = "train_mdi_chunk_fwd"}
+// CHECK-SAME: {arrays = ["log_decay", "P", "n", "init", "h", "h16", "final"], indices = ["B", "T", "N", "bf16"], name = "train_mem_scan_fwd"}
+// CHECK-SAME: {arrays = ["mems", "init", "grad_h", "grad_final", "mu", "n", "P", "dmu", "dP", "dP16", "dn", "grad_init"], indices = ["B", "T", "bf16"], name = "train_mem_scan_bwd"}
 // CHECK: func.func @train_rmsnorm_fwd(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: index) attributes {llvm.emit_c_interface}
 // The RMSNorm of D = 24 channels: the mean divides by 24.
 // CHECK: arith.constant 0.0416666{{[0-9]*}} : f32
+// The memory scan forms (1 - beta)·U from the chunk sums P and n, and
+// writes the states' bf16 copy (h16) only when its flag is set.
+// CHECK: func.func @train_mem_scan_fwd(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %[[H16:arg[0-9]+]]: memref<?xbf16>, %{{.*}}: memref<?xf32>, %{{.*}}: index, %{{.*}}: index, %{{.*}}: index, %[[FLAG:arg[0-9]+]]: index)
+// CHECK: %[[CND:[0-9]+]] = arith.cmpi ne, %[[FLAG]], %c0
+// CHECK: math.expm1
+// CHECK: scf.if %[[CND]] {
+// CHECK: arith.truncf %{{.*}} : f32 to bf16
+// CHECK: memref.store %{{.*}}, %[[H16]]
+// Its adjoint with the chunk write's fused in: dP and its bf16 copy, no
+// gradient of (1 - beta)·U stored.
+// CHECK: func.func @train_mem_scan_bwd({{.*}}%[[DP16:arg9]]: memref<?xbf16>{{.*}}%[[BF:arg14]]: index)
+// CHECK: arith.cmpi ne, %[[BF]], %c0
+// CHECK: math.expm1
+// CHECK: arith.truncf %{{.*}} : f32 to bf16
+// CHECK: memref.store %{{.*}}, %[[DP16]]
 // CHECK: func.func @train_embed_fwd(%{{.*}}: memref<?xi32>
 // CHECK: func.func @train_xent(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xi32>
 // CHECK: func.func @train_adamw
@@ -22,9 +38,7 @@
 // CHECK: arith.truncf %{{.*}} : f32 to bf16
 // CHECK: func.func @train_sumsq
 // CHECK: func.func @train_gated_fwd
-// CHECK: func.func @train_mem_scan_fwd
 // CHECK: func.func @train_gated_bwd
-// CHECK: func.func @train_mem_scan_bwd
 // ROUND: func.func @train_level1_bwd
 // LLVM: llvm.func @_mlir_ciface_train_level1_fwd
 // LLVM: llvm.func @_mlir_ciface_train_combine_bwd

@@ -46,6 +46,7 @@ enum class Kind {
   Hp,    // AdamW hyper-parameters
   One,   // a single 1.0 (loss scale)
   Out,   // overwritten by the kernel
+  Out16, // overwritten by the kernel, bf16 (the size counts bf16 elements)
   Acc,   // accumulated into
   InOut, // read and written (optimizer state, decoding state)
   Sync,  // int32 scratch of the GPU kernels (zero; not compared)
@@ -121,22 +122,19 @@ std::vector<KernelSpec> kernelSpecs() {
       {"mdi_write_softmax_bwd", {{"w", NGM, K::Pos}, {"dn", slots, K::In}, {"dw", NGM, K::InOut}},
        BT},
       {"mdi_chunk_fwd",
-       {{"w", NGM, K::Pos}, {"mu", GM, K::In}, {"P", mems, K::In}, {"n", slots, K::Out},
-        {"lb", slots, K::Out}, {"wu", mems, K::Out}},
-       BT},
-      {"mdi_chunk_bwd",
-       {{"mu", GM, K::In}, {"n", slots, K::Pos}, {"P", mems, K::In}, {"dlb", slots, K::In},
-        {"dwu", mems, K::In}, {"dmu", GM, K::Acc}, {"dP", mems, K::Out}, {"dn", slots, K::Out}},
+       {{"w", NGM, K::Pos}, {"mu", GM, K::In}, {"n", slots, K::Out}, {"lb", slots, K::Out}},
        BT},
       {"mem_scan_fwd",
-       {{"log_decay", slots, K::Log}, {"b", mems, K::In}, {"init", mem, K::In},
-        {"h", mems, K::Out}, {"final", mem, K::Out}},
-       [](const Sizes &s) { return std::vector<int64_t>{s.B, s.nC, s.GMd()}; }},
+       {{"log_decay", slots, K::Log}, {"P", mems, K::In}, {"n", slots, K::Pos},
+        {"init", mem, K::In}, {"h", mems, K::Out}, {"h16", mems, K::Out16},
+        {"final", mem, K::Out}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.B, s.nC, s.GMd(), 1}; }},
       {"mem_scan_bwd",
-       {{"log_decay", slots, K::Log}, {"h", mems, K::In}, {"init", mem, K::In},
-        {"grad_h", mems, K::In}, {"grad_final", mem, K::In}, {"grad_log_decay", slots, K::Out},
-        {"grad_b", mems, K::Out}, {"grad_init", mem, K::Out}},
-       [](const Sizes &s) { return std::vector<int64_t>{s.B, s.nC, s.GMd()}; }},
+       {{"mems", mems, K::In}, {"init", mem, K::In}, {"grad_h", mems, K::In},
+        {"grad_final", mem, K::In}, {"mu", GM, K::In}, {"n", slots, K::Pos}, {"P", mems, K::In},
+        {"dmu", GM, K::Acc}, {"dP", mems, K::Out}, {"dP16", mems, K::Out16}, {"dn", slots, K::Out},
+        {"grad_init", mem, K::Out}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.B, s.T, 1}; }},
       {"combine_fwd",
        {{"h", ND, K::In}, {"y1", ND, K::In}, {"y2", ND, K::In}, {"rho", G3, K::In},
         {"hrstd", NG, K::Out}, {"o", ND, K::Out}},
@@ -211,6 +209,7 @@ struct Pair {
   std::vector<float> cpu, gpuInit; // f32 (int32 bit patterns for ids)
   void *dev = nullptr;
   Kind kind;
+  int64_t n16 = 0; // Out16: bf16 elements
   bool ints = false;
 };
 
@@ -233,6 +232,8 @@ void dispatch(KernelLibrary &lib, const std::string &name, std::vector<Arr> &a,
   if (na == 6 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), X(0), X(1));
   if (na == 6 && nx == 4)
     return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), X(0), X(1), X(2), X(3));
+  if (na == 7 && nx == 4)
+    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), X(0), X(1), X(2), X(3));
   if (na == 8 && nx == 2)
     return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), X(0), X(1));
   if (na == 7 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), X(0), X(1));
@@ -250,6 +251,9 @@ void dispatch(KernelLibrary &lib, const std::string &name, std::vector<Arr> &a,
   if (na == 14 && nx == 2)
     return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), A(11),
                A(12), A(13), X(0), X(1));
+  if (na == 12 && nx == 3)
+    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), A(11),
+               X(0), X(1), X(2));
   if (na == 12 && nx == 2)
     return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), A(11),
                X(0), X(1));
@@ -301,7 +305,9 @@ void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint
       for (const ArraySpec &a : k.arrays) {
         Pair p;
         p.kind = a.kind;
-        const int64_t n = a.size(s);
+        const int64_t n16 = a.size(s);
+        const int64_t n = a.kind == Kind::Out16 ? (n16 + 1) / 2 : n16;
+        p.n16 = n16;
         p.cpu.resize(size_t(n));
         for (int64_t i = 0; i < n; ++i) {
           float v = uni(rng);
@@ -327,6 +333,7 @@ void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint
             v = 1.0f;
             break;
           case Kind::Out:
+          case Kind::Out16:
             v = 0.0f;
             break;
           case Kind::Sync: {
@@ -345,6 +352,8 @@ void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint
         p.gpuInit = p.cpu;
         if (a.kind == Kind::Out)
           std::fill(p.gpuInit.begin(), p.gpuInit.end(), std::numeric_limits<float>::quiet_NaN());
+        if (a.kind == Kind::Out16) // every bf16 element 0xffff, a NaN
+          std::memset(p.gpuInit.data(), 0xff, p.gpuInit.size() * 4);
         p.dev = rt::gpu::alloc(p.gpuInit.size() * 4);
         rt::gpu::copyToDevice(p.dev, p.gpuInit.data(), p.gpuInit.size() * 4);
         args.push_back(std::move(p));
@@ -352,7 +361,10 @@ void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint
       std::vector<int64_t> idx = k.indices(s);
       std::vector<Arr> ca, ga;
       for (Pair &p : args) {
-        if (p.ints) {
+        if (p.kind == Kind::Out16) {
+          ca.emplace_back(reinterpret_cast<uint16_t *>(p.cpu.data()), p.n16);
+          ga.emplace_back(static_cast<uint16_t *>(p.dev), p.n16);
+        } else if (p.ints) {
           ca.emplace_back(reinterpret_cast<int32_t *>(p.cpu.data()), int64_t(p.cpu.size()));
           ga.emplace_back(static_cast<int32_t *>(p.dev), int64_t(p.cpu.size()));
         } else {
@@ -373,6 +385,28 @@ void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint
           continue;
         if (p.ints) {
           EXPECT_EQ(0, std::memcmp(got.data(), p.cpu.data(), got.size() * 4)) << an;
+          continue;
+        }
+        if (p.kind == Kind::Out16) {
+          // Both sides round (nearly) the same fp32 value: at most one
+          // bf16 step apart (2^-8 relative), on top of the fp32 tolerance.
+          auto h16 = [](const std::vector<float> &v, int64_t i) {
+            uint16_t x;
+            std::memcpy(&x, reinterpret_cast<const char *>(v.data()) + 2 * i, 2);
+            return double(rt::fromBF16(x));
+          };
+          double maxRef = 0, maxErr = 0;
+          int64_t bad = p.n16;
+          for (int64_t e = 0; e < p.n16; ++e) {
+            const double g = h16(got, e), r = h16(p.cpu, e);
+            maxRef = std::max(maxRef, std::fabs(r));
+            if (!std::isfinite(g) && bad == p.n16)
+              bad = e;
+            maxErr = std::max(maxErr, std::fabs(g - r));
+          }
+          EXPECT_EQ(bad, p.n16) << an << ": bf16 element " << bad << " is not finite on the GPU";
+          EXPECT_LE(maxErr, absTol + (relTol + 1.0 / 256) * maxRef)
+              << an << ": max |gpu - cpu| " << maxErr << " (max |cpu| " << maxRef << ")";
           continue;
         }
         double maxRef = 0, maxErr = 0;

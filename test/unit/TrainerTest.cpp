@@ -206,7 +206,7 @@ void checkBf16Reuse(rt::DeviceKind dev) {
           tok[i] = int32_t((i * 7 + 3) % lib.config().V);
         double loss[2];
         std::vector<float> grad[2];
-        uint64_t products[2], roundings[2];
+        uint64_t products[2], roundings[2], kernelCopies[2];
         for (int reuse = 0; reuse < 2; ++reuse) {
           Arrays a(dev, params);
           Model m(lib, layout);
@@ -220,7 +220,13 @@ void checkBf16Reuse(rt::DeviceKind dev) {
           grad[reuse] = a.g.toHost();
           products[reuse] = m.bf16Products();
           roundings[reuse] = m.bf16Roundings();
+          kernelCopies[reuse] = m.bf16KernelCopies();
         }
+        // With reuse the memory scan's states and its adjoint's dP come
+        // with their bf16 copies (two a layer, with the recomputed forward's
+        // three): equal results show those copies are the roundings'.
+        EXPECT_EQ(kernelCopies[0], 0u);
+        EXPECT_GE(kernelCopies[1], 2u * uint64_t(lib.config().L));
         if (dev == rt::DeviceKind::cpu) {
           EXPECT_EQ(loss[0], loss[1]);
           EXPECT_EQ(grad[0], grad[1]);

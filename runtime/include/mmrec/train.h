@@ -344,6 +344,9 @@ public:
   /// the MDI's per-group products, are rounded once).
   uint64_t bf16Products() const { return bf16Products_; }
   uint64_t bf16Roundings() const { return castLaunches_; }
+  /// bf16 copies written by kernels beside their fp32 outputs (the memory
+  /// scan's states, its adjoint's dP), taken by products instead of a rounding.
+  uint64_t bf16KernelCopies() const { return kernelCopies_; }
   /// Off: every bf16 product rounds its operands afresh (the reference the
   /// tests compare the reuse with, bit for bit).
   void setBf16Reuse(bool on) { reuseCasts_ = on; }
@@ -426,15 +429,27 @@ private:
   /// used slot other than `keep`. `slot`: where it lies.
   const uint16_t *bf16Operand(const float *p, int64_t n, const Bf16Copy *keep,
                               const Bf16Copy **slot = nullptr);
+  /// A slot (the least recently used) for a bf16 copy of n floats that the
+  /// next kernel writes beside its fp32 output; bf16Written(src, n) after
+  /// that launch makes it the copy of src[0, n), found by bf16Operand like
+  /// a rounding's.
+  uint16_t *bf16Target(int64_t n);
+  void bf16Written(const float *src, int64_t n);
+  /// Whether kernels write bf16 copies of their outputs (bf16 products with
+  /// copies reused).
+  bool kernelCopies() const { return matmul_ == Matmul::bf16 && reuseCasts_; }
   /// Kernels launched by the library, not counting the roundings.
   uint64_t castEpoch() const { return lib_.launches() - castLaunches_; }
   /// Invalidates the copies whose source overlaps [p, p + n) (`all`: every copy).
   void dropCopies(const float *p, int64_t n, bool all = false);
   bool recompute_ = false, keepLogits_ = false, keepStates_ = true, keptStates_ = false;
   Matmul matmul_ = Matmul::fp32;
-  // Three slots: a product's two operands, and one more so that an operand
-  // shared by a product and the next survives (A of one, B of the other).
-  Bf16Copy casts_[3];
+  // Four slots: a product's two operands, and two more so that operands
+  // shared by a product and the next survive (A of one, B of the other),
+  // as do the copies kernels wrote beside their outputs.
+  Bf16Copy casts_[4];
+  Bf16Copy *pending_ = nullptr;
+  uint64_t kernelCopies_ = 0;
   uint64_t castLaunches_ = 0, castUses_ = 0, bf16Products_ = 0;
   bool reuseCasts_ = true;
   std::function<void(int64_t, int64_t)> gradReady_;
@@ -452,7 +467,7 @@ private:
   FBuf xL_, rstdF_, xf_, logits_, dlogits_, loss_, scale_;
   // Backward scratch.
   FBuf dx_, dx1_, dy_, dxf_, dg_, df1_, df3_, du2_, do_, dh_, dy1_, dy2_, dq_, dk_, dv_, dz_, du_,
-      dua_, dpre_, dell_, dK1_, dV1_, dw_, dslot_, dP_, dlb_, dwu_, dmems_, dmem0b_, dn_,
+      dua_, dpre_, dell_, dK1_, dV1_, dw_, dslot_, dP_, dmems_, dmem0b_, dn_,
       l1stat_, gp_,
       gp0_, dh0_,
       zerosBD_, zerosMem_, ones_;

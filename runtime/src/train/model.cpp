@@ -87,6 +87,34 @@ const uint16_t *Model::bf16Operand(const float *p, int64_t n, const Bf16Copy *ke
   return v->buf.data();
 }
 
+uint16_t *Model::bf16Target(int64_t n) {
+  const uint64_t epoch = castEpoch();
+  Bf16Copy *v = nullptr;
+  for (Bf16Copy &c : casts_) {
+    const bool stale = !c.src || c.epoch != epoch;
+    const bool vStale = v && (!v->src || v->epoch != epoch);
+    if (!v || (stale && !vStale) || (stale == vStale && c.used < v->used))
+      v = &c;
+  }
+  if (v->buf.size() < n)
+    v->buf.reset(dev_, n);
+  v->src = nullptr;
+  v->used = ++castUses_;
+  pending_ = v;
+  return v->buf.data();
+}
+
+void Model::bf16Written(const float *src, int64_t n) {
+  if (!pending_)
+    throw Error("bf16Written: no copy was asked for (bf16Target)");
+  pending_->src = src;
+  pending_->n = n;
+  pending_->epoch = castEpoch();
+  pending_->used = ++castUses_;
+  pending_ = nullptr;
+  ++kernelCopies_;
+}
+
 void Model::dropCopies(const float *p, int64_t n, bool all) {
   const auto at = [](const float *x) { return reinterpret_cast<uintptr_t>(x); };
   for (Bf16Copy &c : casts_)
@@ -269,7 +297,7 @@ void Model::ensure(int64_t B, int64_t T) {
   const int64_t logitRows = keepLogits_ ? N : headRows;
   long double layerStore = recompute_ ? (long double)c_.L * N * D + perLayer : perLayer * c_.L;
   long double total = layerStore + (long double)N * (22 * D + 3 * F + c_.r + 2 * G * M) +
-                      2.0L * logitRows * c_.V + 5.0L * mems + 5.0L * mem +
+                      2.0L * logitRows * c_.V + 4.5L * mems + 5.0L * mem +
                       (long double)B * nC * G * M + 2.0L * N * G;
   long double limit = mmrec::train::physicalMemoryBytes();
   if (dev_ == DeviceKind::gpu) {
@@ -354,10 +382,8 @@ void Model::ensure(int64_t B, int64_t T) {
   resize(dw_, N * G * M);
   resize(dslot_, N * G * M);
   resize(dP_, mems);
-  resize(dlb_, B * nC * G * M);
   resize(dn_, B * nC * G * M);
   resize(l1stat_, 2 * N * G);
-  resize(dwu_, mems);
   resize(dmems_, mems);
   resize(dmem0b_, mem);
   resize(zerosMem_, mem);
@@ -384,8 +410,8 @@ int64_t Model::activationBytes() const {
   }
   for (const auto *v : {&xL_, &rstdF_, &xf_, &logits_, &dlogits_, &dx_, &dx1_, &dy_, &dxf_, &dg_,
                         &df1_, &df3_, &du2_, &do_, &dh_, &dy1_, &dy2_, &dq_, &dk_, &dv_, &dz_,
-                        &du_, &dua_, &dpre_, &dell_, &dK1_, &dV1_, &dw_, &dslot_, &dP_, &dlb_,
-                        &dwu_, &dmems_, &dn_, &l1stat_,
+                        &du_, &dua_, &dpre_, &dell_, &dK1_, &dV1_, &dw_, &dslot_, &dP_,
+                        &dmems_, &dn_, &l1stat_,
                         &dmem0b_, &gp_, &gp0_, &dh0_, &zerosBD_, &zerosMem_, &ones_})
     n += int64_t(v->size());
   for (const Bf16Copy &c : casts_)
@@ -423,14 +449,19 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   lib_("slot_softmax", Arr(Ly.w), N * c_.Nm);
   chunkMM({Ly.w.data(), GM, c_.M, true}, true, {Ly.v.data(), D, d, true}, false,
           {Ly.P.data(), d, Md, false}, c_.M, d, -1, 0);
-  // (1 − β)·U lives only within this forward: it uses the backward's dwu_
-  // (free until then).
-  lib_("mdi_chunk_fwd", Arr(Ly.w), W("mu"), Arr(Ly.P), Arr(Ly.n), Arr(Ly.lb), Arr(dwu_), B, T);
-  lib_("mem_scan_fwd", Arr(Ly.lb), Arr(dwu_), Arr(zerosMem_), Arr(Ly.mems), Arr(Ly.memfin), B,
-       nC, GMd);
+  lib_("mdi_chunk_fwd", Arr(Ly.w), W("mu"), Arr(Ly.n), Arr(Ly.lb), B, T);
   groupMM({Ly.q.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.a.data(), GM, c_.M, true},
           N, c_.M, d, 0);
   lib_("slot_softmax", Arr(Ly.a), N * c_.Nm);
+  // The memory scan forms (1 − β)·U from P itself; with bf16 products it
+  // also writes the states' bf16 copy, which the read's products below take
+  // (no rounding pass over the largest array of the layer).
+  uint16_t *mems16 = kernelCopies() ? bf16Target(Ly.mems.size()) : nullptr;
+  lib_("mem_scan_fwd", Arr(Ly.lb), Arr(Ly.P), Arr(Ly.n), Arr(zerosMem_), Arr(Ly.mems),
+       Arr(mems16, mems16 ? Ly.mems.size() : 0), Arr(Ly.memfin), B, nC, GMd,
+       int64_t(mems16 != nullptr));
+  if (mems16)
+    bf16Written(Ly.mems.data(), Ly.mems.size());
   // y2_c = a_c·Mem_{c−1}: chunk c's product reads state c − 1 in place.
   prevChunkMM(Prev::read, {Ly.a.data(), GM, c_.M, true}, false, {Ly.mems.data(), d, Md, false},
               false, {Ly.y2.data(), D, d, true}, -1, d, c_.M, zerosMem_.data());
@@ -521,7 +552,6 @@ void Model::backward(const float *P, float *Gr, float scale) {
     throw Error("backward: no forward pass to differentiate");
   dropCopies(nullptr, 0, true);
   const int64_t B = B_, T = T_, N = B * T, D = c_.D, F = c_.F, r = c_.r, V = c_.V;
-  const int64_t nC = (T + c_.C - 1) / c_.C, GMd = c_.Nm * c_.M * c_.dm();
   float *dE = Gr + layout_.get("embed").offset;
   head(P, Gr, scale);
   zero(dx_);
@@ -589,12 +619,16 @@ void Model::backward(const float *P, float *Gr, float scale) {
             {dq_.data(), D, d, true}, N, d, c_.M, 1);
     groupMM({dslot_.data(), GM, c_.M, true}, true, {Ly.q.data(), D, d, true}, false,
             {dS, d, Md, false}, c_.M, d, N, 1);
-    lib_("mem_scan_bwd", Arr(Ly.lb), Arr(Ly.mems), Arr(zerosMem_), Arr(dmems_), Arr(zerosMem_),
-         Arr(dlb_), Arr(dwu_), Arr(dmem0b_), B, nC, GMd);
-    // The write: dP and dn per slot, dw_c = v_c·dP_cᵀ, dv_c += w_c·dP_c,
-    // dl through the softmax (with dn), dk += dl·S_g, dS += dlᵀ·k.
-    lib_("mdi_chunk_bwd", W("mu"), Arr(Ly.n), Arr(Ly.P), Arr(dlb_), Arr(dwu_), dW("mu"), Arr(dP_),
-         Arr(dn_), B, T);
+    // The memory scan's adjoint with the chunk write's: dP and dn per slot
+    // (and dμ); with bf16 products also dP's bf16 copy for dv's product.
+    uint16_t *dP16 = kernelCopies() ? bf16Target(dP_.size()) : nullptr;
+    lib_("mem_scan_bwd", Arr(Ly.mems), Arr(zerosMem_), Arr(dmems_), Arr(zerosMem_), W("mu"),
+         Arr(Ly.n), Arr(Ly.P), dW("mu"), Arr(dP_), Arr(dP16, dP16 ? dP_.size() : 0), Arr(dn_),
+         Arr(dmem0b_), B, T, int64_t(dP16 != nullptr));
+    if (dP16)
+      bf16Written(dP_.data(), dP_.size());
+    // The write: dw_c = v_c·dP_cᵀ, dv_c += w_c·dP_c, dl through the softmax
+    // (with dn), dk += dl·S_g, dS += dlᵀ·k.
     chunkMM({Ly.v.data(), D, d, true}, false, {dP_.data(), d, Md, false}, true,
             {dw_.data(), GM, c_.M, true}, -1, c_.M, d, 0, true);
     chunkMM({Ly.w.data(), GM, c_.M, true}, false, {dP_.data(), d, Md, false}, false,

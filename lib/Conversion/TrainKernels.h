@@ -11,9 +11,12 @@
 //   slot_softmax{,_bwd}      level 2's write / read addresses over the M slots
 //                            (their logits and the reads are matrix products
 //                            that the runtime runs: cuBLASLt / BLAS)
-//   mdi_chunk_{fwd,bwd}      write mass n, logβ and (1 − β)·U per chunk
+//   mdi_chunk_fwd            write mass n and logβ per chunk and slot
 //   mdi_write_softmax_bwd    the write address's adjoint (with dn)
-//   mem_scan_{fwd,bwd}       Mem_c = β·Mem_{c−1} + (1 − β)·U (ScanKernels.h)
+//   mem_scan_{fwd,bwd}       Mem_c = β·Mem_{c−1} + (1 − β)·P_c/max(n, 1e-6),
+//                            U formed inside the scan (optionally writing the
+//                            states' bf16 copy); the reverse scan yields dP,
+//                            dn and dμ directly (optionally dP's bf16 copy)
 //   mem_prev{,_bwd}          the state Mem_{c−1} each chunk reads
 //   combine_{fwd,bwd}        ω-weighted GroupRMSNorm(h), y1, y2
 //   swiglu_{fwd,bwd}         silu(f1) ⊙ f3

@@ -17,7 +17,10 @@
 #define MMREC_STR(x) MMREC_STR2(x)
 #include MMREC_STR(SCAN_VARIANT.h)
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <thread>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -34,19 +37,34 @@ struct Dev {
   ~Dev() { gpu::free(p); }
 };
 
+/// Uniform random values in [lo, hi), filled on the host by all cores
+/// (splitmix64 streams, one per slice: mt19937 on one core took seconds a
+/// case) and copied to the device.
 void fillRandom(Dev &d, DType t, float lo, float hi, uint64_t seed) {
   size_t n = d.bytes / dtypeSize(t);
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  if (t == DType::f32) {
-    std::vector<float> v(n);
-    for (auto &x : v) x = u(rng);
-    gpu::copyToDevice(d.p, v.data(), d.bytes);
-  } else {
-    std::vector<uint16_t> v(n);
-    for (auto &x : v) x = toBF16(u(rng));
-    gpu::copyToDevice(d.p, v.data(), d.bytes);
-  }
+  size_t es = dtypeSize(t);
+  std::vector<char> host(d.bytes);
+  unsigned nt = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (unsigned w = 0; w < nt; ++w)
+    pool.emplace_back([&, w] {
+      uint64_t x = seed * 0x9E3779B97F4A7C15ull + w;
+      for (size_t i = n * w / nt; i < n * (w + 1) / nt; ++i) {
+        uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float v = lo + (hi - lo) * float(z >> 40) * (1.0f / 16777216.0f);
+        if (t == DType::f32) {
+          std::memcpy(host.data() + i * es, &v, 4);
+        } else {
+          uint16_t h = toBF16(v);
+          std::memcpy(host.data() + i * es, &h, 2);
+        }
+      }
+    });
+  for (auto &th : pool) th.join();
+  gpu::copyToDevice(d.p, host.data(), d.bytes);
 }
 
 } // namespace

@@ -7,7 +7,7 @@
 //      ticket = (chunk · B + batch) · tiles + tile.
 //   1. every thread loads its L steps of V channels (16-byte vector loads
 //      when V > 1), and scans them locally from zero in registers, keeping
-//      the local state h_loc[j] and the running log-decay cum[j];
+//      the steps' decays γ_j = exp(ℓ_j) and inputs;
 //   2. warps (consecutive pieces of the block's chunk of T) exchange their
 //      aggregates (Σℓ, h_loc[L-1]) through shared memory: each warp folds
 //      those of the warps before it into an affine map h ↦ exp(A)·h + B;
@@ -15,8 +15,8 @@
 //      predecessor blocks' aggregates until it finds an inclusive prefix,
 //      publishes its own inclusive prefix and hands the carry-in to the
 //      block through shared memory;
-//   4. every thread applies the carry and writes its outputs (and the
-//      adjoint's gradient terms) once.
+//   4. every thread reruns its L steps from the carry-in and writes its
+//      outputs (and the adjoint's gradient terms) once.
 // Log-space sums only decrease (ℓ ≤ clamp_max ≤ 0), so exp never overflows.
 //
 //===----------------------------------------------------------------------===//
@@ -371,7 +371,7 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   Value s0 = k.addi(k.muli(chunk, k.idx(CL)), k.muli(warp, k.idx(L)));
 
   // 1. Local scan of L steps in registers: all loads first, then the chain.
-  SmallVector<Value> sIdx, tIdx, valid, hloc, cum, ls, xs;
+  SmallVector<Value> sIdx, tIdx, valid, ls, xs;
   for (int64_t j = 0; j < L; ++j) {
     Value s = k.addi(s0, k.idx(j));
     Value t = timeOf(k, s, T, rev);
@@ -389,11 +389,16 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
     }
     sIdx.push_back(s); tIdx.push_back(t); valid.push_back(ok);
   }
+  // The steps' decays γ_j = exp(ℓ_j) are kept (one ex2 a step): step 4
+  // reruns the chain from the carry-in, h_j = γ_j·h_{j−1} + x_j, instead of
+  // keeping h_loc[j] and Σℓ and paying a second exp a step (measured on the
+  // H200: bf16 B8·T2048 forward 59% → 64% of the floor, fp32 unchanged).
+  SmallVector<Value> gs;
   Value hl = k.splat(0.0), cl = k.splat(0.0);
   for (int64_t j = 0; j < L; ++j) {
-    hl = k.add(k.mul(k.exp(ls[j], true), hl), xs[j]);
+    gs.push_back(k.exp(ls[j], true));
+    hl = k.add(k.mul(gs[j], hl), xs[j]);
     cl = k.add(cl, ls[j]);
-    hloc.push_back(hl); cum.push_back(cl);
   }
 
   // 2. Warp aggregates through shared memory; exclusive prefix of the warp.
@@ -556,8 +561,9 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   // 4. Apply the carry and write.
   Value carry = vector::LoadOp::create(b, k.vf, smC, ValueRange{k.muli(lane, k.idx(V))});
   Value hin = k.add(k.mul(k.exp(Aex, true), carry), Bex);
+  Value h = hin;
   for (int64_t j = 0; j < L; ++j) {
-    Value h = k.add(hloc[j], k.mul(k.exp(cum[j], true), hin));
+    h = k.add(k.mul(gs[j], h), xs[j]);
     Value t = tIdx[j], ok = valid[j];
     Value isEnd = k.andi(ok, k.eq(sIdx[j], Tm1));
     Value finIdx = k.addi(k.muli(bi, N), n0);

@@ -79,8 +79,11 @@ struct K {
   Value select(Value c, Value x, Value y) { return arith::SelectOp::create(b, c, x, y); }
   /// 1.0 where `c`, else 0.0.
   Value mask(Value c) { return select(c, cst(1.0), cst(0.0)); }
-  /// σ(x), stable on both sides: exp(−softplus(−x)).
-  Value sigmoid(Value x) { return exp(logSigmoid(x)); }
+  /// σ(x) = 1/(1 + exp(−x)): a few ulp from σ on both sides in fp32 (for
+  /// x < −88, exp(−x) is +inf or the GPU expansion's largest value and σ
+  /// underflows to 0 as it should); one exp and one division, where
+  /// exp(−softplus(−x)) took an exp, a log1p and a second exp.
+  Value sigmoid(Value x) { return div(cst(1.0), add(cst(1.0), exp(neg(x)))); }
   /// softplus(x) = max(x, 0) + log1p(exp(−|x|)).
   Value softplus(Value x) {
     Value negAbs = neg(max(x, neg(x)));

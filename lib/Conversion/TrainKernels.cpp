@@ -244,6 +244,34 @@ struct K {
     loop(lane, n, body, gpu ? 32 : 1);
   }
   template <class F> void rowLoop(Value lane, int64_t n, F body) { rowLoop(lane, idx(n), body); }
+  /// rowLoop with store(j, value(j)): on the GPU each lane computes 4 of its
+  /// elements (32 apart) before storing any, so that their loads are in
+  /// flight together (a store between them would serialize them: the arrays
+  /// are not known apart). value(j) may read what store(j) writes, but no
+  /// other element's.
+  template <class V, class S> void rowLoopBatched(Value lane, int64_t n, V value, S store) {
+    if (!gpu)
+      return rowLoop(lane, n, [&](Value j) { store(j, value(j)); });
+    constexpr int64_t kU = 4;
+    const bool whole = n % (32 * kU) == 0;
+    loop(
+        lane, idx(n),
+        [&](Value j0) {
+          SmallVector<Value> js, vs;
+          for (int64_t u = 0; u < kU; ++u) {
+            js.push_back(addi(j0, idx(32 * u)));
+            vs.push_back(value(whole ? js.back() : minui(js.back(), idx(n - 1))));
+          }
+          for (int64_t u = 0; u < kU; ++u) {
+            if (whole)
+              store(js[size_t(u)], vs[size_t(u)]);
+            else
+              ifThen(cmpi(arith::CmpIPredicate::ult, js[size_t(u)], idx(n)),
+                     [&] { store(js[size_t(u)], vs[size_t(u)]); });
+          }
+        },
+        32 * kU);
+  }
   /// Σ_j body(j) over the row, on every lane (`rows`).
   template <class F> Value rowSum(Value lane, Value n, F body) {
     Value part = fold(lane, n, cst(0.0), body, [&](Value a, Value x) { return add(a, x); },
@@ -397,10 +425,10 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       });
       Value r = k.div(k.cst(1.0), k.sqrt(k.add(k.mul(ss, k.cst(1.0 / D)), k.cst(eps))));
       k.rowOnce(lane, [&] { k.st(r, a["rstd"], n); });
-      k.rowLoop(lane, D, [&](Value j) {
-        Value i = k.addi(base, j);
-        k.st(k.mul(k.mul(k.ld(a["x"], i), r), k.ld(a["w"], j)), a["y"], i);
-      });
+      k.rowLoopBatched(
+          lane, D,
+          [&](Value j) { return k.mul(k.mul(k.ld(a["x"], k.addi(base, j)), r), k.ld(a["w"], j)); },
+          [&](Value j, Value y) { k.st(y, a["y"], k.addi(base, j)); });
     });
   });
   add("rmsnorm_bwd", {"x", "w", "rstd", "dy", "dx", "dw"}, {"rows"}, [=](K &k, Args &a) {
@@ -412,12 +440,16 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         return k.mul(k.mul(k.ld(a["dy"], i), k.ld(a["w"], j)), k.mul(k.ld(a["x"], i), r));
       });
       Value meanDot = k.mul(dot, k.cst(1.0 / D));
-      k.rowLoop(lane, D, [&](Value j) {
-        Value i = k.addi(base, j);
-        Value xh = k.mul(k.ld(a["x"], i), r);
-        Value dy = k.ld(a["dy"], i);
-        k.addTo(a["dx"], i, k.mul(r, k.sub(k.mul(dy, k.ld(a["w"], j)), k.mul(xh, meanDot))));
-      });
+      k.rowLoopBatched(
+          lane, D,
+          [&](Value j) {
+            Value i = k.addi(base, j);
+            Value xh = k.mul(k.ld(a["x"], i), r);
+            Value dy = k.ld(a["dy"], i);
+            return k.add(k.ld(a["dx"], i),
+                         k.mul(r, k.sub(k.mul(dy, k.ld(a["w"], j)), k.mul(xh, meanDot))));
+          },
+          [&](Value j, Value dx) { k.st(dx, a["dx"], k.addi(base, j)); });
     });
     // dw_j += Σ_n dy_nj · x_nj · r_n: sums over spans of kSpan rows per
     // channel (coalesced along j), one atomic add per span on the GPU.
@@ -488,13 +520,19 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   const int64_t Q = (d + 31) / 32;
   // body(i, j) for the lane's channels j of the group (i: its slot in a
   // per-lane buffer of chanBuf(k) floats).
+  // On the GPU the Q slots are unrolled: constant indices let LLVM keep the
+  // per-lane buffers in registers (a loop over them left level1_bwd's in
+  // local memory).
   auto ownCh = [=](K &k, Value lane, auto body) {
     if (!k.gpu)
       return k.loop(d, [&](Value j) { body(j, j); });
-    k.loop(Q, [&](Value i) {
-      Value j = k.addi(lane, k.muli(i, k.idx(32)));
-      k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)), [&] { body(i, j); });
-    });
+    for (int64_t i = 0; i < Q; ++i) {
+      Value j = k.addi(lane, k.idx(32 * i));
+      if (32 * (i + 1) <= d)
+        body(k.idx(i), j);
+      else
+        k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)), [&] { body(k.idx(i), j); });
+    }
   };
   auto chanBuf = [=](K &k) { return k.buf(k.gpu ? Q : d); };
   // Row r of (B, T, G): batch row, token, group, its chunk c(t) and the
@@ -663,33 +701,40 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   // value in registers `sc`, R = ⌈M/32⌉ of them per lane).
   const int64_t R = (M + 31) / 32;
   // body(r, s) for the slots this lane owns.
+  // Unrolled: constant indices let LLVM keep the per-lane buffers of R
+  // floats in registers (a loop over them left slot_softmax's in local
+  // memory).
   auto ownSlots = [=](K &k, Value lane, auto body) {
-    k.loop(R, [&](Value r) {
-      Value s = k.addi(lane, k.muli(r, k.idx(32)));
-      k.ifThen(k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M)), [&] { body(r, s); });
-    });
+    for (int64_t r = 0; r < R; ++r) {
+      Value s = k.addi(lane, k.idx(32 * r));
+      if (32 * (r + 1) <= M)
+        body(k.idx(r), s);
+      else
+        k.ifThen(k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M)), [&] { body(k.idx(r), s); });
+    }
   };
   // sc ← softmax over the slots of sc·invSqrtD, written to out[outBase + s].
   auto warpSoftmax = [=](K &k, Value lane, Value sc, Value out, Value outBase) {
-    Value mLoc = k.fold(
-        k.idx(0), k.idx(R), k.cst(-INFINITY),
-        [&](Value r) {
-          Value s = k.addi(lane, k.muli(r, k.idx(32)));
-          return k.select(k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M)),
-                          k.mul(k.ld(sc, r), k.cst(invSqrtD)), k.cst(-INFINITY));
-        },
-        [&](Value a, Value v) { return k.max(a, v); });
+    // Unrolled like ownSlots (the same order of operations as a loop).
+    auto inRange = [&](int64_t r) {
+      return k.cmpi(arith::CmpIPredicate::ult, k.addi(lane, k.idx(32 * r)), k.idx(M));
+    };
+    Value mLoc = k.cst(-INFINITY);
+    for (int64_t r = 0; r < R; ++r) {
+      Value v = k.mul(k.ld(sc, k.idx(r)), k.cst(invSqrtD));
+      if (32 * (r + 1) > M)
+        v = k.select(inRange(r), v, k.cst(-INFINITY));
+      mLoc = k.max(mLoc, v);
+    }
     Value m = k.warpMax(mLoc);
-    Value zLoc = k.fold(
-        k.idx(0), k.idx(R), k.cst(0.0),
-        [&](Value r) {
-          Value s = k.addi(lane, k.muli(r, k.idx(32)));
-          Value e = k.select(k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M)),
-                             k.exp(k.sub(k.mul(k.ld(sc, r), k.cst(invSqrtD)), m)), k.cst(0.0));
-          k.st(e, sc, r);
-          return e;
-        },
-        [&](Value a, Value v) { return k.add(a, v); });
+    Value zLoc = k.cst(0.0);
+    for (int64_t r = 0; r < R; ++r) {
+      Value e = k.exp(k.sub(k.mul(k.ld(sc, k.idx(r)), k.cst(invSqrtD)), m));
+      if (32 * (r + 1) > M)
+        e = k.select(inRange(r), e, k.cst(0.0));
+      k.st(e, sc, k.idx(r));
+      zLoc = k.add(zLoc, e);
+    }
     Value inv = k.div(k.cst(1.0), k.warpSum(zLoc));
     ownSlots(k, lane, [&](Value r, Value s) { k.st(k.mul(k.ld(sc, r), inv), out, k.addi(outBase, s)); });
   };
@@ -699,17 +744,15 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   auto softmaxBackwardRow = [=](K &k, Value lane, Value p, Value base, auto dp, Value out) {
     if (k.gpu) {
       Value sc = k.buf(R);
-      Value loc = k.fold(
-          k.idx(0), k.idx(R), k.cst(0.0),
-          [&](Value r) {
-            Value s = k.addi(lane, k.muli(r, k.idx(32)));
-            Value ok = k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M));
-            Value sIn = k.select(ok, s, k.idx(0));
-            Value g = dp(sIn);
-            k.st(g, sc, r);
-            return k.select(ok, k.mul(k.ld(p, k.addi(base, sIn)), g), k.cst(0.0));
-          },
-          [&](Value x, Value v) { return k.add(x, v); });
+      Value loc = k.cst(0.0); // unrolled like ownSlots
+      for (int64_t r = 0; r < R; ++r) {
+        Value s = k.addi(lane, k.idx(32 * r));
+        Value ok = k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M));
+        Value sIn = k.select(ok, s, k.idx(0));
+        Value g = dp(sIn);
+        k.st(g, sc, k.idx(r));
+        loc = k.add(loc, k.select(ok, k.mul(k.ld(p, k.addi(base, sIn)), g), k.cst(0.0)));
+      }
       Value pdp = k.warpSum(loc);
       ownSlots(k, lane, [&](Value r, Value s) {
         Value i = k.addi(base, s);

@@ -973,6 +973,23 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         // channel on the CPU.
         const int64_t Q = k.gpu ? (d + 31) / 32 : d, stride = k.gpu ? 32 : 1;
         auto total = [&](Value part) { return k.gpu ? k.warpSum(part) : part; };
+        // A slot's dn and its dμ share, from ghp = Σ g·h_prev and sdp = Σ g·P
+        // over its channels: dlogβ = β·ghp − β·sdp/n (zero where the clamp
+        // of raw = n·logσ(μ) is active), dn = dlogβ·logσ(μ) − (1 − β)·sdp/n²
+        // (for n > 1e-6), dμ += dlogβ·n·σ(−μ).
+        auto slotGrads = [&](Value lane, Value slot, Value gs, Value raw, Value nv, Value ls,
+                             Value smu, Value beta, Value omb, Value inv, Value ghp, Value sdp) {
+          Value dlb = k.sub(k.mul(beta, ghp), k.mul(beta, k.mul(sdp, inv)));
+          Value in = arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, raw, k.cst(lo)),
+                                           k.cmpf(arith::CmpFPredicate::OLE, raw, k.cst(0.0)));
+          Value dlbIn = k.mul(dlb, k.mask(in));
+          Value big = k.mask(k.cmpf(arith::CmpFPredicate::OGT, nv, k.cst(1e-6)));
+          Value dn = k.sub(k.mul(dlbIn, ls), k.mul(big, k.mul(k.mul(omb, sdp), k.mul(inv, inv))));
+          k.rowOnce(lane, [&] {
+            k.st(dn, a["dn"], slot);
+            k.accum(a["dmu"], gs, k.mul(k.mul(dlbIn, nv), smu));
+          });
+        };
         if (k.gpu) {
           // The same, unrolled over the lane's Q channels: each chunk's 3·Q
           // loads are issued before any of its stores, the carry lives in
@@ -1040,17 +1057,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
                   });
                 });
               Value ghp = k.warpSum(p0), sdp = k.warpSum(p1);
-              Value dlb = k.sub(k.mul(beta, ghp), k.mul(beta, k.mul(sdp, inv)));
-              Value in = arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, raw, k.cst(lo)),
-                                               k.cmpf(arith::CmpFPredicate::OLE, raw, k.cst(0.0)));
-              Value dlbIn = k.mul(dlb, k.mask(in));
-              Value big = k.mask(k.cmpf(arith::CmpFPredicate::OGT, nv, k.cst(1e-6)));
-              Value dn =
-                  k.sub(k.mul(dlbIn, ls), k.mul(big, k.mul(k.mul(omb, sdp), k.mul(inv, inv))));
-              k.rowOnce(lane, [&] {
-                k.st(dn, a["dn"], slot);
-                k.accum(a["dmu"], gs, k.mul(k.mul(dlbIn, nv), smu));
-              });
+              slotGrads(lane, slot, gs, raw, nv, ls, smu, beta, omb, inv, ghp, sdp);
               scf::YieldOp::create(k.b, carry);
             }
             for (int64_t i = 0; i < Q; ++i)
@@ -1104,17 +1111,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
               k.st(k.mul(beta, g), carry, i);
             });
             Value ghp = total(k.ld(part, k.idx(0))), sdp = total(k.ld(part, k.idx(1)));
-            Value dlb = k.sub(k.mul(beta, ghp), k.mul(beta, k.mul(sdp, inv)));
-            Value in = arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, raw, k.cst(lo)),
-                                             k.cmpf(arith::CmpFPredicate::OLE, raw, k.cst(0.0)));
-            Value dlbIn = k.mul(dlb, k.mask(in));
-            Value big = k.mask(k.cmpf(arith::CmpFPredicate::OGT, nv, k.cst(1e-6)));
-            Value dn =
-                k.sub(k.mul(dlbIn, ls), k.mul(big, k.mul(k.mul(omb, sdp), k.mul(inv, inv))));
-            k.rowOnce(lane, [&] {
-              k.st(dn, a["dn"], slot);
-              k.accum(a["dmu"], gs, k.mul(k.mul(dlbIn, nv), smu));
-            });
+            slotGrads(lane, slot, gs, raw, nv, ls, smu, beta, omb, inv, ghp, sdp);
           });
           ownCh([&](Value i, Value n) {
             k.st(k.ld(carry, i), a["grad_init"], k.addi(fin, n));

@@ -244,6 +244,18 @@ struct K {
     loop(lane, n, body, gpu ? 32 : 1);
   }
   template <class F> void rowLoop(Value lane, int64_t n, F body) { rowLoop(lane, idx(n), body); }
+  /// GPU: body(i, j) for the lane's elements j = lane + 32·i of [0, n),
+  /// unrolled over i (a constant index: per-lane buffers indexed by i stay in
+  /// registers, where a loop's variable index puts them in local memory).
+  template <class F> void laneElements(Value lane, int64_t n, F body) {
+    for (int64_t i = 0; 32 * i < n; ++i) {
+      Value j = addi(lane, idx(32 * i));
+      if (32 * (i + 1) <= n)
+        body(idx(i), j);
+      else
+        ifThen(cmpi(arith::CmpIPredicate::ult, j, idx(n)), [&] { body(idx(i), j); });
+    }
+  }
   /// rowLoop with store(j, value(j)): on the GPU each lane computes 4 of its
   /// elements (32 apart) before storing any, so that their loads are in
   /// flight together (a store between them would serialize them: the arrays
@@ -520,19 +532,11 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   const int64_t Q = (d + 31) / 32;
   // body(i, j) for the lane's channels j of the group (i: its slot in a
   // per-lane buffer of chanBuf(k) floats).
-  // On the GPU the Q slots are unrolled: constant indices let LLVM keep the
-  // per-lane buffers in registers (a loop over them left level1_bwd's in
-  // local memory).
+  // On the GPU unrolled over the Q slots (K::laneElements).
   auto ownCh = [=](K &k, Value lane, auto body) {
     if (!k.gpu)
       return k.loop(d, [&](Value j) { body(j, j); });
-    for (int64_t i = 0; i < Q; ++i) {
-      Value j = k.addi(lane, k.idx(32 * i));
-      if (32 * (i + 1) <= d)
-        body(k.idx(i), j);
-      else
-        k.ifThen(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(d)), [&] { body(k.idx(i), j); });
-    }
+    k.laneElements(lane, d, body);
   };
   auto chanBuf = [=](K &k) { return k.buf(k.gpu ? Q : d); };
   // Row r of (B, T, G): batch row, token, group, its chunk c(t) and the
@@ -701,18 +705,8 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   // value in registers `sc`, R = ⌈M/32⌉ of them per lane).
   const int64_t R = (M + 31) / 32;
   // body(r, s) for the slots this lane owns.
-  // Unrolled: constant indices let LLVM keep the per-lane buffers of R
-  // floats in registers (a loop over them left slot_softmax's in local
-  // memory).
-  auto ownSlots = [=](K &k, Value lane, auto body) {
-    for (int64_t r = 0; r < R; ++r) {
-      Value s = k.addi(lane, k.idx(32 * r));
-      if (32 * (r + 1) <= M)
-        body(k.idx(r), s);
-      else
-        k.ifThen(k.cmpi(arith::CmpIPredicate::ult, s, k.idx(M)), [&] { body(k.idx(r), s); });
-    }
-  };
+  // The lane's slots s = lane + 32·r, unrolled over r (K::laneElements).
+  auto ownSlots = [=](K &k, Value lane, auto body) { k.laneElements(lane, M, body); };
   // sc ← softmax over the slots of sc·invSqrtD, written to out[outBase + s].
   auto warpSoftmax = [=](K &k, Value lane, Value sc, Value out, Value outBase) {
     // Unrolled like ownSlots (the same order of operations as a loop).

@@ -290,8 +290,42 @@ struct K {
                       gpu ? 32 : 1);
     return gpu ? warpSum(part) : part;
   }
+  /// With n known: on the GPU each lane evaluates its elements j = lane + 32·i
+  /// in batches of up to 16 (all of them when there are at most 16), so that
+  /// a batch's loads are in flight together, and adds them in the loop's
+  /// order (the same sum). A loop of one element an iteration waited a load's
+  /// latency an element (level 1's row dots: 16 round trips a dot product).
   template <class F> Value rowSum(Value lane, int64_t n, F body) {
-    return rowSum(lane, idx(n), body);
+    if (!gpu || n <= 32)
+      return rowSum(lane, idx(n), body);
+    const int64_t per = (n + 31) / 32, kU = per <= 16 ? per : 8;
+    const bool whole = n % (32 * kU) == 0;
+    auto batch = [&](Value j0, Value acc) {
+      SmallVector<Value> vs;
+      for (int64_t u = 0; u < kU; ++u) {
+        Value j = addi(j0, idx(32 * u));
+        if (whole) {
+          vs.push_back(body(j));
+          continue;
+        }
+        Value v = body(minui(j, idx(n - 1))); // in bounds; past n it adds 0
+        vs.push_back(select(cmpi(arith::CmpIPredicate::ult, j, idx(n)), v, cst(0.0)));
+      }
+      for (Value v : vs)
+        acc = add(acc, v);
+      return acc;
+    };
+    Value part;
+    if (per == kU) {
+      part = batch(lane, cst(0.0));
+    } else {
+      auto f = scf::ForOp::create(b, lane, idx(n), idx(32 * kU), ValueRange{cst(0.0)});
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(f.getBody());
+      scf::YieldOp::create(b, batch(f.getInductionVar(), f.getRegionIterArgs()[0]));
+      part = f.getResult(0);
+    }
+    return warpSum(part);
   }
   /// body() on one lane of the row (`rows`).
   template <class F> void rowOnce(Value lane, F body) {

@@ -9,7 +9,7 @@
 //      when V > 1), and scans them locally from zero in registers, keeping
 //      the steps' decays γ_j = exp(ℓ_j) and inputs;
 //   2. warps (consecutive pieces of the block's chunk of T) exchange their
-//      aggregates (Σℓ, h_loc[L-1]) through shared memory: each warp folds
+//      aggregates (Σℓ, the local state after L steps) through shared memory: each warp folds
 //      those of the warps before it into an affine map h ↦ exp(A)·h + B;
 //   3. the last warp publishes the block's aggregate, looks back over the
 //      predecessor blocks' aggregates until it finds an inclusive prefix,

@@ -859,16 +859,29 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       {"B", "T", "N", "bf16"}, [=](K &k, Args &a) {
         Value T = a["T"], N = a["N"];
         Value round = k.cmpi(arith::CmpIPredicate::ne, a["bf16"], k.idx(0));
-        auto step = [&](Value e, Value hp) {
-          Value slot = k.divui(e, k.idx(d));
-          Value l = k.min(k.max(k.ld(a["log_decay"], slot), k.cst(lo)), k.cst(0.0));
-          Value inv = k.div(k.cst(1.0), k.max(k.ld(a["n"], slot), k.cst(1e-6)));
-          Value wu = k.mul(k.neg(k.expm1(l)), k.mul(k.ld(a["P"], e), inv));
-          Value h = k.add(k.mul(k.exp(l), hp), wu);
+        // A slot's β, 1 − β and 1/max(n, 1e-6) from its raw log decay and n.
+        struct Coeffs {
+          Value beta, omb, inv;
+        };
+        auto coeffs = [&](Value lRaw, Value n) {
+          Value l = k.min(k.max(lRaw, k.cst(lo)), k.cst(0.0));
+          return Coeffs{k.exp(l), k.neg(k.expm1(l)), k.div(k.cst(1.0), k.max(n, k.cst(1e-6)))};
+        };
+        // h = β·h_prev + (1 − β)·(P/n), written (and its bf16 copy) at e.
+        auto update = [&](const Coeffs &c, Value hp, Value P) {
+          return k.add(k.mul(c.beta, hp), k.mul(c.omb, k.mul(P, c.inv)));
+        };
+        auto write = [&](Value h, Value e) {
           k.st(h, a["h"], e);
           k.ifThen(round, [&] {
             k.st(arith::TruncFOp::create(k.b, k.b.getBF16Type(), h), a["h16"], e);
           });
+        };
+        auto step = [&](Value e, Value hp) {
+          Value slot = k.divui(e, k.idx(d));
+          Value h = update(coeffs(k.ld(a["log_decay"], slot), k.ld(a["n"], slot)), hp,
+                           k.ld(a["P"], e));
+          write(h, e);
           return h;
         };
         auto at = [&](Value bi, Value t, Value n) {
@@ -942,7 +955,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
               for (int64_t u = 0; u < U; ++u) {
                 e[j].push_back(at(bi, tc, nc[u]));
                 P[j].push_back(k.ld(a["P"], e[j].back()));
-                if (u == 0 || !slotShared) {
+                if (u == 0) { // U = 1 unless the U channels share a slot
                   Value slot = k.divui(e[j].back(), k.idx(d));
                   l[j].push_back(k.ld(a["log_decay"], slot));
                   nn[j].push_back(k.ld(a["n"], slot));
@@ -951,23 +964,11 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
             }
             SmallVector<Value> h(loop.getRegionIterArgs().begin(), loop.getRegionIterArgs().end());
             for (int64_t j = 0; j < kG; ++j) {
-              Value beta, omb, inv;
+              Coeffs c = coeffs(l[j][0], nn[j][0]);
               for (int64_t u = 0; u < U; ++u) {
-                if (u == 0 || !slotShared) {
-                  Value lc = k.min(k.max(l[j][u], k.cst(lo)), k.cst(0.0));
-                  beta = k.exp(lc);
-                  omb = k.neg(k.expm1(lc));
-                  inv = k.div(k.cst(1.0), k.max(nn[j][u], k.cst(1e-6)));
-                }
-                Value hn = k.add(k.mul(beta, h[u]), k.mul(omb, k.mul(P[j][u], inv)));
-                h[u] = k.select(tOk[j], hn, h[u]);
+                h[u] = k.select(tOk[j], update(c, h[u], P[j][u]), h[u]);
                 Value ok = slotShared ? tOk[j] : arith::AndIOp::create(k.b, tOk[j], nOk[u]);
-                k.ifThen(ok, [&] {
-                  k.st(h[u], a["h"], e[j][u]);
-                  k.ifThen(round, [&] {
-                    k.st(arith::TruncFOp::create(k.b, k.b.getBF16Type(), h[u]), a["h16"], e[j][u]);
-                  });
-                });
+                k.ifThen(ok, [&] { write(h[u], e[j][u]); });
               }
             }
             scf::YieldOp::create(k.b, h);

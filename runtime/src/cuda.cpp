@@ -233,9 +233,16 @@ void launch(const char *kernel, void *fn, int64_t gridX, int blockX, size_t shar
   if (gridX > 0x7fffffff)
     throw Error(std::string(kernel) + ": grid of " + std::to_string(gridX) +
                 " blocks exceeds the device limit");
-  if (sharedBytes > 48 * 1024) {
-    if (sharedBytes > size_t(deviceAttribute(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)))
-      throw Error(std::string(kernel) + ": needs " + std::to_string(sharedBytes) +
+  // The 48 KB default covers static and dynamic shared memory together.
+  int staticBytes = 0;
+  if (sharedBytes > 0)
+    check(MMREC_CU_CALL(cuFuncGetAttribute)(&staticBytes, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+                                            static_cast<CUfunction>(fn)),
+          std::string("querying the static shared memory of ") + kernel);
+  if (sharedBytes + size_t(staticBytes) > 48 * 1024) {
+    if (sharedBytes + size_t(staticBytes) >
+        size_t(deviceAttribute(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)))
+      throw Error(std::string(kernel) + ": needs " + std::to_string(sharedBytes + staticBytes) +
                   " bytes of shared memory per block, more than the device offers (" +
                   std::to_string(deviceAttribute(
                       CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)) +

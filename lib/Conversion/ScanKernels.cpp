@@ -64,8 +64,8 @@ std::vector<Type> ScanKernelSpec::arrayTypes(MLIRContext *ctx, bool gpu) const {
   for (const std::string &n : arrayArgs())
     t.push_back(n == "log_decay" || n == "grad_log_decay" ? f32 : elementType);
   if (gpu) {
-    t.push_back(IntegerType::get(ctx, 32)); // ws: ticket + one flag per block
-    t.push_back(f32);                       // agg: aggregates and prefixes
+    t.push_back(IntegerType::get(ctx, 32)); // ws: the ticket counter
+    t.push_back(IntegerType::get(ctx, 32)); // status: 4 words per (batch, chunk, channel)
   }
   return t;
 }
@@ -248,12 +248,13 @@ struct KernelBuilder {
   }
 };
 
-/// The kernel's argument types: one 1-D memref per array, then B, T, N.
+/// The kernel's argument types: one 1-D memref per array, then B, T, N
+/// (and, on GPUs, the launch's epoch, which tags its status words).
 SmallVector<Type> kernelArgTypes(const ScanKernelSpec &spec, MLIRContext *ctx, bool gpu) {
   SmallVector<Type> types;
   for (Type t : spec.arrayTypes(ctx, gpu))
     types.push_back(MemRefType::get({ShapedType::kDynamic}, t));
-  types.append(3, IndexType::get(ctx));
+  types.append(gpu ? 4 : 3, IndexType::get(ctx));
   return types;
 }
 
@@ -329,8 +330,8 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   Value la = arr.la, bIn = arr.b, init = arr.init, hOut = arr.h, fin = arr.fin;
   Value hIn = arr.h, dy = arr.dy, dfin = arr.dfin, dla = arr.dla, db = arr.db;
   Value dinit = arr.dinit;
-  Value ws = next(), agg = next();
-  Value Bsz = next(), T = next(), N = next();
+  Value ws = next(), status = next();
+  Value Bsz = next(), T = next(), N = next(), epoch = next();
   Value smA = func.getWorkgroupAttributions()[0], smB = func.getWorkgroupAttributions()[1];
   Value smC = func.getWorkgroupAttributions()[2], smT = func.getWorkgroupAttributions()[3];
 
@@ -443,17 +444,42 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   }
 
   // 3. The last warp: publish the aggregate, look back, publish the prefix.
+  // Each (batch, chunk, channel) has one 16-byte status word {tag, A, B, P}
+  // written with a single vector store: tag = epoch·4 + 1 (aggregate A, B)
+  // or + 2 (inclusive prefix P too). A reader sees a whole word or none of
+  // it (the single-word tile status of CUB's decoupled look-back), so no
+  // fence separates values from flags, and one load a predecessor returns
+  // both. Words of earlier launches carry smaller tags: unpublished.
   {
     Value isLast = k.eq(warp, k.idx(W - 1));
     auto ifLast = scf::IfOp::create(b, TypeRange{}, isLast, false);
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(ifLast.thenBlock());
+    Type i32 = b.getI32Type(), i1 = b.getI1Type();
+    VectorType word = VectorType::get({4}, i32);
+    Value ep = arith::IndexCastOp::create(b, i32, epoch);
+    Value tagAgg = arith::AddIOp::create(b, k.muli(ep, k.i32(4)), k.i32(1));
+    Value tagPre = arith::AddIOp::create(b, k.muli(ep, k.i32(4)), k.i32(2));
     Value Ablk = k.add(Aex, cl);
     Value Bblk = k.add(k.mul(k.exp(cl, true), Bex), hl);
-    Value plane = k.muli(k.muli(Bsz, chunks), N); // one of A, B, P
-    auto desc = [&](Value ch, int which) {
-      return k.addi(k.muli(k.idx(which), plane),
-                    k.addi(k.muli(k.addi(k.muli(bi, chunks), ch), N), n0));
+    // Word index (in i32 units) of channel n0 + i at chunk `ch`.
+    auto wordAt = [&](Value ch, int64_t i) {
+      return k.muli(k.addi(k.muli(k.addi(k.muli(bi, chunks), ch), N), k.addi(n0, k.idx(i))),
+                    k.idx(4));
+    };
+    auto bits = [&](Value vec, int64_t i) {
+      return arith::BitcastOp::create(b, i32, vector::ExtractOp::create(b, vec, i));
+    };
+    // Channels past N (inactive lanes) neither publish nor read.
+    auto publish = [&](Value ch, Value tag, Value A, Value Bv, Value P) {
+      auto ifAct = scf::IfOp::create(b, TypeRange{}, active, false);
+      OpBuilder::InsertionGuard g3(b);
+      b.setInsertionPointToStart(ifAct.thenBlock());
+      for (int64_t i = 0; i < V; ++i) {
+        Value w = vector::FromElementsOp::create(
+            b, word, ValueRange{tag, bits(A, i), bits(Bv, i), bits(P, i)});
+        k.volatileStore(w, status, wordAt(ch, i), i32, 16);
+      }
     };
     Value initV;
     if (!adjoint)
@@ -461,7 +487,6 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
                            : k.splat(0.0);
     else
       initV = k.loadVec(dfin, k.addi(k.muli(bi, N), n0c), active);
-    Value flagIdx = k.addi(ticket, c1);
     Value isFirst = k.eq(chunk, c0);
     auto ifFirst = scf::IfOp::create(b, TypeRange{k.vf}, isFirst, true);
     {
@@ -469,23 +494,9 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
       b.setInsertionPointToStart(ifFirst.thenBlock());
       scf::YieldOp::create(b, initV);
       b.setInsertionPointToStart(ifFirst.elseBlock());
-      // Publish the aggregate (flag 1).
-      {
-        auto ifAct = scf::IfOp::create(b, TypeRange{}, active, false);
-        OpBuilder::InsertionGuard g3(b);
-        b.setInsertionPointToStart(ifAct.thenBlock());
-        vector::StoreOp::create(b, Ablk, agg, ValueRange{desc(chunk, 0)});
-        vector::StoreOp::create(b, Bblk, agg, ValueRange{desc(chunk, 1)});
-      }
-      k.fence();
-      {
-        auto ifL0 = scf::IfOp::create(b, TypeRange{}, k.eq(lane, c0), false);
-        OpBuilder::InsertionGuard g3(b);
-        b.setInsertionPointToStart(ifL0.thenBlock());
-        k.volatileStore(k.i32(1), ws, flagIdx, b.getI32Type(), 4);
-      }
+      publish(chunk, tagAgg, Ablk, Bblk, k.splat(0.0));
       // Look back: p = chunk-1, chunk-2, ... until an inclusive prefix.
-      Type i1 = b.getI1Type();
+      SmallVector<Type> wordTypes(V, word);
       auto loop = scf::WhileOp::create(
           b, TypeRange{b.getIndexType(), k.vf, k.vf, i1, k.vf},
           ValueRange{k.subi(chunk, c1), k.splat(0.0), k.splat(0.0),
@@ -500,60 +511,66 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
         Block *after = b.createBlock(&loop.getAfter(), {}, loop->getResultTypes(), locs);
         Value p = after->getArgument(0);
         Value Aacc = after->getArgument(1), Bacc = after->getArgument(2);
-        Value pFlag = k.subi(flagIdx, k.muli(k.subi(chunk, p), perChunk));
-        // Spin until the predecessor has published something.
-        auto spin = scf::WhileOp::create(b, TypeRange{b.getI32Type()}, ValueRange{k.i32(0)});
+        // Spin until the predecessor's words of all V channels are published
+        // (inactive lanes read nothing and see prefixes of zeros).
+        auto spin = scf::WhileOp::create(b, TypeRange(wordTypes), ValueRange{});
         {
           OpBuilder::InsertionGuard g4(b);
-          Block *sb = b.createBlock(&spin.getBefore(), {}, {b.getI32Type()}, {loc});
-          (void)sb;
-          Value f = k.volatileLoad(ws, pFlag, b.getI32Type(), b.getI32Type(), 4);
-          Value zero = arith::CmpIOp::create(b, arith::CmpIPredicate::eq, f, k.i32(0));
-          scf::ConditionOp::create(b, zero, ValueRange{f});
-          Block *sa = b.createBlock(&spin.getAfter(), {}, {b.getI32Type()}, {loc});
-          scf::YieldOp::create(b, sa->getArgument(0));
+          b.createBlock(&spin.getBefore());
+          SmallVector<Value> words;
+          Value ready = active;
+          Value idle = vector::FromElementsOp::create(
+              b, word, ValueRange{tagPre, k.i32(0), k.i32(0), k.i32(0)});
+          for (int64_t i = 0; i < V; ++i) {
+            auto ifAct = scf::IfOp::create(b, TypeRange{word}, active, true);
+            {
+              OpBuilder::InsertionGuard g5(b);
+              b.setInsertionPointToStart(ifAct.thenBlock());
+              scf::YieldOp::create(b, k.volatileLoad(status, wordAt(p, i), word, i32, 16));
+              b.setInsertionPointToStart(ifAct.elseBlock());
+              scf::YieldOp::create(b, idle);
+            }
+            Value w = ifAct.getResult(0);
+            words.push_back(w);
+            Value tag = vector::ExtractOp::create(b, w, 0);
+            ready = k.andi(ready, arith::CmpIOp::create(b, arith::CmpIPredicate::uge, tag, tagAgg));
+          }
+          ready = arith::OrIOp::create(
+              b, ready, arith::XOrIOp::create(b, active, arith::ConstantIntOp::create(b, 1, 1)));
+          Value notReady = arith::XOrIOp::create(b, ready, arith::ConstantIntOp::create(b, 1, 1));
+          scf::ConditionOp::create(b, notReady, words);
+          SmallVector<Location> wlocs(V, loc);
+          b.createBlock(&spin.getAfter(), {}, wordTypes, wlocs);
+          scf::YieldOp::create(b, ValueRange{});
         }
-        Value flag = spin.getResult(0);
-        k.fence();
-        Value havePrefix = arith::CmpIOp::create(b, arith::CmpIPredicate::eq, flag, k.i32(2));
-        auto ifPre = scf::IfOp::create(b, TypeRange{b.getIndexType(), k.vf, k.vf, i1, k.vf},
-                                       havePrefix, true);
-        {
-          OpBuilder::InsertionGuard g4(b);
-          b.setInsertionPointToStart(ifPre.thenBlock());
-          Value P = k.guardedVolatileLoad(active, agg, desc(p, 2));
-          Value carry = k.add(k.mul(k.exp(Aacc, true), P), Bacc);
-          scf::YieldOp::create(b, ValueRange{p, Aacc, Bacc,
-                                             arith::ConstantIntOp::create(b, 1, 1), carry});
-          b.setInsertionPointToStart(ifPre.elseBlock());
-          Value Ap = k.guardedVolatileLoad(active, agg, desc(p, 0));
-          Value Bp = k.guardedVolatileLoad(active, agg, desc(p, 1));
-          // Chunk p comes before the accumulated chunks p+1..chunk-1.
-          Value An = k.add(Aacc, Ap);
-          Value Bn = k.add(k.mul(k.exp(Aacc, true), Bp), Bacc);
-          scf::YieldOp::create(b, ValueRange{k.subi(p, c1), An, Bn,
-                                             arith::ConstantIntOp::create(b, 0, 1), k.splat(0.0)});
+        // All V words prefixes: done; else fold the aggregates (a prefix
+        // word holds its chunk's A and B too) and go on to p − 1.
+        Value allPrefix = arith::ConstantIntOp::create(b, 1, 1);
+        Value Ap = k.splat(0.0), Bp = k.splat(0.0), Pp = k.splat(0.0);
+        for (int64_t i = 0; i < V; ++i) {
+          Value w = spin.getResult(i);
+          allPrefix = k.andi(allPrefix, k.eq(vector::ExtractOp::create(b, w, 0), tagPre));
+          auto f = [&](int64_t j) {
+            return arith::BitcastOp::create(b, f32, vector::ExtractOp::create(b, w, j));
+          };
+          Ap = vector::InsertOp::create(b, f(1), Ap, i);
+          Bp = vector::InsertOp::create(b, f(2), Bp, i);
+          Pp = vector::InsertOp::create(b, f(3), Pp, i);
         }
-        scf::YieldOp::create(b, ifPre.getResults());
+        Value eA = k.exp(Aacc, true);
+        Value carry = k.add(k.mul(eA, Pp), Bacc);
+        // Chunk p comes before the accumulated chunks p+1..chunk-1.
+        Value An = k.add(Aacc, Ap);
+        Value Bn = k.add(k.mul(eA, Bp), Bacc);
+        scf::YieldOp::create(b, ValueRange{k.subi(p, c1), k.select(allPrefix, Aacc, An),
+                                           k.select(allPrefix, Bacc, Bn), allPrefix, carry});
       }
       scf::YieldOp::create(b, loop.getResult(4));
     }
     Value carry = ifFirst.getResult(0);
-    // Publish the inclusive prefix (flag 2).
+    // Publish the inclusive prefix.
     Value P = k.add(k.mul(k.exp(Ablk, true), carry), Bblk);
-    {
-      auto ifAct = scf::IfOp::create(b, TypeRange{}, active, false);
-      OpBuilder::InsertionGuard g3(b);
-      b.setInsertionPointToStart(ifAct.thenBlock());
-      vector::StoreOp::create(b, P, agg, ValueRange{desc(chunk, 2)});
-    }
-    k.fence();
-    {
-      auto ifL0 = scf::IfOp::create(b, TypeRange{}, k.eq(lane, c0), false);
-      OpBuilder::InsertionGuard g3(b);
-      b.setInsertionPointToStart(ifL0.thenBlock());
-      k.volatileStore(k.i32(2), ws, flagIdx, b.getI32Type(), 4);
-    }
+    publish(chunk, tagPre, Ablk, Bblk, P);
     vector::StoreOp::create(b, carry, smC, ValueRange{k.muli(lane, k.idx(V))});
   }
   gpu::BarrierOp::create(b);

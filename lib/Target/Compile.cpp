@@ -832,19 +832,22 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
            << " : " << 32 * v1.warps << ";\n"
            << "  const int64_t tiles = (N + cb - 1) / cb, chunks = (T + cl - 1) / cl;\n"
            << "  const int64_t blocks = B * tiles * chunks;\n"
-           << "  const size_t flagBytes = ((1 + blocks) * 4 + 255) / 256 * 256;\n"
-           << "  const size_t aggBytes = size_t(3) * B * chunks * N * 4;\n"
-           << "  char *ws = static_cast<char *>(mmrec::rt::gpu::threadWorkspace().get("
-              "flagBytes + aggBytes, flagBytes, stream));\n"
-           << "  TensorRef wsRef{ws, DType::i32, device, {int64_t(flagBytes / 4)}};\n"
-           << "  TensorRef aggRef{ws + flagBytes, DType::f32, device, {int64_t(aggBytes / 4)}};\n"
+           << "  // The ticket counter (zeroed), and a 16-byte status word per (batch,\n"
+           << "  // chunk, channel) tagged with this launch's epoch.\n"
+           << "  char *ws = static_cast<char *>(mmrec::rt::gpu::threadWorkspace().get(256, 256, "
+              "stream));\n"
+           << "  TensorRef wsRef{ws, DType::i32, device, {64}};\n"
+           << "  const size_t statusBytes = size_t(16) * B * chunks * N;\n"
+           << "  const mmrec::rt::gpu::TaggedBuffer st = "
+              "mmrec::rt::gpu::threadScanStatus(statusBytes, stream);\n"
+           << "  TensorRef statusRef{st.ptr, DType::i32, device, {int64_t(statusBytes / 4)}};\n"
            << "  MemRef1D m[] = {";
         for (const std::string &a : k.args)
           os << "memref(" << cIdent(a) << "), ";
-        os << "memref(wsRef), memref(aggRef)};\n"
-           << "  int64_t dims[3] = {B, T, N};\n"
+        os << "memref(wsRef), memref(statusRef)};\n"
+           << "  int64_t dims[4] = {B, T, N, int64_t(st.epoch)};\n"
            << "  std::vector<void *> params = kernelParams(m, " << k.args.size() + 2
-           << ", dims, 3);\n"
+           << ", dims, 4);\n"
            << "  const char *fnName = longer ? \"" << L.name << "\" : vec ? \"" << g->name
            << "\" : \"" << v1.name << "\";\n"
            << "  mmrec::rt::gpu::launch(fnName, gpuModule().function(fnName), blocks, threads, 0, "

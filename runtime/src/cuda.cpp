@@ -347,6 +347,40 @@ Workspace &threadWorkspace() {
   return ws;
 }
 
+TaggedBuffer threadScanStatus(size_t bytes, Stream stream) {
+  struct Status {
+    CUdeviceptr ptr = 0;
+    size_t size = 0;
+    uint32_t epoch = 0;
+    ~Status() {
+      if (ptr)
+        MMREC_CU_CALL(cuMemFree)(ptr);
+    }
+  };
+  thread_local Status st;
+  ensureContext(true);
+  // Tags are epoch·4 + 1 or 2 in a u32: start over (zeroed) well before
+  // they could wrap.
+  bool zero = st.epoch >= (1u << 29);
+  if (bytes > st.size) {
+    if (st.ptr) {
+      check(MMREC_CU_CALL(cuCtxSynchronize)(), "cuCtxSynchronize (scan status)");
+      MMREC_CU_CALL(cuMemFree)(st.ptr);
+      st.ptr = 0;
+    }
+    check(MMREC_CU_CALL(cuMemAlloc)(&st.ptr, bytes),
+          "cuMemAlloc(" + std::to_string(bytes) + ") for the scan status words");
+    st.size = bytes;
+    zero = true;
+  }
+  if (zero) {
+    check(MMREC_CU_CALL(cuMemsetD8Async)(st.ptr, 0, st.size, static_cast<CUstream>(stream)),
+          "cuMemsetD8Async (scan status)");
+    st.epoch = 0;
+  }
+  return {reinterpret_cast<void *>(st.ptr), ++st.epoch};
+}
+
 void *alloc(size_t bytes) {
   ensureContext(true);
   CUdeviceptr p;

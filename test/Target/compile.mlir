@@ -17,7 +17,10 @@
 // PTX: atom.global.add.u32
 // PTX: ld.global.v4.b32
 // PTX: ex2.approx.ftz.f32
-// PTX: fence.acq_rel.gpu
+// The look-back's status words: one 16-byte volatile store / load each.
+// PTX: st.volatile.global.v4.b32
+// PTX: ld.volatile.global.v4.b32
+// PTX-NOT: fence.acq_rel.gpu
 // PTX: .visible .entry scan_f32_grad_kernel(
 
 // LLVM: define void @mmrec_cpu_compile_scan_f32_kernel(
@@ -34,6 +37,7 @@
 // SRC: mmrec::rt::checkArg(K, "init", init, DType::f32, state);
 // SRC: mmrec_cpu_k_scan_f32_kernel(
 // SRC: const bool longer = vec && N % 4 == 0 && T >= 8192 && B * N <= 16384;
+// SRC: mmrec::rt::gpu::threadScanStatus(statusBytes, stream);
 // SRC: const char *fnName = longer ? "scan_f32_kernel_long" : vec ? "scan_f32_kernel" : "scan_f32_kernel_v1";
 
 // MAN: "kernels": [

@@ -121,6 +121,16 @@ private:
 /// The workspace shared by generated kernels of this thread.
 Workspace &threadWorkspace();
 
+/// Device memory for the status words of the scans' look-back, owned by
+/// them alone (nothing else writes it): zeroed when (re)allocated, then
+/// each launch gets a new `epoch` (1, 2, ...) and tags its words with it, so
+/// words left by earlier launches read as unpublished without a memset.
+struct TaggedBuffer {
+  void *ptr;
+  uint32_t epoch;
+};
+TaggedBuffer threadScanStatus(size_t bytes, Stream stream);
+
 /// Plain device memory helpers (used by tests and the trainer).
 void *alloc(size_t bytes);
 void free(void *p);

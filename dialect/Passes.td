@@ -91,6 +91,9 @@ def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::Module
     Option<"warps", "warps", "int64_t", "4", "Warps per block along T">,
     Option<"minBlocks", "min-blocks", "int64_t", "0",
            "Blocks per SM the register allocation must allow (nvvm.minctasm; 0: no bound)">,
+    Option<"stage", "stage", "int64_t", "-1",
+           "Stage the vectorized GPU forward kernels' inputs in shared memory with cp.async "
+           "(-1: where measured faster, the 16-bit long-block variant; 0: none; 1: all)">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

@@ -34,6 +34,7 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
+#include <algorithm>
 #include <cmath>
 
 using namespace mlir;
@@ -68,6 +69,14 @@ std::vector<Type> ScanKernelSpec::arrayTypes(MLIRContext *ctx, bool gpu) const {
     t.push_back(IntegerType::get(ctx, 32)); // status: 4 words per (batch, chunk, channel)
   }
   return t;
+}
+
+int64_t ScanKernelSpec::sharedBytes() const {
+  if (!staged())
+    return 0;
+  // ℓ (fp32) and the second input, each [L][threads][V].
+  int64_t perStep = 32 * warps * vec * (4 + elementType.getIntOrFloatBitWidth() / 8);
+  return steps * perStep;
 }
 
 namespace {
@@ -371,13 +380,73 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   };
   Value s0 = k.addi(k.muli(chunk, k.idx(CL)), k.muli(warp, k.idx(L)));
 
+  // Staged: step j's inputs of thread tid live at [j][tid][V] of two
+  // shared arrays (consecutive threads' 16-byte pieces are adjacent: no bank
+  // conflicts), filled by cp.async, so no register holds them.
+  const bool stage = spec.staged();
+  const int64_t NT = 32 * W;
+  Value smL, smX, smBase;
+  if (stage) {
+    auto bytesType = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                                     MemRefLayoutAttrInterface{}, wgSpace);
+    Value dyn = gpu::DynamicSharedMemoryOp::create(b, bytesType);
+    smL = memref::ViewOp::create(b, MemRefType::get({L * NT * V}, f32,
+                                                    MemRefLayoutAttrInterface{}, wgSpace),
+                                 dyn, k.idx(0), ValueRange{});
+    smX = memref::ViewOp::create(b, MemRefType::get({L * NT * V}, spec.elementType,
+                                                    MemRefLayoutAttrInterface{}, wgSpace),
+                                 dyn, k.idx(L * NT * V * 4), ValueRange{});
+    smBase = memref::ExtractAlignedPointerAsIndexOp::create(b, dyn);
+  }
+  auto stageIdx = [&](int64_t j) { return k.muli(k.addi(k.idx(j * NT), tid), k.idx(V)); };
+  // cp.async of `bytes` (a multiple of 4, at most 16 a copy) from element
+  // `i` of `mem` to byte `dst` of the dynamic shared memory.
+  auto copyAsync = [&](Value mem, Value i, Value dst, int64_t bytes) {
+    auto type = llvm::cast<MemRefType>(mem.getType());
+    int64_t eb = type.getElementTypeBitWidth() / 8;
+    Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, mem);
+    for (int64_t o = 0; o < bytes; o += 16) {
+      int64_t n = std::min<int64_t>(16, bytes - o);
+      Value src = arith::IndexCastOp::create(
+          b, b.getI64Type(), k.addi(base, k.addi(k.muli(i, k.idx(eb)), k.idx(o))));
+      Value d = arith::IndexCastOp::create(b, b.getI32Type(),
+                                           k.addi(smBase, k.addi(dst, k.idx(o))));
+      std::string code = "{ .reg .u64 mmrec_g; cvta.to.global.u64 mmrec_g, $1; cp.async." +
+                         std::string(n == 16 ? "cg" : "ca") + ".shared.global [$0], [mmrec_g], " +
+                         std::to_string(n) + "; }";
+      NVVM::InlinePtxOp::create(b, TypeRange{}, ValueRange{d, src}, ValueRange{}, code, Value());
+    }
+  };
+
   // 1. Local scan of L steps in registers: all loads first, then the chain.
   SmallVector<Value> sIdx, tIdx, valid, ls, xs;
+  if (stage) {
+    for (int64_t j = 0; j < L; ++j) {
+      Value s = k.addi(s0, k.idx(j));
+      Value t = timeOf(k, s, T, rev);
+      Value off = stageIdx(j);
+      copyAsync(la, loadIdx(t), k.muli(off, k.idx(4)), 4 * V);
+      copyAsync(bIn, loadIdx(t), k.addi(k.idx(L * NT * V * 4), k.muli(off, k.idx(
+                                     spec.elementType.getIntOrFloatBitWidth() / 8))),
+                V * spec.elementType.getIntOrFloatBitWidth() / 8);
+    }
+    NVVM::InlinePtxOp::create(b, TypeRange{}, ValueRange{}, ValueRange{},
+                              "cp.async.wait_all;", Value());
+  }
   for (int64_t j = 0; j < L; ++j) {
     Value s = k.addi(s0, k.idx(j));
     Value t = timeOf(k, s, T, rev);
     Value ok = k.andi(k.ult(s, T), active);
-    if (!adjoint) {
+    if (stage) {
+      // Read back after cp.async.wait_all (this thread's own copies).
+      Value off = stageIdx(j);
+      Value lv = vector::LoadOp::create(b, k.vf, smL, ValueRange{off});
+      ls.push_back(k.select(ok, k.clampL(k.rawLog(lv, true)), k.splat(0.0)));
+      Value xv = vector::LoadOp::create(b, k.ve, smX, ValueRange{off});
+      if (spec.elementType != f32)
+        xv = arith::ExtFOp::create(b, k.vf, xv);
+      xs.push_back(k.select(ok, xv, k.splat(0.0)));
+    } else if (!adjoint) {
       ls.push_back(k.loadLog(la, loadIdx(t), ok));
       xs.push_back(k.loadVec(bIn, loadIdx(t), ok));
     } else {
@@ -394,10 +463,14 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   // reruns the chain from the carry-in, h_j = γ_j·h_{j−1} + x_j, instead of
   // keeping h_loc[j] and Σℓ and paying a second exp a step (measured on the
   // H200: bf16 B8·T2048 forward 59% → 64% of the floor, fp32 unchanged).
+  // Staged, γ_j goes back to shared memory in ℓ_j's place, and step 4
+  // reads γ_j and x_j from there.
   SmallVector<Value> gs;
   Value hl = k.splat(0.0), cl = k.splat(0.0);
   for (int64_t j = 0; j < L; ++j) {
     gs.push_back(k.exp(ls[j], true));
+    if (stage)
+      vector::StoreOp::create(b, gs[j], smL, ValueRange{stageIdx(j)});
     hl = k.add(k.mul(gs[j], hl), xs[j]);
     cl = k.add(cl, ls[j]);
   }
@@ -580,7 +653,17 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   Value hin = k.add(k.mul(k.exp(Aex, true), carry), Bex);
   Value h = hin;
   for (int64_t j = 0; j < L; ++j) {
-    h = k.add(k.mul(gs[j], h), xs[j]);
+    if (stage) {
+      // Steps past T or channels past N are never stored: no select.
+      Value off = stageIdx(j);
+      Value g = vector::LoadOp::create(b, k.vf, smL, ValueRange{off});
+      Value x = vector::LoadOp::create(b, k.ve, smX, ValueRange{off});
+      if (spec.elementType != f32)
+        x = arith::ExtFOp::create(b, k.vf, x);
+      h = k.add(k.mul(g, h), x);
+    } else {
+      h = k.add(k.mul(gs[j], h), xs[j]);
+    }
     Value t = tIdx[j], ok = valid[j];
     Value isEnd = k.andi(ok, k.eq(sIdx[j], Tm1));
     Value finIdx = k.addi(k.muli(bi, N), n0);

@@ -42,6 +42,10 @@ struct ScanKernelSpec {
   // W warps per block along T.
   int64_t vec = 1, steps = 8, warps = 8;
   int64_t minBlocks = 0; // blocks per SM to leave registers for (0: no bound)
+  // Inputs go to shared memory through cp.async instead of registers (GPU,
+  // vec > 1, inner == 1): a thread holds no step's inputs while its block
+  // waits for the look-back, so registers stop bounding the blocks an SM runs.
+  bool stage = false;
 
   /// Names of the kernel's array arguments, in order; each is a 1-D memref.
   std::vector<std::string> arrayArgs() const;
@@ -49,6 +53,12 @@ struct ScanKernelSpec {
   std::vector<Type> arrayTypes(MLIRContext *ctx, bool gpu) const;
   int64_t channelsPerBlock() const { return 32 * vec; }
   int64_t stepsPerBlock() const { return steps * warps; }
+  /// Whether `stage` applies to this kernel (vectorized, ℓ per channel).
+  bool staged() const {
+    return stage && vec > 1 && inner == 1 && kind == ScanKernelKind::Forward;
+  }
+  /// Dynamic shared memory the GPU kernel needs (0 unless staged).
+  int64_t sharedBytes() const;
 };
 
 /// Adds the GPU kernel for `spec` to `module` (a gpu.module).

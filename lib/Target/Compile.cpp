@@ -115,8 +115,9 @@ LogicalResult mlir::mmrec::emitNvptx(ModuleOp module, const CompileOptions &opts
                                      std::string *llvmIR) {
   OwningOpRef<ModuleOp> clone = module.clone();
   std::string outline = llvm::formatv(
-      "mmrec-outline-scan-kernels{{target=nvptx vec={0} steps={1} warps={2} min-blocks={3}}",
-      opts.scanVec, opts.scanSteps, opts.scanWarps, opts.scanMinBlocks);
+      "mmrec-outline-scan-kernels{{target=nvptx vec={0} steps={1} warps={2} min-blocks={3} "
+      "stage={4}}",
+      opts.scanVec, opts.scanSteps, opts.scanWarps, opts.scanMinBlocks, opts.scanStage);
   if (failed(runPipeline(*clone, outline)))
     return failure();
   kernels = (*clone)->getAttrOfType<ArrayAttr>("mmrec.kernels");
@@ -298,6 +299,8 @@ KernelInfo parseInfo(Attribute a) {
   k.steps = d.getAs<IntegerAttr>("steps").getInt();
   k.warps = d.getAs<IntegerAttr>("warps").getInt();
   k.logRank = d.getAs<IntegerAttr>("log_rank").getInt();
+  if (auto sb = d.getAs<IntegerAttr>("shared_bytes"))
+    k.sharedBytes = sb.getInt();
   for (int64_t v : d.getAs<DenseI64ArrayAttr>("shape").asArrayRef())
     k.shape.push_back(v);
   return k;
@@ -850,7 +853,9 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
            << ", dims, 4);\n"
            << "  const char *fnName = longer ? \"" << L.name << "\" : vec ? \"" << g->name
            << "\" : \"" << v1.name << "\";\n"
-           << "  mmrec::rt::gpu::launch(fnName, gpuModule().function(fnName), blocks, threads, 0, "
+           << "  const size_t smem = longer ? " << L.sharedBytes << " : vec ? " << g->sharedBytes
+           << " : " << v1.sharedBytes << ";\n"
+           << "  mmrec::rt::gpu::launch(fnName, gpuModule().function(fnName), blocks, threads, smem, "
               "stream, params.data());\n";
         os << "#else\n  fail(K, \"this build of the runtime has no CUDA support\");\n#endif\n";
       } else {

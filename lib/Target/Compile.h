@@ -30,7 +30,7 @@ struct CompileOptions {
   bool trainGatedBf16 = false; // GPU training library: bf16 tensor-core level-0 products
   std::string emit;           // "", "mlir", "llvm", "ptx", "obj"
   // GPU scan tiling (0: the generator's defaults), see mmrec-outline-scan-kernels.
-  int64_t scanVec = 0, scanSteps = 8, scanWarps = 4, scanMinBlocks = 0;
+  int64_t scanVec = 0, scanSteps = 8, scanWarps = 4, scanMinBlocks = 0, scanStage = -1;
 };
 
 struct KernelImages {

@@ -1,18 +1,23 @@
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels=target=nvptx | FileCheck %s --check-prefix=GPU
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx warps=2 steps=4 min-blocks=3" | FileCheck %s --check-prefix=TILE
+// RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx stage=1" | FileCheck %s --check-prefix=STAGE
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels=target=cpu | FileCheck %s --check-prefix=CPU
 // RUN: not mmrec-opt %s --mmrec-outline-scan-kernels=target=amdgpu 2>&1 | FileCheck %s --check-prefix=BAD
 
 // The op is tagged with its kernel; the module lists every kernel.
 // GPU: mmrec.kernels = [{args = ["log_decay", "b", "init", "h", "final"]
 // GPU-SAME: name = "scan_f32_kernel", op = "scan"
+// GPU-SAME: shared_bytes = 0
+// GPU-SAME: name = "scan_f32_kernel_long", op = "scan"
+// GPU-SAME: steps = 16 : i64, target = "nvptx", vec = 4 : i64, warps = 4 : i64
 // GPU-SAME: name = "scan_f32_kernel_v1"
 // GPU: mmrec.scan {{.*}}{mmrec.kernel = "scan_f32_kernel"}
 
 // One gpu.func a kernel: 4 warps by default, shared memory for the warp
-// aggregates, the carry and the ticket.
+// aggregates, the carry and the ticket. Arguments: the 5 arrays, the ticket,
+// the status words (i32), B, T, N and the launch's epoch.
 // GPU: gpu.module @mmrec_kernels
-// GPU: gpu.func @scan_f32_kernel(%{{.*}}: memref<?xf32>, {{.*}}: memref<?xi32>, {{.*}}: memref<?xf32>, {{.*}}: index, {{.*}}: index, {{.*}}: index)
+// GPU: gpu.func @scan_f32_kernel(%{{.*}}: memref<?xf32>, {{.*}}: memref<?xf32>, {{.*}}: memref<?xi32>, {{.*}}: memref<?xi32>, {{.*}}: index, {{.*}}: index, {{.*}}: index, {{.*}}: index)
 // GPU-SAME: workgroup({{.*}}: memref<512xf32, #gpu.address_space<workgroup>>
 // GPU-SAME: kernel attributes {known_block_size = array<i32: 128, 1, 1>}
 // The block takes a ticket, so that predecessors along T started earlier.
@@ -21,12 +26,27 @@
 // GPU: vector.load {{.*}} {alignment = 16 : i64} : memref<?xf32>, vector<4xf32>
 // exp through ex2.approx.
 // GPU: nvvm.inline_ptx "ex2.approx.ftz.f32 $0, $1;"
-// Look-back: a volatile spin on the predecessor's flag, then acquire-release fences.
+// Look-back: each channel's status word {tag, A, B, P} is published with one
+// 16-byte volatile store and read with one 16-byte volatile load; no fences.
+// GPU: llvm.store volatile {{.*}} {alignment = 16 : i64} : vector<4xi32>
 // GPU: scf.while
-// GPU: llvm.load volatile
-// GPU: nvvm.inline_ptx "fence.acq_rel.gpu;"
+// GPU: llvm.load volatile {{.*}} {alignment = 16 : i64} : !llvm.ptr -> vector<4xi32>
+// GPU-NOT: fence
 // GPU: gpu.func @scan_f32_kernel_v1(
 // GPU: vector.load {{.*}} : memref<?xf32>, vector<1xf32>
+
+// With stage=1 the vectorized forward copies its inputs to dynamic shared
+// memory with cp.async; the scalar variant is never staged.
+// STAGE: name = "scan_f32_kernel", op = "scan"
+// STAGE-SAME: shared_bytes = {{[1-9][0-9]*}}
+// STAGE: name = "scan_f32_kernel_v1"
+// STAGE-SAME: shared_bytes = 0
+// STAGE: gpu.func @scan_f32_kernel(
+// STAGE: gpu.dynamic_shared_memory
+// STAGE: cp.async.cg.shared.global
+// STAGE: cp.async.wait_all
+// STAGE: gpu.func @scan_f32_kernel_v1(
+// STAGE-NOT: cp.async
 
 // TILE: gpu.func @scan_f32_kernel(
 // TILE-SAME: memref<256xf32, #gpu.address_space<workgroup>>

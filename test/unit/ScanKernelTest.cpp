@@ -13,7 +13,13 @@
 #include "KernelTestUtil.h"
 #include "Reference/Scan.h"
 #include "mmrec/runtime.h"
-#include "scan_kernels.h"
+// SCAN_VARIANT: the same tests on kernels compiled with other options.
+#ifndef SCAN_VARIANT
+#define SCAN_VARIANT scan_kernels
+#endif
+#define MMREC_STR2(x) #x
+#define MMREC_STR(x) MMREC_STR2(x)
+#include MMREC_STR(SCAN_VARIANT.h)
 
 #include <gtest/gtest.h>
 
@@ -23,7 +29,7 @@
 #include <random>
 
 using namespace mmrec::rt;
-namespace K = mmrec::gen::scan_kernels;
+namespace K = mmrec::gen::SCAN_VARIANT;
 namespace ref = mmrec::ref;
 
 using namespace mmrec::test;

@@ -56,6 +56,11 @@ static cl::opt<int64_t> scanWarps("scan-warps", cl::desc("GPU scans: warps per b
 static cl::opt<int64_t> scanMinBlocks("scan-min-blocks",
                                       cl::desc("GPU scans: blocks per SM to leave registers for"),
                                       cl::init(0));
+static cl::opt<int64_t> scanStage(
+    "scan-stage",
+    cl::desc("GPU scans: stage the forward kernels' inputs in shared memory with cp.async "
+             "(-1: where measured faster, 0: none, 1: all)"),
+    cl::init(-1));
 static cl::opt<bool> noTrain("no-train",
                              cl::desc("Do not build the training library (NAME.train.so) of a "
                                       "model file with mmrec.config"),
@@ -121,8 +126,11 @@ int main(int argc, char **argv) {
   opts.scanSteps = scanSteps;
   opts.scanWarps = scanWarps;
   opts.scanMinBlocks = scanMinBlocks;
-  if (scanWarps < 1 || scanWarps > 32 || scanSteps < 1 || scanVec < 0 || scanMinBlocks < 0)
-    return fail("--scan-warps must be in [1, 32] and the other --scan-* options >= 0");
+  opts.scanStage = scanStage;
+  if (scanWarps < 1 || scanWarps > 32 || scanSteps < 1 || scanVec < 0 || scanMinBlocks < 0 ||
+      scanStage < -1 || scanStage > 1)
+    return fail("--scan-warps must be in [1, 32], --scan-stage in [-1, 1] and the other "
+                "--scan-* options >= 0");
   opts.nvptx = target != "cpu";
   opts.cpu = target != "nvptx";
   opts.name = name.empty() ? llvm::sys::path::stem(inputFile).str() : name.getValue();

@@ -7,14 +7,23 @@
 //      ticket = (chunk · B + batch) · tiles + tile.
 //   1. every thread loads its L steps of V channels (16-byte vector loads
 //      when V > 1), and scans them locally from zero in registers, keeping
-//      the steps' decays γ_j = exp(ℓ_j) and inputs;
+//      the steps' decays γ_j = exp(ℓ_j) and inputs; a staged kernel
+//      (ScanKernelSpec::stage) instead copies the inputs into dynamic shared
+//      memory with cp.async, and keeps γ there, so that no registers hold
+//      them while the block waits for its carry;
 //   2. warps (consecutive pieces of the block's chunk of T) exchange their
 //      aggregates (Σℓ, the local state after L steps) through shared memory: each warp folds
 //      those of the warps before it into an affine map h ↦ exp(A)·h + B;
 //   3. the last warp publishes the block's aggregate, looks back over the
-//      predecessor blocks' aggregates until it finds an inclusive prefix,
-//      publishes its own inclusive prefix and hands the carry-in to the
-//      block through shared memory;
+//      predecessor blocks until it finds an inclusive prefix, publishes its
+//      own inclusive prefix and hands the carry-in to the block through
+//      shared memory. Every (batch, chunk, channel) has one 16-byte status
+//      word {tag, A, B, P} written by one st.volatile.v4 and read by one
+//      ld.volatile.v4, so a reader sees a tag and its values together and
+//      no fence is needed; tag = 4·epoch + 1 (aggregate A, B) or + 2
+//      (inclusive prefix P), with the epoch a launch argument that the
+//      runtime increments per launch (words of earlier launches read as
+//      "not yet", so the buffer is never cleared between launches);
 //   4. every thread reruns its L steps from the carry-in and writes its
 //      outputs (and the adjoint's gradient terms) once.
 // Log-space sums only decrease (ℓ ≤ clamp_max ≤ 0), so exp never overflows.

@@ -409,7 +409,17 @@ bool isTokenArray(const std::string &n) { return n == "tokens" || n == "targets"
 /// AdamW's moments stored in bf16 (adamw_bf16); the bf16 copy of a matrix
 /// product's operand (to_bf16).
 bool isBf16Array(const std::string &n) {
-  return n == "m16" || n == "v16" || n == "x16" || n == "h16" || n == "dP16";
+  return n == "m16" || n == "v16" || n == "x16" || n == "h16" || n == "dP16" || n == "y16" ||
+         n == "o16" || n == "g16" || n == "p16" || n == "df1_16" || n == "df3_16";
+}
+
+/// Whether the kernel's `bf16` index asks for the bf16 copies of its
+/// outputs (the operands of the next bf16 products, written beside the
+/// fp32 values instead of by a separate to_bf16 pass).
+Value wantsCopies(K &k, Args &a) { return k.cmpi(arith::CmpIPredicate::ne, a["bf16"], k.idx(0)); }
+/// With `round`, also stores v rounded to bf16 (nearest even) at mem16[i].
+void store16(K &k, Value round, Value v, Value mem16, Value i) {
+  k.ifThen(round, [&] { k.st(arith::TruncFOp::create(k.b, k.b.getBF16Type(), v), mem16, i); });
 }
 
 struct Kernel {
@@ -462,7 +472,9 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
 
   // --- RMSNorm: y = x·r ⊙ w, r = (mean x² + ε)^−½; rstd[n] = r.
   // dx += r·(dy⊙w − x̂·mean(dy⊙w⊙x̂)), x̂ = x·r;  dw += Σ_n dy ⊙ x̂.
-  add("rmsnorm_fwd", {"x", "w", "y", "rstd"}, {"rows"}, [=](K &k, Args &a) {
+  // With bf16 ≠ 0 also y16 = bf16(y) (the operand of the products that follow).
+  add("rmsnorm_fwd", {"x", "w", "y", "y16", "rstd"}, {"rows", "bf16"}, [=](K &k, Args &a) {
+    Value round = wantsCopies(k, a);
     k.rows(a["rows"], [&](Value n, Value lane) {
       Value base = k.muli(n, k.idx(D));
       Value ss = k.rowSum(lane, D, [&](Value j) {
@@ -474,7 +486,11 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       k.rowLoopBatched(
           lane, D,
           [&](Value j) { return k.mul(k.mul(k.ld(a["x"], k.addi(base, j)), r), k.ld(a["w"], j)); },
-          [&](Value j, Value y) { k.st(y, a["y"], k.addi(base, j)); });
+          [&](Value j, Value y) {
+            Value i = k.addi(base, j);
+            k.st(y, a["y"], i);
+            store16(k, round, y, a["y16"], i);
+          });
     });
   });
   add("rmsnorm_bwd", {"x", "w", "rstd", "dy", "dx", "dw"}, {"rows"}, [=](K &k, Args &a) {
@@ -742,7 +758,9 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   // The lane's slots s = lane + 32·r, unrolled over r (K::laneElements).
   auto ownSlots = [=](K &k, Value lane, auto body) { k.laneElements(lane, M, body); };
   // sc ← softmax over the slots of sc·invSqrtD, written to out[outBase + s].
-  auto warpSoftmax = [=](K &k, Value lane, Value sc, Value out, Value outBase) {
+  // With `round`, also out16[outBase + s] = bf16 of it.
+  auto warpSoftmax = [=](K &k, Value lane, Value sc, Value out, Value outBase,
+                         Value round = {}, Value out16 = {}) {
     // Unrolled like ownSlots (the same order of operations as a loop).
     auto inRange = [&](int64_t r) {
       return k.cmpi(arith::CmpIPredicate::ult, k.addi(lane, k.idx(32 * r)), k.idx(M));
@@ -764,7 +782,12 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       zLoc = k.add(zLoc, e);
     }
     Value inv = k.div(k.cst(1.0), k.warpSum(zLoc));
-    ownSlots(k, lane, [&](Value r, Value s) { k.st(k.mul(k.ld(sc, r), inv), out, k.addi(outBase, s)); });
+    ownSlots(k, lane, [&](Value r, Value s) {
+      Value p = k.mul(k.ld(sc, r), inv), i = k.addi(outBase, s);
+      k.st(p, out, i);
+      if (round)
+        store16(k, round, p, out16, i);
+    });
   };
   // out[outBase + s] = p_s(dp_s − Σ p dp)/√d for the row at `base` of the
   // probabilities p and the upstream gradient dp(s) (in place when out is
@@ -794,13 +817,15 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       k.st(k.mul(k.mul(k.ld(p, i), k.sub(dp(s), pdp)), k.cst(invSqrtD)), out, i);
     });
   };
-  add("slot_softmax", {"p"}, {"rows"}, [=](K &k, Args &a) {
+  // With bf16 ≠ 0 also p16 = bf16(p) (the operand of the products that follow).
+  add("slot_softmax", {"p", "p16"}, {"rows", "bf16"}, [=](K &k, Args &a) {
+    Value round = wantsCopies(k, a);
     k.rows(a["rows"], [&](Value r, Value lane) {
       Value base = k.muli(r, k.idx(M));
       if (k.gpu) {
         Value sc = k.buf(R);
         ownSlots(k, lane, [&](Value i, Value s) { k.st(k.ld(a["p"], k.addi(base, s)), sc, i); });
-        warpSoftmax(k, lane, sc, a["p"], base);
+        warpSoftmax(k, lane, sc, a["p"], base, round, a["p16"]);
         return;
       }
       k.loop(M, [&](Value s) {
@@ -808,6 +833,12 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         k.st(k.mul(k.ld(a["p"], i), k.cst(invSqrtD)), a["p"], i);
       });
       softmaxInPlace(k, a["p"], k.idx(M), base);
+      k.ifThen(round, [&] {
+        k.loop(M, [&](Value s) {
+          Value i = k.addi(base, s);
+          k.st(arith::TruncFOp::create(k.b, k.b.getBF16Type(), k.ld(a["p"], i)), a["p16"], i);
+        });
+      });
     });
   });
   add("slot_softmax_bwd", {"p", "dp"}, {"rows"}, [=](K &k, Args &a) {
@@ -1160,7 +1191,9 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     Value inv = k.div(k.cst(1.0), k.add(e0, k.add(e1, e2)));
     return std::array<Value, 3>{k.mul(e0, inv), k.mul(e1, inv), k.mul(e2, inv)};
   };
-  add("combine_fwd", {"h", "y1", "y2", "rho", "hrstd", "o"}, {"rows"}, [=](K &k, Args &a) {
+  add("combine_fwd", {"h", "y1", "y2", "rho", "hrstd", "o", "o16"}, {"rows", "bf16"},
+      [=](K &k, Args &a) {
+    Value round = wantsCopies(k, a);
     k.rows(k.muli(a["rows"], k.idx(G)), [&](Value ng, Value lane) {
       {
         Value n = k.divui(ng, k.idx(G)), g = k.remui(ng, k.idx(G));
@@ -1177,6 +1210,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           Value o = k.add(k.mul(w[0], k.mul(k.ld(a["h"], i), r)),
                           k.add(k.mul(w[1], k.ld(a["y1"], i)), k.mul(w[2], k.ld(a["y2"], i))));
           k.st(o, a["o"], i);
+          store16(k, round, o, a["o16"], i);
         });
       }
     });
@@ -1222,21 +1256,31 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       });
 
   // --- SwiGLU: g = silu(f1) ⊙ f3; df1 = dg·f3·σ(f1)(1 + f1(1 − σ(f1))), df3 = dg·silu(f1).
-  add("swiglu_fwd", {"f1", "f3", "g"}, {"n"}, [=](K &k, Args &a) {
+  // With bf16 ≠ 0 also the bf16 copies of g (fwd) and df1, df3 (bwd).
+  add("swiglu_fwd", {"f1", "f3", "g", "g16"}, {"n", "bf16"}, [=](K &k, Args &a) {
+    Value round = wantsCopies(k, a);
     k.parBatched(
         a["n"],
         [&](Value i) {
           Value x = k.ld(a["f1"], i);
           return k.mul(k.mul(x, k.sigmoid(x)), k.ld(a["f3"], i));
         },
-        [&](Value i, Value g) { k.st(g, a["g"], i); });
+        [&](Value i, Value g) {
+          k.st(g, a["g"], i);
+          store16(k, round, g, a["g16"], i);
+        });
   });
-  add("swiglu_bwd", {"f1", "f3", "dg", "df1", "df3"}, {"n"}, [=](K &k, Args &a) {
+  add("swiglu_bwd", {"f1", "f3", "dg", "df1", "df3", "df1_16", "df3_16"}, {"n", "bf16"},
+      [=](K &k, Args &a) {
+    Value round = wantsCopies(k, a);
     k.par(a["n"], [&](Value i) {
       Value x = k.ld(a["f1"], i), s = k.sigmoid(x), dg = k.ld(a["dg"], i);
       Value dsilu = k.mul(s, k.add(k.cst(1.0), k.mul(x, k.sub(k.cst(1.0), s))));
-      k.st(k.mul(k.mul(dg, k.ld(a["f3"], i)), dsilu), a["df1"], i);
-      k.st(k.mul(dg, k.mul(x, s)), a["df3"], i);
+      Value df1 = k.mul(k.mul(dg, k.ld(a["f3"], i)), dsilu), df3 = k.mul(dg, k.mul(x, s));
+      k.st(df1, a["df1"], i);
+      k.st(df3, a["df3"], i);
+      store16(k, round, df1, a["df1_16"], i);
+      store16(k, round, df3, a["df3_16"], i);
     });
   });
 

@@ -9,7 +9,7 @@
 // RUN: mmrec-opt %s --mmrec-build-train-kernels=target=nvptx --gpu-kernel-outlining | FileCheck %s --check-prefix=OUTLINED
 // RUN: mmrec-opt %s --pass-pipeline="builtin.module(mmrec-build-train-kernels{target=nvptx},gpu-kernel-outlining,nvvm-attach-target{chip=sm_90},gpu.module(mmrec-approximate-math{ptx=true},convert-math-to-llvm,convert-scf-to-cf,convert-gpu-to-nvvm,convert-nvvm-to-llvm,reconcile-unrealized-casts))" | FileCheck %s --check-prefix=NVVM
 
-// CHECK: module attributes {gpu.container_module, mmrec.config = {{.*}}, mmrec.train_kernels = [{arrays = ["x", "w", "y", "rstd"], indices = ["rows"], name = "train_rmsnorm_fwd"}
+// CHECK: module attributes {gpu.container_module, mmrec.config = {{.*}}, mmrec.train_kernels = [{arrays = ["x", "w", "y", "y16", "rstd"], indices = ["rows", "bf16"], name = "train_rmsnorm_fwd"}
 // CHECK-LABEL: func.func @train_rmsnorm_bwd(
 // CHECK: %[[POS:.*]] = arith.cmpi ugt, %{{.*}}, %c0
 // CHECK: scf.if %[[POS]]

@@ -8,13 +8,16 @@
 // NOCOPY-NOT: mem_prev
 // RUN: mmrec-opt %s --mmrec-build-train-kernels --convert-scf-to-cf --convert-math-to-libm --convert-math-to-llvm --expand-strided-metadata --finalize-memref-to-llvm --convert-arith-to-llvm --convert-cf-to-llvm --convert-func-to-llvm --reconcile-unrealized-casts | FileCheck %s --check-prefix=LLVM
 
-// CHECK: module attributes {mmrec.config = {{.*}}, mmrec.train_kernels = [{arrays = ["x", "w", "y", "rstd"], indices = ["rows"], name = "train_rmsnorm_fwd"}
+// CHECK: module attributes {mmrec.config = {{.*}}, mmrec.train_kernels = [{arrays = ["x", "w", "y", "y16", "rstd"], indices = ["rows", "bf16"], name = "train_rmsnorm_fwd"}
 // CHECK-SAME: {arrays = ["w", "mu", "n", "lb"], indices = ["B", "T"], name = "train_mdi_chunk_fwd"}
 // CHECK-SAME: {arrays = ["log_decay", "P", "n", "init", "h", "h16", "final"], indices = ["B", "T", "N", "bf16"], name = "train_mem_scan_fwd"}
 // CHECK-SAME: {arrays = ["mems", "init", "grad_h", "grad_final", "mu", "n", "P", "dmu", "dP", "dP16", "dn", "grad_init"], indices = ["B", "T", "bf16"], name = "train_mem_scan_bwd"}
-// CHECK: func.func @train_rmsnorm_fwd(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: index) attributes {llvm.emit_c_interface}
-// The RMSNorm of D = 24 channels: the mean divides by 24.
+// CHECK: func.func @train_rmsnorm_fwd(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xbf16>, %{{.*}}: memref<?xf32>, %{{.*}}: index, %{{.*}}: index) attributes {llvm.emit_c_interface}
+// The RMSNorm of D = 24 channels: the mean divides by 24; with its flag
+// set it also writes y's bf16 copy.
 // CHECK: arith.constant 0.0416666{{[0-9]*}} : f32
+// CHECK: scf.if
+// CHECK: arith.truncf %{{.*}} : f32 to bf16
 // The memory scan forms (1 - beta)·U from the chunk sums P and n, and
 // writes the states' bf16 copy (h16) only when its flag is set.
 // CHECK: func.func @train_mem_scan_fwd(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %[[H16:arg[0-9]+]]: memref<?xbf16>, %{{.*}}: memref<?xf32>, %{{.*}}: index, %{{.*}}: index, %{{.*}}: index, %[[FLAG:arg[0-9]+]]: index)

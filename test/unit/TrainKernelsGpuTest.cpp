@@ -93,10 +93,16 @@ std::vector<KernelSpec> kernelSpecs() {
   auto BGM2 = [](const Sizes &s) { return 2 * s.B * s.G * s.M; };
   auto Wg = [](const Sizes &s) { return s.Wg; };
   auto rows = [](const Sizes &s) { return std::vector<int64_t>{s.N}; };
+  // Kernels with a `bf16` index: their bf16 copies asked for (checked like
+  // every output against the CPU kernel's).
+  auto rowsCopies = [](const Sizes &s) { return std::vector<int64_t>{s.N, 1}; };
   auto BT = [](const Sizes &s) { return std::vector<int64_t>{s.B, s.T}; };
   using K = Kind;
   return {
-      {"rmsnorm_fwd", {{"x", ND, K::In}, {"w", D, K::In}, {"y", ND, K::Out}, {"rstd", N, K::Out}}, rows},
+      {"rmsnorm_fwd",
+       {{"x", ND, K::In}, {"w", D, K::In}, {"y", ND, K::Out}, {"y16", ND, K::Out16},
+        {"rstd", N, K::Out}},
+       rowsCopies},
       {"rmsnorm_bwd",
        {{"x", ND, K::In}, {"w", D, K::In}, {"rstd", N, K::Pos}, {"dy", ND, K::In},
         {"dx", ND, K::Acc}, {"dw", D, K::Acc}},
@@ -115,8 +121,8 @@ std::vector<KernelSpec> kernelSpecs() {
         {"dq", ND, K::Acc}, {"dk", ND, K::Acc}, {"dv", ND, K::Acc}, {"dK1", chunksD, K::Out},
         {"dV1", chunksD, K::Out}, {"stat", [](const Sizes &s) { return 2 * s.N * s.G; }, K::Out}},
        BT},
-      {"slot_softmax", {{"p", NGM, K::InOut}},
-       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.G}; }},
+      {"slot_softmax", {{"p", NGM, K::InOut}, {"p16", NGM, K::Out16}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.G, 1}; }},
       {"slot_softmax_bwd", {{"p", NGM, K::Pos}, {"dp", NGM, K::InOut}},
        [](const Sizes &s) { return std::vector<int64_t>{s.N * s.G}; }},
       {"mdi_write_softmax_bwd", {{"w", NGM, K::Pos}, {"dn", slots, K::In}, {"dw", NGM, K::InOut}},
@@ -137,19 +143,20 @@ std::vector<KernelSpec> kernelSpecs() {
        [](const Sizes &s) { return std::vector<int64_t>{s.B, s.T, 1}; }},
       {"combine_fwd",
        {{"h", ND, K::In}, {"y1", ND, K::In}, {"y2", ND, K::In}, {"rho", G3, K::In},
-        {"hrstd", NG, K::Out}, {"o", ND, K::Out}},
-       rows},
+        {"hrstd", NG, K::Out}, {"o", ND, K::Out}, {"o16", ND, K::Out16}},
+       rowsCopies},
       {"combine_bwd",
        {{"h", ND, K::In}, {"y1", ND, K::In}, {"y2", ND, K::In}, {"rho", G3, K::In},
         {"hrstd", NG, K::Pos}, {"do", ND, K::In}, {"dh", ND, K::Out}, {"dy1", ND, K::Out},
         {"dy2", ND, K::Out}, {"drho", G3, K::Acc}},
        rows},
-      {"swiglu_fwd", {{"f1", NF, K::In}, {"f3", NF, K::In}, {"g", NF, K::Out}},
-       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.F}; }},
+      {"swiglu_fwd",
+       {{"f1", NF, K::In}, {"f3", NF, K::In}, {"g", NF, K::Out}, {"g16", NF, K::Out16}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.F, 1}; }},
       {"swiglu_bwd",
        {{"f1", NF, K::In}, {"f3", NF, K::In}, {"dg", NF, K::In}, {"df1", NF, K::Out},
-        {"df3", NF, K::Out}},
-       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.F}; }},
+        {"df3", NF, K::Out}, {"df1_16", NF, K::Out16}, {"df3_16", NF, K::Out16}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.F, 1}; }},
       {"embed_fwd",
        {{"tokens", N, K::Tok}, {"E", [](const Sizes &s) { return s.V * s.D; }, K::In},
         {"x", ND, K::Out}},
@@ -623,19 +630,48 @@ TEST(TrainKernelsGpu, ElementwiseSpeed) {
   auto *x16 = static_cast<uint16_t *>(static_cast<void *>(z));
   const double copy = rt::gpu::medianMs([&] { rt::gpu::copyDeviceToDevice(y, x, size_t(n) * 4); }, 2, 9);
   const double cast = rt::gpu::medianMs([&] { gpu("to_bf16", Arr(x, n), Arr(x16, n), n); }, 2, 9);
+  const Arr no16(static_cast<uint16_t *>(nullptr), 0);
   const double sw = rt::gpu::medianMs(
-      [&] { gpu("swiglu_fwd", Arr(x, n / 2), Arr(x + n / 2, n / 2), Arr(y, n / 2), n / 2); }, 2, 9);
+      [&] {
+        gpu("swiglu_fwd", Arr(x, n / 2), Arr(x + n / 2, n / 2), Arr(y, n / 2), no16, n / 2,
+            int64_t(0));
+      },
+      2, 9);
+  // With the bf16 copy of g written beside it (x16 spans n / 2 floats' room
+  // for n / 2 bf16 elements at most: z holds n floats).
+  const double sw16 = rt::gpu::medianMs(
+      [&] {
+        gpu("swiglu_fwd", Arr(x, n / 2), Arr(x + n / 2, n / 2), Arr(y, n / 2), Arr(x16, n / 2),
+            n / 2, int64_t(1));
+      },
+      2, 9);
   float *w = y + n / 2, *r = z + n / 2;
+  auto *y16 = static_cast<uint16_t *>(static_cast<void *>(z + n / 4));
   const double rn = rt::gpu::medianMs(
-      [&] { gpu("rmsnorm_fwd", Arr(x, rows * D), Arr(w, D), Arr(y, rows * D), Arr(r, rows), rows); },
+      [&] {
+        gpu("rmsnorm_fwd", Arr(x, rows * D), Arr(w, D), Arr(y, rows * D), no16, Arr(r, rows), rows,
+            int64_t(0));
+      },
+      2, 9);
+  const double rn16 = rt::gpu::medianMs(
+      [&] {
+        gpu("rmsnorm_fwd", Arr(x, rows * D), Arr(w, D), Arr(y, rows * D), Arr(y16, rows * D),
+            Arr(r, rows), rows, int64_t(1));
+      },
       2, 9);
   const double rn1 = rt::gpu::medianMs(
-      [&] { gpu("rmsnorm_fwd", Arr(x, D), Arr(w, D), Arr(y, D), Arr(r, 1), int64_t(1)); }, 5, 21);
+      [&] {
+        gpu("rmsnorm_fwd", Arr(x, D), Arr(w, D), Arr(y, D), no16, Arr(r, 1), int64_t(1), int64_t(0));
+      },
+      5, 21);
   auto gbs = [](double bytes, double ms) { return bytes / (ms * 1e6); };
-  std::printf("copy %.0f GB/s; to_bf16 %.0f GB/s (%.3f ms for %lld elements); swiglu_fwd %.0f GB/s; "
-              "rmsnorm_fwd %lld x %lld %.0f GB/s; rmsnorm_fwd 1 row %.1f us\n",
-              gbs(8.0 * n, copy), gbs(6.0 * n, cast), cast, (long long)n, gbs(6.0 * n, sw),
-              (long long)rows, (long long)D, gbs(8.0 * rows * D, rn), rn1 * 1000);
+  std::printf("copy %.0f GB/s; to_bf16 %.0f GB/s (%.3f ms for %lld elements); swiglu_fwd %.0f GB/s "
+              "(%.3f ms; with g's bf16 copy %.3f ms, %.0f GB/s); "
+              "rmsnorm_fwd %lld x %lld %.0f GB/s (%.3f ms; with the copy %.3f ms); "
+              "rmsnorm_fwd 1 row %.1f us\n",
+              gbs(8.0 * n, copy), gbs(6.0 * n, cast), cast, (long long)n, gbs(6.0 * n, sw), sw,
+              sw16, gbs(7.0 * n, sw16), (long long)rows, (long long)D, gbs(8.0 * rows * D, rn), rn,
+              rn16, rn1 * 1000);
   for (void *p : {(void *)x, (void *)y, (void *)z})
     rt::gpu::free(p);
 }

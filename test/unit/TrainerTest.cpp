@@ -206,7 +206,7 @@ void checkBf16Reuse(rt::DeviceKind dev) {
           tok[i] = int32_t((i * 7 + 3) % lib.config().V);
         double loss[2];
         std::vector<float> grad[2];
-        uint64_t products[2], roundings[2], kernelCopies[2];
+        uint64_t products[2], roundings[2], kernelCopies[2], kernelCopiesRead[2];
         for (int reuse = 0; reuse < 2; ++reuse) {
           Arrays a(dev, params);
           Model m(lib, layout);
@@ -221,12 +221,17 @@ void checkBf16Reuse(rt::DeviceKind dev) {
           products[reuse] = m.bf16Products();
           roundings[reuse] = m.bf16Roundings();
           kernelCopies[reuse] = m.bf16KernelCopies();
+          kernelCopiesRead[reuse] = m.bf16KernelCopiesRead();
         }
-        // With reuse the memory scan's states and its adjoint's dP come
-        // with their bf16 copies (two a layer, with the recomputed forward's
-        // three): equal results show those copies are the roundings'.
+        // With reuse the operands that kernels produce come with their bf16
+        // copies (u, w, the states, a, o, u2 and g a layer forward, the
+        // final norm's output, dP, df1 and df3 a layer backward; the
+        // recomputed forward's seven again), and every copy is read by a
+        // product: equal results show those copies are the roundings'.
+        const uint64_t L = uint64_t(lib.config().L);
         EXPECT_EQ(kernelCopies[0], 0u);
-        EXPECT_GE(kernelCopies[1], 2u * uint64_t(lib.config().L));
+        EXPECT_EQ(kernelCopies[1], (recompute ? 17u : 10u) * L + 1);
+        EXPECT_EQ(kernelCopiesRead[1], kernelCopies[1]);
         if (dev == rt::DeviceKind::cpu) {
           EXPECT_EQ(loss[0], loss[1]);
           EXPECT_EQ(grad[0], grad[1]);

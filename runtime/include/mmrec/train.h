@@ -344,9 +344,13 @@ public:
   /// the MDI's per-group products, are rounded once).
   uint64_t bf16Products() const { return bf16Products_; }
   uint64_t bf16Roundings() const { return castLaunches_; }
-  /// bf16 copies written by kernels beside their fp32 outputs (the memory
-  /// scan's states, its adjoint's dP), taken by products instead of a rounding.
+  /// bf16 copies written by kernels beside their fp32 outputs (RMSNorm's,
+  /// the slot softmaxes', the memory scan's states, the combination's,
+  /// SwiGLU's and its adjoint's, the memory scan adjoint's dP), taken by
+  /// products instead of a rounding; and how many of them a product took
+  /// (each counted once: a copy written but never read is wasted work).
   uint64_t bf16KernelCopies() const { return kernelCopies_; }
+  uint64_t bf16KernelCopiesRead() const { return kernelCopiesRead_; }
   /// Off: every bf16 product rounds its operands afresh (the reference the
   /// tests compare the reuse with, bit for bit).
   void setBf16Reuse(bool on) { reuseCasts_ = on; }
@@ -422,6 +426,7 @@ private:
     const float *src = nullptr;
     int64_t n = 0;
     uint64_t epoch = 0, used = 0;
+    bool fromKernel = false, read = false;
   };
   /// The bf16 copy of p[0, n): a slice of a valid copy that spans it
   /// (consecutive products of one operand, and chunkMM's groups, round it
@@ -433,8 +438,20 @@ private:
   /// next kernel writes beside its fp32 output; bf16Written(src, n) after
   /// that launch makes it the copy of src[0, n), found by bf16Operand like
   /// a rounding's.
+  /// Up to two targets may be pending for one launch; bf16Written takes
+  /// them in the order they were asked for.
   uint16_t *bf16Target(int64_t n);
   void bf16Written(const float *src, int64_t n);
+  /// bf16Target(n) where kernels write copies, else null (the kernel's
+  /// `bf16` index is then 0 and its copy array empty: copyArr).
+  uint16_t *copyTarget(int64_t n);
+  static Arr copyArr(uint16_t *p, int64_t n);
+  /// bf16Written(src, n) if p is a target.
+  void copyWritten(uint16_t *p, const float *src, int64_t n);
+  /// After a launch that wrote nothing but [p, p + n) (and copies it
+  /// reported): the copies valid before it (castEpoch() was `before`) whose
+  /// sources it did not touch stay valid.
+  void carryCopies(uint64_t before, const float *p, int64_t n);
   /// Whether kernels write bf16 copies of their outputs (bf16 products with
   /// copies reused).
   bool kernelCopies() const { return matmul_ == Matmul::bf16 && reuseCasts_; }
@@ -448,8 +465,10 @@ private:
   // shared by a product and the next survive (A of one, B of the other),
   // as do the copies kernels wrote beside their outputs.
   Bf16Copy casts_[4];
-  Bf16Copy *pending_ = nullptr;
-  uint64_t kernelCopies_ = 0;
+  static constexpr int kMaxPending = 2;
+  Bf16Copy *pending_[kMaxPending] = {nullptr, nullptr};
+  int pendingCount_ = 0;
+  uint64_t kernelCopies_ = 0, kernelCopiesRead_ = 0;
   uint64_t castLaunches_ = 0, castUses_ = 0, bf16Products_ = 0;
   bool reuseCasts_ = true;
   std::function<void(int64_t, int64_t)> gradReady_;

@@ -16,6 +16,12 @@
 
 using namespace mmrec::train;
 
+namespace {
+// No bf16 copies from the kernels here (their `bf16` index is 0): decoding
+// rounds its few product operands with to_bf16.
+const Arr kNo16(static_cast<uint16_t *>(nullptr), 0);
+} // namespace
+
 struct Generator::LayerState {
   FBuf h, mem, K1, V1, ksum, vsum, nacc, pacc;
 };
@@ -133,7 +139,7 @@ const std::vector<float> &Generator::step(const float *P, const int32_t *tokens)
       return Arr(const_cast<float *>(P + p.offset), p.numel);
     };
     auto Wp = [&](const char *n) { return P + layout_.layer(l, n); };
-    lib_("rmsnorm_fwd", Arr(x_), W("w_in"), Arr(u_), Arr(rstd_), B);
+    lib_("rmsnorm_fwd", Arr(x_), W("w_in"), Arr(u_), kNo16, Arr(rstd_), B, int64_t(0));
     // u rounded once for its five products.
     proj(u_, true, Wp("W_q"), q_, D, D, 0);
     proj(u_, false, Wp("W_k"), k_, D, D, 0);
@@ -153,18 +159,20 @@ const std::vector<float> &Generator::step(const float *P, const int32_t *tokens)
          chunk, C, close);
     lib_("decode_mdi_update", Arr(slots_), Arr(v_), W("mu"), Arr(s.nacc), Arr(s.pacc), Arr(s.mem),
          B, close);
-    lib_("combine_fwd", Arr(hs_), Arr(y1_), Arr(y2_), W("rho"), Arr(hrstd_), Arr(o_), B);
+    lib_("combine_fwd", Arr(hs_), Arr(y1_), Arr(y2_), W("rho"), Arr(hrstd_), Arr(o_), kNo16, B,
+         int64_t(0));
     x1_ = x_;
     proj(o_, true, Wp("W_o"), x1_, D, D, 1);
-    lib_("rmsnorm_fwd", Arr(x1_), W("w_ffn"), Arr(u2_), Arr(rstd_), B);
+    lib_("rmsnorm_fwd", Arr(x1_), W("w_ffn"), Arr(u2_), kNo16, Arr(rstd_), B, int64_t(0));
     proj(u2_, true, Wp("W_1"), f1_, F, D, 0);
     proj(u2_, false, Wp("W_3"), f3_, F, D, 0);
-    lib_("swiglu_fwd", Arr(f1_), Arr(f3_), Arr(g_), B * F);
+    lib_("swiglu_fwd", Arr(f1_), Arr(f3_), Arr(g_), kNo16, B * F, int64_t(0));
     x_ = x1_;
     proj(g_, true, Wp("W_2"), x_, D, F, 1);
   }
   const ParamInfo &fn = layout_.get("final_norm");
-  lib_("rmsnorm_fwd", Arr(x_), Arr(const_cast<float *>(P + fn.offset), D), Arr(xf_), Arr(rstd_), B);
+  lib_("rmsnorm_fwd", Arr(x_), Arr(const_cast<float *>(P + fn.offset), D), Arr(xf_), kNo16,
+       Arr(rstd_), B, int64_t(0));
   proj(xf_, true, E, logits_, V, D, 0, true);
   // After T_max tokens a new segment starts: level 1 restarts (its chunk
   // slots are reused from 0); h and Mem carry on.

@@ -60,6 +60,9 @@ const uint16_t *Model::bf16Operand(const float *p, int64_t n, const Bf16Copy *ke
     if (reuseCasts_ && c.src && c.epoch == epoch && at(p) >= at(c.src) &&
         at(p + n) <= at(c.src + c.n)) {
       c.used = ++castUses_;
+      if (c.fromKernel && !c.read)
+        ++kernelCopiesRead_;
+      c.read = true;
       if (slot)
         *slot = &c;
       return c.buf.data() + (p - c.src);
@@ -80,6 +83,8 @@ const uint16_t *Model::bf16Operand(const float *p, int64_t n, const Bf16Copy *ke
   ++castLaunches_;
   v->src = p;
   v->n = n;
+  v->fromKernel = false;
+  v->read = true;
   v->epoch = castEpoch();
   v->used = ++castUses_;
   if (slot)
@@ -88,9 +93,13 @@ const uint16_t *Model::bf16Operand(const float *p, int64_t n, const Bf16Copy *ke
 }
 
 uint16_t *Model::bf16Target(int64_t n) {
+  if (pendingCount_ == kMaxPending)
+    throw Error("bf16Target: more than 2 copies asked for one launch");
   const uint64_t epoch = castEpoch();
   Bf16Copy *v = nullptr;
   for (Bf16Copy &c : casts_) {
+    if (pendingCount_ > 0 && pending_[0] == &c)
+      continue;
     const bool stale = !c.src || c.epoch != epoch;
     const bool vStale = v && (!v->src || v->epoch != epoch);
     if (!v || (stale && !vStale) || (stale == vStale && c.used < v->used))
@@ -100,19 +109,40 @@ uint16_t *Model::bf16Target(int64_t n) {
     v->buf.reset(dev_, n);
   v->src = nullptr;
   v->used = ++castUses_;
-  pending_ = v;
+  pending_[pendingCount_++] = v;
   return v->buf.data();
 }
 
 void Model::bf16Written(const float *src, int64_t n) {
-  if (!pending_)
+  if (pendingCount_ == 0)
     throw Error("bf16Written: no copy was asked for (bf16Target)");
-  pending_->src = src;
-  pending_->n = n;
-  pending_->epoch = castEpoch();
-  pending_->used = ++castUses_;
-  pending_ = nullptr;
+  Bf16Copy *c = pending_[0];
+  pending_[0] = pending_[1];
+  --pendingCount_;
+  c->src = src;
+  c->n = n;
+  c->fromKernel = true;
+  c->read = false;
+  c->epoch = castEpoch();
+  c->used = ++castUses_;
   ++kernelCopies_;
+}
+
+uint16_t *Model::copyTarget(int64_t n) { return kernelCopies() ? bf16Target(n) : nullptr; }
+
+Arr Model::copyArr(uint16_t *p, int64_t n) { return Arr(p, p ? n : 0); }
+
+void Model::copyWritten(uint16_t *p, const float *src, int64_t n) {
+  if (p)
+    bf16Written(src, n);
+}
+
+void Model::carryCopies(uint64_t before, const float *p, int64_t n) {
+  const auto at = [](const float *x) { return reinterpret_cast<uintptr_t>(x); };
+  const uint64_t now = castEpoch();
+  for (Bf16Copy &c : casts_)
+    if (c.src && c.epoch == before && !(at(p) < at(c.src + c.n) && at(c.src) < at(p + n)))
+      c.epoch = now;
 }
 
 void Model::dropCopies(const float *p, int64_t n, bool all) {
@@ -427,7 +457,12 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
     return Arr(const_cast<float *>(P + p.offset), p.numel);
   };
   auto Wp = [&](const char *n) { return P + layout_.layer(l, n); };
-  lib_("rmsnorm_fwd", Arr(Ly.x), W("w_in"), Arr(Ly.u), Arr(Ly.rstd1), N);
+  // With bf16 products, the kernels that produce a product's operand write
+  // its bf16 copy too (copyTarget): no separate rounding pass reads it again.
+  uint16_t *u16 = copyTarget(Ly.u.size());
+  lib_("rmsnorm_fwd", Arr(Ly.x), W("w_in"), Arr(Ly.u), copyArr(u16, Ly.u.size()), Arr(Ly.rstd1),
+       N, int64_t(u16 != nullptr));
+  copyWritten(u16, Ly.u.data(), Ly.u.size());
   mm(Ly.u.data(), Wp("W_q"), Ly.q.data(), N, D, D, false, false, 0);
   mm(Ly.u.data(), Wp("W_k"), Ly.k.data(), N, D, D, false, false, 0);
   mm(Ly.u.data(), Wp("W_v"), Ly.v.data(), N, D, D, false, false, 0);
@@ -446,32 +481,48 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   const int64_t GM = c_.Nm * c_.M, Md = c_.M * c_.dm(), d = c_.dm();
   groupMM({Ly.k.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.w.data(), GM, c_.M, true},
           N, c_.M, d, 0);
-  lib_("slot_softmax", Arr(Ly.w), N * c_.Nm);
+  uint16_t *w16 = copyTarget(Ly.w.size());
+  lib_("slot_softmax", Arr(Ly.w), copyArr(w16, Ly.w.size()), N * c_.Nm, int64_t(w16 != nullptr));
+  copyWritten(w16, Ly.w.data(), Ly.w.size());
   chunkMM({Ly.w.data(), GM, c_.M, true}, true, {Ly.v.data(), D, d, true}, false,
           {Ly.P.data(), d, Md, false}, c_.M, d, -1, 0);
   lib_("mdi_chunk_fwd", Arr(Ly.w), W("mu"), Arr(Ly.n), Arr(Ly.lb), B, T);
-  groupMM({Ly.q.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.a.data(), GM, c_.M, true},
-          N, c_.M, d, 0);
-  lib_("slot_softmax", Arr(Ly.a), N * c_.Nm);
   // The memory scan forms (1 − β)·U from P itself; with bf16 products it
   // also writes the states' bf16 copy, which the read's products below take
   // (no rounding pass over the largest array of the layer).
-  uint16_t *mems16 = kernelCopies() ? bf16Target(Ly.mems.size()) : nullptr;
+  uint16_t *mems16 = copyTarget(Ly.mems.size());
   lib_("mem_scan_fwd", Arr(Ly.lb), Arr(Ly.P), Arr(Ly.n), Arr(zerosMem_), Arr(Ly.mems),
-       Arr(mems16, mems16 ? Ly.mems.size() : 0), Arr(Ly.memfin), B, nC, GMd,
-       int64_t(mems16 != nullptr));
-  if (mems16)
-    bf16Written(Ly.mems.data(), Ly.mems.size());
+       copyArr(mems16, Ly.mems.size()), Arr(Ly.memfin), B, nC, GMd, int64_t(mems16 != nullptr));
+  copyWritten(mems16, Ly.mems.data(), Ly.mems.size());
+  // The read's addresses after the scan (they do not depend on it), so that
+  // the read's product finds both bf16 copies: slot_softmax writes only a
+  // (and a's copy), so the states' copy stays valid across it.
+  groupMM({Ly.q.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.a.data(), GM, c_.M, true},
+          N, c_.M, d, 0);
+  uint16_t *a16 = copyTarget(Ly.a.size());
+  const uint64_t beforeA = castEpoch();
+  lib_("slot_softmax", Arr(Ly.a), copyArr(a16, Ly.a.size()), N * c_.Nm, int64_t(a16 != nullptr));
+  carryCopies(beforeA, Ly.a.data(), Ly.a.size());
+  copyWritten(a16, Ly.a.data(), Ly.a.size());
   // y2_c = a_c·Mem_{c−1}: chunk c's product reads state c − 1 in place.
   prevChunkMM(Prev::read, {Ly.a.data(), GM, c_.M, true}, false, {Ly.mems.data(), d, Md, false},
               false, {Ly.y2.data(), D, d, true}, -1, d, c_.M, zerosMem_.data());
-  lib_("combine_fwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(Ly.o), N);
+  uint16_t *o16 = copyTarget(Ly.o.size());
+  lib_("combine_fwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(Ly.o),
+       copyArr(o16, Ly.o.size()), N, int64_t(o16 != nullptr));
+  copyWritten(o16, Ly.o.data(), Ly.o.size());
   Ly.x1 = Ly.x;
   mm(Ly.o.data(), Wp("W_o"), Ly.x1.data(), N, D, D, false, false, 1);
-  lib_("rmsnorm_fwd", Arr(Ly.x1), W("w_ffn"), Arr(Ly.u2), Arr(Ly.rstd2), N);
+  uint16_t *u216 = copyTarget(Ly.u2.size());
+  lib_("rmsnorm_fwd", Arr(Ly.x1), W("w_ffn"), Arr(Ly.u2), copyArr(u216, Ly.u2.size()),
+       Arr(Ly.rstd2), N, int64_t(u216 != nullptr));
+  copyWritten(u216, Ly.u2.data(), Ly.u2.size());
   mm(Ly.u2.data(), Wp("W_1"), Ly.f1.data(), N, F, D, false, false, 0);
   mm(Ly.u2.data(), Wp("W_3"), Ly.f3.data(), N, F, D, false, false, 0);
-  lib_("swiglu_fwd", Arr(Ly.f1), Arr(Ly.f3), Arr(Ly.g), N * F);
+  uint16_t *g16 = copyTarget(Ly.g.size());
+  lib_("swiglu_fwd", Arr(Ly.f1), Arr(Ly.f3), Arr(Ly.g), copyArr(g16, Ly.g.size()), N * F,
+       int64_t(g16 != nullptr));
+  copyWritten(g16, Ly.g.data(), Ly.g.size());
   out = Ly.x1;
   mm(Ly.g.data(), Wp("W_2"), out.data(), N, D, F, false, false, 1);
 }
@@ -512,8 +563,10 @@ double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t 
     }
   }
   const ParamInfo &fn = layout_.get("final_norm");
-  lib_("rmsnorm_fwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(xf_), Arr(rstdF_),
-       N);
+  uint16_t *xf16 = copyTarget(xf_.size());
+  lib_("rmsnorm_fwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(xf_),
+       copyArr(xf16, xf_.size()), Arr(rstdF_), N, int64_t(xf16 != nullptr));
+  copyWritten(xf16, xf_.data(), xf_.size());
   return head(P, nullptr, 1.0f);
 }
 
@@ -581,9 +634,16 @@ void Model::backward(const float *P, float *Gr, float scale) {
     std::swap(dy_, dx_); // dy = dL/dx_out
     mm(dy_.data(), Wp("W_2"), dg_.data(), N, F, D, false, true, 0);
     mm(Ly.g.data(), dy_.data(), dWp("W_2"), F, D, N, true, false, 1);
-    lib_("swiglu_bwd", Arr(Ly.f1), Arr(Ly.f3), Arr(dg_), Arr(df1_), Arr(df3_), N * F);
+    uint16_t *df116 = copyTarget(df1_.size());
+    uint16_t *df316 = copyTarget(df3_.size());
+    lib_("swiglu_bwd", Arr(Ly.f1), Arr(Ly.f3), Arr(dg_), Arr(df1_), Arr(df3_),
+         copyArr(df116, df1_.size()), copyArr(df316, df3_.size()), N * F,
+         int64_t(df116 != nullptr));
+    copyWritten(df116, df1_.data(), df1_.size());
+    copyWritten(df316, df3_.data(), df3_.size());
     // Each of df1, df3 feeds its two products back to back (with bf16
-    // products: rounded once each, not evicted by the other's copies).
+    // products: their copies come from swiglu_bwd, and each survives the
+    // other's products).
     mm(df1_.data(), Wp("W_1"), du2_.data(), N, D, F, false, true, 0);
     mm(Ly.u2.data(), df1_.data(), dWp("W_1"), D, F, N, true, false, 1);
     mm(df3_.data(), Wp("W_3"), du2_.data(), N, D, F, false, true, 1);
@@ -621,7 +681,7 @@ void Model::backward(const float *P, float *Gr, float scale) {
             {dS, d, Md, false}, c_.M, d, N, 1);
     // The memory scan's adjoint with the chunk write's: dP and dn per slot
     // (and dμ); with bf16 products also dP's bf16 copy for dv's product.
-    uint16_t *dP16 = kernelCopies() ? bf16Target(dP_.size()) : nullptr;
+    uint16_t *dP16 = copyTarget(dP_.size());
     lib_("mem_scan_bwd", Arr(Ly.mems), Arr(zerosMem_), Arr(dmems_), Arr(zerosMem_), W("mu"),
          Arr(Ly.n), Arr(Ly.P), dW("mu"), Arr(dP_), Arr(dP16, dP16 ? dP_.size() : 0), Arr(dn_),
          Arr(dmem0b_), B, T, int64_t(dP16 != nullptr));

@@ -10,6 +10,7 @@
 #   .carry/models       mmrec-small and mmrec-7b's libraries (the bench's)
 #   .carry/models-bf16  the same with --train-gated-bf16
 #   .carry/data         KJV token shards: bytes and SentencePiece 32000
+#   .carry/scan         scan-bench and the scan kernels' GPU tests (issue 3)
 #   .carry/COMMIT       the commit they were built from
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +21,11 @@ mkdir -p "$C/bin" "$C/lib" "$C/train-models" "$C/models" "$C/data"
 bins=("$B/bin/mmrec-train" "$B/bin/mmrec-generate" "$B/test/unit/mmrec-train-kernel-gpu-tests"
       "$B/test/unit/mmrec-trainer-tests" "$B/test/unit/mmrec-blas-tests")
 cp "${bins[@]}" "$C/bin/"
+mkdir -p "$C/scan"
+cp "$B/bench/scan-bench" "$B/test/unit/mmrec-scan-kernel-tests" "$B/test/unit/mmrec-scan-staged-tests" \
+  "$C/scan/"
 # Every resolved library outside glibc/libstdc++ (those of Ubuntu 24.04 are newer).
-ldd "${bins[@]}" | awk '/=> \// {print $3}' | sort -u |
+ldd "${bins[@]}" "$C"/scan/* | awk '/=> \// {print $3}' | sort -u |
   grep -vE '/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+)\.so' |
   xargs -r cp -L -t "$C/lib/"
 for f in "$B"/test/unit/train-models/*.train.{json,so,gpu.so}; do cp "$f" "$C/train-models/"; done

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # One device call of a working session (issue 7), logs under $OUT/logs,
 # tarred to $OUT/logs.tgz (the device tool brings back few files):
-#   bench/session-gpu.sh [blas] [gated] [tests] [train] [profile] [generate]
+#   bench/session-gpu.sh [scan] [blas] [gated] [tests] [elementwise] [train] [profile] [generate]
+#     scan      the scan kernels' GPU tests (default and every forward staged)
+#               and bench/scan_bench.py with the anchors (issue 3)
 #     blas      BlasGpu.* and the bf16 product speeds at the 7B shapes
 #     gated     µs a step of the level-0 kernels at B 8 x T 2048 for each
 #               library in GATED_LIBS (comma-separated .train.json; default K7)
 #     tests     the GPU tests of the training library and the trainer
 #               (TESTS: a gtest filter for mmrec-trainer-tests)
+#     elementwise  GB/s of to_bf16, swiglu_fwd and rmsnorm_fwd, each with and
+#               without the bf16 copy of its output, against a copy
 #     train     mmrec-7b B 8 x T 2048, bf16 products, --recompute, STEPS steps
 #     profile   the same, 2 steps with --profile
 #     generate  mmrec-7b decoding with random weights: --profile at batch 1,
@@ -23,6 +27,16 @@ has() { [[ " $what " == *" $1 "* ]]; }
 K7=${K7:-$C/models-bf16/mmrec-7b.train.json}
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$L/timeline.txt"; }
+if has scan; then
+  stamp scan
+  for t in mmrec-scan-kernel-tests mmrec-scan-staged-tests; do
+    timeout 120 $C/scan/$t --gtest_filter='ScanKernelGpu.*' > "$L/$t.log" 2>&1
+    grep -E "^\[  (FAILED|PASSED)" "$L/$t.log"
+  done
+  timeout 240 python3 bench/scan_bench.py --bin $C/scan/scan-bench --out "$L/scan.json" \
+    > "$L/scan-bench.log" 2>&1
+  tail -12 "$L/scan-bench.log"
+fi
 if has blas; then
   stamp blas
   timeout 90 $C/bin/mmrec-blas-tests --gtest_filter='BlasGpu*' > "$L/blas-gpu.log" 2>&1
@@ -41,6 +55,12 @@ if has tests; then
   grep -E "^\[  (FAILED|PASSED)|OK \]" "$L/train-kernels-gpu.log" | tail -20
   timeout 150 $C/bin/mmrec-trainer-tests --gtest_filter="${TESTS:-TrainerGpu.*}" > "$L/trainer-gpu.log" 2>&1
   grep -E "^\[  (FAILED|PASSED)|OK \]" "$L/trainer-gpu.log" | tail -20
+fi
+if has elementwise; then
+  stamp elementwise
+  timeout 60 $C/bin/mmrec-train-kernel-gpu-tests --gtest_filter=TrainKernelsGpu.ElementwiseSpeed \
+    > "$L/elementwise-speed.log" 2>&1
+  grep -E "GB/s|FAIL" "$L/elementwise-speed.log"
 fi
 if has train; then
   stamp "7b train"

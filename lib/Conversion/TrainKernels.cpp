@@ -406,6 +406,9 @@ using Args = llvm::StringMap<Value>;
 using Body = std::function<void(K &, Args &)>;
 
 bool isTokenArray(const std::string &n) { return n == "tokens" || n == "targets"; }
+/// f64 accumulators (sumsq's: a gradient whose norm exceeds 1.8e19 must not
+/// read as non-finite).
+bool isF64Array(const std::string &n) { return n == "ss64"; }
 /// AdamW's moments stored in bf16 (adamw_bf16); the bf16 copy of a matrix
 /// product's operand (to_bf16).
 bool isBf16Array(const std::string &n) {
@@ -1425,8 +1428,11 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         [&](Value i) { return arith::TruncFOp::create(k.b, k.b.getBF16Type(), k.ld(a["x"], i)); },
         [&](Value i, Value v) { k.st(v, a["x16"], i); });
   });
-  // --- out[0] += Σ x², each span of kSpan elements summed in f64.
-  add("sumsq", {"x", "out"}, {"n"}, [=](K &k, Args &a) {
+  // --- ss64[0] += Σ x², in f64 throughout (each span of kSpan elements
+  // summed, then the spans added): every finite fp32 gradient has a finite
+  // norm (an fp32 sum overflowed once the norm passed 1.8e19, and the
+  // trainer skipped the step as non-finite).
+  add("sumsq", {"x", "ss64"}, {"n"}, [=](K &k, Args &a) {
     constexpr int64_t kSpan = 4096;
     Value n = a["n"];
     k.par(k.divui(k.addi(n, k.idx(kSpan - 1)), k.idx(kSpan)), [&](Value blk) {
@@ -1439,7 +1445,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
             return arith::MulFOp::create(k.b, x, x).getResult();
           },
           [&](Value acc, Value x) { return arith::AddFOp::create(k.b, acc, x).getResult(); });
-      k.accum(a["out"], k.idx(0), arith::TruncFOp::create(k.b, k.f32, s));
+      k.accum(a["ss64"], k.idx(0), s);
     });
   });
 
@@ -2401,6 +2407,7 @@ void mlir::mmrec::buildTrainKernels(OpBuilder &builder, Location loc, ModuleOp m
       types.push_back(MemRefType::get({ShapedType::kDynamic},
                                       isTokenArray(n) || n == "sync" ? Type(b.getI32Type())
                                       : isBf16Array(n)               ? Type(b.getBF16Type())
+                                      : isF64Array(n)                ? Type(b.getF64Type())
                                                                      : b.getF32Type()));
     for (size_t i = 0; i < kern.sig.indices.size(); ++i)
       types.push_back(b.getIndexType());

@@ -39,7 +39,10 @@
 // The operands of bf16 products: fp32 in, bf16 out, rounded by arith.truncf.
 // CHECK: func.func @train_to_bf16(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xbf16>, %{{.*}}: index)
 // CHECK: arith.truncf %{{.*}} : f32 to bf16
-// CHECK: func.func @train_sumsq
+// Σx² accumulates in f64 up to its output (no fp32 overflow of the norm).
+// CHECK: func.func @train_sumsq(%{{.*}}: memref<?xf32>, %[[SS:.*]]: memref<?xf64>, %{{.*}}: index)
+// CHECK-NOT: arith.truncf
+// CHECK: memref.store %{{.*}}, %[[SS]]
 // CHECK: func.func @train_gated_fwd
 // CHECK: func.func @train_gated_bwd
 // ROUND: func.func @train_level1_bwd

@@ -48,6 +48,7 @@ enum class Kind {
   Out,   // overwritten by the kernel
   Out16, // overwritten by the kernel, bf16 (the size counts bf16 elements)
   Acc,   // accumulated into
+  Acc64, // accumulated into, f64 (the size counts f64 elements)
   InOut, // read and written (optimizer state, decoding state)
   Sync,  // int32 scratch of the GPU kernels (zero; not compared)
 };
@@ -175,7 +176,7 @@ std::vector<KernelSpec> kernelSpecs() {
        {{"p", ND, K::InOut}, {"g", ND, K::In}, {"m", ND, K::InOut}, {"v", ND, K::Pos},
         {"hp", [](const Sizes &) { return int64_t(8); }, K::Hp}},
        [](const Sizes &s) { return std::vector<int64_t>{s.N * s.D}; }},
-      {"sumsq", {{"x", NF, K::In}, {"out", [](const Sizes &) { return int64_t(1); }, K::Acc}},
+      {"sumsq", {{"x", NF, K::In}, {"ss64", [](const Sizes &) { return int64_t(1); }, K::Acc64}},
        [](const Sizes &s) { return std::vector<int64_t>{s.N * s.F}; }},
       {"gated_fwd",
        {{"z", ND, K::In}, {"log_decay", ND, K::Log}, {"gate", Wg, K::Gate}, {"bias", D, K::In},
@@ -313,7 +314,9 @@ void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint
         Pair p;
         p.kind = a.kind;
         const int64_t n16 = a.size(s);
-        const int64_t n = a.kind == Kind::Out16 ? (n16 + 1) / 2 : n16;
+        const int64_t n = a.kind == Kind::Out16 ? (n16 + 1) / 2
+                          : a.kind == Kind::Acc64 ? 2 * n16
+                                                  : n16;
         p.n16 = n16;
         p.cpu.resize(size_t(n));
         for (int64_t i = 0; i < n; ++i) {
@@ -341,6 +344,7 @@ void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint
             break;
           case Kind::Out:
           case Kind::Out16:
+          case Kind::Acc64: // f64 zeros
             v = 0.0f;
             break;
           case Kind::Sync: {
@@ -371,6 +375,9 @@ void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint
         if (p.kind == Kind::Out16) {
           ca.emplace_back(reinterpret_cast<uint16_t *>(p.cpu.data()), p.n16);
           ga.emplace_back(static_cast<uint16_t *>(p.dev), p.n16);
+        } else if (p.kind == Kind::Acc64) {
+          ca.emplace_back(reinterpret_cast<double *>(p.cpu.data()), p.n16);
+          ga.emplace_back(static_cast<double *>(p.dev), p.n16);
         } else if (p.ints) {
           ca.emplace_back(reinterpret_cast<int32_t *>(p.cpu.data()), int64_t(p.cpu.size()));
           ga.emplace_back(static_cast<int32_t *>(p.dev), int64_t(p.cpu.size()));
@@ -392,6 +399,15 @@ void checkModel(const std::string &model, const std::vector<Shape> &shapes, uint
           continue;
         if (p.ints) {
           EXPECT_EQ(0, std::memcmp(got.data(), p.cpu.data(), got.size() * 4)) << an;
+          continue;
+        }
+        if (p.kind == Kind::Acc64) {
+          for (int64_t e = 0; e < p.n16; ++e) {
+            double g, r;
+            std::memcpy(&g, reinterpret_cast<const char *>(got.data()) + 8 * e, 8);
+            std::memcpy(&r, reinterpret_cast<const char *>(p.cpu.data()) + 8 * e, 8);
+            EXPECT_NEAR(g, r, absTol + relTol * std::fabs(r)) << an << "[" << e << "]";
+          }
           continue;
         }
         if (p.kind == Kind::Out16) {

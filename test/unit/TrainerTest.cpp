@@ -496,6 +496,20 @@ TEST(TrainerCpu, AdamWAndSumSqMatchFormulas) {
   for (float x : g)
     ss += double(x) * x;
   EXPECT_NEAR(opt.gradNorm(g), std::sqrt(ss), 1e-5 * std::sqrt(ss));
+  {
+    // Finite gradients far beyond fp32's sqrt(max) (1.8e19): the norm stays
+    // finite and exact in f64 (an fp32 sum read +inf, and the trainer
+    // skipped such a step as non-finite).
+    std::vector<float> big(g.size());
+    double bss = 0;
+    for (size_t i = 0; i < g.size(); ++i) {
+      big[i] = g[i] * 3e30f;
+      bss += double(big[i]) * big[i];
+    }
+    const double norm = opt.gradNorm(big);
+    EXPECT_TRUE(std::isfinite(norm));
+    EXPECT_NEAR(norm, std::sqrt(bss), 1e-12 * std::sqrt(bss));
+  }
   AdamWConfig cfg;
   cfg.lr = 0.01f;
   std::vector<double> pd(p.begin(), p.end()), md(size_t(n), 0.0), vd(size_t(n), 0.0);

@@ -157,6 +157,8 @@ struct Arr {
   Arr(FBuf &v) : p(v.data()), n(v.size()) {}
   Arr(IBuf &v) : p(v.data()), n(v.size()) {}
   Arr(uint16_t *p, int64_t n) : p(p), n(n) {}
+  Arr(double *p, int64_t n) : p(p), n(n) {}
+  Arr(Buffer<double> &v) : p(v.data()), n(v.size()) {}
 };
 
 /// Wall time per kernel and per product class, when enabled: each timed
@@ -596,7 +598,8 @@ private:
   int64_t lo_, hi_;
   rt::DeviceKind dev_;
   bool bf16_ = false;
-  FBuf md_, vd_, hp_, out_; // GPU moments; hyper-parameters per tensor; Σx²
+  FBuf md_, vd_, hp_; // GPU moments; hyper-parameters per tensor
+  Buffer<double> out_; // Σx² (f64: finite for every finite fp32 gradient)
   HBuf m16_, v16_;          // bf16 moments (either device)
 };
 

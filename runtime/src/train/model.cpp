@@ -817,9 +817,9 @@ void AdamW::dropHostState() {
 double AdamW::sumSquares(const float *grads, int64_t n) {
   out_.zero();
   lib_("sumsq", Arr(const_cast<float *>(grads), n), Arr(out_), n);
-  float r = 0;
+  double r = 0;
   out_.download(&r, 1);
-  return double(r);
+  return r;
 }
 
 double AdamW::gradNorm(std::vector<float> &grads) {

@@ -1387,12 +1387,14 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   add("adamw", {"p", "g", "m", "v", "hp"}, {"n"}, [=](K &k, Args &a) {
     k.par(a["n"], [&](Value i) {
       Value h[8];
+      // Every load before the first store (the arrays may alias as far as
+      // the compiler knows: a load after a store waits for it).
       Value g = adamIn(k, a, i, h);
-      Value m = k.add(k.mul(h[1], k.ld(a["m"], i)), k.mul(k.sub(k.cst(1.0), h[1]), g));
-      Value v = k.add(k.mul(h[2], k.ld(a["v"], i)), k.mul(k.sub(k.cst(1.0), h[2]), k.mul(g, g)));
+      Value m0 = k.ld(a["m"], i), v0 = k.ld(a["v"], i), p = k.ld(a["p"], i);
+      Value m = k.add(k.mul(h[1], m0), k.mul(k.sub(k.cst(1.0), h[1]), g));
+      Value v = k.add(k.mul(h[2], v0), k.mul(k.sub(k.cst(1.0), h[2]), k.mul(g, g)));
       k.st(m, a["m"], i);
       k.st(v, a["v"], i);
-      Value p = k.ld(a["p"], i);
       Value upd = k.add(k.div(k.mul(m, h[5]), k.add(k.sqrt(k.mul(v, h[6])), h[3])), k.mul(h[4], p));
       k.st(k.sub(p, k.mul(h[0], upd)), a["p"], i);
     });
@@ -1406,6 +1408,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       Value g = adamIn(k, a, i, h);
       Value m0 = arith::ExtFOp::create(k.b, k.f32, k.ld(a["m16"], i));
       Value v0 = arith::ExtFOp::create(k.b, k.f32, k.ld(a["v16"], i));
+      Value p = k.ld(a["p"], i); // before the stores, as in adamw
       Value m = k.add(k.mul(h[1], m0), k.mul(k.sub(k.cst(1.0), h[1]), g));
       Value v = k.add(k.mul(h[2], v0), k.mul(k.sub(k.cst(1.0), h[2]), k.mul(g, g)));
       Value m16 = arith::TruncFOp::create(k.b, k.b.getBF16Type(), m);
@@ -1415,7 +1418,6 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       // The update uses the stored (rounded) moments, as a resumed run would.
       m = arith::ExtFOp::create(k.b, k.f32, m16);
       v = arith::ExtFOp::create(k.b, k.f32, v16);
-      Value p = k.ld(a["p"], i);
       Value upd = k.add(k.div(k.mul(m, h[5]), k.add(k.sqrt(k.mul(v, h[6])), h[3])), k.mul(h[4], p));
       k.st(k.sub(p, k.mul(h[0], upd)), a["p"], i);
     });

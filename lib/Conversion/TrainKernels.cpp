@@ -1208,13 +1208,18 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         });
         Value r = k.div(k.cst(1.0), k.sqrt(k.add(k.mul(ss, k.cst(1.0 / d)), k.cst(eps))));
         k.rowOnce(lane, [&] { k.st(r, a["hrstd"], ng); });
-        k.rowLoop(lane, d, [&](Value j) {
-          Value i = k.addi(base, j);
-          Value o = k.add(k.mul(w[0], k.mul(k.ld(a["h"], i), r)),
-                          k.add(k.mul(w[1], k.ld(a["y1"], i)), k.mul(w[2], k.ld(a["y2"], i))));
-          k.st(o, a["o"], i);
-          store16(k, round, o, a["o16"], i);
-        });
+        k.rowLoopBatched(
+            lane, d,
+            [&](Value j) {
+              Value i = k.addi(base, j);
+              return k.add(k.mul(w[0], k.mul(k.ld(a["h"], i), r)),
+                           k.add(k.mul(w[1], k.ld(a["y1"], i)), k.mul(w[2], k.ld(a["y2"], i))));
+            },
+            [&](Value j, Value o) {
+              Value i = k.addi(base, j);
+              k.st(o, a["o"], i);
+              store16(k, round, o, a["o16"], i);
+            });
       }
     });
   });

@@ -260,7 +260,7 @@ struct K {
   /// elements (32 apart) before storing any, so that their loads are in
   /// flight together (a store between them would serialize them: the arrays
   /// are not known apart). value(j) may read what store(j) writes, but no
-  /// other element's.
+  /// other element's. value may return several Values (a std::array).
   template <class V, class S> void rowLoopBatched(Value lane, int64_t n, V value, S store) {
     if (!gpu)
       return rowLoop(lane, n, [&](Value j) { store(j, value(j)); });
@@ -269,7 +269,8 @@ struct K {
     loop(
         lane, idx(n),
         [&](Value j0) {
-          SmallVector<Value> js, vs;
+          SmallVector<Value> js;
+          SmallVector<decltype(value(j0))> vs;
           for (int64_t u = 0; u < kU; ++u) {
             js.push_back(addi(j0, idx(32 * u)));
             vs.push_back(value(whole ? js.back() : minui(js.back(), idx(n - 1))));
@@ -1244,14 +1245,22 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
               return k.mul(k.ld(a["do"], i), k.ld(a["y2"], i));
             });
             Value meanDot = k.mul(k.mul(w[0], dw0), k.cst(1.0 / d)); // mean(dĥ·ĥ)
-            k.rowLoop(lane, d, [&](Value j) {
-              Value i = k.addi(base, j);
-              Value dO = k.ld(a["do"], i);
-              Value hh = k.mul(k.ld(a["h"], i), r);
-              k.st(k.mul(r, k.sub(k.mul(w[0], dO), k.mul(hh, meanDot))), a["dh"], i);
-              k.st(k.mul(w[1], dO), a["dy1"], i);
-              k.st(k.mul(w[2], dO), a["dy2"], i);
-            });
+            k.rowLoopBatched(
+                lane, d,
+                [&](Value j) {
+                  Value i = k.addi(base, j);
+                  Value dO = k.ld(a["do"], i);
+                  Value hh = k.mul(k.ld(a["h"], i), r);
+                  return std::array<Value, 3>{
+                      k.mul(r, k.sub(k.mul(w[0], dO), k.mul(hh, meanDot))), k.mul(w[1], dO),
+                      k.mul(w[2], dO)};
+                },
+                [&](Value j, const std::array<Value, 3> &g) {
+                  Value i = k.addi(base, j);
+                  k.st(g[0], a["dh"], i);
+                  k.st(g[1], a["dy1"], i);
+                  k.st(g[2], a["dy2"], i);
+                });
             Value wd = k.add(k.mul(w[0], dw0), k.add(k.mul(w[1], dw1), k.mul(w[2], dw2)));
             Value dws[3] = {dw0, dw1, dw2};
             k.rowOnce(lane, [&] {

@@ -553,11 +553,15 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   // --- Decay gate: ℓ = clamp(logσ(pre + λ), lo, hi).
   // dpre = dℓ·σ(−(pre + λ)) where the clamp is inactive, else 0; dλ += Σ_n dpre.
   add("decay_fwd", {"pre", "lambda", "ell"}, {"rows"}, [=](K &k, Args &a) {
-    k.par({a["rows"], k.idx(D)}, [&](ArrayRef<Value> ij) {
-      Value j = ij[1], i = k.addi(k.muli(ij[0], k.idx(D)), j);
-      Value l = k.logSigmoid(k.add(k.ld(a["pre"], i), k.ld(a["lambda"], j)));
-      k.st(k.min(k.max(l, k.cst(lo)), k.cst(hi)), a["ell"], i);
-    });
+    // Batched like swiglu_fwd: a transcendental-heavy map, 4 elements a
+    // thread computed before any store.
+    k.parBatched(
+        k.muli(a["rows"], k.idx(D)),
+        [&](Value i) {
+          Value l = k.logSigmoid(k.add(k.ld(a["pre"], i), k.ld(a["lambda"], k.remui(i, k.idx(D)))));
+          return k.min(k.max(l, k.cst(lo)), k.cst(hi));
+        },
+        [&](Value i, Value l) { k.st(l, a["ell"], i); });
   });
   add("decay_bwd", {"pre", "lambda", "dell", "dpre", "dlambda"}, {"rows"}, [=](K &k, Args &a) {
     k.par({a["rows"], k.idx(D)}, [&](ArrayRef<Value> ij) {

@@ -150,6 +150,8 @@ void Model::dropCopies(const float *p, int64_t n, bool all) {
   for (Bf16Copy &c : casts_)
     if (c.src && (all || (at(p) < at(c.src + c.n) && at(c.src) < at(p + n))))
       c.src = nullptr;
+  if (all) // a launch that threw between bf16Target and bf16Written
+    pendingCount_ = 0;
 }
 
 void Model::gemm(const char *what, const GemmDesc &g, const float *A, const float *B, float *C,

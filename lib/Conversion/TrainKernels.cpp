@@ -564,17 +564,26 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         [&](Value i, Value l) { k.st(l, a["ell"], i); });
   });
   add("decay_bwd", {"pre", "lambda", "dell", "dpre", "dlambda"}, {"rows"}, [=](K &k, Args &a) {
-    k.par({a["rows"], k.idx(D)}, [&](ArrayRef<Value> ij) {
-      {
-        Value j = ij[1], i = k.addi(k.muli(ij[0], k.idx(D)), j);
-        Value p = k.add(k.ld(a["pre"], i), k.ld(a["lambda"], j));
-        Value l = k.logSigmoid(p);
-        Value in = arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, l, k.cst(lo)),
-                                         k.cmpf(arith::CmpFPredicate::OLE, l, k.cst(hi)));
-        Value g = k.mul(k.mul(k.ld(a["dell"], i), k.sigmoid(k.neg(p))), k.mask(in));
-        k.st(g, a["dpre"], i);
-        k.accum(a["dlambda"], j, g);
-      }
+    k.parBatched(
+        k.muli(a["rows"], k.idx(D)),
+        [&](Value i) {
+          Value p = k.add(k.ld(a["pre"], i), k.ld(a["lambda"], k.remui(i, k.idx(D))));
+          Value l = k.logSigmoid(p);
+          Value in = arith::AndIOp::create(k.b, k.cmpf(arith::CmpFPredicate::OGE, l, k.cst(lo)),
+                                           k.cmpf(arith::CmpFPredicate::OLE, l, k.cst(hi)));
+          return k.mul(k.mul(k.ld(a["dell"], i), k.sigmoid(k.neg(p))), k.mask(in));
+        },
+        [&](Value i, Value g) { k.st(g, a["dpre"], i); });
+    // dλ_j += Σ_n dpre_nj over spans of kSpan rows per channel (coalesced
+    // along j), one add a span (atomic on the GPU), as rmsnorm_bwd's dw: an
+    // atomic an element was most of this kernel's time.
+    constexpr int64_t kSpan = 128;
+    Value spans = k.divui(k.addi(a["rows"], k.idx(kSpan - 1)), k.idx(kSpan));
+    k.par({spans, k.idx(D)}, [&](ArrayRef<Value> sj) {
+      Value j = sj[1], n0 = k.muli(sj[0], k.idx(kSpan));
+      Value acc = k.sum(n0, k.minui(a["rows"], k.addi(n0, k.idx(kSpan))),
+                        [&](Value n) { return k.ld(a["dpre"], k.addi(k.muli(n, k.idx(D)), j)); });
+      k.accum(a["dlambda"], j, acc);
     });
   });
 

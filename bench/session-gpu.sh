@@ -34,7 +34,7 @@ if has scan; then
     grep -E "^\[  (FAILED|PASSED)" "$L/$t.log"
   done
   timeout 240 python3 bench/scan_bench.py --bin $C/scan/scan-bench --out "$L/scan.json" \
-    > "$L/scan-bench.log" 2>&1
+    --commit "$(cat $C/COMMIT)" > "$L/scan-bench.log" 2>&1
   tail -12 "$L/scan-bench.log"
 fi
 if has blas; then

@@ -454,6 +454,10 @@ private:
   /// reported): the copies valid before it (castEpoch() was `before`) whose
   /// sources it did not touch stay valid.
   void carryCopies(uint64_t before, const float *p, int64_t n);
+  /// The slot a new copy of n elements goes to (its buffer large enough).
+  Bf16Copy *victim(const Bf16Copy *keep, int64_t n);
+  /// Makes c the copy of src[0, n) as of now.
+  void own(Bf16Copy &c, const float *src, int64_t n, bool fromKernel);
   /// Whether kernels write bf16 copies of their outputs (bf16 products with
   /// copies reused).
   bool kernelCopies() const { return matmul_ == Matmul::bf16 && reuseCasts_; }

@@ -67,38 +67,22 @@ const uint16_t *Model::bf16Operand(const float *p, int64_t n, const Bf16Copy *ke
         *slot = &c;
       return c.buf.data() + (p - c.src);
     }
-  // The victim: an invalid copy if there is one, else the least recently used.
-  Bf16Copy *v = nullptr;
-  for (Bf16Copy &c : casts_) {
-    if (&c == keep)
-      continue;
-    const bool stale = !c.src || c.epoch != epoch;
-    const bool vStale = v && (!v->src || v->epoch != epoch);
-    if (!v || (stale && !vStale) || (stale == vStale && c.used < v->used))
-      v = &c;
-  }
-  if (v->buf.size() < n)
-    v->buf.reset(dev_, n);
+  Bf16Copy *v = victim(keep, n);
   lib_("to_bf16", Arr(const_cast<float *>(p), n), Arr(v->buf.data(), n), n);
   ++castLaunches_;
-  v->src = p;
-  v->n = n;
-  v->fromKernel = false;
-  v->read = true;
-  v->epoch = castEpoch();
-  v->used = ++castUses_;
+  own(*v, p, n, false);
   if (slot)
     *slot = v;
   return v->buf.data();
 }
 
-uint16_t *Model::bf16Target(int64_t n) {
-  if (pendingCount_ == kMaxPending)
-    throw Error("bf16Target: more than 2 copies asked for one launch");
+Model::Bf16Copy *Model::victim(const Bf16Copy *keep, int64_t n) {
+  // An invalid copy if there is one, else the least recently used; never
+  // `keep` or a pending target.
   const uint64_t epoch = castEpoch();
   Bf16Copy *v = nullptr;
   for (Bf16Copy &c : casts_) {
-    if (pendingCount_ > 0 && pending_[0] == &c)
+    if (&c == keep || (pendingCount_ > 0 && pending_[0] == &c))
       continue;
     const bool stale = !c.src || c.epoch != epoch;
     const bool vStale = v && (!v->src || v->epoch != epoch);
@@ -107,6 +91,22 @@ uint16_t *Model::bf16Target(int64_t n) {
   }
   if (v->buf.size() < n)
     v->buf.reset(dev_, n);
+  return v;
+}
+
+void Model::own(Bf16Copy &c, const float *src, int64_t n, bool fromKernel) {
+  c.src = src;
+  c.n = n;
+  c.fromKernel = fromKernel;
+  c.read = !fromKernel; // a rounding is made for the product that reads it
+  c.epoch = castEpoch();
+  c.used = ++castUses_;
+}
+
+uint16_t *Model::bf16Target(int64_t n) {
+  if (pendingCount_ == kMaxPending)
+    throw Error("bf16Target: more than 2 copies asked for one launch");
+  Bf16Copy *v = victim(nullptr, n);
   v->src = nullptr;
   v->used = ++castUses_;
   pending_[pendingCount_++] = v;
@@ -119,12 +119,7 @@ void Model::bf16Written(const float *src, int64_t n) {
   Bf16Copy *c = pending_[0];
   pending_[0] = pending_[1];
   --pendingCount_;
-  c->src = src;
-  c->n = n;
-  c->fromKernel = true;
-  c->read = false;
-  c->epoch = castEpoch();
-  c->used = ++castUses_;
+  own(*c, src, n, true);
   ++kernelCopies_;
 }
 

@@ -92,8 +92,9 @@ def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::Module
     Option<"minBlocks", "min-blocks", "int64_t", "0",
            "Blocks per SM the register allocation must allow (nvvm.minctasm; 0: no bound)">,
     Option<"stage", "stage", "int64_t", "-1",
-           "Stage the vectorized GPU forward kernels' inputs in shared memory with cp.async "
-           "(-1: where measured faster, the 16-bit long-block variant; 0: none; 1: all)">,
+           "Stage the vectorized GPU kernels' inputs in shared memory with cp.async "
+           "(-1: where measured faster, the 16-bit long-block forward; 0: none; 1: every "
+           "vectorized kernel, the adjoints with their epilogue operands too)">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

@@ -83,9 +83,10 @@ std::vector<Type> ScanKernelSpec::arrayTypes(MLIRContext *ctx, bool gpu) const {
 int64_t ScanKernelSpec::sharedBytes() const {
   if (!staged())
     return 0;
-  // ℓ (fp32) and the second input, each [L][threads][V].
+  // ℓ (fp32) and the second input, each [L][threads][V]; the adjoint's
+  // epilogue operands ℓ_t (fp32) and h_prev too.
   int64_t perStep = 32 * warps * vec * (4 + elementType.getIntOrFloatBitWidth() / 8);
-  return steps * perStep;
+  return steps * perStep * (kind == ScanKernelKind::Adjoint ? 2 : 1);
 }
 
 namespace {
@@ -394,7 +395,11 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   // conflicts), filled by cp.async, so no register holds them.
   const bool stage = spec.staged();
   const int64_t NT = 32 * W;
-  Value smL, smX, smBase;
+  const int64_t eb = spec.elementType.getIntOrFloatBitWidth() / 8;
+  // Byte offsets of the arrays: ℓ, x (dy for the adjoint), then the
+  // adjoint's ℓ_t and h_prev.
+  const int64_t offX = L * NT * V * 4, offE = offX + L * NT * V * eb, offH = offE + L * NT * V * 4;
+  Value smL, smX, smE, smH, smBase;
   if (stage) {
     auto bytesType = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
                                      MemRefLayoutAttrInterface{}, wgSpace);
@@ -404,7 +409,15 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
                                  dyn, k.idx(0), ValueRange{});
     smX = memref::ViewOp::create(b, MemRefType::get({L * NT * V}, spec.elementType,
                                                     MemRefLayoutAttrInterface{}, wgSpace),
-                                 dyn, k.idx(L * NT * V * 4), ValueRange{});
+                                 dyn, k.idx(offX), ValueRange{});
+    if (adjoint) {
+      smE = memref::ViewOp::create(b, MemRefType::get({L * NT * V}, f32,
+                                                      MemRefLayoutAttrInterface{}, wgSpace),
+                                   dyn, k.idx(offE), ValueRange{});
+      smH = memref::ViewOp::create(b, MemRefType::get({L * NT * V}, spec.elementType,
+                                                      MemRefLayoutAttrInterface{}, wgSpace),
+                                   dyn, k.idx(offH), ValueRange{});
+    }
     smBase = memref::ExtractAlignedPointerAsIndexOp::create(b, dyn);
   }
   auto stageIdx = [&](int64_t j) { return k.muli(k.addi(k.idx(j * NT), tid), k.idx(V)); };
@@ -429,15 +442,34 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
 
   // 1. Local scan of L steps in registers: all loads first, then the chain.
   SmallVector<Value> sIdx, tIdx, valid, ls, xs;
+  // The adjoint's neighbours of step s (time t): next(t), the adjoint's
+  // previous step, carries ℓ into the scan; prev(t), the forward's previous
+  // step, carries h_prev into the epilogue.
+  auto hasNextOf = [&](Value s, Value ok) {
+    return k.andi(ok, arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, s, c0));
+  };
+  auto nextOf = [&](Value t) { return rev ? k.addi(t, c1) : k.subi(t, c1); };
+  auto hasPrevOf = [&](Value s, Value ok) {
+    return k.andi(ok, arith::CmpIOp::create(b, arith::CmpIPredicate::ult, s, Tm1));
+  };
+  auto prevOf = [&](Value t) { return rev ? k.subi(t, c1) : k.addi(t, c1); };
   if (stage) {
     for (int64_t j = 0; j < L; ++j) {
       Value s = k.addi(s0, k.idx(j));
       Value t = timeOf(k, s, T, rev);
       Value off = stageIdx(j);
-      copyAsync(la, loadIdx(t), k.muli(off, k.idx(4)), 4 * V);
-      copyAsync(bIn, loadIdx(t), k.addi(k.idx(L * NT * V * 4), k.muli(off, k.idx(
-                                     spec.elementType.getIntOrFloatBitWidth() / 8))),
-                V * spec.elementType.getIntOrFloatBitWidth() / 8);
+      if (!adjoint) {
+        copyAsync(la, loadIdx(t), k.muli(off, k.idx(4)), 4 * V);
+        copyAsync(bIn, loadIdx(t), k.addi(k.idx(offX), k.muli(off, k.idx(eb))), V * eb);
+        continue;
+      }
+      Value ok = k.andi(k.ult(s, T), active);
+      copyAsync(la, loadIdx(k.select(hasNextOf(s, ok), nextOf(t), t)), k.muli(off, k.idx(4)),
+                4 * V);
+      copyAsync(dy, loadIdx(t), k.addi(k.idx(offX), k.muli(off, k.idx(eb))), V * eb);
+      copyAsync(la, loadIdx(t), k.addi(k.idx(offE), k.muli(off, k.idx(4))), 4 * V);
+      copyAsync(hIn, loadIdx(k.select(hasPrevOf(s, ok), prevOf(t), t)),
+                k.addi(k.idx(offH), k.muli(off, k.idx(eb))), V * eb);
     }
     NVVM::InlinePtxOp::create(b, TypeRange{}, ValueRange{}, ValueRange{},
                               "cp.async.wait_all;", Value());
@@ -447,10 +479,12 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
     Value t = timeOf(k, s, T, rev);
     Value ok = k.andi(k.ult(s, T), active);
     if (stage) {
-      // Read back after cp.async.wait_all (this thread's own copies).
+      // Read back after cp.async.wait_all (this thread's own copies); the
+      // adjoint's ℓ is next(t)'s, the identity where there is none.
       Value off = stageIdx(j);
       Value lv = vector::LoadOp::create(b, k.vf, smL, ValueRange{off});
-      ls.push_back(k.select(ok, k.clampL(k.rawLog(lv, true)), k.splat(0.0)));
+      Value lok = adjoint ? hasNextOf(s, ok) : ok;
+      ls.push_back(k.select(lok, k.clampL(k.rawLog(lv, true)), k.splat(0.0)));
       Value xv = vector::LoadOp::create(b, k.ve, smX, ValueRange{off});
       if (spec.elementType != f32)
         xv = arith::ExtFOp::create(b, k.vf, xv);
@@ -461,9 +495,8 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
     } else {
       // g_t = dy_t + γ_{next(t)} g_{next(t)}; next(t) is the adjoint's
       // previous step (s - 1).
-      Value hasNext = k.andi(ok, arith::CmpIOp::create(b, arith::CmpIPredicate::ugt, s, c0));
-      Value tn = rev ? k.addi(t, c1) : k.subi(t, c1);
-      ls.push_back(k.loadLog(la, loadIdx(k.select(hasNext, tn, t)), hasNext));
+      Value hasNext = hasNextOf(s, ok);
+      ls.push_back(k.loadLog(la, loadIdx(k.select(hasNext, nextOf(t), t)), hasNext));
       xs.push_back(k.loadVec(dy, loadIdx(t), ok));
     }
     sIdx.push_back(s); tIdx.push_back(t); valid.push_back(ok);
@@ -506,17 +539,17 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   Value Aex = fold.getResult(0), Bex = fold.getResult(1);
 
   // Adjoint: the epilogue's loads (ℓ_t and h_prev(t)) do not depend on the
-  // carry; issue them now so that they are in flight during the look-back.
+  // carry; issue them now so that they are in flight during the look-back
+  // (staged: they are in shared memory already, read in step 4).
   SmallVector<Value> epiOperand, epiHp;
-  if (adjoint) {
+  if (adjoint && !stage) {
     for (int64_t j = 0; j < L; ++j) {
       Value t = tIdx[j], ok = valid[j];
       Value isEnd = k.andi(ok, k.eq(sIdx[j], Tm1));
       epiOperand.push_back(k.loadDecayOperand(la, loadIdx(t)));
       // prev(t) in the forward's order is the adjoint's next step.
-      Value hasPrev = k.andi(ok, arith::CmpIOp::create(b, arith::CmpIPredicate::ult, sIdx[j], Tm1));
-      Value tp = rev ? k.subi(t, c1) : k.addi(t, c1);
-      Value hp = k.loadVec(hIn, loadIdx(k.select(hasPrev, tp, t)), hasPrev);
+      Value hasPrev = hasPrevOf(sIdx[j], ok);
+      Value hp = k.loadVec(hIn, loadIdx(k.select(hasPrev, prevOf(t), t)), hasPrev);
       if (spec.hasInit) {
         Value h0 = k.loadVec(init, k.addi(k.muli(bi, N), n0c), k.andi(ok, isEnd));
         hp = k.select(isEnd, h0, hp);
@@ -661,6 +694,11 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   Value carry = vector::LoadOp::create(b, k.vf, smC, ValueRange{k.muli(lane, k.idx(V))});
   Value hin = k.add(k.mul(k.exp(Aex, true), carry), Bex);
   Value h = hin;
+  // Staged adjoint with an initial state: h_prev of the first step is init,
+  // loaded once here.
+  Value initStaged;
+  if (stage && adjoint && spec.hasInit)
+    initStaged = k.loadVec(init, k.addi(k.muli(bi, N), n0c), active);
   for (int64_t j = 0; j < L; ++j) {
     if (stage) {
       // Steps past T or channels past N are never stored: no select.
@@ -684,7 +722,20 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
     // Adjoint epilogue: g = h here. grad_b = g; grad_ℓ = g·γ_t·h_prev(t)
     // (zero where the clamp is active); grad_init = γ_first · g_first.
     k.storeVec(h, db, elemIdx(t), ok);
-    Value operand = epiOperand[j], hp = epiHp[j];
+    Value operand, hp;
+    if (stage) {
+      Value off = stageIdx(j);
+      operand = vector::LoadOp::create(b, k.vf, smE, ValueRange{off});
+      hp = vector::LoadOp::create(b, k.ve, smH, ValueRange{off});
+      if (spec.elementType != f32)
+        hp = arith::ExtFOp::create(b, k.vf, hp);
+      hp = k.select(hasPrevOf(sIdx[j], ok), hp, k.splat(0.0));
+      if (spec.hasInit)
+        hp = k.select(isEnd, initStaged, hp);
+    } else {
+      operand = epiOperand[j];
+      hp = epiHp[j];
+    }
     Value raw = k.rawLog(operand, true);
     Value inRange = arith::AndIOp::create(
         b, arith::CmpFOp::create(b, arith::CmpFPredicate::OGE, raw, k.splat(spec.clampMin)),

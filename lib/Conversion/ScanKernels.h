@@ -45,6 +45,7 @@ struct ScanKernelSpec {
   // Inputs go to shared memory through cp.async instead of registers (GPU,
   // vec > 1, inner == 1): a thread holds no step's inputs while its block
   // waits for the look-back, so registers stop bounding the blocks an SM runs.
+  // The adjoint stages its epilogue's operands (ℓ_t, h_prev) too.
   bool stage = false;
 
   /// Names of the kernel's array arguments, in order; each is a 1-D memref.
@@ -54,9 +55,7 @@ struct ScanKernelSpec {
   int64_t channelsPerBlock() const { return 32 * vec; }
   int64_t stepsPerBlock() const { return steps * warps; }
   /// Whether `stage` applies to this kernel (vectorized, ℓ per channel).
-  bool staged() const {
-    return stage && vec > 1 && inner == 1 && kind == ScanKernelKind::Forward;
-  }
+  bool staged() const { return stage && vec > 1 && inner == 1; }
   /// Dynamic shared memory the GPU kernel needs (0 unless staged).
   int64_t sharedBytes() const;
 };

@@ -66,3 +66,19 @@ func.func @scan_f32(%l: tensor<?x?x?xf32>, %b: tensor<?x?x?xf32>, %h0: tensor<?x
       : tensor<?x?x?xf32>, tensor<?x?x?xf32>, tensor<?x?xf32> -> tensor<?x?x?xf32>, tensor<?x?xf32>
   return %h, %hT : tensor<?x?x?xf32>, tensor<?x?xf32>
 }
+
+// The adjoint: with stage=1 its scan inputs and its epilogue's operands
+// (ℓ_t, h_prev) are staged too (4 cp.async a step: ℓ_next, dy, ℓ_t, h_prev).
+// STAGE: gpu.func @scan_grad_f32_kernel(
+// STAGE: gpu.dynamic_shared_memory
+// STAGE-COUNT-32: cp.async.cg.shared.global
+// STAGE: cp.async.wait_all
+// STAGE: gpu.func @scan_grad_f32_kernel_long(
+func.func @scan_grad_f32(%l: tensor<?x?x?xf32>, %h: tensor<?x?x?xf32>, %dh: tensor<?x?x?xf32>,
+                         %df: tensor<?x?xf32>, %h0: tensor<?x?xf32>)
+    -> (tensor<?x?x?xf32>, tensor<?x?x?xf32>, tensor<?x?xf32>) {
+  %dl, %db, %dh0 = mmrec.scan_grad %l, %h, %dh, %df init %h0
+      : tensor<?x?x?xf32>, tensor<?x?x?xf32>, tensor<?x?x?xf32>, tensor<?x?xf32>, tensor<?x?xf32>
+      -> tensor<?x?x?xf32>, tensor<?x?x?xf32>, tensor<?x?xf32>
+  return %dl, %db, %dh0 : tensor<?x?x?xf32>, tensor<?x?x?xf32>, tensor<?x?xf32>
+}

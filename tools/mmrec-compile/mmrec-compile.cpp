@@ -58,8 +58,9 @@ static cl::opt<int64_t> scanMinBlocks("scan-min-blocks",
                                       cl::init(0));
 static cl::opt<int64_t> scanStage(
     "scan-stage",
-    cl::desc("GPU scans: stage the forward kernels' inputs in shared memory with cp.async "
-             "(-1: where measured faster, 0: none, 1: all)"),
+    cl::desc("GPU scans: stage the vectorized kernels' inputs in shared memory with cp.async "
+             "(-1: where measured faster, the 16-bit long-block forward; 0: none; 1: every "
+             "vectorized kernel, forward and adjoint)"),
     cl::init(-1));
 static cl::opt<bool> noTrain("no-train",
                              cl::desc("Do not build the training library (NAME.train.so) of a "

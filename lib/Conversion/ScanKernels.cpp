@@ -390,9 +390,10 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   };
   Value s0 = k.addi(k.muli(chunk, k.idx(CL)), k.muli(warp, k.idx(L)));
 
-  // Staged: step j's inputs of thread tid live at [j][tid][V] of two
-  // shared arrays (consecutive threads' 16-byte pieces are adjacent: no bank
-  // conflicts), filled by cp.async, so no register holds them.
+  // Staged: step j's inputs of thread tid live at [j][tid][V] of shared
+  // arrays (two, four for the adjoint; consecutive threads' pieces are
+  // adjacent: no bank conflicts), filled by cp.async, so no register holds
+  // them.
   const bool stage = spec.staged();
   const int64_t NT = 32 * W;
   const int64_t eb = spec.elementType.getIntOrFloatBitWidth() / 8;
@@ -404,33 +405,35 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
     auto bytesType = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
                                      MemRefLayoutAttrInterface{}, wgSpace);
     Value dyn = gpu::DynamicSharedMemoryOp::create(b, bytesType);
-    smL = memref::ViewOp::create(b, MemRefType::get({L * NT * V}, f32,
-                                                    MemRefLayoutAttrInterface{}, wgSpace),
-                                 dyn, k.idx(0), ValueRange{});
-    smX = memref::ViewOp::create(b, MemRefType::get({L * NT * V}, spec.elementType,
-                                                    MemRefLayoutAttrInterface{}, wgSpace),
-                                 dyn, k.idx(offX), ValueRange{});
+    auto view = [&](Type et, int64_t byteOffset) -> Value {
+      return memref::ViewOp::create(
+          b, MemRefType::get({L * NT * V}, et, MemRefLayoutAttrInterface{}, wgSpace), dyn,
+          k.idx(byteOffset), ValueRange{});
+    };
+    smL = view(f32, 0);
+    smX = view(spec.elementType, offX);
     if (adjoint) {
-      smE = memref::ViewOp::create(b, MemRefType::get({L * NT * V}, f32,
-                                                      MemRefLayoutAttrInterface{}, wgSpace),
-                                   dyn, k.idx(offE), ValueRange{});
-      smH = memref::ViewOp::create(b, MemRefType::get({L * NT * V}, spec.elementType,
-                                                      MemRefLayoutAttrInterface{}, wgSpace),
-                                   dyn, k.idx(offH), ValueRange{});
+      smE = view(f32, offE);
+      smH = view(spec.elementType, offH);
     }
     smBase = memref::ExtractAlignedPointerAsIndexOp::create(b, dyn);
   }
   auto stageIdx = [&](int64_t j) { return k.muli(k.addi(k.idx(j * NT), tid), k.idx(V)); };
+  // Step j's V elements of a staged array of the I/O type, as f32.
+  auto loadStagedX = [&](Value sm, int64_t j) -> Value {
+    Value v = vector::LoadOp::create(b, k.ve, sm, ValueRange{stageIdx(j)});
+    return spec.elementType != f32 ? Value(arith::ExtFOp::create(b, k.vf, v)) : v;
+  };
   // cp.async of `bytes` (a multiple of 4, at most 16 a copy) from element
   // `i` of `mem` to byte `dst` of the dynamic shared memory.
   auto copyAsync = [&](Value mem, Value i, Value dst, int64_t bytes) {
     auto type = llvm::cast<MemRefType>(mem.getType());
-    int64_t eb = type.getElementTypeBitWidth() / 8;
+    int64_t srcBytes = type.getElementTypeBitWidth() / 8;
     Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, mem);
     for (int64_t o = 0; o < bytes; o += 16) {
       int64_t n = std::min<int64_t>(16, bytes - o);
       Value src = arith::IndexCastOp::create(
-          b, b.getI64Type(), k.addi(base, k.addi(k.muli(i, k.idx(eb)), k.idx(o))));
+          b, b.getI64Type(), k.addi(base, k.addi(k.muli(i, k.idx(srcBytes)), k.idx(o))));
       Value d = arith::IndexCastOp::create(b, b.getI32Type(),
                                            k.addi(smBase, k.addi(dst, k.idx(o))));
       std::string code = "{ .reg .u64 mmrec_g; cvta.to.global.u64 mmrec_g, $1; cp.async." +
@@ -485,10 +488,7 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
       Value lv = vector::LoadOp::create(b, k.vf, smL, ValueRange{off});
       Value lok = adjoint ? hasNextOf(s, ok) : ok;
       ls.push_back(k.select(lok, k.clampL(k.rawLog(lv, true)), k.splat(0.0)));
-      Value xv = vector::LoadOp::create(b, k.ve, smX, ValueRange{off});
-      if (spec.elementType != f32)
-        xv = arith::ExtFOp::create(b, k.vf, xv);
-      xs.push_back(k.select(ok, xv, k.splat(0.0)));
+      xs.push_back(k.select(ok, loadStagedX(smX, j), k.splat(0.0)));
     } else if (!adjoint) {
       ls.push_back(k.loadLog(la, loadIdx(t), ok));
       xs.push_back(k.loadVec(bIn, loadIdx(t), ok));
@@ -702,12 +702,8 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   for (int64_t j = 0; j < L; ++j) {
     if (stage) {
       // Steps past T or channels past N are never stored: no select.
-      Value off = stageIdx(j);
-      Value g = vector::LoadOp::create(b, k.vf, smL, ValueRange{off});
-      Value x = vector::LoadOp::create(b, k.ve, smX, ValueRange{off});
-      if (spec.elementType != f32)
-        x = arith::ExtFOp::create(b, k.vf, x);
-      h = k.add(k.mul(g, h), x);
+      Value g = vector::LoadOp::create(b, k.vf, smL, ValueRange{stageIdx(j)});
+      h = k.add(k.mul(g, h), loadStagedX(smX, j));
     } else {
       h = k.add(k.mul(gs[j], h), xs[j]);
     }
@@ -724,12 +720,8 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
     k.storeVec(h, db, elemIdx(t), ok);
     Value operand, hp;
     if (stage) {
-      Value off = stageIdx(j);
-      operand = vector::LoadOp::create(b, k.vf, smE, ValueRange{off});
-      hp = vector::LoadOp::create(b, k.ve, smH, ValueRange{off});
-      if (spec.elementType != f32)
-        hp = arith::ExtFOp::create(b, k.vf, hp);
-      hp = k.select(hasPrevOf(sIdx[j], ok), hp, k.splat(0.0));
+      operand = vector::LoadOp::create(b, k.vf, smE, ValueRange{stageIdx(j)});
+      hp = k.select(hasPrevOf(sIdx[j], ok), loadStagedX(smH, j), k.splat(0.0));
       if (spec.hasInit)
         hp = k.select(isEnd, initStaged, hp);
     } else {

@@ -493,6 +493,20 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     return k.minui(T, k.muli(k.addi(ch, k.idx(1)), k.idx(C)));
   };
 
+  // out[j] += Σ_n term(n, i = n·D + j) over the rows: sums over spans of
+  // kSpan rows per channel (coalesced along j), one add a span (atomic on
+  // the GPU) — an atomic an element was most of a kernel's time.
+  auto addColumnSums = [=](K &k, Value rows, Value out, auto term) {
+    constexpr int64_t kSpan = 128;
+    Value spans = k.divui(k.addi(rows, k.idx(kSpan - 1)), k.idx(kSpan));
+    k.par({spans, k.idx(D)}, [&](ArrayRef<Value> sj) {
+      Value j = sj[1], n0 = k.muli(sj[0], k.idx(kSpan));
+      Value acc = k.sum(n0, k.minui(rows, k.addi(n0, k.idx(kSpan))),
+                        [&](Value n) { return term(n, k.addi(k.muli(n, k.idx(D)), j)); });
+      k.accum(out, j, acc);
+    });
+  };
+
   // --- RMSNorm: y = x·r ⊙ w, r = (mean x² + ε)^−½; rstd[n] = r.
   // dx += r·(dy⊙w − x̂·mean(dy⊙w⊙x̂)), x̂ = x·r;  dw += Σ_n dy ⊙ x̂.
   // With bf16 ≠ 0 also y16 = bf16(y) (the operand of the products that follow).
@@ -536,17 +550,9 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           },
           [&](Value j, Value dx) { k.st(dx, a["dx"], k.addi(base, j)); });
     });
-    // dw_j += Σ_n dy_nj · x_nj · r_n: sums over spans of kSpan rows per
-    // channel (coalesced along j), one atomic add per span on the GPU.
-    constexpr int64_t kSpan = 128;
-    Value spans = k.divui(k.addi(a["rows"], k.idx(kSpan - 1)), k.idx(kSpan));
-    k.par({spans, k.idx(D)}, [&](ArrayRef<Value> sj) {
-      Value j = sj[1], n0 = k.muli(sj[0], k.idx(kSpan));
-      Value acc = k.sum(n0, k.minui(a["rows"], k.addi(n0, k.idx(kSpan))), [&](Value n) {
-        Value i = k.addi(k.muli(n, k.idx(D)), j);
-        return k.mul(k.ld(a["dy"], i), k.mul(k.ld(a["x"], i), k.ld(a["rstd"], n)));
-      });
-      k.accum(a["dw"], j, acc);
+    // dw_j += Σ_n dy_nj · x_nj · r_n.
+    addColumnSums(k, a["rows"], a["dw"], [&](Value n, Value i) {
+      return k.mul(k.ld(a["dy"], i), k.mul(k.ld(a["x"], i), k.ld(a["rstd"], n)));
     });
   });
 
@@ -574,17 +580,8 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           return k.mul(k.mul(k.ld(a["dell"], i), k.sigmoid(k.neg(p))), k.mask(in));
         },
         [&](Value i, Value g) { k.st(g, a["dpre"], i); });
-    // dλ_j += Σ_n dpre_nj over spans of kSpan rows per channel (coalesced
-    // along j), one add a span (atomic on the GPU), as rmsnorm_bwd's dw: an
-    // atomic an element was most of this kernel's time.
-    constexpr int64_t kSpan = 128;
-    Value spans = k.divui(k.addi(a["rows"], k.idx(kSpan - 1)), k.idx(kSpan));
-    k.par({spans, k.idx(D)}, [&](ArrayRef<Value> sj) {
-      Value j = sj[1], n0 = k.muli(sj[0], k.idx(kSpan));
-      Value acc = k.sum(n0, k.minui(a["rows"], k.addi(n0, k.idx(kSpan))),
-                        [&](Value n) { return k.ld(a["dpre"], k.addi(k.muli(n, k.idx(D)), j)); });
-      k.accum(a["dlambda"], j, acc);
-    });
+    // dλ_j += Σ_n dpre_nj.
+    addColumnSums(k, a["rows"], a["dlambda"], [&](Value, Value i) { return k.ld(a["dpre"], i); });
   });
 
   // --- Level 1. K1_c, V1_c: means over chunk c; y1_t = Σ_{c<c(t)} p_c V1_c,

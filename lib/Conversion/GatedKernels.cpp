@@ -646,6 +646,20 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   Value bid = gpu::BlockIdOp::create(b, gpu::Dimension::x);
   Value chanBase = k.muli(bid, k.idx(Dc));
+  // Row groups (blockIdx.y of gridDim.y, at most GatedKernelSpec::
+  // kCoopMaxGroups): batch rows are independent recurrences, so group g owns
+  // the tiles of TR rows that start at g·TR, g·TR + groups·TR, ..., and its
+  // D / Dc blocks meet at their own grid barrier (counter word 8·g of
+  // `sync`). One group is the whole batch.
+  const int64_t TR = spec.mma ? 8 : RB;
+  Value grp = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  Value groups = gpu::GridDimOp::create(b, gpu::Dimension::y);
+  Value tileStart = k.muli(grp, k.idx(TR)), tileStep = k.muli(groups, k.idx(TR));
+  Value counter = k.muli(grp, k.idx(8));
+  auto ownsRow = [&](Value bRow) {
+    return k.eq(arith::RemUIOp::create(b, arith::DivUIOp::create(b, bRow, k.idx(TR)), groups),
+                grp);
+  };
 
   // Loads of what other blocks wrote during this launch: volatile (L1 is
   // not coherent across SMs).
@@ -669,13 +683,14 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       b.setInsertionPointToStart(ifT0.thenBlock());
       fence();
       memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addi,
-                                  arith::ConstantIntOp::create(b, 1, 32), a.sync, ValueRange{c0});
+                                  arith::ConstantIntOp::create(b, 1, 32), a.sync,
+                                  ValueRange{counter});
       Value target = arith::IndexCastOp::create(b, i32, k.muli(k.addi(t, c1), k.idx(NB)));
       auto spin = scf::WhileOp::create(b, TypeRange{}, ValueRange{});
       {
         OpBuilder::InsertionGuard g2(b);
         b.createBlock(&spin.getBefore());
-        Value v = vld(a.sync, c0);
+        Value v = vld(a.sync, counter);
         scf::ConditionOp::create(
             b, arith::CmpIOp::create(b, arith::CmpIPredicate::slt, v, target), ValueRange{});
         b.createBlock(&spin.getAfter());
@@ -690,6 +705,17 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(f.getBody());
     body(f.getInductionVar());
+  };
+  // body(bRow, chan) for every row of this block's group and channel of the
+  // block, a (row, channel) pair a thread.
+  auto forOwned = [&](auto body) {
+    forRange(tid, k.muli(B, k.idx(Dc)), k.idx(NT), [&](Value e) {
+      Value bRow = arith::DivUIOp::create(b, e, k.idx(Dc));
+      auto op = scf::IfOp::create(b, TypeRange{}, ownsRow(bRow), false);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(op.thenBlock());
+      body(bRow, k.addi(chanBase, arith::RemUIOp::create(b, e, k.idx(Dc))));
+    });
   };
   // X[r][0..D) = src[rowStart(b0 + r) ..] as fp32 for the tile's rows (rows
   // past B repeat row B−1): 16-byte volatile loads, all in flight at once.
@@ -981,13 +1007,13 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       vector::StoreOp::create(b, v, Xb, ValueRange{k.addi(k.muli(r, k.idx(XS)), col)});
     });
   };
-  // The register-resident variant: B ≤ 8 (one tile of rows) and room for the
-  // exchange. Thread tid < 8·Dc owns (row, channel) = (tid / Dc, tid % Dc)
-  // for the whole launch: its state or carried gradient stays in a register
+  // The register-resident variant: B ≤ 8·groups (one tile of rows a group)
+  // and room for the exchange. Thread tid < 8·Dc owns (row, channel) =
+  // (tileStart + tid / Dc, tid % Dc) for the whole launch: its state or carried gradient stays in a register
   // and its per-step inputs are loaded a step ahead, off the sequential chain.
   Value syncWords = memref::DimOp::create(b, a.sync, 0);
   Value fastCond = k.andi(
-      arith::CmpIOp::create(b, arith::CmpIPredicate::ule, B, k.idx(8)),
+      arith::CmpIOp::create(b, arith::CmpIPredicate::ule, B, tileStep),
       arith::CmpIOp::create(b, arith::CmpIPredicate::uge, syncWords,
                             k.addi(k.idx(64), k.muli(B, cD))));
   auto owner = [&]() {
@@ -997,8 +1023,8 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     o.r = arith::DivUIOp::create(b, tid, k.idx(Dc));
     o.rr = arith::RemUIOp::create(b, o.r, k.idx(8));
     o.cc = arith::RemUIOp::create(b, tid, k.idx(Dc));
-    o.active = k.andi(k.ult(tid, k.idx(8 * Dc)), k.ult(o.r, B));
-    o.bR = k.minui(o.r, k.subi(B, c1));
+    o.active = k.andi(k.ult(tid, k.idx(8 * Dc)), k.ult(k.addi(tileStart, o.r), B));
+    o.bR = k.minui(k.addi(tileStart, o.r), k.subi(B, c1));
     o.chan = k.addi(chanBase, o.cc);
     o.si = k.addi(k.muli(o.bR, cD), o.chan);
     return o;
@@ -1033,10 +1059,10 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       {
         OpBuilder::InsertionGuard g2(b);
         b.setInsertionPointToStart(ifs.thenBlock());
-        mmaStageX(arith::RemUIOp::create(b, k.subi(t, c1), k.idx(2)), c0);
+        mmaStageX(arith::RemUIOp::create(b, k.subi(t, c1), k.idx(2)), tileStart);
         b.setInsertionPointToStart(ifs.elseBlock());
         if (spec.hasInit)
-          mmaStage(a.init, [&](Value bRow) { return k.muli(bRow, cD); }, c0);
+          mmaStage(a.init, [&](Value bRow) { return k.muli(bRow, cD); }, tileStart);
         else
           mmaZero();
       }
@@ -1059,7 +1085,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       b.setInsertionPointToStart(fastIf.elseBlock());
     forRange(c0, T, c1, [&](Value t) {
       Value notFirst = k.ugt(t, c0);
-      forRange(c0, B, k.idx(8), [&](Value b0) {
+      forRange(tileStart, B, tileStep, [&](Value b0) {
         auto ifs = scf::IfOp::create(b, TypeRange{}, notFirst, true);
         {
           OpBuilder::InsertionGuard g(b);
@@ -1105,7 +1131,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     Value wCol = k.addi(chanBase, c);
     forRange(c0, T, c1, [&](Value t) {
       Value notFirst = k.ugt(t, c0);
-      forRange(c0, B, k.idx(RB), [&](Value b0) {
+      forRange(tileStart, B, tileStep, [&](Value b0) {
         // x = h_{t-1} (other blocks' outputs), init, or zeros, staged.
         auto ifs = scf::IfOp::create(b, TypeRange{}, notFirst, true);
         {
@@ -1180,9 +1206,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(ifFirst.thenBlock());
-    forRange(tid, k.muli(B, k.idx(Dc)), k.idx(NT), [&](Value e) {
-      Value bRow = arith::DivUIOp::create(b, e, k.idx(Dc));
-      Value chan = k.addi(chanBase, arith::RemUIOp::create(b, e, k.idx(Dc)));
+    forOwned([&](Value bRow, Value chan) {
       Value i = k.addi(k.muli(bRow, cD), chan);
       memref::StoreOp::create(b, k.ld(a.dfin, i), a.gbuf, ValueRange{i});
       k.st(k.cst(0.0), a.dpre, seqAt(bRow, k.subi(T, c1), chan));
@@ -1244,7 +1268,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       // the grid barrier.
       SmallVector<Value> next = inputs(k.select(k.ugt(t, tLo), k.subi(t, c1), tLo));
       gridBarrier(s);
-      mmaStageX(parity, c0);
+      mmaStageX(parity, tileStart);
       gpu::BarrierOp::create(b);
       mmaProduct();
       gpu::BarrierOp::create(b);
@@ -1270,9 +1294,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       return k.addi(k.muli(k.addi(k.muli(bRow, cap), k.subi(t, tLo)), cD), chan);
     };
     // Phase A: a_t for this block's channels.
-    forRange(tid, k.muli(B, k.idx(Dc)), k.idx(NT), [&](Value e) {
-      Value bRow = arith::DivUIOp::create(b, e, k.idx(Dc));
-      Value chan = k.addi(chanBase, arith::RemUIOp::create(b, e, k.idx(Dc)));
+    forOwned([&](Value bRow, Value chan) {
       Value si = k.addi(k.muli(bRow, cD), chan);
       Value g = k.add(memref::LoadOp::create(b, a.gbuf, ValueRange{si}),
                       k.ld(a.dh, seqAt(bRow, t, chan)));
@@ -1297,7 +1319,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     gridBarrier(s);
     if (spec.mma) {
       // Phase B on tensor cores: back = a_t·W_gᵀ for the block's channels.
-      forRange(c0, B, k.idx(8), [&](Value b0) {
+      forRange(tileStart, B, tileStep, [&](Value b0) {
         auto ifs = scf::IfOp::create(b, TypeRange{}, notFirst, true);
         {
           OpBuilder::InsertionGuard g(b);
@@ -1328,7 +1350,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     }
     // Phase B: back[b][c] = Σ_j a_t[b][j]·W[c][j] for a tile of rows staged
     // in shared memory; warp w for channels c ≡ w (mod warps), lanes along j.
-    forRange(c0, B, k.idx(RB), [&](Value b0) {
+    forRange(tileStart, B, tileStep, [&](Value b0) {
       auto ifs = scf::IfOp::create(b, TypeRange{}, notFirst, true);
       {
         OpBuilder::InsertionGuard g(b);
@@ -1389,9 +1411,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     auto ifLast = scf::IfOp::create(b, TypeRange{}, k.eq(tLo, c0), false);
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(ifLast.thenBlock());
-    forRange(tid, k.muli(B, k.idx(Dc)), k.idx(NT), [&](Value e) {
-      Value bRow = arith::DivUIOp::create(b, e, k.idx(Dc));
-      Value chan = k.addi(chanBase, arith::RemUIOp::create(b, e, k.idx(Dc)));
+    forOwned([&](Value bRow, Value chan) {
       Value si = k.addi(k.muli(bRow, cD), chan);
       k.st(memref::LoadOp::create(b, a.gbuf, ValueRange{si}), a.dinit, si);
     });

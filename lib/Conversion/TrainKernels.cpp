@@ -1889,7 +1889,8 @@ GatedKernelSpec fastSpec(const TrainConfig &c, const GatedFastPath &f, bool adjo
 
 /// gpu.launch_func of `spec`'s kernel (built into the gpu.module at first
 /// use) on `blocks` blocks with `operands`.
-void launchGated(K &k, const GatedKernelSpec &spec, Value blocks, ValueRange operands) {
+void launchGated(K &k, const GatedKernelSpec &spec, Value blocks, ValueRange operands,
+                 Value groups = {}) {
   auto gm = llvm::cast<gpu::GPUModuleOp>(k.gpuModule());
   auto fn = SymbolTable::lookupNearestSymbolFrom<gpu::GPUFuncOp>(
       gm, StringAttr::get(k.b.getContext(), spec.name));
@@ -1908,7 +1909,7 @@ void launchGated(K &k, const GatedKernelSpec &spec, Value blocks, ValueRange ope
   }
   Value one = k.idx(1);
   Value smem = arith::ConstantIntOp::create(k.b, spec.sharedBytes(), 32);
-  gpu::LaunchFuncOp::create(k.b, fn, gpu::KernelDim3{blocks, one, one},
+  gpu::LaunchFuncOp::create(k.b, fn, gpu::KernelDim3{blocks, groups ? groups : one, one},
                             gpu::KernelDim3{k.idx(spec.threads()), one, one}, smem, operands);
 }
 
@@ -1982,7 +1983,13 @@ void buildFast(K &k, Args &a, const TrainConfig &c, const GatedFastPath &f, bool
     if (adjoint)
       gatedPreactProduct(k, c.D, a["h"], a["init"], a["gate"], a["grad_z"], a["grad_pre0"], B, T,
                          f.mma);
-    launchGated(k, s, k.idx(c.D / f.channelsPerBlock), operands(s));
+    // In row groups of 8 rows (GatedKernelSpec::kCoopMaxGroups): each
+    // group's D / Dc blocks run its rows' recurrences on their own, so a
+    // step at B 32 costs what one at B 8 does where the device holds the
+    // blocks (the runtime grants fewer groups where it does not).
+    Value groups = k.minui(k.divui(k.addi(B, k.idx(7)), k.idx(8)),
+                           k.idx(GatedKernelSpec::kCoopMaxGroups));
+    launchGated(k, s, k.idx(c.D / f.channelsPerBlock), operands(s), groups);
     return;
   }
   // Persistent: R rows a block, R = 4 / 2 when B·H would fill a device of

@@ -1,6 +1,7 @@
 //===- Compile.cpp - from a model file to kernel images and a C++ API ---===//
 
 #include "lib/Target/Compile.h"
+#include "lib/Conversion/GatedKernels.h"
 
 #include "dialect/MMRecAttrs.h"
 #include "dialect/MMRecDialect.h"
@@ -509,7 +510,9 @@ void emitGatedLaunch(llvm::raw_ostream &os, const KernelInfo &k, const std::stri
     }
     os << "};\n";
     std::string launch = "  mmrec::rt::gpu::launchCooperative(\"" + v.name +
-                         "\", gpuModule().function(\"" + v.name + "\"), " + grid + ", " +
+                         "\", gpuModule().function(\"" + v.name + "\"), " + grid +
+                         ", std::min<int64_t>((B + 7) / 8, " +
+                         std::to_string(mlir::mmrec::GatedKernelSpec::kCoopMaxGroups) + "), " +
                          std::to_string(v.threads) + ", " + std::to_string(v.sharedBytes) +
                          ", stream, params.data());\n";
     if (!adj) {

@@ -258,10 +258,17 @@ void launch(const char *kernel, void *fn, int64_t gridX, int blockX, size_t shar
         std::string("launching ") + kernel);
 }
 
-void launchCooperative(const char *kernel, void *fn, int64_t gridX, int blockX,
+void launchCooperative(const char *kernel, void *fn, int64_t gridX, int64_t gridY, int blockX,
                        size_t sharedBytes, Stream stream, void **params) {
-  if (gridX <= 0)
+  if (gridX <= 0 || gridY <= 0)
     return;
+  // MMREC_COOP_MAX_GROUPS caps the groups (benchmarks: 1 is the kernels
+  // without row groups).
+  static const int64_t maxGroups = [] {
+    const char *e = std::getenv("MMREC_COOP_MAX_GROUPS");
+    return e && *e ? std::max<int64_t>(1, std::atoll(e)) : int64_t(1) << 30;
+  }();
+  gridY = std::min(gridY, maxGroups);
   CUfunction f = static_cast<CUfunction>(fn);
   if (sharedBytes > 48 * 1024)
     check(MMREC_CU_CALL(cuFuncSetAttribute)(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -296,6 +303,7 @@ void launchCooperative(const char *kernel, void *fn, int64_t gridX, int blockX,
                   std::to_string(gridX / clusterX) + " co-resident clusters of " +
                   std::to_string(clusterX) + " blocks of " + std::to_string(blockX) +
                   " threads, the device holds " + std::to_string(clusters));
+    cfg.gridDimY = unsigned(std::min<int64_t>(gridY, clusters / (gridX / clusterX)));
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     check(MMREC_CU_CALL(cuLaunchKernelEx)(&cfg, f, params, nullptr),
@@ -312,7 +320,8 @@ void launchCooperative(const char *kernel, void *fn, int64_t gridX, int blockX,
     throw Error(std::string(kernel) + ": the cooperative kernel needs " + std::to_string(gridX) +
                 " co-resident blocks of " + std::to_string(blockX) + " threads, the device holds " +
                 std::to_string(resident));
-  check(MMREC_CU_CALL(cuLaunchCooperativeKernel)(f, unsigned(gridX), 1, 1, unsigned(blockX), 1, 1,
+  const auto groups = unsigned(std::min<int64_t>(gridY, resident / gridX));
+  check(MMREC_CU_CALL(cuLaunchCooperativeKernel)(f, unsigned(gridX), groups, 1, unsigned(blockX), 1, 1,
                                                  unsigned(sharedBytes),
                                                  static_cast<CUstream>(stream), params),
         std::string("launching ") + kernel + " cooperatively");
@@ -604,14 +613,18 @@ mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY, intptr_t gridZ,
     name = it == s.names.end() ? "?" : it->second;
   }
   try {
-    // The training kernels use 1-D grids and blocks.
-    if (gridY != 1 || gridZ != 1 || blockY != 1 || blockZ != 1)
-      throw Error("kernel '" + name + "': only 1-D launches are supported");
     // Kernels whose blocks wait for each other (named *_coop by the
-    // compiler) are launched cooperatively: all blocks resident, or an error.
+    // compiler) are launched cooperatively: all blocks resident, or an error;
+    // their gridY counts groups of blocks that do not wait for each other
+    // (launchCooperative). The others use 1-D grids; every kernel 1-D blocks.
     const bool coop = name.size() > 5 && name.compare(name.size() - 5, 5, "_coop") == 0;
-    (coop ? gpu::launchCooperative : gpu::launch)(name.c_str(), function, gridX, int(blockX),
-                                                  size_t(smem), stream, params);
+    if ((gridY != 1 && !coop) || gridZ != 1 || blockY != 1 || blockZ != 1)
+      throw Error("kernel '" + name + "': only 1-D launches are supported");
+    if (coop)
+      gpu::launchCooperative(name.c_str(), function, gridX, gridY, int(blockX), size_t(smem),
+                             stream, params);
+    else
+      gpu::launch(name.c_str(), function, gridX, int(blockX), size_t(smem), stream, params);
   } catch (const std::exception &e) {
     recordError(e.what());
   }

@@ -23,7 +23,7 @@ Module::Module(const char *name, const void *, size_t, const char *) : name_(nam
 Module::~Module() = default;
 void *Module::function(const char *kernel) { noGpu(kernel); }
 void launch(const char *kernel, void *, int64_t, int, size_t, Stream, void **) { noGpu(kernel); }
-void launchCooperative(const char *kernel, void *, int64_t, int, size_t, Stream, void **) {
+void launchCooperative(const char *kernel, void *, int64_t, int64_t, int, size_t, Stream, void **) {
   noGpu(kernel);
 }
 int deviceAttribute(int) { noGpu("deviceAttribute"); }

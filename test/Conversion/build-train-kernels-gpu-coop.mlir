@@ -2,7 +2,8 @@
 // 768, too large for one block's shared memory): for 0 < T and 0 < B ≤ 64
 // the level-0 recurrence runs the cooperative FP32-FMA kernels of
 // GatedKernels.cpp (64 blocks of 12 channels, 1020 threads, a grid barrier
-// on sync[0] a step; the runtime launches *_coop kernels cooperatively).
+// a step on the row group's counter; the runtime launches *_coop kernels
+// cooperatively, in as many of the requested row groups as the device holds).
 // The adjoint first forms the pre-activations h_{t-1}·W_g with two cuBLASLt
 // products that the host code calls through the runtime (mmrecGemmF32:
 // fp32, TF32 with gated-bf16) into grad_z (t > 0) and grad_pre0 (t = 0),
@@ -28,10 +29,14 @@
 // CHECK: arith.remui %[[PI]], %c16
 // CHECK: %[[USE:.*]] = arith.andi
 // CHECK-NEXT: scf.if %[[USE]] {
-// sync[0..B) := 0, then the cooperative launch.
+// sync[0..B) := 0 (the row groups' barrier counters are words 0, 8, ...),
+// then the cooperative launch in min(ceil(B / 8), 8) row groups (gridDim.y).
 // CHECK: gpu.launch
 // CHECK: memref.store %{{.*}}, %arg7[
-// CHECK: gpu.launch_func @train_gated_kernels::@train_gated_fwd_coop blocks in (%c64{{.*}}, %c1{{.*}}, %c1{{.*}}) threads in (%c1020, %c1{{.*}}, %c1{{.*}}) dynamic_shared_memory_size %c57216_i32 args(%arg0 : memref<?xf32>, %arg1 : memref<?xf32>, %arg2 : memref<?xf32>, %arg3 : memref<?xf32>, %arg4 : memref<?xf32>, %arg5 : memref<?xf32>, %arg6 : memref<?xf32>, %arg7 : memref<?xi32>, %arg8 : index, %arg9 : index)
+// CHECK: %[[B7:.*]] = arith.addi %arg8, %c7
+// CHECK: %[[B8:.*]] = arith.divui %[[B7]], %c8{{.*}}
+// CHECK: %[[GROUPS:.*]] = arith.minui %[[B8]], %c8{{.*}}
+// CHECK: gpu.launch_func @train_gated_kernels::@train_gated_fwd_coop blocks in (%c64{{.*}}, %[[GROUPS]], %c1{{.*}}) threads in (%c1020, %c1{{.*}}, %c1{{.*}}) dynamic_shared_memory_size %c57216_i32 args(%arg0 : memref<?xf32>, %arg1 : memref<?xf32>, %arg2 : memref<?xf32>, %arg3 : memref<?xf32>, %arg4 : memref<?xf32>, %arg5 : memref<?xf32>, %arg6 : memref<?xf32>, %arg7 : memref<?xi32>, %arg8 : index, %arg9 : index)
 // CHECK: } else {
 // CHECK: gpu.launch
 // CHECK-LABEL: gpu.module @train_gated_kernels
@@ -40,8 +45,15 @@
 // The default keeps every product in fp32: no tensor cores, no rounding.
 // CHECK-NOT: nvvm.mma.sync
 // CHECK-NOT: arith.truncf
-// The grid barrier: an atomic add on sync[0], a volatile spin.
-// CHECK: memref.atomic_rmw addi
+// The row group (blockIdx.y of gridDim.y) and its barrier counter, word
+// 8·group of sync.
+// CHECK: %[[GRP:.*]] = gpu.block_id{{ +}}y
+// CHECK: %[[NG:.*]] = gpu.grid_dim{{ +}}y
+// CHECK: arith.muli %[[GRP]], %c8
+// CHECK: arith.muli %[[NG]], %c8
+// CHECK: %[[CNT:.*]] = arith.muli %[[GRP]], %c8
+// The grid barrier: an atomic add on the group's counter, a volatile spin.
+// CHECK: memref.atomic_rmw addi %{{.*}}, %{{.*}}[%[[CNT]]]
 // CHECK: scf.while
 // CHECK: llvm.load volatile
 // CHECK: gpu.func @train_gated_bwd_coop({{.*}}) kernel attributes {known_block_size = array<i32: 1020, 1, 1>, nvvm.minctasm = 1 : i32}

@@ -496,10 +496,13 @@ TEST(TrainKernelsGpu, SevenBDecodeMatchesCpu) {
 // mmrec-small's level-0 recurrence at training shapes (D 768, dense gate):
 // the cooperative FP32-FMA kernels (64 blocks, a grid barrier a step; the
 // adjoint after the generated pre-activation product) for B ≤ 64, T ragged
-// (1000, 1, 17); B = 65 and 200 take the one-block-per-row kernels.
+// (1000, 1, 17); B = 17 asks for 3 row groups (192 blocks) and B = 64 for
+// 8, more than a device of 132 SMs holds at one block an SM: the runtime
+// grants fewer and the groups walk their tiles of rows in turn. B = 65 and
+// 200 take the one-block-per-row kernels.
 TEST(TrainKernelsGpu, SmallGatedMatchesCpu) {
   REQUIRE_GPU();
-  checkModel("mmrec-small", {{8, 1000}, {8, 1}, {3, 17}, {64, 9}, {65, 4}, {200, 2}},
+  checkModel("mmrec-small", {{8, 1000}, {8, 1}, {3, 17}, {17, 33}, {64, 9}, {65, 4}, {200, 2}},
              std::random_device{}(), {"gated_fwd", "gated_bwd"});
 }
 // ... and its per-head variant (H 12, dh 64): the persistent kernels, R = 1
@@ -514,11 +517,16 @@ TEST(TrainKernelsGpu, SmallPerHeadGatedMatchesCpu) {
 // on tensor cores (h_{t-1}, a_t and W_g rounded to bf16, fp32 accumulation
 // and state), so the comparison with the fp32 CPU kernels is looser: 3e-2
 // of the largest |value| of each array (bf16 keeps 8 bits: 4e-3 a rounding,
-// summed over 768 terms and carried along T). B = 65 runs the fp32 row
-// kernels (which must match at that tolerance too).
+// summed over 768 terms and carried along T). Row groups of 8 (24 blocks
+// each): B = 17, 32 and 40 run the register-resident variant in 3, 4 and 5
+// groups (the last one partly empty at 17); B = 64 asks for 8 groups, more
+// than the device holds (132 SMs, one block an SM), and walks its tiles
+// in the groups it gets. B = 65 runs the fp32 row kernels (which must match
+// at that tolerance too).
 TEST(TrainKernelsGpu, SmallGatedBf16MatchesCpu) {
   REQUIRE_GPU();
-  checkModel("mmrec-small-bf16", {{8, 1000}, {8, 1}, {3, 17}, {64, 9}, {65, 4}},
+  checkModel("mmrec-small-bf16",
+             {{8, 1000}, {8, 1}, {3, 17}, {17, 33}, {32, 70}, {40, 9}, {64, 9}, {65, 4}},
              std::random_device{}(), {"gated_fwd", "gated_bwd"}, 1e-3, 3e-2);
 }
 
@@ -579,18 +587,21 @@ void gatedSpeed(const std::string &path, const std::string &label, int64_t B, in
 } // namespace
 
 // Speed of the level-0 kernels at mmrec-small's training shape (B 8, T
-// 1024), printed. Not a correctness test and not in ctest: run it with
-// --gtest_filter=TrainKernelsGpu.SmallGatedSpeed.
+// 1024), and of the tensor-core library at the larger batches that issue 6's
+// MFU needs (B > 8 runs the row tiles), printed. Not a correctness test and
+// not in ctest: run it with --gtest_filter=TrainKernelsGpu.SmallGatedSpeed.
 TEST(TrainKernelsGpu, SmallGatedSpeed) {
   REQUIRE_GPU();
   for (const char *model : {"mmrec-small", "mmrec-small-bf16", "mmrec-small-ph"})
     gatedSpeed(manifest(model), model, 8, 1024);
+  for (int64_t B : {16, 32, 64})
+    gatedSpeed(manifest("mmrec-small-bf16"), "mmrec-small-bf16", B, 1024);
 }
 
 // The same at mmrec-7b's training shape (B 8, T 2048) for the libraries
 // named in MMREC_GATED_SPEED (comma-separated .train.json paths; default the
-// test tree's mmrec-7b): bench/session-gpu.sh passes the --train-gated-bf16
-// one. Not in ctest: --gtest_filter=TrainKernelsGpu.GatedSpeed.
+// test tree's mmrec-7b) at the batch sizes in MMREC_GATED_BATCHES (default
+// 8): bench/session-gpu.sh passes the --train-gated-bf16 one. Not in ctest: --gtest_filter=TrainKernelsGpu.GatedSpeed.
 TEST(TrainKernelsGpu, GatedSpeed) {
   REQUIRE_GPU();
   const char *env = std::getenv("MMREC_GATED_SPEED");
@@ -604,8 +615,17 @@ TEST(TrainKernelsGpu, GatedSpeed) {
     const size_t last = path.rfind('/');
     const size_t cut = last == std::string::npos || last == 0 ? std::string::npos
                                                               : path.rfind('/', last - 1);
-    if (!path.empty())
-      gatedSpeed(path, cut == std::string::npos ? path : path.substr(cut + 1), 8, 2048);
+    // MMREC_GATED_BATCHES: comma-separated batch sizes (default 8).
+    const char *bs = std::getenv("MMREC_GATED_BATCHES");
+    std::string batches = bs && *bs ? bs : "8";
+    for (size_t p = 0; !path.empty() && p < batches.size();) {
+      size_t q = batches.find(',', p);
+      if (q == std::string::npos)
+        q = batches.size();
+      gatedSpeed(path, cut == std::string::npos ? path : path.substr(cut + 1),
+                 std::stoll(batches.substr(p, q - p)), 2048);
+      p = q + 1;
+    }
     at = end + 1;
   }
 }

@@ -96,8 +96,12 @@ void launch(const char *kernel, void *fn, int64_t gridX, int blockX, size_t shar
 
 /// Launches `fn` cooperatively (cuLaunchCooperativeKernel): every block is
 /// resident at once, so blocks may wait for each other (grid-wide
-/// barriers). Throws naming `kernel` when the device cannot hold the grid.
-void launchCooperative(const char *kernel, void *fn, int64_t gridX, int blockX,
+/// barriers). The grid is gridX × gridY where gridY counts independent
+/// groups of gridX blocks (the level-0 kernels' row groups, which need only
+/// one): when the device cannot hold all of them, fewer groups are launched
+/// (the kernel reads gridDim.y). Throws naming `kernel` when the device
+/// cannot hold one group.
+void launchCooperative(const char *kernel, void *fn, int64_t gridX, int64_t gridY, int blockX,
                        size_t sharedBytes, Stream stream, void **params);
 
 /// A CUdevice_attribute of device 0 (cuDeviceGetAttribute).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call of a working session (issue 7), logs under $OUT/logs,
 # tarred to $OUT/logs.tgz (the device tool brings back few files):
-#   bench/session-gpu.sh [scan] [blas] [gated] [tests] [elementwise] [train] [profile] [generate]
+#   bench/session-gpu.sh [scan] [blas] [gated] [tests] [elementwise] [small] [train] [profile] [generate]
 #     scan      the scan kernels' GPU tests (default and every forward staged)
 #               and bench/scan_bench.py with the anchors (issue 3)
 #     blas      BlasGpu.* and the bf16 product speeds at the 7B shapes
@@ -11,6 +11,8 @@
 #               (TESTS: a gtest filter for mmrec-trainer-tests)
 #     elementwise  GB/s of to_bf16, swiglu_fwd and rmsnorm_fwd, each with and
 #               without the bf16 copy of its output, against a copy
+#     small     mmrec-small (bf16 level-0 products and products) at SMALL_BATCHES
+#               (default 8 32 64), B 32 without row groups, B 32 profiled
 #     train     mmrec-7b B 8 x T 2048, bf16 products, --recompute, STEPS steps
 #     profile   the same, 2 steps with --profile
 #     generate  mmrec-7b decoding with random weights: --profile at batch 1,
@@ -61,6 +63,26 @@ if has elementwise; then
   timeout 60 $C/bin/mmrec-train-kernel-gpu-tests --gtest_filter=TrainKernelsGpu.ElementwiseSpeed \
     > "$L/elementwise-speed.log" 2>&1
   grep -E "GB/s|FAIL" "$L/elementwise-speed.log"
+fi
+if has small; then
+  # mmrec-small with the --train-gated-bf16 library and bf16 products at the
+  # batches in SMALL_BATCHES (issue 6: MFU at a batch of the trainer's
+  # choosing), then B 32 without the level-0 kernels' row groups
+  # (MMREC_COOP_MAX_GROUPS=1) and B 32 profiled.
+  stamp small
+  KS=$C/models-bf16/mmrec-small.train.json
+  small() { # label, batch, extra flags...
+    local label=$1 batch=$2; shift 2
+    timeout 150 $C/bin/mmrec-train --kernels $KS --device gpu --matmul bf16 --data $C/data/kjv-spm \
+      --out /tmp/run-small-$label --steps ${SMALL_STEPS:-8} --batch $batch --seq-len 1024 --lr 1e-3 \
+      --min-lr 1e-4 --warmup 4 --eval-interval 1000 --eval-tokens 8192 --ckpt-interval 1000 --keep 1 \
+      --log-interval 1 "$@" > "$L/small-$label.log" 2>&1
+    echo "$label: $(grep -E '^step' "$L/small-$label.log" | tail -1)"
+  }
+  for b in ${SMALL_BATCHES:-8 32 64}; do small b$b $b; done
+  MMREC_COOP_MAX_GROUPS=1 small b32-nogroups 32
+  SMALL_STEPS=4 small b32-profile 32 --profile
+  sed -n '/time per kernel/,$p' "$L/small-b32-profile.log" | head -24
 fi
 if has train; then
   stamp "7b train"

@@ -1404,8 +1404,13 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     });
     gpu::BarrierOp::create(b);
   });
-  if (spec.mma)
+  if (spec.mma) {
     b.setInsertionPointAfter(adjFast);
+    // The register-resident variant's owner of (row, channel) is not the
+    // thread that forOwned gives it below in an odd row group (and gbuf may
+    // be grad_init itself): its store must land first.
+    gpu::BarrierOp::create(b);
+  }
   // After step 0, gbuf holds g_{-1} = grad_init.
   if (spec.hasInit) {
     auto ifLast = scf::IfOp::create(b, TypeRange{}, k.eq(tLo, c0), false);

@@ -230,11 +230,13 @@ void dispatch(KernelLibrary &lib, const std::string &name, std::vector<Arr> &a,
 #define X(i) x[i]
   if (na == 1 && nx == 1) return lib(name, A(0), X(0));
   if (na == 2 && nx == 1) return lib(name, A(0), A(1), X(0));
+  if (na == 2 && nx == 2) return lib(name, A(0), A(1), X(0), X(1));
   if (na == 3 && nx == 1) return lib(name, A(0), A(1), A(2), X(0));
   if (na == 3 && nx == 2) return lib(name, A(0), A(1), A(2), X(0), X(1));
   if (na == 4 && nx == 1) return lib(name, A(0), A(1), A(2), A(3), X(0));
   if (na == 4 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), X(0), X(1));
   if (na == 5 && nx == 1) return lib(name, A(0), A(1), A(2), A(3), A(4), X(0));
+  if (na == 5 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), A(4), X(0), X(1));
   if (na == 5 && nx == 3) return lib(name, A(0), A(1), A(2), A(3), A(4), X(0), X(1), X(2));
   if (na == 6 && nx == 1) return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), X(0));
   if (na == 6 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), X(0), X(1));

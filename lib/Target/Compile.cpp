@@ -2,6 +2,7 @@
 
 #include "lib/Target/Compile.h"
 #include "lib/Conversion/GatedKernels.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 
 #include "dialect/MMRecAttrs.h"
 #include "dialect/MMRecDialect.h"
@@ -53,6 +54,27 @@ static LogicalResult runPipeline(ModuleOp module, StringRef pipeline) {
 
 /// Runs ptxas on `ptx`; fills cubin and log. Returns false when ptxas is
 /// not installed; fails when it rejects the PTX.
+/// The GPU pipeline up to NVVM (`toLlvm`, ending in reconcile-unrealized-
+/// casts), then gpu-module-to-binary{format}. In between, the dynamic
+/// shared memory symbols that convert-gpu-to-nvvm creates (internal, zero
+/// length) become external: an internal one is a 1-byte *static* variable
+/// to NVPTX (demoted into the one kernel that uses it), which ptxas may
+/// place before the kernel's static shared buffers, so that the "dynamic"
+/// region overlapped them (a staged scan kernel wrote 16-byte vectors at
+/// offset 0x404: misaligned). `.extern .shared .b8 x[]` is CUDA's dynamic
+/// shared memory: it starts after every static buffer.
+static LogicalResult runGpuPipeline(ModuleOp module, StringRef toLlvm, StringRef format) {
+  if (failed(runPipeline(module, toLlvm)))
+    return failure();
+  module.walk([](LLVM::GlobalOp g) {
+    auto array = llvm::dyn_cast<LLVM::LLVMArrayType>(g.getGlobalType());
+    if (g.getAddrSpace() == 3 && array && array.getNumElements() == 0 && !g.getValueOrNull() &&
+        g.getInitializerRegion().empty())
+      g.setLinkage(LLVM::Linkage::External);
+  });
+  return runPipeline(module, (llvm::Twine("gpu-module-to-binary{format=") + format + "}").str());
+}
+
 static FailureOr<bool> runPtxas(const std::string &ptx, const std::string &arch,
                                 std::vector<char> &cubin, std::string &log) {
   auto ptxas = llvm::sys::findProgramByName("ptxas", {"/usr/local/cuda/bin"});
@@ -134,9 +156,9 @@ LogicalResult mlir::mmrec::emitNvptx(ModuleOp module, const CompileOptions &opts
   std::string pipeline = llvm::formatv(
       "nvvm-attach-target{{chip={0} O=3},gpu.module(convert-scf-to-cf,"
       "convert-gpu-to-nvvm,convert-nvvm-to-llvm,canonicalize,cse),"
-      "reconcile-unrealized-casts,gpu-module-to-binary{{format={1}}",
-      opts.arch, format);
-  if (failed(runPipeline(*gpuOnly, pipeline)))
+      "reconcile-unrealized-casts",
+      opts.arch);
+  if (failed(runGpuPipeline(*gpuOnly, pipeline, format)))
     return failure();
   for (auto bin : gpuOnly->getOps<gpu::BinaryOp>()) {
     auto obj = llvm::cast<gpu::ObjectAttr>(bin.getObjects()[0]);
@@ -1003,10 +1025,9 @@ static LogicalResult emitGpuTrainLibrary(ModuleOp module, const CompileOptions &
   std::string toNvvm = llvm::formatv(
       "gpu-kernel-outlining,nvvm-attach-target{{chip={0} O=3},"
       "gpu.module(mmrec-approximate-math{{ptx=true},convert-math-to-llvm,convert-scf-to-cf,convert-gpu-to-nvvm,"
-      "convert-nvvm-to-llvm,canonicalize,cse),reconcile-unrealized-casts,"
-      "gpu-module-to-binary{{format=isa}",
+      "convert-nvvm-to-llvm,canonicalize,cse),reconcile-unrealized-casts",
       opts.arch);
-  if (failed(runPipeline(*gm, toNvvm)))
+  if (failed(runGpuPipeline(*gm, toNvvm, "isa")))
     return failure();
   // Every kernel must be self-contained: an external function (a libdevice
   // __nv_* call, say) would fail when the driver loads the image.

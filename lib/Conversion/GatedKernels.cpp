@@ -651,7 +651,7 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   // the tiles of TR rows that start at g·TR, g·TR + groups·TR, ..., and its
   // D / Dc blocks meet at their own grid barrier (counter word 8·g of
   // `sync`). One group is the whole batch.
-  const int64_t TR = spec.mma ? 8 : RB;
+  const int64_t TR = spec.mma ? GatedKernelSpec::kCoopGroupRows : RB;
   Value grp = gpu::BlockIdOp::create(b, gpu::Dimension::y);
   Value groups = gpu::GridDimOp::create(b, gpu::Dimension::y);
   Value tileStart = k.muli(grp, k.idx(TR)), tileStep = k.muli(groups, k.idx(TR));
@@ -1009,8 +1009,9 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   };
   // The register-resident variant: B ≤ 8·groups (one tile of rows a group)
   // and room for the exchange. Thread tid < 8·Dc owns (row, channel) =
-  // (tileStart + tid / Dc, tid % Dc) for the whole launch: its state or carried gradient stays in a register
-  // and its per-step inputs are loaded a step ahead, off the sequential chain.
+  // (tileStart + tid / Dc, tid % Dc) for the whole launch: its state or
+  // carried gradient stays in a register and its per-step inputs are loaded
+  // a step ahead, off the sequential chain.
   Value syncWords = memref::DimOp::create(b, a.sync, 0);
   Value fastCond = k.andi(
       arith::CmpIOp::create(b, arith::CmpIPredicate::ule, B, tileStep),

@@ -104,12 +104,15 @@ struct GatedKernelSpec {
   static int64_t coopSyncWords(int64_t B, int64_t D) { return 64 + B * D; }
   /// Row groups of the cooperative kernels (gridDim.y): group g's blocks
   /// count their grid barrier at word 8·g of `sync`, so at most 8 fit the
-  /// 64 words before the exchange. The launch asks for ceil(B / 8) groups of
-  /// the MMA kernels (one tile of rows each: B ≤ 8·groups runs the
+  /// 64 words before the exchange. The launch asks for coopGroups(B), one
+  /// per kCoopGroupRows rows (the MMA kernels' tile: B ≤ 8·groups runs their
   /// register-resident variant); the runtime may grant fewer, down to one,
   /// when the device cannot hold them all, and the kernel then walks its
   /// group's tiles one after another.
-  static constexpr int64_t kCoopMaxGroups = 8;
+  static constexpr int64_t kCoopMaxGroups = 8, kCoopGroupRows = 8;
+  static int64_t coopGroups(int64_t B) {
+    return std::min((B + kCoopGroupRows - 1) / kCoopGroupRows, kCoopMaxGroups);
+  }
 
   int64_t headDim() const { return channels / heads; }
   /// Row stride of W_g's block in shared memory (odd: conflict-free both ways).

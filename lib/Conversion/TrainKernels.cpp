@@ -1983,11 +1983,12 @@ void buildFast(K &k, Args &a, const TrainConfig &c, const GatedFastPath &f, bool
     if (adjoint)
       gatedPreactProduct(k, c.D, a["h"], a["init"], a["gate"], a["grad_z"], a["grad_pre0"], B, T,
                          f.mma);
-    // In row groups of 8 rows (GatedKernelSpec::kCoopMaxGroups): each
-    // group's D / Dc blocks run its rows' recurrences on their own, so a
-    // step at B 32 costs what one at B 8 does where the device holds the
-    // blocks (the runtime grants fewer groups where it does not).
-    Value groups = k.minui(k.divui(k.addi(B, k.idx(7)), k.idx(8)),
+    // In row groups (GatedKernelSpec::coopGroups): each group's D / Dc
+    // blocks run its rows' recurrences on their own, so a step at B 32
+    // costs what one at B 8 does where the device holds the blocks (the
+    // runtime grants fewer groups where it does not).
+    constexpr int64_t R = GatedKernelSpec::kCoopGroupRows;
+    Value groups = k.minui(k.divui(k.addi(B, k.idx(R - 1)), k.idx(R)),
                            k.idx(GatedKernelSpec::kCoopMaxGroups));
     launchGated(k, s, k.idx(c.D / f.channelsPerBlock), operands(s), groups);
     return;

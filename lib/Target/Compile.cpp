@@ -52,8 +52,6 @@ static LogicalResult runPipeline(ModuleOp module, StringRef pipeline) {
   return pm.run(module);
 }
 
-/// Runs ptxas on `ptx`; fills cubin and log. Returns false when ptxas is
-/// not installed; fails when it rejects the PTX.
 /// The GPU pipeline up to NVVM (`toLlvm`, ending in reconcile-unrealized-
 /// casts), then gpu-module-to-binary{format}. In between, the dynamic
 /// shared memory symbols that convert-gpu-to-nvvm creates (internal, zero
@@ -75,6 +73,8 @@ static LogicalResult runGpuPipeline(ModuleOp module, StringRef toLlvm, StringRef
   return runPipeline(module, (llvm::Twine("gpu-module-to-binary{format=") + format + "}").str());
 }
 
+/// Runs ptxas on `ptx`; fills cubin and log. Returns false when ptxas is
+/// not installed; fails when it rejects the PTX.
 static FailureOr<bool> runPtxas(const std::string &ptx, const std::string &arch,
                                 std::vector<char> &cubin, std::string &log) {
   auto ptxas = llvm::sys::findProgramByName("ptxas", {"/usr/local/cuda/bin"});
@@ -531,10 +531,15 @@ void emitGatedLaunch(llvm::raw_ostream &os, const KernelInfo &k, const std::stri
         os << "memref(" << cIdent(a) << "), ";
     }
     os << "};\n";
+    // GatedKernelSpec::coopGroups(B), in the generated code.
+    using Spec = mlir::mmrec::GatedKernelSpec;
+    const std::string coopGroups =
+        llvm::formatv("std::min<int64_t>((B + {0}) / {1}, {2})", Spec::kCoopGroupRows - 1,
+                      Spec::kCoopGroupRows, Spec::kCoopMaxGroups)
+            .str();
     std::string launch = "  mmrec::rt::gpu::launchCooperative(\"" + v.name +
                          "\", gpuModule().function(\"" + v.name + "\"), " + grid +
-                         ", std::min<int64_t>((B + 7) / 8, " +
-                         std::to_string(mlir::mmrec::GatedKernelSpec::kCoopMaxGroups) + "), " +
+                         ", " + coopGroups + ", " +
                          std::to_string(v.threads) + ", " + std::to_string(v.sharedBytes) +
                          ", stream, params.data());\n";
     if (!adj) {

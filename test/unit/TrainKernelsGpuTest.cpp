@@ -28,6 +28,7 @@
 #include <functional>
 #include <limits>
 #include <random>
+#include <sstream>
 
 using namespace mmrec;
 using namespace mmrec::train;
@@ -588,6 +589,18 @@ void gatedSpeed(const std::string &path, const std::string &label, int64_t B, in
 }
 } // namespace
 
+/// The non-empty comma-separated items of environment variable `var`, or of
+/// `fallback` when it is unset or empty.
+std::vector<std::string> commaList(const char *var, const std::string &fallback) {
+  const char *env = std::getenv(var);
+  std::stringstream in(env && *env ? env : fallback);
+  std::vector<std::string> items;
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty())
+      items.push_back(item);
+  return items;
+}
+
 // Speed of the level-0 kernels at mmrec-small's training shape (B 8, T
 // 1024), and of the tensor-core library at the larger batches that issue 6's
 // MFU needs (B > 8 runs the row tiles), printed. Not a correctness test and
@@ -603,32 +616,18 @@ TEST(TrainKernelsGpu, SmallGatedSpeed) {
 // The same at mmrec-7b's training shape (B 8, T 2048) for the libraries
 // named in MMREC_GATED_SPEED (comma-separated .train.json paths; default the
 // test tree's mmrec-7b) at the batch sizes in MMREC_GATED_BATCHES (default
-// 8): bench/session-gpu.sh passes the --train-gated-bf16 one. Not in ctest: --gtest_filter=TrainKernelsGpu.GatedSpeed.
+// 8): bench/session-gpu.sh passes the --train-gated-bf16 one. Not in ctest:
+// --gtest_filter=TrainKernelsGpu.GatedSpeed.
 TEST(TrainKernelsGpu, GatedSpeed) {
   REQUIRE_GPU();
-  const char *env = std::getenv("MMREC_GATED_SPEED");
-  std::string list = env && *env ? env : manifest("mmrec-7b");
-  for (size_t at = 0; at <= list.size();) {
-    size_t end = list.find(',', at);
-    if (end == std::string::npos)
-      end = list.size();
-    const std::string path = list.substr(at, end - at);
+  for (const std::string &path : commaList("MMREC_GATED_SPEED", manifest("mmrec-7b"))) {
     // Labelled by the library's directory and file name.
     const size_t last = path.rfind('/');
     const size_t cut = last == std::string::npos || last == 0 ? std::string::npos
                                                               : path.rfind('/', last - 1);
-    // MMREC_GATED_BATCHES: comma-separated batch sizes (default 8).
-    const char *bs = std::getenv("MMREC_GATED_BATCHES");
-    std::string batches = bs && *bs ? bs : "8";
-    for (size_t p = 0; !path.empty() && p < batches.size();) {
-      size_t q = batches.find(',', p);
-      if (q == std::string::npos)
-        q = batches.size();
-      gatedSpeed(path, cut == std::string::npos ? path : path.substr(cut + 1),
-                 std::stoll(batches.substr(p, q - p)), 2048);
-      p = q + 1;
-    }
-    at = end + 1;
+    for (const std::string &batch : commaList("MMREC_GATED_BATCHES", "8"))
+      gatedSpeed(path, cut == std::string::npos ? path : path.substr(cut + 1), std::stoll(batch),
+                 2048);
   }
 }
 

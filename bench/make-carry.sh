@@ -9,6 +9,7 @@
 #                       configs, tiny, small, small-bf16, 7b)
 #   .carry/models       mmrec-small and mmrec-7b's libraries (the bench's)
 #   .carry/models-bf16  the same with --train-gated-bf16
+#   .carry/models-gcl   mmrec-small with --train-gated-cluster
 #   .carry/data         KJV token shards: bytes and SentencePiece 32000
 #   .carry/scan         scan-bench and the scan kernels' GPU tests (issue 3)
 #   .carry/COMMIT       the commit they were built from
@@ -38,6 +39,11 @@ for m in mmrec-small mmrec-7b; do
   cp "$C/models-bf16/tmp/$m".train.{json,so,gpu.so} "$C/models-bf16/"
 done
 rm -rf "$C/models-bf16/tmp"
+# ... and with the level-0 row groups as clusters of 16 (--train-gated-cluster).
+mkdir -p "$C/models-gcl"
+"$B/bin/mmrec-compile" models/mmrec-small.mlir -o "$C/models-gcl/tmp" --train-gated-cluster >/dev/null
+cp "$C/models-gcl/tmp/mmrec-small".train.{json,so,gpu.so} "$C/models-gcl/"
+rm -rf "$C/models-gcl/tmp"
 data=${MMREC_CARRY_DATA:-/tmp/mmrec-carry-data}
 [ -f "$data/kjv-spm/train.bin" ] || "$B/bin/mmrec-data" --out "$data/kjv-spm" --tokenizer spm
 [ -f "$data/kjv-bytes/train.bin" ] || "$B/bin/mmrec-data" --out "$data/kjv-bytes" --tokenizer bytes

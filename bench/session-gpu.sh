@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call of a working session (issue 7), logs under $OUT/logs,
 # tarred to $OUT/logs.tgz (the device tool brings back few files):
-#   bench/session-gpu.sh [scan] [blas] [gated] [tests] [elementwise] [small] [train] [profile] [generate]
+#   bench/session-gpu.sh [scan] [blas] [gated] [tests] [elementwise] [small] [gcl] [train] [profile] [generate]
 #     scan      the scan kernels' GPU tests (default and every forward staged)
 #               and bench/scan_bench.py with the anchors (issue 3)
 #     blas      BlasGpu.* and the bf16 product speeds at the 7B shapes
@@ -12,7 +12,12 @@
 #     elementwise  GB/s of to_bf16, swiglu_fwd and rmsnorm_fwd, each with and
 #               without the bf16 copy of its output, against a copy
 #     small     mmrec-small (bf16 level-0 products and products) at SMALL_BATCHES
-#               (default 8 32 64), B 32 without row groups, B 32 profiled
+#               (default 8 32 64), B 32 without row groups (SMALL_NOGROUPS=1),
+#               B 32 profiled
+#     gcl       the level-0 row groups as clusters (--train-gated-cluster):
+#               their GPU tests, µs a step against the cooperative kernels,
+#               mmrec-small B 32 (and GCL_BATCHES with --recompute), B 32
+#               profiled
 #     train     mmrec-7b B 8 x T 2048, bf16 products, --recompute, STEPS steps
 #     profile   the same, 2 steps with --profile
 #     generate  mmrec-7b decoding with random weights: --profile at batch 1,
@@ -68,7 +73,7 @@ if has small; then
   # mmrec-small with the --train-gated-bf16 library and bf16 products at the
   # batches in SMALL_BATCHES (issue 6: MFU at a batch of the trainer's
   # choosing), then B 32 without the level-0 kernels' row groups
-  # (MMREC_COOP_MAX_GROUPS=1) and B 32 profiled.
+  # (MMREC_COOP_MAX_GROUPS=1, with SMALL_NOGROUPS=1) and B 32 profiled.
   stamp small
   KS=$C/models-bf16/mmrec-small.train.json
   small() { # label, batch, extra flags...
@@ -80,9 +85,31 @@ if has small; then
     echo "$label: $(grep -E '^step' "$L/small-$label.log" | tail -1)"
   }
   for b in ${SMALL_BATCHES:-8 32 64}; do small b$b $b; done
-  MMREC_COOP_MAX_GROUPS=1 small b32-nogroups 32
+  [ "${SMALL_NOGROUPS:-0}" = 1 ] && MMREC_COOP_MAX_GROUPS=1 small b32-nogroups 32
   SMALL_STEPS=4 small b32-profile 32 --profile
   sed -n '/time per kernel/,$p' "$L/small-b32-profile.log" | head -24
+fi
+if has gcl; then
+  stamp gcl
+  timeout 150 $C/bin/mmrec-train-kernel-gpu-tests --gtest_filter='TrainKernelsGpu.SmallGatedCluster*' \
+    > "$L/gcl-tests.log" 2>&1
+  grep -E "^\[  (FAILED|PASSED)|OK \]|differ" "$L/gcl-tests.log" | head -20
+  timeout 120 $C/bin/mmrec-train-kernel-gpu-tests --gtest_filter=TrainKernelsGpu.SmallGatedSpeed \
+    > "$L/gcl-speed.log" 2>&1
+  grep -E "us/step|FAIL|rror" "$L/gcl-speed.log"
+  KG=$C/models-gcl/mmrec-small.train.json
+  gcl() { # label, batch, extra flags...
+    local label=$1 batch=$2; shift 2
+    timeout 150 $C/bin/mmrec-train --kernels $KG --device gpu --matmul bf16 --data $C/data/kjv-spm \
+      --out /tmp/run-gcl-$label --steps ${SMALL_STEPS:-8} --batch $batch --seq-len 1024 --lr 1e-3 \
+      --min-lr 1e-4 --warmup 4 --eval-interval 1000 --eval-tokens 8192 --ckpt-interval 1000 --keep 1 \
+      --log-interval 1 "$@" > "$L/gcl-$label.log" 2>&1
+    echo "gcl $label: $(grep -E '^step' "$L/gcl-$label.log" | tail -1)"
+  }
+  gcl b32 32
+  for b in ${GCL_BATCHES:-}; do gcl b$b-recompute $b --recompute; done
+  SMALL_STEPS=4 gcl b32-profile 32 --profile
+  sed -n '/time per kernel/,$p' "$L/gcl-b32-profile.log" | head -24
 fi
 if has train; then
   stamp "7b train"

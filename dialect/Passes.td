@@ -140,11 +140,22 @@ def MMRecBuildTrainKernels : Pass<"mmrec-build-train-kernels", "::mlir::ModuleOp
     h_{t-1}, a_t and W_g rounded to bf16, fp32 accumulation; states, inputs
     and outputs stay fp32). This changes the numerics (relative errors of
     order 1e-2 instead of 1e-6); the default keeps every product in fp32.
+
+    `gated-cluster` (with `gated-bf16`, off by default): where D is a
+    multiple of 256 up to 1024, each row group of 8 batch rows runs in one
+    thread-block cluster of 16 blocks that pass the step's state to each
+    other through distributed shared memory and meet at the cluster barrier
+    (GatedKernels.h, `groupCluster`), instead of D / 32 blocks meeting at a
+    grid-wide barrier in global memory. Same products, same numerics; the
+    kernels are named `*_gcl` and launched in clusters of 16 (a
+    non-portable size: the runtime reports a device that cannot hold one).
   }];
   let options = [
     Option<"target", "target", "std::string", "\"cpu\"", "cpu or nvptx">,
     Option<"gatedBf16", "gated-bf16", "bool", "false",
            "nvptx: the dense gate's cooperative level-0 products on tensor cores in bf16">,
+    Option<"gatedCluster", "gated-cluster", "bool", "false",
+           "nvptx, with gated-bf16: the level-0 row groups as clusters of 16 blocks">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect", "::mlir::gpu::GPUDialect",

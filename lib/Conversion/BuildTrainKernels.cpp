@@ -56,6 +56,7 @@ struct BuildTrainKernels : mlir::mmrec::impl::MMRecBuildTrainKernelsBase<BuildTr
     c.clampMin = cfg.getLogClampMin().convertToDouble();
     c.clampMax = cfg.getLogClampMax().convertToDouble();
     c.gatedBf16 = gatedBf16;
+    c.gatedCluster = gatedCluster;
     if (target != "cpu" && target != "nvptx") {
       module.emitError() << "mmrec-build-train-kernels: unknown target '" << target
                          << "' (expected cpu or nvptx)";
@@ -63,6 +64,11 @@ struct BuildTrainKernels : mlir::mmrec::impl::MMRecBuildTrainKernelsBase<BuildTr
     }
     if (gatedBf16 && target != "nvptx") {
       module.emitError() << "mmrec-build-train-kernels: gated-bf16 applies to target=nvptx";
+      return signalPassFailure();
+    }
+    if (gatedCluster && !gatedBf16) {
+      module.emitError() << "mmrec-build-train-kernels: gated-cluster needs gated-bf16 (the "
+                            "clustered kernels are the tensor-core ones)";
       return signalPassFailure();
     }
     OpBuilder b(module.getContext());

@@ -64,7 +64,7 @@ int64_t GatedKernelSpec::coopChannels(int64_t D) {
 int64_t GatedKernelSpec::sharedBytes() const {
   if (cooperative && mma) { // bf16 rows (padded), W fragments, warp partials,
                              // the cluster's partial sums
-    int64_t x = (8 * (mmaK() + 8) * 2 + 15) / 16 * 16;
+    int64_t x = (groupCluster ? 2 : 1) * ((8 * (mmaK() + 8) * 2 + 15) / 16 * 16);
     int64_t w = (kMmaThreads / 32) * (mmaTilesPerWarp() - mmaRegTiles()) * mmaMTiles() * 32 * 16;
     int64_t red = (kMmaThreads / 32) * mmaMTiles() * 32 * 4 * 4;
     return x + w + red + (cluster > 1 ? cluster * 8 * 32 * 4 : 0);
@@ -613,9 +613,13 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   ImplicitLocOpBuilder b(loc, builder);
   const int64_t NT = spec.threads();
   gpu::GPUFuncOp func = createGpuKernel(b, gpuModule, spec, NT);
-  if (spec.mma && spec.cluster > 1) // .reqnctapercluster: the runtime launches in clusters
+  // .reqnctapercluster: the runtime launches in clusters.
+  if (spec.mma && (spec.cluster > 1 || spec.groupCluster))
     func->setAttr(NVVM::NVVMDialect::getClusterDimAttrName(),
-                  b.getDenseI32ArrayAttr({int32_t(spec.cluster), 1, 1}));
+                  b.getDenseI32ArrayAttr(
+                      {int32_t(spec.groupCluster ? spec.channels / spec.channelsPerBlock
+                                                 : spec.cluster),
+                       1, 1}));
   Gen k(b, spec, /*gpu=*/true);
   Type f32 = k.f32, i32 = b.getI32Type();
   unsigned ai = 0;
@@ -776,11 +780,14 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   // Cluster split (GatedKernelSpec::cluster): the block multiplies the
   // k-range [kBase, kBase + KB) for the cluster's MT·16 = 32·G channels
   // from mBase; G = 1 is the whole contraction for the block's own 32.
-  const int64_t G = spec.mma ? spec.cluster : 1, MT = 2 * G;
+  const int64_t G = spec.mma ? spec.cluster : 1, MT = spec.mma ? spec.mmaMTiles() : 2;
   const int64_t KB = D / G, XS = KB + 8; // padded rows of the staged operand
   Value rank = G > 1 ? arith::RemUIOp::create(b, bid, k.idx(G)).getResult() : c0;
   Value kBase = k.muli(rank, k.idx(KB));
-  Value mBase = k.muli(arith::DivUIOp::create(b, bid, k.idx(G)), k.idx(32 * G));
+  // (groupCluster: the block's own Dc channels.)
+  Value mBase = spec.groupCluster
+                    ? chanBase
+                    : k.muli(arith::DivUIOp::create(b, bid, k.idx(G)), k.idx(32 * G));
   Type bf16 = b.getBF16Type(), i32t = b.getI32Type();
   Value Xb, Wf, red, xred, mLane, mWarp, gid, tig;
   SmallVector<SmallVector<Value>> regA; // [j·MT + mt] for j < RK
@@ -795,13 +802,14 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   // aElem(m, kk): element (m, kk) of the A operand, m < 32·G channels from
   // mBase, kk a global index of the contraction.
   auto mmaSetup = [&](auto aElem) {
-    int64_t xBytes = (8 * XS * 2 + 15) / 16 * 16;
+    // groupCluster: two buffers of the 8 rows (see `publish`).
+    int64_t xBytes = (spec.groupCluster ? 2 : 1) * ((8 * XS * 2 + 15) / 16 * 16);
     int64_t wBytes = NW * (KT - RK) * MT * 32 * 16;
     int64_t redBytes = NW * MT * 32 * 4 * 4;
     auto mk = [&](Type e, int64_t n) {
       return MemRefType::get({n}, e, MemRefLayoutAttrInterface{}, wg);
     };
-    Xb = memref::ViewOp::create(b, mk(bf16, 8 * XS), smem, k.idx(0), ValueRange{}).getResult();
+    Xb = memref::ViewOp::create(b, mk(bf16, xBytes / 2), smem, k.idx(0), ValueRange{}).getResult();
     Wf = memref::ViewOp::create(b, mk(i32t, std::max<int64_t>(1, wBytes / 4)), smem,
                                 k.idx(xBytes), ValueRange{})
              .getResult();
@@ -865,11 +873,14 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
                               ValueRange{q});
     });
   };
-  // The warp's partial (32·G) × 8 tile of A·Xbᵀ into `red`.
-  auto mmaProduct = [&]() {
+  // The warp's partial (16·MT) × 8 tile of A·Xbᵀ into `red`; the rows of
+  // Xb from element xOff (groupCluster: the buffer of the step).
+  auto mmaProduct = [&](Value xOff = Value()) {
     auto resTy = LLVM::LLVMStructType::getLiteral(ctx, {f32, f32, f32, f32});
     SmallVector<SmallVector<Value>> acc(MT, SmallVector<Value>(4, k.cst(0.0)));
     Value xRow = k.muli(gid, k.idx(XS));
+    if (xOff)
+      xRow = k.addi(xOff, xRow);
     auto v2 = VectorType::get({2}, bf16);
     for (int64_t j = 0; j < KT; ++j) {
       Value k0 = k.muli(k.addi(mWarp, k.idx(j * NW)), k.idx(16));
@@ -1036,6 +1047,103 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     b.setInsertionPointToStart(op.thenBlock());
     body();
   };
+
+  // --- Row groups as clusters (spec.groupCluster). Every block of a
+  // cluster keeps two buffers of the group's 8 rows in Xb (elements
+  // [0, XB) and [XB, 2·XB)). A step's values (h_t forward, a_t adjoint) go,
+  // rounded to bf16, into this block's Dc columns of a buffer; after a block
+  // barrier `publish` copies those columns to the same place in the other
+  // NB − 1 blocks (16-byte st.shared::cluster at the peer's address from
+  // mapa), and the cluster barrier (arrive releases, wait acquires) makes
+  // them visible before the product reads the buffer. A block writes a
+  // buffer only after passing the cluster barrier that follows every
+  // block's last read of it, so one cluster barrier a step suffices.
+  const int64_t XB = 8 * XS;
+  auto gclBarrierArrive = [&]() { NVVM::ClusterArriveOp::create(b, b.getUnitAttr()); };
+  auto gclBarrierWait = [&]() { NVVM::ClusterWaitOp::create(b, b.getUnitAttr()); };
+  // The owner of (row o.r < 8, channel o.cc) stores v in buffer `buf`.
+  auto gclStore = [&](Value buf, Value r, Value cc, Value v) {
+    ifThen(k.ult(tid, k.idx(8 * Dc)), [&] {
+      memref::StoreOp::create(
+          b, arith::TruncFOp::create(b, bf16, v), Xb,
+          ValueRange{k.addi(k.muli(buf, k.idx(XB)), k.addi(k.muli(r, k.idx(XS)), k.addi(chanBase, cc)))});
+    });
+  };
+  auto publish = [&](Value buf) {
+    const int64_t CH = Dc / 8, PER = 8 * CH; // 16-byte pieces a row, a block
+    Value xb = arith::IndexCastOp::create(
+        b, i32t, memref::ExtractAlignedPointerAsIndexOp::create(b, Xb).getResult());
+    forRange(tid, k.idx((NB - 1) * PER), k.idx(NT), [&](Value q) {
+      Value peer = arith::RemUIOp::create(
+          b, k.addi(k.addi(bid, c1), arith::DivUIOp::create(b, q, k.idx(PER))), k.idx(NB));
+      Value e = arith::RemUIOp::create(b, q, k.idx(PER));
+      Value at = k.addi(k.addi(k.muli(buf, k.idx(XB)),
+                               k.muli(arith::DivUIOp::create(b, e, k.idx(CH)), k.idx(XS))),
+                        k.addi(chanBase, k.muli(arith::RemUIOp::create(b, e, k.idx(CH)), k.idx(8))));
+      Value v = vector::LoadOp::create(b, VectorType::get({8}, bf16), Xb, ValueRange{at});
+      Value w = vector::BitCastOp::create(b, VectorType::get({4}, i32t), v);
+      Value local = arith::AddIOp::create(
+          b, xb, arith::IndexCastOp::create(b, i32t, k.muli(at, k.idx(2))));
+      Value remote = NVVM::InlinePtxOp::create(
+                         b, TypeRange{i32t},
+                         ValueRange{local, arith::IndexCastOp::create(b, i32t, peer)}, ValueRange{},
+                         "mapa.shared::cluster.u32 $0, $1, $2;", Value())
+                         ->getResult(0);
+      SmallVector<Value> ops{remote};
+      for (int64_t q4 = 0; q4 < 4; ++q4)
+        ops.push_back(vector::ExtractOp::create(b, w, q4));
+      NVVM::InlinePtxOp::create(b, TypeRange{}, ops, ValueRange{},
+                                "st.shared::cluster.v4.b32 [$0], {$1, $2, $3, $4};", Value());
+    });
+  };
+
+  if (spec.groupCluster && !spec.adjoint) {
+    mmaSetup([&](Value m, Value kk) -> Value {
+      return memref::LoadOp::create(b, a.w, ValueRange{k.addi(k.muli(kk, cD), k.addi(mBase, m))});
+    });
+    auto o = owner();
+    Value bias = k.ld(a.bias, o.chan);
+    // Buffer 0: h_{-1} of the group's rows, staged by each block.
+    if (spec.hasInit)
+      mmaStage(a.init, [&](Value bRow) { return k.muli(bRow, cD); }, tileStart);
+    else
+      mmaZero();
+    // Every block of the cluster has started (its shared memory may be
+    // written) and buffer 0 is staged.
+    gclBarrierArrive();
+    gclBarrierWait();
+    auto loop = scf::ForOp::create(
+        b, c0, T, c1,
+        ValueRange{initAt(o.bR, o.chan), k.ld(a.z, seqAt(o.bR, c0, o.chan)),
+                   k.ld(a.l, seqAt(o.bR, c0, o.chan))});
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value t = loop.getInductionVar();
+      Value hp = loop.getRegionIterArgs()[0], zc = loop.getRegionIterArgs()[1],
+            lc = loop.getRegionIterArgs()[2];
+      Value cur = arith::RemUIOp::create(b, t, k.idx(2)), nxt = k.subi(c1, cur);
+      mmaProduct(k.muli(cur, k.idx(XB)));
+      gpu::BarrierOp::create(b);
+      // Step t + 1's inputs, in flight across the exchange.
+      Value tn = k.minui(k.addi(t, c1), k.subi(T, c1));
+      Value zn = k.ld(a.z, seqAt(o.bR, tn, o.chan)), ln = k.ld(a.l, seqAt(o.bR, tn, o.chan));
+      Value p = k.add(bias, mmaSum(o.rr, o.cc));
+      Value hn = k.add(k.mul(zc, k.sigmoid(p)), k.mul(k.exp(k.clamp(lc)), hp));
+      gclStore(nxt, o.r, o.cc, hn);
+      gpu::BarrierOp::create(b);
+      publish(nxt);
+      gclBarrierArrive();
+      ifThen(o.active, [&] {
+        k.st(hn, a.h, seqAt(o.bR, t, o.chan));
+        k.stIf(k.eq(t, k.subi(T, c1)), hn, a.fin, o.si);
+      });
+      gclBarrierWait();
+      scf::YieldOp::create(b, ValueRange{hn, zn, ln});
+    }
+    gpu::ReturnOp::create(b);
+    return;
+  }
 
   if (spec.mma && !spec.adjoint) {
     // A[m][kk] = W[kk][c0 + m]: the forward reads W's columns.
@@ -1219,7 +1327,70 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       return memref::LoadOp::create(b, a.w, ValueRange{k.addi(k.muli(k.addi(mBase, m), cD), kk)});
     });
   scf::IfOp adjFast;
-  if (spec.mma) {
+  if (spec.groupCluster) {
+    // The adjoint in a cluster (see `publish`): g and step t − 1's inputs
+    // in registers, a_t exchanged through the blocks' shared memory.
+    auto o = owner();
+    Value bias = k.ld(a.bias, o.chan);
+    auto inputs = [&](Value t) -> SmallVector<Value> {
+      Value nf = k.ugt(t, c0);
+      Value tPrev = k.select(nf, k.subi(t, c1), c0);
+      Value pa = k.addi(k.muli(k.addi(k.muli(o.bR, cap), k.subi(t, tLo)), cD), o.chan);
+      Value pre = k.select(nf, k.ld(a.pact, pa), k.ld(a.pact0, o.si));
+      Value hv = k.select(nf, k.ld(a.h, seqAt(o.bR, tPrev, o.chan)), initAt(o.bR, o.chan));
+      return {pre, hv, k.ld(a.z, seqAt(o.bR, t, o.chan)), k.ld(a.l, seqAt(o.bR, t, o.chan)),
+              k.ld(a.dh, seqAt(o.bR, t, o.chan))};
+    };
+    SmallVector<Value> init0 = {memref::LoadOp::create(b, a.gbuf, ValueRange{o.si})};
+    for (Value v : inputs(k.subi(tHi, c1)))
+      init0.push_back(v);
+    // Every block of the cluster has started before the first exchange.
+    gclBarrierArrive();
+    gclBarrierWait();
+    auto loop = scf::ForOp::create(b, c0, k.subi(tHi, tLo), c1, init0);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value s = loop.getInductionVar();
+      auto it = loop.getRegionIterArgs();
+      Value g0 = it[0], pre = it[1], hv = it[2], z = it[3], lraw = it[4], dh = it[5];
+      Value t = k.subi(k.subi(tHi, c1), s);
+      Value notFirst = k.ugt(t, c0);
+      Value buf = arith::RemUIOp::create(b, s, k.idx(2));
+      Value gt = k.add(g0, dh);
+      Value sg = k.sigmoid(k.add(pre, bias));
+      Value gm = k.exp(k.clamp(lraw));
+      Value av = k.mul(k.mul(gt, z), k.mul(sg, k.sub(k.cst(1.0), sg)));
+      ifThen(o.active, [&] {
+        k.st(k.mul(gt, sg), a.dz, seqAt(o.bR, t, o.chan));
+        k.st(k.mul(k.clampMask(lraw), k.mul(k.mul(gt, gm), hv)), a.dl, seqAt(o.bR, t, o.chan));
+        auto ifN = scf::IfOp::create(b, TypeRange{}, notFirst, true);
+        {
+          OpBuilder::InsertionGuard g2(b);
+          b.setInsertionPointToStart(ifN.thenBlock());
+          k.st(av, a.dpre, seqAt(o.bR, k.subi(t, c1), o.chan));
+          b.setInsertionPointToStart(ifN.elseBlock());
+          k.st(av, a.dpre0, o.si);
+        }
+      });
+      gclStore(buf, o.r, o.cc, av);
+      // Step t − 1's inputs (t = tLo: repeated, unused), in flight across
+      // the exchange.
+      SmallVector<Value> next = inputs(k.select(k.ugt(t, tLo), k.subi(t, c1), tLo));
+      gpu::BarrierOp::create(b);
+      publish(buf);
+      gclBarrierArrive();
+      gclBarrierWait();
+      mmaProduct(k.muli(buf, k.idx(XB)));
+      gpu::BarrierOp::create(b);
+      SmallVector<Value> yields = {k.add(k.mul(gm, gt), mmaSum(o.rr, o.cc))};
+      yields.append(next.begin(), next.end());
+      scf::YieldOp::create(b, yields);
+    }
+    ifThen(o.active, [&] {
+      memref::StoreOp::create(b, loop.getResult(0), a.gbuf, ValueRange{o.si});
+    });
+  } else if (spec.mma) {
     // The register-resident adjoint (see `owner`): g and step t − 1's
     // inputs in registers; a_t published in the exchange for phase B.
     adjFast = scf::IfOp::create(b, TypeRange{}, fastCond, true);
@@ -1286,7 +1457,8 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   Value lane = arith::RemUIOp::create(b, tid, k.idx(32));
   Value warp = arith::DivUIOp::create(b, tid, k.idx(32));
   const int64_t warps = NT / 32;
-  forRange(c0, k.subi(tHi, tLo), c1, [&](Value s) {
+  // The step loop of the other variants (groupCluster's is above).
+  auto stepLoop = [&](Value s) {
     Value t = k.subi(k.subi(tHi, c1), s);
     Value notFirst = k.ugt(t, c0);
     Value tPrev = k.select(notFirst, k.subi(t, c1), c0);
@@ -1404,12 +1576,15 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       gpu::BarrierOp::create(b);
     });
     gpu::BarrierOp::create(b);
-  });
+  };
+  if (!spec.groupCluster)
+    forRange(c0, k.subi(tHi, tLo), c1, stepLoop);
   if (spec.mma) {
-    b.setInsertionPointAfter(adjFast);
-    // The register-resident variant's owner of (row, channel) is not the
-    // thread that forOwned gives it below in an odd row group (and gbuf may
-    // be grad_init itself): its store must land first.
+    if (!spec.groupCluster)
+      b.setInsertionPointAfter(adjFast);
+    // The register-resident variants' owner of (row, channel) is not the
+    // thread that forOwned gives it below (and gbuf may be grad_init
+    // itself): its store must land first.
     gpu::BarrierOp::create(b);
   }
   // After step 0, gbuf holds g_{-1} = grad_init.

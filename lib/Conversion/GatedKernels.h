@@ -22,7 +22,9 @@
 // blocks meet at one grid-wide barrier a step. With bf16 I/O and D a
 // multiple of 256 the products run on tensor cores with the block's W_g
 // slice held on chip as mma fragments (registers + shared memory);
-// otherwise FP32 FMAs stream W_g from memory.
+// otherwise FP32 FMAs stream W_g from memory. With groupCluster each row
+// group of 8 is instead one thread-block cluster whose blocks exchange the
+// state through distributed shared memory (no grid barrier).
 //
 // The adjoint kernel writes, besides dz and dℓ, the pre-activation gradient
 // a_t = g_t ⊙ z_t ⊙ s_t ⊙ (1 − s_t) shifted by one step (grad_pre[b, t−1] =
@@ -69,11 +71,27 @@ struct GatedKernelSpec {
   // meet in the owning block's shared memory (st.shared::cluster, then a
   // cluster barrier); block q owns channels [32·(G·c + q), +32) as before.
   int64_t cluster = 1;
+  // MMA kernels, each row group one thread-block cluster (groupCluster,
+  // with cluster = 1): the group's D / Dc = kGroupClusterBlocks blocks
+  // (Dc = D / 16 channels a block, Dc / 16 m-tiles) pass each step's h_t
+  // (forward) or a_t (adjoint) to each other through distributed shared
+  // memory (16-byte st.shared::cluster into a double-buffered copy of the
+  // 8 rows that every block keeps) and meet at the cluster barrier: no grid
+  // barrier, no exchange through `sync`, and clusters do not wait for each
+  // other, so the launch is not cooperative and any B runs (gridDim.y =
+  // ⌈B / 8⌉ clusters, as many at once as the device holds).
+  bool groupCluster = false;
+  static constexpr int64_t kGroupClusterBlocks = 16;
+  /// Whether D suits groupCluster: Dc = D / 16 a multiple of 16, the 8 rows
+  /// of Dc channels owned one a thread (Dc ≤ 64), and every W_g fragment in
+  /// registers (D ≤ 1024).
+  static bool groupClusterFits(int64_t D) { return D % 256 == 0 && D <= 1024; }
   static constexpr int64_t kMmaThreads = 512, kMmaRegFragments = 16;
   /// The contraction length of one block (D / G).
   int64_t mmaK() const { return channels / cluster; }
-  /// m-tiles of 16 channels a block multiplies (2·G).
-  int64_t mmaMTiles() const { return 2 * cluster; }
+  /// m-tiles of 16 channels a block multiplies (2·G; Dc / 16 with
+  /// groupCluster).
+  int64_t mmaMTiles() const { return groupCluster ? channelsPerBlock / 16 : 2 * cluster; }
   /// k-tiles of 16 per warp and how many of them have their MT fragments
   /// in registers (the rest in shared memory).
   int64_t mmaTilesPerWarp() const { return mmaK() / 16 / (kMmaThreads / 32); }

@@ -1807,6 +1807,10 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
 ///    fp32 accumulation; the states and every array stay fp32), in
 ///    thread-block clusters of kGatedCluster blocks that split the
 ///    contraction when D is a multiple of 512 (GatedKernelSpec::cluster).
+///    With c.gatedCluster too (D a multiple of 256 up to 1024), each row
+///    group of 8 is one cluster of 16 blocks of D / 16 channels instead,
+///    exchanging the state through distributed shared memory
+///    (GatedKernelSpec::groupCluster): launched without co-residency, any B.
 ///  * None: the K-written kernels of addGpuRecurrences.
 struct GatedFastPath {
   enum Kind { None, Persistent, Cooperative } kind = None;
@@ -1814,6 +1818,7 @@ struct GatedFastPath {
   int64_t channelsPerBlock = 0;          // Cooperative: Dc
   bool mma = false;                      // Cooperative: bf16 tensor-core products
   int64_t cluster = 1;                   // Cooperative, mma: GatedKernelSpec::cluster
+  bool groupCluster = false;             // Cooperative, mma: GatedKernelSpec::groupCluster
 };
 /// Blocks per cluster of the MMA kernels when D allows (D a multiple of
 /// 512): a cluster of 2 fits every GPC of an H100 / H200 with one block an SM.
@@ -1852,9 +1857,12 @@ GatedFastPath gatedFastPath(const TrainConfig &c) {
   if (c.perHead)
     return f;
   f.mma = c.gatedBf16 && GatedKernelSpec::mmaFits(c.D);
-  if (f.mma && GatedKernelSpec::mmaFits(c.D, kGatedCluster))
+  f.groupCluster = f.mma && c.gatedCluster && GatedKernelSpec::groupClusterFits(c.D);
+  if (f.mma && !f.groupCluster && GatedKernelSpec::mmaFits(c.D, kGatedCluster))
     f.cluster = kGatedCluster;
-  f.channelsPerBlock = f.mma ? 32 : trainCoopChannels(c.D);
+  f.channelsPerBlock = f.groupCluster ? c.D / GatedKernelSpec::kGroupClusterBlocks
+                       : f.mma        ? 32
+                                      : trainCoopChannels(c.D);
   if (f.channelsPerBlock == 0)
     return f;
   for (bool adj : {false, true}) {
@@ -1862,6 +1870,7 @@ GatedFastPath gatedFastPath(const TrainConfig &c) {
     s.cooperative = true;
     s.mma = f.mma;
     s.cluster = f.cluster;
+    s.groupCluster = f.groupCluster;
     s.channelsPerBlock = f.channelsPerBlock;
     if (s.sharedBytes() > kMaxSharedBytes)
       return f;
@@ -1878,8 +1887,11 @@ GatedKernelSpec fastSpec(const TrainConfig &c, const GatedFastPath &f, bool adjo
     s.cooperative = true;
     s.mma = f.mma;
     s.cluster = f.cluster;
+    s.groupCluster = f.groupCluster;
     s.channelsPerBlock = f.channelsPerBlock;
-    s.name += "_coop"; // the runtime launches *_coop kernels cooperatively
+    // The runtime launches *_coop kernels cooperatively, *_gcl kernels in
+    // their clusters without co-residency (runtime/src/cuda.cpp).
+    s.name += f.groupCluster ? "_gcl" : "_coop";
   } else {
     s.rows = rows;
     s.name += "_r" + std::to_string(rows);
@@ -1987,9 +1999,11 @@ void buildFast(K &k, Args &a, const TrainConfig &c, const GatedFastPath &f, bool
     // blocks run its rows' recurrences on their own, so a step at B 32
     // costs what one at B 8 does where the device holds the blocks (the
     // runtime grants fewer groups where it does not).
+    // groupCluster: one cluster a group of 8 rows, however many.
     constexpr int64_t R = GatedKernelSpec::kCoopGroupRows;
-    Value groups = k.minui(k.divui(k.addi(B, k.idx(R - 1)), k.idx(R)),
-                           k.idx(GatedKernelSpec::kCoopMaxGroups));
+    Value groups = k.divui(k.addi(B, k.idx(R - 1)), k.idx(R));
+    if (!f.groupCluster)
+      groups = k.minui(groups, k.idx(GatedKernelSpec::kCoopMaxGroups));
     launchGated(k, s, k.idx(c.D / f.channelsPerBlock), operands(s), groups);
     return;
   }
@@ -2031,8 +2045,9 @@ void fastOr(K &k, Args &a, const TrainConfig &c, const GatedFastPath &f, bool ad
   Value use = arith::AndIOp::create(k.b, k.cmpi(arith::CmpIPredicate::ugt, T, k.idx(0)),
                                     k.cmpi(arith::CmpIPredicate::ugt, B, k.idx(0)));
   if (f.kind == GatedFastPath::Cooperative) {
-    use = arith::AndIOp::create(k.b, use,
-                                k.cmpi(arith::CmpIPredicate::ule, B, k.idx(kCoopMaxRows)));
+    if (!f.groupCluster) // (groupCluster: each group of 8 rows on its own)
+      use = arith::AndIOp::create(k.b, use,
+                                  k.cmpi(arith::CmpIPredicate::ule, B, k.idx(kCoopMaxRows)));
     // The cooperative kernels stage rows of h, init (and, backward,
     // grad_pre, grad_pre0) with 16-byte loads when D % 4 == 0: those arrays
     // must be 16-byte aligned (device allocations are; views might not be).

@@ -55,6 +55,11 @@ struct TrainConfig {
   /// GPU: the dense gate's cooperative level-0 products on tensor cores in
   /// bf16 (mmrec-build-train-kernels' gated-bf16); fp32 FMAs otherwise.
   bool gatedBf16 = false;
+  /// GPU, with gatedBf16 and D a multiple of 256 up to 1024: the level-0
+  /// kernels' row groups as thread-block clusters of 16 that exchange the
+  /// state through distributed shared memory (mmrec-build-train-kernels'
+  /// gated-cluster; GatedKernelSpec::groupCluster).
+  bool gatedCluster = false;
   int64_t dm() const { return D / Nm; }
 };
 

@@ -1002,7 +1002,10 @@ static LogicalResult linkShared(const std::string &obj, const std::string &out) 
 static LogicalResult emitGpuTrainLibrary(ModuleOp module, const CompileOptions &opts,
                                          const std::string &base, std::string *llvmIR) {
   OwningOpRef<ModuleOp> clone = module.clone();
-  if (failed(runPipeline(*clone, opts.trainGatedBf16
+  if (failed(runPipeline(*clone, opts.trainGatedCluster
+                                     ? "mmrec-build-train-kernels{target=nvptx gated-bf16=true "
+                                       "gated-cluster=true}"
+                                 : opts.trainGatedBf16
                                      ? "mmrec-build-train-kernels{target=nvptx gated-bf16=true}"
                                      : "mmrec-build-train-kernels{target=nvptx}")))
     return failure();
@@ -1157,7 +1160,15 @@ LogicalResult mlir::mmrec::emitTrainLibrary(ModuleOp module, const CompileOption
                               // How the GPU library's level-0 kernels multiply by
                               // W_g (informational; mmrec-compile --train-gated-bf16).
                               {"gpu_gated_products",
-                               opts.nvptx ? llvm::json::Value(opts.trainGatedBf16 ? "bf16" : "fp32")
+                               opts.nvptx ? llvm::json::Value(opts.trainGatedBf16 ||
+                                                                      opts.trainGatedCluster
+                                                                  ? "bf16"
+                                                                  : "fp32")
+                                          : llvm::json::Value(nullptr)},
+                              // Whether its row groups run as clusters
+                              // (mmrec-compile --train-gated-cluster).
+                              {"gpu_gated_clusters",
+                               opts.nvptx ? llvm::json::Value(opts.trainGatedCluster)
                                           : llvm::json::Value(nullptr)},
                               {"config", std::move(config)},
                               {"kernels", std::move(list)}};

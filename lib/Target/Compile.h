@@ -28,6 +28,7 @@ struct CompileOptions {
   bool nvptx = true, cpu = true;
   bool checkSpills = false;   // fail when ptxas reports spills or local memory
   bool trainGatedBf16 = false; // GPU training library: bf16 tensor-core level-0 products
+  bool trainGatedCluster = false; // ... in row groups of clusters (implies trainGatedBf16)
   std::string emit;           // "", "mlir", "llvm", "ptx", "obj"
   // GPU scan tiling (0: the generator's defaults), see mmrec-outline-scan-kernels.
   int64_t scanVec = 0, scanSteps = 8, scanWarps = 4, scanMinBlocks = 0, scanStage = -1;

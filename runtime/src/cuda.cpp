@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -327,6 +328,45 @@ void launchCooperative(const char *kernel, void *fn, int64_t gridX, int64_t grid
         std::string("launching ") + kernel + " cooperatively");
 }
 
+void launchClusters(const char *kernel, void *fn, int64_t gridX, int64_t gridY, int blockX,
+                    size_t sharedBytes, Stream stream, void **params) {
+  if (gridX <= 0 || gridY <= 0)
+    return;
+  CUfunction f = static_cast<CUfunction>(fn);
+  int clusterX = 0;
+  check(MMREC_CU_CALL(cuFuncGetAttribute)(&clusterX, CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH, f),
+        std::string("the cluster shape of ") + kernel);
+  if (clusterX != gridX)
+    throw Error(std::string(kernel) + ": a cluster launch of " + std::to_string(gridX) +
+                " blocks a row, the kernel's clusters have " + std::to_string(clusterX));
+  if (sharedBytes > 48 * 1024)
+    check(MMREC_CU_CALL(cuFuncSetAttribute)(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                            int(sharedBytes)),
+          std::string("setting the shared memory size of ") + kernel);
+  if (clusterX > 8) // beyond the portable size (H100 / H200: up to 16)
+    check(MMREC_CU_CALL(cuFuncSetAttribute)(f, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED,
+                                            1),
+          std::string("allowing clusters of ") + std::to_string(clusterX) + " for " + kernel);
+  CUlaunchConfig cfg = {};
+  cfg.gridDimX = unsigned(gridX);
+  cfg.gridDimY = unsigned(gridY);
+  cfg.gridDimZ = 1;
+  cfg.blockDimX = unsigned(blockX);
+  cfg.blockDimY = cfg.blockDimZ = 1;
+  cfg.sharedMemBytes = unsigned(sharedBytes);
+  cfg.hStream = static_cast<CUstream>(stream);
+  int clusters = 0;
+  check(MMREC_CU_CALL(cuOccupancyMaxActiveClusters)(&clusters, f, &cfg),
+        std::string("cluster occupancy of ") + kernel);
+  if (clusters < 1)
+    throw Error(std::string(kernel) + ": the device cannot hold a cluster of " +
+                std::to_string(clusterX) + " blocks of " + std::to_string(blockX) +
+                " threads and " + std::to_string(sharedBytes) +
+                " bytes of shared memory (compile without --train-gated-cluster)");
+  check(MMREC_CU_CALL(cuLaunchKernelEx)(&cfg, f, params, nullptr),
+        std::string("launching ") + kernel + " in clusters of " + std::to_string(clusterX));
+}
+
 Workspace::~Workspace() {
   if (ptr_)
     MMREC_CU_CALL(cuMemFree)(reinterpret_cast<CUdeviceptr>(ptr_));
@@ -617,10 +657,19 @@ mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY, intptr_t gridZ,
     // compiler) are launched cooperatively: all blocks resident, or an error;
     // their gridY counts groups of blocks that do not wait for each other
     // (launchCooperative). The others use 1-D grids; every kernel 1-D blocks.
-    const bool coop = name.size() > 5 && name.compare(name.size() - 5, 5, "_coop") == 0;
-    if ((gridY != 1 && !coop) || gridZ != 1 || blockY != 1 || blockZ != 1)
+    // Kernels named *_gcl run in clusters of gridX blocks, gridY of them
+    // (launchClusters).
+    auto endsWith = [&](const char *suffix) {
+      const size_t n = std::strlen(suffix);
+      return name.size() > n && name.compare(name.size() - n, n, suffix) == 0;
+    };
+    const bool coop = endsWith("_coop"), gcl = endsWith("_gcl");
+    if ((gridY != 1 && !coop && !gcl) || gridZ != 1 || blockY != 1 || blockZ != 1)
       throw Error("kernel '" + name + "': only 1-D launches are supported");
-    if (coop)
+    if (gcl)
+      gpu::launchClusters(name.c_str(), function, gridX, gridY, int(blockX), size_t(smem), stream,
+                          params);
+    else if (coop)
       gpu::launchCooperative(name.c_str(), function, gridX, gridY, int(blockX), size_t(smem),
                              stream, params);
     else

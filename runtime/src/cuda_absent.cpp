@@ -26,6 +26,9 @@ void launch(const char *kernel, void *, int64_t, int, size_t, Stream, void **) {
 void launchCooperative(const char *kernel, void *, int64_t, int64_t, int, size_t, Stream, void **) {
   noGpu(kernel);
 }
+void launchClusters(const char *kernel, void *, int64_t, int64_t, int, size_t, Stream, void **) {
+  noGpu(kernel);
+}
 int deviceAttribute(int) { noGpu("deviceAttribute"); }
 int multiprocessorCount() { noGpu("multiprocessorCount"); }
 Workspace::~Workspace() = default;

@@ -26,5 +26,16 @@
 // RUN: FileCheck %s --check-prefix=MANIFEST32 < %t/mmrec-small.train.json
 // BF16-DAG: Compiling entry function 'train_gated_fwd_coop' for 'sm_90'
 // BF16-DAG: Compiling entry function 'train_gated_bwd_coop' for 'sm_90'
-// MANIFEST: "gpu_gated_products": "bf16"
+// MANIFEST-DAG: "gpu_gated_products": "bf16"
 // MANIFEST32: "gpu_gated_products": "fp32"
+// MANIFEST-DAG: "gpu_gated_clusters": false
+// --train-gated-cluster (implies --train-gated-bf16): the row groups as
+// clusters of 16 (GatedKernelSpec::groupCluster), no spills either.
+// RUN: env CUDA_HOME=/usr/local/cuda mmrec-compile %models/mmrec-small.mlir -o %t --name small-gcl --train-gated-cluster --check-spills 2>/dev/null
+// RUN: FileCheck %s --check-prefix=GCL < %t/small-gcl.train.gpu.ptxas.log
+// RUN: not grep -E "[1-9][0-9]* bytes (stack frame|spill)" %t/small-gcl.train.gpu.ptxas.log
+// RUN: FileCheck %s --check-prefix=GCLMANIFEST < %t/small-gcl.train.json
+// GCL-DAG: Compiling entry function 'train_gated_fwd_gcl' for 'sm_90'
+// GCL-DAG: Compiling entry function 'train_gated_bwd_gcl' for 'sm_90'
+// GCLMANIFEST-DAG: "gpu_gated_products": "bf16"
+// GCLMANIFEST-DAG: "gpu_gated_clusters": true

@@ -29,6 +29,7 @@
 #include <limits>
 #include <random>
 #include <sstream>
+#include <tuple>
 
 using namespace mmrec;
 using namespace mmrec::train;
@@ -533,6 +534,19 @@ TEST(TrainKernelsGpu, SmallGatedBf16MatchesCpu) {
              std::random_device{}(), {"gated_fwd", "gated_bwd"}, 1e-3, 3e-2);
 }
 
+// The same with --train-gated-cluster: each row group of 8 is one cluster of
+// 16 blocks of 48 channels (3 m-tiles) exchanging h_{t-1} / a_t through
+// distributed shared memory, launched without co-residency. Any B takes
+// these kernels: B = 65 and 200 need 9 and 25 clusters, more than the device
+// holds at once (they run in waves); B = 3 and 17 leave rows of the last
+// cluster empty.
+TEST(TrainKernelsGpu, SmallGatedClusterMatchesCpu) {
+  REQUIRE_GPU();
+  checkModel("mmrec-small-gcl",
+             {{8, 1000}, {8, 1}, {3, 17}, {17, 33}, {32, 70}, {65, 9}, {200, 2}},
+             std::random_device{}(), {"gated_fwd", "gated_bwd"}, 1e-3, 3e-2);
+}
+
 // The same at mmrec-7b's width (D 4096): 128 blocks in 64 clusters of 2,
 // each block multiplying half of the contraction (GatedKernelSpec::cluster)
 // and the pair's partial sums meeting in shared memory. B = 8 and 3 run the
@@ -545,49 +559,105 @@ TEST(TrainKernelsGpu, SevenBGatedBf16MatchesCpu) {
 }
 
 namespace {
-/// µs per step of gated_fwd and gated_bwd (the adjoint with its
-/// pre-activation product; dW_g and db_g are the trainer's gemms) of the
-/// library `path` at B × T on random inputs, printed under `label`.
-void gatedSpeed(const std::string &path, const std::string &label, int64_t B, int64_t T) {
-  KernelLibrary gpu(path, rt::DeviceKind::gpu);
-  const ModelConfig &c = gpu.config();
-  const int64_t N = B * T, D = c.D;
-  const int64_t dh = c.perHead ? c.dh() : D, Wg = (D / dh) * dh * dh;
-  std::mt19937_64 rng(7);
-  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+/// gated_fwd and gated_bwd (the adjoint with its pre-activation product;
+/// dW_g and db_g are the trainer's gemms) of the library `path` at B × T on
+/// device arrays of random inputs drawn from `seed`.
+struct GatedRun {
+  KernelLibrary gpu;
+  int64_t B, T, N, D, Wg, SW;
   std::vector<void *> owned;
-  auto dev = [&](int64_t n, float scale, float shift) {
-    std::vector<float> v(static_cast<size_t>(n));
-    for (float &x : v)
-      x = scale * (uni(rng) + shift);
-    void *p = rt::gpu::alloc(v.size() * 4);
-    rt::gpu::copyToDevice(p, v.data(), v.size() * 4);
-    owned.push_back(p);
-    return static_cast<float *>(p);
-  };
-  float *z = dev(N * D, 1, 0), *l = dev(N * D, 1.5f, -1), *w = dev(Wg, 1 / std::sqrt(float(dh)), 0);
-  float *b = dev(D, 1, 0), *init = dev(B * D, 0, 0), *h = dev(N * D, 0, 0), *fin = dev(B * D, 0, 0);
-  float *gh = dev(N * D, 1, 0), *gf = dev(B * D, 0, 0), *gz = dev(N * D, 0, 0),
-        *gl = dev(N * D, 0, 0), *gp = dev(N * D, 0, 0), *gp0 = dev(B * D, 0, 0),
-        *gi = dev(B * D, 0, 0);
-  const int64_t SW = train::gatedSyncWords(B, D);
-  int32_t *sync = static_cast<int32_t *>(static_cast<void *>(dev(SW, 0, 0)));
-  auto fwd = [&] {
+  float *z, *l, *w, *b, *init, *h, *fin, *gh, *gf, *gz, *gl, *gp, *gp0, *gi;
+  int32_t *sync;
+
+  GatedRun(const std::string &path, int64_t B_, int64_t T_, uint64_t seed)
+      : gpu(path, rt::DeviceKind::gpu), B(B_), T(T_), N(B_ * T_), D(gpu.config().D) {
+    const ModelConfig &c = gpu.config();
+    const int64_t dh = c.perHead ? c.dh() : D;
+    Wg = (D / dh) * dh * dh;
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+    auto dev = [&](int64_t n, float scale, float shift) {
+      std::vector<float> v(static_cast<size_t>(n));
+      for (float &x : v)
+        x = scale * (uni(rng) + shift);
+      void *p = rt::gpu::alloc(v.size() * 4);
+      rt::gpu::copyToDevice(p, v.data(), v.size() * 4);
+      owned.push_back(p);
+      return static_cast<float *>(p);
+    };
+    z = dev(N * D, 1, 0), l = dev(N * D, 1.5f, -1), w = dev(Wg, 1 / std::sqrt(float(dh)), 0);
+    b = dev(D, 1, 0), init = dev(B * D, 0.5f, 0), h = dev(N * D, 0, 0), fin = dev(B * D, 0, 0);
+    gh = dev(N * D, 1, 0), gf = dev(B * D, 1, 0), gz = dev(N * D, 0, 0), gl = dev(N * D, 0, 0);
+    gp = dev(N * D, 0, 0), gp0 = dev(B * D, 0, 0), gi = dev(B * D, 0, 0);
+    SW = train::gatedSyncWords(B, D);
+    sync = static_cast<int32_t *>(static_cast<void *>(dev(SW, 0, 0)));
+  }
+  ~GatedRun() {
+    for (void *p : owned)
+      rt::gpu::free(p);
+  }
+  void fwd() {
     gpu("gated_fwd", Arr(z, N * D), Arr(l, N * D), Arr(w, Wg), Arr(b, D), Arr(init, B * D),
         Arr(h, N * D), Arr(fin, B * D), Arr(sync, SW), B, T);
-  };
-  auto bwd = [&] {
+  }
+  void bwd() {
     gpu("gated_bwd", Arr(z, N * D), Arr(l, N * D), Arr(w, Wg), Arr(b, D), Arr(init, B * D),
         Arr(h, N * D), Arr(gh, N * D), Arr(gf, B * D), Arr(gz, N * D), Arr(gl, N * D),
         Arr(gp, N * D), Arr(gp0, B * D), Arr(gi, B * D), Arr(sync, SW), B, T);
-  };
-  const double f = rt::gpu::medianMs(fwd, 2, 7), g = rt::gpu::medianMs(bwd, 2, 7);
+  }
+  /// The outputs, by name, copied to the host.
+  std::vector<std::pair<std::string, std::vector<float>>> outputs() const {
+    std::vector<std::pair<std::string, std::vector<float>>> out;
+    for (auto [name, p, n] : {std::tuple<const char *, const float *, int64_t>{"h", h, N * D},
+                              {"final", fin, B * D},
+                              {"grad_z", gz, N * D},
+                              {"grad_log_decay", gl, N * D},
+                              {"grad_pre", gp, N * D},
+                              {"grad_pre0", gp0, B * D},
+                              {"grad_init", gi, B * D}}) {
+      std::vector<float> v(static_cast<size_t>(n));
+      rt::gpu::copyToHost(v.data(), p, v.size() * 4);
+      out.emplace_back(name, std::move(v));
+    }
+    return out;
+  }
+};
+
+/// µs per step of gated_fwd and gated_bwd of the library `path` at B × T on
+/// random inputs, printed under `label`.
+void gatedSpeed(const std::string &path, const std::string &label, int64_t B, int64_t T) {
+  GatedRun r(path, B, T, 7);
+  const double f = rt::gpu::medianMs([&] { r.fwd(); }, 2, 7);
+  const double g = rt::gpu::medianMs([&] { r.bwd(); }, 2, 7);
   std::printf("%-24s B %lld T %lld: gated_fwd %.2f us/step, gated_bwd %.2f us/step\n",
               label.c_str(), (long long)B, (long long)T, f * 1000 / T, g * 1000 / T);
-  for (void *p : owned)
-    rt::gpu::free(p);
 }
 } // namespace
+
+// The clustered kernels compute what the cooperative tensor-core kernels do,
+// in the same order (the same fragments, k-tiles a warp, sums over the warps
+// and bf16 roundings of the exchanged state): every output equal bit for
+// bit, at B ≤ 64 where both run.
+TEST(TrainKernelsGpu, SmallGatedClusterEqualsCooperative) {
+  REQUIRE_GPU();
+  const uint64_t seed = std::random_device{}();
+  for (auto [B, T] : {std::pair<int64_t, int64_t>{8, 300}, {3, 17}, {32, 70}, {17, 1}}) {
+    GatedRun coop(manifest("mmrec-small-bf16"), B, T, seed), gcl(manifest("mmrec-small-gcl"), B, T, seed);
+    for (GatedRun *r : {&coop, &gcl}) {
+      r->fwd();
+      r->bwd();
+    }
+    const auto a = coop.outputs(), c = gcl.outputs();
+    for (size_t i = 0; i < a.size(); ++i) {
+      size_t diff = 0, first = a[i].second.size();
+      for (size_t j = 0; j < a[i].second.size(); ++j)
+        if (std::memcmp(&a[i].second[j], &c[i].second[j], 4) != 0 && diff++ == 0)
+          first = j;
+      EXPECT_EQ(diff, 0u) << a[i].first << " at B " << B << " T " << T << " (seed " << seed
+                          << "): " << diff << " elements differ, the first at " << first;
+    }
+  }
+}
 
 /// The non-empty comma-separated items of environment variable `var`, or of
 /// `fallback` when it is unset or empty.
@@ -602,15 +672,19 @@ std::vector<std::string> commaList(const char *var, const std::string &fallback)
 }
 
 // Speed of the level-0 kernels at mmrec-small's training shape (B 8, T
-// 1024), and of the tensor-core library at the larger batches that issue 6's
-// MFU needs (B > 8 runs the row tiles), printed. Not a correctness test and
+// 1024), and of the tensor-core libraries (cooperative row groups, and row
+// groups as clusters) at the larger batches that issue 6's MFU needs,
+// printed. Not a correctness test and
 // not in ctest: run it with --gtest_filter=TrainKernelsGpu.SmallGatedSpeed.
 TEST(TrainKernelsGpu, SmallGatedSpeed) {
   REQUIRE_GPU();
   for (const char *model : {"mmrec-small", "mmrec-small-bf16", "mmrec-small-ph"})
     gatedSpeed(manifest(model), model, 8, 1024);
   for (int64_t B : {16, 32, 64})
-    gatedSpeed(manifest("mmrec-small-bf16"), "mmrec-small-bf16", B, 1024);
+    for (const char *model : {"mmrec-small-bf16", "mmrec-small-gcl"})
+      gatedSpeed(manifest(model), model, B, 1024);
+  gatedSpeed(manifest("mmrec-small-gcl"), "mmrec-small-gcl", 8, 1024);
+  gatedSpeed(manifest("mmrec-small-gcl"), "mmrec-small-gcl", 128, 1024);
 }
 
 // The same at mmrec-7b's training shape (B 8, T 2048) for the libraries

@@ -72,6 +72,13 @@ static cl::opt<bool> trainGatedBf16(
              "cores in bf16 (fp32 FMAs by default; changes the numerics, see "
              "docs/benchmarks/train-gpu.md)"),
     cl::init(false));
+static cl::opt<bool> trainGatedCluster(
+    "train-gated-cluster",
+    cl::desc("GPU training library: --train-gated-bf16, with each row group of the level-0 "
+             "kernels one thread-block cluster of 16 that exchanges the state through "
+             "distributed shared memory (D a multiple of 256 up to 1024; elsewhere as "
+             "--train-gated-bf16)"),
+    cl::init(false));
 static cl::opt<bool> checkSpills("check-spills",
                                  cl::desc("Fail when a GPU kernel spills or uses local memory"));
 
@@ -122,7 +129,8 @@ int main(int argc, char **argv) {
   opts.outDir = outDir;
   opts.arch = arch;
   opts.checkSpills = checkSpills;
-  opts.trainGatedBf16 = trainGatedBf16;
+  opts.trainGatedBf16 = trainGatedBf16 || trainGatedCluster;
+  opts.trainGatedCluster = trainGatedCluster;
   opts.scanVec = scanVec;
   opts.scanSteps = scanSteps;
   opts.scanWarps = scanWarps;

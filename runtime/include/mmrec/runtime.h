@@ -104,6 +104,15 @@ void launch(const char *kernel, void *fn, int64_t gridX, int blockX, size_t shar
 void launchCooperative(const char *kernel, void *fn, int64_t gridX, int64_t gridY, int blockX,
                        size_t sharedBytes, Stream stream, void **params);
 
+/// Launches `fn`, a kernel compiled for thread-block clusters of gridX
+/// blocks (.reqnctapercluster, e.g. the level-0 kernels whose row groups
+/// are clusters), on gridX × gridY blocks: gridY independent clusters,
+/// not necessarily resident at once (the blocks of a cluster always are).
+/// Cluster sizes beyond 8 are opted in (non-portable). Throws naming
+/// `kernel` when the device cannot hold one such cluster.
+void launchClusters(const char *kernel, void *fn, int64_t gridX, int64_t gridY, int blockX,
+                    size_t sharedBytes, Stream stream, void **params);
+
 /// A CUdevice_attribute of device 0 (cuDeviceGetAttribute).
 int deviceAttribute(int attribute);
 /// Number of streaming multiprocessors of device 0.

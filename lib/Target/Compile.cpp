@@ -60,15 +60,21 @@ static LogicalResult runPipeline(ModuleOp module, StringRef pipeline) {
 /// place before the kernel's static shared buffers, so that the "dynamic"
 /// region overlapped them (a staged scan kernel wrote 16-byte vectors at
 /// offset 0x404: misaligned). `.extern .shared .b8 x[]` is CUDA's dynamic
-/// shared memory: it starts after every static buffer.
+/// shared memory: it starts after every static buffer. The static shared
+/// buffers (gpu.func workgroup attributions) are aligned to 16 bytes: the
+/// kernels read and write them with 16-byte vectors, and the element type
+/// alone gives f32 arrays `.align 4`.
 static LogicalResult runGpuPipeline(ModuleOp module, StringRef toLlvm, StringRef format) {
   if (failed(runPipeline(module, toLlvm)))
     return failure();
   module.walk([](LLVM::GlobalOp g) {
     auto array = llvm::dyn_cast<LLVM::LLVMArrayType>(g.getGlobalType());
-    if (g.getAddrSpace() == 3 && array && array.getNumElements() == 0 && !g.getValueOrNull() &&
-        g.getInitializerRegion().empty())
+    if (g.getAddrSpace() != 3 || !array)
+      return;
+    if (array.getNumElements() == 0 && !g.getValueOrNull() && g.getInitializerRegion().empty())
       g.setLinkage(LLVM::Linkage::External);
+    else if (g.getAlignment().value_or(0) < 16)
+      g.setAlignment(16);
   });
   return runPipeline(module, (llvm::Twine("gpu-module-to-binary{format=") + format + "}").str());
 }

@@ -14,6 +14,12 @@
 // PTX: .target sm_90
 // PTX: .visible .entry scan_f32_kernel(
 // PTX: .maxntid 128, 1, 1
+// The static shared buffers, read and written with 16-byte vectors, are
+// declared 16-byte aligned (not the f32 element's 4).
+// PTX-NOT: .shared .align {{[1248]}} .
+// PTX: .shared .align 16 .b8 __wg_scan_f32_kernel_0[2048];
+// PTX: .shared .align 16 .b8 __wg_scan_f32_kernel_1[2048];
+// PTX: .shared .align 16 .b8 __wg_scan_f32_kernel_2[512];
 // PTX: atom.global.add.u32
 // PTX: ld.global.v4.b32
 // PTX: ex2.approx.ftz.f32

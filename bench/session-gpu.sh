@@ -69,6 +69,17 @@ if has elementwise; then
     > "$L/elementwise-speed.log" 2>&1
   grep -E "GB/s|FAIL" "$L/elementwise-speed.log"
 fi
+# mmrec-small training on KJV, bf16 products: runSmall NAME KERNELS BATCH
+# [FLAGS...] logs to $L/NAME.log (SMALL_STEPS steps, default 8) and prints
+# its last step line.
+runSmall() {
+  local name=$1 kernels=$2 batch=$3; shift 3
+  timeout 150 $C/bin/mmrec-train --kernels $kernels --device gpu --matmul bf16 --data $C/data/kjv-spm \
+    --out /tmp/run-$name --steps ${SMALL_STEPS:-8} --batch $batch --seq-len 1024 --lr 1e-3 \
+    --min-lr 1e-4 --warmup 4 --eval-interval 1000 --eval-tokens 8192 --ckpt-interval 1000 --keep 1 \
+    --log-interval 1 "$@" > "$L/$name.log" 2>&1
+  echo "$name: $(grep -E '^step' "$L/$name.log" | tail -1)"
+}
 if has small; then
   # mmrec-small with the --train-gated-bf16 library and bf16 products at the
   # batches in SMALL_BATCHES (issue 6: MFU at a batch of the trainer's
@@ -76,14 +87,7 @@ if has small; then
   # (MMREC_COOP_MAX_GROUPS=1, with SMALL_NOGROUPS=1) and B 32 profiled.
   stamp small
   KS=$C/models-bf16/mmrec-small.train.json
-  small() { # label, batch, extra flags...
-    local label=$1 batch=$2; shift 2
-    timeout 150 $C/bin/mmrec-train --kernels $KS --device gpu --matmul bf16 --data $C/data/kjv-spm \
-      --out /tmp/run-small-$label --steps ${SMALL_STEPS:-8} --batch $batch --seq-len 1024 --lr 1e-3 \
-      --min-lr 1e-4 --warmup 4 --eval-interval 1000 --eval-tokens 8192 --ckpt-interval 1000 --keep 1 \
-      --log-interval 1 "$@" > "$L/small-$label.log" 2>&1
-    echo "$label: $(grep -E '^step' "$L/small-$label.log" | tail -1)"
-  }
+  small() { local label=$1; shift; runSmall small-$label $KS "$@"; }
   for b in ${SMALL_BATCHES:-8 32 64}; do small b$b $b; done
   [ "${SMALL_NOGROUPS:-0}" = 1 ] && MMREC_COOP_MAX_GROUPS=1 small b32-nogroups 32
   SMALL_STEPS=4 small b32-profile 32 --profile
@@ -98,14 +102,7 @@ if has gcl; then
     > "$L/gcl-speed.log" 2>&1
   grep -E "us/step|FAIL|rror" "$L/gcl-speed.log"
   KG=$C/models-gcl/mmrec-small.train.json
-  gcl() { # label, batch, extra flags...
-    local label=$1 batch=$2; shift 2
-    timeout 150 $C/bin/mmrec-train --kernels $KG --device gpu --matmul bf16 --data $C/data/kjv-spm \
-      --out /tmp/run-gcl-$label --steps ${SMALL_STEPS:-8} --batch $batch --seq-len 1024 --lr 1e-3 \
-      --min-lr 1e-4 --warmup 4 --eval-interval 1000 --eval-tokens 8192 --ckpt-interval 1000 --keep 1 \
-      --log-interval 1 "$@" > "$L/gcl-$label.log" 2>&1
-    echo "gcl $label: $(grep -E '^step' "$L/gcl-$label.log" | tail -1)"
-  }
+  gcl() { local label=$1; shift; runSmall gcl-$label $KG "$@"; }
   gcl b32 32
   for b in ${GCL_BATCHES:-}; do gcl b$b-recompute $b --recompute; done
   SMALL_STEPS=4 gcl b32-profile 32 --profile

@@ -1326,10 +1326,12 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     mmaSetup([&](Value m, Value kk) -> Value {
       return memref::LoadOp::create(b, a.w, ValueRange{k.addi(k.muli(k.addi(mBase, m), cD), kk)});
     });
-  scf::IfOp adjFast;
-  if (spec.groupCluster) {
-    // The adjoint in a cluster (see `publish`): g and step t − 1's inputs
-    // in registers, a_t exchanged through the blocks' shared memory.
+  // The register-resident adjoints (see `owner`): g and step t − 1's inputs
+  // in registers. Per step, after the owner's stores of dz, dℓ and a_t:
+  // publishA(o, s, a_t) hands a_t to the exchange, then (the next step's
+  // inputs in flight) exchange(o, s) returns the owner's element of
+  // a_t·W_gᵀ.
+  auto residentAdjoint = [&](auto publishA, auto exchange) {
     auto o = owner();
     Value bias = k.ld(a.bias, o.chan);
     auto inputs = [&](Value t) -> SmallVector<Value> {
@@ -1344,9 +1346,6 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
     SmallVector<Value> init0 = {memref::LoadOp::create(b, a.gbuf, ValueRange{o.si})};
     for (Value v : inputs(k.subi(tHi, c1)))
       init0.push_back(v);
-    // Every block of the cluster has started before the first exchange.
-    gclBarrierArrive();
-    gclBarrierWait();
     auto loop = scf::ForOp::create(b, c0, k.subi(tHi, tLo), c1, init0);
     {
       OpBuilder::InsertionGuard g(b);
@@ -1356,7 +1355,6 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
       Value g0 = it[0], pre = it[1], hv = it[2], z = it[3], lraw = it[4], dh = it[5];
       Value t = k.subi(k.subi(tHi, c1), s);
       Value notFirst = k.ugt(t, c0);
-      Value buf = arith::RemUIOp::create(b, s, k.idx(2));
       Value gt = k.add(g0, dh);
       Value sg = k.sigmoid(k.add(pre, bias));
       Value gm = k.exp(k.clamp(lraw));
@@ -1373,85 +1371,54 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
           k.st(av, a.dpre0, o.si);
         }
       });
-      gclStore(buf, o.r, o.cc, av);
+      publishA(o, s, av);
       // Step t − 1's inputs (t = tLo: repeated, unused), in flight across
       // the exchange.
       SmallVector<Value> next = inputs(k.select(k.ugt(t, tLo), k.subi(t, c1), tLo));
-      gpu::BarrierOp::create(b);
-      publish(buf);
-      gclBarrierArrive();
-      gclBarrierWait();
-      mmaProduct(k.muli(buf, k.idx(XB)));
-      gpu::BarrierOp::create(b);
-      SmallVector<Value> yields = {k.add(k.mul(gm, gt), mmaSum(o.rr, o.cc))};
+      SmallVector<Value> yields = {k.add(k.mul(gm, gt), exchange(o, s))};
       yields.append(next.begin(), next.end());
       scf::YieldOp::create(b, yields);
     }
     ifThen(o.active, [&] {
       memref::StoreOp::create(b, loop.getResult(0), a.gbuf, ValueRange{o.si});
     });
+  };
+  scf::IfOp adjFast;
+  if (spec.groupCluster) {
+    // In a cluster (see `publish`): a_t through the blocks' shared memory.
+    // Every block of the cluster has started before the first exchange.
+    gclBarrierArrive();
+    gclBarrierWait();
+    auto bufOf = [&](Value s) { return arith::RemUIOp::create(b, s, k.idx(2)).getResult(); };
+    residentAdjoint(
+        [&](const auto &o, Value s, Value av) { gclStore(bufOf(s), o.r, o.cc, av); },
+        [&](const auto &o, Value s) {
+          gpu::BarrierOp::create(b);
+          publish(bufOf(s));
+          gclBarrierArrive();
+          gclBarrierWait();
+          mmaProduct(k.muli(bufOf(s), k.idx(XB)));
+          gpu::BarrierOp::create(b);
+          return mmaSum(o.rr, o.cc);
+        });
   } else if (spec.mma) {
-    // The register-resident adjoint (see `owner`): g and step t − 1's
-    // inputs in registers; a_t published in the exchange for phase B.
+    // Cooperative: a_t through the exchange in `sync`, for B ≤ 8·groups.
     adjFast = scf::IfOp::create(b, TypeRange{}, fastCond, true);
     b.setInsertionPointToStart(adjFast.thenBlock());
-    auto o = owner();
-    Value bias = k.ld(a.bias, o.chan);
-    auto inputs = [&](Value t) -> SmallVector<Value> {
-      Value nf = k.ugt(t, c0);
-      Value tPrev = k.select(nf, k.subi(t, c1), c0);
-      Value pa = k.addi(k.muli(k.addi(k.muli(o.bR, cap), k.subi(t, tLo)), cD), o.chan);
-      Value pre = k.select(nf, k.ld(a.pact, pa), k.ld(a.pact0, o.si));
-      Value hv = k.select(nf, k.ld(a.h, seqAt(o.bR, tPrev, o.chan)), initAt(o.bR, o.chan));
-      return {pre, hv, k.ld(a.z, seqAt(o.bR, t, o.chan)), k.ld(a.l, seqAt(o.bR, t, o.chan)),
-              k.ld(a.dh, seqAt(o.bR, t, o.chan))};
-    };
-    SmallVector<Value> init0 = {memref::LoadOp::create(b, a.gbuf, ValueRange{o.si})};
-    for (Value v : inputs(k.subi(tHi, c1)))
-      init0.push_back(v);
-    auto loop = scf::ForOp::create(b, c0, k.subi(tHi, tLo), c1, init0);
-    {
-      OpBuilder::InsertionGuard g(b);
-      b.setInsertionPointToStart(loop.getBody());
-      Value s = loop.getInductionVar();
-      auto it = loop.getRegionIterArgs();
-      Value g0 = it[0], pre = it[1], hv = it[2], z = it[3], lraw = it[4], dh = it[5];
-      Value t = k.subi(k.subi(tHi, c1), s);
-      Value notFirst = k.ugt(t, c0);
-      Value parity = arith::RemUIOp::create(b, s, k.idx(2));
-      Value gt = k.add(g0, dh);
-      Value sg = k.sigmoid(k.add(pre, bias));
-      Value gm = k.exp(k.clamp(lraw));
-      Value av = k.mul(k.mul(gt, z), k.mul(sg, k.sub(k.cst(1.0), sg)));
-      ifThen(o.active, [&] {
-        k.st(k.mul(gt, sg), a.dz, seqAt(o.bR, t, o.chan));
-        k.st(k.mul(k.clampMask(lraw), k.mul(k.mul(gt, gm), hv)), a.dl, seqAt(o.bR, t, o.chan));
-        auto ifN = scf::IfOp::create(b, TypeRange{}, notFirst, true);
-        {
-          OpBuilder::InsertionGuard g2(b);
-          b.setInsertionPointToStart(ifN.thenBlock());
-          k.st(av, a.dpre, seqAt(o.bR, k.subi(t, c1), o.chan));
-          b.setInsertionPointToStart(ifN.elseBlock());
-          k.st(av, a.dpre0, o.si);
-        }
-        xchStore(parity, o.bR, o.chan, av);
-      });
-      // Step t − 1's inputs (t = tLo: repeated, unused), in flight across
-      // the grid barrier.
-      SmallVector<Value> next = inputs(k.select(k.ugt(t, tLo), k.subi(t, c1), tLo));
-      gridBarrier(s);
-      mmaStageX(parity, tileStart);
-      gpu::BarrierOp::create(b);
-      mmaProduct();
-      gpu::BarrierOp::create(b);
-      clusterReduce();
-      SmallVector<Value> yields = {k.add(k.mul(gm, gt), finalSum(o.rr, o.cc))};
-      yields.append(next.begin(), next.end());
-      scf::YieldOp::create(b, yields);
-    }
-    ifThen(o.active, [&] {
-      memref::StoreOp::create(b, loop.getResult(0), a.gbuf, ValueRange{o.si});
-    });
+    auto parityOf = [&](Value s) { return arith::RemUIOp::create(b, s, k.idx(2)).getResult(); };
+    residentAdjoint(
+        [&](const auto &o, Value s, Value av) {
+          ifThen(o.active, [&] { xchStore(parityOf(s), o.bR, o.chan, av); });
+        },
+        [&](const auto &o, Value s) {
+          gridBarrier(s);
+          mmaStageX(parityOf(s), tileStart);
+          gpu::BarrierOp::create(b);
+          mmaProduct();
+          gpu::BarrierOp::create(b);
+          clusterReduce();
+          return finalSum(o.rr, o.cc);
+        });
     b.setInsertionPointToStart(adjFast.elseBlock());
   }
   Value lane = arith::RemUIOp::create(b, tid, k.idx(32));

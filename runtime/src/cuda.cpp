@@ -259,6 +259,44 @@ void launch(const char *kernel, void *fn, int64_t gridX, int blockX, size_t shar
         std::string("launching ") + kernel);
 }
 
+namespace {
+/// Opts `f` in to `sharedBytes` of dynamic shared memory beyond 48 KiB.
+void optInShared(CUfunction f, size_t sharedBytes, const char *kernel) {
+  if (sharedBytes > 48 * 1024)
+    check(MMREC_CU_CALL(cuFuncSetAttribute)(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                            int(sharedBytes)),
+          std::string("setting the shared memory size of ") + kernel);
+}
+/// The cluster width `f` was compiled for (.reqnctapercluster; 0 without).
+int clusterWidth(CUfunction f, const char *kernel) {
+  int clusterX = 0;
+  check(MMREC_CU_CALL(cuFuncGetAttribute)(&clusterX, CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH, f),
+        std::string("the cluster shape of ") + kernel);
+  return clusterX;
+}
+/// A cuLaunchKernelEx configuration of gridX × gridY blocks of blockX
+/// threads (no attributes: the cluster shape comes from the kernel).
+CUlaunchConfig launchConfig(int64_t gridX, int64_t gridY, int blockX, size_t sharedBytes,
+                            Stream stream) {
+  CUlaunchConfig cfg = {};
+  cfg.gridDimX = unsigned(gridX);
+  cfg.gridDimY = unsigned(gridY);
+  cfg.gridDimZ = 1;
+  cfg.blockDimX = unsigned(blockX);
+  cfg.blockDimY = cfg.blockDimZ = 1;
+  cfg.sharedMemBytes = unsigned(sharedBytes);
+  cfg.hStream = static_cast<CUstream>(stream);
+  return cfg;
+}
+/// How many clusters of `f` the device holds at once under `cfg`.
+int activeClusters(CUfunction f, const CUlaunchConfig &cfg, const char *kernel) {
+  int clusters = 0;
+  check(MMREC_CU_CALL(cuOccupancyMaxActiveClusters)(&clusters, f, &cfg),
+        std::string("cluster occupancy of ") + kernel);
+  return clusters;
+}
+} // namespace
+
 void launchCooperative(const char *kernel, void *fn, int64_t gridX, int64_t gridY, int blockX,
                        size_t sharedBytes, Stream stream, void **params) {
   if (gridX <= 0 || gridY <= 0)
@@ -271,17 +309,12 @@ void launchCooperative(const char *kernel, void *fn, int64_t gridX, int64_t grid
   }();
   gridY = std::min(gridY, maxGroups);
   CUfunction f = static_cast<CUfunction>(fn);
-  if (sharedBytes > 48 * 1024)
-    check(MMREC_CU_CALL(cuFuncSetAttribute)(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                            int(sharedBytes)),
-          std::string("setting the shared memory size of ") + kernel);
+  optInShared(f, sharedBytes, kernel);
   // A kernel compiled for thread-block clusters (.reqnctapercluster, e.g.
   // the level-0 MMA kernels that split their contraction across a cluster):
   // every cluster must be resident at once, and the launch is cooperative
   // through cuLaunchKernelEx (the cluster shape comes from the kernel).
-  int clusterX = 0;
-  check(MMREC_CU_CALL(cuFuncGetAttribute)(&clusterX, CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH, f),
-        std::string("the cluster shape of ") + kernel);
+  const int clusterX = clusterWidth(f, kernel);
   if (clusterX > 1) {
     if (gridX % clusterX != 0)
       throw Error(std::string(kernel) + ": a grid of " + std::to_string(gridX) +
@@ -289,16 +322,8 @@ void launchCooperative(const char *kernel, void *fn, int64_t gridX, int64_t grid
     CUlaunchAttribute attr[1] = {};
     attr[0].id = CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
     attr[0].value.cooperative = 1;
-    CUlaunchConfig cfg = {};
-    cfg.gridDimX = unsigned(gridX);
-    cfg.gridDimY = cfg.gridDimZ = 1;
-    cfg.blockDimX = unsigned(blockX);
-    cfg.blockDimY = cfg.blockDimZ = 1;
-    cfg.sharedMemBytes = unsigned(sharedBytes);
-    cfg.hStream = static_cast<CUstream>(stream);
-    int clusters = 0;
-    check(MMREC_CU_CALL(cuOccupancyMaxActiveClusters)(&clusters, f, &cfg),
-          std::string("cluster occupancy of ") + kernel);
+    CUlaunchConfig cfg = launchConfig(gridX, 1, blockX, sharedBytes, stream);
+    const int clusters = activeClusters(f, cfg, kernel);
     if (gridX / clusterX > clusters)
       throw Error(std::string(kernel) + ": the cooperative kernel needs " +
                   std::to_string(gridX / clusterX) + " co-resident clusters of " +
@@ -333,32 +358,17 @@ void launchClusters(const char *kernel, void *fn, int64_t gridX, int64_t gridY, 
   if (gridX <= 0 || gridY <= 0)
     return;
   CUfunction f = static_cast<CUfunction>(fn);
-  int clusterX = 0;
-  check(MMREC_CU_CALL(cuFuncGetAttribute)(&clusterX, CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH, f),
-        std::string("the cluster shape of ") + kernel);
+  const int clusterX = clusterWidth(f, kernel);
   if (clusterX != gridX)
     throw Error(std::string(kernel) + ": a cluster launch of " + std::to_string(gridX) +
                 " blocks a row, the kernel's clusters have " + std::to_string(clusterX));
-  if (sharedBytes > 48 * 1024)
-    check(MMREC_CU_CALL(cuFuncSetAttribute)(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                            int(sharedBytes)),
-          std::string("setting the shared memory size of ") + kernel);
+  optInShared(f, sharedBytes, kernel);
   if (clusterX > 8) // beyond the portable size (H100 / H200: up to 16)
     check(MMREC_CU_CALL(cuFuncSetAttribute)(f, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED,
                                             1),
           std::string("allowing clusters of ") + std::to_string(clusterX) + " for " + kernel);
-  CUlaunchConfig cfg = {};
-  cfg.gridDimX = unsigned(gridX);
-  cfg.gridDimY = unsigned(gridY);
-  cfg.gridDimZ = 1;
-  cfg.blockDimX = unsigned(blockX);
-  cfg.blockDimY = cfg.blockDimZ = 1;
-  cfg.sharedMemBytes = unsigned(sharedBytes);
-  cfg.hStream = static_cast<CUstream>(stream);
-  int clusters = 0;
-  check(MMREC_CU_CALL(cuOccupancyMaxActiveClusters)(&clusters, f, &cfg),
-        std::string("cluster occupancy of ") + kernel);
-  if (clusters < 1)
+  CUlaunchConfig cfg = launchConfig(gridX, gridY, blockX, sharedBytes, stream);
+  if (activeClusters(f, cfg, kernel) < 1)
     throw Error(std::string(kernel) + ": the device cannot hold a cluster of " +
                 std::to_string(clusterX) + " blocks of " + std::to_string(blockX) +
                 " threads and " + std::to_string(sharedBytes) +

@@ -20,6 +20,7 @@
 #include <iostream>
 #include <limits>
 #include <random>
+#include <sstream>
 #include <thread>
 
 using namespace mmrec;
@@ -287,6 +288,60 @@ TEST(TrainerCpu, ProfileScopesAreExclusive) {
   EXPECT_GE(outer, 20.0);
   EXPECT_LT(outer, inner); // inclusive, outer would be 80 ms or more
   EXPECT_LE(outer + inner, wall + 0.5);
+}
+
+std::vector<uint16_t> toBf16Kernel(KernelLibrary &lib, const std::vector<float> &x);
+
+// --profile's rates: a generated kernel's entry counts the bytes of its
+// array arguments (to_bf16: 4 bytes in and 2 out an element), a scope its
+// reported FLOPs, and the report prints GB/s and TFLOP/s from them ("-"
+// where an entry has no work).
+TEST(TrainerCpu, ProfileReportsRates) {
+  Profile &p = Profile::get();
+  const bool was = p.enabled;
+  p.enabled = true;
+  p.entries.clear();
+  KernelLibrary lib(manifest("dense"));
+  const int64_t n = 1 << 20;
+  toBf16Kernel(lib, std::vector<float>(size_t(n), 1.5f));
+  toBf16Kernel(lib, std::vector<float>(size_t(n), 2.5f));
+  {
+    ProfileScope product("product", rt::DeviceKind::cpu);
+    product.work(0, 3e9);
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  }
+  { ProfileScope idle("idle", rt::DeviceKind::cpu); }
+  const Profile::Entry round = p.entries["to_bf16"], prod = p.entries["product"];
+  const std::string report = p.report();
+  p.entries.clear();
+  p.enabled = was;
+  EXPECT_EQ(round.calls, 2);
+  EXPECT_EQ(round.bytes, 2.0 * n * 6);
+  EXPECT_EQ(prod.flops, 3e9);
+  // product: 3e9 FLOPs in ≥ 30 ms, at most 0.1 TFLOP/s; to_bf16's GB/s.
+  auto row = [&](const std::string &name) {
+    std::istringstream in(report);
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind(name + " ", 0) == 0)
+        return line;
+    return std::string();
+  };
+  std::istringstream prodRow(row("product")), roundRow(row("to_bf16")), idleRow(row("idle"));
+  std::string name, share, gbs, tflops;
+  double ms = 0;
+  long long calls = 0;
+  ASSERT_TRUE(prodRow >> name >> ms >> calls >> share >> gbs >> tflops) << report;
+  EXPECT_EQ(gbs, "-");
+  EXPECT_GT(std::stod(tflops), 0.0);
+  EXPECT_NEAR(std::stod(tflops), prod.flops / (prod.ms * 1e-3) / 1e12, 0.05) << report;
+  ASSERT_TRUE(roundRow >> name >> ms >> calls >> share >> gbs >> tflops) << report;
+  EXPECT_NEAR(std::stod(gbs), round.bytes / (round.ms * 1e-3) / 1e9,
+              0.051 + 1e-3 * std::stod(gbs))
+      << report;
+  EXPECT_EQ(tflops, "-");
+  ASSERT_TRUE(idleRow >> name >> ms >> calls >> share >> gbs >> tflops) << report;
+  EXPECT_EQ(gbs, "-");
+  EXPECT_EQ(tflops, "-");
 }
 
 // The generated to_bf16 kernel (the operands of bf16 products): round to

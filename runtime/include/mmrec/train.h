@@ -150,20 +150,25 @@ using HBuf = Buffer<uint16_t>; // bf16 bits
 struct Arr {
   void *p;
   int64_t n;
+  int64_t elementBytes = 4;
   Arr(float *p, int64_t n) : p(p), n(n) {}
   Arr(int32_t *p, int64_t n) : p(p), n(n) {}
   Arr(std::vector<float> &v) : p(v.data()), n(int64_t(v.size())) {}
   Arr(std::vector<int32_t> &v) : p(v.data()), n(int64_t(v.size())) {}
   Arr(FBuf &v) : p(v.data()), n(v.size()) {}
   Arr(IBuf &v) : p(v.data()), n(v.size()) {}
-  Arr(uint16_t *p, int64_t n) : p(p), n(n) {}
-  Arr(double *p, int64_t n) : p(p), n(n) {}
-  Arr(Buffer<double> &v) : p(v.data()), n(v.size()) {}
+  Arr(uint16_t *p, int64_t n) : p(p), n(n), elementBytes(2) {}
+  Arr(double *p, int64_t n) : p(p), n(n), elementBytes(8) {}
+  Arr(Buffer<double> &v) : p(v.data()), n(v.size()), elementBytes(8) {}
+  int64_t bytes() const { return n * elementBytes; }
 };
 
 /// Wall time per kernel and per product class, when enabled: each timed
 /// call synchronizes the device before and after (so enable it only to
-/// measure). The trainer's --profile prints it.
+/// measure). The trainer's --profile prints it, with the rate of each entry
+/// where its calls said how much work they did: for a generated kernel the
+/// bytes of its array arguments (each array read or written once: the
+/// kernel's least traffic) over its time, for a product its FLOPs.
 class Profile {
 public:
   static Profile &get();
@@ -171,14 +176,18 @@ public:
   struct Entry {
     double ms = 0;
     int64_t calls = 0;
+    double bytes = 0, flops = 0;
   };
   std::map<std::string, Entry> entries;
-  void add(const std::string &name, double ms) {
+  void add(const std::string &name, double ms, double bytes = 0, double flops = 0) {
     Entry &e = entries[name];
     e.ms += ms;
     ++e.calls;
+    e.bytes += bytes;
+    e.flops += flops;
   }
-  /// A table of the entries, largest first, with shares of the total.
+  /// A table of the entries, largest first, with shares of the total and,
+  /// where known, GB/s (array bytes) and TFLOP/s.
   std::string report() const;
 };
 
@@ -187,11 +196,17 @@ class ProfileScope {
 public:
   ProfileScope(const std::string &name, rt::DeviceKind dev);
   ~ProfileScope();
+  /// The work of the scope, for its entry's rates.
+  void work(double bytes, double flops) {
+    bytes_ = bytes;
+    flops_ = flops;
+  }
 
 private:
   std::string name_;
   rt::DeviceKind dev_;
   double t0_ = -1, nested_ = 0; // nested_: the time of scopes opened inside
+  double bytes_ = 0, flops_ = 0;
   ProfileScope *outer_ = nullptr;
 };
 
@@ -221,6 +236,8 @@ public:
     void *fn = lookup(name, nArr, sizeof...(A) - nArr);
     ++launches_;
     ProfileScope prof(name, device_);
+    if (Profile::get().enabled)
+      prof.work(double((0 + ... + arrBytes(a))), 0);
     invoke(fn, std::index_sequence_for<A...>{}, a...);
     if (device_ == rt::DeviceKind::gpu)
       checkLaunch(name);
@@ -238,6 +255,12 @@ private:
     } else {
       return int64_t(x);
     }
+  }
+  template <class T> static int64_t arrBytes(const T &x) {
+    if constexpr (std::is_same_v<T, Arr>)
+      return x.bytes();
+    else
+      return 0;
   }
   template <class... A, size_t... I> void invoke(void *fn, std::index_sequence<I...>, A... a) {
     Desc descs[sizeof...(A) + 1];

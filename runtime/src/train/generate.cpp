@@ -90,6 +90,7 @@ int64_t Generator::stateBytes() const {
 void Generator::mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k,
                    bool transB, float beta) {
   ProfileScope prof("gemm", dev_);
+  prof.work(0, 2.0 * double(m) * double(n) * double(k));
   detail::mm(A, B, C, m, n, k, false, transB, beta, dev_);
 }
 
@@ -102,6 +103,7 @@ void Generator::roundActivation(const FBuf &A, int64_t n) {
 void Generator::mm16(const float *P, const float *W, float *C, int64_t m, int64_t n, int64_t k,
                      bool transB, float beta) {
   ProfileScope prof("gemm", dev_);
+  prof.work(0, 2.0 * double(m) * double(n) * double(k));
   rt::GemmDesc d = detail::denseGemm(m, n, k, false, transB, beta);
   rt::gemm(d, rt::DType::bf16, a16_.data(), w16_.data() + (W - P), rt::DType::f32, C, dev_);
 }

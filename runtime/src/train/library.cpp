@@ -141,12 +141,23 @@ std::string Profile::report() const {
   for (auto &e : v)
     total += e.second.ms;
   std::string out;
-  char line[160];
-  std::snprintf(line, sizeof line, "%-22s %12s %10s %7s\n", "kernel", "ms", "calls", "share");
+  char line[200];
+  std::snprintf(line, sizeof line, "%-22s %12s %10s %7s %9s %9s\n", "kernel", "ms", "calls",
+                "share", "GB/s", "TFLOP/s");
   out += line;
+  // A rate where the entry's calls reported their work, else "-".
+  auto rate = [](double work, double ms, double unit) {
+    char r[32];
+    if (work > 0 && ms > 0)
+      std::snprintf(r, sizeof r, "%9.1f", work / (ms * 1e-3) / unit);
+    else
+      std::snprintf(r, sizeof r, "%9s", "-");
+    return std::string(r);
+  };
   for (auto &[name, e] : v) {
-    std::snprintf(line, sizeof line, "%-22s %12.1f %10lld %6.1f%%\n", name.c_str(), e.ms,
-                  static_cast<long long>(e.calls), total > 0 ? 100.0 * e.ms / total : 0.0);
+    std::snprintf(line, sizeof line, "%-22s %12.1f %10lld %6.1f%% %s %s\n", name.c_str(), e.ms,
+                  static_cast<long long>(e.calls), total > 0 ? 100.0 * e.ms / total : 0.0,
+                  rate(e.bytes, e.ms, 1e9).c_str(), rate(e.flops, e.ms, 1e12).c_str());
     out += line;
   }
   std::snprintf(line, sizeof line, "%-22s %12.1f\n", "total", total);
@@ -180,7 +191,7 @@ ProfileScope::~ProfileScope() {
   if (dev_ == rt::DeviceKind::gpu)
     rt::gpu::synchronize();
   const double ms = nowMs() - t0_;
-  Profile::get().add(name_, ms - nested_);
+  Profile::get().add(name_, ms - nested_, bytes_, flops_);
   if (outer_)
     outer_->nested_ += ms;
   innermostScope = outer_;

@@ -152,6 +152,7 @@ void Model::dropCopies(const float *p, int64_t n, bool all) {
 void Model::gemm(const char *what, const GemmDesc &g, const float *A, const float *B, float *C,
                  bool fine) {
   ProfileScope prof(what, dev_);
+  prof.work(0, 2.0 * double(g.m) * double(g.n) * double(g.k) * double(g.batch));
   // The elements an operand spans: `batch` matrices of `rows` rows of ld.
   auto extent = [&](int64_t rows, int64_t cols, int64_t ld, int64_t stride) {
     return rows == 0 || cols == 0 ? 0 : (g.batch - 1) * stride + (rows - 1) * ld + cols;

@@ -11,7 +11,8 @@
 #   .carry/models-bf16  the same with --train-gated-bf16
 #   .carry/models-gcl   mmrec-small with --train-gated-cluster
 #   .carry/data         KJV token shards: bytes and SentencePiece 32000
-#   .carry/scan         scan-bench and the scan kernels' GPU tests (issue 3)
+#   .carry/scan         scan-bench and the scan kernels' GPU tests (issue 3), and
+#                       with SCAN_VARIANTS the scan-bench-<variant> binaries
 #   .carry/COMMIT       the commit they were built from
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,16 @@ cp "${bins[@]}" "$C/bin/"
 mkdir -p "$C/scan"
 cp "$B/bench/scan-bench" "$B/test/unit/mmrec-scan-kernel-tests" "$B/test/unit/mmrec-scan-staged-tests" \
   "$C/scan/"
+# SCAN_VARIANTS="w4s8g0;w4s8g1" (bench/CMakeLists.txt's syntax): also the
+# scan-bench-<variant> binaries that bench/scan-variants.sh compares, built
+# in $B with MMREC_BENCH_VARIANTS on for the occasion (off again after).
+if [ -n "${SCAN_VARIANTS:-}" ]; then
+  cmake -S . -B "$B" -DMMREC_BENCH_VARIANTS=ON "-DMMREC_SCAN_VARIANTS=$SCAN_VARIANTS" >/dev/null
+  IFS=';' read -ra variants <<< "$SCAN_VARIANTS"
+  ninja -C "$B" "${variants[@]/#/scan-bench-}" >/dev/null
+  for v in "${variants[@]}"; do cp "$B/bench/scan-bench-$v" "$C/scan/"; done
+  cmake -S . -B "$B" -DMMREC_BENCH_VARIANTS=OFF >/dev/null
+fi
 # Every resolved library outside glibc/libstdc++ (those of Ubuntu 24.04 are newer).
 ldd "${bins[@]}" "$C"/scan/* | awk '/=> \// {print $3}' | sort -u |
   grep -vE '/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+)\.so' |

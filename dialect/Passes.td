@@ -122,7 +122,11 @@ def MMRecBuildTrainKernels : Pass<"mmrec-build-train-kernels", "::mlir::ModuleOp
     The module gets a `mmrec.train_kernels` array: one dictionary per kernel
     with its `name`, its array arguments (`arrays`, 1-D memrefs in order) and
     its index arguments (`indices`). A module without `mmrec.config` is an
-    error.
+    error. With `target=nvptx` it also gets `mmrec.train_gated_kernels`, a
+    string naming the level-0 kernels the library runs where their shape
+    conditions hold: `persistent`, `cooperative`, `cooperative-bf16`,
+    `clusters-bf16` or `rows` (mmrec-compile copies it into the manifest as
+    `gpu_gated_kernels`).
 
     With `target=nvptx` the same kernels are built for the GPU: each
     `@train_<name>` stays a host function with the same arguments (device

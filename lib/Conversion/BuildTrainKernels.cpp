@@ -87,6 +87,8 @@ struct BuildTrainKernels : mlir::mmrec::impl::MMRecBuildTrainKernelsBase<BuildTr
           b.getNamedAttr("indices", strings(s.indices)),
       }));
     module->setAttr("mmrec.train_kernels", b.getArrayAttr(list));
+    if (target == "nvptx") // which level-0 kernels (mmrec-compile's manifest)
+      module->setAttr("mmrec.train_gated_kernels", b.getStringAttr(gatedGpuKernels(c)));
   }
 };
 

@@ -2485,6 +2485,19 @@ std::vector<TrainKernelSig> mlir::mmrec::trainKernelSignatures(const TrainConfig
   return sigs;
 }
 
+std::string mlir::mmrec::gatedGpuKernels(const TrainConfig &cfg) {
+  const GatedFastPath f = gatedFastPath(cfg);
+  switch (f.kind) {
+  case GatedFastPath::Persistent:
+    return "persistent";
+  case GatedFastPath::Cooperative:
+    return f.groupCluster ? "clusters-bf16" : f.mma ? "cooperative-bf16" : "cooperative";
+  case GatedFastPath::None:
+    break;
+  }
+  return "rows";
+}
+
 void mlir::mmrec::buildTrainKernels(OpBuilder &builder, Location loc, ModuleOp module,
                                     const TrainConfig &cfg, bool gpu) {
   MLIRContext *ctx = builder.getContext();

@@ -73,6 +73,14 @@ struct TrainKernelSig {
 /// for both targets).
 std::vector<TrainKernelSig> trainKernelSignatures(const TrainConfig &cfg);
 
+/// Which kernels the GPU training library's level-0 recurrence runs for
+/// `cfg` where their shape conditions hold (T > 0, ...): "persistent" (a
+/// block a head, W_g in shared memory), "cooperative" (the dense gate's
+/// FP32-FMA blocks at a grid barrier), "cooperative-bf16" (their tensor-core
+/// variant), "clusters-bf16" (gatedCluster: row groups as clusters) or
+/// "rows" (the generic kernels only).
+std::string gatedGpuKernels(const TrainConfig &cfg);
+
 /// Adds every `train_*` kernel for `cfg` to `module`. On the CPU they are
 /// loop nests; with `gpu`, each is a host function whose independent loops
 /// are `gpu.launch`es (see `K::par` in TrainKernels.cpp) and the module

@@ -191,6 +191,12 @@ LogicalResult MMRecDialect::verifyOperationAttribute(Operation *op,
                              << "' must be an array on a builtin.module";
     return success();
   }
+  // Which level-0 kernels a GPU training library has (mmrec-build-train-kernels).
+  if (attr.getName() == "mmrec.train_gated_kernels") {
+    if (!llvm::isa<ModuleOp>(op) || !llvm::isa<StringAttr>(attr.getValue()))
+      return op->emitError() << "'mmrec.train_gated_kernels' must be a string on a builtin.module";
+    return success();
+  }
   if (attr.getName() == "mmrec.kernel") {
     if (!llvm::isa<ScanOp, ScanGradOp, GatedRecurrenceOp, GatedRecurrenceGradOp>(op) || !llvm::isa<StringAttr>(attr.getValue()))
       return op->emitError() << "'mmrec.kernel' must be a string on a mmrec.scan, mmrec.scan_grad, mmrec.gated_recurrence or mmrec.gated_recurrence_grad";

@@ -1006,7 +1006,8 @@ static LogicalResult linkShared(const std::string &obj, const std::string &out) 
 /// libdevice is needed) and embedded in the host object, which calls the
 /// mgpu* entry points of mmrec's runtime.
 static LogicalResult emitGpuTrainLibrary(ModuleOp module, const CompileOptions &opts,
-                                         const std::string &base, std::string *llvmIR) {
+                                         const std::string &base, std::string *llvmIR,
+                                         std::string *gatedKernels = nullptr) {
   OwningOpRef<ModuleOp> clone = module.clone();
   if (failed(runPipeline(*clone, opts.trainGatedCluster
                                      ? "mmrec-build-train-kernels{target=nvptx gated-bf16=true "
@@ -1016,6 +1017,9 @@ static LogicalResult emitGpuTrainLibrary(ModuleOp module, const CompileOptions &
                                      : "mmrec-build-train-kernels{target=nvptx}")))
     return failure();
   auto kernels = (*clone)->getAttrOfType<ArrayAttr>("mmrec.train_kernels");
+  if (auto kind = (*clone)->getAttrOfType<StringAttr>("mmrec.train_gated_kernels");
+      kind && gatedKernels)
+    *gatedKernels = kind.getValue().str();
   OwningOpRef<ModuleOp> gm = ModuleOp::create(clone->getLoc());
   (*gm)->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), UnitAttr::get(module.getContext()));
   for (Attribute a : kernels) {
@@ -1138,8 +1142,22 @@ LogicalResult mlir::mmrec::emitTrainLibrary(ModuleOp module, const CompileOption
   // Shared libraries the trainer opens at run time (dlopen).
   if (failed(linkShared(base + ".o", base + ".so")))
     return failure();
-  if (opts.nvptx && failed(emitGpuTrainLibrary(module, opts, base, nullptr)))
+  std::string gated; // the GPU library's level-0 kernels (gatedGpuKernels)
+  if (opts.nvptx && failed(emitGpuTrainLibrary(module, opts, base, nullptr, &gated)))
     return failure();
+  // What was asked for and does not apply at this shape is said, not dropped
+  // silently (the library falls back to the kernels it names).
+  const bool bf16Kernels = StringRef(gated).ends_with("-bf16");
+  if (opts.nvptx && opts.trainGatedCluster && gated != "clusters-bf16")
+    llvm::errs() << "mmrec-compile: warning: " << opts.name
+                 << ": --train-gated-cluster applies to a dense gate with D a multiple of 256 up "
+                    "to 1024 (D = "
+                 << cfg.getHiddenDim() << "); the level-0 kernels are " << gated << "\n";
+  else if (opts.nvptx && opts.trainGatedBf16 && !bf16Kernels)
+    llvm::errs() << "mmrec-compile: warning: " << opts.name
+                 << ": --train-gated-bf16 applies to the dense gate's cooperative kernels with D "
+                    "a multiple of 256 (D = "
+                 << cfg.getHiddenDim() << "); the level-0 kernels are " << gated << ", in fp32\n";
   llvm::json::Object config{
       {"name", cfg.getName().str()},
       {"vocab_size", cfg.getVocabSize()},
@@ -1164,18 +1182,13 @@ LogicalResult mlir::mmrec::emitTrainLibrary(ModuleOp module, const CompileOption
                               {"gpu_library", opts.nvptx ? llvm::json::Value(opts.name + ".train.gpu.so")
                                                          : llvm::json::Value(nullptr)},
                               // How the GPU library's level-0 kernels multiply by
-                              // W_g (informational; mmrec-compile --train-gated-bf16).
+                              // W_g and which they are (informational; mmrec-compile
+                              // --train-gated-bf16, --train-gated-cluster).
                               {"gpu_gated_products",
-                               opts.nvptx ? llvm::json::Value(opts.trainGatedBf16 ||
-                                                                      opts.trainGatedCluster
-                                                                  ? "bf16"
-                                                                  : "fp32")
+                               opts.nvptx ? llvm::json::Value(bf16Kernels ? "bf16" : "fp32")
                                           : llvm::json::Value(nullptr)},
-                              // Whether its row groups run as clusters
-                              // (mmrec-compile --train-gated-cluster).
-                              {"gpu_gated_clusters",
-                               opts.nvptx ? llvm::json::Value(opts.trainGatedCluster)
-                                          : llvm::json::Value(nullptr)},
+                              {"gpu_gated_kernels",
+                               opts.nvptx ? llvm::json::Value(gated) : llvm::json::Value(nullptr)},
                               {"config", std::move(config)},
                               {"kernels", std::move(list)}};
   std::string json;

@@ -291,6 +291,11 @@ module attributes {mmrec.kernels = 1 : i64} {}
 
 // -----
 
+// expected-error @+1 {{'mmrec.train_gated_kernels' must be a string on a builtin.module}}
+module attributes {mmrec.train_gated_kernels = ["persistent"]} {}
+
+// -----
+
 func.func @kernel_attr(%x: tensor<4xf32>) {
   // expected-error @+1 {{'mmrec.kernel' must be a string on a mmrec.scan, mmrec.scan_grad, mmrec.gated_recurrence or mmrec.gated_recurrence_grad}}
   %y = mmrec.sigmoid %x {mmrec.kernel = "k"} : tensor<4xf32>

@@ -27,8 +27,9 @@
 // BF16-DAG: Compiling entry function 'train_gated_fwd_coop' for 'sm_90'
 // BF16-DAG: Compiling entry function 'train_gated_bwd_coop' for 'sm_90'
 // MANIFEST-DAG: "gpu_gated_products": "bf16"
-// MANIFEST32: "gpu_gated_products": "fp32"
-// MANIFEST-DAG: "gpu_gated_clusters": false
+// MANIFEST32-DAG: "gpu_gated_products": "fp32"
+// MANIFEST-DAG: "gpu_gated_kernels": "cooperative-bf16"
+// MANIFEST32-DAG: "gpu_gated_kernels": "cooperative"
 // --train-gated-cluster (implies --train-gated-bf16): the row groups as
 // clusters of 16 (GatedKernelSpec::groupCluster), no spills either.
 // RUN: env CUDA_HOME=/usr/local/cuda mmrec-compile %models/mmrec-small.mlir -o %t --name small-gcl --train-gated-cluster --check-spills 2>/dev/null
@@ -38,4 +39,11 @@
 // GCL-DAG: Compiling entry function 'train_gated_fwd_gcl' for 'sm_90'
 // GCL-DAG: Compiling entry function 'train_gated_bwd_gcl' for 'sm_90'
 // GCLMANIFEST-DAG: "gpu_gated_products": "bf16"
-// GCLMANIFEST-DAG: "gpu_gated_clusters": true
+// GCLMANIFEST-DAG: "gpu_gated_kernels": "clusters-bf16"
+// Where it does not apply (mmrec-tiny: one block a head), the manifest says
+// which kernels the library has, and mmrec-compile warns.
+// RUN: env CUDA_HOME=/usr/local/cuda mmrec-compile %models/mmrec-tiny.mlir -o %t --name tiny-gcl --train-gated-cluster 2>&1 | FileCheck %s --check-prefix=WARN
+// RUN: FileCheck %s --check-prefix=TINYMANIFEST < %t/tiny-gcl.train.json
+// WARN: mmrec-compile: warning: tiny-gcl: --train-gated-cluster applies to a dense gate with D a multiple of 256 up to 1024 (D = 128); the level-0 kernels are persistent
+// TINYMANIFEST-DAG: "gpu_gated_kernels": "persistent"
+// TINYMANIFEST-DAG: "gpu_gated_products": "fp32"

@@ -606,6 +606,9 @@ void mlir::mmrec::buildGpuGatedKernel(OpBuilder &builder, Location loc, Operatio
 // fences around it). Adjoint, per chunk of steps and per step: thread (b, c)
 // forms a_t from the chunk's pre-activations and publishes it in grad_pre;
 // barrier; back = a_t·W[c0..c0+Dc, :]ᵀ the same two ways; g ← γ·g + back.
+// With groupCluster (tensor cores only) a row group is one thread-block
+// cluster: the rows pass between its blocks through distributed shared
+// memory and the grid barrier becomes the cluster barrier (see `publish`).
 
 void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Operation *gpuModule,
                                           const GatedKernelSpec &spec) {
@@ -1064,9 +1067,8 @@ void mlir::mmrec::buildGpuCoopGatedKernel(OpBuilder &builder, Location loc, Oper
   // The owner of (row o.r < 8, channel o.cc) stores v in buffer `buf`.
   auto gclStore = [&](Value buf, Value r, Value cc, Value v) {
     ifThen(k.ult(tid, k.idx(8 * Dc)), [&] {
-      memref::StoreOp::create(
-          b, arith::TruncFOp::create(b, bf16, v), Xb,
-          ValueRange{k.addi(k.muli(buf, k.idx(XB)), k.addi(k.muli(r, k.idx(XS)), k.addi(chanBase, cc)))});
+      Value at = k.addi(k.muli(buf, k.idx(XB)), k.addi(k.muli(r, k.idx(XS)), k.addi(chanBase, cc)));
+      memref::StoreOp::create(b, arith::TruncFOp::create(b, bf16, v), Xb, ValueRange{at});
     });
   };
   auto publish = [&](Value buf) {

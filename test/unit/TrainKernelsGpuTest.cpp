@@ -642,7 +642,8 @@ TEST(TrainKernelsGpu, SmallGatedClusterEqualsCooperative) {
   REQUIRE_GPU();
   const uint64_t seed = std::random_device{}();
   for (auto [B, T] : {std::pair<int64_t, int64_t>{8, 300}, {3, 17}, {32, 70}, {17, 1}}) {
-    GatedRun coop(manifest("mmrec-small-bf16"), B, T, seed), gcl(manifest("mmrec-small-gcl"), B, T, seed);
+    GatedRun coop(manifest("mmrec-small-bf16"), B, T, seed);
+    GatedRun gcl(manifest("mmrec-small-gcl"), B, T, seed);
     for (GatedRun *r : {&coop, &gcl}) {
       r->fwd();
       r->bwd();

@@ -344,6 +344,57 @@ TEST(TrainerCpu, ProfileReportsRates) {
   EXPECT_EQ(tflops, "-");
 }
 
+// --profile's breakdown by kind (issue 7: products, recurrence, memory
+// hierarchy, elementwise, optimizer, idle): each entry counts under its
+// kind, idle is the wall time since start() that no scope covers, and the
+// memory hierarchy's share of the products' time is printed (issue 5).
+TEST(TrainerCpu, ProfileBreaksDownByKind) {
+  EXPECT_EQ(Profile::kindOf("gemm"), "products");
+  EXPECT_EQ(Profile::kindOf("gemm_mdi"), "memory hierarchy");
+  EXPECT_EQ(Profile::kindOf("gated_bwd"), "recurrence");
+  EXPECT_EQ(Profile::kindOf("level1_fwd"), "memory hierarchy");
+  EXPECT_EQ(Profile::kindOf("mem_scan_bwd"), "memory hierarchy");
+  EXPECT_EQ(Profile::kindOf("mdi_write_softmax_bwd"), "memory hierarchy");
+  EXPECT_EQ(Profile::kindOf("combine_fwd"), "memory hierarchy");
+  EXPECT_EQ(Profile::kindOf("decode_level1_push"), "memory hierarchy");
+  EXPECT_EQ(Profile::kindOf("adamw_bf16"), "optimizer");
+  EXPECT_EQ(Profile::kindOf("sumsq"), "optimizer");
+  EXPECT_EQ(Profile::kindOf("to_bf16"), "elementwise");
+  EXPECT_EQ(Profile::kindOf("xent"), "elementwise");
+  EXPECT_EQ(Profile::kindOf("decay_bwd"), "elementwise");
+  EXPECT_EQ(Profile::kindOf("allreduce"), "other");
+
+  Profile &p = Profile::get();
+  const bool was = p.enabled;
+  p.entries.clear();
+  p.start();
+  p.add("gemm", 40.0);
+  p.add("gemm", 40.0);
+  p.add("gemm_mdi", 6.0);
+  p.add("level1_bwd", 4.0);
+  p.add("gated_fwd", 30.0);
+  p.add("adamw", 5.0);
+  p.add("rmsnorm_fwd", 3.0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200)); // > the 128 ms added
+  const std::string report = p.report();
+  p.entries.clear();
+  p.enabled = was;
+  auto field = [&](const std::string &kind) {
+    const size_t at = report.find("\n" + kind + " ", report.find("by kind"));
+    if (at == std::string::npos)
+      return -1.0;
+    return std::stod(report.substr(at + 1 + kind.size()));
+  };
+  EXPECT_NEAR(field("products"), 80.0, 0.05) << report;
+  EXPECT_NEAR(field("memory hierarchy"), 10.0, 0.05) << report;
+  EXPECT_NEAR(field("recurrence"), 30.0, 0.05) << report;
+  EXPECT_NEAR(field("optimizer"), 5.0, 0.05) << report;
+  EXPECT_NEAR(field("elementwise"), 3.0, 0.05) << report;
+  EXPECT_GE(field("idle"), 200.0 - 128.0 - 1.0) << report;
+  EXPECT_GT(field("wall"), 199.0) << report;
+  EXPECT_NE(report.find("memory hierarchy / products: 12.5%"), std::string::npos) << report;
+}
+
 // The generated to_bf16 kernel (the operands of bf16 products): round to
 // nearest even, as rt::toBF16; infinities, NaN and the extremes survive.
 std::vector<uint16_t> toBf16Kernel(KernelLibrary &lib, const std::vector<float> &x) {

@@ -76,7 +76,8 @@ int main(int argc, char **argv) {
       throw Error("give one of --model or --kernels");
     if (checkpoint.empty() && app.count("--random-init") == 0)
       throw Error("give one of --checkpoint or --random-init");
-    mmrec::train::Profile::get().enabled = profile;
+    if (profile)
+      mmrec::train::Profile::get().start();
     const bool gpu = device == "gpu" || (device == "auto" && mmrec::rt::gpuAvailable());
     if (gpu && !mmrec::rt::gpuAvailable())
       throw Error("--device gpu: no usable CUDA device here");

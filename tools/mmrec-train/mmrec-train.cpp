@@ -194,7 +194,8 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   model.setMatmul(matmul == "bf16"   ? Model::Matmul::bf16
                   : matmul == "tf32" ? Model::Matmul::tf32
                                      : Model::Matmul::fp32);
-  Profile::get().enabled = s.profile;
+  if (s.profile)
+    Profile::get().start();
   TokenShard val = TokenShard::read(s.data + "/val.bin", uint32_t(c.V));
   // The tokenizer only for the samples: a data directory without one (or
   // with a broken one) turns them off with a note.

@@ -179,6 +179,17 @@ public:
     double bytes = 0, flops = 0;
   };
   std::map<std::string, Entry> entries;
+  /// Turns profiling on, from now: report() then also gives the wall time
+  /// since, and the part of it no timed scope covers ("idle": the host's
+  /// own work, data loading, checkpoints, gaps between launches).
+  void start();
+  /// The kind of work an entry is, for the per-step breakdown: "products"
+  /// (the dense matrix products, LM head included), "recurrence" (level 0),
+  /// "memory hierarchy" (levels 1 and 2, their slot products and the
+  /// combination), "elementwise" (norms, SwiGLU, the decay gate, roundings,
+  /// embedding, cross-entropy), "optimizer" (AdamW, the gradient norm) or
+  /// "other".
+  static std::string kindOf(const std::string &name);
   void add(const std::string &name, double ms, double bytes = 0, double flops = 0) {
     Entry &e = entries[name];
     e.ms += ms;
@@ -187,8 +198,13 @@ public:
     e.flops += flops;
   }
   /// A table of the entries, largest first, with shares of the total and,
-  /// where known, GB/s (array bytes) and TFLOP/s.
+  /// where known, GB/s (array bytes) and TFLOP/s; then the time by kind
+  /// (kindOf), with idle time after start(), and the memory hierarchy's
+  /// time as a share of the products' (issue 5's measure).
   std::string report() const;
+
+private:
+  double startMs_ = -1;
 };
 
 /// Times a scope into Profile::get() under `name` when profiling is on.

@@ -134,6 +134,30 @@ Profile &Profile::get() {
   return p;
 }
 
+static double nowMs();
+
+void Profile::start() {
+  enabled = true;
+  startMs_ = nowMs();
+}
+
+std::string Profile::kindOf(const std::string &name) {
+  auto starts = [&](const char *p) { return name.rfind(p, 0) == 0; };
+  if (name == "gemm")
+    return "products";
+  if (starts("gated_"))
+    return "recurrence";
+  if (starts("level1") || starts("mem_scan") || starts("slot_softmax") || starts("mdi_") ||
+      starts("combine") || starts("gemm_mdi") || starts("decode_mdi") || starts("decode_level1"))
+    return "memory hierarchy";
+  if (starts("adamw") || name == "sumsq")
+    return "optimizer";
+  if (starts("rmsnorm") || starts("swiglu") || starts("decay") || starts("to_bf16") ||
+      starts("embed") || starts("xent"))
+    return "elementwise";
+  return "other";
+}
+
 std::string Profile::report() const {
   std::vector<std::pair<std::string, Entry>> v(entries.begin(), entries.end());
   std::sort(v.begin(), v.end(), [](auto &a, auto &b) { return a.second.ms > b.second.ms; });
@@ -161,7 +185,32 @@ std::string Profile::report() const {
     out += line;
   }
   std::snprintf(line, sizeof line, "%-22s %12.1f\n", "total", total);
-  return out + line;
+  out += line;
+  // By kind, as shares of the wall time since start() (of the timed total
+  // without it), idle being what no scope covers.
+  std::map<std::string, double> kinds;
+  for (auto &[name, e] : v)
+    kinds[kindOf(name)] += e.ms;
+  const double wall = startMs_ >= 0 ? nowMs() - startMs_ : total;
+  if (startMs_ >= 0)
+    kinds["idle"] = std::max(0.0, wall - total);
+  std::vector<std::pair<std::string, double>> byKind(kinds.begin(), kinds.end());
+  std::sort(byKind.begin(), byKind.end(), [](auto &a, auto &b) { return a.second > b.second; });
+  std::snprintf(line, sizeof line, "\n%-22s %12s %7s\n", "by kind", "ms", "share");
+  out += line;
+  for (auto &[kind, ms] : byKind) {
+    std::snprintf(line, sizeof line, "%-22s %12.1f %6.1f%%\n", kind.c_str(), ms,
+                  wall > 0 ? 100.0 * ms / wall : 0.0);
+    out += line;
+  }
+  std::snprintf(line, sizeof line, "%-22s %12.1f\n", startMs_ >= 0 ? "wall" : "total", wall);
+  out += line;
+  if (kinds["products"] > 0) {
+    std::snprintf(line, sizeof line, "memory hierarchy / products: %.1f%%\n",
+                  100.0 * kinds["memory hierarchy"] / kinds["products"]);
+    out += line;
+  }
+  return out;
 }
 
 static double nowMs() {

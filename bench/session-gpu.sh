@@ -91,7 +91,7 @@ if has small; then
   for b in ${SMALL_BATCHES:-8 32 64}; do small b$b $b; done
   [ "${SMALL_NOGROUPS:-0}" = 1 ] && MMREC_COOP_MAX_GROUPS=1 small b32-nogroups 32
   SMALL_STEPS=4 small b32-profile 32 --profile
-  sed -n '/time per kernel/,$p' "$L/small-b32-profile.log" | head -24
+  sed -n '/time per kernel/,$p' "$L/small-b32-profile.log" | head -50
 fi
 if has gcl; then
   stamp gcl
@@ -106,7 +106,7 @@ if has gcl; then
   gcl b32 32
   for b in ${GCL_BATCHES:-}; do gcl b$b-recompute $b --recompute; done
   SMALL_STEPS=4 gcl b32-profile 32 --profile
-  sed -n '/time per kernel/,$p' "$L/gcl-b32-profile.log" | head -24
+  sed -n '/time per kernel/,$p' "$L/gcl-b32-profile.log" | head -50
 fi
 if has train; then
   stamp "7b train"
@@ -118,7 +118,7 @@ if has profile; then
   stamp "7b profile"
   mkdir -p "$L/profile"
   OUT=$L/profile KERNELS=$K7 B=8 LR=1e-4 MIN_LR=1e-5 PROFILE_TIMEOUT=${PROFILE_TIMEOUT:-110} \
-    FLAGS="--matmul bf16 --recompute --clip 0" bench/train-7b.sh profile | tail -25
+    FLAGS="--matmul bf16 --recompute --clip 0" bench/train-7b.sh profile | tail -40
 fi
 if has generate; then
   stamp "generate b1 profile"

@@ -57,6 +57,8 @@ expect_fail "must be at most 2^40 tokens per step" "$BIN/mmrec-train" --kernels 
 expect_fail "--optimizer-states" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data" --optimizer-states fp8
 expect_fail "--matmul" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data" --matmul fp8
 expect_fail "--tf32" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data" --matmul bf16 --tf32
+expect_fail "--level0: must be auto, fp32, bf16 or clusters" "$BIN/mmrec-train" --model "$WORK/none.mlir" --data "$WORK/data" --level0 fast
+expect_fail "--level0: applies when mmrec-train compiles --model" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data" --level0 bf16
 expect_fail "--collectives" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data" --collectives gloo
 expect_fail "--dist-timeout" "$BIN/mmrec-train" --kernels "$WORK/none.json" --data "$WORK/data" --dist-timeout -1
 expect_fail "--collectives: nccl needs the GPU" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --device cpu --collectives nccl

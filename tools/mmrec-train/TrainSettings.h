@@ -20,7 +20,7 @@ namespace mmrec::train {
 
 struct Settings {
   std::string model, kernels, data, out, checkpoint, device = "auto", collectives = "auto",
-      optimizerStates = "fp32", matmul = "auto";
+      optimizerStates = "fp32", matmul = "auto", level0 = "auto";
   double distTimeout = 600; // seconds without progress before a multi-rank job ends (0: never)
   int64_t steps = 600, batch = 16, seqLen = 128, warmup = 50, gradAccum = 1;
   double lr = 3e-3, minLr = 3e-4, weightDecay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
@@ -96,6 +96,12 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
                  "tensor cores on a GPU) or bf16 (bf16 operands, fp32 accumulation and results; "
                  "weights, activations and gradients stay fp32)");
   app.add_flag("--tf32", s.tf32, "The same as --matmul tf32");
+  app.add_option("--level0", s.level0,
+                 "GPU, when mmrec-train compiles --model: how its level-0 kernels multiply by "
+                 "W_g: auto (bf16 when the products are bf16, as by default on a GPU; fp32 "
+                 "otherwise), fp32, bf16 (tensor cores: mmrec-compile --train-gated-bf16) or "
+                 "clusters (bf16, each row group of 8 one thread-block cluster: "
+                 "--train-gated-cluster)");
   app.add_option("--sample-tokens", s.sampleTokens,
                  "Tokens of the greedy sample printed at each evaluation (0: none)")
       ->check(CLI::Range(int64_t(0), int64_t(4096)));
@@ -146,6 +152,14 @@ inline void validateSettings(const Settings &s) {
                                "must be auto, fp32, tf32 or bf16, got '" + s.matmul + "'");
   if (s.tf32 && s.matmul != "auto" && s.matmul != "tf32")
     throw CLI::ValidationError("--tf32", "contradicts --matmul " + s.matmul);
+  if (s.level0 != "auto" && s.level0 != "fp32" && s.level0 != "bf16" && s.level0 != "clusters")
+    throw CLI::ValidationError("--level0",
+                               "must be auto, fp32, bf16 or clusters, got '" + s.level0 + "'");
+  if (s.level0 != "auto" && !s.kernels.empty())
+    throw CLI::ValidationError("--level0",
+                               "applies when mmrec-train compiles --model; the library of "
+                               "--kernels is compiled already (mmrec-compile "
+                               "--train-gated-bf16 or --train-gated-cluster)");
   if (s.collectives != "auto" && s.collectives != "nccl" && s.collectives != "mpi")
     throw CLI::ValidationError("--collectives",
                                "must be auto, nccl or mpi, got '" + s.collectives + "'");

@@ -53,7 +53,7 @@ json toJson(const Settings &s) {
           {"beta1", s.beta1},     {"beta2", s.beta2},     {"clip", s.clip},
           {"seed", s.seed},       {"eval_interval", s.evalInterval}, {"recompute", s.recompute}, {"recompute_states", s.recomputeStates},
           {"eval_tokens", s.evalTokens}, {"tf32", s.tf32}, {"matmul", s.matmul}, {"device", s.device},
-          {"optimizer_states", s.optimizerStates}};
+          {"optimizer_states", s.optimizerStates}, {"level0", s.level0}};
 }
 
 std::string selfDir() {
@@ -70,17 +70,24 @@ std::string shellQuote(const std::string &s) {
 }
 
 /// Compiles `model` into `dir` with mmrec-compile (with the GPU library when
-/// `gpu`); returns the manifest.
-std::string compileModel(const std::string &model, const std::string &dir, bool gpu) {
+/// `gpu`, its level-0 kernels as `level0` says: fp32, bf16 or clusters);
+/// returns the manifest.
+std::string compileModel(const std::string &model, const std::string &dir, bool gpu,
+                         const std::string &level0) {
   if (!fs::exists(model))
     throw Error("--model: " + model + " does not exist");
   std::string name = fs::path(model).stem().string();
   fs::create_directories(dir);
   std::string compiler = selfDir() + "/mmrec-compile";
   const char *target = gpu ? "all" : "cpu";
+  std::string flags = std::string("--target=") + target;
+  if (gpu && level0 == "bf16")
+    flags += " --train-gated-bf16";
+  else if (gpu && level0 == "clusters")
+    flags += " --train-gated-cluster";
   std::string cmd = shellQuote(compiler) + " " + shellQuote(model) + " -o " + shellQuote(dir) +
-                    " --target=" + target;
-  std::cerr << "mmrec-train: compiling " << model << " (mmrec-compile --target=" << target << ")\n";
+                    " " + flags;
+  std::cerr << "mmrec-train: compiling " << model << " (mmrec-compile " << flags << ")\n";
   int rc = std::system(cmd.c_str());
   if (rc != 0)
     throw Error("mmrec-compile failed on " + model + " (its messages are above)");
@@ -173,11 +180,15 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   const bool gpu = s.device == "gpu" || (s.device == "auto" && mmrec::rt::gpuAvailable());
   if (gpu && !mmrec::rt::gpuAvailable())
     throw CLI::ValidationError("--device", "gpu: no usable CUDA device here");
+  const std::string matmul = s.tf32 ? "tf32" : s.matmul != "auto" ? s.matmul : gpu ? "bf16" : "fp32";
   std::string manifest = s.kernels;
   if (manifest.empty()) {
-    // Rank 0 compiles; the others wait for it.
+    // Rank 0 compiles; the others wait for it. The level-0 kernels follow
+    // the products' precision unless --level0 says otherwise.
+    const std::string level0 =
+        s.level0 != "auto" ? s.level0 : matmul == "bf16" ? "bf16" : "fp32";
     if (lead)
-      manifest = compileModel(s.model, s.out + "/kernels", gpu);
+      manifest = compileModel(s.model, s.out + "/kernels", gpu, level0);
     comm.barrier();
     manifest = s.out + "/kernels/" + fs::path(s.model).stem().string() + ".train.json";
   }
@@ -190,7 +201,6 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   model.setRecompute(s.recompute);
   model.setKeepStates(!s.recomputeStates);
   bool recomputeNoted = false;
-  const std::string matmul = s.tf32 ? "tf32" : s.matmul != "auto" ? s.matmul : gpu ? "bf16" : "fp32";
   model.setMatmul(matmul == "bf16"   ? Model::Matmul::bf16
                   : matmul == "tf32" ? Model::Matmul::tf32
                                      : Model::Matmul::fp32);

@@ -1149,12 +1149,12 @@ LogicalResult mlir::mmrec::emitTrainLibrary(ModuleOp module, const CompileOption
   // silently (the library falls back to the kernels it names).
   const bool bf16Kernels = StringRef(gated).ends_with("-bf16");
   if (opts.nvptx && opts.trainGatedCluster && gated != "clusters-bf16")
-    llvm::errs() << "mmrec-compile: warning: " << opts.name
+    llvm::errs() << "mmrec-compile: note: " << opts.name
                  << ": --train-gated-cluster applies to a dense gate with D a multiple of 256 up "
                     "to 1024 (D = "
                  << cfg.getHiddenDim() << "); the level-0 kernels are " << gated << "\n";
   else if (opts.nvptx && opts.trainGatedBf16 && !bf16Kernels)
-    llvm::errs() << "mmrec-compile: warning: " << opts.name
+    llvm::errs() << "mmrec-compile: note: " << opts.name
                  << ": --train-gated-bf16 applies to the dense gate's cooperative kernels with D "
                     "a multiple of 256 (D = "
                  << cfg.getHiddenDim() << "); the level-0 kernels are " << gated << ", in fp32\n";

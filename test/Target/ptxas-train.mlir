@@ -41,9 +41,9 @@
 // GCLMANIFEST-DAG: "gpu_gated_products": "bf16"
 // GCLMANIFEST-DAG: "gpu_gated_kernels": "clusters-bf16"
 // Where it does not apply (mmrec-tiny: one block a head), the manifest says
-// which kernels the library has, and mmrec-compile warns.
+// which kernels the library has, and mmrec-compile says so (a note).
 // RUN: env CUDA_HOME=/usr/local/cuda mmrec-compile %models/mmrec-tiny.mlir -o %t --name tiny-gcl --train-gated-cluster 2>&1 | FileCheck %s --check-prefix=WARN
 // RUN: FileCheck %s --check-prefix=TINYMANIFEST < %t/tiny-gcl.train.json
-// WARN: mmrec-compile: warning: tiny-gcl: --train-gated-cluster applies to a dense gate with D a multiple of 256 up to 1024 (D = 128); the level-0 kernels are persistent
+// WARN: mmrec-compile: note: tiny-gcl: --train-gated-cluster applies to a dense gate with D a multiple of 256 up to 1024 (D = 128); the level-0 kernels are persistent
 // TINYMANIFEST-DAG: "gpu_gated_kernels": "persistent"
 // TINYMANIFEST-DAG: "gpu_gated_products": "fp32"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call of a working session (issue 7), logs under $OUT/logs,
 # tarred to $OUT/logs.tgz (the device tool brings back few files):
-#   bench/session-gpu.sh [scan] [blas] [gated] [tests] [elementwise] [small] [gcl] [train] [profile] [generate]
+#   bench/session-gpu.sh [scan] [blas] [gated] [tests] [elementwise] [small] [gcl] [torch] [train] [profile] [generate]
 #     scan      the scan kernels' GPU tests (default and every forward staged)
 #               and bench/scan_bench.py with the anchors (issue 3)
 #     blas      BlasGpu.* and the bf16 product speeds at the 7B shapes
@@ -18,6 +18,8 @@
 #               their GPU tests, µs a step against the cooperative kernels,
 #               mmrec-small B 32 (and GCL_BATCHES with --recompute), B 32
 #               profiled
+#     torch     issue 6's anchor at mmrec-small B 8 x T 1024: PyTorch eager, then
+#               with --compile (torch.compile of the layer's pieces)
 #     train     mmrec-7b B 8 x T 2048, bf16 products, --recompute, STEPS steps
 #     profile   the same, 2 steps with --profile
 #     generate  mmrec-7b decoding with random weights: --profile at batch 1,
@@ -107,6 +109,14 @@ if has gcl; then
   for b in ${GCL_BATCHES:-}; do gcl b$b-recompute $b --recompute; done
   SMALL_STEPS=4 gcl b32-profile 32 --profile
   sed -n '/time per kernel/,$p' "$L/gcl-b32-profile.log" | head -50
+fi
+if has torch; then
+  stamp torch
+  for m in "" --compile; do
+    timeout ${TORCH_TIMEOUT:-240} python3 bench/torch_train_speed.py --manifest $C/models/mmrec-small.train.json \
+      --batch 8 --seq-len 1024 --steps 2 $m > "$L/torch-small${m:+-compile}.log" 2>&1
+    tail -1 "$L/torch-small${m:+-compile}.log"
+  done
 fi
 if has train; then
   stamp "7b train"

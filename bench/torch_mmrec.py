@@ -54,25 +54,27 @@ def rmsnorm(x, w, eps):
     return y * w if w is not None else y
 
 
-def layer(cfg, p, x):
-    B, T, D = x.shape
-    G, M, C = cfg["num_memories"], cfg["memory_size"], cfg["chunk_size"]
-    d = D // G
+def layer_head(cfg, p, x):
+    """RMSNorm, the projections and the decay gate γ of a layer."""
     lo, hi, eps = cfg["log_clamp_min"], cfg["log_clamp_max"], cfg["norm_eps"]
     u = rmsnorm(x, p["w_in"], eps)
     q, k, v, z = u @ p["W_q"], u @ p["W_k"], u @ p["W_v"], u @ p["W_z"]
     pre = (u @ p["A_gamma"]) @ p["B_gamma"] + p["lambda"]
     gamma = torch.exp(torch.clamp(Fn.logsigmoid(pre), lo, hi))
-    # Level 0, sequential.
-    Wg = p["W_g"]
-    if Wg.dim() == 3:
-        Wg = torch.block_diag(*Wg)
-    h = torch.zeros(B, D, dtype=x.dtype, device=x.device)
-    hs = []
-    for t in range(T):
-        h = z[:, t] * torch.sigmoid(h @ Wg + p["b_g"]) + gamma[:, t] * h
-        hs.append(h)
-    hs = torch.stack(hs, 1)
+    return q, k, v, z, gamma
+
+
+def level0_step(h, Wg, b_g, z_t, gamma_t):
+    """One step of the level-0 recurrence."""
+    return z_t * torch.sigmoid(h @ Wg + b_g) + gamma_t * h
+
+
+def layer_tail(cfg, p, x, q, k, v, hs):
+    """Levels 1 and 2, the combination, the output projection and the FFN."""
+    B, T, D = x.shape
+    G, M, C = cfg["num_memories"], cfg["memory_size"], cfg["chunk_size"]
+    d = D // G
+    lo, eps = cfg["log_clamp_min"], cfg["norm_eps"]
     # Chunks.
     nC = (T + C - 1) // C
     chunk_of = torch.arange(T, device=x.device) // C
@@ -110,6 +112,34 @@ def layer(cfg, p, x):
     x = x + o @ p["W_o"]
     u2 = rmsnorm(x, p["w_ffn"], eps)
     return x + (Fn.silu(u2 @ p["W_1"]) * (u2 @ p["W_3"])) @ p["W_2"]
+
+
+# The pieces of a layer, replaced by their torch.compile'd versions by
+# compile_pieces() (torch_train_speed.py --compile). The level-0 loop stays a
+# Python loop of T steps: compiling the whole layer would unroll it.
+PIECES = {"head": layer_head, "step": level0_step, "tail": layer_tail}
+
+
+def compile_pieces(**kwargs):
+    for name, fn in list(PIECES.items()):
+        PIECES[name] = torch.compile(fn, **kwargs)
+
+
+def layer(cfg, p, x):
+    B, T, D = x.shape
+    q, k, v, z, gamma = PIECES["head"](cfg, p, x)
+    # Level 0, sequential.
+    Wg = p["W_g"]
+    if Wg.dim() == 3:
+        Wg = torch.block_diag(*Wg)
+    h = torch.zeros(B, D, dtype=x.dtype, device=x.device)
+    hs = []
+    step = PIECES["step"]
+    for t in range(T):
+        h = step(h, Wg, p["b_g"], z[:, t], gamma[:, t])
+        hs.append(h)
+    hs = torch.stack(hs, 1)
+    return PIECES["tail"](cfg, p, x, q, k, v, hs)
 
 
 def model_loss(cfg, params, tokens):

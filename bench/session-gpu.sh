@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call of a working session (issue 7), logs under $OUT/logs,
 # tarred to $OUT/logs.tgz (the device tool brings back few files):
-#   bench/session-gpu.sh [scan] [blas] [gated] [tests] [elementwise] [small] [gcl] [torch] [train] [profile] [generate]
+#   bench/session-gpu.sh [scan] [blas] [gated] [tests] [elementwise] [small] [gcl] [torch] [memory] [train] [profile] [generate]
 #     scan      the scan kernels' GPU tests (default and every forward staged)
 #               and bench/scan_bench.py with the anchors (issue 3)
 #     blas      BlasGpu.* and the bf16 product speeds at the 7B shapes
@@ -20,6 +20,10 @@
 #               profiled
 #     torch     issue 6's anchor at mmrec-small B 8 x T 1024: PyTorch eager, then
 #               with --compile (torch.compile of the layer's pieces)
+#     memory    issue 5: mmrec-7b B 4 x T 2048 --profile (2 steps, --recompute;
+#               bf16 optimizer states on a GPU under 100 GB) and the PyTorch
+#               memory hierarchy at the same shapes (torch_memory_speed.py),
+#               side by side in $L/memory.json (memory_report.py)
 #     train     mmrec-7b B 8 x T 2048, bf16 products, --recompute, STEPS steps
 #     profile   the same, 2 steps with --profile
 #     generate  mmrec-7b decoding with random weights: --profile at batch 1,
@@ -117,6 +121,20 @@ if has torch; then
       --batch 8 --seq-len 1024 --steps 2 $m > "$L/torch-small${m:+-compile}.log" 2>&1
     tail -1 "$L/torch-small${m:+-compile}.log"
   done
+fi
+if has memory; then
+  stamp memory
+  mkdir -p "$L/memory"
+  gib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+  states=""; [ "${gib:-0}" -lt 100000 ] && states="--optimizer-states bf16"
+  mflags="--matmul bf16 --recompute --clip 0 $states"
+  OUT=$L/memory KERNELS=$K7 B=4 LR=1e-4 MIN_LR=1e-5 PROFILE_TIMEOUT=${PROFILE_TIMEOUT:-150} \
+    FLAGS="$mflags" bench/train-7b.sh profile > /dev/null
+  timeout 200 python3 bench/torch_memory_speed.py > "$L/memory/torch-memory.jsonl" 2> "$L/memory/torch-memory.err"
+  tail -2 "$L/memory/torch-memory.err"
+  python3 bench/memory_report.py --profile "$L/memory/7b-profile.log" --torch "$L/memory/torch-memory.jsonl" \
+    --layers 24 --steps 2 --recompute --commit "$(cat $C/COMMIT)" --out "$L/memory.json" \
+    --command "bench/session-gpu.sh memory (mmrec-train --kernels mmrec-7b --batch 4 --seq-len 2048 --steps 2 --profile $mflags; bench/torch_memory_speed.py)"
 fi
 if has train; then
   stamp "7b train"

@@ -69,48 +69,61 @@ def level0_step(h, Wg, b_g, z_t, gamma_t):
     return z_t * torch.sigmoid(h @ Wg + b_g) + gamma_t * h
 
 
-def layer_tail(cfg, p, x, q, k, v, hs):
-    """Levels 1 and 2, the combination, the output projection and the FFN."""
-    B, T, D = x.shape
+def chunked(t, C):
+    """(B, T, ...) -> (B, nC, C, ...), zero-padded to whole chunks."""
+    B, T = t.shape[:2]
+    nC = (T + C - 1) // C
+    pad = [0, 0] * (t.dim() - 2) + [0, nC * C - T]
+    return Fn.pad(t, pad).reshape(B, nC, C, *t.shape[2:])
+
+
+def memory_hierarchy(cfg, p, q, k, v, hs):
+    """Levels 1 and 2 and the combination o (MMREC_SPEC section 2): q, k, v
+    and the level-0 states hs are (B, T, D); S, mu and rho come from p.
+    Chunk-wise products throughout (no (B, T, M, d_m) gather)."""
+    B, T, D = q.shape
     G, M, C = cfg["num_memories"], cfg["memory_size"], cfg["chunk_size"]
     d = D // G
     lo, eps = cfg["log_clamp_min"], cfg["norm_eps"]
-    # Chunks.
     nC = (T + C - 1) // C
-    chunk_of = torch.arange(T, device=x.device) // C
-    onehot = Fn.one_hot(chunk_of, nC).to(x.dtype)  # (T, nC)
-    counts = onehot.sum(0)  # tokens per chunk
+    chunk_of = torch.arange(T, device=q.device) // C
+    counts = torch.bincount(chunk_of, minlength=nC).to(q.dtype)  # tokens per chunk
     qg, kg, vg = (t_.reshape(B, T, G, d) for t_ in (q, k, v))
     # Level 1: causal read of the completed chunks' means.
-    K1 = torch.einsum("tc,btgd->bcgd", onehot, kg) / counts[None, :, None, None]
-    V1 = torch.einsum("tc,btgd->bcgd", onehot, vg) / counts[None, :, None, None]
+    K1 = chunked(kg, C).sum(2) / counts[None, :, None, None]  # (B, nC, G, d)
+    V1 = chunked(vg, C).sum(2) / counts[None, :, None, None]
     s1 = torch.einsum("btgd,bcgd->btgc", qg, K1) / math.sqrt(d)
-    visible = torch.arange(nC, device=x.device)[None, :] < chunk_of[:, None]  # (T, nC)
+    visible = torch.arange(nC, device=q.device)[None, :] < chunk_of[:, None]  # (T, nC)
     s1 = s1.masked_fill(~visible[None, :, None, :], float("-inf"))
     p1 = torch.softmax(s1, -1).nan_to_num(0.0)  # rows of chunk 0 see nothing: 0
-    y1 = torch.einsum("btgc,bcgd->btgd", p1, V1).reshape(B, T, D)
+    y1 = torch.einsum("btgc,bcgd->btgd", p1, V1)
     # Level 2: MDI write, the memory recurrence over chunks, the read.
     S = p["S"]  # (G, M, d)
     w = torch.softmax(torch.einsum("btgd,gmd->btgm", kg, S) / math.sqrt(d), -1)
-    n = torch.einsum("tc,btgm->bcgm", onehot, w)
-    P = torch.einsum("tc,btgm,btgd->bcgmd", onehot, w, vg)
+    wc = chunked(w, C)  # (B, nC, C, G, M); padded rows are zero
+    n = wc.sum(2)  # (B, nC, G, M)
+    P = torch.einsum("bcsgm,bcsgd->bcgmd", wc, chunked(vg, C))
     U = P / torch.clamp(n, min=1e-6)[..., None]
     lb = torch.clamp(n * Fn.logsigmoid(p["mu"]), lo, 0.0)
-    mem = torch.zeros(B, G, M, d, dtype=x.dtype, device=x.device)
+    mem = torch.zeros(B, G, M, d, dtype=q.dtype, device=q.device)
     prev = []
     for c in range(nC):
         prev.append(mem)
         mem = torch.exp(lb[:, c])[..., None] * mem - torch.expm1(lb[:, c])[..., None] * U[:, c]
     prev = torch.stack(prev, 1)  # (B, nC, G, M, d): Mem_{c-1}
     a = torch.softmax(torch.einsum("btgd,gmd->btgm", qg, S) / math.sqrt(d), -1)
-    y2 = torch.einsum("btgm,btgmd->btgd", a, prev[:, chunk_of]).reshape(B, T, D)
-    # Combination, output, FFN.
+    y2 = torch.einsum("bcsgm,bcgmd->bcsgd", chunked(a, C), prev).reshape(B, nC * C, G, d)[:, :T]
+    # Combination.
     hn = rmsnorm(hs.reshape(B, T, G, d), None, eps)
     om = torch.softmax(p["rho"], -1)  # (G, 3)
-    o = (om[:, 0, None] * hn + om[:, 1, None] * y1.reshape(B, T, G, d)
-         + om[:, 2, None] * y2.reshape(B, T, G, d)).reshape(B, T, D)
+    return (om[:, 0, None] * hn + om[:, 1, None] * y1 + om[:, 2, None] * y2).reshape(B, T, D)
+
+
+def layer_tail(cfg, p, x, q, k, v, hs):
+    """The memory hierarchy, the output projection and the FFN."""
+    o = memory_hierarchy(cfg, p, q, k, v, hs)
     x = x + o @ p["W_o"]
-    u2 = rmsnorm(x, p["w_ffn"], eps)
+    u2 = rmsnorm(x, p["w_ffn"], cfg["norm_eps"])
     return x + (Fn.silu(u2 @ p["W_1"]) * (u2 @ p["W_3"])) @ p["W_2"]
 
 

@@ -92,6 +92,23 @@ inline double relErr(const std::vector<double> &x, const std::vector<double> &r)
   return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
 }
 
+/// ‖x − r‖ / ‖scale‖, where `scale` is the reference computed on the
+/// inputs' absolute values (every term of every sum positive): the error
+/// that rounding may reach in a sum is relative to its terms, not to the
+/// sum, which cancellation can make arbitrarily small (one element of
+/// exp(ℓ)·h0 + b near zero). scale ≥ |r| elementwise, so this is never looser
+/// than the terms allow.
+inline double relErrScaled(const std::vector<double> &x, const std::vector<double> &r,
+                           const std::vector<double> &scale) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (!std::isfinite(x[i])) return std::numeric_limits<double>::infinity();
+    num += (x[i] - r[i]) * (x[i] - r[i]);
+    den += scale[i] * scale[i];
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
 } // namespace mmrec::test
 
 #endif // MMREC_TEST_UNIT_KERNELTESTUTIL_H

@@ -82,16 +82,6 @@ struct Runner {
   }
 };
 
-inline double relErr(const std::vector<double> &x, const std::vector<double> &r) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (!std::isfinite(x[i])) return std::numeric_limits<double>::infinity();
-    num += (x[i] - r[i]) * (x[i] - r[i]);
-    den += r[i] * r[i];
-  }
-  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
-}
-
 /// ‖x − r‖ / ‖scale‖, where `scale` is the reference computed on the
 /// inputs' absolute values (every term of every sum positive): the error
 /// that rounding may reach in a sum is relative to its terms, not to the
@@ -107,6 +97,11 @@ inline double relErrScaled(const std::vector<double> &x, const std::vector<doubl
     den += scale[i] * scale[i];
   }
   return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+/// ‖x − r‖ / ‖r‖ (‖x − r‖ where r is zero); infinite for a non-finite x.
+inline double relErr(const std::vector<double> &x, const std::vector<double> &r) {
+  return relErrScaled(x, r, r);
 }
 
 } // namespace mmrec::test

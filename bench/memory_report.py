@@ -22,8 +22,7 @@ import sys
 
 
 def profile_kinds(path):
-    kinds, device = {}, None
-    in_kinds = False
+    kinds, in_kinds = {}, False
     for line in open(path, errors="replace"):
         if line.startswith("by kind"):
             in_kinds = True
@@ -34,12 +33,9 @@ def profile_kinds(path):
                 kinds[m.group(1)] = float(m.group(2))
             elif line.startswith(("wall", "total")):
                 in_kinds = False
-        m = re.search(r"device: (.+)$", line)
-        if m and device is None:
-            device = m.group(1).strip()
     if "memory hierarchy" not in kinds or "products" not in kinds:
         sys.exit(f"memory_report: {path} has no --profile breakdown by kind")
-    return kinds, device
+    return kinds
 
 
 def main():
@@ -54,7 +50,7 @@ def main():
     ap.add_argument("--command", default="")
     ap.add_argument("--out")
     args = ap.parse_args()
-    kinds, device = profile_kinds(args.profile)
+    kinds = profile_kinds(args.profile)
     t = [json.loads(l) for l in open(args.torch) if l.strip().startswith("{")][-1]
     per = args.layers * args.steps
     ours_mh, ours_pr = kinds["memory hierarchy"] / per, kinds["products"] / per
@@ -76,7 +72,8 @@ def main():
         tgt = floors.get(case)
         print(f"{case:52s} {ours:10.2f} {anchors.get('pytorch', float('nan')):10.2f} "
               f"{('<= ' if unit == '%' else '>= ') + str(tgt) if tgt else '':>8s}")
-    rec = {"device": device or t["device"], "date": datetime.date.today().isoformat(),
+    # The device is the PyTorch run's: the same call, the same GPU.
+    rec = {"device": t["device"], "date": datetime.date.today().isoformat(),
            "commit": args.commit, "command": args.command,
            "results": [{"case": f"{case} ({shape})", "metric": case, "unit": unit, "ours": ours,
                         "floor": floors.get(case), "anchors": anchors}

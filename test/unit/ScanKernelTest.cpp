@@ -5,9 +5,9 @@
 // runs the generated kernel (forward and adjoint) on the CPU or the GPU,
 // and compares with the float64 oracle (lib/Reference) by
 // ‖out − ref‖ / ‖ref on |inputs|‖ per output (relErrScaled: relative to
-// the magnitude of the terms, which cancellation cannot shrink). GPU cases poison every output first so
-// that an unwritten element fails; they skip when no GPU is present and
-// carry the ctest label `gpu`.
+// the magnitude of the terms, which cancellation cannot shrink). GPU cases
+// poison every output first so that an unwritten element fails; they skip
+// when no GPU is present and carry the ctest label `gpu`.
 //
 //===----------------------------------------------------------------------===//
 
@@ -87,8 +87,9 @@ void checkScan(Where where, Variant v, Shape s, double lmin, double lmax, double
     for (double &x : v) x = std::fabs(x);
     return v;
   };
-  ref::ScanResult ra = ref::scanForward(laRef, absOf(b.toDouble()), absOf(h0.toDouble()), s.B,
-                                        s.T, S, E, -50.0, 0.0, reverse);
+  const std::vector<double> bAbs = absOf(b.toDouble()), h0Abs = absOf(h0.toDouble());
+  ref::ScanResult ra =
+      ref::scanForward(laRef, bAbs, h0Abs, s.B, s.T, S, E, -50.0, 0.0, reverse);
   EXPECT_LE(relErrScaled(h.toDouble(), r.h, ra.h), tol) << "states h";
   EXPECT_LE(relErrScaled(fin.toDouble(), r.final, ra.final), tol) << "final state";
   if (slots)
@@ -126,8 +127,8 @@ void checkScan(Where where, Variant v, Shape s, double lmin, double lmax, double
   ref::ScanGrads g = ref::scanBackward(laRef, b.toDouble(), h0.toDouble(), s.B, s.T, S,
                                        E, -50.0, 0.0, reverse, dy.toDouble(), dfin.toDouble());
   ref::ScanGrads ga =
-      ref::scanBackward(laRef, absOf(b.toDouble()), absOf(h0.toDouble()), s.B, s.T, S, E, -50.0,
-                        0.0, reverse, absOf(dy.toDouble()), absOf(dfin.toDouble()));
+      ref::scanBackward(laRef, bAbs, h0Abs, s.B, s.T, S, E, -50.0, 0.0, reverse,
+                        absOf(dy.toDouble()), absOf(dfin.toDouble()));
   EXPECT_LE(relErrScaled(db.toDouble(), g.db, ga.db), tol) << "grad_b";
   if (gated) // d/dx = dℓ · d(log σ(x))/dx = dℓ · σ(-x)
     for (size_t i = 0; i < g.dlog.size(); ++i) {

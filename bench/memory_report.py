@@ -8,9 +8,11 @@ run) and against PyTorch (bench/torch_memory_speed.py, same device call):
         --commit C --command "..." [--out memory.json]
 
 Ours per layer and step is the profile's "memory hierarchy" time over
-layers x steps. That time also holds the recomputation's forward
-(--recompute) and the end-of-run evaluation's forward, so it overstates a
-forward + backward: the ratios below are conservative for us. Prints a
+layers x steps, --steps being the steps the profile timed (mmrec-train
+--profile skips the run's first step and every evaluation). With
+--recompute that time also holds the recomputation's forward, and every
+timed call synchronizes before and after, so it overstates a forward +
+backward: the ratios below are conservative for us. Prints a
 table and writes the docs/benchmarks JSON ({"device", "date", "commit",
 "command", "results": [...]}).
 """

@@ -11,7 +11,7 @@
 #               (TESTS: a gtest filter for mmrec-trainer-tests)
 #     elementwise  GB/s of to_bf16, swiglu_fwd and rmsnorm_fwd, each with and
 #               without the bf16 copy of its output, against a copy
-#     small     mmrec-small (bf16 level-0 products and products) at SMALL_BATCHES
+#     small     mmrec-small (clustered bf16 level-0 kernels, bf16 products) at SMALL_BATCHES
 #               (default 8 32 64), B 32 without row groups (SMALL_NOGROUPS=1),
 #               B 32 profiled
 #     gcl       the level-0 row groups as clusters (--train-gated-cluster):
@@ -87,12 +87,13 @@ runSmall() {
   echo "$name: $(grep -E '^step' "$L/$name.log" | tail -1)"
 }
 if has small; then
-  # mmrec-small with the --train-gated-bf16 library and bf16 products at the
+  # mmrec-small with the --train-gated-cluster library (mmrec-train's GPU
+  # default since session 18; SMALL_KERNELS picks another) and bf16 products at the
   # batches in SMALL_BATCHES (issue 6: MFU at a batch of the trainer's
   # choosing), then B 32 without the level-0 kernels' row groups
   # (MMREC_COOP_MAX_GROUPS=1, with SMALL_NOGROUPS=1) and B 32 profiled.
   stamp small
-  KS=$C/models-bf16/mmrec-small.train.json
+  KS=${SMALL_KERNELS:-$C/models-gcl/mmrec-small.train.json}
   small() { local label=$1; shift; runSmall small-$label $KS "$@"; }
   for b in ${SMALL_BATCHES:-8 32 64}; do small b$b $b; done
   [ "${SMALL_NOGROUPS:-0}" = 1 ] && MMREC_COOP_MAX_GROUPS=1 small b32-nogroups 32
@@ -126,15 +127,18 @@ if has memory; then
   stamp memory
   mkdir -p "$L/memory"
   gib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
-  states=""; [ "${gib:-0}" -lt 100000 ] && states="--optimizer-states bf16"
+  # An H100 has room for B 2 only (B 4 needs 18.8 GB of activations beside
+  # the 7B weights and bf16 states); both sides run at the same MEM_B.
+  states=""; mb=${MEM_B:-4}
+  [ "${gib:-0}" -lt 100000 ] && states="--optimizer-states bf16" && mb=${MEM_B:-2}
   mflags="--matmul bf16 --recompute --clip 0 $states"
-  OUT=$L/memory KERNELS=$K7 B=4 LR=1e-4 MIN_LR=1e-5 PROFILE_TIMEOUT=${PROFILE_TIMEOUT:-150} \
+  OUT=$L/memory KERNELS=$K7 B=$mb LR=1e-4 MIN_LR=1e-5 PROFILE_TIMEOUT=${PROFILE_TIMEOUT:-150} \
     FLAGS="$mflags" bench/train-7b.sh profile > /dev/null
-  timeout 200 python3 bench/torch_memory_speed.py > "$L/memory/torch-memory.jsonl" 2> "$L/memory/torch-memory.err"
+  timeout 200 python3 bench/torch_memory_speed.py --batch $mb > "$L/memory/torch-memory.jsonl" 2> "$L/memory/torch-memory.err"
   tail -2 "$L/memory/torch-memory.err"
   python3 bench/memory_report.py --profile "$L/memory/7b-profile.log" --torch "$L/memory/torch-memory.jsonl" \
-    --layers 24 --steps 2 --recompute --commit "$(cat $C/COMMIT)" --out "$L/memory.json" \
-    --command "bench/session-gpu.sh memory (mmrec-train --kernels mmrec-7b --batch 4 --seq-len 2048 --steps 2 --profile $mflags; bench/torch_memory_speed.py)"
+    --layers 24 --steps $(( ${PROFILE_STEPS:-3} - 1 )) --recompute --commit "$(cat $C/COMMIT)" --out "$L/memory.json" \
+    --command "bench/session-gpu.sh memory (mmrec-train --kernels mmrec-7b --batch $mb --seq-len 2048 --steps ${PROFILE_STEPS:-3} --profile $mflags; bench/torch_memory_speed.py)"
 fi
 if has train; then
   stamp "7b train"

@@ -6,7 +6,8 @@
 #     train    STEPS steps (default 5) at B x T (default 1 x 2048), fp32 master
 #              weights and AdamW states, bf16 products, activation
 #              recomputation; no checkpoints (the disk is smaller than one)
-#     profile  2 steps with --profile: time per kernel and product
+#     profile  PROFILE_STEPS steps (default 3) with --profile: time per kernel
+#              and product over the steps after the first
 #     gemm     the GEMM rate of the layer's products at these shapes
 #              (PyTorch/cuBLAS, bf16 and TF32), the reference for MFU
 #     generate tokens/s of mmrec-generate with random weights at batch 1 and 32
@@ -35,7 +36,7 @@ if has train; then
   cp /tmp/run-7b/metrics.jsonl "$OUT/7b-train-metrics.jsonl" 2>/dev/null
 fi
 if has profile; then
-  timeout ${PROFILE_TIMEOUT:-200} $C/bin/mmrec-train "${common[@]}" --steps 2 --profile \
+  timeout ${PROFILE_TIMEOUT:-200} $C/bin/mmrec-train "${common[@]}" --steps ${PROFILE_STEPS:-3} --profile \
     --out /tmp/run-7b-profile 2>&1 | tee "$OUT/7b-profile.log" | tail -40
   rc=$((rc | ${PIPESTATUS[0]}))
 fi

@@ -194,4 +194,21 @@ rc=0
 grep -q "non-finite loss or gradient at 5 steps in a row" "$WORK/n.log" || fail "NaN run: no stop message"
 [ "$before" = "$(md5sum "$WORK/nan/model.safetensors")" ] || fail "NaN run touched its checkpoint"
 echo "ok: NaN steps skipped, run stopped with exit 3, checkpoint intact"
+
+# --profile times training steps only: not the run's first step (warm-up)
+# and no evaluation. Each training step calls embed_fwd and embed_bwd once
+# (an evaluation only embed_fwd), and 3 steps time twice the optimizer
+# calls of 2 steps (one timed step).
+calls() { awk -v k="$1" '$1 == k {print $3}' "$2"; }
+for n in 2 3; do
+  "$BIN/mmrec-train" --data "$WORK/data" --kernels "$K" --batch 2 --seq-len 32 --warmup 1 \
+    --eval-interval 1 --eval-tokens 256 --ckpt-interval 0 --seed 11 --steps $n --profile \
+    --out "$WORK/p$n" > "$WORK/p$n.log" 2>&1 || fail "--profile run: $(cat "$WORK/p$n.log")"
+  grep -q "time per kernel over steps 2..$n" "$WORK/p$n.log" || fail "--profile: no report of steps 2..$n"
+  [ "$(calls embed_fwd "$WORK/p$n.log")" = "$(calls embed_bwd "$WORK/p$n.log")" ] ||
+    fail "--profile timed an evaluation: $(cat "$WORK/p$n.log")"
+done
+a2=$(calls adamw "$WORK/p2.log"); a3=$(calls adamw "$WORK/p3.log")
+[ -n "$a2" ] && [ "$a3" -eq $((2 * a2)) ] || fail "--profile timed the first step (adamw calls $a2, $a3)"
+echo "ok: --profile times steps 2..N and no evaluation"
 echo "trainer-cli: all checks passed"

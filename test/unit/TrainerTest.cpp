@@ -395,6 +395,40 @@ TEST(TrainerCpu, ProfileBreaksDownByKind) {
   EXPECT_NE(report.find("memory hierarchy / products: 12.5%"), std::string::npos) << report;
 }
 
+// Profile::pause/resume (the trainer's first step and evaluations): a
+// scope run while paused is not timed, and the paused wall time is neither
+// work nor idle.
+TEST(TrainerCpu, ProfilePauseIsNeitherWorkNorIdle) {
+  Profile &p = Profile::get();
+  const bool was = p.enabled;
+  p.entries.clear();
+  p.start();
+  {
+    ProfileScope a("timed", rt::DeviceKind::cpu);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  p.pause();
+  EXPECT_FALSE(p.enabled);
+  {
+    ProfileScope b("paused", rt::DeviceKind::cpu);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  p.resume();
+  EXPECT_TRUE(p.enabled);
+  const std::string report = p.report();
+  const bool timedPaused = p.entries.count("paused") > 0;
+  const double timed = p.entries["timed"].ms;
+  p.entries.clear();
+  p.enabled = was;
+  EXPECT_FALSE(timedPaused) << report;
+  EXPECT_GE(timed, 20.0);
+  const size_t at = report.find("\nwall ");
+  ASSERT_NE(at, std::string::npos) << report;
+  const double wall = std::stod(report.substr(at + 6));
+  EXPECT_GE(wall, timed) << report;
+  EXPECT_LT(wall, 300.0) << report; // the paused 300 ms are not in it
+}
+
 // The generated to_bf16 kernel (the operands of bf16 products): round to
 // nearest even, as rt::toBF16; infinities, NaN and the extremes survive.
 std::vector<uint16_t> toBf16Kernel(KernelLibrary &lib, const std::vector<float> &x) {

@@ -98,7 +98,8 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
   app.add_flag("--tf32", s.tf32, "The same as --matmul tf32");
   app.add_option("--level0", s.level0,
                  "GPU, when mmrec-train compiles --model: how its level-0 kernels multiply by "
-                 "W_g: auto (bf16 when the products are bf16, as by default on a GPU; fp32 "
+                 "W_g: auto (clusters when the products are bf16, as by default on a GPU, "
+                 "falling back to bf16 where the model's width does not allow them; fp32 "
                  "otherwise), fp32, bf16 (tensor cores: mmrec-compile --train-gated-bf16) or "
                  "clusters (bf16, each row group of 8 one thread-block cluster: "
                  "--train-gated-cluster)");

@@ -184,9 +184,13 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   std::string manifest = s.kernels;
   if (manifest.empty()) {
     // Rank 0 compiles; the others wait for it. The level-0 kernels follow
-    // the products' precision unless --level0 says otherwise.
+    // the products' precision unless --level0 says otherwise; with bf16
+    // products, the clustered row groups (measured faster than the
+    // cooperative ones on an H100: docs/benchmarks/train-gpu.md, session 18),
+    // which mmrec-compile replaces by the cooperative bf16 kernels, with a
+    // note, where D is not a multiple of 256 up to 1024.
     const std::string level0 =
-        s.level0 != "auto" ? s.level0 : matmul == "bf16" ? "bf16" : "fp32";
+        s.level0 != "auto" ? s.level0 : matmul == "bf16" ? "clusters" : "fp32";
     if (lead)
       manifest = compileModel(s.model, s.out + "/kernels", gpu, level0);
     comm.barrier();
@@ -343,7 +347,16 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     if (lead)
       std::printf("checkpoint %s\n", path.c_str());
   };
+  // --profile times the steps after the first one of the run (its lazy
+  // module loads and product heuristics are warm-up) when there are two or
+  // more, and no evaluation: its report is of training steps only.
+  const bool profileWarmup = s.profile && s.steps - start >= 2;
+  int64_t profiledFrom = start + (profileWarmup ? 2 : 1);
+  if (profileWarmup)
+    Profile::get().pause();
   for (int64_t step = start + 1; step <= s.steps; ++step) {
+    if (s.profile && step == profiledFrom)
+      Profile::get().resume();
     auto t0 = std::chrono::steady_clock::now();
     dog.pet("step " + std::to_string(step));
     float *Gw = gpu ? dGrads.data() : grads.data();
@@ -479,6 +492,8 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     bool evalNow = step % s.evalInterval == 0 || step == s.steps;
     if (evalNow) {
       dog.pet("the evaluation of step " + std::to_string(step));
+      if (s.profile)
+        Profile::get().pause();
       lastVal = evaluate(model, Pw, val, s.batch, s.seqLen, s.evalTokens, comm);
       rec["val_loss"] = lastVal;
       if (lead)
@@ -488,6 +503,8 @@ int run(Settings s, mmrec::dist::Comm &comm) {
         std::printf("sample step %6lld | %s\n", static_cast<long long>(step), text.c_str());
         rec["sample"] = text;
       }
+      if (s.profile && step + 1 >= profiledFrom)
+        Profile::get().resume();
     }
     if (lead)
       metrics << rec.dump() << "\n" << std::flush;
@@ -513,7 +530,10 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   if (lead && !std::isnan(lastVal))
     std::printf("final val_loss %.4f\n", lastVal);
   if (lead && s.profile)
-    std::printf("time per kernel over the run (--profile):\n%s", Profile::get().report().c_str());
+    std::printf("time per kernel over steps %lld..%lld (--profile; the run's first step and "
+                "evaluations are not timed):\n%s",
+                static_cast<long long>(profiledFrom), static_cast<long long>(s.steps),
+                Profile::get().report().c_str());
   return 0;
 }
 

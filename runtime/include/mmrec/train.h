@@ -183,6 +183,11 @@ public:
   /// since, and the part of it no timed scope covers ("idle": the host's
   /// own work, data loading, checkpoints, gaps between launches).
   void start();
+  /// Stops timing (pause) and starts again (resume) without losing what was
+  /// timed: the paused wall time counts neither as work nor as idle. The
+  /// trainer pauses around its evaluations and its first step (warm-up).
+  void pause();
+  void resume();
   /// The kind of work an entry is, for the per-step breakdown: "products"
   /// (the dense matrix products, LM head included), "recurrence" (level 0),
   /// "memory hierarchy" (levels 1 and 2, their slot products and the
@@ -204,7 +209,7 @@ public:
   std::string report() const;
 
 private:
-  double startMs_ = -1;
+  double startMs_ = -1, pausedAt_ = -1, pausedMs_ = 0;
 };
 
 /// Times a scope into Profile::get() under `name` when profiling is on.

@@ -139,6 +139,23 @@ static double nowMs();
 void Profile::start() {
   enabled = true;
   startMs_ = nowMs();
+  pausedAt_ = -1;
+  pausedMs_ = 0;
+}
+
+void Profile::pause() {
+  if (!enabled || pausedAt_ >= 0)
+    return;
+  enabled = false;
+  pausedAt_ = nowMs();
+}
+
+void Profile::resume() {
+  if (pausedAt_ < 0)
+    return;
+  pausedMs_ += nowMs() - pausedAt_;
+  pausedAt_ = -1;
+  enabled = true;
 }
 
 std::string Profile::kindOf(const std::string &name) {
@@ -191,7 +208,8 @@ std::string Profile::report() const {
   std::map<std::string, double> kinds;
   for (auto &[name, e] : v)
     kinds[kindOf(name)] += e.ms;
-  const double wall = startMs_ >= 0 ? nowMs() - startMs_ : total;
+  const double now = pausedAt_ >= 0 ? pausedAt_ : nowMs();
+  const double wall = startMs_ >= 0 ? now - startMs_ - pausedMs_ : total;
   if (startMs_ >= 0)
     kinds["idle"] = std::max(0.0, wall - total);
   std::vector<std::pair<std::string, double>> byKind(kinds.begin(), kinds.end());

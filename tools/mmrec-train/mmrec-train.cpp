@@ -208,8 +208,6 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   model.setMatmul(matmul == "bf16"   ? Model::Matmul::bf16
                   : matmul == "tf32" ? Model::Matmul::tf32
                                      : Model::Matmul::fp32);
-  if (s.profile)
-    Profile::get().start();
   TokenShard val = TokenShard::read(s.data + "/val.bin", uint32_t(c.V));
   // The tokenizer only for the samples: a data directory without one (or
   // with a broken one) turns them off with a note.
@@ -350,13 +348,13 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   // --profile times the steps after the first one of the run (its lazy
   // module loads and product heuristics are warm-up) when there are two or
   // more, and no evaluation: its report is of training steps only.
-  const bool profileWarmup = s.profile && s.steps - start >= 2;
-  int64_t profiledFrom = start + (profileWarmup ? 2 : 1);
-  if (profileWarmup)
-    Profile::get().pause();
+  // Its wall time (and so "idle") starts there; checkpoints are not timed.
+  const int64_t profiledFrom = start + (s.steps - start >= 2 ? 2 : 1);
+  int64_t lastStep = start;
   for (int64_t step = start + 1; step <= s.steps; ++step) {
+    lastStep = step;
     if (s.profile && step == profiledFrom)
-      Profile::get().resume();
+      Profile::get().start();
     auto t0 = std::chrono::steady_clock::now();
     dog.pet("step " + std::to_string(step));
     float *Gw = gpu ? dGrads.data() : grads.data();
@@ -512,8 +510,13 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     bool reached = evalNow && s.targetLoss > 0 && lastVal < s.targetLoss;
     bool stopped = s.stopAfter > 0 && step - start >= s.stopAfter;
     bool done = step == s.steps || reached || stopped;
-    if (s.ckptInterval > 0 && (step % s.ckptInterval == 0 || done))
+    if (s.ckptInterval > 0 && (step % s.ckptInterval == 0 || done)) {
+      if (s.profile)
+        Profile::get().pause();
       save(step, loss);
+      if (s.profile && step + 1 >= profiledFrom)
+        Profile::get().resume();
+    }
     if (reached && step != s.steps) {
       if (lead)
         std::printf("mmrec-train: validation loss %.4f is below --target-loss %.4f at step %lld\n",
@@ -532,7 +535,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   if (lead && s.profile)
     std::printf("time per kernel over steps %lld..%lld (--profile; the run's first step and "
                 "evaluations are not timed):\n%s",
-                static_cast<long long>(profiledFrom), static_cast<long long>(s.steps),
+                static_cast<long long>(profiledFrom), static_cast<long long>(lastStep),
                 Profile::get().report().c_str());
   return 0;
 }

@@ -490,8 +490,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     bool evalNow = step % s.evalInterval == 0 || step == s.steps;
     if (evalNow) {
       dog.pet("the evaluation of step " + std::to_string(step));
-      if (s.profile)
-        Profile::get().pause();
+      Profile::get().pause(); // no-ops unless --profile is timing
       lastVal = evaluate(model, Pw, val, s.batch, s.seqLen, s.evalTokens, comm);
       rec["val_loss"] = lastVal;
       if (lead)
@@ -501,8 +500,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
         std::printf("sample step %6lld | %s\n", static_cast<long long>(step), text.c_str());
         rec["sample"] = text;
       }
-      if (s.profile && step + 1 >= profiledFrom)
-        Profile::get().resume();
+      Profile::get().resume();
     }
     if (lead)
       metrics << rec.dump() << "\n" << std::flush;
@@ -511,11 +509,9 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     bool stopped = s.stopAfter > 0 && step - start >= s.stopAfter;
     bool done = step == s.steps || reached || stopped;
     if (s.ckptInterval > 0 && (step % s.ckptInterval == 0 || done)) {
-      if (s.profile)
-        Profile::get().pause();
+      Profile::get().pause();
       save(step, loss);
-      if (s.profile && step + 1 >= profiledFrom)
-        Profile::get().resume();
+      Profile::get().resume();
     }
     if (reached && step != s.steps) {
       if (lead)

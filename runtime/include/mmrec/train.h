@@ -184,8 +184,9 @@ public:
   /// own work, data loading, checkpoints, gaps between launches).
   void start();
   /// Stops timing (pause) and starts again (resume) without losing what was
-  /// timed: the paused wall time counts neither as work nor as idle. The
-  /// trainer pauses around its evaluations and its first step (warm-up).
+  /// timed: the paused wall time counts neither as work nor as idle. Both
+  /// are no-ops when nothing is being timed (pause) or paused (resume). The
+  /// trainer pauses around its evaluations and checkpoints.
   void pause();
   void resume();
   /// The kind of work an entry is, for the per-step breakdown: "products"

@@ -256,14 +256,20 @@ struct OutlineScanKernelsPass
       spec.steps = steps > 0 ? steps : 8;
       // The 16-bit adjoint moves 8 bytes of each input a step (4 channels):
       // 12 steps a thread keep more bytes in flight (16 measured faster
-      // still but spills: 276 bytes). It replaces the long-block variant.
+      // still but spills: 276 bytes). It replaces the long-block variant
+      // (8 × 8); its unstaged form is the long variant (see below).
       const bool wideAdjoint = vec == 0 && steps == 8 && warps == 4 &&
                                spec.kind == ScanKernelKind::Adjoint && bytes == 2;
       if (wideAdjoint)
         spec.steps = 12;
       spec.warps = warps;
       spec.minBlocks = minBlocks;
-      spec.stage = stage == 1;
+      // The 16-bit adjoint stages its inputs in shared memory where the
+      // sequence is split over many channel tiles (H100 B8·T2048·D4096 bf16:
+      // 0.392 ms against 0.420 unstaged, session 18); over few channels and
+      // long sequences the unstaged one is faster (B1·T32768: fwd+bwd 82.9%
+      // of the floor against 80.0%) and is built below as its long variant.
+      spec.stage = stage == 1 || (stage < 0 && wideAdjoint);
       if (gpu) {
         buildGpuScanKernel(b, op->getLoc(), getGpuModule(), spec);
         kernels.push_back(describe(b, spec, true, llvm::cast<RankedTensorType>(bType), logRank));
@@ -273,6 +279,13 @@ struct OutlineScanKernelsPass
         // H200 (B1·T32768·D4096, forward, % of the floor): fp32 4 × 16 85%
         // (8 × 16: 76%); 16-bit I/O 8 × 16 with its inputs staged in shared
         // memory 81% (unstaged 69%). The adjoint: 8 × 8.
+        if (wideAdjoint && stage < 0) {
+          ScanKernelSpec longer = spec;
+          longer.stage = false;
+          longer.name += "_long";
+          buildGpuScanKernel(b, op->getLoc(), getGpuModule(), longer);
+          kernels.push_back(describe(b, longer, true, llvm::cast<RankedTensorType>(bType), logRank));
+        }
         if (spec.vec > 1 && steps == 8 && warps == 4 && !wideAdjoint) {
           ScanKernelSpec longer = spec;
           const bool fwd = spec.kind == ScanKernelKind::Forward;

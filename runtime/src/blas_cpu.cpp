@@ -29,6 +29,10 @@ void checkGemm(const GemmDesc &d, DType abType, DType cType) {
     bad("ldc (" + std::to_string(d.ldc) + ") must be >= n (" + std::to_string(std::max<int64_t>(d.n, 1)) + ")");
   if (d.strideA < 0 || d.strideB < 0 || d.strideC < 0)
     bad("batch strides must be >= 0");
+  if (d.groups < 1)
+    bad("groups must be >= 1, got " + std::to_string(d.groups));
+  if (d.groupStrideA < 0 || d.groupStrideB < 0 || d.groupStrideC < 0)
+    bad("group strides must be >= 0");
   const bool ok = (abType == DType::f32 && cType == DType::f32) ||
                   (abType == DType::bf16 && (cType == DType::bf16 || cType == DType::f32));
   if (!ok)
@@ -110,9 +114,16 @@ void gemm(const GemmDesc &d, DType abType, const void *A, const void *B, DType c
   detail::checkGemm(d, abType, cType);
   if (d.m == 0 || d.n == 0)
     return;
-  if (device == DeviceKind::cpu)
-    detail::gemmCpu(d, abType, A, B, cType, C);
-  else
+  if (device == DeviceKind::cpu) {
+    // Group j's products are a strided batch at j·groupStride.
+    const size_t es = dtypeSize(abType), cs = dtypeSize(cType);
+    GemmDesc g = d;
+    g.groups = 1;
+    for (int64_t j = 0; j < d.groups; ++j)
+      detail::gemmCpu(g, abType, static_cast<const char *>(A) + size_t(j * d.groupStrideA) * es,
+                      static_cast<const char *>(B) + size_t(j * d.groupStrideB) * es, cType,
+                      static_cast<char *>(C) + size_t(j * d.groupStrideC) * cs);
+  } else
     detail::gemmGpu(d, abType, A, B, cType, C, stream);
 }
 

@@ -3,7 +3,8 @@
 // cuBLASLt is opened with dlopen at first use (like the driver in cuda.cpp):
 // the runtime links neither. Row-major C = op(A)·op(B) is computed as the
 // column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, whose operands are the stored arrays
-// themselves; batches are strided layouts.
+// themselves; batches are strided layouts, and two batch axes (groups of
+// strided batches) one pointer-array batch.
 //
 //===----------------------------------------------------------------------===//
 
@@ -15,6 +16,8 @@
 #include <array>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <vector>
 #include <string>
 
 namespace mmrec::rt::detail {
@@ -83,9 +86,10 @@ void check(cublasStatus_t s, const char *what) {
 
 cudaDataType_t cudaType(DType t) { return t == DType::f32 ? CUDA_R_32F : CUDA_R_16BF; }
 
-/// A column-major layout rows×cols, leading dimension ld, batched.
+/// A column-major layout rows×cols, leading dimension ld, batched: strided
+/// (`stride` elements apart) or, with `pointers`, through pointer arrays.
 cublasLtMatrixLayout_t layout(Lt &l, DType t, int64_t rows, int64_t cols, int64_t ld,
-                              int64_t batch, int64_t stride) {
+                              int64_t batch, int64_t stride, bool pointers) {
   cublasLtMatrixLayout_t lay;
   check(l.cublasLtMatrixLayoutCreate(&lay, cudaType(t), uint64_t(rows), uint64_t(cols), ld),
         "cublasLtMatrixLayoutCreate");
@@ -94,9 +98,16 @@ cublasLtMatrixLayout_t layout(Lt &l, DType t, int64_t rows, int64_t cols, int64_
     check(l.cublasLtMatrixLayoutSetAttribute(lay, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
                                              sizeof(count)),
           "setting the batch count");
-    check(l.cublasLtMatrixLayoutSetAttribute(lay, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
-                                             &stride, sizeof(stride)),
-          "setting the batch stride");
+    if (pointers) {
+      uint32_t mode = CUBLASLT_BATCH_MODE_POINTER_ARRAY;
+      check(l.cublasLtMatrixLayoutSetAttribute(lay, CUBLASLT_MATRIX_LAYOUT_BATCH_MODE, &mode,
+                                               sizeof(mode)),
+            "setting the pointer-array batch mode");
+    } else {
+      check(l.cublasLtMatrixLayoutSetAttribute(lay, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                               &stride, sizeof(stride)),
+            "setting the batch stride");
+    }
   }
   return lay;
 }
@@ -105,25 +116,28 @@ cublasLtMatrixLayout_t layout(Lt &l, DType t, int64_t rows, int64_t cols, int64_
 /// every batch of an operand: cuBLASLt's heuristic assumes 256-byte aligned
 /// operands unless told otherwise, and sub-matrices (a group's columns, a
 /// chunk's rows) are often less aligned.
-uint32_t alignment(const void *p, int64_t batch, int64_t stride, DType t) {
+uint32_t alignment(const void *p, int64_t batch, int64_t stride, int64_t groups,
+                   int64_t groupStride, DType t) {
+  const uint64_t es = t == DType::f32 ? 4 : 2;
   uint64_t bits = reinterpret_cast<uintptr_t>(p) | 256;
   if (batch > 1)
-    bits |= uint64_t(stride) * (t == DType::f32 ? 4 : 2);
+    bits |= uint64_t(stride) * es;
+  if (groups > 1)
+    bits |= uint64_t(groupStride) * es;
   return uint32_t(bits & (~bits + 1));
 }
 
-} // namespace
-
-void gemmGpu(const GemmDesc &d, DType abType, const void *A, const void *B, DType cType, void *C,
-             Stream stream) {
-  if (d.k == 0) {
-    if (d.beta == 1)
-      return;
-    throw Error("gemm: k = 0 with beta != 1 is not supported on the GPU");
-  }
+/// One cublasLtMatmul for `d` (groups = 1: a strided batch), or for all its
+/// groups·batch products through the device pointer arrays `ptrs` (X's, Y's
+/// and C's addresses, groups·batch each). Returns false only where `ptrs`
+/// is given and cuBLASLt has no pointer-array algorithm for the problem.
+bool matmul(const GemmDesc &d, DType abType, const void *A, const void *B, DType cType, void *C,
+            Stream stream, void *const *ptrs) {
   Lt &l = lt();
   static std::mutex mu; // one workspace
   std::lock_guard<std::mutex> lock(mu);
+  const bool pa = ptrs != nullptr;
+  const int64_t batch = pa ? d.batch * d.groups : d.batch;
   // Column-major view: Cᵀ (n×m) = X (n×k) · Y (k×m) with X = op(B)ᵀ, Y = op(A)ᵀ.
   cublasOperation_t opX = d.transB ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t opY = d.transA ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -139,22 +153,27 @@ void gemmGpu(const GemmDesc &d, DType abType, const void *A, const void *B, DTyp
   check(l.cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opY, sizeof(opY)),
         "setting TRANSB");
   // Stored B is (transB ? n×k : k×n) row-major = col-major (cols × rows).
-  cublasLtMatrixLayout_t lx = d.transB ? layout(l, abType, d.k, d.n, d.ldb, d.batch, d.strideB)
-                                       : layout(l, abType, d.n, d.k, d.ldb, d.batch, d.strideB);
-  cublasLtMatrixLayout_t ly = d.transA ? layout(l, abType, d.m, d.k, d.lda, d.batch, d.strideA)
-                                       : layout(l, abType, d.k, d.m, d.lda, d.batch, d.strideA);
-  cublasLtMatrixLayout_t lc = layout(l, cType, d.n, d.m, d.ldc, d.batch, d.strideC);
+  cublasLtMatrixLayout_t lx = d.transB
+                                  ? layout(l, abType, d.k, d.n, d.ldb, batch, d.strideB, pa)
+                                  : layout(l, abType, d.n, d.k, d.ldb, batch, d.strideB, pa);
+  cublasLtMatrixLayout_t ly = d.transA
+                                  ? layout(l, abType, d.m, d.k, d.lda, batch, d.strideA, pa)
+                                  : layout(l, abType, d.k, d.m, d.lda, batch, d.strideA, pa);
+  cublasLtMatrixLayout_t lc = layout(l, cType, d.n, d.m, d.ldc, batch, d.strideC, pa);
   // The heuristic's answer is cached per problem (shapes, layouts, types,
   // operand alignments): a training step repeats the same few dozen.
-  const uint32_t alX = alignment(B, d.batch, d.strideB, abType),
-                 alY = alignment(A, d.batch, d.strideA, abType),
-                 alC = alignment(C, d.batch, d.strideC, cType);
+  const int64_t groups = pa ? d.groups : 1;
+  const uint32_t alX = alignment(B, d.batch, d.strideB, groups, d.groupStrideB, abType),
+                 alY = alignment(A, d.batch, d.strideA, groups, d.groupStrideA, abType),
+                 alC = alignment(C, d.batch, d.strideC, groups, d.groupStrideC, cType);
   const std::array<int64_t, 20> key = {
-      d.m, d.n, d.k, d.transA, d.transB, d.lda, d.ldb, d.ldc, d.batch, d.strideA, d.strideB,
-      d.strideC, int64_t(compute), int64_t(abType), int64_t(cType), alX, alY, alC, 0, 0};
-  static std::map<std::array<int64_t, 20>, cublasLtMatmulAlgo_t> algos;
+      d.m,        d.n,       d.k,       d.transA,  d.transB,          d.lda,
+      d.ldb,      d.ldc,     batch,     d.strideA, d.strideB,         d.strideC,
+      int64_t(compute), int64_t(abType), int64_t(cType), alX,          alY,
+      alC,        pa,        0};
+  // nullopt: the heuristic found nothing (remembered, for pointer arrays).
+  static std::map<std::array<int64_t, 20>, std::optional<cublasLtMatmulAlgo_t>> algos;
   cublasStatus_t hs = CUBLAS_STATUS_SUCCESS;
-  int returned = 1;
   auto found = algos.find(key);
   if (found == algos.end()) {
     cublasLtMatmulPreference_t pref;
@@ -172,26 +191,107 @@ void gemmGpu(const GemmDesc &d, DType abType, const void *A, const void *B, DTyp
       check(l.cublasLtMatmulPreferenceSetAttribute(pref, attr, &bytes, sizeof(bytes)),
             "setting an operand's alignment");
     cublasLtMatmulHeuristicResult_t result;
-    returned = 0;
+    int returned = 0;
     hs = l.cublasLtMatmulAlgoGetHeuristic(l.handle, desc, lx, ly, lc, lc, pref, 1, &result,
                                           &returned);
     l.cublasLtMatmulPreferenceDestroy(pref);
     if (hs == CUBLAS_STATUS_SUCCESS && returned > 0)
       found = algos.emplace(key, result.algo).first;
+    else if (pa)
+      found = algos.emplace(key, std::nullopt).first;
   }
+  const bool have = found != algos.end() && found->second.has_value();
   cublasStatus_t ms = CUBLAS_STATUS_NOT_SUPPORTED;
-  if (hs == CUBLAS_STATUS_SUCCESS && returned > 0)
-    ms = l.cublasLtMatmul(l.handle, desc, &d.alpha, B, lx, A, ly, &d.beta, C, lc, C, lc,
-                          &found->second, l.workspace, l.workspaceBytes,
+  if (have) {
+    const int64_t n = d.batch * d.groups;
+    const void *X = pa ? static_cast<const void *>(ptrs) : B;
+    const void *Y = pa ? static_cast<const void *>(ptrs + n) : A;
+    void *Cp = pa ? static_cast<void *>(const_cast<void **>(ptrs + 2 * n)) : C;
+    ms = l.cublasLtMatmul(l.handle, desc, &d.alpha, X, lx, Y, ly, &d.beta, Cp, lc, Cp, lc,
+                          &*found->second, l.workspace, l.workspaceBytes,
                           static_cast<cudaStream_t>(stream));
+  }
   l.cublasLtMatrixLayoutDestroy(lc);
   l.cublasLtMatrixLayoutDestroy(ly);
   l.cublasLtMatrixLayoutDestroy(lx);
   l.cublasLtMatmulDescDestroy(desc);
-  if (hs != CUBLAS_STATUS_SUCCESS || returned == 0)
+  if (!have && pa)
+    return false;
+  if (!have)
     throw Error("gemm: cuBLASLt has no algorithm for m=" + std::to_string(d.m) +
-                " n=" + std::to_string(d.n) + " k=" + std::to_string(d.k));
+                " n=" + std::to_string(d.n) + " k=" + std::to_string(d.k) +
+                (hs != CUBLAS_STATUS_SUCCESS
+                     ? " (heuristic status " + std::to_string(int(hs)) + ")"
+                     : std::string()));
   check(ms, "cublasLtMatmul");
+  return true;
+}
+
+/// Device arrays of the addresses of every product's X, Y and C operands
+/// (groups·batch each, in that order), built once per set of operands and
+/// strides: a training step repeats the same few dozen. The cache is
+/// emptied (after a device synchronization) when it grows past 4096 sets.
+void *const *pointerArrays(const GemmDesc &d, DType abType, const void *A, const void *B,
+                           DType cType, void *C) {
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  using Key = std::array<int64_t, 14>;
+  static std::map<Key, void **> cache;
+  const Key key = {int64_t(reinterpret_cast<uintptr_t>(A)),
+                   int64_t(reinterpret_cast<uintptr_t>(B)),
+                   int64_t(reinterpret_cast<uintptr_t>(C)),
+                   d.batch, d.groups, d.strideA, d.strideB, d.strideC, d.groupStrideA,
+                   d.groupStrideB, d.groupStrideC, int64_t(abType), int64_t(cType), 0};
+  if (auto it = cache.find(key); it != cache.end())
+    return it->second;
+  if (cache.size() >= 4096) {
+    gpu::synchronize();
+    for (auto &kv : cache)
+      gpu::free(kv.second);
+    cache.clear();
+  }
+  const int64_t n = d.batch * d.groups;
+  const size_t es = dtypeSize(abType), cs = dtypeSize(cType);
+  std::vector<const void *> host(size_t(3 * n));
+  for (int64_t j = 0; j < d.groups; ++j)
+    for (int64_t i = 0; i < d.batch; ++i) {
+      const int64_t q = j * d.batch + i;
+      host[size_t(q)] = static_cast<const char *>(B) + size_t(j * d.groupStrideB + i * d.strideB) * es;
+      host[size_t(n + q)] =
+          static_cast<const char *>(A) + size_t(j * d.groupStrideA + i * d.strideA) * es;
+      host[size_t(2 * n + q)] =
+          static_cast<const char *>(C) + size_t(j * d.groupStrideC + i * d.strideC) * cs;
+    }
+  void **dev = static_cast<void **>(gpu::alloc(host.size() * sizeof(void *)));
+  gpu::copyToDevice(dev, host.data(), host.size() * sizeof(void *));
+  cache.emplace(key, dev);
+  return dev;
+}
+
+} // namespace
+
+void gemmGpu(const GemmDesc &d, DType abType, const void *A, const void *B, DType cType, void *C,
+             Stream stream) {
+  if (d.k == 0) {
+    if (d.beta == 1)
+      return;
+    throw Error("gemm: k = 0 with beta != 1 is not supported on the GPU");
+  }
+  if (d.groups == 1) {
+    matmul(d, abType, A, B, cType, C, stream, nullptr);
+    return;
+  }
+  // Two batch axes: one pointer-array batch of groups·batch products.
+  if (matmul(d, abType, A, B, cType, C, stream, pointerArrays(d, abType, A, B, cType, C)))
+    return;
+  // No pointer-array algorithm: one strided batch a group.
+  const size_t es = dtypeSize(abType), cs = dtypeSize(cType);
+  GemmDesc g = d;
+  g.groups = 1;
+  for (int64_t j = 0; j < d.groups; ++j)
+    matmul(g, abType, static_cast<const char *>(A) + size_t(j * d.groupStrideA) * es,
+           static_cast<const char *>(B) + size_t(j * d.groupStrideB) * es, cType,
+           static_cast<char *>(C) + size_t(j * d.groupStrideC) * cs, stream, nullptr);
 }
 
 } // namespace mmrec::rt::detail

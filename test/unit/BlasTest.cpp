@@ -2,8 +2,9 @@
 //
 // mmrec::rt::gemm on OpenBLAS (CPU, in CI) and cuBLASLt (GPU, label `gpu`):
 // every transpose combination, odd sizes, batches with strides, leading
-// dimensions wider than the rows, beta ≠ 0, f32 and bf16, and the
-// validation errors. Fresh random inputs; the seed is printed on failure.
+// dimensions wider than the rows, beta ≠ 0, f32 and bf16, two batch axes
+// (groups interleaved in the rows, as the memory hierarchy's products lay
+// them out; one pointer-array batch on the GPU), and the validation errors. Fresh random inputs; the seed is printed on failure.
 //
 //===----------------------------------------------------------------------===//
 
@@ -25,18 +26,24 @@ struct Case {
   float alpha, beta;
 };
 
-void checkGemm(Where where, const Case &c, DType ab, DType ct, double tol, bool fastBf16 = false) {
+/// `groups` > 1: group g's matrices are columns g·(cols + pad) .. of rows
+/// `groups` times as wide (groupStride = cols + pad, ld = groups·that).
+void checkGemm(Where where, const Case &c, DType ab, DType ct, double tol, bool fastBf16 = false,
+               int64_t groups = 1) {
   const uint64_t seed = freshSeed();
   SCOPED_TRACE("seed " + std::to_string(seed) + " m" + std::to_string(c.m) + " n" +
                std::to_string(c.n) + " k" + std::to_string(c.k) + (c.ta ? " tA" : "") +
-               (c.tb ? " tB" : "") + " batch" + std::to_string(c.batch));
+               (c.tb ? " tB" : "") + " batch" + std::to_string(c.batch) + " groups" +
+               std::to_string(groups));
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> U(-1, 1);
   GemmDesc d;
   d.m = c.m; d.n = c.n; d.k = c.k; d.transA = c.ta; d.transB = c.tb;
   const int64_t aRows = c.ta ? c.k : c.m, aCols = c.ta ? c.m : c.k;
   const int64_t bRows = c.tb ? c.n : c.k, bCols = c.tb ? c.k : c.n;
-  d.lda = aCols + c.pad; d.ldb = bCols + c.pad; d.ldc = c.n + c.pad;
+  d.groups = groups;
+  d.groupStrideA = aCols + c.pad; d.groupStrideB = bCols + c.pad; d.groupStrideC = c.n + c.pad;
+  d.lda = groups * d.groupStrideA; d.ldb = groups * d.groupStrideB; d.ldc = groups * d.groupStrideC;
   d.batch = c.batch;
   d.strideA = aRows * d.lda; d.strideB = bRows * d.ldb; d.strideC = c.m * d.ldc;
   d.alpha = c.alpha; d.beta = c.beta;
@@ -45,20 +52,24 @@ void checkGemm(Where where, const Case &c, DType ab, DType ct, double tol, bool 
   for (int64_t i = 0; i < A.numel(); ++i) A.set(i, U(rng));
   for (int64_t i = 0; i < B.numel(); ++i) B.set(i, U(rng));
   for (int64_t i = 0; i < C.numel(); ++i) C.set(i, U(rng));
-  // Reference from the stored (rounded) values.
+  // Reference from the stored (rounded) values; the pad columns stay as
+  // they were.
   std::vector<double> ref = C.toDouble();
-  for (int64_t q = 0; q < c.batch; ++q)
-    for (int64_t i = 0; i < c.m; ++i)
-      for (int64_t j = 0; j < c.n; ++j) {
-        double s = 0;
-        for (int64_t l = 0; l < c.k; ++l) {
-          double a = A.get(q * d.strideA + (c.ta ? l * d.lda + i : i * d.lda + l));
-          double b = B.get(q * d.strideB + (c.tb ? j * d.ldb + l : l * d.ldb + j));
-          s += a * b;
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t q = 0; q < c.batch; ++q)
+      for (int64_t i = 0; i < c.m; ++i)
+        for (int64_t j = 0; j < c.n; ++j) {
+          double s = 0;
+          for (int64_t l = 0; l < c.k; ++l) {
+            double a = A.get(g * d.groupStrideA + q * d.strideA +
+                             (c.ta ? l * d.lda + i : i * d.lda + l));
+            double b = B.get(g * d.groupStrideB + q * d.strideB +
+                             (c.tb ? j * d.ldb + l : l * d.ldb + j));
+            s += a * b;
+          }
+          int64_t o = g * d.groupStrideC + q * d.strideC + i * d.ldc + j;
+          ref[size_t(o)] = c.alpha * s + c.beta * ref[size_t(o)];
         }
-        int64_t o = q * d.strideC + i * d.ldc + j;
-        ref[size_t(o)] = c.alpha * s + c.beta * ref[size_t(o)];
-      }
   {
     Runner run(where);
     TensorRef a = run(A), b = run(B), cc = run(C);
@@ -83,6 +94,9 @@ void allCases(Where where, bool fastBf16 = false) {
       checkGemm(where, c, DType::f32, DType::f32, 2e-2, true);
     checkGemm(where, c, DType::bf16, DType::f32, 1e-5);  // inputs already bf16: exact products
     checkGemm(where, c, DType::bf16, DType::bf16, 1e-2); // C rounded to bf16
+    // Two batch axes: 3 groups interleaved in the rows.
+    checkGemm(where, c, DType::f32, DType::f32, 1e-5, false, 3);
+    checkGemm(where, c, DType::bf16, DType::f32, 1e-5, false, 3);
   }
 }
 
@@ -117,6 +131,10 @@ TEST(BlasCpu, BadArgumentsAreClearErrors) {
   expectError(d, DType::f32, DType::f32, "gemm: ldc (2) must be >= n (3)");
   d = ok; d.batch = 0;
   expectError(d, DType::f32, DType::f32, "gemm: batch must be >= 1");
+  d = ok; d.groups = 0;
+  expectError(d, DType::f32, DType::f32, "gemm: groups must be >= 1");
+  d = ok; d.groups = 2; d.groupStrideB = -3;
+  expectError(d, DType::f32, DType::f32, "gemm: group strides must be >= 0");
   expectError(ok, DType::f32, DType::bf16, "gemm: unsupported dtypes: A/B f32, C bf16");
 }
 
@@ -181,17 +199,25 @@ TEST(BlasGpuSpeed, SevenBMdiShapes) {
     int64_t m, n, k;
     bool ta, tb;
     int64_t lda, ldb, ldc, batch, sA, sB, sC;
-    bool fp32; // kept in fp32 (TF32) by the trainer
+    bool fp32;              // kept in fp32 (TF32) by the trainer
+    int64_t gA, gB, gC;     // per-chunk products: the group strides (0: none)
   } shapes[] = {
-      {"slots q.S^T (8 groups)", N, M, d, false, true, D, d, GM, G, d, M * d, M, false},
-      {"write P=w^T.v (a chunk)", M, d, C, true, false, GM, D, d, nC, C * GM, C * D, cs, false},
-      {"read a.Mem (a chunk)", C, d, M, false, false, GM, d, D, nC, C * GM, cs, C * D, false},
-      {"dslot=dy2.Mem^T (a chunk)", C, M, d, false, true, D, d, GM, nC, C * D, cs, C * GM, true},
-      {"dMem=a^T.dy2 (a chunk)", M, d, C, true, false, GM, D, d, nC, C * GM, C * D, cs, false},
-      {"dw=v.dP^T (a chunk)", C, M, d, false, true, D, d, GM, nC, C * D, cs, C * GM, true},
-      {"dv+=w.dP (a chunk)", C, d, M, false, false, GM, d, D, nC, C * GM, cs, C * D, false},
-      {"dq+=dslot.S (8 groups)", N, d, M, false, false, GM, d, D, G, M, M * d, d, false},
-      {"dS+=dslot^T.q (8 groups)", M, d, N, true, false, GM, D, d, G, M, d, M * d, false},
+      {"slots q.S^T (8 groups)", N, M, d, false, true, D, d, GM, G, d, M * d, M, false, 0, 0, 0},
+      {"write P=w^T.v (a chunk)", M, d, C, true, false, GM, D, d, nC, C * GM, C * D, cs, false,
+       M, d, M * d},
+      {"read a.Mem (a chunk)", C, d, M, false, false, GM, d, D, nC, C * GM, cs, C * D, false,
+       M, M * d, d},
+      {"dslot=dy2.Mem^T (a chunk)", C, M, d, false, true, D, d, GM, nC, C * D, cs, C * GM, true,
+       d, M * d, M},
+      {"dMem=a^T.dy2 (a chunk)", M, d, C, true, false, GM, D, d, nC, C * GM, C * D, cs, false,
+       M, d, M * d},
+      {"dw=v.dP^T (a chunk)", C, M, d, false, true, D, d, GM, nC, C * D, cs, C * GM, true,
+       d, M * d, M},
+      {"dv+=w.dP (a chunk)", C, d, M, false, false, GM, d, D, nC, C * GM, cs, C * D, false,
+       M, M * d, d},
+      {"dq+=dslot.S (8 groups)", N, d, M, false, false, GM, d, D, G, M, M * d, d, false, 0, 0, 0},
+      {"dS+=dslot^T.q (8 groups)", M, d, N, true, false, GM, D, d, G, M, d, M * d, false, 0, 0,
+       0},
   };
   // Generous extents: every operand fits in N·GM (or cs·nC) elements.
   const size_t big = size_t(std::max(N * GM, cs * nC));
@@ -220,6 +246,35 @@ TEST(BlasGpuSpeed, SevenBMdiShapes) {
       std::printf(", TF32 %.3f ms (%.0f) [the trainer's]", tt, tflop / tt);
     }
     std::printf("\n");
+    if (sh.gA == 0)
+      continue;
+    // All 8 groups: 8 strided batches (one a group) against one call with
+    // the groups as a second batch axis (pointer arrays).
+    auto timeGroups = [&](DType ab, bool tf32, bool oneCall) {
+      GemmDesc h = g;
+      h.tf32 = tf32;
+      const size_t es = ab == DType::f32 ? 4 : 2;
+      return mmrec::rt::gpu::medianMs(
+          [&] {
+            if (oneCall) {
+              GemmDesc k = h;
+              k.groups = G;
+              k.groupStrideA = sh.gA; k.groupStrideB = sh.gB; k.groupStrideC = sh.gC;
+              gemm(k, ab, A, B, DType::f32, Cm, DeviceKind::gpu);
+              return;
+            }
+            for (int64_t j = 0; j < G; ++j)
+              gemm(h, ab, static_cast<char *>(A) + size_t(j * sh.gA) * es,
+                   static_cast<char *>(B) + size_t(j * sh.gB) * es, DType::f32,
+                   static_cast<char *>(Cm) + size_t(j * sh.gC) * 4, DeviceKind::gpu);
+          },
+          2, 9);
+    };
+    const DType ab = sh.fp32 ? DType::f32 : DType::bf16;
+    const double t8 = timeGroups(ab, sh.fp32, false), t1 = timeGroups(ab, sh.fp32, true);
+    std::printf("%-28s all 8 groups, %s: 8 calls %.3f ms (%.0f TFLOP/s), one grouped call %.3f "
+                "ms (%.0f TFLOP/s)\n",
+                "", sh.fp32 ? "TF32" : "bf16", t8, 8 * tflop / t8, t1, 8 * tflop / t1);
   }
   for (void *p : {A, B, Cm})
     mmrec::rt::gpu::free(p);

@@ -24,6 +24,12 @@ struct GemmDesc {
   bool transA = false, transB = false;
   int64_t lda = 0, ldb = 0, ldc = 0;
   int64_t batch = 1, strideA = 0, strideB = 0, strideC = 0;
+  /// `groups` groups of `batch` products: product (j, i) of an operand
+  /// starts at element j·groupStride + i·stride (two batch axes, as the
+  /// memory hierarchy's products over groups × chunks need). The GPU runs
+  /// them as one pointer-array batch of groups·batch products where
+  /// cuBLASLt has an algorithm for it, else one strided batch a group.
+  int64_t groups = 1, groupStrideA = 0, groupStrideB = 0, groupStrideC = 0;
   float alpha = 1, beta = 0;
   /// GPU, f32 operands: multiply in TF32 on the tensor cores (10-bit
   /// mantissas, fp32 accumulation); ignored on the CPU.

@@ -428,11 +428,14 @@ private:
   struct StridedOpd {
     const float *p;
     int64_t ld, stride;
+    int64_t groupStride = 0;
   };
-  /// C_i = op(A_i)·op(B_i) + beta·C_i for i < batch, profiled as `what`.
+  /// C_ji = op(A_ji)·op(B_ji) + beta·C_ji for j < groups, i < batch (an
+  /// operand's product (j, i) at j·groupStride + i·stride), profiled as
+  /// `what`: one call however many groups.
   void batchedMM(const char *what, StridedOpd A, bool transA, StridedOpd B, bool transB,
                  StridedOpd C, int64_t m, int64_t n, int64_t k, int64_t batch, float beta,
-                 bool fine = false);
+                 bool fine = false, int64_t groups = 1);
   /// One operand of the MDI's products (model.cpp): group g of token rows
   /// (`tok`: row r of batch row b at p + (b·T + r)·ld + g·gs) or of the
   /// per-chunk matrices (p + (b·nC + c)·G·M·d + g·gs, rows of ld).

@@ -152,23 +152,27 @@ void Model::dropCopies(const float *p, int64_t n, bool all) {
 void Model::gemm(const char *what, const GemmDesc &g, const float *A, const float *B, float *C,
                  bool fine) {
   ProfileScope prof(what, dev_);
-  prof.work(0, 2.0 * double(g.m) * double(g.n) * double(g.k) * double(g.batch));
-  // The elements an operand spans: `batch` matrices of `rows` rows of ld.
-  auto extent = [&](int64_t rows, int64_t cols, int64_t ld, int64_t stride) {
-    return rows == 0 || cols == 0 ? 0 : (g.batch - 1) * stride + (rows - 1) * ld + cols;
+  prof.work(0, 2.0 * double(g.m) * double(g.n) * double(g.k) * double(g.batch) *
+                  double(g.groups));
+  // The elements an operand spans: `groups` × `batch` matrices of `rows`
+  // rows of ld.
+  auto extent = [&](int64_t rows, int64_t cols, int64_t ld, int64_t stride, int64_t gstride) {
+    return rows == 0 || cols == 0
+               ? 0
+               : (g.groups - 1) * gstride + (g.batch - 1) * stride + (rows - 1) * ld + cols;
   };
   // C is written whatever the path: bf16 copies of what it overlaps go.
-  dropCopies(C, extent(g.m, g.n, g.ldc, g.strideC));
+  dropCopies(C, extent(g.m, g.n, g.ldc, g.strideC, g.groupStrideC));
   if (matmul_ != Matmul::bf16 || fine) {
     GemmDesc d = g;
     d.tf32 = matmul_ != Matmul::fp32;
     mmrec::rt::gemm(d, DType::f32, A, B, DType::f32, C, dev_);
     return;
   }
-  const int64_t nA = g.transA ? extent(g.k, g.m, g.lda, g.strideA)
-                              : extent(g.m, g.k, g.lda, g.strideA);
-  const int64_t nB = g.transB ? extent(g.n, g.k, g.ldb, g.strideB)
-                              : extent(g.k, g.n, g.ldb, g.strideB);
+  const int64_t nA = g.transA ? extent(g.k, g.m, g.lda, g.strideA, g.groupStrideA)
+                              : extent(g.m, g.k, g.lda, g.strideA, g.groupStrideA);
+  const int64_t nB = g.transB ? extent(g.n, g.k, g.ldb, g.strideB, g.groupStrideB)
+                              : extent(g.k, g.n, g.ldb, g.strideB, g.groupStrideB);
   if (g.k == 0 || nA == 0 || nB == 0) {
     mmrec::rt::gemm(g, DType::f32, A, B, DType::f32, C, dev_);
     return;
@@ -182,7 +186,7 @@ void Model::gemm(const char *what, const GemmDesc &g, const float *A, const floa
 
 void Model::batchedMM(const char *what, StridedOpd A, bool transA, StridedOpd B, bool transB,
                       StridedOpd C, int64_t m, int64_t n, int64_t k, int64_t batch, float beta,
-                      bool fine) {
+                      bool fine, int64_t groups) {
   GemmDesc g = detail::denseGemm(m, n, k, transA, transB, beta);
   g.lda = A.ld;
   g.ldb = B.ld;
@@ -191,6 +195,10 @@ void Model::batchedMM(const char *what, StridedOpd A, bool transA, StridedOpd B,
   g.strideA = A.stride;
   g.strideB = B.stride;
   g.strideC = C.stride;
+  g.groups = groups;
+  g.groupStrideA = A.groupStride;
+  g.groupStrideB = B.groupStride;
+  g.groupStrideC = C.groupStride;
   gemm(what, g, A.p, B.p, const_cast<float *>(C.p), fine);
 }
 
@@ -203,15 +211,16 @@ void Model::groupMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int6
 void Model::chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
                     int64_t n, int64_t k, float beta, bool fine) {
   const int64_t Ch = c_.C, nC = (T_ + Ch - 1) / Ch, cs = c_.Nm * c_.M * c_.dm();
-  // Chunks c0 .. c0 + count of batch row b, each of len tokens, group g.
-  auto run = [&](int64_t g, int64_t b, int64_t c0, int64_t count, int64_t len) {
+  // Chunks c0 .. c0 + count of batch row b, each of len tokens, for every
+  // group: one call, the groups the outer batch axis.
+  auto run = [&](int64_t b, int64_t c0, int64_t count, int64_t len) {
     auto at = [&](const MdiOpd &o) -> StridedOpd {
-      return {o.p + g * o.gs + (o.tok ? (b * T_ + c0 * Ch) * o.ld : (b * nC + c0) * cs), o.ld,
-              o.tok ? Ch * o.ld : cs};
+      return {o.p + (o.tok ? (b * T_ + c0 * Ch) * o.ld : (b * nC + c0) * cs), o.ld,
+              o.tok ? Ch * o.ld : cs, o.gs};
     };
     auto len_ = [&](int64_t x) { return x < 0 ? len : x; };
     batchedMM("gemm_mdi", at(A), transA, at(B), transB, at(C), len_(m), len_(n), len_(k), count,
-              beta, fine);
+              beta, fine, c_.Nm);
   };
   if (matmul_ == Matmul::bf16 && !fine && reuseCasts_) {
     // Round each operand whole, once: every group's and chunk's product
@@ -222,18 +231,16 @@ void Model::chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int6
     bf16Operand(A.p, whole(A), nullptr, &slotA);
     bf16Operand(B.p, whole(B), slotA);
   }
-  for (int64_t g = 0; g < c_.Nm; ++g) {
-    if (T_ % Ch == 0) {
-      // Every chunk has C tokens: one batch over all B·nC chunks (token
-      // rows of chunk b·nC + c start at (b·nC + c)·C).
-      run(g, 0, 0, B_ * nC, Ch);
-      continue;
-    }
-    for (int64_t b = 0; b < B_; ++b) {
-      if (nC > 1)
-        run(g, b, 0, nC - 1, Ch);
-      run(g, b, nC - 1, 1, T_ - (nC - 1) * Ch);
-    }
+  if (T_ % Ch == 0) {
+    // Every chunk has C tokens: one batch over all B·nC chunks (token rows
+    // of chunk b·nC + c start at (b·nC + c)·C).
+    run(0, 0, B_ * nC, Ch);
+    return;
+  }
+  for (int64_t b = 0; b < B_; ++b) {
+    if (nC > 1)
+      run(b, 0, nC - 1, Ch);
+    run(b, nC - 1, 1, T_ - (nC - 1) * Ch);
   }
 }
 
@@ -246,18 +253,18 @@ void Model::prevChunkMM(Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB,
   // Batches of chunks c0 .. c0 + count of batch row b (flattened over b
   // when every chunk is full), each of len tokens, for group g; the state
   // operand at its chunk c − 1 (or at `base`, stride cs, for chunk 0).
-  auto run = [&](int64_t g, int64_t b, int64_t c0, int64_t count, int64_t len, const float *base,
+  auto run = [&](int64_t b, int64_t c0, int64_t count, int64_t len, const float *base,
                  bool fineHere) {
     auto at = [&](const MdiOpd &o) -> StridedOpd {
       if (o.tok)
-        return {o.p + g * o.gs + (b * T_ + c0 * Ch) * o.ld, o.ld, base ? T_ * o.ld : Ch * o.ld};
+        return {o.p + (b * T_ + c0 * Ch) * o.ld, o.ld, base ? T_ * o.ld : Ch * o.ld, o.gs};
       if (base)
-        return {base + g * o.gs + b * cs, o.ld, cs};
-      return {o.p + g * o.gs + (b * nC + c0 - 1) * cs, o.ld, cs};
+        return {base + b * cs, o.ld, cs, o.gs};
+      return {o.p + (b * nC + c0 - 1) * cs, o.ld, cs, o.gs};
     };
     auto len_ = [&](int64_t x) { return x < 0 ? len : x; };
     batchedMM("gemm_mdi", at(A), transA, at(B), transB, at(C), len_(m), len_(n), len_(k), count,
-              0.0f, fineHere);
+              0.0f, fineHere, c_.Nm);
   };
   if (matmul_ == Matmul::bf16 && !fine && reuseCasts_) {
     // Each operand rounded whole, once (see chunkMM). Chunk 0's products
@@ -269,24 +276,22 @@ void Model::prevChunkMM(Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB,
     bf16Operand(B.p, whole(B), slotA);
   }
   const int64_t len0 = std::min(T_, Ch);
-  for (int64_t g = 0; g < c_.Nm; ++g) {
-    if (T_ % Ch == 0) {
-      // Flattened over the batch rows: chunk i = b·nC + c reads state
-      // i − 1, which for c = 0 (b ≥ 1) is the previous row's last state —
-      // redone below from `first` (reads) or zeroed (writes).
-      if (B_ * nC > 1)
-        run(g, 0, 1, B_ * nC - 1, Ch, nullptr, fine);
-    } else {
-      for (int64_t b = 0; b < B_; ++b) {
-        if (nC > 2)
-          run(g, b, 1, nC - 2, Ch, nullptr, fine);
-        if (nC > 1)
-          run(g, b, nC - 1, 1, T_ - (nC - 1) * Ch, nullptr, fine);
-      }
+  if (T_ % Ch == 0) {
+    // Flattened over the batch rows: chunk i = b·nC + c reads state i − 1,
+    // which for c = 0 (b ≥ 1) is the previous row's last state — redone
+    // below from `first` (reads) or zeroed (writes).
+    if (B_ * nC > 1)
+      run(0, 1, B_ * nC - 1, Ch, nullptr, fine);
+  } else {
+    for (int64_t b = 0; b < B_; ++b) {
+      if (nC > 2)
+        run(b, 1, nC - 2, Ch, nullptr, fine);
+      if (nC > 1)
+        run(b, nC - 1, 1, T_ - (nC - 1) * Ch, nullptr, fine);
     }
-    if (mode == Prev::read)
-      run(g, 0, 0, B_, len0, first, true);
   }
+  if (mode == Prev::read)
+    run(0, 0, B_, len0, first, true);
   if (mode == Prev::write) {
     // No chunk reads the last state of a row (the final memory's gradient
     // comes from outside): 0, also where the flattened batch wrote there.

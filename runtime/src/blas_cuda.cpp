@@ -42,8 +42,15 @@ struct Lt {
   MMREC_LT_FUNCTIONS(MMREC_LT_MEMBER)
 #undef MMREC_LT_MEMBER
   cublasLtHandle_t handle = nullptr;
-  void *workspace = nullptr;
+  /// A workspace a stream: products on two streams may run at once.
+  std::map<Stream, void *> workspaces;
   size_t workspaceBytes = size_t(32) << 20;
+  void *workspace(Stream s) {
+    void *&w = workspaces[s];
+    if (!w)
+      w = gpu::alloc(workspaceBytes);
+    return w;
+  }
   std::string error;
 
   Lt() {
@@ -67,7 +74,7 @@ struct Lt {
       error = "cublasLtCreate failed";
       return;
     }
-    workspace = gpu::alloc(workspaceBytes);
+    workspace(nullptr);
   }
 };
 
@@ -134,7 +141,7 @@ uint32_t alignment(const void *p, int64_t batch, int64_t stride, int64_t groups,
 bool matmul(const GemmDesc &d, DType abType, const void *A, const void *B, DType cType, void *C,
             Stream stream, void *const *ptrs) {
   Lt &l = lt();
-  static std::mutex mu; // one workspace
+  static std::mutex mu; // the heuristic cache, the workspaces
   std::lock_guard<std::mutex> lock(mu);
   const bool pa = ptrs != nullptr;
   const int64_t batch = pa ? d.batch * d.groups : d.batch;
@@ -208,7 +215,7 @@ bool matmul(const GemmDesc &d, DType abType, const void *A, const void *B, DType
     const void *Y = pa ? static_cast<const void *>(ptrs + n) : A;
     void *Cp = pa ? static_cast<void *>(const_cast<void **>(ptrs + 2 * n)) : C;
     ms = l.cublasLtMatmul(l.handle, desc, &d.alpha, X, lx, Y, ly, &d.beta, Cp, lc, Cp, lc,
-                          &*found->second, l.workspace, l.workspaceBytes,
+                          &*found->second, l.workspace(stream), l.workspaceBytes,
                           static_cast<cudaStream_t>(stream));
   }
   l.cublasLtMatrixLayoutDestroy(lc);
@@ -277,6 +284,8 @@ void gemmGpu(const GemmDesc &d, DType abType, const void *A, const void *B, DTyp
       return;
     throw Error("gemm: k = 0 with beta != 1 is not supported on the GPU");
   }
+  if (!stream)
+    stream = gpu::currentStream();
   if (d.groups == 1) {
     matmul(d, abType, A, B, cType, C, stream, nullptr);
     return;

@@ -55,4 +55,14 @@ void checkArg(const char *kernel, const char *name, const TensorRef &t, DType dt
                 want.shapeString() + ", got " + t.shapeString());
 }
 
+namespace gpu {
+namespace {
+thread_local Stream current = nullptr;
+} // namespace
+
+Stream currentStream() { return current; }
+StreamScope::StreamScope(Stream s) : prev_(current) { current = s; }
+StreamScope::~StreamScope() { current = prev_; }
+} // namespace gpu
+
 } // namespace mmrec::rt

@@ -28,6 +28,7 @@ struct Settings {
   uint64_t seed = 1;
   bool resume = false, evalOnly = false, recompute = false, tf32 = false, profile = false;
   bool recomputeStates = false;
+  bool serialLevel0 = false; // level 0 on the default stream, not beside levels 1 and 2
   double targetLoss = 0; // > 0: stop once the validation loss is below it
   double peakTflops = 0;  // the device's peak for MFU (0: 989.4 on a GPU, none on the CPU)
   int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
@@ -122,6 +123,9 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
   app.add_flag("--recompute-states", s.recomputeStates,
                "With --recompute, recompute the level-0 states too (runs the sequential "
                "recurrence again; saves 4·B·T·D bytes a layer)");
+  app.add_flag("--serial-level0", s.serialLevel0,
+               "On the GPU, run the level-0 recurrence's kernels on the default stream in "
+               "program order instead of beside the memory hierarchy's work (the same numbers)");
   app.add_flag("--resume", s.resume, "Continue from the newest checkpoint under OUT/checkpoints");
   app.add_option("--checkpoint", s.checkpoint, "A checkpoint to evaluate or to resume from");
   app.add_flag("--eval-only", s.evalOnly, "Print the validation loss of --checkpoint and exit");

@@ -52,6 +52,7 @@ json toJson(const Settings &s) {
           {"lr", s.lr},           {"min_lr", s.minLr},    {"weight_decay", s.weightDecay},
           {"beta1", s.beta1},     {"beta2", s.beta2},     {"clip", s.clip},
           {"seed", s.seed},       {"eval_interval", s.evalInterval}, {"recompute", s.recompute}, {"recompute_states", s.recomputeStates},
+          {"serial_level0", s.serialLevel0},
           {"eval_tokens", s.evalTokens}, {"tf32", s.tf32}, {"matmul", s.matmul}, {"device", s.device},
           {"optimizer_states", s.optimizerStates}, {"level0", s.level0}};
 }
@@ -204,6 +205,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   Model model(lib, layout);
   model.setRecompute(s.recompute);
   model.setKeepStates(!s.recomputeStates);
+  model.setOverlapLevel0(!s.serialLevel0);
   bool recomputeNoted = false;
   model.setMatmul(matmul == "bf16"   ? Model::Matmul::bf16
                   : matmul == "tf32" ? Model::Matmul::tf32

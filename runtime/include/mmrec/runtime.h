@@ -183,6 +183,25 @@ void streamWaitEvent(Stream s, Event e);
 /// True once the work `e` recorded has finished (cuEventQuery).
 bool eventDone(Event e);
 
+/// The stream that this thread's launches naming none go to: the kernels
+/// launched by generated host code (mgpuLaunchKernel, whose streams are
+/// null) and the products given a null stream (gemm, mmrecGemmF32). Null
+/// (the default stream) unless a StreamScope is open.
+Stream currentStream();
+
+/// Sends this thread's launches that name no stream to `s` while alive
+/// (scopes nest; the previous stream comes back at the end).
+class StreamScope {
+public:
+  explicit StreamScope(Stream s);
+  ~StreamScope();
+  StreamScope(const StreamScope &) = delete;
+  StreamScope &operator=(const StreamScope &) = delete;
+
+private:
+  Stream prev_;
+};
+
 } // namespace gpu
 } // namespace mmrec::rt
 

@@ -401,6 +401,15 @@ public:
   /// Off: every bf16 product rounds its operands afresh (the reference the
   /// tests compare the reuse with, bit for bit).
   void setBf16Reuse(bool on) { reuseCasts_ = on; }
+  /// On the GPU, the level-0 recurrence's kernels (gated_fwd, gated_bwd)
+  /// run on a stream of their own beside the memory hierarchy's work, which
+  /// does not depend on them (a layer's combination, and the products of
+  /// h's gradient, wait for both): the recurrence keeps a few SMs busy for
+  /// thousands of steps while the rest of the GPU would idle. The default;
+  /// off, everything runs on the default stream in program order (the same
+  /// numbers: no kernel's result depends on the schedule).
+  void setOverlapLevel0(bool on) { overlapLevel0_ = on; }
+  bool overlapLevel0() const { return overlapLevel0_; }
   /// Called by backward() with each range [a, b) of the flat gradient array
   /// as soon as it is final: layer L−1 first, …, layer 0, then the
   /// embedding and the final norm (data-parallel training starts summing a
@@ -513,6 +522,14 @@ private:
   uint64_t castEpoch() const { return lib_.launches() - castLaunches_; }
   /// Invalidates the copies whose source overlaps [p, p + n) (`all`: every copy).
   void dropCopies(const float *p, int64_t n, bool all = false);
+  /// Runs `fn` (level 0's launches) on side_ after the default stream's
+  /// work so far (setOverlapLevel0; inline otherwise); joinBeside() makes
+  /// the default stream wait for it.
+  void runBeside(const std::function<void()> &fn);
+  void joinBeside();
+  bool overlapLevel0_ = true, joinPending_ = false;
+  rt::Stream side_ = nullptr;
+  rt::gpu::Event forkEvent_ = nullptr, joinEvent_ = nullptr;
   bool recompute_ = false, keepLogits_ = false, keepStates_ = true, keptStates_ = false;
   Matmul matmul_ = Matmul::fp32;
   // Four slots: a product's two operands, and two more so that operands

@@ -38,7 +38,44 @@ Model::Model(KernelLibrary &lib, const ParamLayout &layout)
     layers_.push_back(std::make_unique<Layer>());
 }
 
-Model::~Model() = default;
+Model::~Model() {
+  if (!side_)
+    return;
+  try {
+    rt::gpu::synchronizeStream(side_);
+  } catch (...) {
+  }
+  rt::gpu::destroyEvent(forkEvent_);
+  rt::gpu::destroyEvent(joinEvent_);
+  rt::gpu::destroyStream(side_);
+}
+
+void Model::runBeside(const std::function<void()> &fn) {
+  if (!overlapLevel0_ || dev_ != rt::DeviceKind::gpu) {
+    fn();
+    return;
+  }
+  if (!side_) {
+    side_ = rt::gpu::createStream();
+    forkEvent_ = rt::gpu::createEvent();
+    joinEvent_ = rt::gpu::createEvent();
+  }
+  rt::gpu::recordEvent(forkEvent_, nullptr);
+  rt::gpu::streamWaitEvent(side_, forkEvent_);
+  {
+    rt::gpu::StreamScope scope(side_);
+    fn();
+  }
+  rt::gpu::recordEvent(joinEvent_, side_);
+  joinPending_ = true;
+}
+
+void Model::joinBeside() {
+  if (!joinPending_)
+    return;
+  rt::gpu::streamWaitEvent(nullptr, joinEvent_);
+  joinPending_ = false;
+}
 
 long double mmrec::train::physicalMemoryBytes() {
   long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
@@ -473,9 +510,12 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   mm(Ly.u.data(), Wp("A_gamma"), Ly.ua.data(), N, r, D, false, false, 0);
   mm(Ly.ua.data(), Wp("B_gamma"), Ly.pre.data(), N, D, r, false, false, 0);
   lib_("decay_fwd", Arr(Ly.pre), W("lambda"), Arr(Ly.ell), N);
+  // Level 0 beside levels 1 and 2 (runBeside): they meet at combine_fwd.
   if (recurrence)
-    lib_("gated_fwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
-         Arr(Ly.hfin), Arr(sync_), B, T);
+    runBeside([&] {
+      lib_("gated_fwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
+           Arr(Ly.hfin), Arr(sync_), B, T);
+    });
   lib_("level1_fwd", Arr(Ly.q), Arr(Ly.k), Arr(Ly.v), Arr(Ly.K1), Arr(Ly.V1), Arr(Ly.y1), B, T);
   // Level 2: the write address w = softmax(k·Sᵀ/√d), the chunk sums
   // P_c = w_cᵀ·v_c, n, logβ and (1 − β)·U, the memory scan over chunks, then
@@ -510,6 +550,7 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   // y2_c = a_c·Mem_{c−1}: chunk c's product reads state c − 1 in place.
   prevChunkMM(Prev::read, {Ly.a.data(), GM, c_.M, true}, false, {Ly.mems.data(), d, Md, false},
               false, {Ly.y2.data(), D, d, true}, -1, d, c_.M, zerosMem_.data());
+  joinBeside();
   uint16_t *o16 = copyTarget(Ly.o.size());
   lib_("combine_fwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(Ly.o),
        copyArr(o16, Ly.o.size()), N, int64_t(o16 != nullptr));
@@ -659,6 +700,15 @@ void Model::backward(const float *P, float *Gr, float scale) {
     mm(Ly.o.data(), dx1_.data(), dWp("W_o"), D, D, N, true, false, 1);
     lib_("combine_bwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(do_),
          Arr(dh_), Arr(dy1_), Arr(dy2_), dW("rho"), N);
+    // Level 0's adjoint beside levels 2 and 1's (runBeside), joined before
+    // the products of its gradients. dW_g = Σ h_{t−1}ᵀ a_t through the
+    // shifted pre-activation gradient (the initial state is zero: its term
+    // vanishes), db_g = Σ a_t.
+    runBeside([&] {
+      lib_("gated_bwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
+           Arr(dh_), Arr(zerosBD_), Arr(dz_), Arr(dell_), Arr(gp_), Arr(gp0_), Arr(dh0_),
+           Arr(sync_), B, T);
+    });
     zero(dq_);
     zero(dk_);
     zero(dv_);
@@ -703,11 +753,7 @@ void Model::backward(const float *P, float *Gr, float scale) {
             {dS, d, Md, false}, c_.M, d, N, 1);
     lib_("level1_bwd", Arr(Ly.q), Arr(Ly.K1), Arr(Ly.V1), Arr(dy1_), Arr(dq_), Arr(dk_), Arr(dv_),
          Arr(dK1_), Arr(dV1_), Arr(l1stat_), B, T);
-    // Level 0; dW_g = Σ h_{t−1}ᵀ a_t through the shifted pre-activation
-    // gradient (the initial state is zero: its term vanishes), db_g = Σ a_t.
-    lib_("gated_bwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
-         Arr(dh_), Arr(zerosBD_), Arr(dz_), Arr(dell_), Arr(gp_), Arr(gp0_), Arr(dh0_), Arr(sync_),
-         B, T);
+    joinBeside();
     if (c_.perHead) {
       // dW_g's H diagonal blocks: head i's columns of h and of the gradient.
       const int64_t dh = c_.dh();

@@ -283,22 +283,34 @@ TEST(Trainer, StreamScopeNestsPerThread) {
   EXPECT_EQ(rt::gpu::currentStream(), nullptr);
 }
 
-// Level 0 on its own stream beside the memory hierarchy (the GPU default):
-// the loss and every gradient equal the serial schedule's bit for bit (the
-// same kernels and products on the same buffers; a missing dependency
-// between the streams reads a half-written array), for fp32 and bf16
-// products, with and without recomputation, on one model toggled between
-// the two (so every product sees the same addresses and algorithms).
+// Level 0 on its own stream beside the memory hierarchy (the GPU default)
+// against the serial schedule, on one model toggled between the two (every
+// product sees the same addresses and algorithms), for fp32 and bf16
+// products, with and without recomputation. The parameter gradients' sums
+// use atomic adds, so two serial runs may already differ in the last bits:
+// the loss and every gradient must agree to 1e-5 of the largest gradient
+// (and in relative L2), where a missing dependency between the streams (a
+// half-written h, dz or dh read) gives O(1) errors.
+// The test configurations' kernels are short; mmrec-small's (its clustered
+// level-0 kernels, as mmrec-train compiles them) run long enough at B 8 ·
+// T 256 for the streams to overlap for real.
 void checkOverlapMatchesSerial() {
-  for (const char *gate : {"dense", "per_head"}) {
-    KernelLibrary lib(manifest(gate), rt::DeviceKind::gpu);
+  std::string dir = manifest("dense");
+  dir = dir.substr(0, dir.rfind('/'));
+  for (std::string path : {manifest("dense"), manifest("per_head"),
+                           dir + "/mmrec-small-gcl.train.json"}) {
+    const bool small = path.find("small") != std::string::npos;
+    KernelLibrary lib(path, rt::DeviceKind::gpu);
     ParamLayout layout(lib.config());
     const int64_t C = lib.config().C;
     std::vector<float> params = initParams(lib.config(), layout, freshSeed());
     for (auto mm : {Model::Matmul::fp32, Model::Matmul::bf16})
       for (bool recompute : {false, true})
-        for (Case cs : std::vector<Case>{{2, 2 * C + 5}, {3, 64}}) {
-          SCOPED_TRACE(std::string(gate) + (mm == Model::Matmul::bf16 ? " bf16" : " fp32") +
+        for (Case cs : small ? std::vector<Case>{{8, 256}}
+                             : std::vector<Case>{{2, 2 * C + 5}, {3, 64}}) {
+          if (small && (mm == Model::Matmul::fp32 || recompute))
+            continue;
+          SCOPED_TRACE(lib.config().name + (mm == Model::Matmul::bf16 ? " bf16" : " fp32") +
                        (recompute ? " recompute" : "") + " B=" + std::to_string(cs.B) +
                        " T=" + std::to_string(cs.T));
           std::mt19937_64 rng(freshSeed());
@@ -310,22 +322,37 @@ void checkOverlapMatchesSerial() {
           m.setMatmul(mm);
           m.setRecompute(recompute);
           EXPECT_TRUE(m.overlapLevel0()); // the default
-          double loss[3];
-          std::vector<float> grad[3];
+          constexpr int kRuns = 4; // serial, serial, beside, beside
+          double loss[kRuns];
+          std::vector<float> grad[kRuns];
           std::vector<float> zero(params.size(), 0.0f);
-          for (int run = 0; run < 3; ++run) { // serial, beside, beside again
-            m.setOverlapLevel0(run > 0);
+          for (int run = 0; run < kRuns; ++run) {
+            m.setOverlapLevel0(run >= 2);
             a.g.upload(zero.data(), int64_t(zero.size()));
             loss[run] = m.forward(a.p.data(), tok.data(), cs.B, cs.T);
             m.backward(a.p.data(), a.g.data());
             grad[run] = a.g.toHost();
           }
-          for (int run = 1; run < 3; ++run) {
-            EXPECT_EQ(loss[run], loss[0]) << run;
-            size_t bad = 0;
-            for (size_t i = 0; i < grad[0].size(); ++i)
-              bad += grad[run][i] != grad[0][i];
-            EXPECT_EQ(bad, 0u) << "gradients differing from the serial schedule's, run " << run;
+          auto deviation = [&](int run) {
+            double maxDiff = 0, maxRef = 0, num = 0, den = 0;
+            for (size_t i = 0; i < grad[0].size(); ++i) {
+              const double d = double(grad[run][i]) - grad[0][i];
+              maxDiff = std::max(maxDiff, std::abs(d));
+              maxRef = std::max(maxRef, std::abs(double(grad[0][i])));
+              num += d * d;
+              den += double(grad[0][i]) * grad[0][i];
+            }
+            return std::pair<double, double>{maxDiff / std::max(maxRef, 1e-30),
+                                             std::sqrt(num / std::max(den, 1e-300))};
+          };
+          for (int run = 1; run < kRuns; ++run) {
+            auto [maxRel, l2] = deviation(run);
+            std::cout << (run < 2 ? "serial again" : "beside") << " vs serial: loss "
+                      << loss[run] - loss[0] << ", gradient max " << maxRel << " (of the largest), "
+                      << l2 << " (relative L2)\n";
+            EXPECT_LE(std::abs(loss[run] - loss[0]), 1e-6 * std::abs(loss[0])) << run;
+            EXPECT_LE(maxRel, 1e-5) << run;
+            EXPECT_LE(l2, 1e-5) << run;
           }
         }
   }

@@ -289,8 +289,9 @@ TEST(Trainer, StreamScopeNestsPerThread) {
 // products, with and without recomputation. The parameter gradients' sums
 // use atomic adds, so two serial runs may already differ in the last bits:
 // the loss and every gradient must agree to 1e-5 of the largest gradient
-// (and in relative L2), where a missing dependency between the streams (a
-// half-written h, dz or dh read) gives O(1) errors.
+// (and in relative L2), or to 4× what two serial runs differ by where that
+// is more, where a missing dependency between the streams (a half-written
+// h, dz or dh read) gives O(1) errors.
 // The test configurations' kernels are short; mmrec-small's (its clustered
 // level-0 kernels, as mmrec-train compiles them) run long enough at B 8 ·
 // T 256 for the streams to overlap for real.
@@ -345,14 +346,24 @@ void checkOverlapMatchesSerial() {
             return std::pair<double, double>{maxDiff / std::max(maxRef, 1e-30),
                                              std::sqrt(num / std::max(den, 1e-300))};
           };
+          // The serial schedule's own noise (run 1 against run 0) sets the
+          // scale: 1e-7 of the largest gradient at the test configurations,
+          // ~1e-3 at mmrec-small with bf16 products (an fp32 sum's last bit
+          // can flip an operand's bf16 rounding).
+          // (With bf16 products at least 5e-3, so that a serial pair that
+          // happens to agree does not make the bound flaky.)
+          const auto noise = deviation(1);
+          const double tol = mm == Model::Matmul::bf16 ? 5e-3 : 1e-5;
+          const double lossNoise = std::abs(loss[1] - loss[0]);
           for (int run = 1; run < kRuns; ++run) {
             auto [maxRel, l2] = deviation(run);
             std::cout << (run < 2 ? "serial again" : "beside") << " vs serial: loss "
                       << loss[run] - loss[0] << ", gradient max " << maxRel << " (of the largest), "
                       << l2 << " (relative L2)\n";
-            EXPECT_LE(std::abs(loss[run] - loss[0]), 1e-6 * std::abs(loss[0])) << run;
-            EXPECT_LE(maxRel, 1e-5) << run;
-            EXPECT_LE(l2, 1e-5) << run;
+            const double lossTol = (mm == Model::Matmul::bf16 ? 1e-5 : 1e-6) * std::abs(loss[0]);
+            EXPECT_LE(std::abs(loss[run] - loss[0]), std::max(lossTol, 4 * lossNoise)) << run;
+            EXPECT_LE(maxRel, std::max(tol, 4 * noise.first)) << run;
+            EXPECT_LE(l2, std::max(tol, 4 * noise.second)) << run;
           }
         }
   }

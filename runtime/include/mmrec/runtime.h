@@ -186,7 +186,9 @@ bool eventDone(Event e);
 /// The stream that this thread's launches naming none go to: the kernels
 /// launched by generated host code (mgpuLaunchKernel, whose streams are
 /// null) and the products given a null stream (gemm, mmrecGemmF32). Null
-/// (the default stream) unless a StreamScope is open.
+/// (the default stream) unless a StreamScope is open. Copies and memsets
+/// (copyToDevice, memsetD8, FBuf::zero) stay on the default stream: work in
+/// a scope must not depend on them without an event.
 Stream currentStream();
 
 /// Sends this thread's launches that name no stream to `s` while alive

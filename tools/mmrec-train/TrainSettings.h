@@ -125,7 +125,8 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
                "recurrence again; saves 4·B·T·D bytes a layer)");
   app.add_flag("--serial-level0", s.serialLevel0,
                "On the GPU, run the level-0 recurrence's kernels on the default stream in "
-               "program order instead of beside the memory hierarchy's work (the same numbers)");
+               "program order instead of beside the memory hierarchy's work (the same results up to "
+               "the noise of atomic sums)");
   app.add_flag("--resume", s.resume, "Continue from the newest checkpoint under OUT/checkpoints");
   app.add_option("--checkpoint", s.checkpoint, "A checkpoint to evaluate or to resume from");
   app.add_flag("--eval-only", s.evalOnly, "Print the validation loss of --checkpoint and exit");

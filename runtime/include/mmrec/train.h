@@ -407,7 +407,7 @@ public:
   /// h's gradient, wait for both): the recurrence keeps a few SMs busy for
   /// thousands of steps while the rest of the GPU would idle. The default;
   /// off, everything runs on the default stream in program order (the same
-  /// numbers: no kernel's result depends on the schedule).
+  /// results up to the run-to-run noise of the gradient sums' atomic adds).
   void setOverlapLevel0(bool on) { overlapLevel0_ = on; }
   bool overlapLevel0() const { return overlapLevel0_; }
   /// Called by backward() with each range [a, b) of the flat gradient array

@@ -101,6 +101,16 @@ void gemmCpu(const GemmDesc &d, DType abType, const void *A, const void *B, DTyp
   }
 }
 
+GemmGroup gemmGroup(const GemmDesc &d, int64_t j, DType abType, const void *A, const void *B,
+                    DType cType, void *C) {
+  const size_t es = dtypeSize(abType), cs = dtypeSize(cType);
+  GemmDesc g = d;
+  g.groups = 1;
+  return {g, static_cast<const char *>(A) + size_t(j * d.groupStrideA) * es,
+          static_cast<const char *>(B) + size_t(j * d.groupStrideB) * es,
+          static_cast<char *>(C) + size_t(j * d.groupStrideC) * cs};
+}
+
 #if !MMREC_HAVE_CUDA
 void gemmGpu(const GemmDesc &, DType, const void *, const void *, DType, void *, Stream) {
   throw Error("gemm: this build of the runtime has no CUDA support");
@@ -115,14 +125,10 @@ void gemm(const GemmDesc &d, DType abType, const void *A, const void *B, DType c
   if (d.m == 0 || d.n == 0)
     return;
   if (device == DeviceKind::cpu) {
-    // Group j's products are a strided batch at j·groupStride.
-    const size_t es = dtypeSize(abType), cs = dtypeSize(cType);
-    GemmDesc g = d;
-    g.groups = 1;
-    for (int64_t j = 0; j < d.groups; ++j)
-      detail::gemmCpu(g, abType, static_cast<const char *>(A) + size_t(j * d.groupStrideA) * es,
-                      static_cast<const char *>(B) + size_t(j * d.groupStrideB) * es, cType,
-                      static_cast<char *>(C) + size_t(j * d.groupStrideC) * cs);
+    for (int64_t j = 0; j < d.groups; ++j) {
+      const detail::GemmGroup g = detail::gemmGroup(d, j, abType, A, B, cType, C);
+      detail::gemmCpu(g.d, abType, g.A, g.B, cType, g.C);
+    }
   } else
     detail::gemmGpu(d, abType, A, B, cType, C, stream);
 }

@@ -294,13 +294,10 @@ void gemmGpu(const GemmDesc &d, DType abType, const void *A, const void *B, DTyp
   if (matmul(d, abType, A, B, cType, C, stream, pointerArrays(d, abType, A, B, cType, C)))
     return;
   // No pointer-array algorithm: one strided batch a group.
-  const size_t es = dtypeSize(abType), cs = dtypeSize(cType);
-  GemmDesc g = d;
-  g.groups = 1;
-  for (int64_t j = 0; j < d.groups; ++j)
-    matmul(g, abType, static_cast<const char *>(A) + size_t(j * d.groupStrideA) * es,
-           static_cast<const char *>(B) + size_t(j * d.groupStrideB) * es, cType,
-           static_cast<char *>(C) + size_t(j * d.groupStrideC) * cs, stream, nullptr);
+  for (int64_t j = 0; j < d.groups; ++j) {
+    const GemmGroup g = gemmGroup(d, j, abType, A, B, cType, C);
+    matmul(g.d, abType, g.A, g.B, cType, g.C, stream, nullptr);
+  }
 }
 
 } // namespace mmrec::rt::detail

@@ -717,7 +717,7 @@ mmrecGemmF32(int64_t m, int64_t n, int64_t k, intptr_t A, int64_t lda, int64_t s
     g.tf32 = tf32 != 0;
     mmrec::rt::gemm(g, DType::f32, reinterpret_cast<const void *>(A),
              reinterpret_cast<const void *>(B), DType::f32, reinterpret_cast<void *>(C),
-             DeviceKind::gpu, gpu::currentStream());
+             DeviceKind::gpu); // the thread's current stream (gemmGpu)
   } catch (const std::exception &e) {
     recordError(std::string("product called by a generated kernel: ") + e.what());
   }

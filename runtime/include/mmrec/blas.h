@@ -49,6 +49,15 @@ namespace detail {
 /// Validates `d` and the dtypes (shared by both back ends).
 void checkGemm(const GemmDesc &d, DType abType, DType cType);
 void gemmCpu(const GemmDesc &d, DType abType, const void *A, const void *B, DType cType, void *C);
+/// Group j of `d` alone: a one-group GemmDesc and its operands' addresses
+/// (j·groupStride elements in), for the back ends that run a group a call.
+struct GemmGroup {
+  GemmDesc d;
+  const void *A, *B;
+  void *C;
+};
+GemmGroup gemmGroup(const GemmDesc &d, int64_t j, DType abType, const void *A, const void *B,
+                    DType cType, void *C);
 void gemmGpu(const GemmDesc &d, DType abType, const void *A, const void *B, DType cType, void *C,
              Stream stream);
 } // namespace detail

@@ -288,7 +288,7 @@ void Model::prevChunkMM(Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB,
   if (state->tok || (mode == Prev::read && A.tok == B.tok))
     throw Error("prevChunkMM: needs one per-chunk operand");
   // Batches of chunks c0 .. c0 + count of batch row b (flattened over b
-  // when every chunk is full), each of len tokens, for group g; the state
+  // when every chunk is full), each of len tokens, for every group; the state
   // operand at its chunk c − 1 (or at `base`, stride cs, for chunk 0).
   auto run = [&](int64_t b, int64_t c0, int64_t count, int64_t len, const float *base,
                  bool fineHere) {

@@ -95,6 +95,10 @@ def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::Module
            "Stage the vectorized GPU kernels' inputs in shared memory with cp.async "
            "(-1: where measured faster, the 16-bit long-block forward; 0: none; 1: every "
            "vectorized kernel, the adjoints with their epilogue operands too)">,
+    Option<"stream", "stream", "int64_t", "-1",
+           "Streaming (evict-first) loads of the GPU kernels' inputs and stores of their "
+           "outputs, so that L2 keeps the look-back's status words (-1: where measured "
+           "faster; 0: none; 1: every kernel)">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

@@ -270,6 +270,7 @@ struct OutlineScanKernelsPass
       // long sequences the unstaged one is faster (B1·T32768: fwd+bwd 82.9%
       // of the floor against 80.0%) and is built below as its long variant.
       spec.stage = stage == 1 || (stage < 0 && wideAdjoint);
+      spec.stream = stream == 1;
       if (gpu) {
         buildGpuScanKernel(b, op->getLoc(), getGpuModule(), spec);
         kernels.push_back(describe(b, spec, true, llvm::cast<RankedTensorType>(bType), logRank));

@@ -194,8 +194,10 @@ struct KernelBuilder {
     auto type = llvm::cast<MemRefType>(mem.getType());
     VectorType vt = VectorType::get({spec.vec}, type.getElementType());
     unsigned bytes = type.getElementTypeBitWidth() / 8 * spec.vec;
-    Value v = vector::LoadOp::create(b, vt, mem, ValueRange{i}, /*nontemporal=*/false,
-                                     llvm::MaybeAlign(bytes));
+    Value v = streamable(bytes) ? streamLoad(mem, i, vt)
+                                : Value(vector::LoadOp::create(b, vt, mem, ValueRange{i},
+                                                               /*nontemporal=*/false,
+                                                               llvm::MaybeAlign(bytes)));
     if (type.getElementType() != f32)
       v = arith::ExtFOp::create(b, vf, v);
     return cond ? select(cond, v, splat(0.0)) : v;
@@ -231,7 +233,72 @@ struct KernelBuilder {
     if (type.getElementType() != f32)
       x = arith::TruncFOp::create(b, VectorType::get({spec.vec}, type.getElementType()), v);
     unsigned bytes = type.getElementTypeBitWidth() / 8 * spec.vec;
+    if (streamable(bytes))
+      return streamStore(x, mem, i);
     vector::StoreOp::create(b, x, mem, ValueRange{i}, false, llvm::MaybeAlign(bytes));
+  }
+
+  // --- streaming accesses (ScanKernelSpec::stream) ---
+  bool streamable(unsigned bytes) const {
+    return spec.stream && (bytes == 4 || bytes == 8 || bytes == 16);
+  }
+  /// The global address of element `i` of `mem`, as i64.
+  Value address(Value mem, Value i) {
+    auto type = llvm::cast<MemRefType>(mem.getType());
+    Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, mem);
+    Value off = arith::MulIOp::create(b, i, idx(type.getElementTypeBitWidth() / 8));
+    return arith::IndexCastOp::create(b, b.getI64Type(), arith::AddIOp::create(b, base, off));
+  }
+  static std::string wordList(unsigned words, unsigned first) {
+    std::string l = words > 1 ? "{" : "";
+    for (unsigned w = 0; w < words; ++w)
+      l += (w ? ", $" : "$") + std::to_string(first + w);
+    return l + (words > 1 ? "}" : "");
+  }
+  static std::string vecSuffix(unsigned words) {
+    return words > 1 ? ".v" + std::to_string(words) : "";
+  }
+  /// `vt` loaded from element `i` of `mem` by one ld.global.cs of 32-bit words.
+  Value streamLoad(Value mem, Value i, VectorType vt) {
+    unsigned words = vt.getNumElements() * vt.getElementTypeBitWidth() / 32;
+    Type i32t = b.getI32Type();
+    SmallVector<Type> fields(words, i32t);
+    Type res = words > 1 ? Type(LLVM::LLVMStructType::getLiteral(b.getContext(), fields)) : i32t;
+    std::string code = "{ .reg .u64 mmrec_g; cvta.to.global.u64 mmrec_g, $" +
+                       std::to_string(words) + "; ld.global.cs" + vecSuffix(words) + ".b32 " +
+                       wordList(words, 0) + ", [mmrec_g]; }";
+    std::string cons;
+    for (unsigned w = 0; w < words; ++w)
+      cons += "=r,";
+    cons += "l";
+    auto op = LLVM::InlineAsmOp::create(b, res, ValueRange{address(mem, i)}, code, cons,
+                                        /*has_side_effects=*/false, /*is_align_stack=*/false,
+                                        LLVM::TailCallKind::None, LLVM::AsmDialectAttr(),
+                                        ArrayAttr());
+    SmallVector<Value> ws;
+    for (unsigned w = 0; w < words; ++w)
+      ws.push_back(words > 1 ? Value(LLVM::ExtractValueOp::create(b, op.getResult(0), w))
+                             : op.getResult(0));
+    Value v = vector::FromElementsOp::create(b, VectorType::get({int64_t(words)}, i32t), ws);
+    return vector::BitCastOp::create(b, vt, v);
+  }
+  /// `x` (a vector) stored at element `i` of `mem` by one st.global.cs.
+  void streamStore(Value x, Value mem, Value i) {
+    auto vt = llvm::cast<VectorType>(x.getType());
+    unsigned words = vt.getNumElements() * vt.getElementTypeBitWidth() / 32;
+    Type i32t = b.getI32Type();
+    Value v = vector::BitCastOp::create(b, VectorType::get({int64_t(words)}, i32t), x);
+    SmallVector<Value> operands = {address(mem, i)};
+    std::string cons = "l";
+    for (unsigned w = 0; w < words; ++w) {
+      operands.push_back(vector::ExtractOp::create(b, v, int64_t(w)));
+      cons += ",r";
+    }
+    std::string code = "{ .reg .u64 mmrec_g; cvta.to.global.u64 mmrec_g, $0; st.global.cs" +
+                       vecSuffix(words) + ".b32 [mmrec_g], " + wordList(words, 1) + "; }";
+    LLVM::InlineAsmOp::create(b, TypeRange{}, operands, code, cons, /*has_side_effects=*/true,
+                              /*is_align_stack=*/false, LLVM::TailCallKind::None,
+                              LLVM::AsmDialectAttr(), ArrayAttr());
   }
 
   // --- raw pointer access for the look-back protocol (volatile: bypass L1) ---

@@ -47,6 +47,12 @@ struct ScanKernelSpec {
   // waits for the look-back, so registers stop bounding the blocks an SM runs.
   // The adjoint stages its epilogue's operands (ℓ_t, h_prev) too.
   bool stage = false;
+  // GPU: the inputs' loads and the outputs' stores are streaming
+  // (ld.global.cs / st.global.cs: evict-first in L1 and L2), so that the
+  // look-back's status words, written and read again a few microseconds
+  // later, are what L2 keeps (vector accesses of 4, 8 or 16 bytes; others
+  // stay plain).
+  bool stream = false;
 
   /// Names of the kernel's array arguments, in order; each is a 1-D memref.
   std::vector<std::string> arrayArgs() const;

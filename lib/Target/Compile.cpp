@@ -145,8 +145,9 @@ LogicalResult mlir::mmrec::emitNvptx(ModuleOp module, const CompileOptions &opts
   OwningOpRef<ModuleOp> clone = module.clone();
   std::string outline = llvm::formatv(
       "mmrec-outline-scan-kernels{{target=nvptx vec={0} steps={1} warps={2} min-blocks={3} "
-      "stage={4}}",
-      opts.scanVec, opts.scanSteps, opts.scanWarps, opts.scanMinBlocks, opts.scanStage);
+      "stage={4} stream={5}}",
+      opts.scanVec, opts.scanSteps, opts.scanWarps, opts.scanMinBlocks, opts.scanStage,
+      opts.scanStream);
   if (failed(runPipeline(*clone, outline)))
     return failure();
   kernels = (*clone)->getAttrOfType<ArrayAttr>("mmrec.kernels");

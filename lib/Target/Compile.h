@@ -31,7 +31,8 @@ struct CompileOptions {
   bool trainGatedCluster = false; // ... in row groups of clusters (implies trainGatedBf16)
   std::string emit;           // "", "mlir", "llvm", "ptx", "obj"
   // GPU scan tiling (0: the generator's defaults), see mmrec-outline-scan-kernels.
-  int64_t scanVec = 0, scanSteps = 8, scanWarps = 4, scanMinBlocks = 0, scanStage = -1;
+  int64_t scanVec = 0, scanSteps = 8, scanWarps = 4, scanMinBlocks = 0, scanStage = -1,
+          scanStream = -1;
 };
 
 struct KernelImages {

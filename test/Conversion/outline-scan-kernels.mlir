@@ -1,6 +1,8 @@
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels=target=nvptx | FileCheck %s --check-prefix=GPU
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx warps=2 steps=4 min-blocks=3" | FileCheck %s --check-prefix=TILE
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx stage=1" | FileCheck %s --check-prefix=STAGE
+// RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx stream=1" | FileCheck %s --check-prefix=STREAM
+// RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx stream=0" | FileCheck %s --check-prefix=NOSTREAM
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels=target=cpu | FileCheck %s --check-prefix=CPU
 // RUN: not mmrec-opt %s --mmrec-outline-scan-kernels=target=amdgpu 2>&1 | FileCheck %s --check-prefix=BAD
 
@@ -47,6 +49,16 @@
 // STAGE: cp.async.wait_all
 // STAGE: gpu.func @scan_f32_kernel_v1(
 // STAGE-NOT: cp.async
+
+// With stream=1 the inputs' vector loads and the outputs' vector stores are
+// streaming (evict-first) PTX accesses; the status words stay volatile.
+// STREAM: gpu.func @scan_f32_kernel(
+// STREAM: llvm.inline_asm "{ .reg .u64 mmrec_g; cvta.to.global.u64 mmrec_g, $4; ld.global.cs.v4.b32 {$0, $1, $2, $3}, [mmrec_g]; }", "=r,=r,=r,=r,l"
+// STREAM: llvm.store volatile {{.*}} : vector<4xi32>
+// STREAM: llvm.inline_asm has_side_effects "{ .reg .u64 mmrec_g; cvta.to.global.u64 mmrec_g, $0; st.global.cs.v4.b32 [mmrec_g], {$1, $2, $3, $4}; }", "l,r,r,r,r"
+// STREAM: gpu.func @scan_f32_kernel_v1(
+// STREAM: ld.global.cs.b32 $0, [mmrec_g]
+// NOSTREAM-NOT: .cs.
 
 // TILE: gpu.func @scan_f32_kernel(
 // TILE-SAME: memref<256xf32, #gpu.address_space<workgroup>>

@@ -62,6 +62,12 @@ static cl::opt<int64_t> scanStage(
              "(-1: where measured faster, the 16-bit long-block forward; 0: none; 1: every "
              "vectorized kernel, forward and adjoint)"),
     cl::init(-1));
+static cl::opt<int64_t> scanStream(
+    "scan-stream",
+    cl::desc("GPU scans: streaming (evict-first) loads of the inputs and stores of the outputs, "
+             "so that L2 keeps the look-back's status words (-1: where measured faster; 0: "
+             "none; 1: every kernel)"),
+    cl::init(-1));
 static cl::opt<bool> noTrain("no-train",
                              cl::desc("Do not build the training library (NAME.train.so) of a "
                                       "model file with mmrec.config"),
@@ -136,9 +142,11 @@ int main(int argc, char **argv) {
   opts.scanWarps = scanWarps;
   opts.scanMinBlocks = scanMinBlocks;
   opts.scanStage = scanStage;
+  opts.scanStream = scanStream;
   if (scanWarps < 1 || scanWarps > 32 || scanSteps < 1 || scanVec < 0 || scanMinBlocks < 0 ||
-      scanStage < -1 || scanStage > 1)
-    return fail("--scan-warps must be in [1, 32], --scan-stage in [-1, 1] and the other "
+      scanStage < -1 || scanStage > 1 || scanStream < -1 || scanStream > 1)
+    return fail("--scan-warps must be in [1, 32], --scan-stage and --scan-stream in [-1, 1] "
+                "and the other "
                 "--scan-* options >= 0");
   opts.nvptx = target != "cpu";
   opts.cpu = target != "nvptx";

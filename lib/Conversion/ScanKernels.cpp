@@ -435,16 +435,6 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
     b.setInsertionPointToStart(ifOp.thenBlock());
     Value t = memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addi, k.i32(1), ws,
                                           ValueRange{c0});
-    // The last ticket of the launch: every block has taken its own, so the
-    // counter goes back to zero for the next launch (no memset a launch).
-    Value blocks = arith::IndexCastUIOp::create(b, b.getI32Type(),
-                                                gpu::GridDimOp::create(b, gpu::Dimension::x));
-    auto ifLast = scf::IfOp::create(b, TypeRange{}, k.eq(t, k.subi(blocks, k.i32(1))), false);
-    {
-      OpBuilder::InsertionGuard g2(b);
-      b.setInsertionPointToStart(ifLast.thenBlock());
-      memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::assign, k.i32(0), ws, ValueRange{c0});
-    }
     memref::StoreOp::create(b, arith::IndexCastUIOp::create(b, b.getIndexType(), t), smT,
                             ValueRange{c0});
   }

@@ -872,12 +872,14 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
            << " : " << 32 * v1.warps << ";\n"
            << "  const int64_t tiles = (N + cb - 1) / cb, chunks = (T + cl - 1) / cl;\n"
            << "  const int64_t blocks = B * tiles * chunks;\n"
-           << "  // A 16-byte status word per (batch, chunk, channel) tagged with this\n"
-           << "  // launch's epoch, and the ticket counter (zero between launches).\n"
+           << "  // The ticket counter (zeroed), and a 16-byte status word per (batch,\n"
+           << "  // chunk, channel) tagged with this launch's epoch.\n"
+           << "  char *ws = static_cast<char *>(mmrec::rt::gpu::threadWorkspace().get(256, 256, "
+              "stream));\n"
+           << "  TensorRef wsRef{ws, DType::i32, device, {64}};\n"
            << "  const size_t statusBytes = size_t(16) * B * chunks * N;\n"
            << "  const mmrec::rt::gpu::TaggedBuffer st = "
               "mmrec::rt::gpu::threadScanStatus(statusBytes, stream);\n"
-           << "  TensorRef wsRef{st.counter, DType::i32, device, {64}};\n"
            << "  TensorRef statusRef{st.ptr, DType::i32, device, {int64_t(statusBytes / 4)}};\n"
            << "  MemRef1D m[] = {";
         for (const std::string &a : k.args)

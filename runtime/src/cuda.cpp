@@ -421,8 +421,6 @@ TaggedBuffer threadScanStatus(size_t bytes, Stream stream) {
   // Tags are epoch·4 + 1 or 2 in a u32: start over (zeroed) well before
   // they could wrap.
   bool zero = st.epoch >= (1u << 29);
-  // The ticket counter takes the first 256 bytes, the words the rest.
-  bytes += 256;
   if (bytes > st.size) {
     if (st.ptr) {
       check(MMREC_CU_CALL(cuCtxSynchronize)(), "cuCtxSynchronize (scan status)");
@@ -439,7 +437,7 @@ TaggedBuffer threadScanStatus(size_t bytes, Stream stream) {
           "cuMemsetD8Async (scan status)");
     st.epoch = 0;
   }
-  return {reinterpret_cast<void *>(st.ptr + 256), ++st.epoch, reinterpret_cast<void *>(st.ptr)};
+  return {reinterpret_cast<void *>(st.ptr), ++st.epoch};
 }
 
 void *alloc(size_t bytes) {

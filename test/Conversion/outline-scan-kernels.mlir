@@ -24,9 +24,6 @@
 // GPU-SAME: kernel attributes {known_block_size = array<i32: 128, 1, 1>}
 // The block takes a ticket, so that predecessors along T started earlier.
 // GPU: memref.atomic_rmw addi
-// The block that takes a launch's last ticket resets the counter.
-// GPU: gpu.grid_dim  x
-// GPU: memref.atomic_rmw assign
 // 16-byte vector loads of 4 fp32 channels.
 // GPU: vector.load {{.*}} {alignment = 16 : i64} : memref<?xf32>, vector<4xf32>
 // exp through ex2.approx.

@@ -138,13 +138,9 @@ Workspace &threadWorkspace();
 /// them alone (nothing else writes it): zeroed when (re)allocated, then
 /// each launch gets a new `epoch` (1, 2, ...) and tags its words with it, so
 /// words left by earlier launches read as unpublished without a memset.
-/// `counter` is the scans' ticket counter (256 bytes beside the words, zero
-/// between launches: the block that takes the last ticket of a launch sets
-/// it back to zero), so a launch needs no memset either.
 struct TaggedBuffer {
   void *ptr;
   uint32_t epoch;
-  void *counter;
 };
 TaggedBuffer threadScanStatus(size_t bytes, Stream stream);
 

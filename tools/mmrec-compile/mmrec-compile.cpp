@@ -108,6 +108,10 @@ int main(int argc, char **argv) {
     return fail("an output directory (-o DIR) is required unless --emit is given");
   if (arch.empty() || arch.getValue().rfind("sm_", 0) != 0)
     return fail("--arch must look like sm_90, got '" + arch + "'");
+  if (scanWarps < 1 || scanWarps > 32 || scanSteps < 1 || scanVec < 0 || scanMinBlocks < 0 ||
+      scanStage < -1 || scanStage > 1 || scanStream < -1 || scanStream > 1)
+    return fail("--scan-warps must be in [1, 32], --scan-stage and --scan-stream in [-1, 1] "
+                "and the other --scan-* options >= 0");
 
   DialectRegistry registry;
   registry.insert<mlir::mmrec::MMRecDialect>();
@@ -143,11 +147,6 @@ int main(int argc, char **argv) {
   opts.scanMinBlocks = scanMinBlocks;
   opts.scanStage = scanStage;
   opts.scanStream = scanStream;
-  if (scanWarps < 1 || scanWarps > 32 || scanSteps < 1 || scanVec < 0 || scanMinBlocks < 0 ||
-      scanStage < -1 || scanStage > 1 || scanStream < -1 || scanStream > 1)
-    return fail("--scan-warps must be in [1, 32], --scan-stage and --scan-stream in [-1, 1] "
-                "and the other "
-                "--scan-* options >= 0");
   opts.nvptx = target != "cpu";
   opts.cpu = target != "nvptx";
   opts.name = name.empty() ? llvm::sys::path::stem(inputFile).str() : name.getValue();

@@ -97,8 +97,8 @@ def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::Module
            "vectorized kernel, the adjoints with their epilogue operands too)">,
     Option<"stream", "stream", "int64_t", "-1",
            "Streaming (evict-first) loads of the GPU kernels' inputs and stores of their "
-           "outputs, so that L2 keeps the look-back's status words (-1: where measured "
-           "faster; 0: none; 1: every kernel)">,
+           "outputs, so that L2 keeps the look-back's status words (-1: the default, none "
+           "until measured on a GPU; 0: none; 1: every kernel)">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

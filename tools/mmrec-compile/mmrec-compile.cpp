@@ -65,8 +65,8 @@ static cl::opt<int64_t> scanStage(
 static cl::opt<int64_t> scanStream(
     "scan-stream",
     cl::desc("GPU scans: streaming (evict-first) loads of the inputs and stores of the outputs, "
-             "so that L2 keeps the look-back's status words (-1: where measured faster; 0: "
-             "none; 1: every kernel)"),
+             "so that L2 keeps the look-back's status words (-1: the default, none until "
+             "measured on a GPU; 0: none; 1: every kernel)"),
     cl::init(-1));
 static cl::opt<bool> noTrain("no-train",
                              cl::desc("Do not build the training library (NAME.train.so) of a "

@@ -53,6 +53,8 @@ struct OutlineScanKernelsPass
     set("steps", b.getI64IntegerAttr(s.steps));
     set("warps", b.getI64IntegerAttr(s.warps));
     set("min_blocks", b.getI64IntegerAttr(s.minBlocks));
+    if (gpu)
+      set("ticket", b.getBoolAttr(s.ticket));
     set("shared_bytes", b.getI64IntegerAttr(gpu ? s.sharedBytes() : 0));
     set("clamp_min", b.getF64FloatAttr(s.clampMin));
     set("clamp_max", b.getF64FloatAttr(s.clampMax));
@@ -271,6 +273,7 @@ struct OutlineScanKernelsPass
       // of the floor against 80.0%) and is built below as its long variant.
       spec.stage = stage == 1 || (stage < 0 && wideAdjoint);
       spec.stream = stream == 1;
+      spec.ticket = ticket != 0;
       if (gpu) {
         buildGpuScanKernel(b, op->getLoc(), getGpuModule(), spec);
         kernels.push_back(describe(b, spec, true, llvm::cast<RankedTensorType>(bType), logRank));

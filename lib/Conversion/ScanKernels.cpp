@@ -4,7 +4,9 @@
 //
 //   0. thread 0 takes a ticket (atomic add on ws[0]); the ticket orders the
 //      blocks so that a block's predecessor along T started before it:
-//      ticket = (chunk · B + batch) · tiles + tile.
+//      ticket = (chunk · B + batch) · tiles + tile. Without
+//      ScanKernelSpec::ticket the block index takes its place (the
+//      hardware's in-order dispatch gives the same guarantee in practice).
 //   1. every thread loads its L steps of V channels (16-byte vector loads
 //      when V > 1), and scans them locally from zero in registers, keeping
 //      the steps' decays γ_j = exp(ℓ_j) and inputs; a staged kernel
@@ -428,18 +430,23 @@ void mlir::mmrec::buildGpuScanKernel(OpBuilder &builder, Location loc,
   Value chunks = k.divui(k.addi(T, k.idx(CL - 1)), k.idx(CL));
   Value perChunk = k.muli(Bsz, tiles);
 
-  // 0. Ticket.
-  {
+  // 0. Ticket (or the block index, ScanKernelSpec::ticket).
+  Value ticket;
+  if (spec.ticket) {
     auto ifOp = scf::IfOp::create(b, TypeRange{}, k.eq(tid, c0), false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(ifOp.thenBlock());
-    Value t = memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addi, k.i32(1), ws,
-                                          ValueRange{c0});
-    memref::StoreOp::create(b, arith::IndexCastUIOp::create(b, b.getIndexType(), t), smT,
-                            ValueRange{c0});
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(ifOp.thenBlock());
+      Value t = memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addi, k.i32(1), ws,
+                                            ValueRange{c0});
+      memref::StoreOp::create(b, arith::IndexCastUIOp::create(b, b.getIndexType(), t), smT,
+                              ValueRange{c0});
+    }
+    gpu::BarrierOp::create(b);
+    ticket = memref::LoadOp::create(b, smT, ValueRange{c0});
+  } else {
+    ticket = gpu::BlockIdOp::create(b, gpu::Dimension::x);
   }
-  gpu::BarrierOp::create(b);
-  Value ticket = memref::LoadOp::create(b, smT, ValueRange{c0});
   Value chunk = k.divui(ticket, perChunk);
   Value rest = k.remui(ticket, perChunk);
   Value bi = k.divui(rest, tiles), tile = k.remui(rest, tiles);

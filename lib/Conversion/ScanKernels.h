@@ -53,6 +53,14 @@ struct ScanKernelSpec {
   // later, are what L2 keeps (vector accesses of 4, 8 or 16 bytes; others
   // stay plain).
   bool stream = false;
+  // GPU: a block's place along T (and so its predecessors in the look-back)
+  // comes from an atomic ticket taken at its start (true), or from
+  // blockIdx.x (false), which relies on the hardware dispatching a 1-D
+  // grid's blocks in index order, as CUB's single-pass scans do
+  // (NVIDIA/cub#245: "not strictly safe within the CUDA programming model,
+  // but our current HW behaves this way"): no atomic round trip before a
+  // block's first load, and no counter to zero before each launch.
+  bool ticket = true;
 
   /// Names of the kernel's array arguments, in order; each is a 1-D memref.
   std::vector<std::string> arrayArgs() const;

@@ -145,9 +145,9 @@ LogicalResult mlir::mmrec::emitNvptx(ModuleOp module, const CompileOptions &opts
   OwningOpRef<ModuleOp> clone = module.clone();
   std::string outline = llvm::formatv(
       "mmrec-outline-scan-kernels{{target=nvptx vec={0} steps={1} warps={2} min-blocks={3} "
-      "stage={4} stream={5}}",
+      "stage={4} stream={5} ticket={6}}",
       opts.scanVec, opts.scanSteps, opts.scanWarps, opts.scanMinBlocks, opts.scanStage,
-      opts.scanStream);
+      opts.scanStream, opts.scanTicket);
   if (failed(runPipeline(*clone, outline)))
     return failure();
   kernels = (*clone)->getAttrOfType<ArrayAttr>("mmrec.kernels");
@@ -289,6 +289,7 @@ struct KernelInfo {
   int64_t channels = 0, heads = 1, rows = 1, threads = 0, sharedBytes = 0;
   bool cooperative = false;
   int64_t channelsPerBlock = 0;
+  bool ticket = true; // a GPU scan kernel takes an atomic ticket (else blockIdx.x)
   bool gated() const { return op.rfind("gated_recurrence", 0) == 0; }
 };
 
@@ -331,6 +332,8 @@ KernelInfo parseInfo(Attribute a) {
   k.logRank = d.getAs<IntegerAttr>("log_rank").getInt();
   if (auto sb = d.getAs<IntegerAttr>("shared_bytes"))
     k.sharedBytes = sb.getInt();
+  if (auto t = d.getAs<BoolAttr>("ticket"))
+    k.ticket = t.getValue();
   for (int64_t v : d.getAs<DenseI64ArrayAttr>("shape").asArrayRef())
     k.shape.push_back(v);
   return k;
@@ -873,9 +876,13 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
            << "  const int64_t tiles = (N + cb - 1) / cb, chunks = (T + cl - 1) / cl;\n"
            << "  const int64_t blocks = B * tiles * chunks;\n"
            << "  // The ticket counter (zeroed), and a 16-byte status word per (batch,\n"
-           << "  // chunk, channel) tagged with this launch's epoch.\n"
-           << "  char *ws = static_cast<char *>(mmrec::rt::gpu::threadWorkspace().get(256, 256, "
-              "stream));\n"
+           << "  // chunk, channel) tagged with this launch's epoch.\n";
+        if (g->ticket || v1.ticket || L.ticket)
+          os << "  char *ws = static_cast<char *>(mmrec::rt::gpu::threadWorkspace().get(256, 256, "
+                "stream));\n";
+        else
+          os << "  char *ws = nullptr; // the kernels place their blocks by blockIdx.x\n";
+        os
            << "  TensorRef wsRef{ws, DType::i32, device, {64}};\n"
            << "  const size_t statusBytes = size_t(16) * B * chunks * N;\n"
            << "  const mmrec::rt::gpu::TaggedBuffer st = "

@@ -32,7 +32,7 @@ struct CompileOptions {
   std::string emit;           // "", "mlir", "llvm", "ptx", "obj"
   // GPU scan tiling (0: the generator's defaults), see mmrec-outline-scan-kernels.
   int64_t scanVec = 0, scanSteps = 8, scanWarps = 4, scanMinBlocks = 0, scanStage = -1,
-          scanStream = -1;
+          scanStream = -1, scanTicket = -1;
 };
 
 struct KernelImages {

@@ -3,6 +3,7 @@
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx stage=1" | FileCheck %s --check-prefix=STAGE
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx stream=1" | FileCheck %s --check-prefix=STREAM
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx stream=0" | FileCheck %s --check-prefix=NOSTREAM
+// RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx ticket=0" | FileCheck %s --check-prefix=BLOCKID
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels=target=cpu | FileCheck %s --check-prefix=CPU
 // RUN: not mmrec-opt %s --mmrec-outline-scan-kernels=target=amdgpu 2>&1 | FileCheck %s --check-prefix=BAD
 
@@ -11,7 +12,7 @@
 // GPU-SAME: name = "scan_f32_kernel", op = "scan"
 // GPU-SAME: shared_bytes = 0
 // GPU-SAME: name = "scan_f32_kernel_long", op = "scan"
-// GPU-SAME: steps = 16 : i64, target = "nvptx", vec = 4 : i64, warps = 4 : i64
+// GPU-SAME: steps = 16 : i64, target = "nvptx", ticket = true, vec = 4 : i64, warps = 4 : i64
 // GPU-SAME: name = "scan_f32_kernel_v1"
 // GPU: mmrec.scan {{.*}}{mmrec.kernel = "scan_f32_kernel"}
 
@@ -24,6 +25,7 @@
 // GPU-SAME: kernel attributes {known_block_size = array<i32: 128, 1, 1>}
 // The block takes a ticket, so that predecessors along T started earlier.
 // GPU: memref.atomic_rmw addi
+// GPU-NOT: gpu.block_id
 // 16-byte vector loads of 4 fp32 channels.
 // GPU: vector.load {{.*}} {alignment = 16 : i64} : memref<?xf32>, vector<4xf32>
 // exp through ex2.approx.
@@ -59,6 +61,15 @@
 // STREAM: gpu.func @scan_f32_kernel_v1(
 // STREAM: ld.global.cs.b32 $0, [mmrec_g]
 // NOSTREAM-NOT: .cs.
+
+// With ticket=0 a block's place along T is its block index: no atomic, and
+// the kernel descriptions say so (the launcher then zeroes no counter).
+// BLOCKID: ticket = false
+// BLOCKID: gpu.func @scan_f32_kernel(
+// BLOCKID-NOT: memref.atomic_rmw
+// BLOCKID: gpu.block_id  x
+// BLOCKID-NOT: memref.atomic_rmw
+// BLOCKID: gpu.func @scan_f32_kernel_v1(
 
 // TILE: gpu.func @scan_f32_kernel(
 // TILE-SAME: memref<256xf32, #gpu.address_space<workgroup>>

@@ -6,6 +6,7 @@
 // RUN: not mmrec-compile %S/does-not-exist.mlir -o %t 2>&1 | FileCheck %s --check-prefix=MISSING
 // Tiling options out of range are refused before the input is read.
 // RUN: not mmrec-compile %s -o %t --scan-stream=2 2>&1 | FileCheck %s --check-prefix=TILING
+// RUN: not mmrec-compile %s -o %t --scan-ticket=3 2>&1 | FileCheck %s --check-prefix=TILING
 // RUN: not mmrec-compile %s -o %t --scan-stage=-2 2>&1 | FileCheck %s --check-prefix=TILING
 // RUN: not mmrec-compile %s -o %t --scan-warps=33 2>&1 | FileCheck %s --check-prefix=TILING
 
@@ -19,4 +20,4 @@ func.func @bad(%l: tensor<2x3x4xf32>, %b: tensor<2x3xf32>) -> (tensor<2x3xf32>, 
 // TARGET: mmrec-compile: error: --target must be all, nvptx or cpu, got 'amdgpu'
 // MISSING: mmrec-compile: error: cannot open input file '{{.*}}does-not-exist.mlir'
 // TILING-NOT: compile-errors.mlir
-// TILING: mmrec-compile: error: --scan-warps must be in [1, 32], --scan-stage and --scan-stream in [-1, 1] and the other --scan-* options >= 0
+// TILING: mmrec-compile: error: --scan-warps must be in [1, 32], --scan-stage, --scan-stream and --scan-ticket in [-1, 1] and the other --scan-* options >= 0

@@ -68,6 +68,12 @@ static cl::opt<int64_t> scanStream(
              "so that L2 keeps the look-back's status words (-1: the default, none until "
              "measured on a GPU; 0: none; 1: every kernel)"),
     cl::init(-1));
+static cl::opt<int64_t> scanTicket(
+    "scan-ticket",
+    cl::desc("GPU scans: a block's place along T from an atomic ticket (1) or from its block "
+             "index, relying on in-order block dispatch as CUB does (0); -1: the default, the "
+             "ticket until measured on a GPU"),
+    cl::init(-1));
 static cl::opt<bool> noTrain("no-train",
                              cl::desc("Do not build the training library (NAME.train.so) of a "
                                       "model file with mmrec.config"),
@@ -109,8 +115,9 @@ int main(int argc, char **argv) {
   if (arch.empty() || arch.getValue().rfind("sm_", 0) != 0)
     return fail("--arch must look like sm_90, got '" + arch + "'");
   if (scanWarps < 1 || scanWarps > 32 || scanSteps < 1 || scanVec < 0 || scanMinBlocks < 0 ||
-      scanStage < -1 || scanStage > 1 || scanStream < -1 || scanStream > 1)
-    return fail("--scan-warps must be in [1, 32], --scan-stage and --scan-stream in [-1, 1] "
+      scanStage < -1 || scanStage > 1 || scanStream < -1 || scanStream > 1 || scanTicket < -1 || scanTicket > 1)
+    return fail("--scan-warps must be in [1, 32], --scan-stage, --scan-stream and --scan-ticket "
+                "in [-1, 1] "
                 "and the other --scan-* options >= 0");
 
   DialectRegistry registry;
@@ -147,6 +154,7 @@ int main(int argc, char **argv) {
   opts.scanMinBlocks = scanMinBlocks;
   opts.scanStage = scanStage;
   opts.scanStream = scanStream;
+  opts.scanTicket = scanTicket;
   opts.nvptx = target != "cpu";
   opts.cpu = target != "nvptx";
   opts.name = name.empty() ? llvm::sys::path::stem(inputFile).str() : name.getValue();

@@ -875,14 +875,13 @@ MemRef1D memref(const TensorRef &t) { return {t.data, t.data, 0, t.numel(), 1}; 
            << " : " << 32 * v1.warps << ";\n"
            << "  const int64_t tiles = (N + cb - 1) / cb, chunks = (T + cl - 1) / cl;\n"
            << "  const int64_t blocks = B * tiles * chunks;\n"
-           << "  // The ticket counter (zeroed), and a 16-byte status word per (batch,\n"
-           << "  // chunk, channel) tagged with this launch's epoch.\n";
-        if (g->ticket || v1.ticket || L.ticket)
-          os << "  char *ws = static_cast<char *>(mmrec::rt::gpu::threadWorkspace().get(256, 256, "
-                "stream));\n";
-        else
-          os << "  char *ws = nullptr; // the kernels place their blocks by blockIdx.x\n";
-        os
+           << "  // The ticket counter (zeroed; none where the kernels place their blocks\n"
+           << "  // by blockIdx.x), and a 16-byte status word per (batch, chunk, channel)\n"
+           << "  // tagged with this launch's epoch.\n"
+           << (g->ticket || v1.ticket || L.ticket
+                   ? "  char *ws = static_cast<char *>(mmrec::rt::gpu::threadWorkspace().get(256, "
+                     "256, stream));\n"
+                   : "  char *ws = nullptr;\n")
            << "  TensorRef wsRef{ws, DType::i32, device, {64}};\n"
            << "  const size_t statusBytes = size_t(16) * B * chunks * N;\n"
            << "  const mmrec::rt::gpu::TaggedBuffer st = "

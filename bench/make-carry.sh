@@ -25,7 +25,7 @@ bins=("$B/bin/mmrec-train" "$B/bin/mmrec-generate" "$B/test/unit/mmrec-train-ker
 cp "${bins[@]}" "$C/bin/"
 mkdir -p "$C/scan"
 cp "$B/bench/scan-bench" "$B/test/unit/mmrec-scan-kernel-tests" "$B/test/unit/mmrec-scan-staged-tests" \
-  "$B/test/unit/mmrec-scan-blockid-tests" \
+  "$B/test/unit/mmrec-scan-ticket-tests" \
   "$C/scan/"
 # SCAN_VARIANTS="w4s8g0;w4s8g1" (bench/CMakeLists.txt's syntax): also the
 # scan-bench-<variant> binaries that bench/scan-variants.sh compares, built

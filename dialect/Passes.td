@@ -103,7 +103,7 @@ def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::Module
            "How a GPU scan block finds its place along T: 1 an atomic ticket taken at its "
            "start; 0 its block index, relying on the in-order dispatch of a 1-D grid's blocks "
            "as CUB's single-pass scans do (no atomic before the first load, no counter to "
-           "zero a launch); -1 the default, the ticket until measured on a GPU">,
+           "zero a launch); -1 the default, the block index (measured faster on the H100)">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

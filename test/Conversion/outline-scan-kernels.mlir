@@ -3,7 +3,7 @@
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx stage=1" | FileCheck %s --check-prefix=STAGE
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx stream=1" | FileCheck %s --check-prefix=STREAM
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx stream=0" | FileCheck %s --check-prefix=NOSTREAM
-// RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx ticket=0" | FileCheck %s --check-prefix=BLOCKID
+// RUN: mmrec-opt %s --mmrec-outline-scan-kernels="target=nvptx ticket=1" | FileCheck %s --check-prefix=TICKET
 // RUN: mmrec-opt %s --mmrec-outline-scan-kernels=target=cpu | FileCheck %s --check-prefix=CPU
 // RUN: not mmrec-opt %s --mmrec-outline-scan-kernels=target=amdgpu 2>&1 | FileCheck %s --check-prefix=BAD
 
@@ -12,8 +12,14 @@
 // GPU-SAME: name = "scan_f32_kernel", op = "scan"
 // GPU-SAME: shared_bytes = 0
 // GPU-SAME: name = "scan_f32_kernel_long", op = "scan"
-// GPU-SAME: steps = 16 : i64, target = "nvptx", ticket = true, vec = 4 : i64, warps = 4 : i64
+// GPU-SAME: steps = 16 : i64, target = "nvptx", ticket = false, vec = 4 : i64, warps = 4 : i64
 // GPU-SAME: name = "scan_f32_kernel_v1"
+// 16-bit I/O: the forward runs 16 steps a thread (4 channels, 8-byte
+// accesses), its long-block variant 8 warps × 16 steps staged in shared memory.
+// GPU-SAME: name = "scan_bf16_kernel", op = "scan"
+// GPU-SAME: shared_bytes = 0 : i64, steps = 16 : i64, target = "nvptx", ticket = false, vec = 4 : i64, warps = 4 : i64
+// GPU-SAME: name = "scan_bf16_kernel_long", op = "scan"
+// GPU-SAME: shared_bytes = {{[1-9][0-9]*}} : i64, steps = 16 : i64, target = "nvptx", ticket = false, vec = 4 : i64, warps = 8 : i64
 // GPU: mmrec.scan {{.*}}{mmrec.kernel = "scan_f32_kernel"}
 
 // One gpu.func a kernel: 4 warps by default, shared memory for the warp
@@ -23,9 +29,10 @@
 // GPU: gpu.func @scan_f32_kernel(%{{.*}}: memref<?xf32>, {{.*}}: memref<?xf32>, {{.*}}: memref<?xi32>, {{.*}}: memref<?xi32>, {{.*}}: index, {{.*}}: index, {{.*}}: index, {{.*}}: index)
 // GPU-SAME: workgroup({{.*}}: memref<512xf32, #gpu.address_space<workgroup>>
 // GPU-SAME: kernel attributes {known_block_size = array<i32: 128, 1, 1>}
-// The block takes a ticket, so that predecessors along T started earlier.
-// GPU: memref.atomic_rmw addi
-// GPU-NOT: gpu.block_id
+// Its place along T is its block index (ticket=1: an atomic ticket instead).
+// GPU-NOT: memref.atomic_rmw
+// GPU: gpu.block_id  x
+// GPU-NOT: memref.atomic_rmw
 // 16-byte vector loads of 4 fp32 channels.
 // GPU: vector.load {{.*}} {alignment = 16 : i64} : memref<?xf32>, vector<4xf32>
 // exp through ex2.approx.
@@ -62,14 +69,14 @@
 // STREAM: ld.global.cs.b32 $0, [mmrec_g]
 // NOSTREAM-NOT: .cs.
 
-// With ticket=0 a block's place along T is its block index: no atomic, and
-// the kernel descriptions say so (the launcher then zeroes no counter).
-// BLOCKID: ticket = false
-// BLOCKID: gpu.func @scan_f32_kernel(
-// BLOCKID-NOT: memref.atomic_rmw
-// BLOCKID: gpu.block_id  x
-// BLOCKID-NOT: memref.atomic_rmw
-// BLOCKID: gpu.func @scan_f32_kernel_v1(
+// With ticket=1 the block takes an atomic ticket first, so that its
+// predecessors along T started earlier; the kernel descriptions say so (the
+// launcher then zeroes the counter before each launch).
+// TICKET: ticket = true
+// TICKET: gpu.func @scan_f32_kernel(
+// TICKET: memref.atomic_rmw addi
+// TICKET-NOT: gpu.block_id
+// TICKET: vector.load
 
 // TILE: gpu.func @scan_f32_kernel(
 // TILE-SAME: memref<256xf32, #gpu.address_space<workgroup>>
@@ -104,4 +111,12 @@ func.func @scan_grad_f32(%l: tensor<?x?x?xf32>, %h: tensor<?x?x?xf32>, %dh: tens
       : tensor<?x?x?xf32>, tensor<?x?x?xf32>, tensor<?x?x?xf32>, tensor<?x?xf32>, tensor<?x?xf32>
       -> tensor<?x?x?xf32>, tensor<?x?x?xf32>, tensor<?x?xf32>
   return %dl, %db, %dh0 : tensor<?x?x?xf32>, tensor<?x?x?xf32>, tensor<?x?xf32>
+}
+
+// The 16-bit forward (@scan_bf16 below): checked with the kernel list above.
+func.func @scan_bf16(%l: tensor<?x?x?xf32>, %b: tensor<?x?x?xbf16>, %h0: tensor<?x?xbf16>)
+    -> (tensor<?x?x?xbf16>, tensor<?x?xbf16>) {
+  %h, %hT = mmrec.scan %l, %b init %h0
+      : tensor<?x?x?xf32>, tensor<?x?x?xbf16>, tensor<?x?xbf16> -> tensor<?x?x?xbf16>, tensor<?x?xbf16>
+  return %h, %hT : tensor<?x?x?xbf16>, tensor<?x?xbf16>
 }

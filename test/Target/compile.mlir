@@ -20,7 +20,8 @@
 // PTX: .shared .align 16 .b8 __wg_scan_f32_kernel_0[2048];
 // PTX: .shared .align 16 .b8 __wg_scan_f32_kernel_1[2048];
 // PTX: .shared .align 16 .b8 __wg_scan_f32_kernel_2[512];
-// PTX: atom.global.add.u32
+// Blocks are placed along T by their index: no atomic ticket.
+// PTX-NOT: atom.global
 // PTX: ld.global.v4.b32
 // PTX: ex2.approx.ftz.f32
 // The look-back's status words: one 16-byte volatile store / load each.
@@ -43,6 +44,8 @@
 // SRC: mmrec::rt::checkArg(K, "init", init, DType::f32, state);
 // SRC: mmrec_cpu_k_scan_f32_kernel(
 // SRC: const bool longer = vec && N % 4 == 0 && T >= 8192 && B * N <= 16384;
+// No ticket counter to zero (blocks placed by index).
+// SRC: char *ws = nullptr;
 // SRC: mmrec::rt::gpu::threadScanStatus(statusBytes, stream);
 // SRC: const char *fnName = longer ? "scan_f32_kernel_long" : vec ? "scan_f32_kernel" : "scan_f32_kernel_v1";
 

@@ -6,8 +6,9 @@
 //   * GPU: a `gpu.func` that keeps the whole sequence axis parallel. A block
 //     owns 32·V channels × W·L steps; each thread scans L steps of V
 //     channels in registers, warps are combined through shared memory, and
-//     blocks along T are chained by decoupled look-back (one ticket counter,
-//     one flag per block, aggregates and inclusive prefixes in a workspace),
+//     blocks along T are chained by decoupled look-back (blocks placed by
+//     index or by a ticket counter, one 16-byte status word per block and
+//     channel holding its aggregate or inclusive prefix),
 //     so that one pass reads every input once and writes every output once.
 //   * CPU: a `func.func` of loops, sequential in T and contiguous in the
 //     channels (which LLVM vectorizes).
@@ -60,7 +61,7 @@ struct ScanKernelSpec {
   // (NVIDIA/cub#245: "not strictly safe within the CUDA programming model,
   // but our current HW behaves this way"): no atomic round trip before a
   // block's first load, and no counter to zero before each launch.
-  bool ticket = true;
+  bool ticket = true; // the pass sets it (false unless --scan-ticket=1)
 
   /// Names of the kernel's array arguments, in order; each is a 1-D memref.
   std::vector<std::string> arrayArgs() const;

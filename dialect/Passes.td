@@ -97,8 +97,8 @@ def MMRecOutlineScanKernels : Pass<"mmrec-outline-scan-kernels", "::mlir::Module
            "vectorized kernel, the adjoints with their epilogue operands too)">,
     Option<"stream", "stream", "int64_t", "-1",
            "Streaming (evict-first) loads of the GPU kernels' inputs and stores of their "
-           "outputs, so that L2 keeps the look-back's status words (-1: the default, none "
-           "until measured on a GPU; 0: none; 1: every kernel)">,
+           "outputs, so that L2 keeps the look-back's status words (-1: the default, none: "
+           "measured slower on the H200; 0: none; 1: every kernel)">,
     Option<"ticket", "ticket", "int64_t", "-1",
            "How a GPU scan block finds its place along T: 1 an atomic ticket taken at its "
            "start; 0 its block index, relying on the in-order dispatch of a 1-D grid's blocks "

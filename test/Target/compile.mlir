@@ -1,12 +1,21 @@
 // mmrec-compile: the default pipeline, the adjoint, PTX through NVPTX, a CPU
 // object, the launch API and the manifest.
 // RUN: mmrec-compile %s --emit=mlir | FileCheck %s --check-prefix=MLIR
+// RUN: mmrec-compile --help | FileCheck %s --check-prefix=HELP
 // RUN: mmrec-compile %s --emit=ptx | FileCheck %s --check-prefix=PTX
 // RUN: mmrec-compile %s --emit=llvm --target=cpu | FileCheck %s --check-prefix=LLVM
 // RUN: rm -rf %t && mmrec-compile %s -o %t --name=k | FileCheck %s --check-prefix=OUT
 // RUN: FileCheck %s --check-prefix=HDR < %t/k.h
 // RUN: FileCheck %s --check-prefix=SRC < %t/k.cpp
 // RUN: FileCheck %s --check-prefix=MAN < %t/k.manifest.json
+
+// --help lists mmrec-compile's own options, not LLVM's hundreds.
+// HELP: mmrec-compile options:
+// HELP-NOT: --aarch64
+// HELP: --emit=<string>
+// HELP: --scan-ticket=<long>
+// HELP: --target=<string>
+// HELP-NOT: --x86
 
 // MLIR: func.func @scan_f32_grad(
 // MLIR: mmrec.scan_grad

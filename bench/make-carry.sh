@@ -13,6 +13,10 @@
 #   .carry/data         KJV token shards: bytes and SentencePiece 32000
 #   .carry/scan         scan-bench and the scan kernels' GPU tests (issue 3), and
 #                       with SCAN_VARIANTS the scan-bench-<variant> binaries
+#   .carry/anchors      with ANCHOR_REPOS (git directories that the fetch tool
+#                       wrote: proger/accelerated-scan, fla-org/flash-linear-
+#                       attention), their accelerated_scan/ and fla/ packages for
+#                       bench/scan_bench.py --anchors-src (never committed)
 #   .carry/COMMIT       the commit they were built from
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,5 +68,11 @@ rm -f "$C"/data/*/train.txt
 # The device tool carries at most 64 MiB: the libraries (OpenBLAS alone is
 # 36 MB) travel compressed; bench/carry-env.sh unpacks them there.
 tar -cJf "$C/lib.tar.xz" -C "$C" lib && rm -rf "$C/lib"
+for r in ${ANCHOR_REPOS:-}; do
+  mkdir -p "$C/anchors"
+  for pkg in accelerated_scan fla; do
+    git -C "$r" archive HEAD "$pkg" 2>/dev/null | tar -x -C "$C/anchors" 2>/dev/null || true
+  done
+done
 git rev-parse --short HEAD > "$C/COMMIT"
 du -sh "$C"

@@ -16,6 +16,9 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--bin", default="build/bench/scan-bench")
 ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "scan.json"))
 ap.add_argument("--commit", default=os.environ.get("MMREC_COMMIT", "unknown"))
+ap.add_argument("--anchors-src", default=None,
+                help="directory holding the fetched accelerated_scan/ and fla/ packages "
+                     "(.carry/anchors, see bench/scan_anchors_ext.py); each runs in a subprocess")
 args = ap.parse_args()
 
 ours = [json.loads(l) for l in subprocess.run([args.bin], check=True, capture_output=True,
@@ -91,6 +94,25 @@ for c in cases:
                     "ours": c["fwdbwd_ms"], "floor": round(floor_fb, 4), "anchors": {}})
     del a, b, la
     torch.cuda.empty_cache()
+    if args.anchors_src:
+        ext = results[-2]["anchors"]
+        for anchor in ("accelerated_scan", "fla"):
+            try:
+                p = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__),
+                                    "scan_anchors_ext.py"), "--src", args.anchors_src,
+                                    "--anchor", anchor, "--case", c["case"]],
+                                   capture_output=True, text=True, timeout=600)
+                lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+                r = json.loads(lines[-1]) if lines else {
+                    "error": f"exit {p.returncode}: " + (p.stderr.strip().splitlines() or [""])[-1][:200]}
+            except subprocess.TimeoutExpired:
+                r = {"error": "timeout"}
+            print(f"anchor {anchor} {c['case']}: {r}", flush=True)
+            if "error" in r:
+                ext[anchor + "_error"] = r["error"]
+            else:
+                ext[anchor] = r["fwd_ms"]
+                results[-1]["anchors"][anchor] = r["fwdbwd_ms"]
 
 print(f"copy bandwidth (read+write): {copy_tbps:.3f} TB/s")
 print(f"{'case':24s} {'fwd ms':>8s} {'floor':>7s} {'%floor':>7s} {'triton':>8s} {'ours/tri':>8s} "
@@ -98,9 +120,20 @@ print(f"{'case':24s} {'fwd ms':>8s} {'floor':>7s} {'%floor':>7s} {'triton':>8s} 
 for case, f, ff, tri, ls, fb, ffb in rows:
     print(f"{case:24s} {f:8.4f} {ff:7.4f} {100*ff/f:6.1f}% {tri:8.4f} {tri/f:7.2f}x "
           f"{(ls if ls else float('nan')):9.4f} {fb:8.4f} {ffb:7.4f} {100*ffb/fb:6.1f}%")
+if args.anchors_src:
+    print(f"{'case':24s} {'anchor':18s} {'fwd ms':>8s} {'anchor/ours':>11s} {'f+b ms':>8s} {'anchor/ours':>11s}")
+    for i in range(0, len(results), 2):
+        fw, fbw = results[i], results[i + 1]
+        for anchor in ("accelerated_scan", "fla"):
+            if anchor in fw["anchors"]:
+                fa, fba = fw["anchors"][anchor], fbw["anchors"][anchor]
+                print(f"{fw['case']:24s} {anchor:18s} {fa:8.4f} {fa/fw['ours']:10.2f}x "
+                      f"{fba:8.4f} {fba/fbw['ours']:10.2f}x")
+            else:
+                print(f"{fw['case']:24s} {anchor:18s} {fw['anchors'].get(anchor + '_error')}")
 
 doc = {"device": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
-       "commit": args.commit, "command": "bench/run-gpu.sh (python3 bench/scan_bench.py)",
+       "commit": args.commit, "command": "python3 " + " ".join(sys.argv),
        "copy_TBps": copy_tbps, "results": results}
 with open(args.out, "w") as f:
     json.dump(doc, f, indent=2)

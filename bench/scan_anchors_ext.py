@@ -5,7 +5,7 @@ accelerated-scan (proger/accelerated-scan, its CUDA warp scan, layout
 (B, D, T), T a power of two) and flash-linear-attention's chunk_hgrn
 (fla-org/flash-linear-attention, Triton, layout (B, T, D), log decays) are
 brought onto this machine with the `fetch` tool and carried, never committed:
-bench/make-carry.sh copies them to .carry/anchors when ANCHORS_SRC names
+bench/make-carry.sh copies them to .carry/anchors when ANCHOR_REPOS names
 the mirrors. bench/scan_bench.py runs this script once per case and anchor
 in a subprocess, because accelerated-scan is known to crash (illegal memory
 access) at B1·T32768 bf16, which would poison the CUDA context of the

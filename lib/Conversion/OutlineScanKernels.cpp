@@ -260,8 +260,8 @@ struct OutlineScanKernelsPass
       // 12 steps a thread keep more bytes in flight (16 measured faster
       // still but spills: 276 bytes). It replaces the long-block variant
       // (8 × 8); its unstaged form is the long variant (see below).
-      const bool wideAdjoint = vec == 0 && steps == 8 && warps == 4 &&
-                               spec.kind == ScanKernelKind::Adjoint && bytes == 2;
+      const bool defaultTiling16 = vec == 0 && steps == 8 && warps == 4 && bytes == 2;
+      const bool wideAdjoint = defaultTiling16 && spec.kind == ScanKernelKind::Adjoint;
       if (wideAdjoint)
         spec.steps = 12;
       // The 16-bit forward likewise moves 8 bytes of each input a step: 16
@@ -269,9 +269,7 @@ struct OutlineScanKernelsPass
       // (244 registers, no spills). H100, B8·T2048·D4096 bf16, blocks placed
       // by index (session 22): 91.6% of the HBM floor against 88.4–89.7%
       // with 8 steps. Long sequences keep the long-block variant below.
-      const bool wideForward = vec == 0 && steps == 8 && warps == 4 &&
-                               spec.kind == ScanKernelKind::Forward && bytes == 2;
-      if (wideForward)
+      if (defaultTiling16 && spec.kind == ScanKernelKind::Forward)
         spec.steps = 16;
       spec.warps = warps;
       spec.minBlocks = minBlocks;

@@ -61,7 +61,7 @@ struct ScanKernelSpec {
   // (NVIDIA/cub#245: "not strictly safe within the CUDA programming model,
   // but our current HW behaves this way"): no atomic round trip before a
   // block's first load, and no counter to zero before each launch.
-  bool ticket = true; // the pass sets it (false unless --scan-ticket=1)
+  bool ticket = false;
 
   /// Names of the kernel's array arguments, in order; each is a 1-D memref.
   std::vector<std::string> arrayArgs() const;

@@ -38,39 +38,45 @@ using namespace mlir;
 namespace cl = llvm::cl;
 
 static cl::OptionCategory compileCat("mmrec-compile options");
-static cl::opt<std::string> inputFile(cl::cat(compileCat), cl::Positional, cl::desc("<model.mlir>"), cl::Required);
-static cl::opt<std::string> outDir(cl::cat(compileCat), "o", cl::desc("Output directory"), cl::value_desc("DIR"));
-static cl::opt<std::string> target(cl::cat(compileCat), "target", cl::desc("all (default), nvptx or cpu"),
-                                   cl::init("all"));
-static cl::opt<std::string> arch(cl::cat(compileCat), "arch", cl::desc("GPU architecture"), cl::init("sm_90"));
+static cl::opt<std::string> inputFile(cl::cat(compileCat), cl::Positional, cl::desc("<model.mlir>"),
+                                      cl::Required);
+static cl::opt<std::string> outDir(cl::cat(compileCat), "o", cl::desc("Output directory"),
+                                   cl::value_desc("DIR"));
+static cl::opt<std::string> target(cl::cat(compileCat), "target",
+                                   cl::desc("all (default), nvptx or cpu"), cl::init("all"));
+static cl::opt<std::string> arch(cl::cat(compileCat), "arch", cl::desc("GPU architecture"),
+                                 cl::init("sm_90"));
 static cl::opt<std::string> emit(cl::cat(compileCat), "emit",
                                  cl::desc("Print one form to stdout: mlir (after the default "
                                           "pipeline and outlining), llvm, ptx or obj"),
                                  cl::init(""));
-static cl::opt<std::string> name(cl::cat(compileCat), "name", cl::desc("Base name of the outputs (default: the "
-                                                  "model file's stem)"));
-static cl::opt<int64_t> scanVec(cl::cat(compileCat), "scan-vec", cl::desc("GPU scans: channels per thread (0: 16 bytes)"),
+static cl::opt<std::string> name(cl::cat(compileCat), "name",
+                                 cl::desc("Base name of the outputs (default: the "
+                                          "model file's stem)"));
+static cl::opt<int64_t> scanVec(cl::cat(compileCat), "scan-vec",
+                                cl::desc("GPU scans: channels per thread (0: 16 bytes)"),
                                 cl::init(0));
-static cl::opt<int64_t> scanSteps(cl::cat(compileCat), "scan-steps", cl::desc("GPU scans: steps per thread"),
-                                  cl::init(8));
-static cl::opt<int64_t> scanWarps(cl::cat(compileCat), "scan-warps", cl::desc("GPU scans: warps per block"), cl::init(4));
+static cl::opt<int64_t> scanSteps(cl::cat(compileCat), "scan-steps",
+                                  cl::desc("GPU scans: steps per thread"), cl::init(8));
+static cl::opt<int64_t> scanWarps(cl::cat(compileCat), "scan-warps",
+                                  cl::desc("GPU scans: warps per block"), cl::init(4));
 static cl::opt<int64_t> scanMinBlocks(cl::cat(compileCat), "scan-min-blocks",
                                       cl::desc("GPU scans: blocks per SM to leave registers for"),
                                       cl::init(0));
-static cl::opt<int64_t> scanStage(cl::cat(compileCat), 
-    "scan-stage",
+static cl::opt<int64_t> scanStage(
+    cl::cat(compileCat), "scan-stage",
     cl::desc("GPU scans: stage the vectorized kernels' inputs in shared memory with cp.async "
              "(-1: where measured faster, the 16-bit long-block forward; 0: none; 1: every "
              "vectorized kernel, forward and adjoint)"),
     cl::init(-1));
-static cl::opt<int64_t> scanStream(cl::cat(compileCat), 
-    "scan-stream",
+static cl::opt<int64_t> scanStream(
+    cl::cat(compileCat), "scan-stream",
     cl::desc("GPU scans: streaming (evict-first) loads of the inputs and stores of the outputs, "
              "so that L2 keeps the look-back's status words (-1: the default, none: measured "
              "slower on the H200; 0: none; 1: every kernel)"),
     cl::init(-1));
-static cl::opt<int64_t> scanTicket(cl::cat(compileCat), 
-    "scan-ticket",
+static cl::opt<int64_t> scanTicket(
+    cl::cat(compileCat), "scan-ticket",
     cl::desc("GPU scans: a block's place along T from an atomic ticket (1) or from its block "
              "index, relying on in-order block dispatch as CUB does (0); -1: the default, the "
              "block index (measured faster on the H100)"),
@@ -79,14 +85,14 @@ static cl::opt<bool> noTrain(cl::cat(compileCat), "no-train",
                              cl::desc("Do not build the training library (NAME.train.so) of a "
                                       "model file with mmrec.config"),
                              cl::init(false));
-static cl::opt<bool> trainGatedBf16(cl::cat(compileCat), 
-    "train-gated-bf16",
+static cl::opt<bool> trainGatedBf16(
+    cl::cat(compileCat), "train-gated-bf16",
     cl::desc("GPU training library: the dense gate's cooperative level-0 products on tensor "
              "cores in bf16 (fp32 FMAs by default; changes the numerics, see "
              "docs/benchmarks/train-gpu.md)"),
     cl::init(false));
-static cl::opt<bool> trainGatedCluster(cl::cat(compileCat), 
-    "train-gated-cluster",
+static cl::opt<bool> trainGatedCluster(
+    cl::cat(compileCat), "train-gated-cluster",
     cl::desc("GPU training library: --train-gated-bf16, with each row group of the level-0 "
              "kernels one thread-block cluster of 16 that exchanges the state through "
              "distributed shared memory (D a multiple of 256 up to 1024; elsewhere as "

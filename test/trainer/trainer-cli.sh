@@ -38,6 +38,8 @@ expect_fail "exceeds the model's 256" "$BIN/mmrec-train" --kernels "$WORK/k/mmre
 
 # Bad settings.
 expect_fail "--batch" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --batch 0
+expect_fail "--loss-scale-log2" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --loss-scale-log2 127
+expect_fail "--overflow-retries" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --overflow-retries 9
 expect_fail "--seq-len" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --seq-len 100000
 expect_fail "--warmup" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --steps 1
 expect_fail "--lr" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --lr -1
@@ -194,6 +196,46 @@ rc=0
 grep -q "non-finite loss or gradient at 5 steps in a row" "$WORK/n.log" || fail "NaN run: no stop message"
 [ "$before" = "$(md5sum "$WORK/nan/model.safetensors")" ] || fail "NaN run touched its checkpoint"
 echo "ok: NaN steps skipped, run stopped with exit 3, checkpoint intact"
+
+# A gradient that overflows fp32 while the loss is finite (final_norm × 1e4,
+# the loss gradient at 2^120, the checkpoint's scale): the step runs again with the loss gradient
+# scaled by 2^-24 (--overflow-retries), and since backward is linear in it,
+# every later loss equals the unscaled run's bit for bit. With
+# --overflow-retries 0 the same step is skipped.
+cp -r "$WORK/a/checkpoints/step-00000008" "$WORK/big"
+python3 - "$WORK/big" <<'PY'
+import json, struct, sys, zlib
+d = sys.argv[1]
+raw = bytearray(open(d + "/model.safetensors", "rb").read())
+hl = struct.unpack("<Q", raw[:8])[0]
+b, e = json.loads(raw[8:8 + hl])["final_norm"]["data_offsets"]
+n = (e - b) // 4
+vals = struct.unpack("<%df" % n, raw[8 + hl + b: 8 + hl + e])
+raw[8 + hl + b: 8 + hl + e] = struct.pack("<%df" % n, *[v * 1e4 for v in vals])
+open(d + "/model.safetensors", "wb").write(raw)
+st = json.load(open(d + "/trainer.json"))
+st["files"]["model.safetensors"] = zlib.crc32(bytes(raw))
+st["extra"]["loss_scale"] = 2.0 ** 120  # resumed runs take min(this, 2^--loss-scale-log2)
+json.dump(st, open(d + "/trainer.json", "w"))
+PY
+for run in plain:0:3 scaled:120:3 noretry:120:0; do
+  IFS=: read -r name log2 retries <<< "$run"
+  "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 11 \
+    --checkpoint "$WORK/big" --loss-scale-log2 "$log2" --overflow-retries "$retries" \
+    --out "$WORK/ov-$name" > "$WORK/ov-$name.log" 2>&1 || fail "overflow run $name: $(cat "$WORK/ov-$name.log")"
+done
+grep -q "step 9: the gradient overflowed fp32" "$WORK/ov-scaled.log" || fail "no overflow retry: $(cat "$WORK/ov-scaled.log")"
+! grep -q "overflowed\|SKIPPED" "$WORK/ov-plain.log" || fail "the plain run overflowed: $(cat "$WORK/ov-plain.log")"
+grep -q "step      9 .*SKIPPED" "$WORK/ov-noretry.log" || fail "--overflow-retries 0 did not skip: $(cat "$WORK/ov-noretry.log")"
+python3 - "$WORK/ov-plain/metrics.jsonl" "$WORK/ov-scaled/metrics.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:])
+assert [r["step"] for r in a] == [9, 10, 11] == [r["step"] for r in b], (a, b)
+for x, y in zip(a, b):
+    assert x["loss"] == y["loss"] and x["grad_norm"] == y["grad_norm"] and not y["skipped"], (x, y)
+assert b[0]["overflow_retries"] == 1 and b[0]["loss_scale"] == 2.0 ** 96, b[0]
+print("ok: an overflowing step ran again at 2^96; losses and norms equal the unscaled run's")
+PY
 
 # --profile times training steps only: not the run's first step (warm-up)
 # and no evaluation. Each training step calls embed_fwd and embed_bwd once

@@ -34,6 +34,8 @@ struct Settings {
   int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
   int64_t sampleTokens = 64; // tokens of the greedy sample printed at each evaluation (0: none)
   int64_t gradReport = 0;    // > 0: log the tensors with the largest gradient norms
+  int64_t overflowRetries = 3; // a step whose gradient overflows runs again at 2^-24 of the scale
+  int64_t lossScaleLog2 = 0;   // the loss gradient's initial scale, 2^this
 };
 
 /// Limits far above any real run that keep the trainer's arithmetic
@@ -114,6 +116,17 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
   app.add_option("--grad-report", s.gradReport,
                  "Log the N tensors with the largest gradient norms at each log line (0: off)")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
+  app.add_option("--overflow-retries", s.overflowRetries,
+                 "A step whose loss is finite but whose gradient overflows fp32 runs again with "
+                 "the loss gradient scaled by 2^-24 (exact: backward is linear in it), at most "
+                 "this many times a step, before it is skipped; the scale stays for later steps "
+                 "and grows back by 2^8 every 200 finite steps (0: skip such a step at once)")
+      ->check(CLI::Range(int64_t(0), int64_t(4)));
+  app.add_option("--loss-scale-log2", s.lossScaleLog2,
+                 "The loss gradient's initial scale (and the most it grows back to) is 2^this; "
+                 "gradients are divided by it before the update, so only overflow (too high) "
+                 "or underflow (too low) changes the result")
+      ->check(CLI::Range(int64_t(-64), int64_t(126)));
   app.add_flag("--profile", s.profile,
                "Time every kernel and product (synchronizing after each) and print the "
                "breakdown at the end");

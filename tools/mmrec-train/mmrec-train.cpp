@@ -50,7 +50,7 @@ json toJson(const Settings &s) {
   return {{"model", s.model},     {"steps", s.steps},     {"batch", s.batch},
           {"seq_len", s.seqLen},  {"warmup", s.warmup},   {"grad_accum", s.gradAccum},
           {"lr", s.lr},           {"min_lr", s.minLr},    {"weight_decay", s.weightDecay},
-          {"beta1", s.beta1},     {"beta2", s.beta2},     {"clip", s.clip},
+          {"beta1", s.beta1},     {"beta2", s.beta2},     {"clip", s.clip}, {"overflow_retries", s.overflowRetries}, {"loss_scale_log2", s.lossScaleLog2},
           {"seed", s.seed},       {"eval_interval", s.evalInterval}, {"recompute", s.recompute}, {"recompute_states", s.recomputeStates},
           {"serial_level0", s.serialLevel0},
           {"eval_tokens", s.evalTokens}, {"tf32", s.tf32}, {"matmul", s.matmul}, {"device", s.device},
@@ -268,6 +268,12 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   oc.beta2 = float(s.beta2);
   oc.weightDecay = float(s.weightDecay);
   const std::string ckptDir = s.out + "/checkpoints";
+  // The loss gradient's scale (a power of two, at most 2^--loss-scale-log2;
+  // --overflow-retries) and the finite steps since it last changed: trainer
+  // state, checkpointed.
+  const double maxLossScale = std::ldexp(1.0, int(s.lossScaleLog2));
+  double lossScale = maxLossScale;
+  int64_t finiteAtScale = 0;
   int64_t start = 0;
   std::string from = !s.checkpoint.empty() ? s.checkpoint : s.resume ? latestCheckpoint(ckptDir) : "";
   if (!from.empty()) {
@@ -281,6 +287,14 @@ int run(Settings s, mmrec::dist::Comm &comm) {
                 << "; continuing with its seed\n";
     s.seed = st.seed;
     start = st.step;
+    if (st.extra.is_object() && st.extra.contains("loss_scale")) {
+      lossScale = std::min(maxLossScale, st.extra.value("loss_scale", 1.0));
+      finiteAtScale = st.extra.value("finite_at_loss_scale", int64_t(0));
+      if (!(lossScale >= 0x1p-200 && lossScale <= 0x1p200) ||
+          std::ldexp(1.0, std::ilogb(lossScale)) != lossScale)
+        throw Error(from + ": trainer.json: extra.loss_scale must be a power of two in "
+                    "[2^-200, 2^200], got " + std::to_string(lossScale));
+    }
     if (lead)
       std::cerr << "mmrec-train: resumed from " << from << " at step " << start << " on " << W
                 << " rank" << (W > 1 ? "s" : "") << "\n";
@@ -340,7 +354,8 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     st.model = c.name;
     st.settings = toJson(s);
     st.settings["ranks"] = W;
-    st.extra = {{"train_loss", loss}, {"val_loss", std::isnan(lastVal) ? json() : json(lastVal)}};
+    st.extra = {{"train_loss", loss}, {"val_loss", std::isnan(lastVal) ? json() : json(lastVal)},
+                {"loss_scale", lossScale}, {"finite_at_loss_scale", finiteAtScale}};
     std::string path =
         saveCheckpoint(ckptDir, layout, params, &opt, st, int(s.keep), W > 1 ? &comm : nullptr);
     opt.dropHostState();
@@ -361,44 +376,67 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     dog.pet("step " + std::to_string(step));
     float *Gw = gpu ? dGrads.data() : grads.data();
     float *Gs = sync ? (gpu ? dGshard.data() : gshard.data()) : Gw;
-    if (gpu)
-      dGrads.zero();
-    else
-      std::fill(grads.begin(), grads.end(), 0.0f);
-    double loss = 0;
+    double loss = 0, ss = 0;
     const int64_t bt = s.batch * s.seqLen;
-    for (int64_t a = 0; a < s.gradAccum; ++a) {
-      // The global batch of W·B windows; this rank takes its B of them.
-      sampleBatch(train, W * s.batch, s.seqLen, s.seed, (step - 1) * s.gradAccum + a + 1, all);
-      const int32_t *tok = all.data() + R * bt;
-      loss += model.forward(Pw, tok, s.batch, s.seqLen) / double(s.gradAccum * W);
-      if (s.recompute && lead && !recomputeNoted) {
-        // Known once forward has sized the activations.
-        recomputeNoted = true;
-        std::printf("recompute: %s\n",
-                    model.keptStates()
-                        ? "each layer's input and level-0 states kept"
-                        : s.recomputeStates ? "each layer's input kept (level-0 states recomputed)"
-                                            : "each layer's input kept (level-0 states recomputed: "
-                                              "keeping them would not fit)");
-        std::fflush(stdout);
+    // A finite loss whose gradient overflows fp32 (a long sequence through
+    // the level-0 recurrence at initialization can amplify it past 3.4e38):
+    // the step runs again with the loss gradient scaled by 2^-24. Backward
+    // is linear in it, so the gradients are the same ones times the scale
+    // (exactly, a power of two, barring underflow); the update divides it
+    // out below, and the clipped update is the unscaled run's.
+    int retries = 0;
+    for (;;) {
+      if (gpu)
+        dGrads.zero();
+      else
+        std::fill(grads.begin(), grads.end(), 0.0f);
+      loss = 0;
+      for (int64_t a = 0; a < s.gradAccum; ++a) {
+        // The global batch of W·B windows; this rank takes its B of them.
+        sampleBatch(train, W * s.batch, s.seqLen, s.seed, (step - 1) * s.gradAccum + a + 1, all);
+        const int32_t *tok = all.data() + R * bt;
+        loss += model.forward(Pw, tok, s.batch, s.seqLen) / double(s.gradAccum * W);
+        if (s.recompute && lead && !recomputeNoted) {
+          // Known once forward has sized the activations.
+          recomputeNoted = true;
+          std::printf("recompute: %s\n",
+                      model.keptStates()
+                          ? "each layer's input and level-0 states kept"
+                          : s.recomputeStates ? "each layer's input kept (level-0 states recomputed)"
+                                              : "each layer's input kept (level-0 states recomputed: "
+                                                "keeping them would not fit)");
+          std::fflush(stdout);
+        }
+        // In the last micro-batch each layer's gradients are summed into
+        // their owners' shards as soon as backward completes them.
+        const bool last = a + 1 == s.gradAccum;
+        if (sync && last) {
+          sync->begin(Gw, Gs, S);
+          model.setGradReadyHook([&](int64_t x, int64_t y) { sync->ready(x, y == P ? S * W : y); });
+        }
+        model.backward(Pw, Gw, float(lossScale) / float(s.gradAccum * W));
+        model.setGradReadyHook({});
       }
-      // In the last micro-batch each layer's gradients are summed into
-      // their owners' shards as soon as backward completes them.
-      const bool last = a + 1 == s.gradAccum;
-      if (sync && last) {
-        sync->begin(Gw, Gs, S);
-        model.setGradReadyHook([&](int64_t x, int64_t y) { sync->ready(x, y == P ? S * W : y); });
-      }
-      model.backward(Pw, Gw, 1.0f / float(s.gradAccum * W));
-      model.setGradReadyHook({});
+      if (sync)
+        sync->finish();
+      comm.allreduceSum(&loss, 1);
+      ss = opt.sumSquares(Gs, S);
+      comm.allreduceSum(&ss, 1);
+      // (Below 2^-100 the scaled loss gradient itself would underflow.)
+      if (!std::isfinite(loss) || std::isfinite(ss) || retries >= s.overflowRetries ||
+          std::ldexp(lossScale, -24) < 0x1p-100)
+        break;
+      ++retries;
+      lossScale = std::ldexp(lossScale, -24);
+      finiteAtScale = 0;
+      if (lead)
+        std::fprintf(stderr,
+                     "mmrec-train: step %lld: the gradient overflowed fp32 (loss %.4f); running "
+                     "the step again with the loss gradient scaled by 2^%d\n",
+                     static_cast<long long>(step), loss, std::ilogb(lossScale));
     }
-    if (sync)
-      sync->finish();
-    comm.allreduceSum(&loss, 1);
-    double ss = opt.sumSquares(Gs, S);
-    comm.allreduceSum(&ss, 1);
-    double gnorm = std::sqrt(ss);
+    // The norm of the unscaled gradient, in f64 (finite where fp32's is not).
+    double gnorm = std::sqrt(ss) / lossScale;
     // Where the gradient norm sits (--grad-report): each tensor's Σg² over
     // the ranks' shards.
     std::string gradText;
@@ -409,7 +447,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
       for (size_t i = 0; i < ts.size(); ++i) {
         const int64_t a = std::max(ts[i].offset, lo), b = std::min(ts[i].offset + ts[i].numel, hi);
         if (a < b)
-          per[i] = opt.sumSquares(Gs + (a - lo), b - a);
+          per[i] = opt.sumSquares(Gs + (a - lo), b - a) / (lossScale * lossScale);
       }
       comm.allreduceSum(per.data(), int64_t(per.size()));
       std::vector<size_t> order(ts.size());
@@ -427,11 +465,20 @@ int run(Settings s, mmrec::dist::Comm &comm) {
       }
     }
     double lr = lrAt(s, step);
-    bool finite = std::isfinite(loss) && std::isfinite(gnorm);
+    // The update's gradient (clipped) must fit fp32, the optimizer's state:
+    // past 3.4e38 only clipping brings it back.
+    const double applied = s.clip > 0 ? std::min(gnorm, s.clip) : gnorm;
+    bool finite = std::isfinite(loss) && std::isfinite(gnorm) && applied < 0x1p127;
     if (finite) {
       badInARow = 0;
-      float scale = s.clip > 0 && gnorm > s.clip ? float(s.clip / (gnorm + 1e-6)) : 1.0f;
+      // The gradients hold lossScale times the gradient: divided out here.
+      const double clipScale = s.clip > 0 && gnorm > s.clip ? s.clip / (gnorm + 1e-6) : 1.0;
+      float scale = float(clipScale / lossScale);
       opt.step(Pw, Gs, step, float(lr), scale, oc);
+      if (lossScale < maxLossScale && retries == 0 && ++finiteAtScale >= 200) {
+        lossScale = std::min(maxLossScale, std::ldexp(lossScale, 8));
+        finiteAtScale = 0;
+      }
       if (sync)
         sync->allgather(Pw, S);
     } else if (++badInARow >= 5) {
@@ -442,8 +489,11 @@ int run(Settings s, mmrec::dist::Comm &comm) {
                      static_cast<long long>(step), ckptDir.c_str());
       return 3;
     } else if (lead) {
-      std::fprintf(stderr, "mmrec-train: step %lld: non-finite loss %g or grad norm %g: skipped\n",
-                   static_cast<long long>(step), loss, gnorm);
+      std::fprintf(stderr, "mmrec-train: step %lld: non-finite loss %g or grad norm %g%s: skipped\n",
+                   static_cast<long long>(step), loss, gnorm,
+                   std::isfinite(gnorm) && !(applied < 0x1p127)
+                       ? " (beyond fp32 for the optimizer; --clip bounds it)"
+                       : retries > 0 ? " (also with the loss gradient scaled)" : "");
     }
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     double tokens = double(W * s.batch * s.seqLen * s.gradAccum);
@@ -475,6 +525,10 @@ int run(Settings s, mmrec::dist::Comm &comm) {
                 {"lr", lr},       {"ms", ms},           {"tokens_per_s", tokens / ms * 1e3},
                 {"gflops", flopsTok * tokens / ms * 1e-6},
                 {"skipped", !finite}, {"peak_rss_mib", peakRssMiB()}};
+    if (lossScale != 1 || retries > 0) {
+      rec["loss_scale"] = lossScale;
+      rec["overflow_retries"] = retries;
+    }
     if (peak > 0)
       rec["mfu"] = mfu;
     if (gpu)

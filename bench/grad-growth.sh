@@ -17,6 +17,6 @@ for L in ${LAYERS:-1 2 4}; do
       --device gpu --data $C/data/kjv-spm --batch 1 --seq-len $T --steps 1 --warmup 1 \
       --eval-tokens $T --eval-interval 100000 --ckpt-interval 0 --log-interval 1 --sample-tokens 0 \
       --grad-report 8 --out /tmp/grad-growth-run ${FLAGS:---matmul bf16 --recompute} 2>&1 |
-      grep -E "^step|^grads|error|SKIPPED|skipped" | tee -a "$OUT/grad-growth.log"
+      grep -E "^step|^grads|error|SKIPPED|skipped|overflow" | tee -a "$OUT/grad-growth.log"
   done
 done

@@ -433,7 +433,8 @@ bool isF64Array(const std::string &n) { return n == "ss64"; }
 /// product's operand (to_bf16).
 bool isBf16Array(const std::string &n) {
   return n == "m16" || n == "v16" || n == "x16" || n == "h16" || n == "dP16" || n == "y16" ||
-         n == "o16" || n == "g16" || n == "p16" || n == "df1_16" || n == "df3_16";
+         n == "o16" || n == "g16" || n == "p16" || n == "df1_16" || n == "df3_16" ||
+         n == "dlogits16";
 }
 
 /// Whether the kernel's `bf16` index asks for the bf16 copies of its
@@ -1351,7 +1352,20 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   // with target ≥ 0, loss[0] = Σ (lse − logit[target]) and loss[1] = their
   // count; dlogits = (softmax − onehot)·scale[0] (the trainer passes
   // dloss/count over the whole batch), zero rows where the target is negative.
-  add("xent", {"logits", "targets", "scale", "loss", "dlogits"}, {"rows"}, [=](K &k, Args &a) {
+  // `grad` (bits): 1 writes dlogits, 2 its bf16 copy dlogits16 (the head's
+  // bf16 products' operand: no fp32 array to round), 0 the loss only (a
+  // forward pass: the gradient is not wanted).
+  add("xent", {"logits", "targets", "scale", "loss", "dlogits", "dlogits16"}, {"rows", "grad"},
+      [=](K &k, Args &a) {
+    Value want32 = k.cmpi(arith::CmpIPredicate::ne,
+                          arith::AndIOp::create(k.b, a["grad"], k.idx(1)), k.idx(0));
+    Value want16 = k.cmpi(arith::CmpIPredicate::ne,
+                          arith::AndIOp::create(k.b, a["grad"], k.idx(2)), k.idx(0));
+    Value wantAny = k.cmpi(arith::CmpIPredicate::ne, a["grad"], k.idx(0));
+    auto storeGrad = [&](Value g, Value i) {
+      k.ifThen(want32, [&] { k.st(g, a["dlogits"], i); });
+      store16(k, want16, g, a["dlogits16"], i);
+    };
     k.par(1, [&](Value) {
       k.st(k.cst(0.0), a["loss"], k.idx(0));
       k.st(k.cst(0.0), a["loss"], k.idx(1));
@@ -1380,12 +1394,14 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         Value lse = k.add(m, k.log(z));
         Value vm = k.mask(valid);
         Value coef = k.mul(vm, gscale);
-        k.loop(lane, k.idx(V), [&](Value j) {
-          Value i = k.addi(base, j);
-          Value p = k.exp(k.sub(k.ld(a["logits"], i), lse));
-          Value oh = k.mask(k.cmpi(arith::CmpIPredicate::eq, j, t));
-          k.st(k.mul(coef, k.sub(p, oh)), a["dlogits"], i);
-        }, 32);
+        k.ifThen(wantAny, [&] {
+          k.loop(lane, k.idx(V), [&](Value j) {
+            Value i = k.addi(base, j);
+            Value p = k.exp(k.sub(k.ld(a["logits"], i), lse));
+            Value oh = k.mask(k.cmpi(arith::CmpIPredicate::eq, j, t));
+            storeGrad(k.mul(coef, k.sub(p, oh)), i);
+          }, 32);
+        });
         k.ifThen(k.cmpi(arith::CmpIPredicate::eq, lane, k.idx(0)), [&] {
           k.accum(a["loss"], k.idx(0), k.mul(vm, k.sub(lse, k.ld(a["logits"], k.addi(base, t)))));
           k.accum(a["loss"], k.idx(1), vm);
@@ -1407,11 +1423,13 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       Value lse = k.add(m, k.log(z));
       Value vm = k.mask(valid);
       Value coef = k.mul(vm, gscale);
-      k.loop(V, [&](Value j) {
-        Value i = k.addi(base, j);
-        Value p = k.exp(k.sub(k.ld(a["logits"], i), lse));
-        Value oh = k.mask(k.cmpi(arith::CmpIPredicate::eq, j, t));
-        k.st(k.mul(coef, k.sub(p, oh)), a["dlogits"], i);
+      k.ifThen(wantAny, [&] {
+        k.loop(V, [&](Value j) {
+          Value i = k.addi(base, j);
+          Value p = k.exp(k.sub(k.ld(a["logits"], i), lse));
+          Value oh = k.mask(k.cmpi(arith::CmpIPredicate::eq, j, t));
+          storeGrad(k.mul(coef, k.sub(p, oh)), i);
+        });
       });
       k.accum(a["loss"], k.idx(0), k.mul(vm, k.sub(lse, k.ld(a["logits"], k.addi(base, t)))));
       k.accum(a["loss"], k.idx(1), vm);

@@ -99,6 +99,8 @@ std::vector<KernelSpec> kernelSpecs() {
   // Kernels with a `bf16` index: their bf16 copies asked for (checked like
   // every output against the CPU kernel's).
   auto rowsCopies = [](const Sizes &s) { return std::vector<int64_t>{s.N, 1}; };
+  // xent: both the fp32 gradient and its bf16 copy (grad = 3).
+  auto rowsCopies3 = [](const Sizes &s) { return std::vector<int64_t>{s.N, 3}; };
   auto BT = [](const Sizes &s) { return std::vector<int64_t>{s.B, s.T}; };
   using K = Kind;
   return {
@@ -172,8 +174,9 @@ std::vector<KernelSpec> kernelSpecs() {
        {{"logits", [](const Sizes &s) { return s.N * s.V; }, K::In}, {"targets", N, K::Tgt},
         {"scale", [](const Sizes &) { return int64_t(1); }, K::One},
         {"loss", [](const Sizes &) { return int64_t(2); }, K::Out},
-        {"dlogits", [](const Sizes &s) { return s.N * s.V; }, K::Out}},
-       rows},
+        {"dlogits", [](const Sizes &s) { return s.N * s.V; }, K::Out},
+        {"dlogits16", [](const Sizes &s) { return s.N * s.V; }, K::Out16}},
+       rowsCopies3},
       {"adamw",
        {{"p", ND, K::InOut}, {"g", ND, K::In}, {"m", ND, K::InOut}, {"v", ND, K::Pos},
         {"hp", [](const Sizes &) { return int64_t(8); }, K::Hp}},

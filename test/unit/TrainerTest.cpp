@@ -226,12 +226,13 @@ void checkBf16Reuse(rt::DeviceKind dev) {
         }
         // With reuse the operands that kernels produce come with their bf16
         // copies (u, w, the states, a, o, u2 and g a layer forward, the
-        // final norm's output, dP, df1 and df3 a layer backward; the
-        // recomputed forward's seven again), and every copy is read by a
-        // product: equal results show those copies are the roundings'.
+        // final norm's output, the logits' gradient (xent, one block of
+        // rows here), dP, df1 and df3 a layer backward; the recomputed
+        // forward's seven again), and every copy is read by a product:
+        // equal results show those copies are the roundings'.
         const uint64_t L = uint64_t(lib.config().L);
         EXPECT_EQ(kernelCopies[0], 0u);
-        EXPECT_EQ(kernelCopies[1], (recompute ? 17u : 10u) * L + 1);
+        EXPECT_EQ(kernelCopies[1], (recompute ? 17u : 10u) * L + 2);
         EXPECT_EQ(kernelCopiesRead[1], kernelCopies[1]);
         if (dev == rt::DeviceKind::cpu) {
           EXPECT_EQ(loss[0], loss[1]);
@@ -628,6 +629,40 @@ TEST(TrainerCpu, BackwardScalesAndAccumulates) {
   model.backward(params.data(), g2.data(), 0.5f);
   for (size_t i = 0; i < g1.size(); ++i)
     ASSERT_NEAR(g1[i], g2[i], 1e-6f + 1e-5f * std::abs(g1[i])) << i;
+}
+
+// The trainer's step: forward without the loss, whose head backward runs
+// (lastLoss), gives the loss and gradients of forward + backward bit for
+// bit; and the gradients for a loss gradient scaled by a power of two are
+// those gradients times it, exactly (what --overflow-retries relies on).
+TEST(TrainerCpu, LossFromBackwardAndPowerOfTwoScalesAreExact) {
+  KernelLibrary lib(manifest("dense"));
+  ParamLayout layout(lib.config());
+  Model model(lib, layout);
+  std::vector<float> params = initParams(lib.config(), layout, freshSeed());
+  std::vector<int32_t> tok(2 * 9);
+  for (size_t i = 0; i < tok.size(); ++i)
+    tok[i] = int32_t((i * 5 + 1) % 37);
+  const size_t n = size_t(layout.numel());
+  std::vector<float> g1(n, 0.0f), g2(n, 0.0f), g3(n, 0.0f);
+  const double loss = model.forward(params.data(), tok.data(), 2, 9);
+  EXPECT_EQ(model.lastLoss(), loss);
+  model.backward(params.data(), g1.data());
+  EXPECT_EQ(model.lastLoss(), loss);
+  EXPECT_TRUE(std::isnan(model.forward(params.data(), tok.data(), 2, 9, /*loss=*/false)));
+  EXPECT_TRUE(std::isnan(model.lastLoss()));
+  model.backward(params.data(), g2.data());
+  EXPECT_EQ(model.lastLoss(), loss);
+  EXPECT_EQ(g1, g2);
+  model.forward(params.data(), tok.data(), 2, 9, false);
+  model.backward(params.data(), g3.data(), 0x1p-40f);
+  EXPECT_EQ(model.lastLoss(), loss);
+  size_t nonzero = 0;
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_EQ(g3[i], std::ldexp(g1[i], -40)) << i;
+    nonzero += g1[i] != 0;
+  }
+  EXPECT_GT(nonzero, n / 2);
 }
 
 TEST(TrainerCpu, RejectsBadTokensAndShapes) {

@@ -395,7 +395,8 @@ int run(Settings s, mmrec::dist::Comm &comm) {
         // The global batch of W·B windows; this rank takes its B of them.
         sampleBatch(train, W * s.batch, s.seqLen, s.seed, (step - 1) * s.gradAccum + a + 1, all);
         const int32_t *tok = all.data() + R * bt;
-        loss += model.forward(Pw, tok, s.batch, s.seqLen) / double(s.gradAccum * W);
+        // The loss comes from backward's head (lastLoss): the head runs once.
+        model.forward(Pw, tok, s.batch, s.seqLen, /*loss=*/false);
         if (s.recompute && lead && !recomputeNoted) {
           // Known once forward has sized the activations.
           recomputeNoted = true;
@@ -416,6 +417,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
         }
         model.backward(Pw, Gw, float(lossScale) / float(s.gradAccum * W));
         model.setGradReadyHook({});
+        loss += model.lastLoss() / double(s.gradAccum * W);
       }
       if (sync)
         sync->finish();

@@ -25,6 +25,7 @@
 #include "mmrec/blas.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -353,10 +354,18 @@ public:
   ~Model();
   /// Mean next-token cross-entropy of B sequences of T tokens (positions
   /// 0..T−2 predict 1..T−1); keeps the activations for backward().
-  double forward(const float *params, const int32_t *tokens, int64_t B, int64_t T);
+  /// With `loss` false the head (the tied LM head's logits and the
+  /// cross-entropy) is left to backward(), which needs its logits anyway and
+  /// computes the same loss (lastLoss()): a training step runs the head once
+  /// instead of twice. It then returns NaN.
+  double forward(const float *params, const int32_t *tokens, int64_t B, int64_t T,
+                 bool loss = true);
   /// Adds dL/dparams · scale to `grads` (same layout as the parameters)
   /// for the last forward().
   void backward(const float *params, float *grads, float scale = 1.0f);
+  /// The loss of the last forward() that computed it, or of the last
+  /// backward() (the same value, bit for bit).
+  double lastLoss() const { return lastLoss_; }
   /// Bytes of activations and scratch currently allocated.
   int64_t activationBytes() const;
   /// Keep only each layer's input in forward() and recompute the layer's
@@ -433,6 +442,7 @@ private:
           bool transB, float beta);
   /// The LM head and cross-entropy by blocks of rows; with Gr, also dE and dxf.
   double head(const float *P, float *Gr, float scale);
+  double lastLoss_ = NAN;
   /// A strided batch of operands: operand i at p + i·stride, rows of ld.
   struct StridedOpd {
     const float *p;

@@ -571,7 +571,7 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   mm(Ly.g.data(), Wp("W_2"), out.data(), N, D, F, false, false, 1);
 }
 
-double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t T) {
+double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t T, bool loss) {
   if (B <= 0 || T <= 0)
     throw Error("forward: B and T must be positive, got B=" + std::to_string(B) +
                 ", T=" + std::to_string(T));
@@ -611,7 +611,8 @@ double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t 
   lib_("rmsnorm_fwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(xf_),
        copyArr(xf16, xf_.size()), Arr(rstdF_), N, int64_t(xf16 != nullptr));
   copyWritten(xf16, xf_.data(), xf_.size());
-  return head(P, nullptr, 1.0f);
+  lastLoss_ = loss ? head(P, nullptr, 1.0f) : NAN;
+  return lastLoss_;
 }
 
 double Model::head(const float *P, float *Gr, float scale) {
@@ -630,8 +631,19 @@ double Model::head(const float *P, float *Gr, float scale) {
     const int64_t rows = std::min(headRows_, N - r0);
     float *lg = logits_.data() + (keepLogits_ ? r0 * V : 0);
     mm(xf_.data() + r0 * D, E, lg, rows, V, D, false, true, 0);
+    // The gradient only with Gr; with bf16 products only its bf16 copy,
+    // which both products below take (the fp32 dlogits are not written).
+    uint16_t *d16 = Gr ? copyTarget(rows * V) : nullptr;
+    const int64_t grad = !Gr ? 0 : d16 ? 2 : 1;
     lib_("xent", Arr(lg, rows * V), Arr(targets_.data() + r0, rows), Arr(scale_), Arr(loss_),
-         Arr(dlogits_.data(), rows * V), rows);
+         Arr(dlogits_.data(), grad & 1 ? rows * V : 0), copyArr(d16, rows * V), rows, grad);
+    if (d16) {
+      bf16Written(dlogits_.data(), rows * V);
+      const Bf16Copy *slot = nullptr;
+      bf16Operand(dlogits_.data(), rows * V, nullptr, &slot);
+      if (!slot || slot->buf.data() != d16)
+        throw Error("head: the bf16 gradient of the logits is not where the products look");
+    }
     float lossHost[2];
     loss_.download(lossHost, 2);
     sum += lossHost[0];
@@ -650,7 +662,7 @@ void Model::backward(const float *P, float *Gr, float scale) {
   dropCopies(nullptr, 0, true);
   const int64_t B = B_, T = T_, N = B * T, D = c_.D, F = c_.F, r = c_.r, V = c_.V;
   float *dE = Gr + layout_.get("embed").offset;
-  head(P, Gr, scale);
+  lastLoss_ = head(P, Gr, scale);
   zero(dx_);
   const ParamInfo &fn = layout_.get("final_norm");
   lib_("rmsnorm_bwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(rstdF_),

@@ -612,14 +612,23 @@ TEST(TrainerCpu, RecomputeGivesIdenticalGradientsInLessMemory) {
   EXPECT_EQ(backwardLaunches[2] - backwardLaunches[1], uint64_t(lib.config().L));
 }
 
-TEST(TrainerCpu, BackwardScalesAndAccumulates) {
-  KernelLibrary lib(manifest("dense"));
-  ParamLayout layout(lib.config());
-  Model model(lib, layout);
+// The dense test model, fresh parameters and 2 × 9 tokens (step·i + first
+// mod 37).
+struct DenseCase {
+  KernelLibrary lib{manifest("dense")};
+  ParamLayout layout{lib.config()};
+  Model model{lib, layout};
   std::vector<float> params = initParams(lib.config(), layout, freshSeed());
-  std::vector<int32_t> tok(2 * 9);
-  for (size_t i = 0; i < tok.size(); ++i)
-    tok[i] = int32_t((i * 7 + 3) % 37);
+  std::vector<int32_t> tok;
+  DenseCase(int32_t step, int32_t first) : tok(2 * 9) {
+    for (size_t i = 0; i < tok.size(); ++i)
+      tok[i] = int32_t((int32_t(i) * step + first) % 37);
+  }
+};
+
+TEST(TrainerCpu, BackwardScalesAndAccumulates) {
+  DenseCase dc(7, 3);
+  auto &[lib, layout, model, params, tok] = dc;
   std::vector<float> g1(size_t(layout.numel()), 0.0f), g2(size_t(layout.numel()), 0.0f);
   model.forward(params.data(), tok.data(), 2, 9);
   model.backward(params.data(), g1.data());
@@ -636,13 +645,8 @@ TEST(TrainerCpu, BackwardScalesAndAccumulates) {
 // bit; and the gradients for a loss gradient scaled by a power of two are
 // those gradients times it, exactly (what --overflow-retries relies on).
 TEST(TrainerCpu, LossFromBackwardAndPowerOfTwoScalesAreExact) {
-  KernelLibrary lib(manifest("dense"));
-  ParamLayout layout(lib.config());
-  Model model(lib, layout);
-  std::vector<float> params = initParams(lib.config(), layout, freshSeed());
-  std::vector<int32_t> tok(2 * 9);
-  for (size_t i = 0; i < tok.size(); ++i)
-    tok[i] = int32_t((i * 5 + 1) % 37);
+  DenseCase dc(5, 1);
+  auto &[lib, layout, model, params, tok] = dc;
   const size_t n = size_t(layout.numel());
   std::vector<float> g1(n, 0.0f), g2(n, 0.0f), g3(n, 0.0f);
   const double loss = model.forward(params.data(), tok.data(), 2, 9);

@@ -236,6 +236,15 @@ for x, y in zip(a, b):
 assert b[0]["overflow_retries"] == 1 and b[0]["loss_scale"] == 2.0 ** 96, b[0]
 print("ok: an overflowing step ran again at 2^96; losses and norms equal the unscaled run's")
 PY
+# A checkpoint's loss scale that no run writes is refused, naming the field.
+cp -r "$WORK/big" "$WORK/badscale"
+python3 - "$WORK/badscale/trainer.json" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1]))
+st["extra"]["loss_scale"] = 3.0
+json.dump(st, open(sys.argv[1], "w"))
+PY
+expect_fail "extra.loss_scale must be a power of two" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 11 --checkpoint "$WORK/badscale" --out "$WORK/bad"
 
 # --profile times training steps only: not the run's first step (warm-up)
 # and no evaluation. Each training step calls embed_fwd and embed_bwd once

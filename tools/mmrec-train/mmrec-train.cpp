@@ -50,7 +50,8 @@ json toJson(const Settings &s) {
   return {{"model", s.model},     {"steps", s.steps},     {"batch", s.batch},
           {"seq_len", s.seqLen},  {"warmup", s.warmup},   {"grad_accum", s.gradAccum},
           {"lr", s.lr},           {"min_lr", s.minLr},    {"weight_decay", s.weightDecay},
-          {"beta1", s.beta1},     {"beta2", s.beta2},     {"clip", s.clip}, {"overflow_retries", s.overflowRetries}, {"loss_scale_log2", s.lossScaleLog2},
+          {"beta1", s.beta1},     {"beta2", s.beta2},     {"clip", s.clip},
+          {"overflow_retries", s.overflowRetries}, {"loss_scale_log2", s.lossScaleLog2},
           {"seed", s.seed},       {"eval_interval", s.evalInterval}, {"recompute", s.recompute}, {"recompute_states", s.recomputeStates},
           {"serial_level0", s.serialLevel0},
           {"eval_tokens", s.evalTokens}, {"tf32", s.tf32}, {"matmul", s.matmul}, {"device", s.device},
@@ -288,12 +289,18 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     s.seed = st.seed;
     start = st.step;
     if (st.extra.is_object() && st.extra.contains("loss_scale")) {
-      lossScale = std::min(maxLossScale, st.extra.value("loss_scale", 1.0));
-      finiteAtScale = st.extra.value("finite_at_loss_scale", int64_t(0));
-      if (!(lossScale >= 0x1p-200 && lossScale <= 0x1p200) ||
-          std::ldexp(1.0, std::ilogb(lossScale)) != lossScale)
+      // A power of two in [2^-100, 2^126] (what a run can reach), and a
+      // count of steps.
+      const json &ls = st.extra["loss_scale"];
+      const json fa = st.extra.value("finite_at_loss_scale", json(uint64_t(0)));
+      const double v = ls.is_number() ? ls.get<double>() : NAN;
+      if (!(v >= 0x1p-100 && v <= 0x1p126) || std::ldexp(1.0, std::ilogb(v)) != v ||
+          !fa.is_number_unsigned())
         throw Error(from + ": trainer.json: extra.loss_scale must be a power of two in "
-                    "[2^-200, 2^200], got " + std::to_string(lossScale));
+                    "[2^-100, 2^126] and extra.finite_at_loss_scale a count, got " +
+                    ls.dump() + " and " + fa.dump());
+      lossScale = std::min(maxLossScale, v);
+      finiteAtScale = fa.get<int64_t>();
     }
     if (lead)
       std::cerr << "mmrec-train: resumed from " << from << " at step " << start << " on " << W

@@ -607,7 +607,8 @@ double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t 
     }
   }
   const ParamInfo &fn = layout_.get("final_norm");
-  uint16_t *xf16 = copyTarget(xf_.size());
+  // (Without the loss the head waits for backward, which drops every copy.)
+  uint16_t *xf16 = loss ? copyTarget(xf_.size()) : nullptr;
   lib_("rmsnorm_fwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(xf_),
        copyArr(xf16, xf_.size()), Arr(rstdF_), N, int64_t(xf16 != nullptr));
   copyWritten(xf16, xf_.data(), xf_.size());

@@ -27,3 +27,26 @@ prepare_tiny() {
   "$BIN/mmrec-compile" "$(dirname "${BASH_SOURCE[0]}")/../../models/mmrec-tiny.mlir" -o "$1/k" \
     --target=cpu >/dev/null
 }
+# edit_checkpoint SRC DST TENSOR EXPR [LOSS_SCALE]: checkpoint SRC copied to
+# DST with every value v of TENSOR replaced by EXPR (Python, of v and math)
+# and the weights' checksum in trainer.json updated; LOSS_SCALE (a Python
+# expression), when given, becomes trainer.json's extra.loss_scale.
+edit_checkpoint() {
+  cp -r "$1" "$2"
+  python3 - "$2" "$3" "$4" "${5:-}" <<'PY'
+import json, math, struct, sys, zlib
+d, name, expr, scale = sys.argv[1:]
+raw = bytearray(open(d + "/model.safetensors", "rb").read())
+hl = struct.unpack("<Q", raw[:8])[0]
+b, e = json.loads(raw[8:8 + hl])[name]["data_offsets"]
+n = (e - b) // 4
+vals = struct.unpack("<%df" % n, raw[8 + hl + b: 8 + hl + e])
+raw[8 + hl + b: 8 + hl + e] = struct.pack("<%df" % n, *[eval(expr, {"math": math, "v": v}) for v in vals])
+open(d + "/model.safetensors", "wb").write(raw)
+st = json.load(open(d + "/trainer.json"))
+st["files"]["model.safetensors"] = zlib.crc32(bytes(raw))
+if scale:
+    st["extra"]["loss_scale"] = float(eval(scale))
+json.dump(st, open(d + "/trainer.json", "w"))
+PY
+}

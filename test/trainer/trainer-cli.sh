@@ -174,20 +174,7 @@ printf 'garbage' | dd of="$WORK/corrupt/model.safetensors" bs=1 seek=200 conv=no
 expect_fail "checksum mismatch" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/a" --eval-only --checkpoint "$WORK/corrupt"
 
 # NaN weights (with valid checksums): every step is skipped; five in a row stop the run.
-cp -r "$WORK/a/checkpoints/step-00000008" "$WORK/nan"
-python3 - "$WORK/nan" <<'PY'
-import json, struct, sys, zlib
-d = sys.argv[1]
-raw = bytearray(open(d + "/model.safetensors", "rb").read())
-hl = struct.unpack("<Q", raw[:8])[0]
-hdr = json.loads(raw[8:8 + hl])
-b, e = hdr["final_norm"]["data_offsets"]
-raw[8 + hl + b: 8 + hl + e] = struct.pack("<f", float("nan")) * ((e - b) // 4)
-open(d + "/model.safetensors", "wb").write(raw)
-st = json.load(open(d + "/trainer.json"))
-st["files"]["model.safetensors"] = zlib.crc32(bytes(raw))
-json.dump(st, open(d + "/trainer.json", "w"))
-PY
+edit_checkpoint "$WORK/a/checkpoints/step-00000008" "$WORK/nan" final_norm math.nan
 before=$(md5sum "$WORK/nan/model.safetensors")
 rc=0
 "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 20 --out "$WORK/n" --checkpoint "$WORK/nan" > "$WORK/n.log" 2>&1 || rc=$?
@@ -202,22 +189,8 @@ echo "ok: NaN steps skipped, run stopped with exit 3, checkpoint intact"
 # scaled by 2^-24 (--overflow-retries), and since backward is linear in it,
 # every later loss equals the unscaled run's bit for bit. With
 # --overflow-retries 0 the same step is skipped.
-cp -r "$WORK/a/checkpoints/step-00000008" "$WORK/big"
-python3 - "$WORK/big" <<'PY'
-import json, struct, sys, zlib
-d = sys.argv[1]
-raw = bytearray(open(d + "/model.safetensors", "rb").read())
-hl = struct.unpack("<Q", raw[:8])[0]
-b, e = json.loads(raw[8:8 + hl])["final_norm"]["data_offsets"]
-n = (e - b) // 4
-vals = struct.unpack("<%df" % n, raw[8 + hl + b: 8 + hl + e])
-raw[8 + hl + b: 8 + hl + e] = struct.pack("<%df" % n, *[v * 1e4 for v in vals])
-open(d + "/model.safetensors", "wb").write(raw)
-st = json.load(open(d + "/trainer.json"))
-st["files"]["model.safetensors"] = zlib.crc32(bytes(raw))
-st["extra"]["loss_scale"] = 2.0 ** 120  # resumed runs take min(this, 2^--loss-scale-log2)
-json.dump(st, open(d + "/trainer.json", "w"))
-PY
+# (Resumed runs take min(the checkpoint's scale, 2^--loss-scale-log2).)
+edit_checkpoint "$WORK/a/checkpoints/step-00000008" "$WORK/big" final_norm "v * 1e4" "2.0 ** 120"
 for run in plain:0:3 scaled:120:3 noretry:120:0; do
   IFS=: read -r name log2 retries <<< "$run"
   "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 11 \
@@ -237,13 +210,7 @@ assert b[0]["overflow_retries"] == 1 and b[0]["loss_scale"] == 2.0 ** 96, b[0]
 print("ok: an overflowing step ran again at 2^96; losses and norms equal the unscaled run's")
 PY
 # A checkpoint's loss scale that no run writes is refused, naming the field.
-cp -r "$WORK/big" "$WORK/badscale"
-python3 - "$WORK/badscale/trainer.json" <<'PY'
-import json, sys
-st = json.load(open(sys.argv[1]))
-st["extra"]["loss_scale"] = 3.0
-json.dump(st, open(sys.argv[1], "w"))
-PY
+edit_checkpoint "$WORK/big" "$WORK/badscale" final_norm v 3.0
 expect_fail "extra.loss_scale must be a power of two" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --steps 11 --checkpoint "$WORK/badscale" --out "$WORK/bad"
 
 # --profile times training steps only: not the run's first step (warm-up)

@@ -434,7 +434,8 @@ bool isF64Array(const std::string &n) { return n == "ss64"; }
 bool isBf16Array(const std::string &n) {
   return n == "m16" || n == "v16" || n == "x16" || n == "h16" || n == "dP16" || n == "y16" ||
          n == "o16" || n == "g16" || n == "p16" || n == "df1_16" || n == "df3_16" ||
-         n == "dlogits16";
+         n == "dlogits16" || n == "dx16" || n == "dpre16" || n == "dp16" || n == "dw16" ||
+         n == "dy2_16";
 }
 
 /// Whether the kernel's `bf16` index asks for the bf16 copies of its
@@ -531,7 +532,10 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           });
     });
   });
-  add("rmsnorm_bwd", {"x", "w", "rstd", "dy", "dx", "dw"}, {"rows"}, [=](K &k, Args &a) {
+  // With bf16 ≠ 0 also dx16 = bf16(dx) as accumulated (the next products' operand).
+  add("rmsnorm_bwd", {"x", "w", "rstd", "dy", "dx", "dx16", "dw"}, {"rows", "bf16"},
+      [=](K &k, Args &a) {
+    Value round = wantsCopies(k, a);
     k.rows(a["rows"], [&](Value n, Value lane) {
       Value base = k.muli(n, k.idx(D));
       Value r = k.ld(a["rstd"], n);
@@ -549,7 +553,11 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
             return k.add(k.ld(a["dx"], i),
                          k.mul(r, k.sub(k.mul(dy, k.ld(a["w"], j)), k.mul(xh, meanDot))));
           },
-          [&](Value j, Value dx) { k.st(dx, a["dx"], k.addi(base, j)); });
+          [&](Value j, Value dx) {
+            Value i = k.addi(base, j);
+            k.st(dx, a["dx"], i);
+            store16(k, round, dx, a["dx16"], i);
+          });
     });
     // dw_j += Σ_n dy_nj · x_nj · r_n.
     addColumnSums(k, a["rows"], a["dw"], [&](Value n, Value i) {
@@ -570,7 +578,10 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         },
         [&](Value i, Value l) { k.st(l, a["ell"], i); });
   });
-  add("decay_bwd", {"pre", "lambda", "dell", "dpre", "dlambda"}, {"rows"}, [=](K &k, Args &a) {
+  // With bf16 ≠ 0 also dpre16 = bf16(dpre).
+  add("decay_bwd", {"pre", "lambda", "dell", "dpre", "dpre16", "dlambda"}, {"rows", "bf16"},
+      [=](K &k, Args &a) {
+    Value round = wantsCopies(k, a);
     k.parBatched(
         k.muli(a["rows"], k.idx(D)),
         [&](Value i) {
@@ -580,7 +591,10 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
                                            k.cmpf(arith::CmpFPredicate::OLE, l, k.cst(hi)));
           return k.mul(k.mul(k.ld(a["dell"], i), k.sigmoid(k.neg(p))), k.mask(in));
         },
-        [&](Value i, Value g) { k.st(g, a["dpre"], i); });
+        [&](Value i, Value g) {
+          k.st(g, a["dpre"], i);
+          store16(k, round, g, a["dpre16"], i);
+        });
     // dλ_j += Σ_n dpre_nj.
     addColumnSums(k, a["rows"], a["dlambda"], [&](Value, Value i) { return k.ld(a["dpre"], i); });
   });
@@ -825,8 +839,10 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   };
   // out[outBase + s] = p_s(dp_s − Σ p dp)/√d for the row at `base` of the
   // probabilities p and the upstream gradient dp(s) (in place when out is
-  // dp's array): a warp per row on the GPU, a loop on the CPU.
-  auto softmaxBackwardRow = [=](K &k, Value lane, Value p, Value base, auto dp, Value out) {
+  // dp's array): a warp per row on the GPU, a loop on the CPU. With `round`,
+  // also out16[base + s] = bf16 of it.
+  auto softmaxBackwardRow = [=](K &k, Value lane, Value p, Value base, auto dp, Value out,
+                                Value round, Value out16) {
     if (k.gpu) {
       Value sc = k.buf(R);
       Value loc = k.cst(0.0); // unrolled like ownSlots
@@ -841,14 +857,18 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       Value pdp = k.warpSum(loc);
       ownSlots(k, lane, [&](Value r, Value s) {
         Value i = k.addi(base, s);
-        k.st(k.mul(k.mul(k.ld(p, i), k.sub(k.ld(sc, r), pdp)), k.cst(invSqrtD)), out, i);
+        Value v = k.mul(k.mul(k.ld(p, i), k.sub(k.ld(sc, r), pdp)), k.cst(invSqrtD));
+        k.st(v, out, i);
+        store16(k, round, v, out16, i);
       });
       return;
     }
     Value pdp = k.sum(M, [&](Value s) { return k.mul(k.ld(p, k.addi(base, s)), dp(s)); });
     k.loop(M, [&](Value s) {
       Value i = k.addi(base, s);
-      k.st(k.mul(k.mul(k.ld(p, i), k.sub(dp(s), pdp)), k.cst(invSqrtD)), out, i);
+      Value v = k.mul(k.mul(k.ld(p, i), k.sub(dp(s), pdp)), k.cst(invSqrtD));
+      k.st(v, out, i);
+      store16(k, round, v, out16, i);
     });
   };
   // With bf16 ≠ 0 also p16 = bf16(p) (the operand of the products that follow).
@@ -875,11 +895,14 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       });
     });
   });
-  add("slot_softmax_bwd", {"p", "dp"}, {"rows"}, [=](K &k, Args &a) {
+  // With bf16 ≠ 0 also dp16 = bf16(dl) (the operand of the products that follow).
+  add("slot_softmax_bwd", {"p", "dp", "dp16"}, {"rows", "bf16"}, [=](K &k, Args &a) {
+    Value round = wantsCopies(k, a);
     k.rows(a["rows"], [&](Value r, Value lane) {
       Value base = k.muli(r, k.idx(M));
-      softmaxBackwardRow(k, lane, a["p"], base,
-                         [&](Value s) { return k.ld(a["dp"], k.addi(base, s)); }, a["dp"]);
+      softmaxBackwardRow(
+          k, lane, a["p"], base, [&](Value s) { return k.ld(a["dp"], k.addi(base, s)); }, a["dp"],
+          round, a["dp16"]);
     });
   });
   // Offset of slot (bi, chunk ch, g, s) in (B, nC, G, M).
@@ -887,16 +910,18 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     return k.addi(k.muli(k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(G)), g), k.idx(M)), s);
   };
   // The write's dl: dp = dw + dn[b, c(t), g, s] (the write mass n is a sum
-  // of w over the chunk), dl = w(dp − Σ w dp)/√d into dw.
-  add("mdi_write_softmax_bwd", {"w", "dn", "dw"}, {"B", "T"}, [=](K &k, Args &a) {
+  // of w over the chunk), dl = w(dp − Σ w dp)/√d into dw. With bf16 ≠ 0 also
+  // dw16 = bf16(dl).
+  add("mdi_write_softmax_bwd", {"w", "dn", "dw", "dw16"}, {"B", "T", "bf16"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
+    Value round = wantsCopies(k, a);
     k.rows(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value r, Value lane) {
       Value g = k.remui(r, k.idx(G)), bt = k.divui(r, k.idx(G));
       Value bi = k.divui(bt, T), ch = k.divui(k.remui(bt, T), k.idx(C));
       Value base = k.muli(r, k.idx(M)), nb = slotOf(k, bi, nC, ch, g, k.idx(0));
       softmaxBackwardRow(k, lane, a["w"], base, [&](Value s) {
         return k.add(k.ld(a["dw"], k.addi(base, s)), k.ld(a["dn"], k.addi(nb, s)));
-      }, a["dw"]);
+      }, a["dw"], round, a["dw16"]);
     });
   });
   add("mdi_chunk_fwd", {"w", "mu", "n", "lb"}, {"B", "T"}, [=](K &k, Args &a) {
@@ -1254,8 +1279,11 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       }
     });
   });
-  add("combine_bwd", {"h", "y1", "y2", "rho", "hrstd", "do", "dh", "dy1", "dy2", "drho"}, {"rows"},
-      [=](K &k, Args &a) {
+  // With bf16 ≠ 0 also dy2_16 = bf16(dy2) (the operand of the read's products).
+  add("combine_bwd",
+      {"h", "y1", "y2", "rho", "hrstd", "do", "dh", "dy1", "dy2", "dy2_16", "drho"},
+      {"rows", "bf16"}, [=](K &k, Args &a) {
+        Value round = wantsCopies(k, a);
         k.rows(k.muli(a["rows"], k.idx(G)), [&](Value ng, Value lane) {
           {
             Value n = k.divui(ng, k.idx(G)), g = k.remui(ng, k.idx(G));
@@ -1290,6 +1318,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
                   k.st(g[0], a["dh"], i);
                   k.st(g[1], a["dy1"], i);
                   k.st(g[2], a["dy2"], i);
+                  store16(k, round, g[2], a["dy2_16"], i);
                 });
             Value wd = k.add(k.mul(w[0], dw0), k.add(k.mul(w[1], dw1), k.mul(w[2], dw2)));
             Value dws[3] = {dw0, dw1, dw2};

@@ -110,13 +110,13 @@ std::vector<KernelSpec> kernelSpecs() {
        rowsCopies},
       {"rmsnorm_bwd",
        {{"x", ND, K::In}, {"w", D, K::In}, {"rstd", N, K::Pos}, {"dy", ND, K::In},
-        {"dx", ND, K::Acc}, {"dw", D, K::Acc}},
-       rows},
+        {"dx", ND, K::Acc}, {"dx16", ND, K::Out16}, {"dw", D, K::Acc}},
+       rowsCopies},
       {"decay_fwd", {{"pre", ND, K::In}, {"lambda", D, K::In}, {"ell", ND, K::Out}}, rows},
       {"decay_bwd",
        {{"pre", ND, K::In}, {"lambda", D, K::In}, {"dell", ND, K::In}, {"dpre", ND, K::Out},
-        {"dlambda", D, K::Acc}},
-       rows},
+        {"dpre16", ND, K::Out16}, {"dlambda", D, K::Acc}},
+       rowsCopies},
       {"level1_fwd",
        {{"q", ND, K::In}, {"k", ND, K::In}, {"v", ND, K::In}, {"K1", chunksD, K::Out},
         {"V1", chunksD, K::Out}, {"y1", ND, K::Out}},
@@ -128,10 +128,11 @@ std::vector<KernelSpec> kernelSpecs() {
        BT},
       {"slot_softmax", {{"p", NGM, K::InOut}, {"p16", NGM, K::Out16}},
        [](const Sizes &s) { return std::vector<int64_t>{s.N * s.G, 1}; }},
-      {"slot_softmax_bwd", {{"p", NGM, K::Pos}, {"dp", NGM, K::InOut}},
-       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.G}; }},
-      {"mdi_write_softmax_bwd", {{"w", NGM, K::Pos}, {"dn", slots, K::In}, {"dw", NGM, K::InOut}},
-       BT},
+      {"slot_softmax_bwd", {{"p", NGM, K::Pos}, {"dp", NGM, K::InOut}, {"dp16", NGM, K::Out16}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.N * s.G, 1}; }},
+      {"mdi_write_softmax_bwd",
+       {{"w", NGM, K::Pos}, {"dn", slots, K::In}, {"dw", NGM, K::InOut}, {"dw16", NGM, K::Out16}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.B, s.T, 1}; }},
       {"mdi_chunk_fwd",
        {{"w", NGM, K::Pos}, {"mu", GM, K::In}, {"n", slots, K::Out}, {"lb", slots, K::Out}},
        BT},
@@ -153,8 +154,8 @@ std::vector<KernelSpec> kernelSpecs() {
       {"combine_bwd",
        {{"h", ND, K::In}, {"y1", ND, K::In}, {"y2", ND, K::In}, {"rho", G3, K::In},
         {"hrstd", NG, K::Pos}, {"do", ND, K::In}, {"dh", ND, K::Out}, {"dy1", ND, K::Out},
-        {"dy2", ND, K::Out}, {"drho", G3, K::Acc}},
-       rows},
+        {"dy2", ND, K::Out}, {"dy2_16", ND, K::Out16}, {"drho", G3, K::Acc}},
+       rowsCopies},
       {"swiglu_fwd",
        {{"f1", NF, K::In}, {"f3", NF, K::In}, {"g", NF, K::Out}, {"g16", NF, K::Out16}},
        [](const Sizes &s) { return std::vector<int64_t>{s.N * s.F, 1}; }},
@@ -240,6 +241,7 @@ void dispatch(KernelLibrary &lib, const std::string &name, std::vector<Arr> &a,
   if (na == 3 && nx == 2) return lib(name, A(0), A(1), A(2), X(0), X(1));
   if (na == 4 && nx == 1) return lib(name, A(0), A(1), A(2), A(3), X(0));
   if (na == 4 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), X(0), X(1));
+  if (na == 4 && nx == 3) return lib(name, A(0), A(1), A(2), A(3), X(0), X(1), X(2));
   if (na == 5 && nx == 1) return lib(name, A(0), A(1), A(2), A(3), A(4), X(0));
   if (na == 5 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), A(4), X(0), X(1));
   if (na == 5 && nx == 3) return lib(name, A(0), A(1), A(2), A(3), A(4), X(0), X(1), X(2));

@@ -28,10 +28,12 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mmrec::train {
@@ -517,10 +519,11 @@ private:
   static Arr copyArr(uint16_t *p, int64_t n);
   /// bf16Written(src, n) if p is a target.
   void copyWritten(uint16_t *p, const float *src, int64_t n);
-  /// After a launch that wrote nothing but [p, p + n) (and copies it
-  /// reported): the copies valid before it (castEpoch() was `before`) whose
-  /// sources it did not touch stay valid.
-  void carryCopies(uint64_t before, const float *p, int64_t n);
+  /// After a launch that wrote nothing but the ranges [p, p + n) in
+  /// `written` (and copies it reported): the copies valid before it
+  /// (castEpoch() was `before`) whose sources it did not touch stay valid.
+  void carryCopies(uint64_t before,
+                   std::initializer_list<std::pair<const float *, int64_t>> written);
   /// The slot a new copy of n elements goes to (its buffer large enough).
   Bf16Copy *victim(const Bf16Copy *keep, int64_t n);
   /// Makes c the copy of src[0, n) as of now.

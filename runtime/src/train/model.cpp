@@ -169,12 +169,18 @@ void Model::copyWritten(uint16_t *p, const float *src, int64_t n) {
     bf16Written(src, n);
 }
 
-void Model::carryCopies(uint64_t before, const float *p, int64_t n) {
+void Model::carryCopies(uint64_t before, std::initializer_list<std::pair<const float *, int64_t>> written) {
   const auto at = [](const float *x) { return reinterpret_cast<uintptr_t>(x); };
   const uint64_t now = castEpoch();
-  for (Bf16Copy &c : casts_)
-    if (c.src && c.epoch == before && !(at(p) < at(c.src + c.n) && at(c.src) < at(p + n)))
+  for (Bf16Copy &c : casts_) {
+    if (!c.src || c.epoch != before)
+      continue;
+    bool touched = false;
+    for (auto [p, n] : written)
+      touched |= at(p) < at(c.src + c.n) && at(c.src) < at(p + n);
+    if (!touched)
       c.epoch = now;
+  }
 }
 
 void Model::dropCopies(const float *p, int64_t n, bool all) {
@@ -545,7 +551,7 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   uint16_t *a16 = copyTarget(Ly.a.size());
   const uint64_t beforeA = castEpoch();
   lib_("slot_softmax", Arr(Ly.a), copyArr(a16, Ly.a.size()), N * c_.Nm, int64_t(a16 != nullptr));
-  carryCopies(beforeA, Ly.a.data(), Ly.a.size());
+  carryCopies(beforeA, {{Ly.a.data(), Ly.a.size()}});
   copyWritten(a16, Ly.a.data(), Ly.a.size());
   // y2_c = a_c·Mem_{c−1}: chunk c's product reads state c − 1 in place.
   prevChunkMM(Prev::read, {Ly.a.data(), GM, c_.M, true}, false, {Ly.mems.data(), d, Md, false},
@@ -666,8 +672,13 @@ void Model::backward(const float *P, float *Gr, float scale) {
   lastLoss_ = head(P, Gr, scale);
   zero(dx_);
   const ParamInfo &fn = layout_.get("final_norm");
+  // dx's bf16 copy where the last layer's first products come next (without
+  // recomputation; with it, the layer's forward runs in between).
+  uint16_t *dxf16 = recompute_ ? nullptr : copyTarget(dx_.size());
   lib_("rmsnorm_bwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(rstdF_),
-       Arr(dxf_), Arr(dx_), Arr(Gr + fn.offset, D), N);
+       Arr(dxf_), Arr(dx_), copyArr(dxf16, dx_.size()), Arr(Gr + fn.offset, D), N,
+       int64_t(dxf16 != nullptr));
+  copyWritten(dxf16, dx_.data(), dx_.size());
   for (int64_t l = c_.L - 1; l >= 0; --l) {
     if (recompute_) {
       work_->x = layers_[size_t(l)]->x;
@@ -706,22 +717,35 @@ void Model::backward(const float *P, float *Gr, float scale) {
     mm(df3_.data(), Wp("W_3"), du2_.data(), N, D, F, false, true, 1);
     mm(Ly.u2.data(), df3_.data(), dWp("W_3"), D, F, N, true, false, 1);
     dx1_ = dy_;
-    lib_("rmsnorm_bwd", Arr(Ly.x1), W("w_ffn"), Arr(Ly.rstd2), Arr(du2_), Arr(dx1_), dW("w_ffn"),
-         N);
+    uint16_t *dx116 = copyTarget(dx1_.size());
+    lib_("rmsnorm_bwd", Arr(Ly.x1), W("w_ffn"), Arr(Ly.rstd2), Arr(du2_), Arr(dx1_),
+         copyArr(dx116, dx1_.size()), dW("w_ffn"), N, int64_t(dx116 != nullptr));
+    copyWritten(dx116, dx1_.data(), dx1_.size());
     // x1 = x + o·W_o.
     mm(dx1_.data(), Wp("W_o"), do_.data(), N, D, D, false, true, 0);
     mm(Ly.o.data(), dx1_.data(), dWp("W_o"), D, D, N, true, false, 1);
+    // dy2's bf16 copy for the read's product below (it survives gated_bwd,
+    // which writes none of its sources).
+    uint16_t *dy216 = copyTarget(dy2_.size());
     lib_("combine_bwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(do_),
-         Arr(dh_), Arr(dy1_), Arr(dy2_), dW("rho"), N);
+         Arr(dh_), Arr(dy1_), Arr(dy2_), copyArr(dy216, dy2_.size()), dW("rho"), N,
+         int64_t(dy216 != nullptr));
+    copyWritten(dy216, dy2_.data(), dy2_.size());
     // Level 0's adjoint beside levels 2 and 1's (runBeside), joined before
     // the products of its gradients. dW_g = Σ h_{t−1}ᵀ a_t through the
     // shifted pre-activation gradient (the initial state is zero: its term
     // vanishes), db_g = Σ a_t.
+    const uint64_t beforeGated = castEpoch();
     runBeside([&] {
       lib_("gated_bwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
            Arr(dh_), Arr(zerosBD_), Arr(dz_), Arr(dell_), Arr(gp_), Arr(gp0_), Arr(dh0_),
            Arr(sync_), B, T);
     });
+    carryCopies(beforeGated, {{dz_.data(), dz_.size()},
+                              {dell_.data(), dell_.size()},
+                              {gp_.data(), gp_.size()},
+                              {gp0_.data(), gp0_.size()},
+                              {dh0_.data(), dh0_.size()}});
     zero(dq_);
     zero(dk_);
     zero(dv_);
@@ -740,7 +764,10 @@ void Model::backward(const float *P, float *Gr, float scale) {
     // The gradient of the state chunk c read goes straight to Mem_{c−1}'s.
     prevChunkMM(Prev::write, {Ly.a.data(), GM, c_.M, true}, true, {dy2_.data(), D, d, true}, false,
                 {dmems_.data(), d, Md, false}, c_.M, d, -1, nullptr);
-    lib_("slot_softmax_bwd", Arr(Ly.a), Arr(dslot_), N * c_.Nm);
+    uint16_t *dslot16 = copyTarget(dslot_.size());
+    lib_("slot_softmax_bwd", Arr(Ly.a), Arr(dslot_), copyArr(dslot16, dslot_.size()), N * c_.Nm,
+         int64_t(dslot16 != nullptr));
+    copyWritten(dslot16, dslot_.data(), dslot_.size());
     groupMM({dslot_.data(), GM, c_.M, true}, false, {S, d, Md, false}, false,
             {dq_.data(), D, d, true}, N, d, c_.M, 1);
     groupMM({dslot_.data(), GM, c_.M, true}, true, {Ly.q.data(), D, d, true}, false,
@@ -759,7 +786,10 @@ void Model::backward(const float *P, float *Gr, float scale) {
             {dw_.data(), GM, c_.M, true}, -1, c_.M, d, 0, true);
     chunkMM({Ly.w.data(), GM, c_.M, true}, false, {dP_.data(), d, Md, false}, false,
             {dv_.data(), D, d, true}, -1, d, c_.M, 1);
-    lib_("mdi_write_softmax_bwd", Arr(Ly.w), Arr(dn_), Arr(dw_), B, T);
+    uint16_t *dw16 = copyTarget(dw_.size());
+    lib_("mdi_write_softmax_bwd", Arr(Ly.w), Arr(dn_), Arr(dw_), copyArr(dw16, dw_.size()), B, T,
+         int64_t(dw16 != nullptr));
+    copyWritten(dw16, dw_.data(), dw_.size());
     groupMM({dw_.data(), GM, c_.M, true}, false, {S, d, Md, false}, false,
             {dk_.data(), D, d, true}, N, d, c_.M, 1);
     groupMM({dw_.data(), GM, c_.M, true}, true, {Ly.k.data(), D, d, true}, false,
@@ -778,7 +808,10 @@ void Model::backward(const float *P, float *Gr, float scale) {
     mm(ones_.data(), gp_.data(), dWp("b_g"), 1, D, N, false, false, 1);
     mm(ones_.data(), gp0_.data(), dWp("b_g"), 1, D, B, false, false, 1);
     // ℓ = clamp(logσ(ua·B_γ + λ)), ua = u·A_γ.
-    lib_("decay_bwd", Arr(Ly.pre), W("lambda"), Arr(dell_), Arr(dpre_), dW("lambda"), N);
+    uint16_t *dpre16 = copyTarget(dpre_.size());
+    lib_("decay_bwd", Arr(Ly.pre), W("lambda"), Arr(dell_), Arr(dpre_),
+         copyArr(dpre16, dpre_.size()), dW("lambda"), N, int64_t(dpre16 != nullptr));
+    copyWritten(dpre16, dpre_.data(), dpre_.size());
     mm(Ly.ua.data(), dpre_.data(), dWp("B_gamma"), r, D, N, true, false, 1);
     mm(dpre_.data(), Wp("B_gamma"), dua_.data(), N, r, D, false, true, 0);
     mm(Ly.u.data(), dua_.data(), dWp("A_gamma"), D, r, N, true, false, 1);
@@ -790,7 +823,11 @@ void Model::backward(const float *P, float *Gr, float scale) {
       mm(Ly.u.data(), g->data(), dWp(name), D, D, N, true, false, 1);
     }
     dx_ = dx1_;
-    lib_("rmsnorm_bwd", Arr(Ly.x), W("w_in"), Arr(Ly.rstd1), Arr(du_), Arr(dx_), dW("w_in"), N);
+    // dx's copy for the next layer's first products (see the final norm's).
+    uint16_t *dx16 = recompute_ || l == 0 ? nullptr : copyTarget(dx_.size());
+    lib_("rmsnorm_bwd", Arr(Ly.x), W("w_in"), Arr(Ly.rstd1), Arr(du_), Arr(dx_),
+         copyArr(dx16, dx_.size()), dW("w_in"), N, int64_t(dx16 != nullptr));
+    copyWritten(dx16, dx_.data(), dx_.size());
     if (recompute_ && keptStates_)
       work_->h.swap(layers_[size_t(l)]->h);
     if (gradReady_)

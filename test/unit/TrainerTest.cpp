@@ -205,15 +205,19 @@ void checkBf16Reuse(rt::DeviceKind dev) {
         std::vector<int32_t> tok(size_t(cs.B * cs.T));
         for (size_t i = 0; i < tok.size(); ++i)
           tok[i] = int32_t((i * 7 + 3) % lib.config().V);
-        double loss[2];
-        std::vector<float> grad[2];
-        uint64_t products[2], roundings[2], kernelCopies[2], kernelCopiesRead[2];
-        for (int reuse = 0; reuse < 2; ++reuse) {
+        // 0: every operand rounded afresh; 1: copies reused (the layers'
+        // pinned copies included); 2: reused, nothing pinned.
+        double loss[3];
+        std::vector<float> grad[3];
+        uint64_t products[3], roundings[3], kernelCopies[3], kernelCopiesRead[3];
+        bool pinned[3];
+        for (int reuse = 0; reuse < 3; ++reuse) {
           Arrays a(dev, params);
           Model m(lib, layout);
           m.setMatmul(Model::Matmul::bf16);
           m.setRecompute(recompute);
-          m.setBf16Reuse(reuse == 1);
+          m.setBf16Reuse(reuse >= 1);
+          m.setPinCopies(reuse == 1);
           std::vector<float> zero(params.size(), 0.0f);
           a.g.upload(zero.data(), int64_t(zero.size()));
           loss[reuse] = m.forward(a.p.data(), tok.data(), cs.B, cs.T);
@@ -223,7 +227,10 @@ void checkBf16Reuse(rt::DeviceKind dev) {
           roundings[reuse] = m.bf16Roundings();
           kernelCopies[reuse] = m.bf16KernelCopies();
           kernelCopiesRead[reuse] = m.bf16KernelCopiesRead();
+          pinned[reuse] = m.pinnedCopies();
         }
+        std::cout << "roundings: " << roundings[0] << " afresh, " << roundings[1] << " reused, "
+                  << roundings[2] << " reused unpinned; products " << products[0] << "\n";
         // With reuse the operands that kernels produce come with their bf16
         // copies (u, w, the states, a, o, u2 and g a layer forward, the
         // final norm's output, the logits' gradient (xent, one block of
@@ -236,27 +243,38 @@ void checkBf16Reuse(rt::DeviceKind dev) {
         // roundings'.
         const uint64_t L = uint64_t(lib.config().L);
         EXPECT_EQ(kernelCopies[0], 0u);
-        EXPECT_EQ(kernelCopies[1], recompute ? 22u * L + 2 : 16u * L + 2);
-        EXPECT_EQ(kernelCopiesRead[1], kernelCopies[1]);
+        for (int v : {1, 2}) {
+          SCOPED_TRACE(v == 1 ? "pinned" : "unpinned");
+          EXPECT_EQ(kernelCopies[v], recompute ? 22u * L + 2 : 16u * L + 2);
+          EXPECT_EQ(kernelCopiesRead[v], kernelCopies[v]);
+          EXPECT_EQ(products[v], products[0]);
+        }
+        // The pinned copies of u, w, a, o, u2 and g are what backward's
+        // products take: at least one rounding a layer less for each.
+        EXPECT_TRUE(pinned[1]);
+        EXPECT_FALSE(pinned[2]);
+        EXPECT_GE(roundings[2], roundings[1] + 6 * L)
+            << roundings[1] << " roundings pinned, " << roundings[2] << " unpinned";
+        for (int v : {1, 2})
         if (dev == rt::DeviceKind::cpu) {
-          EXPECT_EQ(loss[0], loss[1]);
-          EXPECT_EQ(grad[0], grad[1]);
+          EXPECT_EQ(loss[0], loss[v]);
+          EXPECT_EQ(grad[0], grad[v]);
         } else {
           // cuBLASLt picks its algorithm by the operands' alignment, and a
           // group's slice of a shared copy is less aligned than a copy of
           // its own: the sums' order may differ (a stale copy: O(1)).
           double num = 0, den = 0;
           for (size_t i = 0; i < grad[0].size(); ++i) {
-            num += double(grad[1][i] - grad[0][i]) * (grad[1][i] - grad[0][i]);
+            num += double(grad[v][i] - grad[0][i]) * (grad[v][i] - grad[0][i]);
             den += double(grad[0][i]) * grad[0][i];
           }
           const double gerr = std::sqrt(num / std::max(den, 1e-300));
-          std::cout << "bf16 copies reused: loss " << loss[1] << " vs " << loss[0]
-                    << ", gradient " << gerr << " (relative L2)\n";
-          EXPECT_LE(std::abs(loss[1] - loss[0]), 1e-5 * std::abs(loss[0]));
+          std::cout << "bf16 copies reused (" << (v == 1 ? "pinned" : "unpinned") << "): loss "
+                    << loss[v] << " vs " << loss[0] << ", gradient " << gerr
+                    << " (relative L2)\n";
+          EXPECT_LE(std::abs(loss[v] - loss[0]), 1e-5 * std::abs(loss[0]));
           EXPECT_LE(gerr, 1e-4);
         }
-        EXPECT_EQ(products[0], products[1]);
         EXPECT_EQ(roundings[0], 2 * products[0]);
         // (A weight is read by one product: ~1.4 a product with reuse.)
         EXPECT_LT(2 * roundings[1], 3 * products[1])

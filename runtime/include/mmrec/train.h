@@ -412,6 +412,14 @@ public:
   /// Off: every bf16 product rounds its operands afresh (the reference the
   /// tests compare the reuse with, bit for bit).
   void setBf16Reuse(bool on) { reuseCasts_ = on; }
+  /// With bf16 copies reused, each layer keeps its own bf16 copies of the
+  /// activations that its backward's products take again (u, u2, o, g, w,
+  /// a: 3·N·D + N·F + 2·N·N_m·M bf16 values a layer, or one set with
+  /// recomputation) where they fit beside the activations; off, or where
+  /// they do not fit, backward rounds those activations again.
+  void setPinCopies(bool on) { pinCopies_ = on; B_ = T_ = 0; }
+  /// Whether the last forward kept them.
+  bool pinnedCopies() const { return pinned_; }
   /// On the GPU, the level-0 recurrence's kernels (gated_fwd, gated_bwd)
   /// run on a stream of their own beside the memory hierarchy's work, which
   /// does not depend on them (a layer's combination, and the products of
@@ -498,6 +506,10 @@ private:
     int64_t n = 0;
     uint64_t epoch = 0, used = 0;
     bool fromKernel = false, read = false;
+    /// A layer's own copy of one of its activations (pinTarget): valid,
+    /// whatever runs, until a product writes over its source or the next
+    /// forward starts.
+    bool pinned = false;
   };
   /// The bf16 copy of p[0, n): a slice of a valid copy that spans it
   /// (consecutive products of one operand, and chunkMM's groups, round it
@@ -516,6 +528,11 @@ private:
   /// bf16Target(n) where kernels write copies, else null (the kernel's
   /// `bf16` index is then 0 and its copy array empty: copyArr).
   uint16_t *copyTarget(int64_t n);
+  /// copyTarget for an activation of layer Ly that its backward's products
+  /// take again (u, w, a, o, u2, g): with pinning (pinnedCopies()), the
+  /// layer's own copy `slot`, so that backward finds it instead of
+  /// rounding the activation again.
+  uint16_t *pinTarget(Layer &Ly, int slot, int64_t n);
   static Arr copyArr(uint16_t *p, int64_t n);
   /// bf16Written(src, n) if p is a target.
   void copyWritten(uint16_t *p, const float *src, int64_t n);
@@ -533,8 +550,9 @@ private:
   bool kernelCopies() const { return matmul_ == Matmul::bf16 && reuseCasts_; }
   /// Kernels launched by the library, not counting the roundings.
   uint64_t castEpoch() const { return lib_.launches() - castLaunches_; }
-  /// Invalidates the copies whose source overlaps [p, p + n) (`all`: every copy).
-  void dropCopies(const float *p, int64_t n, bool all = false);
+  /// Invalidates the copies whose source overlaps [p, p + n) (`all`: every
+  /// copy, but the layers' pinned ones with keepPinned).
+  void dropCopies(const float *p, int64_t n, bool all = false, bool keepPinned = false);
   /// Runs `fn` (level 0's launches) on side_ after the default stream's
   /// work so far (setOverlapLevel0; inline otherwise); joinBeside() makes
   /// the default stream wait for it.
@@ -549,6 +567,10 @@ private:
   // shared by a product and the next survive (A of one, B of the other),
   // as do the copies kernels wrote beside their outputs.
   Bf16Copy casts_[4];
+  /// Every layer's pinned copies (and the recomputation's work layer's),
+  /// searched after casts_; never a victim.
+  std::vector<Bf16Copy *> pins_;
+  bool pinCopies_ = true, pinned_ = false;
   static constexpr int kMaxPending = 2;
   Bf16Copy *pending_[kMaxPending] = {nullptr, nullptr};
   int pendingCount_ = 0;

@@ -30,6 +30,9 @@ void zero(FBuf &v) { v.zero(); }
 struct Model::Layer {
   FBuf x, rstd1, u, q, k, v, z, ua, pre, ell, h, hfin, K1, V1, y1, w, n, lb, P, mems,
       memfin, a, y2, hrstd, o, x1, rstd2, u2, f1, f3, g;
+  /// The bf16 copies of u, w, a, o, u2 and g that backward takes (pinTarget).
+  enum Pin { pinU, pinW, pinA, pinO, pinU2, pinG, kPins };
+  Bf16Copy pins[kPins];
 };
 
 Model::Model(KernelLibrary &lib, const ParamLayout &layout)
@@ -93,17 +96,25 @@ const uint16_t *Model::bf16Operand(const float *p, int64_t n, const Bf16Copy *ke
                                    const Bf16Copy **slot) {
   const uint64_t epoch = castEpoch();
   const auto at = [](const float *x) { return reinterpret_cast<uintptr_t>(x); };
+  auto found = [&](Bf16Copy &c) {
+    return reuseCasts_ && c.src && (c.pinned || c.epoch == epoch) && at(p) >= at(c.src) &&
+           at(p + n) <= at(c.src + c.n);
+  };
+  auto take = [&](Bf16Copy &c) {
+    c.used = ++castUses_;
+    if (c.fromKernel && !c.read)
+      ++kernelCopiesRead_;
+    c.read = true;
+    if (slot)
+      *slot = &c;
+    return c.buf.data() + (p - c.src);
+  };
   for (Bf16Copy &c : casts_)
-    if (reuseCasts_ && c.src && c.epoch == epoch && at(p) >= at(c.src) &&
-        at(p + n) <= at(c.src + c.n)) {
-      c.used = ++castUses_;
-      if (c.fromKernel && !c.read)
-        ++kernelCopiesRead_;
-      c.read = true;
-      if (slot)
-        *slot = &c;
-      return c.buf.data() + (p - c.src);
-    }
+    if (found(c))
+      return take(c);
+  for (Bf16Copy *c : pins_)
+    if (found(*c))
+      return take(*c);
   Bf16Copy *v = victim(keep, n);
   lib_("to_bf16", Arr(const_cast<float *>(p), n), Arr(v->buf.data(), n), n);
   ++castLaunches_;
@@ -162,6 +173,20 @@ void Model::bf16Written(const float *src, int64_t n) {
 
 uint16_t *Model::copyTarget(int64_t n) { return kernelCopies() ? bf16Target(n) : nullptr; }
 
+uint16_t *Model::pinTarget(Layer &Ly, int slot, int64_t n) {
+  if (!kernelCopies() || !pinned_)
+    return copyTarget(n);
+  if (pendingCount_ == kMaxPending)
+    throw Error("pinTarget: more than 2 copies asked for one launch");
+  Bf16Copy &c = Ly.pins[slot];
+  if (c.buf.size() < n)
+    c.buf.reset(dev_, n);
+  c.src = nullptr;
+  c.pinned = true;
+  pending_[pendingCount_++] = &c;
+  return c.buf.data();
+}
+
 Arr Model::copyArr(uint16_t *p, int64_t n) { return Arr(p, p ? n : 0); }
 
 void Model::copyWritten(uint16_t *p, const float *src, int64_t n) {
@@ -183,11 +208,17 @@ void Model::carryCopies(uint64_t before, std::initializer_list<std::pair<const f
   }
 }
 
-void Model::dropCopies(const float *p, int64_t n, bool all) {
+void Model::dropCopies(const float *p, int64_t n, bool all, bool keepPinned) {
   const auto at = [](const float *x) { return reinterpret_cast<uintptr_t>(x); };
-  for (Bf16Copy &c : casts_)
-    if (c.src && (all || (at(p) < at(c.src + c.n) && at(c.src) < at(p + n))))
+  auto drop = [&](Bf16Copy &c) {
+    if (c.src && (all ? !(keepPinned && c.pinned)
+                      : at(p) < at(c.src + c.n) && at(c.src) < at(p + n)))
       c.src = nullptr;
+  };
+  for (Bf16Copy &c : casts_)
+    drop(c);
+  for (Bf16Copy *c : pins_)
+    drop(*c);
   if (all) // a launch that threw between bf16Target and bf16Written
     pendingCount_ = 0;
 }
@@ -388,6 +419,11 @@ void Model::ensure(int64_t B, int64_t T) {
   const bool keep = recompute_ && keepStates_ && (total + kept) * 4 <= limit * 15 / 16;
   if (keep)
     total += kept;
+  // The layers' pinned bf16 copies (setPinCopies), where they fit like the
+  // kept states; else backward rounds those activations again.
+  const long double pinFloats =
+      ((3.0L * D + F) * N + 2.0L * N * G * M) / 2 * (recompute_ ? 1 : c_.L);
+  const bool pin = pinCopies_ && (total + pinFloats) * 4 <= limit * 15 / 16;
   long double bytes = total * 4;
   if (bytes > limit)
     throw Error("forward: B=" + std::to_string(B) + ", T=" + std::to_string(T) + " needs " +
@@ -398,7 +434,10 @@ void Model::ensure(int64_t B, int64_t T) {
   T_ = T;
   headRows_ = headRows;
   keptStates_ = keep;
+  pinned_ = pin;
   auto sizeAll = [&](Layer &L) {
+    for (Bf16Copy &c : L.pins)
+      c = Bf16Copy();
     for (auto *v : {&L.x, &L.u, &L.q, &L.k, &L.v, &L.z, &L.pre, &L.ell, &L.h, &L.y1, &L.y2, &L.o,
                     &L.x1, &L.u2})
       resize(*v, N * D);
@@ -438,6 +477,16 @@ void Model::ensure(int64_t B, int64_t T) {
   } else {
     xL_scratch_.clear();
   }
+  pins_.clear();
+  for (Layer *Lp : recompute_ ? std::vector<Layer *>{work_.get()}
+                              : [&] {
+                                  std::vector<Layer *> v;
+                                  for (auto &p : layers_)
+                                    v.push_back(p.get());
+                                  return v;
+                                }())
+    for (Bf16Copy &c : Lp->pins)
+      pins_.push_back(&c);
   tokens_.reset(dev_, N);
   sync_.reset(dev_, gatedSyncWords(B, D));
   targets_.reset(dev_, N);
@@ -492,6 +541,8 @@ int64_t Model::activationBytes() const {
     n += int64_t(v->size());
   for (const Bf16Copy &c : casts_)
     n += (c.buf.size() + 1) / 2; // bf16: two to a float
+  for (const Bf16Copy *c : pins_)
+    n += (c->buf.size() + 1) / 2;
   return n * 4;
 }
 
@@ -505,7 +556,7 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   auto Wp = [&](const char *n) { return P + layout_.layer(l, n); };
   // With bf16 products, the kernels that produce a product's operand write
   // its bf16 copy too (copyTarget): no separate rounding pass reads it again.
-  uint16_t *u16 = copyTarget(Ly.u.size());
+  uint16_t *u16 = pinTarget(Ly, Layer::pinU, Ly.u.size());
   lib_("rmsnorm_fwd", Arr(Ly.x), W("w_in"), Arr(Ly.u), copyArr(u16, Ly.u.size()), Arr(Ly.rstd1),
        N, int64_t(u16 != nullptr));
   copyWritten(u16, Ly.u.data(), Ly.u.size());
@@ -530,7 +581,7 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   const int64_t GM = c_.Nm * c_.M, Md = c_.M * c_.dm(), d = c_.dm();
   groupMM({Ly.k.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.w.data(), GM, c_.M, true},
           N, c_.M, d, 0);
-  uint16_t *w16 = copyTarget(Ly.w.size());
+  uint16_t *w16 = pinTarget(Ly, Layer::pinW, Ly.w.size());
   lib_("slot_softmax", Arr(Ly.w), copyArr(w16, Ly.w.size()), N * c_.Nm, int64_t(w16 != nullptr));
   copyWritten(w16, Ly.w.data(), Ly.w.size());
   chunkMM({Ly.w.data(), GM, c_.M, true}, true, {Ly.v.data(), D, d, true}, false,
@@ -548,7 +599,7 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   // (and a's copy), so the states' copy stays valid across it.
   groupMM({Ly.q.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.a.data(), GM, c_.M, true},
           N, c_.M, d, 0);
-  uint16_t *a16 = copyTarget(Ly.a.size());
+  uint16_t *a16 = pinTarget(Ly, Layer::pinA, Ly.a.size());
   const uint64_t beforeA = castEpoch();
   lib_("slot_softmax", Arr(Ly.a), copyArr(a16, Ly.a.size()), N * c_.Nm, int64_t(a16 != nullptr));
   carryCopies(beforeA, {{Ly.a.data(), Ly.a.size()}});
@@ -557,19 +608,19 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   prevChunkMM(Prev::read, {Ly.a.data(), GM, c_.M, true}, false, {Ly.mems.data(), d, Md, false},
               false, {Ly.y2.data(), D, d, true}, -1, d, c_.M, zerosMem_.data());
   joinBeside();
-  uint16_t *o16 = copyTarget(Ly.o.size());
+  uint16_t *o16 = pinTarget(Ly, Layer::pinO, Ly.o.size());
   lib_("combine_fwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(Ly.o),
        copyArr(o16, Ly.o.size()), N, int64_t(o16 != nullptr));
   copyWritten(o16, Ly.o.data(), Ly.o.size());
   Ly.x1 = Ly.x;
   mm(Ly.o.data(), Wp("W_o"), Ly.x1.data(), N, D, D, false, false, 1);
-  uint16_t *u216 = copyTarget(Ly.u2.size());
+  uint16_t *u216 = pinTarget(Ly, Layer::pinU2, Ly.u2.size());
   lib_("rmsnorm_fwd", Arr(Ly.x1), W("w_ffn"), Arr(Ly.u2), copyArr(u216, Ly.u2.size()),
        Arr(Ly.rstd2), N, int64_t(u216 != nullptr));
   copyWritten(u216, Ly.u2.data(), Ly.u2.size());
   mm(Ly.u2.data(), Wp("W_1"), Ly.f1.data(), N, F, D, false, false, 0);
   mm(Ly.u2.data(), Wp("W_3"), Ly.f3.data(), N, F, D, false, false, 0);
-  uint16_t *g16 = copyTarget(Ly.g.size());
+  uint16_t *g16 = pinTarget(Ly, Layer::pinG, Ly.g.size());
   lib_("swiglu_fwd", Arr(Ly.f1), Arr(Ly.f3), Arr(Ly.g), copyArr(g16, Ly.g.size()), N * F,
        int64_t(g16 != nullptr));
   copyWritten(g16, Ly.g.data(), Ly.g.size());
@@ -666,7 +717,9 @@ double Model::head(const float *P, float *Gr, float scale) {
 void Model::backward(const float *P, float *Gr, float scale) {
   if (B_ == 0)
     throw Error("backward: no forward pass to differentiate");
-  dropCopies(nullptr, 0, true);
+  // The layers' pinned copies stay: their sources are forward's
+  // activations, which nothing has written since.
+  dropCopies(nullptr, 0, true, true);
   const int64_t B = B_, T = T_, N = B * T, D = c_.D, F = c_.F, r = c_.r, V = c_.V;
   float *dE = Gr + layout_.get("embed").offset;
   lastLoss_ = head(P, Gr, scale);

@@ -29,6 +29,7 @@ struct Settings {
   bool resume = false, evalOnly = false, recompute = false, tf32 = false, profile = false;
   bool recomputeStates = false;
   bool serialLevel0 = false; // level 0 on the default stream, not beside levels 1 and 2
+  bool unpinnedCopies = false; // backward rounds forward's activations again (Model::setPinCopies)
   double targetLoss = 0; // > 0: stop once the validation loss is below it
   double peakTflops = 0;  // the device's peak for MFU (0: 989.4 on a GPU, none on the CPU)
   int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
@@ -140,6 +141,10 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
                "On the GPU, run the level-0 recurrence's kernels on the default stream in "
                "program order instead of beside the memory hierarchy's work (the same results up to "
                "the noise of atomic sums)");
+  app.add_flag("--unpinned-copies", s.unpinnedCopies,
+               "With --matmul bf16, do not keep each layer's bf16 copies of the activations its "
+               "backward's products take (u, u2, o, g and the slot addresses): less memory, and "
+               "backward rounds them again");
   app.add_flag("--resume", s.resume, "Continue from the newest checkpoint under OUT/checkpoints");
   app.add_option("--checkpoint", s.checkpoint, "A checkpoint to evaluate or to resume from");
   app.add_flag("--eval-only", s.evalOnly, "Print the validation loss of --checkpoint and exit");

@@ -53,7 +53,7 @@ json toJson(const Settings &s) {
           {"beta1", s.beta1},     {"beta2", s.beta2},     {"clip", s.clip},
           {"overflow_retries", s.overflowRetries}, {"loss_scale_log2", s.lossScaleLog2},
           {"seed", s.seed},       {"eval_interval", s.evalInterval}, {"recompute", s.recompute}, {"recompute_states", s.recomputeStates},
-          {"serial_level0", s.serialLevel0},
+          {"serial_level0", s.serialLevel0}, {"unpinned_copies", s.unpinnedCopies},
           {"eval_tokens", s.evalTokens}, {"tf32", s.tf32}, {"matmul", s.matmul}, {"device", s.device},
           {"optimizer_states", s.optimizerStates}, {"level0", s.level0}};
 }
@@ -207,6 +207,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   model.setRecompute(s.recompute);
   model.setKeepStates(!s.recomputeStates);
   model.setOverlapLevel0(!s.serialLevel0);
+  model.setPinCopies(!s.unpinnedCopies);
   bool recomputeNoted = false;
   model.setMatmul(matmul == "bf16"   ? Model::Matmul::bf16
                   : matmul == "tf32" ? Model::Matmul::tf32

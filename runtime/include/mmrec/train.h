@@ -475,7 +475,7 @@ private:
   };
   /// For every group g and chunk c: C_c = op(A_c)·op(B_c) + beta·C_c, where
   /// a size given as −1 is the chunk's token count (C, or T's remainder).
-  void chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m, int64_t n,
+  void chunkMM(const char *what, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m, int64_t n,
                int64_t k, float beta, bool fine = false);
   /// chunkMM where the per-chunk operand is the memory as each chunk reads
   /// it, Mem_{c−1}, taken from the per-chunk states `Mem_c` without a
@@ -486,11 +486,12 @@ private:
   /// chunk c−1 (beta 0); the last chunk of each row gets 0, and chunk 0's
   /// part (the gradient of the initial memory) is not formed.
   enum class Prev { read, write };
-  void prevChunkMM(Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
+  void prevChunkMM(const char *what, Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
                    int64_t n, int64_t k, const float *first, bool fine = false);
   /// For every group g: C_g = op(A_g)·op(B_g) + beta·C_g over all B·T
-  /// tokens (the slot logits x·S_gᵀ and their gradients).
-  void groupMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m, int64_t n,
+  /// tokens (the slot logits x·S_gᵀ and their gradients). `what`: the
+  /// profile's name for it (gemm_mdi_…: each call site its own line).
+  void groupMM(const char *what, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m, int64_t n,
                int64_t k, float beta);
   /// Every product of the model: C = op(A)·op(B) + beta·C as `g` says,
   /// in the precision of matmul_; `fine`: never with bf16 operands (TF32

@@ -276,13 +276,13 @@ void Model::batchedMM(const char *what, StridedOpd A, bool transA, StridedOpd B,
   gemm(what, g, A.p, B.p, const_cast<float *>(C.p), fine);
 }
 
-void Model::groupMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
-                    int64_t n, int64_t k, float beta) {
-  batchedMM("gemm_mdi", {A.p, A.ld, A.gs}, transA, {B.p, B.ld, B.gs}, transB, {C.p, C.ld, C.gs}, m,
+void Model::groupMM(const char *what, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C,
+                    int64_t m, int64_t n, int64_t k, float beta) {
+  batchedMM(what, {A.p, A.ld, A.gs}, transA, {B.p, B.ld, B.gs}, transB, {C.p, C.ld, C.gs}, m,
             n, k, c_.Nm, beta);
 }
 
-void Model::chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
+void Model::chunkMM(const char *what, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
                     int64_t n, int64_t k, float beta, bool fine) {
   const int64_t Ch = c_.C, nC = (T_ + Ch - 1) / Ch, cs = c_.Nm * c_.M * c_.dm();
   // Chunks c0 .. c0 + count of batch row b, each of len tokens, for every
@@ -293,8 +293,8 @@ void Model::chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int6
               o.tok ? Ch * o.ld : cs, o.gs};
     };
     auto len_ = [&](int64_t x) { return x < 0 ? len : x; };
-    batchedMM("gemm_mdi", at(A), transA, at(B), transB, at(C), len_(m), len_(n), len_(k), count,
-              beta, fine, c_.Nm);
+    batchedMM(what, at(A), transA, at(B), transB, at(C), len_(m), len_(n), len_(k), count, beta,
+              fine, c_.Nm);
   };
   if (matmul_ == Matmul::bf16 && !fine && reuseCasts_) {
     // Round each operand whole, once: every group's and chunk's product
@@ -318,7 +318,7 @@ void Model::chunkMM(MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int6
   }
 }
 
-void Model::prevChunkMM(Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C,
+void Model::prevChunkMM(const char *what, Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C,
                         int64_t m, int64_t n, int64_t k, const float *first, bool fine) {
   const int64_t Ch = c_.C, nC = (T_ + Ch - 1) / Ch, cs = c_.Nm * c_.M * c_.dm();
   const MdiOpd *state = mode == Prev::write ? &C : !A.tok ? &A : &B;
@@ -337,8 +337,8 @@ void Model::prevChunkMM(Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB,
       return {o.p + (b * nC + c0 - 1) * cs, o.ld, cs, o.gs};
     };
     auto len_ = [&](int64_t x) { return x < 0 ? len : x; };
-    batchedMM("gemm_mdi", at(A), transA, at(B), transB, at(C), len_(m), len_(n), len_(k), count,
-              0.0f, fineHere, c_.Nm);
+    batchedMM(what, at(A), transA, at(B), transB, at(C), len_(m), len_(n), len_(k), count, 0.0f,
+              fineHere, c_.Nm);
   };
   if (matmul_ == Matmul::bf16 && !fine && reuseCasts_) {
     // Each operand rounded whole, once (see chunkMM). Chunk 0's products
@@ -579,12 +579,12 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   // the read a = softmax(q·Sᵀ/√d), y2_c = a_c·Mem_{c−1}.
   const float *S = Wp("S");
   const int64_t GM = c_.Nm * c_.M, Md = c_.M * c_.dm(), d = c_.dm();
-  groupMM({Ly.k.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.w.data(), GM, c_.M, true},
+  groupMM("gemm_mdi_kS", {Ly.k.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.w.data(), GM, c_.M, true},
           N, c_.M, d, 0);
   uint16_t *w16 = pinTarget(Ly, Layer::pinW, Ly.w.size());
   lib_("slot_softmax", Arr(Ly.w), copyArr(w16, Ly.w.size()), N * c_.Nm, int64_t(w16 != nullptr));
   copyWritten(w16, Ly.w.data(), Ly.w.size());
-  chunkMM({Ly.w.data(), GM, c_.M, true}, true, {Ly.v.data(), D, d, true}, false,
+  chunkMM("gemm_mdi_wv", {Ly.w.data(), GM, c_.M, true}, true, {Ly.v.data(), D, d, true}, false,
           {Ly.P.data(), d, Md, false}, c_.M, d, -1, 0);
   lib_("mdi_chunk_fwd", Arr(Ly.w), W("mu"), Arr(Ly.n), Arr(Ly.lb), B, T);
   // The memory scan forms (1 − β)·U from P itself; with bf16 products it
@@ -597,7 +597,7 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   // The read's addresses after the scan (they do not depend on it), so that
   // the read's product finds both bf16 copies: slot_softmax writes only a
   // (and a's copy), so the states' copy stays valid across it.
-  groupMM({Ly.q.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.a.data(), GM, c_.M, true},
+  groupMM("gemm_mdi_qS", {Ly.q.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.a.data(), GM, c_.M, true},
           N, c_.M, d, 0);
   uint16_t *a16 = pinTarget(Ly, Layer::pinA, Ly.a.size());
   const uint64_t beforeA = castEpoch();
@@ -605,7 +605,7 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   carryCopies(beforeA, {{Ly.a.data(), Ly.a.size()}});
   copyWritten(a16, Ly.a.data(), Ly.a.size());
   // y2_c = a_c·Mem_{c−1}: chunk c's product reads state c − 1 in place.
-  prevChunkMM(Prev::read, {Ly.a.data(), GM, c_.M, true}, false, {Ly.mems.data(), d, Md, false},
+  prevChunkMM("gemm_mdi_aM", Prev::read, {Ly.a.data(), GM, c_.M, true}, false, {Ly.mems.data(), d, Md, false},
               false, {Ly.y2.data(), D, d, true}, -1, d, c_.M, zerosMem_.data());
   joinBeside();
   uint16_t *o16 = pinTarget(Ly, Layer::pinO, Ly.o.size());
@@ -812,18 +812,18 @@ void Model::backward(const float *P, float *Gr, float scale) {
     // The states each chunk read are Mem_{c−1} (prevChunkMM reads them in
     // place). dslot and dw feed a softmax's gradient (a ⊙ (dslot − Σ a·dslot)),
     // whose cancellation amplifies bf16 rounding (to ~10% in dS): never bf16.
-    prevChunkMM(Prev::read, {dy2_.data(), D, d, true}, false, {Ly.mems.data(), d, Md, false}, true,
+    prevChunkMM("gemm_mdi_dy2M", Prev::read, {dy2_.data(), D, d, true}, false, {Ly.mems.data(), d, Md, false}, true,
                 {dslot_.data(), GM, c_.M, true}, -1, c_.M, d, zerosMem_.data(), true);
     // The gradient of the state chunk c read goes straight to Mem_{c−1}'s.
-    prevChunkMM(Prev::write, {Ly.a.data(), GM, c_.M, true}, true, {dy2_.data(), D, d, true}, false,
+    prevChunkMM("gemm_mdi_ady2", Prev::write, {Ly.a.data(), GM, c_.M, true}, true, {dy2_.data(), D, d, true}, false,
                 {dmems_.data(), d, Md, false}, c_.M, d, -1, nullptr);
     uint16_t *dslot16 = copyTarget(dslot_.size());
     lib_("slot_softmax_bwd", Arr(Ly.a), Arr(dslot_), copyArr(dslot16, dslot_.size()), N * c_.Nm,
          int64_t(dslot16 != nullptr));
     copyWritten(dslot16, dslot_.data(), dslot_.size());
-    groupMM({dslot_.data(), GM, c_.M, true}, false, {S, d, Md, false}, false,
+    groupMM("gemm_mdi_dlS", {dslot_.data(), GM, c_.M, true}, false, {S, d, Md, false}, false,
             {dq_.data(), D, d, true}, N, d, c_.M, 1);
-    groupMM({dslot_.data(), GM, c_.M, true}, true, {Ly.q.data(), D, d, true}, false,
+    groupMM("gemm_mdi_dlx", {dslot_.data(), GM, c_.M, true}, true, {Ly.q.data(), D, d, true}, false,
             {dS, d, Md, false}, c_.M, d, N, 1);
     // The memory scan's adjoint with the chunk write's: dP and dn per slot
     // (and dμ); with bf16 products also dP's bf16 copy for dv's product.
@@ -835,17 +835,17 @@ void Model::backward(const float *P, float *Gr, float scale) {
       bf16Written(dP_.data(), dP_.size());
     // The write: dw_c = v_c·dP_cᵀ, dv_c += w_c·dP_c, dl through the softmax
     // (with dn), dk += dl·S_g, dS += dlᵀ·k.
-    chunkMM({Ly.v.data(), D, d, true}, false, {dP_.data(), d, Md, false}, true,
+    chunkMM("gemm_mdi_vdP", {Ly.v.data(), D, d, true}, false, {dP_.data(), d, Md, false}, true,
             {dw_.data(), GM, c_.M, true}, -1, c_.M, d, 0, true);
-    chunkMM({Ly.w.data(), GM, c_.M, true}, false, {dP_.data(), d, Md, false}, false,
+    chunkMM("gemm_mdi_wdP", {Ly.w.data(), GM, c_.M, true}, false, {dP_.data(), d, Md, false}, false,
             {dv_.data(), D, d, true}, -1, d, c_.M, 1);
     uint16_t *dw16 = copyTarget(dw_.size());
     lib_("mdi_write_softmax_bwd", Arr(Ly.w), Arr(dn_), Arr(dw_), copyArr(dw16, dw_.size()), B, T,
          int64_t(dw16 != nullptr));
     copyWritten(dw16, dw_.data(), dw_.size());
-    groupMM({dw_.data(), GM, c_.M, true}, false, {S, d, Md, false}, false,
+    groupMM("gemm_mdi_dlS", {dw_.data(), GM, c_.M, true}, false, {S, d, Md, false}, false,
             {dk_.data(), D, d, true}, N, d, c_.M, 1);
-    groupMM({dw_.data(), GM, c_.M, true}, true, {Ly.k.data(), D, d, true}, false,
+    groupMM("gemm_mdi_dlx", {dw_.data(), GM, c_.M, true}, true, {Ly.k.data(), D, d, true}, false,
             {dS, d, Md, false}, c_.M, d, N, 1);
     lib_("level1_bwd", Arr(Ly.q), Arr(Ly.K1), Arr(Ly.V1), Arr(dy1_), Arr(dq_), Arr(dk_), Arr(dv_),
          Arr(dK1_), Arr(dV1_), Arr(l1stat_), B, T);

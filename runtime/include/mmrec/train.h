@@ -417,7 +417,10 @@ public:
   /// a: 3·N·D + N·F + 2·N·N_m·M bf16 values a layer, or one set with
   /// recomputation) where they fit beside the activations; off, or where
   /// they do not fit, backward rounds those activations again.
-  void setPinCopies(bool on) { pinCopies_ = on; B_ = T_ = 0; }
+  void setPinCopies(bool on) {
+    pinCopies_ = on;
+    B_ = T_ = 0;
+  }
   /// Whether the last forward kept them.
   bool pinnedCopies() const { return pinned_; }
   /// On the GPU, the level-0 recurrence's kernels (gated_fwd, gated_bwd)
@@ -475,8 +478,8 @@ private:
   };
   /// For every group g and chunk c: C_c = op(A_c)·op(B_c) + beta·C_c, where
   /// a size given as −1 is the chunk's token count (C, or T's remainder).
-  void chunkMM(const char *what, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m, int64_t n,
-               int64_t k, float beta, bool fine = false);
+  void chunkMM(const char *what, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
+               int64_t n, int64_t k, float beta, bool fine = false);
   /// chunkMM where the per-chunk operand is the memory as each chunk reads
   /// it, Mem_{c−1}, taken from the per-chunk states `Mem_c` without a
   /// shifted copy. Prev::read: that operand (A or B, the one with
@@ -486,13 +489,14 @@ private:
   /// chunk c−1 (beta 0); the last chunk of each row gets 0, and chunk 0's
   /// part (the gradient of the initial memory) is not formed.
   enum class Prev { read, write };
-  void prevChunkMM(const char *what, Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
-                   int64_t n, int64_t k, const float *first, bool fine = false);
+  void prevChunkMM(const char *what, Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB,
+                   MdiOpd C, int64_t m, int64_t n, int64_t k, const float *first,
+                   bool fine = false);
   /// For every group g: C_g = op(A_g)·op(B_g) + beta·C_g over all B·T
   /// tokens (the slot logits x·S_gᵀ and their gradients). `what`: the
   /// profile's name for it (gemm_mdi_…: each call site its own line).
-  void groupMM(const char *what, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m, int64_t n,
-               int64_t k, float beta);
+  void groupMM(const char *what, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
+               int64_t n, int64_t k, float beta);
   /// Every product of the model: C = op(A)·op(B) + beta·C as `g` says,
   /// in the precision of matmul_; `fine`: never with bf16 operands (TF32
   /// on the GPU, fp32 on the CPU, when matmul_ is bf16).

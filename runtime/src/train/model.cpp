@@ -194,7 +194,8 @@ void Model::copyWritten(uint16_t *p, const float *src, int64_t n) {
     bf16Written(src, n);
 }
 
-void Model::carryCopies(uint64_t before, std::initializer_list<std::pair<const float *, int64_t>> written) {
+void Model::carryCopies(uint64_t before,
+                        std::initializer_list<std::pair<const float *, int64_t>> written) {
   const auto at = [](const float *x) { return reinterpret_cast<uintptr_t>(x); };
   const uint64_t now = castEpoch();
   for (Bf16Copy &c : casts_) {
@@ -211,8 +212,8 @@ void Model::carryCopies(uint64_t before, std::initializer_list<std::pair<const f
 void Model::dropCopies(const float *p, int64_t n, bool all, bool keepPinned) {
   const auto at = [](const float *x) { return reinterpret_cast<uintptr_t>(x); };
   auto drop = [&](Bf16Copy &c) {
-    if (c.src && (all ? !(keepPinned && c.pinned)
-                      : at(p) < at(c.src + c.n) && at(c.src) < at(p + n)))
+    if (c.src &&
+        (all ? !(keepPinned && c.pinned) : at(p) < at(c.src + c.n) && at(c.src) < at(p + n)))
       c.src = nullptr;
   };
   for (Bf16Copy &c : casts_)
@@ -278,12 +279,12 @@ void Model::batchedMM(const char *what, StridedOpd A, bool transA, StridedOpd B,
 
 void Model::groupMM(const char *what, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C,
                     int64_t m, int64_t n, int64_t k, float beta) {
-  batchedMM(what, {A.p, A.ld, A.gs}, transA, {B.p, B.ld, B.gs}, transB, {C.p, C.ld, C.gs}, m,
-            n, k, c_.Nm, beta);
+  batchedMM(what, {A.p, A.ld, A.gs}, transA, {B.p, B.ld, B.gs}, transB, {C.p, C.ld, C.gs}, m, n, k,
+            c_.Nm, beta);
 }
 
-void Model::chunkMM(const char *what, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C, int64_t m,
-                    int64_t n, int64_t k, float beta, bool fine) {
+void Model::chunkMM(const char *what, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C,
+                    int64_t m, int64_t n, int64_t k, float beta, bool fine) {
   const int64_t Ch = c_.C, nC = (T_ + Ch - 1) / Ch, cs = c_.Nm * c_.M * c_.dm();
   // Chunks c0 .. c0 + count of batch row b, each of len tokens, for every
   // group: one call, the groups the outer batch axis.
@@ -318,8 +319,8 @@ void Model::chunkMM(const char *what, MdiOpd A, bool transA, MdiOpd B, bool tran
   }
 }
 
-void Model::prevChunkMM(const char *what, Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB, MdiOpd C,
-                        int64_t m, int64_t n, int64_t k, const float *first, bool fine) {
+void Model::prevChunkMM(const char *what, Prev mode, MdiOpd A, bool transA, MdiOpd B, bool transB,
+                        MdiOpd C, int64_t m, int64_t n, int64_t k, const float *first, bool fine) {
   const int64_t Ch = c_.C, nC = (T_ + Ch - 1) / Ch, cs = c_.Nm * c_.M * c_.dm();
   const MdiOpd *state = mode == Prev::write ? &C : !A.tok ? &A : &B;
   if (state->tok || (mode == Prev::read && A.tok == B.tok))
@@ -478,15 +479,15 @@ void Model::ensure(int64_t B, int64_t T) {
     xL_scratch_.clear();
   }
   pins_.clear();
-  for (Layer *Lp : recompute_ ? std::vector<Layer *>{work_.get()}
-                              : [&] {
-                                  std::vector<Layer *> v;
-                                  for (auto &p : layers_)
-                                    v.push_back(p.get());
-                                  return v;
-                                }())
-    for (Bf16Copy &c : Lp->pins)
+  auto addPins = [&](Layer &L) {
+    for (Bf16Copy &c : L.pins)
       pins_.push_back(&c);
+  };
+  if (recompute_)
+    addPins(*work_);
+  else
+    for (auto &Lp : layers_)
+      addPins(*Lp);
   tokens_.reset(dev_, N);
   sync_.reset(dev_, gatedSyncWords(B, D));
   targets_.reset(dev_, N);
@@ -579,8 +580,8 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   // the read a = softmax(q·Sᵀ/√d), y2_c = a_c·Mem_{c−1}.
   const float *S = Wp("S");
   const int64_t GM = c_.Nm * c_.M, Md = c_.M * c_.dm(), d = c_.dm();
-  groupMM("gemm_mdi_kS", {Ly.k.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.w.data(), GM, c_.M, true},
-          N, c_.M, d, 0);
+  groupMM("gemm_mdi_kS", {Ly.k.data(), D, d, true}, false, {S, d, Md, false}, true,
+          {Ly.w.data(), GM, c_.M, true}, N, c_.M, d, 0);
   uint16_t *w16 = pinTarget(Ly, Layer::pinW, Ly.w.size());
   lib_("slot_softmax", Arr(Ly.w), copyArr(w16, Ly.w.size()), N * c_.Nm, int64_t(w16 != nullptr));
   copyWritten(w16, Ly.w.data(), Ly.w.size());
@@ -597,16 +598,17 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   // The read's addresses after the scan (they do not depend on it), so that
   // the read's product finds both bf16 copies: slot_softmax writes only a
   // (and a's copy), so the states' copy stays valid across it.
-  groupMM("gemm_mdi_qS", {Ly.q.data(), D, d, true}, false, {S, d, Md, false}, true, {Ly.a.data(), GM, c_.M, true},
-          N, c_.M, d, 0);
+  groupMM("gemm_mdi_qS", {Ly.q.data(), D, d, true}, false, {S, d, Md, false}, true,
+          {Ly.a.data(), GM, c_.M, true}, N, c_.M, d, 0);
   uint16_t *a16 = pinTarget(Ly, Layer::pinA, Ly.a.size());
   const uint64_t beforeA = castEpoch();
   lib_("slot_softmax", Arr(Ly.a), copyArr(a16, Ly.a.size()), N * c_.Nm, int64_t(a16 != nullptr));
   carryCopies(beforeA, {{Ly.a.data(), Ly.a.size()}});
   copyWritten(a16, Ly.a.data(), Ly.a.size());
   // y2_c = a_c·Mem_{c−1}: chunk c's product reads state c − 1 in place.
-  prevChunkMM("gemm_mdi_aM", Prev::read, {Ly.a.data(), GM, c_.M, true}, false, {Ly.mems.data(), d, Md, false},
-              false, {Ly.y2.data(), D, d, true}, -1, d, c_.M, zerosMem_.data());
+  prevChunkMM("gemm_mdi_aM", Prev::read, {Ly.a.data(), GM, c_.M, true}, false,
+              {Ly.mems.data(), d, Md, false}, false, {Ly.y2.data(), D, d, true}, -1, d, c_.M,
+              zerosMem_.data());
   joinBeside();
   uint16_t *o16 = pinTarget(Ly, Layer::pinO, Ly.o.size());
   lib_("combine_fwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(Ly.o),
@@ -728,9 +730,8 @@ void Model::backward(const float *P, float *Gr, float scale) {
   // dx's bf16 copy where the last layer's first products come next (without
   // recomputation; with it, the layer's forward runs in between).
   uint16_t *dxf16 = recompute_ ? nullptr : copyTarget(dx_.size());
-  lib_("rmsnorm_bwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(rstdF_),
-       Arr(dxf_), Arr(dx_), copyArr(dxf16, dx_.size()), Arr(Gr + fn.offset, D), N,
-       int64_t(dxf16 != nullptr));
+  lib_("rmsnorm_bwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(rstdF_), Arr(dxf_),
+       Arr(dx_), copyArr(dxf16, dx_.size()), Arr(Gr + fn.offset, D), N, int64_t(dxf16 != nullptr));
   copyWritten(dxf16, dx_.data(), dx_.size());
   for (int64_t l = c_.L - 1; l >= 0; --l) {
     if (recompute_) {
@@ -812,11 +813,13 @@ void Model::backward(const float *P, float *Gr, float scale) {
     // The states each chunk read are Mem_{c−1} (prevChunkMM reads them in
     // place). dslot and dw feed a softmax's gradient (a ⊙ (dslot − Σ a·dslot)),
     // whose cancellation amplifies bf16 rounding (to ~10% in dS): never bf16.
-    prevChunkMM("gemm_mdi_dy2M", Prev::read, {dy2_.data(), D, d, true}, false, {Ly.mems.data(), d, Md, false}, true,
-                {dslot_.data(), GM, c_.M, true}, -1, c_.M, d, zerosMem_.data(), true);
+    prevChunkMM("gemm_mdi_dy2M", Prev::read, {dy2_.data(), D, d, true}, false,
+                {Ly.mems.data(), d, Md, false}, true, {dslot_.data(), GM, c_.M, true}, -1, c_.M, d,
+                zerosMem_.data(), true);
     // The gradient of the state chunk c read goes straight to Mem_{c−1}'s.
-    prevChunkMM("gemm_mdi_ady2", Prev::write, {Ly.a.data(), GM, c_.M, true}, true, {dy2_.data(), D, d, true}, false,
-                {dmems_.data(), d, Md, false}, c_.M, d, -1, nullptr);
+    prevChunkMM("gemm_mdi_ady2", Prev::write, {Ly.a.data(), GM, c_.M, true}, true,
+                {dy2_.data(), D, d, true}, false, {dmems_.data(), d, Md, false}, c_.M, d, -1,
+                nullptr);
     uint16_t *dslot16 = copyTarget(dslot_.size());
     lib_("slot_softmax_bwd", Arr(Ly.a), Arr(dslot_), copyArr(dslot16, dslot_.size()), N * c_.Nm,
          int64_t(dslot16 != nullptr));

@@ -669,7 +669,9 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     k.st(k.add(k.mul(k.ld(mz, k.idx(1)), scale), e), mz, k.idx(1));
     return std::make_pair(scale, e);
   };
-  add("level1_fwd", {"q", "k", "v", "K1", "V1", "y1"}, {"B", "T"}, [=](K &k, Args &a) {
+  // lse[r] = log Σ_c exp(s_c) of token-group row r (0 where no chunk is
+  // visible): backward's softmax without a second pass over the chunks.
+  add("level1_fwd", {"q", "k", "v", "K1", "V1", "y1", "lse"}, {"B", "T"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
     k.par({a["B"], nC, k.idx(D)}, [&](ArrayRef<Value> i) { chunkMean(k, a, i[0], i[1], i[2], T, nC); });
     k.rows(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value r, Value lane) {
@@ -687,35 +689,26 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         });
       });
       // y1 = 0 in chunk 0 (no chunk visible: z = 0).
-      Value z = k.ld(mz, k.idx(1));
-      Value inv = k.select(k.cmpf(arith::CmpFPredicate::OGT, z, k.cst(0.0)),
-                           k.div(k.cst(1.0), z), k.cst(0.0));
+      Value z = k.ld(mz, k.idx(1)), some = k.cmpf(arith::CmpFPredicate::OGT, z, k.cst(0.0));
+      Value inv = k.select(some, k.div(k.cst(1.0), z), k.cst(0.0));
+      Value lse = k.select(some, k.add(k.ld(mz, k.idx(0)), k.log(z)), k.cst(0.0));
+      k.rowOnce(lane, [&] { k.st(lse, a["lse"], r); });
       ownCh(k, lane, [&](Value i, Value j) {
         k.st(k.mul(k.ld(acc, i), inv), a["y1"], k.addi(x.base, j));
       });
     });
   });
-  add("level1_bwd", {"q", "K1", "V1", "dy1", "dq", "dk", "dv", "dK1", "dV1", "stat"}, {"B", "T"},
+  // Backward takes forward's lse and y1: δ = Σ_c p_c dp_c = dy1·y1 (y1 =
+  // Σ_c p_c V1_c), so no pass over the chunks forms the softmax's statistics.
+  add("level1_bwd",
+      {"q", "K1", "V1", "y1", "lse", "dy1", "dq", "dk", "dv", "dK1", "dV1", "stat"}, {"B", "T"},
       [=](K &k, Args &a) {
         Value T = a["T"], nC = numChunks(k, T);
         // Pass A, per token row: (lse, δ) into stat, dq.
         k.rows(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value r, Value lane) {
           TokRow x = tokRow(k, r, T);
-          Value mz = k.buf(2), dz = k.buf(1);
-          k.st(k.cst(-INFINITY), mz, k.idx(0));
-          k.st(k.cst(0.0), mz, k.idx(1));
-          k.st(k.cst(0.0), dz, k.idx(0));
-          k.loop(k.idx(0), x.cT, [&](Value ch) {
-            Value cb = chunkAt(k, x.bi, nC, ch, x.g);
-            Value s = k.mul(rowDot(k, lane, a["q"], x.base, a["K1"], cb), k.cst(invSqrtD));
-            Value dp = rowDot(k, lane, a["dy1"], x.base, a["V1"], cb);
-            auto [scale, e] = onlineStep(k, mz, s);
-            k.st(k.add(k.mul(k.ld(dz, k.idx(0)), scale), k.mul(e, dp)), dz, k.idx(0));
-          });
-          Value z = k.ld(mz, k.idx(1)), some = k.cmpf(arith::CmpFPredicate::OGT, z, k.cst(0.0));
-          // (lse = 0 where no chunk is visible: pass B never reads it there.)
-          Value lse = k.select(some, k.add(k.ld(mz, k.idx(0)), k.log(z)), k.cst(0.0));
-          Value delta = k.select(some, k.div(k.ld(dz, k.idx(0)), z), k.cst(0.0));
+          Value lse = k.ld(a["lse"], r);
+          Value delta = rowDot(k, lane, a["dy1"], x.base, a["y1"], x.base);
           k.rowOnce(lane, [&] {
             k.st(lse, a["stat"], k.muli(r, k.idx(2)));
             k.st(delta, a["stat"], k.addi(k.muli(r, k.idx(2)), k.idx(1)));

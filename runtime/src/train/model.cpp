@@ -29,7 +29,7 @@ void zero(FBuf &v) { v.zero(); }
 /// One layer's activations (everything backward needs).
 struct Model::Layer {
   FBuf x, rstd1, u, q, k, v, z, ua, pre, ell, h, hfin, K1, V1, y1, w, n, lb, P, mems,
-      memfin, a, y2, hrstd, o, x1, rstd2, u2, f1, f3, g;
+      memfin, a, y2, hrstd, o, x1, rstd2, u2, f1, f3, g, l1lse;
   /// The bf16 copies of u, w, a, o, u2 and g that backward takes (pinTarget).
   enum Pin { pinU, pinW, pinA, pinO, pinU2, pinG, kPins };
   Bf16Copy pins[kPins];
@@ -394,7 +394,7 @@ void Model::ensure(int64_t B, int64_t T) {
   const int64_t mem = B * G * M * d, mems = B * nC * G * M * d;
   // Refuse before allocating: the activations of every layer plus the
   // backward's scratch, in floats (long double: no overflow for absurd sizes).
-  long double perLayer = (long double)N * (14 * D + 2 + c_.r + 2 * G * M + G + 3 * F) +
+  long double perLayer = (long double)N * (14 * D + 2 + c_.r + 2 * G * M + 2 * G + 3 * F) +
                          (long double)B * D + 2.0L * B * nC * D + 2.0L * B * nC * G * M +
                          2.0L * mems + mem;
   // The head's block of logits: about 4 MiB on the CPU, 512 MiB on the GPU
@@ -456,6 +456,7 @@ void Model::ensure(int64_t B, int64_t T) {
     resize(L.mems, mems);
     resize(L.memfin, mem);
     resize(L.hrstd, N * G);
+    resize(L.l1lse, N * G);
     for (auto *v : {&L.f1, &L.f3, &L.g})
       resize(*v, N * F);
   };
@@ -531,7 +532,7 @@ int64_t Model::activationBytes() const {
     for (const auto *v : {&L.x, &L.rstd1, &L.u, &L.q, &L.k, &L.v, &L.z, &L.ua, &L.pre, &L.ell,
                           &L.h, &L.hfin, &L.K1, &L.V1, &L.y1, &L.w, &L.n, &L.lb, &L.P, &L.mems,
                           &L.memfin, &L.a, &L.y2, &L.hrstd, &L.o, &L.x1, &L.rstd2, &L.u2, &L.f1,
-                          &L.f3, &L.g})
+                          &L.f3, &L.g, &L.l1lse})
       n += v->size();
   }
   for (const auto *v : {&xL_, &rstdF_, &xf_, &logits_, &dlogits_, &dx_, &dx1_, &dy_, &dxf_, &dg_,
@@ -574,7 +575,8 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
       lib_("gated_fwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
            Arr(Ly.hfin), Arr(sync_), B, T);
     });
-  lib_("level1_fwd", Arr(Ly.q), Arr(Ly.k), Arr(Ly.v), Arr(Ly.K1), Arr(Ly.V1), Arr(Ly.y1), B, T);
+  lib_("level1_fwd", Arr(Ly.q), Arr(Ly.k), Arr(Ly.v), Arr(Ly.K1), Arr(Ly.V1), Arr(Ly.y1),
+       Arr(Ly.l1lse), B, T);
   // Level 2: the write address w = softmax(k·Sᵀ/√d), the chunk sums
   // P_c = w_cᵀ·v_c, n, logβ and (1 − β)·U, the memory scan over chunks, then
   // the read a = softmax(q·Sᵀ/√d), y2_c = a_c·Mem_{c−1}.
@@ -850,8 +852,8 @@ void Model::backward(const float *P, float *Gr, float scale) {
             {dk_.data(), D, d, true}, N, d, c_.M, 1);
     groupMM("gemm_mdi_dlx", {dw_.data(), GM, c_.M, true}, true, {Ly.k.data(), D, d, true}, false,
             {dS, d, Md, false}, c_.M, d, N, 1);
-    lib_("level1_bwd", Arr(Ly.q), Arr(Ly.K1), Arr(Ly.V1), Arr(dy1_), Arr(dq_), Arr(dk_), Arr(dv_),
-         Arr(dK1_), Arr(dV1_), Arr(l1stat_), B, T);
+    lib_("level1_bwd", Arr(Ly.q), Arr(Ly.K1), Arr(Ly.V1), Arr(Ly.y1), Arr(Ly.l1lse), Arr(dy1_),
+         Arr(dq_), Arr(dk_), Arr(dv_), Arr(dK1_), Arr(dV1_), Arr(l1stat_), B, T);
     joinBeside();
     if (c_.perHead) {
       // dW_g's H diagonal blocks: head i's columns of h and of the gradient.

@@ -1403,16 +1403,25 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         Value valid = arith::CmpIOp::create(k.b, arith::CmpIPredicate::sge, t32, zero32);
         Value t =
             k.select(valid, arith::IndexCastOp::create(k.b, k.b.getIndexType(), t32), k.idx(0));
-        auto over = [&](Value init, auto body, auto combine) {
-          return k.fold(lane, k.idx(V), init, body, combine, 32);
-        };
-        Value m = k.warpMax(over(
-            k.cst(-INFINITY), [&](Value j) { return k.ld(a["logits"], k.addi(base, j)); },
-            [&](Value x, Value v) { return k.max(x, v); }));
-        Value z = k.warpSum(over(
-            k.cst(0.0),
-            [&](Value j) { return k.exp(k.sub(k.ld(a["logits"], k.addi(base, j)), m)); },
-            [&](Value x, Value v) { return k.add(x, v); }));
+        // The lane's running max and sum of exp(x − max) in one read of its
+        // logits (online softmax), then the warp's: the row is read twice
+        // in all (here and for the gradient), not three times.
+        Value ninf = k.cst(-INFINITY);
+        auto isNinf = [&](Value v) { return k.cmpf(arith::CmpFPredicate::OEQ, v, ninf); };
+        auto f = scf::ForOp::create(k.b, lane, k.idx(V), k.idx(32), ValueRange{ninf, k.cst(0.0)});
+        {
+          OpBuilder::InsertionGuard g(k.b);
+          k.b.setInsertionPointToStart(f.getBody());
+          Value m = f.getRegionIterArgs()[0], z = f.getRegionIterArgs()[1];
+          Value x = k.ld(a["logits"], k.addi(base, f.getInductionVar()));
+          Value mn = k.max(m, x);
+          Value zn = k.add(k.mul(z, k.exp(k.sub(m, mn))), k.exp(k.sub(x, mn)));
+          scf::YieldOp::create(k.b, ValueRange{mn, k.select(isNinf(mn), k.cst(0.0), zn)});
+        }
+        Value mLane = f.getResult(0), zLane = f.getResult(1);
+        Value m = k.warpMax(mLane);
+        Value z = k.warpSum(
+            k.select(isNinf(mLane), k.cst(0.0), k.mul(zLane, k.exp(k.sub(mLane, m)))));
         Value lse = k.add(m, k.log(z));
         Value vm = k.mask(valid);
         Value coef = k.mul(vm, gscale);

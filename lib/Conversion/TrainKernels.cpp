@@ -435,7 +435,7 @@ bool isBf16Array(const std::string &n) {
   return n == "m16" || n == "v16" || n == "x16" || n == "h16" || n == "dP16" || n == "y16" ||
          n == "o16" || n == "g16" || n == "p16" || n == "df1_16" || n == "df3_16" ||
          n == "dlogits16" || n == "dx16" || n == "dpre16" || n == "dp16" || n == "dw16" ||
-         n == "dy2_16";
+         n == "dy2_16" || n == "q16" || n == "k16" || n == "v16";
 }
 
 /// Whether the kernel's `bf16` index asks for the bf16 copies of its
@@ -611,8 +611,17 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     Value inv = invCount(k, t0, t1);
     Value out = k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(D)), j);
     auto at = [&](Value t) { return k.addi(k.muli(k.addi(k.muli(bi, T), t), k.idx(D)), j); };
-    Value sk = k.sum(t0, t1, [&](Value t) { return k.ld(a["k"], at(t)); });
-    Value sv = k.sum(t0, t1, [&](Value t) { return k.ld(a["v"], at(t)); });
+    // With `bf16` ≠ 0, q, k and v are also written rounded (the slot
+    // products' operands) as they are read.
+    Value round = wantsCopies(k, a);
+    auto read = [&](const char *x, Value t) {
+      Value v = k.ld(a[x], at(t));
+      store16(k, round, v, a[std::string(x) + "16"], at(t));
+      return v;
+    };
+    Value sk = k.sum(t0, t1, [&](Value t) { return read("k", t); });
+    Value sv = k.sum(t0, t1, [&](Value t) { return read("v", t); });
+    k.ifThen(round, [&] { k.loop(t0, t1, [&](Value t) { read("q", t); }); });
     k.st(k.mul(sk, inv), a["K1"], out);
     k.st(k.mul(sv, inv), a["V1"], out);
   };
@@ -671,7 +680,9 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   };
   // lse[r] = log Σ_c exp(s_c) of token-group row r (0 where no chunk is
   // visible): backward's softmax without a second pass over the chunks.
-  add("level1_fwd", {"q", "k", "v", "K1", "V1", "y1", "lse"}, {"B", "T"}, [=](K &k, Args &a) {
+  // With bf16 ≠ 0 also q16, k16, v16: the bf16 copies of q, k, v.
+  add("level1_fwd", {"q", "k", "v", "K1", "V1", "y1", "lse", "q16", "k16", "v16"},
+      {"B", "T", "bf16"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
     k.par({a["B"], nC, k.idx(D)}, [&](ArrayRef<Value> i) { chunkMean(k, a, i[0], i[1], i[2], T, nC); });
     k.rows(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value r, Value lane) {

@@ -119,8 +119,9 @@ std::vector<KernelSpec> kernelSpecs() {
        rowsCopies},
       {"level1_fwd",
        {{"q", ND, K::In}, {"k", ND, K::In}, {"v", ND, K::In}, {"K1", chunksD, K::Out},
-        {"V1", chunksD, K::Out}, {"y1", ND, K::Out}, {"lse", NG, K::Out}},
-       BT},
+        {"V1", chunksD, K::Out}, {"y1", ND, K::Out}, {"lse", NG, K::Out}, {"q16", ND, K::Out16},
+        {"k16", ND, K::Out16}, {"v16", ND, K::Out16}},
+       [](const Sizes &s) { return std::vector<int64_t>{s.B, s.T, 1}; }},
       {"level1_bwd",
        {{"q", ND, K::In}, {"K1", chunksD, K::In}, {"V1", chunksD, K::In}, {"y1", ND, K::In},
         {"lse", NG, K::In}, {"dy1", ND, K::In},
@@ -261,6 +262,8 @@ void dispatch(KernelLibrary &lib, const std::string &name, std::vector<Arr> &a,
     return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), X(0), X(1));
   if (na == 10 && nx == 1)
     return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), X(0));
+  if (na == 10 && nx == 3)
+    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), X(0), X(1), X(2));
   if (na == 10 && nx == 2)
     return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), X(0), X(1));
   if (na == 11 && nx == 2)

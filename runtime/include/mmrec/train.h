@@ -414,7 +414,7 @@ public:
   void setBf16Reuse(bool on) { reuseCasts_ = on; }
   /// With bf16 copies reused, each layer keeps its own bf16 copies of the
   /// activations that its backward's products take again (u, u2, o, g, w,
-  /// a: 3·N·D + N·F + 2·N·N_m·M bf16 values a layer, or one set with
+  /// a, q, k, v: 6·N·D + N·F + 2·N·N_m·M bf16 values a layer, or one set with
   /// recomputation) where they fit beside the activations; off, or where
   /// they do not fit, backward rounds those activations again.
   void setPinCopies(bool on) {
@@ -526,7 +526,7 @@ private:
   /// next kernel writes beside its fp32 output; bf16Written(src, n) after
   /// that launch makes it the copy of src[0, n), found by bf16Operand like
   /// a rounding's.
-  /// Up to two targets may be pending for one launch; bf16Written takes
+  /// Up to kMaxPending targets may be pending for one launch; bf16Written takes
   /// them in the order they were asked for.
   uint16_t *bf16Target(int64_t n);
   void bf16Written(const float *src, int64_t n);
@@ -538,6 +538,9 @@ private:
   /// layer's own copy `slot`, so that backward finds it instead of
   /// rounding the activation again.
   uint16_t *pinTarget(Layer &Ly, int slot, int64_t n);
+  /// pinTarget where copies are pinned, else null (no copy: one in the LRU
+  /// slots would not survive until its products).
+  uint16_t *pinOnlyTarget(Layer &Ly, int slot, int64_t n);
   static Arr copyArr(uint16_t *p, int64_t n);
   /// bf16Written(src, n) if p is a target.
   void copyWritten(uint16_t *p, const float *src, int64_t n);
@@ -576,8 +579,8 @@ private:
   /// searched after casts_; never a victim.
   std::vector<Bf16Copy *> pins_;
   bool pinCopies_ = true, pinned_ = false;
-  static constexpr int kMaxPending = 2;
-  Bf16Copy *pending_[kMaxPending] = {nullptr, nullptr};
+  static constexpr int kMaxPending = 3;
+  Bf16Copy *pending_[kMaxPending] = {};
   int pendingCount_ = 0;
   uint64_t kernelCopies_ = 0, kernelCopiesRead_ = 0;
   uint64_t castLaunches_ = 0, castUses_ = 0, bf16Products_ = 0;

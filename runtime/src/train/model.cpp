@@ -30,8 +30,9 @@ void zero(FBuf &v) { v.zero(); }
 struct Model::Layer {
   FBuf x, rstd1, u, q, k, v, z, ua, pre, ell, h, hfin, K1, V1, y1, w, n, lb, P, mems,
       memfin, a, y2, hrstd, o, x1, rstd2, u2, f1, f3, g, l1lse;
-  /// The bf16 copies of u, w, a, o, u2 and g that backward takes (pinTarget).
-  enum Pin { pinU, pinW, pinA, pinO, pinU2, pinG, kPins };
+  /// The bf16 copies of u, w, a, o, u2 and g that backward takes (pinTarget),
+  /// and of q, k, v (level1_fwd's: pinned only).
+  enum Pin { pinU, pinW, pinA, pinO, pinU2, pinG, pinQ, pinK, pinV, kPins };
   Bf16Copy pins[kPins];
 };
 
@@ -130,7 +131,7 @@ Model::Bf16Copy *Model::victim(const Bf16Copy *keep, int64_t n) {
   const uint64_t epoch = castEpoch();
   Bf16Copy *v = nullptr;
   for (Bf16Copy &c : casts_) {
-    if (&c == keep || (pendingCount_ > 0 && pending_[0] == &c))
+    if (&c == keep || std::find(pending_, pending_ + pendingCount_, &c) != pending_ + pendingCount_)
       continue;
     const bool stale = !c.src || c.epoch != epoch;
     const bool vStale = v && (!v->src || v->epoch != epoch);
@@ -153,7 +154,8 @@ void Model::own(Bf16Copy &c, const float *src, int64_t n, bool fromKernel) {
 
 uint16_t *Model::bf16Target(int64_t n) {
   if (pendingCount_ == kMaxPending)
-    throw Error("bf16Target: more than 2 copies asked for one launch");
+    throw Error("bf16Target: more than " + std::to_string(kMaxPending) +
+                " copies asked for one launch");
   Bf16Copy *v = victim(nullptr, n);
   v->src = nullptr;
   v->used = ++castUses_;
@@ -165,7 +167,8 @@ void Model::bf16Written(const float *src, int64_t n) {
   if (pendingCount_ == 0)
     throw Error("bf16Written: no copy was asked for (bf16Target)");
   Bf16Copy *c = pending_[0];
-  pending_[0] = pending_[1];
+  std::copy(pending_ + 1, pending_ + kMaxPending, pending_);
+  pending_[kMaxPending - 1] = nullptr;
   --pendingCount_;
   own(*c, src, n, true);
   ++kernelCopies_;
@@ -173,11 +176,16 @@ void Model::bf16Written(const float *src, int64_t n) {
 
 uint16_t *Model::copyTarget(int64_t n) { return kernelCopies() ? bf16Target(n) : nullptr; }
 
+uint16_t *Model::pinOnlyTarget(Layer &Ly, int slot, int64_t n) {
+  return kernelCopies() && pinned_ ? pinTarget(Ly, slot, n) : nullptr;
+}
+
 uint16_t *Model::pinTarget(Layer &Ly, int slot, int64_t n) {
   if (!kernelCopies() || !pinned_)
     return copyTarget(n);
   if (pendingCount_ == kMaxPending)
-    throw Error("pinTarget: more than 2 copies asked for one launch");
+    throw Error("pinTarget: more than " + std::to_string(kMaxPending) +
+                " copies asked for one launch");
   Bf16Copy &c = Ly.pins[slot];
   if (c.buf.size() < n)
     c.buf.reset(dev_, n);
@@ -423,7 +431,7 @@ void Model::ensure(int64_t B, int64_t T) {
   // The layers' pinned bf16 copies (setPinCopies), where they fit like the
   // kept states; else backward rounds those activations again.
   const long double pinFloats =
-      ((3.0L * D + F) * N + 2.0L * N * G * M) / 2 * (recompute_ ? 1 : c_.L);
+      ((6.0L * D + F) * N + 2.0L * N * G * M) / 2 * (recompute_ ? 1 : c_.L);
   const bool pin = pinCopies_ && (total + pinFloats) * 4 <= limit * 15 / 16;
   long double bytes = total * 4;
   if (bytes > limit)
@@ -575,8 +583,18 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
       lib_("gated_fwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
            Arr(Ly.hfin), Arr(sync_), B, T);
     });
+  // Level 1 reads q, k, v whole: with pinned copies it writes their bf16
+  // copies too, which the slot products here and in backward take (an
+  // LRU copy would not outlive the launches before its products).
+  uint16_t *q16 = pinOnlyTarget(Ly, Layer::pinQ, Ly.q.size());
+  uint16_t *k16 = pinOnlyTarget(Ly, Layer::pinK, Ly.k.size());
+  uint16_t *v16 = pinOnlyTarget(Ly, Layer::pinV, Ly.v.size());
   lib_("level1_fwd", Arr(Ly.q), Arr(Ly.k), Arr(Ly.v), Arr(Ly.K1), Arr(Ly.V1), Arr(Ly.y1),
-       Arr(Ly.l1lse), B, T);
+       Arr(Ly.l1lse), copyArr(q16, Ly.q.size()), copyArr(k16, Ly.k.size()),
+       copyArr(v16, Ly.v.size()), B, T, int64_t(q16 != nullptr));
+  copyWritten(q16, Ly.q.data(), Ly.q.size());
+  copyWritten(k16, Ly.k.data(), Ly.k.size());
+  copyWritten(v16, Ly.v.data(), Ly.v.size());
   // Level 2: the write address w = softmax(k·Sᵀ/√d), the chunk sums
   // P_c = w_cᵀ·v_c, n, logβ and (1 − β)·U, the memory scan over chunks, then
   // the read a = softmax(q·Sᵀ/√d), y2_c = a_c·Mem_{c−1}.

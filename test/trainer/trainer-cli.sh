@@ -44,6 +44,13 @@ expect_fail "--seq-len" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --
 expect_fail "--warmup" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --steps 1
 expect_fail "--lr" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --lr -1
 expect_fail "val.bin" "$BIN/mmrec-train" --data "$WORK/none" "${COMMON[@]}" --out "$WORK/bad"
+# A validation split (here --eval-tokens) shorter than --seq-len: one window
+# of what there is, with a note, not an error after the training.
+"$BIN/mmrec-train" --data "$WORK/data" --kernels "$K" --batch 2 --seq-len 32 --warmup 2 \
+  --eval-interval 3 --ckpt-interval 3 --seed 11 --out "$WORK/shortval" --steps 3 \
+  --eval-tokens 20 > "$WORK/shortval.log" 2>&1 || { cat "$WORK/shortval.log"; exit 1; }
+grep -q "validation in one window of 20 tokens" "$WORK/shortval.log" || { cat "$WORK/shortval.log"; exit 1; }
+grep -qE "^final val_loss [0-9]" "$WORK/shortval.log" || { cat "$WORK/shortval.log"; exit 1; }
 expect_fail "does not exist" "$BIN/mmrec-train" --model "$WORK/none.mlir" --data "$WORK/data" --out "$WORK/bad"
 expect_fail "--eval-only needs --checkpoint" "$BIN/mmrec-train" --data "$WORK/data" "${COMMON[@]}" --out "$WORK/bad" --eval-only
 printf 'clip = -1\n' > "$WORK/bad.ini"

@@ -129,12 +129,24 @@ double gpuUsedMiB() {
 
 /// Mean loss over consecutive windows of T tokens of the validation shard
 /// (at most `maxTokens` tokens), B windows a batch; the windows are split
-/// across the ranks and the sum reduced.
+/// across the ranks and the sum reduced. Where the shard (or maxTokens)
+/// holds less than one window, one window of all of it, with a note.
 double evaluate(Model &model, const float *params, const TokenShard &val, int64_t B, int64_t T,
                 int64_t maxTokens, mmrec::dist::Comm &comm) {
-  int64_t windows = std::min<int64_t>(int64_t(val.tokens.size()), maxTokens) / T;
-  if (windows == 0)
-    throw Error(val.path + ": fewer validation tokens than one sequence of " + std::to_string(T));
+  const int64_t avail = std::min<int64_t>(int64_t(val.tokens.size()), maxTokens);
+  if (avail < T) {
+    if (avail < 2)
+      throw Error(val.path + ": fewer than 2 validation tokens (--eval-tokens " +
+                  std::to_string(maxTokens) + ")");
+    static bool noted = false;
+    if (!noted && comm.rank() == 0)
+      std::cerr << "mmrec-train: note: validation in one window of " << avail
+                << " tokens (fewer than --seq-len " << T << " in " << val.path
+                << " or --eval-tokens)\n";
+    noted = true;
+    T = avail;
+  }
+  int64_t windows = avail / T;
   const int64_t per = (windows + comm.size() - 1) / comm.size();
   const int64_t w0 = std::min(windows, per * comm.rank()), w1 = std::min(windows, w0 + per);
   double sum = 0;

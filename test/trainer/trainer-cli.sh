@@ -85,7 +85,10 @@ for r in map(json.loads, open(sys.argv[1])):
     top = r["grad_norms_top"]
     assert len(top) == 3 and top[0]["norm"] >= top[1]["norm"] >= top[2]["norm"] > 0, top
     assert sum(t["norm"] ** 2 for t in top) <= r["grad_norm"] ** 2 * (1 + 1e-5), (top, r["grad_norm"])
-print("ok: --grad-report lists the largest gradient norms by tensor")
+    layers = r["grad_norms_layers"]
+    assert len(layers) == 2 and all(v > 0 for v in layers), layers
+    assert sum(v * v for v in layers) <= r["grad_norm"] ** 2 * (1 + 1e-5), (layers, r["grad_norm"])
+print("ok: --grad-report lists the largest gradient norms by tensor and each layer's")
 PY
 
 # The uninterrupted run, and the same run interrupted after 4 steps and resumed.

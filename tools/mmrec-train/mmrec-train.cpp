@@ -461,8 +461,8 @@ int run(Settings s, mmrec::dist::Comm &comm) {
     double gnorm = std::sqrt(ss) / lossScale;
     // Where the gradient norm sits (--grad-report): each tensor's Σg² over
     // the ranks' shards.
-    std::string gradText;
-    json gradTop = json::array();
+    std::string gradText, layerText;
+    json gradTop = json::array(), gradLayers = json::array();
     if (s.gradReport > 0 && (step % s.logInterval == 0 || step == s.steps)) {
       const auto &ts = layout.tensors();
       std::vector<double> per(ts.size(), 0.0);
@@ -476,14 +476,32 @@ int run(Settings s, mmrec::dist::Comm &comm) {
       for (size_t i = 0; i < order.size(); ++i)
         order[i] = i;
       const size_t top = std::min(order.size(), size_t(s.gradReport));
+      // Non-finite norms first (as the largest), so that an overflow shows
+      // where it is.
+      auto key = [&](size_t i) { return std::isnan(per[i]) ? INFINITY : per[i]; };
       std::partial_sort(order.begin(), order.begin() + int64_t(top), order.end(),
-                        [&](size_t x, size_t y) { return per[x] > per[y]; });
+                        [&](size_t x, size_t y) { return key(x) > key(y); });
       for (size_t k = 0; k < top; ++k) {
         char buf[160];
         std::snprintf(buf, sizeof buf, "%s%s %.3g", k ? ", " : "", ts[order[k]].name.c_str(),
                       std::sqrt(per[order[k]]));
         gradText += buf;
         gradTop.push_back({{"tensor", ts[order[k]].name}, {"norm", std::sqrt(per[order[k]])}});
+      }
+      // Each layer's norm (its tensors "layers.{l}.…"), bottom to top: where
+      // along the depth the gradient grows (non-finite: null in the JSON).
+      std::vector<double> layerSq(size_t(c.L), 0.0);
+      for (size_t i = 0; i < ts.size(); ++i) {
+        const std::string &n = ts[i].name;
+        if (n.rfind("layers.", 0) == 0)
+          layerSq[size_t(std::stoll(n.substr(7)))] += per[i];
+      }
+      for (int64_t l = 0; l < c.L; ++l) {
+        char buf[48];
+        const double v = std::sqrt(layerSq[size_t(l)]);
+        std::snprintf(buf, sizeof buf, "%s%lld %.3g", l ? ", " : "", static_cast<long long>(l), v);
+        layerText += buf;
+        gradLayers.push_back(std::isfinite(v) ? json(v) : json(nullptr));
       }
     }
     double lr = lrAt(s, step);
@@ -557,9 +575,10 @@ int run(Settings s, mmrec::dist::Comm &comm) {
       rec["gpu_used_mib"] = gpuUsedMiB();
     if (!gradTop.empty()) {
       rec["grad_norms_top"] = gradTop;
+      rec["grad_norms_layers"] = gradLayers;
       if (lead)
-        std::printf("grads  %6lld | largest norms: %s\n", static_cast<long long>(step),
-                    gradText.c_str());
+        std::printf("grads  %6lld | largest norms: %s | by layer: %s\n",
+                    static_cast<long long>(step), gradText.c_str(), layerText.c_str());
     }
     if (measured)
       rec["comm"] = {{"reductions", sync->lastOverlap().buckets},

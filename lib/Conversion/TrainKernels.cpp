@@ -630,8 +630,8 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   const int64_t chunkBuf = nCmax + 1;
   // Training: a warp per (token, group) row (lanes along the channels; a
   // loop on the CPU) with an online softmax over the visible chunks, so no
-  // probability is stored: forward y1 = Σ_c p_c V1_c; backward pass A
-  // recomputes per row lse = m + log z and δ = Σ_c p_c dp_c (dp_c = dy·V1_c)
+  // probability is stored: forward y1 = Σ_c p_c V1_c and lse = m + log z a
+  // row; backward pass A forms δ = Σ_c p_c dp_c = dy·y1 (dp_c = dy·V1_c)
   // into `stat` and dq = Σ_c ds_c K1_c/√d, ds_c = p_c(dp_c − δ); pass B, a
   // warp per (token span of C tokens, chunk c before it, group), sums the
   // span's dK1_c = Σ_t ds_tc q_t/√d and dV1_c = Σ_t p_tc dy_t in registers
@@ -715,15 +715,12 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       {"q", "K1", "V1", "y1", "lse", "dy1", "dq", "dk", "dv", "dK1", "dV1", "stat"}, {"B", "T"},
       [=](K &k, Args &a) {
         Value T = a["T"], nC = numChunks(k, T);
-        // Pass A, per token row: (lse, δ) into stat, dq.
+        // Pass A, per token row: δ into stat, dq.
         k.rows(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value r, Value lane) {
           TokRow x = tokRow(k, r, T);
           Value lse = k.ld(a["lse"], r);
           Value delta = rowDot(k, lane, a["dy1"], x.base, a["y1"], x.base);
-          k.rowOnce(lane, [&] {
-            k.st(lse, a["stat"], k.muli(r, k.idx(2)));
-            k.st(delta, a["stat"], k.addi(k.muli(r, k.idx(2)), k.idx(1)));
-          });
+          k.rowOnce(lane, [&] { k.st(delta, a["stat"], r); });
           Value acc = chanBuf(k);
           ownCh(k, lane, [&](Value i, Value) { k.st(k.cst(0.0), acc, i); });
           k.loop(k.idx(0), x.cT, [&](Value ch) {
@@ -761,12 +758,11 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
             k.loop(k.muli(sp, k.idx(C)), chunkEnd(k, T, sp), [&](Value t) {
               Value row = k.addi(k.muli(bi, T), t);
               Value base = k.addi(k.muli(row, k.idx(D)), k.muli(g, k.idx(d)));
-              Value st = k.muli(k.addi(k.muli(row, k.idx(G)), g), k.idx(2));
+              Value st = k.addi(k.muli(row, k.idx(G)), g);
               Value s = k.mul(rowDot(k, lane, a["q"], base, a["K1"], cb), k.cst(invSqrtD));
               Value dp = rowDot(k, lane, a["dy1"], base, a["V1"], cb);
-              Value p = k.exp(k.sub(s, k.ld(a["stat"], st)));
-              Value ds = k.mul(k.mul(p, k.sub(dp, k.ld(a["stat"], k.addi(st, k.idx(1))))),
-                               k.cst(invSqrtD));
+              Value p = k.exp(k.sub(s, k.ld(a["lse"], st)));
+              Value ds = k.mul(k.mul(p, k.sub(dp, k.ld(a["stat"], st))), k.cst(invSqrtD));
               ownCh(k, lane, [&](Value i, Value j) {
                 k.st(k.add(k.ld(aK, i), k.mul(ds, k.ld(a["q"], k.addi(base, j)))), aK, i);
                 k.st(k.add(k.ld(aV, i), k.mul(p, k.ld(a["dy1"], k.addi(base, j)))), aV, i);

@@ -126,7 +126,7 @@ std::vector<KernelSpec> kernelSpecs() {
        {{"q", ND, K::In}, {"K1", chunksD, K::In}, {"V1", chunksD, K::In}, {"y1", ND, K::In},
         {"lse", NG, K::In}, {"dy1", ND, K::In},
         {"dq", ND, K::Acc}, {"dk", ND, K::Acc}, {"dv", ND, K::Acc}, {"dK1", chunksD, K::Out},
-        {"dV1", chunksD, K::Out}, {"stat", [](const Sizes &s) { return 2 * s.N * s.G; }, K::Out}},
+        {"dV1", chunksD, K::Out}, {"stat", NG, K::Out}},
        BT},
       {"slot_softmax", {{"p", NGM, K::InOut}, {"p16", NGM, K::Out16}},
        [](const Sizes &s) { return std::vector<int64_t>{s.N * s.G, 1}; }},

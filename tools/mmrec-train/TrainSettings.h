@@ -143,7 +143,7 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
                "the noise of atomic sums)");
   app.add_flag("--unpinned-copies", s.unpinnedCopies,
                "With --matmul bf16, do not keep each layer's bf16 copies of the activations its "
-               "backward's products take (u, u2, o, g and the slot addresses): less memory, and "
+               "backward's products take (u, u2, o, g, q, k, v and the slot addresses): less memory, and "
                "backward rounds them again");
   app.add_flag("--resume", s.resume, "Continue from the newest checkpoint under OUT/checkpoints");
   app.add_option("--checkpoint", s.checkpoint, "A checkpoint to evaluate or to resume from");

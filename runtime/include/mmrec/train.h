@@ -529,6 +529,10 @@ private:
   /// Up to kMaxPending targets may be pending for one launch; bf16Written takes
   /// them in the order they were asked for.
   uint16_t *bf16Target(int64_t n);
+  /// Makes c the next pending target (its source unset until bf16Written);
+  /// checkPending throws where kMaxPending are pending already.
+  uint16_t *pend(Bf16Copy &c);
+  void checkPending() const;
   void bf16Written(const float *src, int64_t n);
   /// bf16Target(n) where kernels write copies, else null (the kernel's
   /// `bf16` index is then 0 and its copy array empty: copyArr).

@@ -152,15 +152,23 @@ void Model::own(Bf16Copy &c, const float *src, int64_t n, bool fromKernel) {
   c.used = ++castUses_;
 }
 
-uint16_t *Model::bf16Target(int64_t n) {
+void Model::checkPending() const {
   if (pendingCount_ == kMaxPending)
-    throw Error("bf16Target: more than " + std::to_string(kMaxPending) +
-                " copies asked for one launch");
+    throw Error("more than " + std::to_string(kMaxPending) + " bf16 copies asked for one launch");
+}
+
+uint16_t *Model::pend(Bf16Copy &c) {
+  checkPending();
+  c.src = nullptr;
+  pending_[pendingCount_++] = &c;
+  return c.buf.data();
+}
+
+uint16_t *Model::bf16Target(int64_t n) {
+  checkPending(); // before victim() resizes a slot
   Bf16Copy *v = victim(nullptr, n);
-  v->src = nullptr;
   v->used = ++castUses_;
-  pending_[pendingCount_++] = v;
-  return v->buf.data();
+  return pend(*v);
 }
 
 void Model::bf16Written(const float *src, int64_t n) {
@@ -183,16 +191,12 @@ uint16_t *Model::pinOnlyTarget(Layer &Ly, int slot, int64_t n) {
 uint16_t *Model::pinTarget(Layer &Ly, int slot, int64_t n) {
   if (!kernelCopies() || !pinned_)
     return copyTarget(n);
-  if (pendingCount_ == kMaxPending)
-    throw Error("pinTarget: more than " + std::to_string(kMaxPending) +
-                " copies asked for one launch");
+  checkPending();
   Bf16Copy &c = Ly.pins[slot];
   if (c.buf.size() < n)
     c.buf.reset(dev_, n);
-  c.src = nullptr;
   c.pinned = true;
-  pending_[pendingCount_++] = &c;
-  return c.buf.data();
+  return pend(c);
 }
 
 Arr Model::copyArr(uint16_t *p, int64_t n) { return Arr(p, p ? n : 0); }
@@ -414,7 +418,7 @@ void Model::ensure(int64_t B, int64_t T) {
   long double layerStore = recompute_ ? (long double)c_.L * N * D + perLayer : perLayer * c_.L;
   long double total = layerStore + (long double)N * (22 * D + 3 * F + c_.r + 2 * G * M) +
                       2.0L * logitRows * c_.V + 4.5L * mems + 5.0L * mem +
-                      (long double)B * nC * G * M + 2.0L * N * G;
+                      (long double)B * nC * G * M + (long double)N * G;
   long double limit = mmrec::train::physicalMemoryBytes();
   if (dev_ == DeviceKind::gpu) {
     size_t freeB = 0, totalB = 0;
@@ -518,7 +522,7 @@ void Model::ensure(int64_t B, int64_t T) {
   resize(dslot_, N * G * M);
   resize(dP_, mems);
   resize(dn_, B * nC * G * M);
-  resize(l1stat_, 2 * N * G);
+  resize(l1stat_, N * G);
   resize(dmems_, mems);
   resize(dmem0b_, mem);
   resize(zerosMem_, mem);

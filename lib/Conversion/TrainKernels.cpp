@@ -435,7 +435,8 @@ bool isBf16Array(const std::string &n) {
   return n == "m16" || n == "v16" || n == "x16" || n == "h16" || n == "dP16" || n == "y16" ||
          n == "o16" || n == "g16" || n == "p16" || n == "df1_16" || n == "df3_16" ||
          n == "dlogits16" || n == "dx16" || n == "dpre16" || n == "dp16" || n == "dw16" ||
-         n == "dy2_16" || n == "q16" || n == "k16" || n == "v16";
+         n == "dy2_16" || n == "q16" || n == "k16" || n == "v16" || n == "dq16" || n == "dk16" ||
+         n == "dv16";
 }
 
 /// Whether the kernel's `bf16` index asks for the bf16 copies of its
@@ -711,10 +712,20 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   });
   // Backward takes forward's lse and y1: δ = Σ_c p_c dp_c = dy1·y1 (y1 =
   // Σ_c p_c V1_c), so no pass over the chunks forms the softmax's statistics.
+  // It is the last to add into dq, dk and dv: with bf16 ≠ 0 it also writes
+  // their bf16 copies dq16, dk16, dv16 (the projections' products take them).
   add("level1_bwd",
-      {"q", "K1", "V1", "y1", "lse", "dy1", "dq", "dk", "dv", "dK1", "dV1", "stat"}, {"B", "T"},
-      [=](K &k, Args &a) {
+      {"q", "K1", "V1", "y1", "lse", "dy1", "dq", "dk", "dv", "dK1", "dV1", "stat", "dq16", "dk16",
+       "dv16"},
+      {"B", "T", "bf16"}, [=](K &k, Args &a) {
         Value T = a["T"], nC = numChunks(k, T);
+        Value round = wantsCopies(k, a);
+        // x[i] += v, and its copy with `round`.
+        auto addTo16 = [&](const char *x, Value i, Value v) {
+          Value sum = k.add(k.ld(a[x], i), v);
+          k.st(sum, a[x], i);
+          store16(k, round, sum, a[std::string(x) + "16"], i);
+        };
         // Pass A, per token row: δ into stat, dq.
         k.rows(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value r, Value lane) {
           TokRow x = tokRow(k, r, T);
@@ -732,7 +743,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
               k.st(k.add(k.ld(acc, i), k.mul(ds, k.ld(a["K1"], k.addi(cb, j)))), acc, i);
             });
           });
-          ownCh(k, lane, [&](Value i, Value j) { k.addTo(a["dq"], k.addi(x.base, j), k.ld(acc, i)); });
+          ownCh(k, lane, [&](Value i, Value j) { addTo16("dq", k.addi(x.base, j), k.ld(acc, i)); });
         });
         // Pass B, per (batch row, token span sp, chunk ch < sp, group): the
         // span's share of dK1_ch, dV1_ch — its C tokens summed in registers,
@@ -780,8 +791,8 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           Value inv = invCount(k, k.muli(ch, k.idx(C)), chunkEnd(k, T, ch));
           Value at = k.addi(k.muli(k.addi(k.muli(bi, T), t), k.idx(D)), j);
           Value cAt = k.addi(k.muli(k.addi(k.muli(bi, nC), ch), k.idx(D)), j);
-          k.addTo(a["dk"], at, k.mul(k.ld(a["dK1"], cAt), inv));
-          k.addTo(a["dv"], at, k.mul(k.ld(a["dV1"], cAt), inv));
+          addTo16("dk", at, k.mul(k.ld(a["dK1"], cAt), inv));
+          addTo16("dv", at, k.mul(k.ld(a["dV1"], cAt), inv));
         });
       });
 

@@ -129,13 +129,16 @@ Model::Bf16Copy *Model::victim(const Bf16Copy *keep, int64_t n) {
   // An invalid copy if there is one, else the least recently used; never
   // `keep` or a pending target.
   const uint64_t epoch = castEpoch();
+  // Among valid copies, one a product has read goes before one a kernel
+  // wrote for products still to come.
   Bf16Copy *v = nullptr;
+  auto rank = [&](const Bf16Copy &c) {
+    return !c.src || c.epoch != epoch ? 0 : c.fromKernel && !c.read ? 2 : 1;
+  };
   for (Bf16Copy &c : casts_) {
     if (&c == keep || std::find(pending_, pending_ + pendingCount_, &c) != pending_ + pendingCount_)
       continue;
-    const bool stale = !c.src || c.epoch != epoch;
-    const bool vStale = v && (!v->src || v->epoch != epoch);
-    if (!v || (stale && !vStale) || (stale == vStale && c.used < v->used))
+    if (!v || rank(c) < rank(*v) || (rank(c) == rank(*v) && c.used < v->used))
       v = &c;
   }
   if (v->buf.size() < n)
@@ -874,8 +877,22 @@ void Model::backward(const float *P, float *Gr, float scale) {
             {dk_.data(), D, d, true}, N, d, c_.M, 1);
     groupMM("gemm_mdi_dlx", {dw_.data(), GM, c_.M, true}, true, {Ly.k.data(), D, d, true}, false,
             {dS, d, Md, false}, c_.M, d, N, 1);
+    // Level 1's adjoint adds last into dq, dk and dv (with their bf16
+    // copies), so their products come next, while the copies are valid.
+    uint16_t *dq16 = copyTarget(dq_.size());
+    uint16_t *dk16 = copyTarget(dk_.size());
+    uint16_t *dv16 = copyTarget(dv_.size());
     lib_("level1_bwd", Arr(Ly.q), Arr(Ly.K1), Arr(Ly.V1), Arr(Ly.y1), Arr(Ly.l1lse), Arr(dy1_),
-         Arr(dq_), Arr(dk_), Arr(dv_), Arr(dK1_), Arr(dV1_), Arr(l1stat_), B, T);
+         Arr(dq_), Arr(dk_), Arr(dv_), Arr(dK1_), Arr(dV1_), Arr(l1stat_), copyArr(dq16, dq_.size()),
+         copyArr(dk16, dk_.size()), copyArr(dv16, dv_.size()), B, T, int64_t(dq16 != nullptr));
+    copyWritten(dq16, dq_.data(), dq_.size());
+    copyWritten(dk16, dk_.data(), dk_.size());
+    copyWritten(dv16, dv_.data(), dv_.size());
+    const std::pair<const char *, FBuf *> proj[] = {{"W_q", &dq_}, {"W_k", &dk_}, {"W_v", &dv_}};
+    for (auto [name, g] : proj) {
+      mm(g->data(), Wp(name), du_.data(), N, D, D, false, true, g == &dq_ ? 0 : 1);
+      mm(Ly.u.data(), g->data(), dWp(name), D, D, N, true, false, 1);
+    }
     joinBeside();
     if (c_.perHead) {
       // dW_g's H diagonal blocks: head i's columns of h and of the gradient.
@@ -895,13 +912,9 @@ void Model::backward(const float *P, float *Gr, float scale) {
     mm(Ly.ua.data(), dpre_.data(), dWp("B_gamma"), r, D, N, true, false, 1);
     mm(dpre_.data(), Wp("B_gamma"), dua_.data(), N, r, D, false, true, 0);
     mm(Ly.u.data(), dua_.data(), dWp("A_gamma"), D, r, N, true, false, 1);
-    mm(dua_.data(), Wp("A_gamma"), du_.data(), N, D, r, false, true, 0);
-    const std::pair<const char *, FBuf *> proj[] = {
-        {"W_q", &dq_}, {"W_k", &dk_}, {"W_v", &dv_}, {"W_z", &dz_}};
-    for (auto [name, g] : proj) {
-      mm(g->data(), Wp(name), du_.data(), N, D, D, false, true, 1);
-      mm(Ly.u.data(), g->data(), dWp(name), D, D, N, true, false, 1);
-    }
+    mm(dua_.data(), Wp("A_gamma"), du_.data(), N, D, r, false, true, 1);
+    mm(dz_.data(), Wp("W_z"), du_.data(), N, D, D, false, true, 1);
+    mm(Ly.u.data(), dz_.data(), dWp("W_z"), D, D, N, true, false, 1);
     dx_ = dx1_;
     // dx's copy for the next layer's first products (see the final norm's).
     uint16_t *dx16 = recompute_ || l == 0 ? nullptr : copyTarget(dx_.size());

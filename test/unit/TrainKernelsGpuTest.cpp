@@ -30,6 +30,7 @@
 #include <random>
 #include <sstream>
 #include <tuple>
+#include <utility>
 
 using namespace mmrec;
 using namespace mmrec::train;
@@ -230,61 +231,38 @@ struct Pair {
   bool ints = false;
 };
 
-/// Calls `name` with arrays `a` and indices `x` (the arity dispatch the
-/// variadic KernelLibrary call needs, for the argument counts used here).
+/// The variadic KernelLibrary call with a[0..NA) and x[0..NX).
+template <size_t... I, size_t... J>
+void callWith(KernelLibrary &lib, const std::string &name, std::vector<Arr> &a,
+              std::vector<int64_t> &x, std::index_sequence<I...>, std::index_sequence<J...>) {
+  lib(name, a[I]..., x[J]...);
+}
+
+/// Calls `name` with arrays `a` and indices `x`: the variadic call
+/// instantiated for every arity up to kMaxArrays arrays and kMaxIndices
+/// indices, the one that matches picked at run time.
+constexpr size_t kMaxArrays = 20, kMaxIndices = 4;
+template <size_t NA, size_t... NX>
+bool dispatchIndices(KernelLibrary &lib, const std::string &name, std::vector<Arr> &a,
+                     std::vector<int64_t> &x, std::index_sequence<NX...>) {
+  return ((a.size() == NA && x.size() == NX + 1 &&
+           (callWith(lib, name, a, x, std::make_index_sequence<NA>{},
+                     std::make_index_sequence<NX + 1>{}),
+            true)) ||
+          ...);
+}
+template <size_t... NA>
+bool dispatchArrays(KernelLibrary &lib, const std::string &name, std::vector<Arr> &a,
+                    std::vector<int64_t> &x, std::index_sequence<NA...>) {
+  return (dispatchIndices<NA + 1>(lib, name, a, x, std::make_index_sequence<kMaxIndices>{}) ||
+          ...);
+}
+
 void dispatch(KernelLibrary &lib, const std::string &name, std::vector<Arr> &a,
               std::vector<int64_t> &x) {
-  const size_t na = a.size(), nx = x.size();
-#define A(i) a[i]
-#define X(i) x[i]
-  if (na == 1 && nx == 1) return lib(name, A(0), X(0));
-  if (na == 2 && nx == 1) return lib(name, A(0), A(1), X(0));
-  if (na == 2 && nx == 2) return lib(name, A(0), A(1), X(0), X(1));
-  if (na == 3 && nx == 1) return lib(name, A(0), A(1), A(2), X(0));
-  if (na == 3 && nx == 2) return lib(name, A(0), A(1), A(2), X(0), X(1));
-  if (na == 4 && nx == 1) return lib(name, A(0), A(1), A(2), A(3), X(0));
-  if (na == 4 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), X(0), X(1));
-  if (na == 4 && nx == 3) return lib(name, A(0), A(1), A(2), A(3), X(0), X(1), X(2));
-  if (na == 5 && nx == 1) return lib(name, A(0), A(1), A(2), A(3), A(4), X(0));
-  if (na == 5 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), A(4), X(0), X(1));
-  if (na == 5 && nx == 3) return lib(name, A(0), A(1), A(2), A(3), A(4), X(0), X(1), X(2));
-  if (na == 6 && nx == 1) return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), X(0));
-  if (na == 6 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), X(0), X(1));
-  if (na == 6 && nx == 4)
-    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), X(0), X(1), X(2), X(3));
-  if (na == 7 && nx == 4)
-    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), X(0), X(1), X(2), X(3));
-  if (na == 8 && nx == 2)
-    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), X(0), X(1));
-  if (na == 7 && nx == 2) return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), X(0), X(1));
-  if (na == 8 && nx == 3)
-    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), X(0), X(1), X(2));
-  if (na == 9 && nx == 2)
-    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), X(0), X(1));
-  if (na == 10 && nx == 1)
-    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), X(0));
-  if (na == 10 && nx == 3)
-    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), X(0), X(1), X(2));
-  if (na == 10 && nx == 2)
-    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), X(0), X(1));
-  if (na == 11 && nx == 2)
-    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), X(0),
-               X(1));
-  if (na == 14 && nx == 2)
-    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), A(11),
-               A(12), A(13), X(0), X(1));
-  if (na == 12 && nx == 3)
-    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), A(11),
-               X(0), X(1), X(2));
-  if (na == 12 && nx == 2)
-    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), A(11),
-               X(0), X(1));
-  if (na == 13 && nx == 2)
-    return lib(name, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), A(11),
-               A(12), X(0), X(1));
-#undef A
-#undef X
-  FAIL() << name << ": no dispatch for " << na << " arrays and " << nx << " indices";
+  if (!dispatchArrays(lib, name, a, x, std::make_index_sequence<kMaxArrays>{}))
+    FAIL() << name << ": no dispatch for " << a.size() << " arrays and " << x.size()
+           << " indices (at most " << kMaxArrays << " and " << kMaxIndices << ")";
 }
 
 /// The training libraries built for the tests; MMREC_TRAIN_TEST_DIR in the

@@ -1291,14 +1291,23 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     });
   });
   // With bf16 ≠ 0 also dy2_16 = bf16(dy2) (the operand of the read's products).
+  // A warp walks kRhoSpan tokens of one group and sums their dρ terms in
+  // registers: one atomic add per ρ element a span, where an add a token
+  // row sent all rows' adds to the same 3·G addresses.
+  constexpr int64_t kRhoSpan = 8;
   add("combine_bwd",
       {"h", "y1", "y2", "rho", "hrstd", "do", "dh", "dy1", "dy2", "dy2_16", "drho"},
       {"rows", "bf16"}, [=](K &k, Args &a) {
         Value round = wantsCopies(k, a);
-        k.rows(k.muli(a["rows"], k.idx(G)), [&](Value ng, Value lane) {
-          {
-            Value n = k.divui(ng, k.idx(G)), g = k.remui(ng, k.idx(G));
-            auto w = omegas(k, a["rho"], g);
+        Value spans = k.divui(k.addi(a["rows"], k.idx(kRhoSpan - 1)), k.idx(kRhoSpan));
+        k.rows(k.muli(spans, k.idx(G)), [&](Value sg, Value lane) {
+          Value sp = k.divui(sg, k.idx(G)), g = k.remui(sg, k.idx(G));
+          auto w = omegas(k, a["rho"], g);
+          Value acc = k.buf(3);
+          for (int i = 0; i < 3; ++i)
+            k.st(k.cst(0.0), acc, k.idx(i));
+          Value n0 = k.muli(sp, k.idx(kRhoSpan));
+          k.loop(n0, k.minui(a["rows"], k.addi(n0, k.idx(kRhoSpan))), [&](Value n) {
             Value base = k.addi(k.muli(n, k.idx(D)), k.muli(g, k.idx(d)));
             Value r = k.ld(a["hrstd"], k.addi(k.muli(n, k.idx(G)), g));
             Value dw0 = k.rowSum(lane, d, [&](Value j) {
@@ -1324,21 +1333,22 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
                       k.mul(r, k.sub(k.mul(w[0], dO), k.mul(hh, meanDot))), k.mul(w[1], dO),
                       k.mul(w[2], dO)};
                 },
-                [&](Value j, const std::array<Value, 3> &g) {
+                [&](Value j, const std::array<Value, 3> &gr) {
                   Value i = k.addi(base, j);
-                  k.st(g[0], a["dh"], i);
-                  k.st(g[1], a["dy1"], i);
-                  k.st(g[2], a["dy2"], i);
-                  store16(k, round, g[2], a["dy2_16"], i);
+                  k.st(gr[0], a["dh"], i);
+                  k.st(gr[1], a["dy1"], i);
+                  k.st(gr[2], a["dy2"], i);
+                  store16(k, round, gr[2], a["dy2_16"], i);
                 });
             Value wd = k.add(k.mul(w[0], dw0), k.add(k.mul(w[1], dw1), k.mul(w[2], dw2)));
             Value dws[3] = {dw0, dw1, dw2};
-            k.rowOnce(lane, [&] {
-              for (int i = 0; i < 3; ++i)
-                k.accum(a["drho"], k.addi(k.muli(g, k.idx(3)), k.idx(i)),
-                        k.mul(w[i], k.sub(dws[i], wd)));
-            });
-          }
+            for (int i = 0; i < 3; ++i)
+              k.st(k.add(k.ld(acc, k.idx(i)), k.mul(w[i], k.sub(dws[i], wd))), acc, k.idx(i));
+          });
+          k.rowOnce(lane, [&] {
+            for (int i = 0; i < 3; ++i)
+              k.accum(a["drho"], k.addi(k.muli(g, k.idx(3)), k.idx(i)), k.ld(acc, k.idx(i)));
+          });
         });
       });
 

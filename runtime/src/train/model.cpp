@@ -577,19 +577,21 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   lib_("rmsnorm_fwd", Arr(Ly.x), W("w_in"), Arr(Ly.u), copyArr(u16, Ly.u.size()), Arr(Ly.rstd1),
        N, int64_t(u16 != nullptr));
   copyWritten(u16, Ly.u.data(), Ly.u.size());
-  mm(Ly.u.data(), Wp("W_q"), Ly.q.data(), N, D, D, false, false, 0);
-  mm(Ly.u.data(), Wp("W_k"), Ly.k.data(), N, D, D, false, false, 0);
-  mm(Ly.u.data(), Wp("W_v"), Ly.v.data(), N, D, D, false, false, 0);
+  // Level 0's inputs first (z and the decay), so that the recurrence, the
+  // longest of the layer's three levels, starts beside the products of q,
+  // k and v as well as levels 1 and 2 (runBeside): they meet at combine_fwd.
   mm(Ly.u.data(), Wp("W_z"), Ly.z.data(), N, D, D, false, false, 0);
   mm(Ly.u.data(), Wp("A_gamma"), Ly.ua.data(), N, r, D, false, false, 0);
   mm(Ly.ua.data(), Wp("B_gamma"), Ly.pre.data(), N, D, r, false, false, 0);
   lib_("decay_fwd", Arr(Ly.pre), W("lambda"), Arr(Ly.ell), N);
-  // Level 0 beside levels 1 and 2 (runBeside): they meet at combine_fwd.
   if (recurrence)
     runBeside([&] {
       lib_("gated_fwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
            Arr(Ly.hfin), Arr(sync_), B, T);
     });
+  mm(Ly.u.data(), Wp("W_q"), Ly.q.data(), N, D, D, false, false, 0);
+  mm(Ly.u.data(), Wp("W_k"), Ly.k.data(), N, D, D, false, false, 0);
+  mm(Ly.u.data(), Wp("W_v"), Ly.v.data(), N, D, D, false, false, 0);
   // Level 1 reads q, k, v whole: with pinned copies it writes their bf16
   // copies too, which the slot products here and in backward take (an
   // LRU copy would not outlive the launches before its products).

@@ -1026,7 +1026,7 @@ void AdamW::step(float *params, const float *grads, int64_t t, float lr, float g
                  const AdamWConfig &c) {
   const double bc1 = 1.0 / (1.0 - std::pow(double(c.beta1), double(t)));
   const double bc2 = 1.0 / (1.0 - std::pow(double(c.beta2), double(t)));
-  // Every tensor's hyper-parameters in one copy, then one launch per tensor.
+  // Every tensor's hyper-parameters in one copy.
   const auto &ts = layout_.tensors();
   std::vector<float> hp(8 * ts.size());
   for (size_t i = 0; i < ts.size(); ++i) {
@@ -1037,10 +1037,17 @@ void AdamW::step(float *params, const float *grads, int64_t t, float lr, float g
   hp_.upload(hp.data(), int64_t(hp.size()));
   float *M = bf16_ ? nullptr : dev_ == DeviceKind::gpu ? md_.data() : m.data();
   float *Vv = bf16_ ? nullptr : dev_ == DeviceKind::gpu ? vd_.data() : v.data();
-  for (size_t i = 0; i < ts.size(); ++i) {
-    const ParamInfo &p = ts[i];
-    // The part of this tensor inside the shard.
-    int64_t a = std::max(p.offset, lo_), b = std::min(p.offset + p.numel, hi_);
+  // A launch per run of consecutive tensors with the same hyper-parameters
+  // (adjacent in the flat buffer; only the weight decay differs between
+  // rows): the update is elementwise, so this is the per-tensor result.
+  for (size_t i = 0, j; i < ts.size(); i = j) {
+    j = i + 1;
+    while (j < ts.size() && ts[j].decay == ts[i].decay &&
+           ts[j].offset == ts[j - 1].offset + ts[j - 1].numel)
+      ++j;
+    const int64_t begin = ts[i].offset, end = ts[j - 1].offset + ts[j - 1].numel;
+    // The part of these tensors inside the shard.
+    int64_t a = std::max(begin, lo_), b = std::min(end, hi_);
     if (a >= b)
       continue;
     const int64_t n = b - a, s = a - lo_;

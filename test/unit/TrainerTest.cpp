@@ -237,7 +237,8 @@ void checkBf16Reuse(rt::DeviceKind dev) {
         // rows here); dP, df1, df3, dx1 (RMSNorm's adjoint), dy2 (the
         // combination's), the two slot softmaxes', dpre (the decay's) and
         // dq, dk, dv (level 1's adjoint, the last to add into them) a layer
-        // backward; the recomputed forward's seven again; without
+        // backward; the recomputed forward's seven again, for every layer
+        // but the last (backward takes its forward's activations); without
         // recomputation also the dx that each layer's backward but the
         // first hands to the next, and the final norm's), and every copy
         // is read by a product: equal results show those copies are the
@@ -246,9 +247,10 @@ void checkBf16Reuse(rt::DeviceKind dev) {
         EXPECT_EQ(kernelCopies[0], 0u);
         for (int v : {1, 2}) {
           SCOPED_TRACE(v == 1 ? "pinned" : "unpinned");
-          // (Pinned: also level 1's copies of q, k and v, each forward.)
-          const uint64_t qkv = v == 1 ? (recompute ? 6u : 3u) * L : 0u;
-          EXPECT_EQ(kernelCopies[v], (recompute ? 25u * L + 2 : 19u * L + 2) + qkv);
+          // (Pinned: also level 1's copies of q, k and v, each forward and
+          // recomputation.)
+          const uint64_t qkv = v == 1 ? (recompute ? 6u * L - 3 : 3u * L) : 0u;
+          EXPECT_EQ(kernelCopies[v], (recompute ? 25u * L - 5 : 19u * L + 2) + qkv);
           EXPECT_EQ(kernelCopiesRead[v], kernelCopies[v]);
           EXPECT_EQ(products[v], products[0]);
         }
@@ -607,19 +609,24 @@ TEST(TrainerCpu, ToBf16RoundsToNearestEven) {
 TEST(TrainerCpu, RecomputeGivesIdenticalGradientsInLessMemory) {
   KernelLibrary lib(manifest("dense"));
   ParamLayout layout(lib.config());
+  const int64_t L = lib.config().L;
   std::vector<float> params = initParams(lib.config(), layout, freshSeed());
   std::vector<int32_t> tok(3 * 21);
   for (size_t i = 0; i < tok.size(); ++i)
     tok[i] = int32_t((i * 11 + 5) % 37);
-  Model plain(lib, layout), kept(lib, layout), bare(lib, layout);
-  kept.setRecompute(true);
-  bare.setRecompute(true);
+  // kept: each layer's input and h kept, layer l − 1 recomputed during
+  // layer l's backward; behind: the same, each layer recomputed at the
+  // start of its own backward; bare: h recomputed too.
+  Model plain(lib, layout), kept(lib, layout), bare(lib, layout), behind(lib, layout);
+  for (Model *m : {&kept, &bare, &behind})
+    m->setRecompute(true);
   bare.setKeepStates(false);
-  std::vector<float> g[3];
-  double loss[3];
-  uint64_t backwardLaunches[3];
-  Model *models[3] = {&plain, &kept, &bare};
-  for (int i = 0; i < 3; ++i) {
+  behind.setRecomputeAhead(false);
+  std::vector<float> g[4];
+  double loss[4];
+  uint64_t backwardLaunches[4];
+  Model *models[4] = {&plain, &kept, &bare, &behind};
+  for (int i = 0; i < 4; ++i) {
     g[i].assign(size_t(layout.numel()), 0.0f);
     loss[i] = models[i]->forward(params.data(), tok.data(), 3, 21);
     uint64_t before = lib.launches();
@@ -629,13 +636,27 @@ TEST(TrainerCpu, RecomputeGivesIdenticalGradientsInLessMemory) {
   EXPECT_FALSE(plain.keptStates());
   EXPECT_TRUE(kept.keptStates());
   EXPECT_FALSE(bare.keptStates());
-  for (int i = 1; i < 3; ++i) {
+  EXPECT_TRUE(kept.recomputesAhead());
+  EXPECT_FALSE(behind.recomputesAhead());
+  EXPECT_FALSE(bare.recomputesAhead());
+  for (int i = 1; i < 4; ++i) {
     EXPECT_EQ(loss[0], loss[i]);
     EXPECT_EQ(g[0], g[i]);
   }
-  EXPECT_LT(kept.activationBytes(), plain.activationBytes());
-  EXPECT_LT(bare.activationBytes(), kept.activationBytes());
-  EXPECT_EQ(backwardLaunches[2] - backwardLaunches[1], uint64_t(lib.config().L));
+  EXPECT_LT(behind.activationBytes(), plain.activationBytes());
+  EXPECT_LT(bare.activationBytes(), behind.activationBytes());
+  EXPECT_GT(kept.activationBytes(), behind.activationBytes());
+  // The last layer's activations are forward's: L − 1 layers recomputed
+  // (bare runs their recurrence again), the same launches ahead or not.
+  EXPECT_EQ(kept.recomputedLayers(), uint64_t(L - 1));
+  EXPECT_EQ(behind.recomputedLayers(), uint64_t(L - 1));
+  EXPECT_EQ(backwardLaunches[2] - backwardLaunches[1], uint64_t(L - 1));
+  EXPECT_EQ(backwardLaunches[3], backwardLaunches[1]);
+  // A second backward of the same forward recomputes every layer.
+  std::vector<float> again(size_t(layout.numel()), 0.0f);
+  kept.backward(params.data(), again.data());
+  EXPECT_EQ(kept.recomputedLayers(), uint64_t(2 * L - 1));
+  EXPECT_EQ(again, g[0]);
 }
 
 // The dense test model, fresh parameters and 2 × 9 tokens (step·i + first

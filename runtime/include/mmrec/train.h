@@ -423,6 +423,20 @@ public:
   }
   /// Whether the last forward kept them.
   bool pinnedCopies() const { return pinned_; }
+  /// With recomputation and the level-0 states kept, on the GPU: a second
+  /// set of activations where it fits, so that layer l − 1 is recomputed
+  /// while layer l's level-0 adjoint runs beside (it needs nothing of layer
+  /// l's backward); off, or where it does not fit, each layer is recomputed
+  /// at the start of its own backward. The same results either way.
+  void setRecomputeAhead(bool on) {
+    recomputeAhead_ = on;
+    B_ = T_ = 0;
+  }
+  /// Whether the last forward had room for it.
+  bool recomputesAhead() const { return ahead_; }
+  /// Layers recomputed by backward so far (with recomputation, the last
+  /// layer's activations are still those of the forward: L − 1 a step).
+  uint64_t recomputedLayers() const { return recomputedLayers_; }
   /// On the GPU, the level-0 recurrence's kernels (gated_fwd, gated_bwd)
   /// run on a stream of their own beside the memory hierarchy's work, which
   /// does not depend on them (a layer's combination, and the products of
@@ -591,7 +605,14 @@ private:
   bool reuseCasts_ = true;
   std::function<void(int64_t, int64_t)> gradReady_;
   int64_t headRows_ = 1, headRowsWanted_ = 0;
-  std::unique_ptr<Layer> work_;
+  std::unique_ptr<Layer> work_, work2_;
+  bool recomputeAhead_ = true, ahead_ = false;
+  /// The layer whose activations work_ holds from the last forward (-1:
+  /// none, or used since).
+  int64_t workHolds_ = -1;
+  uint64_t recomputedLayers_ = 0;
+  /// With recomputation: layer l's input (and kept h) into W and its forward.
+  void recomputeInto(int64_t l, const float *P, Layer &W);
   FBuf xL_scratch_;
   KernelLibrary &lib_;
   const ParamLayout &layout_;

@@ -440,6 +440,15 @@ void Model::ensure(int64_t B, int64_t T) {
   const long double pinFloats =
       ((6.0L * D + F) * N + 2.0L * N * G * M) / 2 * (recompute_ ? 1 : c_.L);
   const bool pin = pinCopies_ && (total + pinFloats) * 4 <= limit * 15 / 16;
+  if (pin)
+    total += pinFloats;
+  // A second set of activations (and its pinned copies) for recomputing a
+  // layer ahead (setRecomputeAhead), where that fits too.
+  const long double aheadFloats = perLayer + (pin ? pinFloats : 0);
+  const bool ahead = recompute_ && keep && recomputeAhead_ && c_.L > 1 &&
+                     (total + aheadFloats) * 4 <= limit * 15 / 16;
+  if (pin)
+    total -= pinFloats;
   long double bytes = total * 4;
   if (bytes > limit)
     throw Error("forward: B=" + std::to_string(B) + ", T=" + std::to_string(T) + " needs " +
@@ -451,6 +460,8 @@ void Model::ensure(int64_t B, int64_t T) {
   headRows_ = headRows;
   keptStates_ = keep;
   pinned_ = pin;
+  ahead_ = ahead;
+  workHolds_ = -1;
   auto sizeAll = [&](Layer &L) {
     for (Bf16Copy &c : L.pins)
       c = Bf16Copy();
@@ -488,9 +499,14 @@ void Model::ensure(int64_t B, int64_t T) {
     }
   }
   work_ = std::make_unique<Layer>();
+  work2_.reset();
   if (recompute_) {
     sizeAll(*work_);
     resize(xL_scratch_, N * D);
+    if (ahead) {
+      work2_ = std::make_unique<Layer>();
+      sizeAll(*work2_);
+    }
   } else {
     xL_scratch_.clear();
   }
@@ -499,9 +515,11 @@ void Model::ensure(int64_t B, int64_t T) {
     for (Bf16Copy &c : L.pins)
       pins_.push_back(&c);
   };
-  if (recompute_)
+  if (recompute_) {
     addPins(*work_);
-  else
+    if (work2_)
+      addPins(*work2_);
+  } else
     for (auto &Lp : layers_)
       addPins(*Lp);
   tokens_.reset(dev_, N);
@@ -540,8 +558,9 @@ int64_t Model::activationBytes() const {
   std::vector<const Layer *> all;
   for (const auto &Lp : layers_)
     all.push_back(Lp.get());
-  if (work_)
-    all.push_back(work_.get());
+  for (const auto *w : {&work_, &work2_})
+    if (*w)
+      all.push_back(w->get());
   for (const Layer *Lp : all) {
     const Layer &L = *Lp;
     for (const auto *v : {&L.x, &L.rstd1, &L.u, &L.q, &L.k, &L.v, &L.z, &L.ua, &L.pre, &L.ell,
@@ -638,7 +657,10 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   prevChunkMM("gemm_mdi_aM", Prev::read, {Ly.a.data(), GM, c_.M, true}, false,
               {Ly.mems.data(), d, Md, false}, false, {Ly.y2.data(), D, d, true}, -1, d, c_.M,
               zerosMem_.data());
-  joinBeside();
+  // (Without its own recurrence a recomputed layer leaves the level-0 work
+  // beside it, the layer above's adjoint, running.)
+  if (recurrence)
+    joinBeside();
   uint16_t *o16 = pinTarget(Ly, Layer::pinO, Ly.o.size());
   lib_("combine_fwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(Ly.o),
        copyArr(o16, Ly.o.size()), N, int64_t(o16 != nullptr));
@@ -694,6 +716,9 @@ double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t 
       layerForward(l, P, *layers_[size_t(l)], out);
     }
   }
+  // With recomputation work_ now holds the last layer's activations, which
+  // its backward takes as they are.
+  workHolds_ = recompute_ ? c_.L - 1 : -1;
   const ParamInfo &fn = layout_.get("final_norm");
   // (Without the loss the head waits for backward, which drops every copy.)
   uint16_t *xf16 = loss ? copyTarget(xf_.size()) : nullptr;
@@ -745,6 +770,16 @@ double Model::head(const float *P, float *Gr, float scale) {
   return count ? sum / double(count) : 0.0;
 }
 
+void Model::recomputeInto(int64_t l, const float *P, Layer &W) {
+  W.x = layers_[size_t(l)]->x;
+  // With the states kept, the sequential recurrence is not run again.
+  if (keptStates_)
+    W.h.swap(layers_[size_t(l)]->h);
+  layerForward(l, P, W, xL_scratch_, !keptStates_);
+  workHolds_ = -1;
+  ++recomputedLayers_;
+}
+
 void Model::backward(const float *P, float *Gr, float scale) {
   if (B_ == 0)
     throw Error("backward: no forward pass to differentiate");
@@ -762,15 +797,25 @@ void Model::backward(const float *P, float *Gr, float scale) {
   lib_("rmsnorm_bwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(rstdF_), Arr(dxf_),
        Arr(dx_), copyArr(dxf16, dx_.size()), Arr(Gr + fn.offset, D), N, int64_t(dxf16 != nullptr));
   copyWritten(dxf16, dx_.data(), dx_.size());
+  // With recomputation: layer l's activations, recomputed during layer
+  // l + 1's backward (recomputing ahead), else at the start of its own.
+  Layer *ahead = nullptr;
   for (int64_t l = c_.L - 1; l >= 0; --l) {
+    Layer *cur = layers_[size_t(l)].get();
     if (recompute_) {
-      work_->x = layers_[size_t(l)]->x;
-      // With the states kept, the sequential recurrence is not run again.
-      if (keptStates_)
-        work_->h.swap(layers_[size_t(l)]->h);
-      layerForward(l, P, *work_, xL_scratch_, !keptStates_);
+      cur = work_.get();
+      if (ahead) {
+        cur = ahead;
+        ahead = nullptr;
+      } else if (workHolds_ == l) {
+        if (keptStates_)
+          work_->h.swap(layers_[size_t(l)]->h);
+        workHolds_ = -1;
+      } else {
+        recomputeInto(l, P, *work_);
+      }
     }
-    Layer &Ly = recompute_ ? *work_ : *layers_[size_t(l)];
+    Layer &Ly = *cur;
     auto W = [&](const char *n) {
       const ParamInfo &p = layout_.get(ParamLayout::layerName(l, n));
       return Arr(const_cast<float *>(P + p.offset), p.numel);
@@ -895,6 +940,12 @@ void Model::backward(const float *P, float *Gr, float scale) {
       mm(g->data(), Wp(name), du_.data(), N, D, D, false, true, g == &dq_ ? 0 : 1);
       mm(Ly.u.data(), g->data(), dWp(name), D, D, N, true, false, 1);
     }
+    // Layer l − 1's recomputation needs nothing of this backward: it runs
+    // here, beside level 0's adjoint, into the other set of activations.
+    if (ahead_ && l > 0) {
+      ahead = cur == work_.get() ? work2_.get() : work_.get();
+      recomputeInto(l - 1, P, *ahead);
+    }
     joinBeside();
     if (c_.perHead) {
       // dW_g's H diagonal blocks: head i's columns of h and of the gradient.
@@ -924,7 +975,7 @@ void Model::backward(const float *P, float *Gr, float scale) {
          copyArr(dx16, dx_.size()), dW("w_in"), N, int64_t(dx16 != nullptr));
     copyWritten(dx16, dx_.data(), dx_.size());
     if (recompute_ && keptStates_)
-      work_->h.swap(layers_[size_t(l)]->h);
+      Ly.h.swap(layers_[size_t(l)]->h);
     if (gradReady_)
       gradReady_(layout_.layer(l, "w_in"),
                  l + 1 < c_.L ? layout_.layer(l + 1, "w_in") : fn.offset);

@@ -30,7 +30,6 @@ struct Settings {
   bool recomputeStates = false;
   bool serialLevel0 = false; // level 0 on the default stream, not beside levels 1 and 2
   bool unpinnedCopies = false; // backward rounds forward's activations again (Model::setPinCopies)
-  bool noRecomputeAhead = false; // each layer recomputed at its own backward (Model::setRecomputeAhead)
   double targetLoss = 0; // > 0: stop once the validation loss is below it
   double peakTflops = 0;  // the device's peak for MFU (0: 989.4 on a GPU, none on the CPU)
   int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
@@ -138,10 +137,6 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
   app.add_flag("--recompute-states", s.recomputeStates,
                "With --recompute, recompute the level-0 states too (runs the sequential "
                "recurrence again; saves 4·B·T·D bytes a layer)");
-  app.add_flag("--no-recompute-ahead", s.noRecomputeAhead,
-               "With --recompute, recompute each layer at the start of its own backward rather "
-               "than during the backward of the layer above, beside its level-0 adjoint (that "
-               "needs a second set of activations, taken only where it fits)");
   app.add_flag("--serial-level0", s.serialLevel0,
                "On the GPU, run the level-0 recurrence's kernels on the default stream in "
                "program order instead of beside the memory hierarchy's work (the same results up to "

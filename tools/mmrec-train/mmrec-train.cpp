@@ -54,7 +54,6 @@ json toJson(const Settings &s) {
           {"overflow_retries", s.overflowRetries}, {"loss_scale_log2", s.lossScaleLog2},
           {"seed", s.seed},       {"eval_interval", s.evalInterval}, {"recompute", s.recompute}, {"recompute_states", s.recomputeStates},
           {"serial_level0", s.serialLevel0}, {"unpinned_copies", s.unpinnedCopies},
-          {"no_recompute_ahead", s.noRecomputeAhead},
           {"eval_tokens", s.evalTokens}, {"tf32", s.tf32}, {"matmul", s.matmul}, {"device", s.device},
           {"optimizer_states", s.optimizerStates}, {"level0", s.level0}};
 }
@@ -221,7 +220,6 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   model.setKeepStates(!s.recomputeStates);
   model.setOverlapLevel0(!s.serialLevel0);
   model.setPinCopies(!s.unpinnedCopies);
-  model.setRecomputeAhead(!s.noRecomputeAhead);
   bool recomputeNoted = false;
   model.setMatmul(matmul == "bf16"   ? Model::Matmul::bf16
                   : matmul == "tf32" ? Model::Matmul::tf32
@@ -422,18 +420,12 @@ int run(Settings s, mmrec::dist::Comm &comm) {
         if (s.recompute && lead && !recomputeNoted) {
           // Known once forward has sized the activations.
           recomputeNoted = true;
-          std::printf("recompute: %s%s\n",
+          std::printf("recompute: %s\n",
                       model.keptStates()
                           ? "each layer's input and level-0 states kept"
                           : s.recomputeStates ? "each layer's input kept (level-0 states recomputed)"
                                               : "each layer's input kept (level-0 states recomputed: "
-                                                "keeping them would not fit)",
-                      model.recomputesAhead()
-                          ? "; each layer recomputed beside the level-0 adjoint of the layer above"
-                      : model.keptStates() && !s.noRecomputeAhead
-                          ? "; each layer recomputed at its own backward (a second set of "
-                            "activations to recompute ahead would not fit)"
-                          : "");
+                                                "keeping them would not fit)");
           std::fflush(stdout);
         }
         // In the last micro-batch each layer's gradients are summed into

@@ -423,17 +423,6 @@ public:
   }
   /// Whether the last forward kept them.
   bool pinnedCopies() const { return pinned_; }
-  /// With recomputation and the level-0 states kept, on the GPU: a second
-  /// set of activations where it fits, so that layer l − 1 is recomputed
-  /// while layer l's level-0 adjoint runs beside (it needs nothing of layer
-  /// l's backward); off, or where it does not fit, each layer is recomputed
-  /// at the start of its own backward. The same results either way.
-  void setRecomputeAhead(bool on) {
-    recomputeAhead_ = on;
-    B_ = T_ = 0;
-  }
-  /// Whether the last forward had room for it.
-  bool recomputesAhead() const { return ahead_; }
   /// Layers recomputed by backward so far (with recomputation, the last
   /// layer's activations are still those of the forward: L − 1 a step).
   uint64_t recomputedLayers() const { return recomputedLayers_; }
@@ -605,8 +594,7 @@ private:
   bool reuseCasts_ = true;
   std::function<void(int64_t, int64_t)> gradReady_;
   int64_t headRows_ = 1, headRowsWanted_ = 0;
-  std::unique_ptr<Layer> work_, work2_;
-  bool recomputeAhead_ = true, ahead_ = false;
+  std::unique_ptr<Layer> work_;
   /// The layer whose activations work_ holds from the last forward (-1:
   /// none, or used since).
   int64_t workHolds_ = -1;

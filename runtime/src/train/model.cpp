@@ -440,15 +440,6 @@ void Model::ensure(int64_t B, int64_t T) {
   const long double pinFloats =
       ((6.0L * D + F) * N + 2.0L * N * G * M) / 2 * (recompute_ ? 1 : c_.L);
   const bool pin = pinCopies_ && (total + pinFloats) * 4 <= limit * 15 / 16;
-  if (pin)
-    total += pinFloats;
-  // A second set of activations (and its pinned copies) for recomputing a
-  // layer ahead (setRecomputeAhead), where that fits too.
-  const long double aheadFloats = perLayer + (pin ? pinFloats : 0);
-  const bool ahead = recompute_ && keep && recomputeAhead_ && c_.L > 1 &&
-                     (total + aheadFloats) * 4 <= limit * 15 / 16;
-  if (pin)
-    total -= pinFloats;
   long double bytes = total * 4;
   if (bytes > limit)
     throw Error("forward: B=" + std::to_string(B) + ", T=" + std::to_string(T) + " needs " +
@@ -460,7 +451,6 @@ void Model::ensure(int64_t B, int64_t T) {
   headRows_ = headRows;
   keptStates_ = keep;
   pinned_ = pin;
-  ahead_ = ahead;
   workHolds_ = -1;
   auto sizeAll = [&](Layer &L) {
     for (Bf16Copy &c : L.pins)
@@ -499,14 +489,9 @@ void Model::ensure(int64_t B, int64_t T) {
     }
   }
   work_ = std::make_unique<Layer>();
-  work2_.reset();
   if (recompute_) {
     sizeAll(*work_);
     resize(xL_scratch_, N * D);
-    if (ahead) {
-      work2_ = std::make_unique<Layer>();
-      sizeAll(*work2_);
-    }
   } else {
     xL_scratch_.clear();
   }
@@ -515,11 +500,9 @@ void Model::ensure(int64_t B, int64_t T) {
     for (Bf16Copy &c : L.pins)
       pins_.push_back(&c);
   };
-  if (recompute_) {
+  if (recompute_)
     addPins(*work_);
-    if (work2_)
-      addPins(*work2_);
-  } else
+  else
     for (auto &Lp : layers_)
       addPins(*Lp);
   tokens_.reset(dev_, N);
@@ -558,9 +541,8 @@ int64_t Model::activationBytes() const {
   std::vector<const Layer *> all;
   for (const auto &Lp : layers_)
     all.push_back(Lp.get());
-  for (const auto *w : {&work_, &work2_})
-    if (*w)
-      all.push_back(w->get());
+  if (work_)
+    all.push_back(work_.get());
   for (const Layer *Lp : all) {
     const Layer &L = *Lp;
     for (const auto *v : {&L.x, &L.rstd1, &L.u, &L.q, &L.k, &L.v, &L.z, &L.ua, &L.pre, &L.ell,
@@ -657,10 +639,7 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   prevChunkMM("gemm_mdi_aM", Prev::read, {Ly.a.data(), GM, c_.M, true}, false,
               {Ly.mems.data(), d, Md, false}, false, {Ly.y2.data(), D, d, true}, -1, d, c_.M,
               zerosMem_.data());
-  // (Without its own recurrence a recomputed layer leaves the level-0 work
-  // beside it, the layer above's adjoint, running.)
-  if (recurrence)
-    joinBeside();
+  joinBeside();
   uint16_t *o16 = pinTarget(Ly, Layer::pinO, Ly.o.size());
   lib_("combine_fwd", Arr(Ly.h), Arr(Ly.y1), Arr(Ly.y2), W("rho"), Arr(Ly.hrstd), Arr(Ly.o),
        copyArr(o16, Ly.o.size()), N, int64_t(o16 != nullptr));
@@ -797,17 +776,10 @@ void Model::backward(const float *P, float *Gr, float scale) {
   lib_("rmsnorm_bwd", Arr(xL_), Arr(const_cast<float *>(P + fn.offset), D), Arr(rstdF_), Arr(dxf_),
        Arr(dx_), copyArr(dxf16, dx_.size()), Arr(Gr + fn.offset, D), N, int64_t(dxf16 != nullptr));
   copyWritten(dxf16, dx_.data(), dx_.size());
-  // With recomputation: layer l's activations, recomputed during layer
-  // l + 1's backward (recomputing ahead), else at the start of its own.
-  Layer *ahead = nullptr;
   for (int64_t l = c_.L - 1; l >= 0; --l) {
-    Layer *cur = layers_[size_t(l)].get();
     if (recompute_) {
-      cur = work_.get();
-      if (ahead) {
-        cur = ahead;
-        ahead = nullptr;
-      } else if (workHolds_ == l) {
+      // The last layer's activations are still forward's (workHolds_).
+      if (workHolds_ == l) {
         if (keptStates_)
           work_->h.swap(layers_[size_t(l)]->h);
         workHolds_ = -1;
@@ -815,7 +787,7 @@ void Model::backward(const float *P, float *Gr, float scale) {
         recomputeInto(l, P, *work_);
       }
     }
-    Layer &Ly = *cur;
+    Layer &Ly = recompute_ ? *work_ : *layers_[size_t(l)];
     auto W = [&](const char *n) {
       const ParamInfo &p = layout_.get(ParamLayout::layerName(l, n));
       return Arr(const_cast<float *>(P + p.offset), p.numel);
@@ -939,12 +911,6 @@ void Model::backward(const float *P, float *Gr, float scale) {
     for (auto [name, g] : proj) {
       mm(g->data(), Wp(name), du_.data(), N, D, D, false, true, g == &dq_ ? 0 : 1);
       mm(Ly.u.data(), g->data(), dWp(name), D, D, N, true, false, 1);
-    }
-    // Layer l − 1's recomputation needs nothing of this backward: it runs
-    // here, beside level 0's adjoint, into the other set of activations.
-    if (ahead_ && l > 0) {
-      ahead = cur == work_.get() ? work2_.get() : work_.get();
-      recomputeInto(l - 1, P, *ahead);
     }
     joinBeside();
     if (c_.perHead) {

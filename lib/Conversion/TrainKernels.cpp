@@ -1433,17 +1433,37 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
             k.select(valid, arith::IndexCastOp::create(k.b, k.b.getIndexType(), t32), k.idx(0));
         // The lane's running max and sum of exp(x − max) in one read of its
         // logits (online softmax), then the warp's: the row is read twice
-        // in all (here and for the gradient), not three times.
+        // in all (here and for the gradient), not three times. Each
+        // iteration loads kU logits a lane before using any, so that their
+        // loads are in flight together (one at a time left the warp waiting
+        // on memory latency V/32 times a row).
         Value ninf = k.cst(-INFINITY);
         auto isNinf = [&](Value v) { return k.cmpf(arith::CmpFPredicate::OEQ, v, ninf); };
-        auto f = scf::ForOp::create(k.b, lane, k.idx(V), k.idx(32), ValueRange{ninf, k.cst(0.0)});
+        constexpr int64_t kU = 8;
+        const bool whole = V % (32 * kU) == 0;
+        auto f = scf::ForOp::create(k.b, lane, k.idx(V), k.idx(32 * kU),
+                                    ValueRange{ninf, k.cst(0.0)});
         {
           OpBuilder::InsertionGuard g(k.b);
           k.b.setInsertionPointToStart(f.getBody());
           Value m = f.getRegionIterArgs()[0], z = f.getRegionIterArgs()[1];
-          Value x = k.ld(a["logits"], k.addi(base, f.getInductionVar()));
-          Value mn = k.max(m, x);
-          Value zn = k.add(k.mul(z, k.exp(k.sub(m, mn))), k.exp(k.sub(x, mn)));
+          SmallVector<Value> xs;
+          for (int64_t u = 0; u < kU; ++u) {
+            Value j = k.addi(f.getInductionVar(), k.idx(32 * u));
+            if (whole) {
+              xs.push_back(k.ld(a["logits"], k.addi(base, j)));
+              continue;
+            }
+            // Past the row: −∞, which adds exp(−∞) = 0.
+            Value x = k.ld(a["logits"], k.addi(base, k.minui(j, k.idx(V - 1))));
+            xs.push_back(k.select(k.cmpi(arith::CmpIPredicate::ult, j, k.idx(V)), x, ninf));
+          }
+          Value mn = m;
+          for (Value x : xs)
+            mn = k.max(mn, x);
+          Value zn = k.mul(z, k.exp(k.sub(m, mn)));
+          for (Value x : xs)
+            zn = k.add(zn, k.exp(k.sub(x, mn)));
           scf::YieldOp::create(k.b, ValueRange{mn, k.select(isNinf(mn), k.cst(0.0), zn)});
         }
         Value mLane = f.getResult(0), zLane = f.getResult(1);
@@ -1454,12 +1474,14 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         Value vm = k.mask(valid);
         Value coef = k.mul(vm, gscale);
         k.ifThen(wantAny, [&] {
-          k.loop(lane, k.idx(V), [&](Value j) {
-            Value i = k.addi(base, j);
-            Value p = k.exp(k.sub(k.ld(a["logits"], i), lse));
-            Value oh = k.mask(k.cmpi(arith::CmpIPredicate::eq, j, t));
-            storeGrad(k.mul(coef, k.sub(p, oh)), i);
-          }, 32);
+          k.rowLoopBatched(
+              lane, V,
+              [&](Value j) {
+                Value p = k.exp(k.sub(k.ld(a["logits"], k.addi(base, j)), lse));
+                Value oh = k.mask(k.cmpi(arith::CmpIPredicate::eq, j, t));
+                return k.mul(coef, k.sub(p, oh));
+              },
+              [&](Value j, Value g) { storeGrad(g, k.addi(base, j)); });
         });
         k.ifThen(k.cmpi(arith::CmpIPredicate::eq, lane, k.idx(0)), [&] {
           k.accum(a["loss"], k.idx(0), k.mul(vm, k.sub(lse, k.ld(a["logits"], k.addi(base, t)))));

@@ -599,8 +599,9 @@ private:
   /// none, or used since).
   int64_t workHolds_ = -1;
   uint64_t recomputedLayers_ = 0;
-  /// With recomputation: layer l's input (and kept h) into W and its forward.
-  void recomputeInto(int64_t l, const float *P, Layer &W);
+  /// With recomputation: layer l's input (and kept h) into work_ and its
+  /// forward.
+  void recomputeLayer(int64_t l, const float *P);
   FBuf xL_scratch_;
   KernelLibrary &lib_;
   const ParamLayout &layout_;

@@ -749,12 +749,12 @@ double Model::head(const float *P, float *Gr, float scale) {
   return count ? sum / double(count) : 0.0;
 }
 
-void Model::recomputeInto(int64_t l, const float *P, Layer &W) {
-  W.x = layers_[size_t(l)]->x;
+void Model::recomputeLayer(int64_t l, const float *P) {
+  work_->x = layers_[size_t(l)]->x;
   // With the states kept, the sequential recurrence is not run again.
   if (keptStates_)
-    W.h.swap(layers_[size_t(l)]->h);
-  layerForward(l, P, W, xL_scratch_, !keptStates_);
+    work_->h.swap(layers_[size_t(l)]->h);
+  layerForward(l, P, *work_, xL_scratch_, !keptStates_);
   workHolds_ = -1;
   ++recomputedLayers_;
 }
@@ -784,7 +784,7 @@ void Model::backward(const float *P, float *Gr, float scale) {
           work_->h.swap(layers_[size_t(l)]->h);
         workHolds_ = -1;
       } else {
-        recomputeInto(l, P, *work_);
+        recomputeLayer(l, P);
       }
     }
     Layer &Ly = recompute_ ? *work_ : *layers_[size_t(l)];

@@ -537,6 +537,55 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   add("rmsnorm_bwd", {"x", "w", "rstd", "dy", "dx", "dx16", "dw"}, {"rows", "bf16"},
       [=](K &k, Args &a) {
     Value round = wantsCopies(k, a);
+    if (k.gpu && D % 32 == 0 && D <= 1024) {
+      // GPU, a row in registers (D / 32 elements a lane): a block of 8 warps
+      // takes kRows rows a warp, reads x and dy once, and sums dw's terms in
+      // registers, then in shared memory, then one atomic add a channel and
+      // block (a second pass over the columns read x and dy again).
+      constexpr int64_t kT = 256, kW = kT / 32, kRows = 16;
+      const int64_t Q = D / 32;
+      Value rows = a["rows"];
+      Value nb = k.divui(k.addi(rows, k.idx(kW * kRows - 1)), k.idx(kW * kRows));
+      k.blocks(nb, kT, {D}, [&](Value blk, Value tid, ArrayRef<Value> sm) {
+        Value sdw = sm[0];
+        k.loop(tid, k.idx(D), [&](Value j) { k.st(k.cst(0.0), sdw, j); }, kT);
+        k.barrier();
+        Value warp = k.divui(tid, k.idx(32)), lane = k.remui(tid, k.idx(32));
+        Value xs = k.buf(Q), dys = k.buf(Q), dxs = k.buf(Q), ws = k.buf(Q), acc = k.buf(Q);
+        k.laneElements(lane, D, [&](Value i, Value j) {
+          k.st(k.ld(a["w"], j), ws, i);
+          k.st(k.cst(0.0), acc, i);
+        });
+        Value n0 = k.muli(k.addi(k.muli(blk, k.idx(kW)), warp), k.idx(kRows));
+        k.loop(n0, k.minui(rows, k.addi(n0, k.idx(kRows))), [&](Value n) {
+          Value base = k.muli(n, k.idx(D));
+          Value r = k.ld(a["rstd"], n);
+          Value part = k.cst(0.0);
+          // All of the row's loads before any store (which could alias them).
+          k.laneElements(lane, D, [&](Value i, Value j) {
+            Value x = k.ld(a["x"], k.addi(base, j)), dy = k.ld(a["dy"], k.addi(base, j));
+            k.st(x, xs, i);
+            k.st(dy, dys, i);
+            k.st(k.ld(a["dx"], k.addi(base, j)), dxs, i);
+            part = k.add(part, k.mul(k.mul(dy, k.ld(ws, i)), x));
+          });
+          Value meanDot = k.mul(k.mul(k.warpSum(part), r), k.cst(1.0 / D));
+          k.laneElements(lane, D, [&](Value i, Value j) {
+            Value at = k.addi(base, j);
+            Value xh = k.mul(k.ld(xs, i), r), dy = k.ld(dys, i);
+            Value dx = k.add(k.ld(dxs, i),
+                             k.mul(r, k.sub(k.mul(dy, k.ld(ws, i)), k.mul(xh, meanDot))));
+            k.st(dx, a["dx"], at);
+            store16(k, round, dx, a["dx16"], at);
+            k.st(k.add(k.ld(acc, i), k.mul(dy, xh)), acc, i);
+          });
+        });
+        k.laneElements(lane, D, [&](Value i, Value j) { k.accum(sdw, j, k.ld(acc, i)); });
+        k.barrier();
+        k.loop(tid, k.idx(D), [&](Value j) { k.accum(a["dw"], j, k.ld(sdw, j)); }, kT);
+      });
+      return;
+    }
     k.rows(a["rows"], [&](Value n, Value lane) {
       Value base = k.muli(n, k.idx(D));
       Value r = k.ld(a["rstd"], n);
@@ -710,6 +759,153 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       });
     });
   });
+  // The GPU's fused level-1 backward (see level1_bwd): chunks a tile, such
+  // that K1, V1 (kL1Tile·d each), ds (C·kL1Tile), δ and lse (C each) fit
+  // 48 KB of static shared memory; 0 (the two-pass kernels) where not even
+  // one chunk does.
+  const int64_t l1Tile = std::min<int64_t>(nCmax, (12288 - 2 * C) / (2 * d + C));
+  auto gpuLevel1Bwd = [=](K &k, Args &a, Value T, Value nC, Value round) {
+    constexpr int64_t kT = 256, kW = kT / 32;
+    const int64_t CT = l1Tile;
+    // Tokens a warp forms at once in the chunk walk (independent chains of
+    // loads and shuffles), fewer where a token's q and dy1 take many
+    // registers.
+    const int64_t U = d <= 256 ? 4 : 2;
+    Value c0 = k.idx(0), cD = k.idx(d);
+    k.blocks(k.muli(k.muli(a["B"], k.idx(G)), nC), kT, {CT * d, CT * d, C * CT, C, C},
+             [&](Value blk, Value tid, ArrayRef<Value> sm) {
+      Value sK = sm[0], sV = sm[1], sDS = sm[2], sDelta = sm[3], sLse = sm[4];
+      Value sp = k.remui(blk, nC), bg = k.divui(blk, nC);
+      Value g = k.remui(bg, k.idx(G)), bi = k.divui(bg, k.idx(G));
+      Value warp = k.divui(tid, k.idx(32)), lane = k.remui(tid, k.idx(32));
+      Value t0 = k.muli(sp, k.idx(C)), nTok = k.subi(chunkEnd(k, T, sp), t0);
+      // Offset of token t0 + tl's group channels in (B, T, D); its (token,
+      // group) row.
+      auto tokBase = [&](Value tl) {
+        return k.addi(k.muli(k.addi(k.muli(bi, T), k.addi(t0, tl)), k.idx(D)), k.muli(g, cD));
+      };
+      auto tokRowAt = [&](Value tl) {
+        return k.addi(k.muli(k.addi(k.muli(bi, T), k.addi(t0, tl)), k.idx(G)), g);
+      };
+      // δ = dy1·y1 and lse of the span's tokens.
+      k.loop(
+          warp, nTok,
+          [&](Value tl) {
+            Value base = tokBase(tl), r = tokRowAt(tl);
+            Value delta = rowDot(k, lane, a["dy1"], base, a["y1"], base);
+            k.rowOnce(lane, [&] {
+              k.st(delta, a["stat"], r);
+              k.st(delta, sDelta, tl);
+              k.st(k.ld(a["lse"], r), sLse, tl);
+            });
+          },
+          kW);
+      // dq += Σ_c ds_c K1_c over the tiles, written once (and its copy) in
+      // the last; the first span sees no chunk and only writes the copy.
+      k.ifThen(k.cmpi(arith::CmpIPredicate::eq, sp, c0), [&] {
+        k.ifThen(round, [&] {
+          k.loop(
+              tid, k.muli(nTok, cD),
+              [&](Value e) {
+                Value at = k.addi(tokBase(k.divui(e, cD)), k.remui(e, cD));
+                store16(k, round, k.ld(a["dq"], at), a["dq16"], at);
+              },
+              kT);
+        });
+      });
+      k.barrier();
+      Value nTiles = k.divui(k.addi(sp, k.idx(CT - 1)), k.idx(CT));
+      k.loop(c0, nTiles, [&](Value tile) {
+        Value cLo = k.muli(tile, k.idx(CT)), nv = k.minui(k.idx(CT), k.subi(sp, cLo));
+        Value lastTile = k.cmpi(arith::CmpIPredicate::eq, tile, k.subi(nTiles, k.idx(1)));
+        k.loop(
+            tid, k.muli(nv, cD),
+            [&](Value e) {
+              Value at = k.addi(chunkAt(k, bi, nC, k.addi(cLo, k.divui(e, cD)), g), k.remui(e, cD));
+              k.st(k.ld(a["K1"], at), sK, e);
+              k.st(k.ld(a["V1"], at), sV, e);
+            },
+            kT);
+        k.barrier();
+        // Warp per chunk cl of the tile: every token of the span, U at once.
+        k.loop(
+            warp, nv,
+            [&](Value cl) {
+              Value cb = k.muli(cl, cD);
+              Value aK = chanBuf(k), aV = chanBuf(k);
+              ownCh(k, lane, [&](Value i, Value) {
+                k.st(k.cst(0.0), aK, i);
+                k.st(k.cst(0.0), aV, i);
+              });
+              k.loop(
+                  c0, nTok,
+                  [&](Value tl0) {
+                    SmallVector<Value> base, p, ds, tls, valid;
+                    for (int64_t u = 0; u < U; ++u) {
+                      Value tl = k.addi(tl0, k.idx(u));
+                      valid.push_back(k.cmpi(arith::CmpIPredicate::ult, tl, nTok));
+                      tls.push_back(k.minui(tl, k.subi(nTok, k.idx(1))));
+                      base.push_back(tokBase(tls.back()));
+                    }
+                    for (int64_t u = 0; u < U; ++u) {
+                      Value s = k.mul(rowDot(k, lane, a["q"], base[u], sK, cb), k.cst(invSqrtD));
+                      Value dp = rowDot(k, lane, a["dy1"], base[u], sV, cb);
+                      Value pu = k.select(valid[u], k.exp(k.sub(s, k.ld(sLse, tls[u]))),
+                                          k.cst(0.0));
+                      p.push_back(pu);
+                      ds.push_back(
+                          k.mul(k.mul(pu, k.sub(dp, k.ld(sDelta, tls[u]))), k.cst(invSqrtD)));
+                    }
+                    ownCh(k, lane, [&](Value i, Value j) {
+                      Value sk = k.ld(aK, i), sv = k.ld(aV, i);
+                      for (int64_t u = 0; u < U; ++u) {
+                        sk = k.add(sk, k.mul(ds[u], k.ld(a["q"], k.addi(base[u], j))));
+                        sv = k.add(sv, k.mul(p[u], k.ld(a["dy1"], k.addi(base[u], j))));
+                      }
+                      k.st(sk, aK, i);
+                      k.st(sv, aV, i);
+                    });
+                    k.rowOnce(lane, [&] {
+                      for (int64_t u = 0; u < U; ++u)
+                        k.ifThen(valid[u], [&] {
+                          k.st(ds[u], sDS, k.addi(k.muli(tls[u], k.idx(CT)), cl));
+                        });
+                    });
+                  },
+                  U);
+              Value gb = chunkAt(k, bi, nC, k.addi(cLo, cl), g);
+              ownCh(k, lane, [&](Value i, Value j) {
+                k.accum(a["dK1"], k.addi(gb, j), k.ld(aK, i));
+                k.accum(a["dV1"], k.addi(gb, j), k.ld(aV, i));
+              });
+            },
+            kW);
+        k.barrier();
+        // Warp per token: dq += Σ_cl ds[tl][cl]·K1_cl.
+        k.loop(
+            warp, nTok,
+            [&](Value tl) {
+              Value base = tokBase(tl), acc = chanBuf(k);
+              ownCh(k, lane, [&](Value i, Value) { k.st(k.cst(0.0), acc, i); });
+              k.loop(c0, nv, [&](Value cl) {
+                Value dsv = k.ld(sDS, k.addi(k.muli(tl, k.idx(CT)), cl));
+                ownCh(k, lane, [&](Value i, Value j) {
+                  k.st(k.add(k.ld(acc, i), k.mul(dsv, k.ld(sK, k.addi(k.muli(cl, cD), j)))), acc,
+                       i);
+                });
+              });
+              ownCh(k, lane, [&](Value i, Value j) {
+                Value at = k.addi(base, j);
+                Value sum = k.add(k.ld(a["dq"], at), k.ld(acc, i));
+                k.st(sum, a["dq"], at);
+                k.ifThen(lastTile, [&] { store16(k, round, sum, a["dq16"], at); });
+              });
+            },
+            kW);
+        k.barrier();
+      });
+    });
+  };
   // Backward takes forward's lse and y1: δ = Σ_c p_c dp_c = dy1·y1 (y1 =
   // Σ_c p_c V1_c), so no pass over the chunks forms the softmax's statistics.
   // It is the last to add into dq, dk and dv: with bf16 ≠ 0 it also writes
@@ -726,6 +922,26 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
           k.st(sum, a[x], i);
           store16(k, round, sum, a[std::string(x) + "16"], i);
         };
+        // GPU: one fused kernel, a block per (batch row, span of C tokens,
+        // group). The span's tokens see the same chunks (those before it),
+        // which it walks in tiles of kL1Tile: K1_c and V1_c staged in shared
+        // memory; warp w takes chunks w, w + 8, ... of the tile and walks the
+        // span's tokens, summing dK1_c and dV1_c in registers (one atomic add
+        // a channel at the end) and leaving ds_tc in shared memory; then warp
+        // w takes tokens w, w + 8, ... and adds Σ_c ds_tc K1_c to dq. Each
+        // (token, chunk) pair is formed once, where passes A and B below form
+        // it twice, and q, dy1 come from L1 instead of L2 a chunk.
+        auto zeroChunkGrads = [&] {
+          k.par({a["B"], nC, k.idx(D)}, [&](ArrayRef<Value> i) {
+            Value at = k.addi(k.muli(k.addi(k.muli(i[0], nC), i[1]), k.idx(D)), i[2]);
+            k.st(k.cst(0.0), a["dK1"], at);
+            k.st(k.cst(0.0), a["dV1"], at);
+          });
+        };
+        if (k.gpu && l1Tile >= 1) {
+          zeroChunkGrads();
+          gpuLevel1Bwd(k, a, T, nC, round);
+        } else {
         // Pass A, per token row: δ into stat, dq.
         k.rows(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value r, Value lane) {
           TokRow x = tokRow(k, r, T);
@@ -750,11 +966,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         // then one add per channel (atomic on the GPU). A row per (chunk,
         // group) that walked all the later tokens left the GPU nearly idle
         // (B·nC·G warps, each a loop of up to T steps).
-        k.par({a["B"], nC, k.idx(D)}, [&](ArrayRef<Value> i) {
-          Value at = k.addi(k.muli(k.addi(k.muli(i[0], nC), i[1]), k.idx(D)), i[2]);
-          k.st(k.cst(0.0), a["dK1"], at);
-          k.st(k.cst(0.0), a["dV1"], at);
-        });
+        zeroChunkGrads();
         k.rows(k.muli(k.muli(k.muli(a["B"], nC), nC), k.idx(G)), [&](Value r, Value lane) {
           Value g = k.remui(r, k.idx(G)), rest = k.divui(r, k.idx(G));
           Value ch = k.remui(rest, nC), bs = k.divui(rest, nC);
@@ -785,6 +997,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
             });
           });
         });
+        }
         k.par({a["B"], T, k.idx(D)}, [&](ArrayRef<Value> i) {
           Value bi = i[0], t = i[1], j = i[2];
           Value ch = k.divui(t, k.idx(C));

@@ -476,6 +476,14 @@ TEST(TrainKernelsGpu, SevenBWidthsMatchCpu) {
   checkModel("mmrec-7b", {{1, 40}, {2, 130}}, std::random_device{}());
 }
 
+// Level 1 at mmrec-7b's widths beyond one tile of the GPU's fused backward
+// (10 chunks of 128 tokens at d_m 512): 11 and 12 chunks, the last ragged.
+TEST(TrainKernelsGpu, SevenBLevel1TilesMatchCpu) {
+  REQUIRE_GPU();
+  checkModel("mmrec-7b", {{2, 1290}, {1, 1500}}, std::random_device{}(),
+             {"level1_fwd", "level1_bwd"});
+}
+
 // The decoding kernels at mmrec-7b's widths (M 1024, d_m 512: 16 blocks of 32 channels
 // a (row, group) in decode_mdi, 128 blocks of 8 slots in decode_mdi_update), batch 1, 3.
 TEST(TrainKernelsGpu, SevenBDecodeMatchesCpu) {

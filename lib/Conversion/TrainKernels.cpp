@@ -728,6 +728,95 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     k.st(k.add(k.mul(k.ld(mz, k.idx(1)), scale), e), mz, k.idx(1));
     return std::make_pair(scale, e);
   };
+  // The GPU's fused level-1 backward and forward (see gpuLevel1Fwd, level1_bwd): chunks a tile, such
+  // that K1, V1 (kL1Tile·d each), ds (C·kL1Tile), δ and lse (C each) fit
+  // 48 KB of static shared memory; 0 (the two-pass kernels) where not even
+  // one chunk does.
+  const int64_t l1Tile = std::min<int64_t>(nCmax, (12288 - 2 * C) / (2 * d + C));
+  // GPU forward: a block per (batch row, span of C tokens, group), whose
+  // tokens all see the chunks before the span. Those are walked in tiles of
+  // l1Tile chunks staged in shared memory (K1, V1 of a chunk were read from
+  // L2 once a token); warp w takes tokens w, w + 8, ... with an online
+  // softmax. Across tiles a token's running max and sum stay in shared
+  // memory and its unnormalized sum in y1 (one tile up to l1Tile·C tokens).
+  auto gpuLevel1Fwd = [=](K &k, Args &a, Value T, Value nC) {
+    constexpr int64_t kT = 256, kW = kT / 32;
+    const int64_t CT = l1Tile;
+    Value c0 = k.idx(0), cD = k.idx(d);
+    k.blocks(k.muli(k.muli(a["B"], k.idx(G)), nC), kT, {CT * d, CT * d, C, C},
+             [&](Value blk, Value tid, ArrayRef<Value> sm) {
+      Value sK = sm[0], sV = sm[1], sM = sm[2], sZ = sm[3];
+      Value sp = k.remui(blk, nC), bg = k.divui(blk, nC);
+      Value g = k.remui(bg, k.idx(G)), bi = k.divui(bg, k.idx(G));
+      Value warp = k.divui(tid, k.idx(32)), lane = k.remui(tid, k.idx(32));
+      Value t0 = k.muli(sp, k.idx(C)), nTok = k.subi(chunkEnd(k, T, sp), t0);
+      auto tokBase = [&](Value tl) {
+        return k.addi(k.muli(k.addi(k.muli(bi, T), k.addi(t0, tl)), k.idx(D)), k.muli(g, cD));
+      };
+      auto tokRowAt = [&](Value tl) {
+        return k.addi(k.muli(k.addi(k.muli(bi, T), k.addi(t0, tl)), k.idx(G)), g);
+      };
+      // The first span sees no chunk: y1 = 0, lse = 0.
+      k.ifThen(k.cmpi(arith::CmpIPredicate::eq, sp, c0), [&] {
+        k.loop(
+            warp, nTok,
+            [&](Value tl) {
+              Value base = tokBase(tl);
+              k.rowOnce(lane, [&] { k.st(k.cst(0.0), a["lse"], tokRowAt(tl)); });
+              ownCh(k, lane, [&](Value, Value j) { k.st(k.cst(0.0), a["y1"], k.addi(base, j)); });
+            },
+            kW);
+      });
+      Value nTiles = k.divui(k.addi(sp, k.idx(CT - 1)), k.idx(CT));
+      k.loop(c0, nTiles, [&](Value tile) {
+        Value cLo = k.muli(tile, k.idx(CT)), nv = k.minui(k.idx(CT), k.subi(sp, cLo));
+        Value first = k.cmpi(arith::CmpIPredicate::eq, tile, c0);
+        Value lastTile = k.cmpi(arith::CmpIPredicate::eq, tile, k.subi(nTiles, k.idx(1)));
+        k.loop(
+            tid, k.muli(nv, cD),
+            [&](Value e) {
+              Value at = k.addi(chunkAt(k, bi, nC, k.addi(cLo, k.divui(e, cD)), g), k.remui(e, cD));
+              k.st(k.ld(a["K1"], at), sK, e);
+              k.st(k.ld(a["V1"], at), sV, e);
+            },
+            kT);
+        k.barrier();
+        k.loop(
+            warp, nTok,
+            [&](Value tl) {
+              Value base = tokBase(tl);
+              Value mz = k.buf(2), acc = chanBuf(k);
+              k.st(k.select(first, k.cst(-INFINITY), k.ld(sM, tl)), mz, k.idx(0));
+              k.st(k.select(first, k.cst(0.0), k.ld(sZ, tl)), mz, k.idx(1));
+              ownCh(k, lane, [&](Value i, Value j) {
+                k.st(k.select(first, k.cst(0.0), k.ld(a["y1"], k.addi(base, j))), acc, i);
+              });
+              k.loop(c0, nv, [&](Value cl) {
+                Value cb = k.muli(cl, cD);
+                Value s = k.mul(rowDot(k, lane, a["q"], base, sK, cb), k.cst(invSqrtD));
+                auto [scale, e] = onlineStep(k, mz, s);
+                ownCh(k, lane, [&](Value i, Value j) {
+                  k.st(k.add(k.mul(k.ld(acc, i), scale), k.mul(e, k.ld(sV, k.addi(cb, j)))), acc,
+                       i);
+                });
+              });
+              Value m = k.ld(mz, k.idx(0)), z = k.ld(mz, k.idx(1));
+              // z ≥ 1 here: the running max's own term is exp(0).
+              Value inv = k.select(lastTile, k.div(k.cst(1.0), z), k.cst(1.0));
+              ownCh(k, lane, [&](Value i, Value j) {
+                k.st(k.mul(k.ld(acc, i), inv), a["y1"], k.addi(base, j));
+              });
+              k.rowOnce(lane, [&] {
+                k.st(m, sM, tl);
+                k.st(z, sZ, tl);
+                k.ifThen(lastTile, [&] { k.st(k.add(m, k.log(z)), a["lse"], tokRowAt(tl)); });
+              });
+            },
+            kW);
+        k.barrier();
+      });
+    });
+  };
   // lse[r] = log Σ_c exp(s_c) of token-group row r (0 where no chunk is
   // visible): backward's softmax without a second pass over the chunks.
   // With bf16 ≠ 0 also q16, k16, v16: the bf16 copies of q, k, v.
@@ -735,6 +824,10 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       {"B", "T", "bf16"}, [=](K &k, Args &a) {
     Value T = a["T"], nC = numChunks(k, T);
     k.par({a["B"], nC, k.idx(D)}, [&](ArrayRef<Value> i) { chunkMean(k, a, i[0], i[1], i[2], T, nC); });
+    if (k.gpu && l1Tile >= 1) {
+      gpuLevel1Fwd(k, a, T, nC);
+      return;
+    }
     k.rows(k.muli(k.muli(a["B"], T), k.idx(G)), [&](Value r, Value lane) {
       TokRow x = tokRow(k, r, T);
       Value mz = k.buf(2), acc = chanBuf(k);
@@ -759,11 +852,6 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       });
     });
   });
-  // The GPU's fused level-1 backward (see level1_bwd): chunks a tile, such
-  // that K1, V1 (kL1Tile·d each), ds (C·kL1Tile), δ and lse (C each) fit
-  // 48 KB of static shared memory; 0 (the two-pass kernels) where not even
-  // one chunk does.
-  const int64_t l1Tile = std::min<int64_t>(nCmax, (12288 - 2 * C) / (2 * d + C));
   auto gpuLevel1Bwd = [=](K &k, Args &a, Value T, Value nC, Value round) {
     constexpr int64_t kT = 256, kW = kT / 32;
     const int64_t CT = l1Tile;

@@ -551,33 +551,32 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         k.loop(tid, k.idx(D), [&](Value j) { k.st(k.cst(0.0), sdw, j); }, kT);
         k.barrier();
         Value warp = k.divui(tid, k.idx(32)), lane = k.remui(tid, k.idx(32));
-        Value xs = k.buf(Q), dys = k.buf(Q), dxs = k.buf(Q), ws = k.buf(Q), acc = k.buf(Q);
-        k.laneElements(lane, D, [&](Value i, Value j) {
-          k.st(k.ld(a["w"], j), ws, i);
-          k.st(k.cst(0.0), acc, i);
-        });
+        Value xs = k.buf(Q), dyws = k.buf(Q), dxs = k.buf(Q), acc = k.buf(Q);
+        k.laneElements(lane, D, [&](Value i, Value) { k.st(k.cst(0.0), acc, i); });
         Value n0 = k.muli(k.addi(k.muli(blk, k.idx(kW)), warp), k.idx(kRows));
         k.loop(n0, k.minui(rows, k.addi(n0, k.idx(kRows))), [&](Value n) {
           Value base = k.muli(n, k.idx(D));
           Value r = k.ld(a["rstd"], n);
           Value part = k.cst(0.0);
-          // All of the row's loads before any store (which could alias them).
+          // All of the row's loads before any store (which could alias
+          // them); dw's term dy·x̂ is summed here.
           k.laneElements(lane, D, [&](Value i, Value j) {
-            Value x = k.ld(a["x"], k.addi(base, j)), dy = k.ld(a["dy"], k.addi(base, j));
+            Value at = k.addi(base, j);
+            Value x = k.ld(a["x"], at), dy = k.ld(a["dy"], at);
+            Value dyw = k.mul(dy, k.ld(a["w"], j));
             k.st(x, xs, i);
-            k.st(dy, dys, i);
-            k.st(k.ld(a["dx"], k.addi(base, j)), dxs, i);
-            part = k.add(part, k.mul(k.mul(dy, k.ld(ws, i)), x));
+            k.st(dyw, dyws, i);
+            k.st(k.ld(a["dx"], at), dxs, i);
+            part = k.add(part, k.mul(dyw, x));
+            k.st(k.add(k.ld(acc, i), k.mul(dy, k.mul(x, r))), acc, i);
           });
           Value meanDot = k.mul(k.mul(k.warpSum(part), r), k.cst(1.0 / D));
           k.laneElements(lane, D, [&](Value i, Value j) {
             Value at = k.addi(base, j);
-            Value xh = k.mul(k.ld(xs, i), r), dy = k.ld(dys, i);
-            Value dx = k.add(k.ld(dxs, i),
-                             k.mul(r, k.sub(k.mul(dy, k.ld(ws, i)), k.mul(xh, meanDot))));
+            Value xh = k.mul(k.ld(xs, i), r);
+            Value dx = k.add(k.ld(dxs, i), k.mul(r, k.sub(k.ld(dyws, i), k.mul(xh, meanDot))));
             k.st(dx, a["dx"], at);
             store16(k, round, dx, a["dx16"], at);
-            k.st(k.add(k.ld(acc, i), k.mul(dy, xh)), acc, i);
           });
         });
         k.laneElements(lane, D, [&](Value i, Value j) { k.accum(sdw, j, k.ld(acc, i)); });

@@ -10,6 +10,7 @@
 #   .carry/models       mmrec-small and mmrec-7b's libraries (the bench's)
 #   .carry/models-bf16  the same with --train-gated-bf16
 #   .carry/models-gcl   mmrec-small with --train-gated-cluster
+#   .carry/models-base  with BASELINE=<commit>: the same, from that commit's compiler
 #   .carry/data         KJV token shards: bytes and SentencePiece 32000
 #   .carry/scan         scan-bench and the scan kernels' GPU tests (issue 3), and
 #                       with SCAN_VARIANTS the scan-bench-<variant> binaries
@@ -60,6 +61,21 @@ mkdir -p "$C/models-gcl"
 "$B/bin/mmrec-compile" models/mmrec-small.mlir -o "$C/models-gcl/tmp" --train-gated-cluster >/dev/null
 cp "$C/models-gcl/tmp/mmrec-small".train.{json,so,gpu.so} "$C/models-gcl/"
 rm -rf "$C/models-gcl/tmp"
+# BASELINE=<commit>: mmrec-small's clustered library as that commit's
+# compiler builds it (a worktree under /tmp, only mmrec-compile built), for
+# bench/session-gpu.sh small to time beside this commit's in the same call.
+if [ -n "${BASELINE:-}" ]; then
+  wt=/tmp/mmrec-baseline-$BASELINE
+  [ -d "$wt" ] || git worktree add -q "$wt" "$BASELINE"
+  cmake -G Ninja -S "$wt" -B "$wt/build" -DCMAKE_BUILD_TYPE=Release \
+    -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir >/dev/null
+  cmake --build "$wt/build" --target mmrec-compile >/dev/null
+  mkdir -p "$C/models-base"
+  "$wt/build/bin/mmrec-compile" models/mmrec-small.mlir -o "$C/models-base/tmp" --train-gated-cluster >/dev/null
+  cp "$C/models-base/tmp/mmrec-small".train.{json,so,gpu.so} "$C/models-base/"
+  rm -rf "$C/models-base/tmp"
+  git -C "$wt" rev-parse HEAD > "$C/models-base/COMMIT"
+fi
 data=${MMREC_CARRY_DATA:-/tmp/mmrec-carry-data}
 [ -f "$data/kjv-spm/train.bin" ] || "$B/bin/mmrec-data" --out "$data/kjv-spm" --tokenizer spm
 [ -f "$data/kjv-bytes/train.bin" ] || "$B/bin/mmrec-data" --out "$data/kjv-bytes" --tokenizer bytes

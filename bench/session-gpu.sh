@@ -13,7 +13,8 @@
 #               without the bf16 copy of its output, against a copy
 #     small     mmrec-small (clustered bf16 level-0 kernels, bf16 products) at SMALL_BATCHES
 #               (default 8 32 64), B 32 without row groups (SMALL_NOGROUPS=1),
-#               B 32 profiled
+#               B 32 profiled; with .carry/models-base (make-carry.sh
+#               BASELINE=<commit>) the same B 32 runs with that commit's kernels
 #     gcl       the level-0 row groups as clusters (--train-gated-cluster):
 #               their GPU tests, µs a step against the cooperative kernels,
 #               mmrec-small B 32 (and GCL_BATCHES with --recompute), B 32
@@ -99,6 +100,14 @@ if has small; then
   [ "${SMALL_NOGROUPS:-0}" = 1 ] && MMREC_COOP_MAX_GROUPS=1 small b32-nogroups 32
   SMALL_STEPS=4 small b32-profile 32 --profile
   sed -n '/time per kernel/,$p' "$L/small-b32-profile.log" | head -50
+  # With .carry/models-base (make-carry.sh BASELINE=<commit>): that
+  # commit's kernels at B 32 in the same call, plain and profiled.
+  if [ -f "$C/models-base/mmrec-small.train.json" ]; then
+    echo "baseline: $(cat "$C/models-base/COMMIT")"
+    runSmall small-b32-base "$C/models-base/mmrec-small.train.json" 32
+    SMALL_STEPS=4 runSmall small-b32-base-profile "$C/models-base/mmrec-small.train.json" 32 --profile
+    sed -n '/time per kernel/,$p' "$L/small-b32-base-profile.log" | head -50
+  fi
 fi
 if has gcl; then
   stamp gcl

@@ -732,6 +732,47 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
   // 48 KB of static shared memory; 0 (the two-pass kernels) where not even
   // one chunk does.
   const int64_t l1Tile = std::min<int64_t>(nCmax, (12288 - 2 * C) / (2 * d + C));
+  // The GPU level-1 kernels' blocks: one per (batch row bi, span sp of C
+  // tokens, group g), 8 warps; body(span, shared arrays).
+  struct Span {
+    Value bi, g, sp, warp, lane, t0, nTok;
+    std::function<Value(Value)> tokBase, tokRowAt; // of span token tl
+  };
+  auto spanBlocks = [=](K &k, Args &a, Value T, Value nC, ArrayRef<int64_t> shared, auto body) {
+    k.blocks(k.muli(k.muli(a["B"], k.idx(G)), nC), 256, shared,
+             [&](Value blk, Value tid, ArrayRef<Value> sm) {
+      Span x;
+      x.sp = k.remui(blk, nC);
+      Value bg = k.divui(blk, nC);
+      x.g = k.remui(bg, k.idx(G)), x.bi = k.divui(bg, k.idx(G));
+      x.warp = k.divui(tid, k.idx(32)), x.lane = k.remui(tid, k.idx(32));
+      x.t0 = k.muli(x.sp, k.idx(C)), x.nTok = k.subi(chunkEnd(k, T, x.sp), x.t0);
+      // Offset of token t0 + tl's group channels in (B, T, D); its (token,
+      // group) row.
+      auto bt = [&k, x, T](Value tl) { return k.addi(k.muli(x.bi, T), k.addi(x.t0, tl)); };
+      x.tokBase = [&k, x, bt, D, d](Value tl) {
+        return k.addi(k.muli(bt(tl), k.idx(D)), k.muli(x.g, k.idx(d)));
+      };
+      x.tokRowAt = [&k, x, bt, G](Value tl) {
+        return k.addi(k.muli(bt(tl), k.idx(G)), x.g);
+      };
+      body(x, tid, sm);
+    });
+  };
+  // sK, sV ← K1, V1 of chunks [cLo, cLo + nv) of the span's (row, group).
+  auto stageChunks = [=](K &k, Args &a, const Span &x, Value nC, Value tid, Value cLo, Value nv,
+                         Value sK, Value sV) {
+    Value cD = k.idx(d);
+    k.loop(
+        tid, k.muli(nv, cD),
+        [&](Value e) {
+          Value at =
+              k.addi(chunkAt(k, x.bi, nC, k.addi(cLo, k.divui(e, cD)), x.g), k.remui(e, cD));
+          k.st(k.ld(a["K1"], at), sK, e);
+          k.st(k.ld(a["V1"], at), sV, e);
+        },
+        256);
+  };
   // GPU forward: a block per (batch row, span of C tokens, group), whose
   // tokens all see the chunks before the span. Those are walked in tiles of
   // l1Tile chunks staged in shared memory (K1, V1 of a chunk were read from
@@ -742,19 +783,10 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     constexpr int64_t kT = 256, kW = kT / 32;
     const int64_t CT = l1Tile;
     Value c0 = k.idx(0), cD = k.idx(d);
-    k.blocks(k.muli(k.muli(a["B"], k.idx(G)), nC), kT, {CT * d, CT * d, C, C},
-             [&](Value blk, Value tid, ArrayRef<Value> sm) {
+    spanBlocks(k, a, T, nC, {CT * d, CT * d, C, C}, [&](const Span &x, Value tid, ArrayRef<Value> sm) {
       Value sK = sm[0], sV = sm[1], sM = sm[2], sZ = sm[3];
-      Value sp = k.remui(blk, nC), bg = k.divui(blk, nC);
-      Value g = k.remui(bg, k.idx(G)), bi = k.divui(bg, k.idx(G));
-      Value warp = k.divui(tid, k.idx(32)), lane = k.remui(tid, k.idx(32));
-      Value t0 = k.muli(sp, k.idx(C)), nTok = k.subi(chunkEnd(k, T, sp), t0);
-      auto tokBase = [&](Value tl) {
-        return k.addi(k.muli(k.addi(k.muli(bi, T), k.addi(t0, tl)), k.idx(D)), k.muli(g, cD));
-      };
-      auto tokRowAt = [&](Value tl) {
-        return k.addi(k.muli(k.addi(k.muli(bi, T), k.addi(t0, tl)), k.idx(G)), g);
-      };
+      Value sp = x.sp, warp = x.warp, lane = x.lane, nTok = x.nTok;
+      auto tokBase = x.tokBase, tokRowAt = x.tokRowAt;
       // The first span sees no chunk: y1 = 0, lse = 0.
       k.ifThen(k.cmpi(arith::CmpIPredicate::eq, sp, c0), [&] {
         k.loop(
@@ -771,14 +803,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         Value cLo = k.muli(tile, k.idx(CT)), nv = k.minui(k.idx(CT), k.subi(sp, cLo));
         Value first = k.cmpi(arith::CmpIPredicate::eq, tile, c0);
         Value lastTile = k.cmpi(arith::CmpIPredicate::eq, tile, k.subi(nTiles, k.idx(1)));
-        k.loop(
-            tid, k.muli(nv, cD),
-            [&](Value e) {
-              Value at = k.addi(chunkAt(k, bi, nC, k.addi(cLo, k.divui(e, cD)), g), k.remui(e, cD));
-              k.st(k.ld(a["K1"], at), sK, e);
-              k.st(k.ld(a["V1"], at), sV, e);
-            },
-            kT);
+        stageChunks(k, a, x, nC, tid, cLo, nv, sK, sV);
         k.barrier();
         k.loop(
             warp, nTok,
@@ -859,21 +884,11 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     // registers.
     const int64_t U = d <= 256 ? 4 : 2;
     Value c0 = k.idx(0), cD = k.idx(d);
-    k.blocks(k.muli(k.muli(a["B"], k.idx(G)), nC), kT, {CT * d, CT * d, C * CT, C, C},
-             [&](Value blk, Value tid, ArrayRef<Value> sm) {
+    spanBlocks(k, a, T, nC, {CT * d, CT * d, C * CT, C, C},
+               [&](const Span &x, Value tid, ArrayRef<Value> sm) {
       Value sK = sm[0], sV = sm[1], sDS = sm[2], sDelta = sm[3], sLse = sm[4];
-      Value sp = k.remui(blk, nC), bg = k.divui(blk, nC);
-      Value g = k.remui(bg, k.idx(G)), bi = k.divui(bg, k.idx(G));
-      Value warp = k.divui(tid, k.idx(32)), lane = k.remui(tid, k.idx(32));
-      Value t0 = k.muli(sp, k.idx(C)), nTok = k.subi(chunkEnd(k, T, sp), t0);
-      // Offset of token t0 + tl's group channels in (B, T, D); its (token,
-      // group) row.
-      auto tokBase = [&](Value tl) {
-        return k.addi(k.muli(k.addi(k.muli(bi, T), k.addi(t0, tl)), k.idx(D)), k.muli(g, cD));
-      };
-      auto tokRowAt = [&](Value tl) {
-        return k.addi(k.muli(k.addi(k.muli(bi, T), k.addi(t0, tl)), k.idx(G)), g);
-      };
+      Value sp = x.sp, bi = x.bi, g = x.g, warp = x.warp, lane = x.lane, nTok = x.nTok;
+      auto tokBase = x.tokBase, tokRowAt = x.tokRowAt;
       // δ = dy1·y1 and lse of the span's tokens.
       k.loop(
           warp, nTok,
@@ -905,14 +920,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
       k.loop(c0, nTiles, [&](Value tile) {
         Value cLo = k.muli(tile, k.idx(CT)), nv = k.minui(k.idx(CT), k.subi(sp, cLo));
         Value lastTile = k.cmpi(arith::CmpIPredicate::eq, tile, k.subi(nTiles, k.idx(1)));
-        k.loop(
-            tid, k.muli(nv, cD),
-            [&](Value e) {
-              Value at = k.addi(chunkAt(k, bi, nC, k.addi(cLo, k.divui(e, cD)), g), k.remui(e, cD));
-              k.st(k.ld(a["K1"], at), sK, e);
-              k.st(k.ld(a["V1"], at), sV, e);
-            },
-            kT);
+        stageChunks(k, a, x, nC, tid, cLo, nv, sK, sV);
         k.barrier();
         // Warp per chunk cl of the tile: every token of the span, U at once.
         k.loop(

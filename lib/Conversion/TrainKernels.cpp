@@ -773,6 +773,22 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         },
         256);
   };
+  // The span's visible chunks [0, sp) in tiles of l1Tile, each staged into
+  // sK, sV before body(tile, nv, last) (nv chunks; last: the last tile) and
+  // followed by a block barrier.
+  auto forChunkTiles = [=](K &k, Args &a, const Span &x, Value nC, Value tid, Value sK, Value sV,
+                           auto body) {
+    const int64_t CT = l1Tile;
+    Value nTiles = k.divui(k.addi(x.sp, k.idx(CT - 1)), k.idx(CT));
+    k.loop(k.idx(0), nTiles, [&](Value tile) {
+      Value cLo = k.muli(tile, k.idx(CT)), nv = k.minui(k.idx(CT), k.subi(x.sp, cLo));
+      Value last = k.cmpi(arith::CmpIPredicate::eq, tile, k.subi(nTiles, k.idx(1)));
+      stageChunks(k, a, x, nC, tid, cLo, nv, sK, sV);
+      k.barrier();
+      body(tile, nv, last);
+      k.barrier();
+    });
+  };
   // GPU forward: a block per (batch row, span of C tokens, group), whose
   // tokens all see the chunks before the span. Those are walked in tiles of
   // l1Tile chunks staged in shared memory (K1, V1 of a chunk were read from
@@ -783,7 +799,8 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     constexpr int64_t kT = 256, kW = kT / 32;
     const int64_t CT = l1Tile;
     Value c0 = k.idx(0), cD = k.idx(d);
-    spanBlocks(k, a, T, nC, {CT * d, CT * d, C, C}, [&](const Span &x, Value tid, ArrayRef<Value> sm) {
+    spanBlocks(k, a, T, nC, {CT * d, CT * d, C, C},
+               [&](const Span &x, Value tid, ArrayRef<Value> sm) {
       Value sK = sm[0], sV = sm[1], sM = sm[2], sZ = sm[3];
       Value sp = x.sp, warp = x.warp, lane = x.lane, nTok = x.nTok;
       auto tokBase = x.tokBase, tokRowAt = x.tokRowAt;
@@ -798,13 +815,8 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
             },
             kW);
       });
-      Value nTiles = k.divui(k.addi(sp, k.idx(CT - 1)), k.idx(CT));
-      k.loop(c0, nTiles, [&](Value tile) {
-        Value cLo = k.muli(tile, k.idx(CT)), nv = k.minui(k.idx(CT), k.subi(sp, cLo));
+      forChunkTiles(k, a, x, nC, tid, sK, sV, [&](Value tile, Value nv, Value lastTile) {
         Value first = k.cmpi(arith::CmpIPredicate::eq, tile, c0);
-        Value lastTile = k.cmpi(arith::CmpIPredicate::eq, tile, k.subi(nTiles, k.idx(1)));
-        stageChunks(k, a, x, nC, tid, cLo, nv, sK, sV);
-        k.barrier();
         k.loop(
             warp, nTok,
             [&](Value tl) {
@@ -837,7 +849,6 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
               });
             },
             kW);
-        k.barrier();
       });
     });
   };
@@ -916,12 +927,8 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         });
       });
       k.barrier();
-      Value nTiles = k.divui(k.addi(sp, k.idx(CT - 1)), k.idx(CT));
-      k.loop(c0, nTiles, [&](Value tile) {
-        Value cLo = k.muli(tile, k.idx(CT)), nv = k.minui(k.idx(CT), k.subi(sp, cLo));
-        Value lastTile = k.cmpi(arith::CmpIPredicate::eq, tile, k.subi(nTiles, k.idx(1)));
-        stageChunks(k, a, x, nC, tid, cLo, nv, sK, sV);
-        k.barrier();
+      forChunkTiles(k, a, x, nC, tid, sK, sV, [&](Value tile, Value nv, Value lastTile) {
+        Value cLo = k.muli(tile, k.idx(CT));
         // Warp per chunk cl of the tile: every token of the span, U at once.
         k.loop(
             warp, nv,
@@ -997,7 +1004,6 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
               });
             },
             kW);
-        k.barrier();
       });
     });
   };

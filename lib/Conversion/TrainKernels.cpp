@@ -727,10 +727,10 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
     k.st(k.add(k.mul(k.ld(mz, k.idx(1)), scale), e), mz, k.idx(1));
     return std::make_pair(scale, e);
   };
-  // The GPU's fused level-1 backward and forward (see gpuLevel1Fwd, level1_bwd): chunks a tile, such
-  // that K1, V1 (kL1Tile·d each), ds (C·kL1Tile), δ and lse (C each) fit
-  // 48 KB of static shared memory; 0 (the two-pass kernels) where not even
-  // one chunk does.
+  // The GPU level-1 kernels (gpuLevel1Fwd, gpuLevel1Bwd): chunks a tile,
+  // such that K1, V1 (l1Tile·d each), the adjoint's ds (C·l1Tile), δ and
+  // lse (C each) fit 48 KB of static shared memory; 0 (the warp-per-row
+  // kernels) where not even one chunk does.
   const int64_t l1Tile = std::min<int64_t>(nCmax, (12288 - 2 * C) / (2 * d + C));
   // The GPU level-1 kernels' blocks: one per (batch row bi, span sp of C
   // tokens, group g), 8 warps; body(span, shared arrays).
@@ -913,8 +913,8 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
             });
           },
           kW);
-      // dq += Σ_c ds_c K1_c over the tiles, written once (and its copy) in
-      // the last; the first span sees no chunk and only writes the copy.
+      // dq gets Σ_c ds_c K1_c a tile at a time and its copy in the last
+      // tile; the first span sees no chunk and only writes the copy.
       k.ifThen(k.cmpi(arith::CmpIPredicate::eq, sp, c0), [&] {
         k.ifThen(round, [&] {
           k.loop(
@@ -1025,7 +1025,7 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         };
         // GPU: one fused kernel, a block per (batch row, span of C tokens,
         // group). The span's tokens see the same chunks (those before it),
-        // which it walks in tiles of kL1Tile: K1_c and V1_c staged in shared
+        // which it walks in tiles of l1Tile: K1_c and V1_c staged in shared
         // memory; warp w takes chunks w, w + 8, ... of the tile and walks the
         // span's tokens, summing dK1_c and dV1_c in registers (one atomic add
         // a channel at the end) and leaving ds_tc in shared memory; then warp

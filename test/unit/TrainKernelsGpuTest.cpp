@@ -484,13 +484,15 @@ TEST(TrainKernelsGpu, SevenBLevel1TilesMatchCpu) {
              {"level1_fwd", "level1_bwd"});
 }
 
-// mmrec-small's widths for level 1 and the norms: D 768 takes rmsnorm_bwd's
-// one-pass kernel (a row in registers, 24 values a lane); T 1800 is 29
-// chunks of 64 tokens, beyond level 1's tile of 27 at d_m 192, the last ragged.
+// mmrec-small's widths for level 1, the norms and the memory scan: D 768
+// takes rmsnorm_bwd's one-pass kernel (a row in registers, 24 values a
+// lane), d_m 192 mem_scan_fwd's 6 channels a thread; T 1800 is 29 chunks of
+// 64 tokens, beyond level 1's tile of 27 at d_m 192, the last ragged.
 TEST(TrainKernelsGpu, SmallLevel1AndNormsMatchCpu) {
   REQUIRE_GPU();
   checkModel("mmrec-small", {{3, 130}, {1, 1800}}, std::random_device{}(),
-             {"level1_fwd", "level1_bwd", "rmsnorm_fwd", "rmsnorm_bwd"});
+             {"level1_fwd", "level1_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "mem_scan_fwd",
+              "mem_scan_bwd"});
 }
 
 // The decoding kernels at mmrec-7b's widths (M 1024, d_m 512: 16 blocks of 32 channels

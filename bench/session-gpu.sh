@@ -40,7 +40,10 @@ what=${*:-blas tests train profile generate}
 has() { [[ " $what " == *" $1 "* ]]; }
 K7=${K7:-$C/models-bf16/mmrec-7b.train.json}
 t0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$L/timeline.txt"; }
+# The logs are tarred again at every stamp, so a call that runs out of
+# time still brings back what the finished parts wrote.
+pack() { tar -czf "$OUT/logs.tgz" -C "$OUT" logs; }
+stamp() { pack; echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$L/timeline.txt"; }
 if has scan; then
   stamp scan
   for t in mmrec-scan-kernel-tests mmrec-scan-staged-tests; do
@@ -86,6 +89,7 @@ runSmall() {
     --min-lr 1e-4 --warmup 4 --eval-interval 1000 --eval-tokens 8192 --ckpt-interval 1000 --keep 1 \
     --log-interval 1 "$@" > "$L/$name.log" 2>&1
   echo "$name: $(grep -E '^step' "$L/$name.log" | tail -1)"
+  pack
 }
 if has small; then
   # mmrec-small with the --train-gated-cluster library (mmrec-train's GPU
@@ -173,4 +177,4 @@ if has generate; then
 fi
 stamp done
 nvidia-smi > "$L/nvidia-smi.txt" 2>&1
-tar -czf "$OUT/logs.tgz" -C "$OUT" logs
+pack

@@ -57,10 +57,14 @@ for m in mmrec-small mmrec-7b; do
 done
 rm -rf "$C/models-bf16/tmp"
 # ... and with the level-0 row groups as clusters of 16 (--train-gated-cluster).
-mkdir -p "$C/models-gcl"
-"$B/bin/mmrec-compile" models/mmrec-small.mlir -o "$C/models-gcl/tmp" --train-gated-cluster >/dev/null
-cp "$C/models-gcl/tmp/mmrec-small".train.{json,so,gpu.so} "$C/models-gcl/"
-rm -rf "$C/models-gcl/tmp"
+# smallCluster COMPILER DIR: mmrec-small's clustered library into DIR.
+smallCluster() {
+  mkdir -p "$2"
+  "$1" models/mmrec-small.mlir -o "$2/tmp" --train-gated-cluster >/dev/null
+  cp "$2/tmp/mmrec-small".train.{json,so,gpu.so} "$2/"
+  rm -rf "$2/tmp"
+}
+smallCluster "$B/bin/mmrec-compile" "$C/models-gcl"
 # BASELINE=<commit>: mmrec-small's clustered library as that commit's
 # compiler builds it (a worktree under /tmp, only mmrec-compile built), for
 # bench/session-gpu.sh small to time beside this commit's in the same call.
@@ -70,10 +74,7 @@ if [ -n "${BASELINE:-}" ]; then
   cmake -G Ninja -S "$wt" -B "$wt/build" -DCMAKE_BUILD_TYPE=Release \
     -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir >/dev/null
   cmake --build "$wt/build" --target mmrec-compile >/dev/null
-  mkdir -p "$C/models-base"
-  "$wt/build/bin/mmrec-compile" models/mmrec-small.mlir -o "$C/models-base/tmp" --train-gated-cluster >/dev/null
-  cp "$C/models-base/tmp/mmrec-small".train.{json,so,gpu.so} "$C/models-base/"
-  rm -rf "$C/models-base/tmp"
+  smallCluster "$wt/build/bin/mmrec-compile" "$C/models-base"
   git -C "$wt" rev-parse HEAD > "$C/models-base/COMMIT"
 fi
 data=${MMREC_CARRY_DATA:-/tmp/mmrec-carry-data}

@@ -1335,18 +1335,16 @@ std::vector<Kernel> kernels(const TrainConfig &c, bool gpu = false) {
         // (expm1 and two divisions, about 150 instructions) the kernel was
         // bound by instruction issue: 4.5 ms a call at the 7B shapes against
         // 1.3 ms for its bytes.
-        // N is a whole number of slots (slot = element / d), so with d a
-        // multiple of 32·U every channel a thread takes is in range.
-        // With d a multiple of 32, a thread takes U channels of one slot,
-        // U the largest divisor of d / 32 up to 8 (6 at mmrec-small's d 192,
-        // 8 at the 7B's 512): segments of 32·U channels then never cross a
-        // slot.
+        // With d a multiple of 32, a thread takes U channels of one slot, U
+        // the largest divisor of d / 32 up to 8 (6 at mmrec-small's d 192, 8
+        // at the 7B's 512): segments of 32·U channels never cross a slot, and
+        // as N is a whole number of slots (slot = element / d), every
+        // channel a thread takes is in range.
         constexpr int64_t kG = 4;
         const bool slotShared = d % 32 == 0;
-        int64_t U = 1;
-        for (int64_t u = 8; slotShared && u > 1 && U == 1; --u)
-          if ((d / 32) % u == 0)
-            U = u;
+        int64_t U = slotShared ? 8 : 1;
+        while ((d / 32) % U != 0)
+          --U;
         Value Tm1 = k.subi(T, k.idx(1)), Nm1 = k.subi(N, k.idx(1));
         Value segs = k.divui(k.addi(N, k.idx(32 * U - 1)), k.idx(32 * U));
         k.par(k.muli(k.muli(a["B"], segs), k.idx(32)), [&](Value fi) {

@@ -191,7 +191,8 @@ TEST(TrainerCpu, Bf16ProductsMatchOracle) {
 // rounding): the loss and every gradient equal rounding afresh for every
 // product, bit for bit on the CPU (a stale copy would not; on the GPU to
 // the order of fp32 sums), with fewer than 1.5 roundings a product
-// (without reuse: two).
+// (without reuse: two). With the parameters' copy (setParamCopy), no
+// weight is rounded at its products: one rounding of all of them a forward.
 void checkBf16Reuse(rt::DeviceKind dev) {
   for (const char *gate : {"dense", "per_head"}) {
     KernelLibrary lib(manifest(gate), dev);
@@ -206,18 +207,21 @@ void checkBf16Reuse(rt::DeviceKind dev) {
         for (size_t i = 0; i < tok.size(); ++i)
           tok[i] = int32_t((i * 7 + 3) % lib.config().V);
         // 0: every operand rounded afresh; 1: copies reused (the layers'
-        // pinned copies included); 2: reused, nothing pinned.
-        double loss[3];
-        std::vector<float> grad[3];
-        uint64_t products[3], roundings[3], kernelCopies[3], kernelCopiesRead[3];
-        bool pinned[3];
-        for (int reuse = 0; reuse < 3; ++reuse) {
+        // pinned copies included); 2: reused, nothing pinned; 3: as 1, and
+        // the weights taken from the parameters' copy.
+        double loss[4];
+        std::vector<float> grad[4];
+        uint64_t products[4], roundings[4], kernelCopies[4], kernelCopiesRead[4];
+        uint64_t paramRoundings[4], weightRoundings[4];
+        bool pinned[4], paramCopied[4];
+        for (int reuse = 0; reuse < 4; ++reuse) {
           Arrays a(dev, params);
           Model m(lib, layout);
           m.setMatmul(Model::Matmul::bf16);
           m.setRecompute(recompute);
           m.setBf16Reuse(reuse >= 1);
-          m.setPinCopies(reuse == 1);
+          m.setPinCopies(reuse == 1 || reuse == 3);
+          m.setParamCopy(reuse == 3);
           std::vector<float> zero(params.size(), 0.0f);
           a.g.upload(zero.data(), int64_t(zero.size()));
           loss[reuse] = m.forward(a.p.data(), tok.data(), cs.B, cs.T);
@@ -228,9 +232,13 @@ void checkBf16Reuse(rt::DeviceKind dev) {
           kernelCopies[reuse] = m.bf16KernelCopies();
           kernelCopiesRead[reuse] = m.bf16KernelCopiesRead();
           pinned[reuse] = m.pinnedCopies();
+          paramCopied[reuse] = m.paramCopied();
+          paramRoundings[reuse] = m.paramRoundings();
+          weightRoundings[reuse] = m.weightRoundings();
         }
         std::cout << "roundings: " << roundings[0] << " afresh, " << roundings[1] << " reused, "
-                  << roundings[2] << " reused unpinned; products " << products[0] << "\n";
+                  << roundings[2] << " reused unpinned, " << roundings[3]
+                  << " with the parameters' copy; products " << products[0] << "\n";
         // With reuse the operands that kernels produce come with their bf16
         // copies (u, w, the states, a, o, u2 and g a layer forward, the
         // final norm's output, the logits' gradient (xent, one block of
@@ -245,11 +253,11 @@ void checkBf16Reuse(rt::DeviceKind dev) {
         // roundings'.
         const uint64_t L = uint64_t(lib.config().L);
         EXPECT_EQ(kernelCopies[0], 0u);
-        for (int v : {1, 2}) {
-          SCOPED_TRACE(v == 1 ? "pinned" : "unpinned");
+        for (int v : {1, 2, 3}) {
+          SCOPED_TRACE(v == 1 ? "pinned" : v == 2 ? "unpinned" : "parameters' copy");
           // (Pinned: also level 1's copies of q, k and v, each forward and
           // recomputation.)
-          const uint64_t qkv = v == 1 ? (recompute ? 6u * L - 3 : 3u * L) : 0u;
+          const uint64_t qkv = v != 2 ? (recompute ? 6u * L - 3 : 3u * L) : 0u;
           EXPECT_EQ(kernelCopies[v], (recompute ? 25u * L - 5 : 19u * L + 2) + qkv);
           EXPECT_EQ(kernelCopiesRead[v], kernelCopies[v]);
           EXPECT_EQ(products[v], products[0]);
@@ -259,9 +267,23 @@ void checkBf16Reuse(rt::DeviceKind dev) {
         // rounding a layer less for each.
         EXPECT_TRUE(pinned[1]);
         EXPECT_FALSE(pinned[2]);
+        EXPECT_TRUE(pinned[3]);
+        // The parameters' copy: made once (this forward), and every weight
+        // a product took came from it. Without it each of the ten matrices
+        // of a layer is rounded for its forward and its backward product at
+        // least; the activations' roundings do not grow (fewer slots taken).
+        for (int v : {0, 1, 2}) {
+          EXPECT_FALSE(paramCopied[v]);
+          EXPECT_EQ(paramRoundings[v], 0u);
+        }
+        EXPECT_TRUE(paramCopied[3]);
+        EXPECT_EQ(paramRoundings[3], 1u);
+        EXPECT_EQ(weightRoundings[3], 0u);
+        EXPECT_GE(weightRoundings[1], 20 * L);
+        EXPECT_LE(roundings[3], roundings[1] - weightRoundings[1] + 1);
         EXPECT_GE(roundings[2], roundings[1] + 9 * L)
             << roundings[1] << " roundings pinned, " << roundings[2] << " unpinned";
-        for (int v : {1, 2})
+        for (int v : {1, 2, 3})
         if (dev == rt::DeviceKind::cpu) {
           EXPECT_EQ(loss[0], loss[v]);
           EXPECT_EQ(grad[0], grad[v]);
@@ -275,7 +297,8 @@ void checkBf16Reuse(rt::DeviceKind dev) {
             den += double(grad[0][i]) * grad[0][i];
           }
           const double gerr = std::sqrt(num / std::max(den, 1e-300));
-          std::cout << "bf16 copies reused (" << (v == 1 ? "pinned" : "unpinned") << "): loss "
+          std::cout << "bf16 copies reused ("
+                    << (v == 1 ? "pinned" : v == 2 ? "unpinned" : "parameters' copy") << "): loss "
                     << loss[v] << " vs " << loss[0] << ", gradient " << gerr
                     << " (relative L2)\n";
           EXPECT_LE(std::abs(loss[v] - loss[0]), 1e-5 * std::abs(loss[0]));

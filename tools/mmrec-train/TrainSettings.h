@@ -30,6 +30,7 @@ struct Settings {
   bool recomputeStates = false;
   bool serialLevel0 = false; // level 0 on the default stream, not beside levels 1 and 2
   bool unpinnedCopies = false; // backward rounds forward's activations again (Model::setPinCopies)
+  bool noParamCopy = false; // weights rounded at their products (Model::setParamCopy)
   double targetLoss = 0; // > 0: stop once the validation loss is below it
   double peakTflops = 0;  // the device's peak for MFU (0: 989.4 on a GPU, none on the CPU)
   int64_t stopAfter = 0;  // > 0: stop (with a checkpoint) after this many steps of this run
@@ -145,6 +146,10 @@ inline void addSettingsOptions(CLI::App &app, Settings &s) {
                "With --matmul bf16, do not keep each layer's bf16 copies of the activations its "
                "backward's products take (u, u2, o, g, q, k, v and the slot addresses): less memory, and "
                "backward rounds them again");
+  app.add_flag("--no-param-copy", s.noParamCopy,
+               "With --matmul bf16, do not round all the parameters to one bf16 copy a forward "
+               "(2 bytes a parameter, made where it fits): each weight is rounded at its products "
+               "instead, two or three times a step");
   app.add_flag("--resume", s.resume, "Continue from the newest checkpoint under OUT/checkpoints");
   app.add_option("--checkpoint", s.checkpoint, "A checkpoint to evaluate or to resume from");
   app.add_flag("--eval-only", s.evalOnly, "Print the validation loss of --checkpoint and exit");

@@ -54,6 +54,7 @@ json toJson(const Settings &s) {
           {"overflow_retries", s.overflowRetries}, {"loss_scale_log2", s.lossScaleLog2},
           {"seed", s.seed},       {"eval_interval", s.evalInterval}, {"recompute", s.recompute}, {"recompute_states", s.recomputeStates},
           {"serial_level0", s.serialLevel0}, {"unpinned_copies", s.unpinnedCopies},
+          {"no_param_copy", s.noParamCopy},
           {"eval_tokens", s.evalTokens}, {"tf32", s.tf32}, {"matmul", s.matmul}, {"device", s.device},
           {"optimizer_states", s.optimizerStates}, {"level0", s.level0}};
 }
@@ -220,6 +221,7 @@ int run(Settings s, mmrec::dist::Comm &comm) {
   model.setKeepStates(!s.recomputeStates);
   model.setOverlapLevel0(!s.serialLevel0);
   model.setPinCopies(!s.unpinnedCopies);
+  model.setParamCopy(!s.noParamCopy);
   bool recomputeNoted = false;
   model.setMatmul(matmul == "bf16"   ? Model::Matmul::bf16
                   : matmul == "tf32" ? Model::Matmul::tf32

@@ -423,6 +423,24 @@ public:
   }
   /// Whether the last forward kept them.
   bool pinnedCopies() const { return pinned_; }
+  /// With bf16 copies reused, each forward rounds all the parameters to one
+  /// bf16 copy (one to_bf16 pass, 2 bytes a parameter) where it fits beside
+  /// the activations and the pinned copies (with 1/8 of the limit to
+  /// spare); the products of that forward, of the recomputation and of
+  /// backward take their weights from it. Off, or where it does not fit, a
+  /// weight is rounded at its products: two or three times a step, and
+  /// again for each block of the head's rows. The same values either way.
+  void setParamCopy(bool on) {
+    paramCopy_ = on;
+    B_ = T_ = 0;
+  }
+  /// Whether the last forward made it.
+  bool paramCopied() const { return paramCopied_; }
+  /// Roundings of the whole parameter array so far (one a forward with the
+  /// copy), and roundings of single weights (a product's operand inside the
+  /// parameters, rounded for it; none with the copy).
+  uint64_t paramRoundings() const { return paramRoundings_; }
+  uint64_t weightRoundings() const { return weightRoundings_; }
   /// Layers recomputed by backward so far (with recomputation, the last
   /// layer's activations are still those of the forward: L − 1 a step).
   uint64_t recomputedLayers() const { return recomputedLayers_; }
@@ -586,6 +604,12 @@ private:
   /// searched after casts_; never a victim.
   std::vector<Bf16Copy *> pins_;
   bool pinCopies_ = true, pinned_ = false;
+  /// The bf16 copy of the parameters [paramBase_, + layout_.numel()) that
+  /// forward made (setParamCopy); pinned, searched before casts_.
+  Bf16Copy params16_;
+  const float *paramBase_ = nullptr;
+  bool paramCopy_ = true, paramCopied_ = false;
+  uint64_t paramRoundings_ = 0, weightRoundings_ = 0;
   static constexpr int kMaxPending = 3;
   Bf16Copy *pending_[kMaxPending] = {};
   int pendingCount_ = 0;

@@ -110,6 +110,8 @@ const uint16_t *Model::bf16Operand(const float *p, int64_t n, const Bf16Copy *ke
       *slot = &c;
     return c.buf.data() + (p - c.src);
   };
+  if (found(params16_))
+    return take(params16_);
   for (Bf16Copy &c : casts_)
     if (found(c))
       return take(c);
@@ -119,6 +121,8 @@ const uint16_t *Model::bf16Operand(const float *p, int64_t n, const Bf16Copy *ke
   Bf16Copy *v = victim(keep, n);
   lib_("to_bf16", Arr(const_cast<float *>(p), n), Arr(v->buf.data(), n), n);
   ++castLaunches_;
+  if (paramBase_ && at(p) >= at(paramBase_) && at(p + n) <= at(paramBase_ + layout_.numel()))
+    ++weightRoundings_;
   own(*v, p, n, false);
   if (slot)
     *slot = v;
@@ -231,6 +235,7 @@ void Model::dropCopies(const float *p, int64_t n, bool all, bool keepPinned) {
         (all ? !(keepPinned && c.pinned) : at(p) < at(c.src + c.n) && at(c.src) < at(p + n)))
       c.src = nullptr;
   };
+  drop(params16_);
   for (Bf16Copy &c : casts_)
     drop(c);
   for (Bf16Copy *c : pins_)
@@ -440,6 +445,11 @@ void Model::ensure(int64_t B, int64_t T) {
   const long double pinFloats =
       ((6.0L * D + F) * N + 2.0L * N * G * M) / 2 * (recompute_ ? 1 : c_.L);
   const bool pin = pinCopies_ && (total + pinFloats) * 4 <= limit * 15 / 16;
+  // The parameters' bf16 copy (setParamCopy) after those, with more to
+  // spare: it saves a few percent of a step's traffic, the pins more.
+  const long double paramFloats = (long double)layout_.numel() / 2;
+  const bool pcopy = paramCopy_ && kernelCopies() &&
+                     (total + (pin ? pinFloats : 0) + paramFloats) * 4 <= limit * 7 / 8;
   long double bytes = total * 4;
   if (bytes > limit)
     throw Error("forward: B=" + std::to_string(B) + ", T=" + std::to_string(T) + " needs " +
@@ -451,6 +461,10 @@ void Model::ensure(int64_t B, int64_t T) {
   headRows_ = headRows;
   keptStates_ = keep;
   pinned_ = pin;
+  paramCopied_ = pcopy;
+  params16_ = Bf16Copy();
+  if (pcopy)
+    params16_.buf.reset(dev_, layout_.numel());
   workHolds_ = -1;
   auto sizeAll = [&](Layer &L) {
     for (Bf16Copy &c : L.pins)
@@ -561,6 +575,7 @@ int64_t Model::activationBytes() const {
     n += (c.buf.size() + 1) / 2; // bf16: two to a float
   for (const Bf16Copy *c : pins_)
     n += (c->buf.size() + 1) / 2;
+  n += (params16_.buf.size() + 1) / 2;
   return n * 4;
 }
 
@@ -673,6 +688,21 @@ double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t 
     if (tokens[i] < 0 || tokens[i] >= V)
       throw Error("forward: token " + std::to_string(tokens[i]) + " at position " +
                   std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
+  paramBase_ = P;
+  if (paramCopied_) {
+    // Every parameter rounded once, in pieces of at most 2^30 (a launch's
+    // grid stays far inside the GPU's limits at the 7B's 5.9e9); pinned, so
+    // backward keeps it too (forward's parameters are backward's).
+    const int64_t nP = layout_.numel();
+    for (int64_t at = 0; at < nP; at += int64_t(1) << 30) {
+      const int64_t n = std::min<int64_t>(nP - at, int64_t(1) << 30);
+      lib_("to_bf16", Arr(const_cast<float *>(P) + at, n), Arr(params16_.buf.data() + at, n), n);
+      ++castLaunches_;
+    }
+    own(params16_, P, nP, false);
+    params16_.pinned = true;
+    ++paramRoundings_;
+  }
   tokens_.upload(tokens, N);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t)

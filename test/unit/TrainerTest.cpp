@@ -509,6 +509,7 @@ TEST(TrainerCpu, ProfileReportsRates) {
 // memory hierarchy's share of the products' time is printed (issue 5).
 TEST(TrainerCpu, ProfileBreaksDownByKind) {
   EXPECT_EQ(Profile::kindOf("gemm"), "products");
+  EXPECT_EQ(Profile::kindOf("gemm:ffn.dw"), "products");
   EXPECT_EQ(Profile::kindOf("gemm_mdi"), "memory hierarchy");
   EXPECT_EQ(Profile::kindOf("gated_bwd"), "recurrence");
   EXPECT_EQ(Profile::kindOf("level1_fwd"), "memory hierarchy");
@@ -528,7 +529,7 @@ TEST(TrainerCpu, ProfileBreaksDownByKind) {
   p.entries.clear();
   p.start();
   p.add("gemm", 40.0);
-  p.add("gemm", 40.0);
+  p.add("gemm:proj", 40.0);
   p.add("gemm_mdi", 6.0);
   p.add("level1_bwd", 4.0);
   p.add("gated_fwd", 30.0);

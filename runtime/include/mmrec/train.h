@@ -471,9 +471,10 @@ private:
   void ensure(int64_t B, int64_t T);
   /// recurrence = false: Ly.h holds the level-0 states already.
   void layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool recurrence = true);
-  /// C = op(A)·op(B) + beta·C (row-major fp32) on the model's device.
+  /// C = op(A)·op(B) + beta·C (row-major fp32) on the model's device;
+  /// `what` names it in --profile (gemm:<weights>[.dx|.dw], kind products).
   void mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k, bool transA,
-          bool transB, float beta);
+          bool transB, float beta, const char *what);
   /// The LM head and cross-entropy by blocks of rows; with Gr, also dE and dxf.
   double head(const float *P, float *Gr, float scale);
   double lastLoss_ = NAN;

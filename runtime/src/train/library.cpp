@@ -160,7 +160,7 @@ void Profile::resume() {
 
 std::string Profile::kindOf(const std::string &name) {
   auto starts = [&](const char *p) { return name.rfind(p, 0) == 0; };
-  if (name == "gemm")
+  if (name == "gemm" || starts("gemm:"))
     return "products";
   if (starts("gated_"))
     return "recurrence";

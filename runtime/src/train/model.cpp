@@ -87,10 +87,10 @@ long double mmrec::train::physicalMemoryBytes() {
 }
 
 void Model::mm(const float *A, const float *B, float *C, int64_t m, int64_t n, int64_t k,
-                bool transA, bool transB, float beta) {
+                bool transA, bool transB, float beta, const char *what) {
   if (m == 0 || n == 0)
     return;
-  gemm("gemm", detail::denseGemm(m, n, k, transA, transB, beta), A, B, C);
+  gemm(what, detail::denseGemm(m, n, k, transA, transB, beta), A, B, C);
 }
 
 const uint16_t *Model::bf16Operand(const float *p, int64_t n, const Bf16Copy *keep,
@@ -596,18 +596,18 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
   // Level 0's inputs first (z and the decay), so that the recurrence, the
   // longest of the layer's three levels, starts beside the products of q,
   // k and v as well as levels 1 and 2 (runBeside): they meet at combine_fwd.
-  mm(Ly.u.data(), Wp("W_z"), Ly.z.data(), N, D, D, false, false, 0);
-  mm(Ly.u.data(), Wp("A_gamma"), Ly.ua.data(), N, r, D, false, false, 0);
-  mm(Ly.ua.data(), Wp("B_gamma"), Ly.pre.data(), N, D, r, false, false, 0);
+  mm(Ly.u.data(), Wp("W_z"), Ly.z.data(), N, D, D, false, false, 0, "gemm:proj");
+  mm(Ly.u.data(), Wp("A_gamma"), Ly.ua.data(), N, r, D, false, false, 0, "gemm:lowrank");
+  mm(Ly.ua.data(), Wp("B_gamma"), Ly.pre.data(), N, D, r, false, false, 0, "gemm:lowrank");
   lib_("decay_fwd", Arr(Ly.pre), W("lambda"), Arr(Ly.ell), N);
   if (recurrence)
     runBeside([&] {
       lib_("gated_fwd", Arr(Ly.z), Arr(Ly.ell), W("W_g"), W("b_g"), Arr(zerosBD_), Arr(Ly.h),
            Arr(Ly.hfin), Arr(sync_), B, T);
     });
-  mm(Ly.u.data(), Wp("W_q"), Ly.q.data(), N, D, D, false, false, 0);
-  mm(Ly.u.data(), Wp("W_k"), Ly.k.data(), N, D, D, false, false, 0);
-  mm(Ly.u.data(), Wp("W_v"), Ly.v.data(), N, D, D, false, false, 0);
+  mm(Ly.u.data(), Wp("W_q"), Ly.q.data(), N, D, D, false, false, 0, "gemm:proj");
+  mm(Ly.u.data(), Wp("W_k"), Ly.k.data(), N, D, D, false, false, 0, "gemm:proj");
+  mm(Ly.u.data(), Wp("W_v"), Ly.v.data(), N, D, D, false, false, 0, "gemm:proj");
   // Level 1 reads q, k, v whole: with pinned copies it writes their bf16
   // copies too, which the slot products here and in backward take (an
   // LRU copy would not outlive the launches before its products).
@@ -660,19 +660,19 @@ void Model::layerForward(int64_t l, const float *P, Layer &Ly, FBuf &out, bool r
        copyArr(o16, Ly.o.size()), N, int64_t(o16 != nullptr));
   copyWritten(o16, Ly.o.data(), Ly.o.size());
   Ly.x1 = Ly.x;
-  mm(Ly.o.data(), Wp("W_o"), Ly.x1.data(), N, D, D, false, false, 1);
+  mm(Ly.o.data(), Wp("W_o"), Ly.x1.data(), N, D, D, false, false, 1, "gemm:proj");
   uint16_t *u216 = pinTarget(Ly, Layer::pinU2, Ly.u2.size());
   lib_("rmsnorm_fwd", Arr(Ly.x1), W("w_ffn"), Arr(Ly.u2), copyArr(u216, Ly.u2.size()),
        Arr(Ly.rstd2), N, int64_t(u216 != nullptr));
   copyWritten(u216, Ly.u2.data(), Ly.u2.size());
-  mm(Ly.u2.data(), Wp("W_1"), Ly.f1.data(), N, F, D, false, false, 0);
-  mm(Ly.u2.data(), Wp("W_3"), Ly.f3.data(), N, F, D, false, false, 0);
+  mm(Ly.u2.data(), Wp("W_1"), Ly.f1.data(), N, F, D, false, false, 0, "gemm:ffn");
+  mm(Ly.u2.data(), Wp("W_3"), Ly.f3.data(), N, F, D, false, false, 0, "gemm:ffn");
   uint16_t *g16 = pinTarget(Ly, Layer::pinG, Ly.g.size());
   lib_("swiglu_fwd", Arr(Ly.f1), Arr(Ly.f3), Arr(Ly.g), copyArr(g16, Ly.g.size()), N * F,
        int64_t(g16 != nullptr));
   copyWritten(g16, Ly.g.data(), Ly.g.size());
   out = Ly.x1;
-  mm(Ly.g.data(), Wp("W_2"), out.data(), N, D, F, false, false, 1);
+  mm(Ly.g.data(), Wp("W_2"), out.data(), N, D, F, false, false, 1, "gemm:ffn");
 }
 
 double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t T, bool loss) {
@@ -753,7 +753,7 @@ double Model::head(const float *P, float *Gr, float scale) {
   for (int64_t r0 = 0; r0 < N; r0 += headRows_) {
     const int64_t rows = std::min(headRows_, N - r0);
     float *lg = logits_.data() + (keepLogits_ ? r0 * V : 0);
-    mm(xf_.data() + r0 * D, E, lg, rows, V, D, false, true, 0);
+    mm(xf_.data() + r0 * D, E, lg, rows, V, D, false, true, 0, "gemm:head");
     // The gradient only with Gr; with bf16 products only its bf16 copy,
     // which both products below take (the fp32 dlogits are not written).
     uint16_t *d16 = Gr ? copyTarget(rows * V) : nullptr;
@@ -772,8 +772,8 @@ double Model::head(const float *P, float *Gr, float scale) {
     sum += lossHost[0];
     if (Gr) {
       mm(dlogits_.data(), xf_.data() + r0 * D, Gr + layout_.get("embed").offset, V, D, rows, true,
-         false, 1);
-      mm(dlogits_.data(), E, dxf_.data() + r0 * D, rows, D, V, false, false, 0);
+         false, 1, "gemm:head.dw");
+      mm(dlogits_.data(), E, dxf_.data() + r0 * D, rows, D, V, false, false, 0, "gemm:head.dx");
     }
   }
   return count ? sum / double(count) : 0.0;
@@ -830,8 +830,8 @@ void Model::backward(const float *P, float *Gr, float scale) {
     auto dWp = [&](const char *n) { return Gr + layout_.layer(l, n); };
     // x_out = x1 + g·W_2, g = swiglu(u2·W_1, u2·W_3), u2 = RMSNorm(x1)·w_ffn.
     std::swap(dy_, dx_); // dy = dL/dx_out
-    mm(dy_.data(), Wp("W_2"), dg_.data(), N, F, D, false, true, 0);
-    mm(Ly.g.data(), dy_.data(), dWp("W_2"), F, D, N, true, false, 1);
+    mm(dy_.data(), Wp("W_2"), dg_.data(), N, F, D, false, true, 0, "gemm:ffn.dx");
+    mm(Ly.g.data(), dy_.data(), dWp("W_2"), F, D, N, true, false, 1, "gemm:ffn.dw");
     uint16_t *df116 = copyTarget(df1_.size());
     uint16_t *df316 = copyTarget(df3_.size());
     lib_("swiglu_bwd", Arr(Ly.f1), Arr(Ly.f3), Arr(dg_), Arr(df1_), Arr(df3_),
@@ -842,18 +842,18 @@ void Model::backward(const float *P, float *Gr, float scale) {
     // Each of df1, df3 feeds its two products back to back (with bf16
     // products: their copies come from swiglu_bwd, and each survives the
     // other's products).
-    mm(df1_.data(), Wp("W_1"), du2_.data(), N, D, F, false, true, 0);
-    mm(Ly.u2.data(), df1_.data(), dWp("W_1"), D, F, N, true, false, 1);
-    mm(df3_.data(), Wp("W_3"), du2_.data(), N, D, F, false, true, 1);
-    mm(Ly.u2.data(), df3_.data(), dWp("W_3"), D, F, N, true, false, 1);
+    mm(df1_.data(), Wp("W_1"), du2_.data(), N, D, F, false, true, 0, "gemm:ffn.dx");
+    mm(Ly.u2.data(), df1_.data(), dWp("W_1"), D, F, N, true, false, 1, "gemm:ffn.dw");
+    mm(df3_.data(), Wp("W_3"), du2_.data(), N, D, F, false, true, 1, "gemm:ffn.dx");
+    mm(Ly.u2.data(), df3_.data(), dWp("W_3"), D, F, N, true, false, 1, "gemm:ffn.dw");
     dx1_ = dy_;
     uint16_t *dx116 = copyTarget(dx1_.size());
     lib_("rmsnorm_bwd", Arr(Ly.x1), W("w_ffn"), Arr(Ly.rstd2), Arr(du2_), Arr(dx1_),
          copyArr(dx116, dx1_.size()), dW("w_ffn"), N, int64_t(dx116 != nullptr));
     copyWritten(dx116, dx1_.data(), dx1_.size());
     // x1 = x + o·W_o.
-    mm(dx1_.data(), Wp("W_o"), do_.data(), N, D, D, false, true, 0);
-    mm(Ly.o.data(), dx1_.data(), dWp("W_o"), D, D, N, true, false, 1);
+    mm(dx1_.data(), Wp("W_o"), do_.data(), N, D, D, false, true, 0, "gemm:proj.dx");
+    mm(Ly.o.data(), dx1_.data(), dWp("W_o"), D, D, N, true, false, 1, "gemm:proj.dw");
     // dy2's bf16 copy for the read's product below (it survives gated_bwd,
     // which writes none of its sources).
     uint16_t *dy216 = copyTarget(dy2_.size());
@@ -939,31 +939,32 @@ void Model::backward(const float *P, float *Gr, float scale) {
     copyWritten(dv16, dv_.data(), dv_.size());
     const std::pair<const char *, FBuf *> proj[] = {{"W_q", &dq_}, {"W_k", &dk_}, {"W_v", &dv_}};
     for (auto [name, g] : proj) {
-      mm(g->data(), Wp(name), du_.data(), N, D, D, false, true, g == &dq_ ? 0 : 1);
-      mm(Ly.u.data(), g->data(), dWp(name), D, D, N, true, false, 1);
+      mm(g->data(), Wp(name), du_.data(), N, D, D, false, true, g == &dq_ ? 0 : 1,
+         "gemm:proj.dx");
+      mm(Ly.u.data(), g->data(), dWp(name), D, D, N, true, false, 1, "gemm:proj.dw");
     }
     joinBeside();
     if (c_.perHead) {
       // dW_g's H diagonal blocks: head i's columns of h and of the gradient.
       const int64_t dh = c_.dh();
-      batchedMM("gemm", {Ly.h.data(), D, dh}, true, {gp_.data(), D, dh}, false,
+      batchedMM("gemm:gate.dw", {Ly.h.data(), D, dh}, true, {gp_.data(), D, dh}, false,
                 {dWp("W_g"), dh, dh * dh}, dh, dh, N, c_.H, 1);
     } else {
-      mm(Ly.h.data(), gp_.data(), dWp("W_g"), D, D, N, true, false, 1);
+      mm(Ly.h.data(), gp_.data(), dWp("W_g"), D, D, N, true, false, 1, "gemm:gate.dw");
     }
-    mm(ones_.data(), gp_.data(), dWp("b_g"), 1, D, N, false, false, 1);
-    mm(ones_.data(), gp0_.data(), dWp("b_g"), 1, D, B, false, false, 1);
+    mm(ones_.data(), gp_.data(), dWp("b_g"), 1, D, N, false, false, 1, "gemm:gate.dw");
+    mm(ones_.data(), gp0_.data(), dWp("b_g"), 1, D, B, false, false, 1, "gemm:gate.dw");
     // ℓ = clamp(logσ(ua·B_γ + λ)), ua = u·A_γ.
     uint16_t *dpre16 = copyTarget(dpre_.size());
     lib_("decay_bwd", Arr(Ly.pre), W("lambda"), Arr(dell_), Arr(dpre_),
          copyArr(dpre16, dpre_.size()), dW("lambda"), N, int64_t(dpre16 != nullptr));
     copyWritten(dpre16, dpre_.data(), dpre_.size());
-    mm(Ly.ua.data(), dpre_.data(), dWp("B_gamma"), r, D, N, true, false, 1);
-    mm(dpre_.data(), Wp("B_gamma"), dua_.data(), N, r, D, false, true, 0);
-    mm(Ly.u.data(), dua_.data(), dWp("A_gamma"), D, r, N, true, false, 1);
-    mm(dua_.data(), Wp("A_gamma"), du_.data(), N, D, r, false, true, 1);
-    mm(dz_.data(), Wp("W_z"), du_.data(), N, D, D, false, true, 1);
-    mm(Ly.u.data(), dz_.data(), dWp("W_z"), D, D, N, true, false, 1);
+    mm(Ly.ua.data(), dpre_.data(), dWp("B_gamma"), r, D, N, true, false, 1, "gemm:lowrank.bwd");
+    mm(dpre_.data(), Wp("B_gamma"), dua_.data(), N, r, D, false, true, 0, "gemm:lowrank.bwd");
+    mm(Ly.u.data(), dua_.data(), dWp("A_gamma"), D, r, N, true, false, 1, "gemm:lowrank.bwd");
+    mm(dua_.data(), Wp("A_gamma"), du_.data(), N, D, r, false, true, 1, "gemm:lowrank.bwd");
+    mm(dz_.data(), Wp("W_z"), du_.data(), N, D, D, false, true, 1, "gemm:proj.dx");
+    mm(Ly.u.data(), dz_.data(), dWp("W_z"), D, D, N, true, false, 1, "gemm:proj.dw");
     dx_ = dx1_;
     // dx's copy for the next layer's first products (see the final norm's).
     uint16_t *dx16 = recompute_ || l == 0 ? nullptr : copyTarget(dx_.size());

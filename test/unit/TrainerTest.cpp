@@ -213,6 +213,7 @@ void checkBf16Reuse(rt::DeviceKind dev) {
         std::vector<float> grad[4];
         uint64_t products[4], roundings[4], kernelCopies[4], kernelCopiesRead[4];
         uint64_t paramRoundings[4], weightRoundings[4];
+        int64_t runs = 0;
         bool pinned[4], paramCopied[4];
         for (int reuse = 0; reuse < 4; ++reuse) {
           Arrays a(dev, params);
@@ -235,6 +236,21 @@ void checkBf16Reuse(rt::DeviceKind dev) {
           paramCopied[reuse] = m.paramCopied();
           paramRoundings[reuse] = m.paramRoundings();
           weightRoundings[reuse] = m.weightRoundings();
+          if (reuse == 3) {
+            // Every tensor's copy 128 elements from the buffer's start
+            // (256-byte aligned on the GPU, like a rounding's own buffer;
+            // ρ's 12 values would shift the flat array's later ones).
+            runs = m.paramCopyRuns();
+            const uint16_t *base = m.paramCopyAt(0, 1);
+            ASSERT_NE(base, nullptr);
+            if (dev == rt::DeviceKind::gpu)
+              EXPECT_EQ(reinterpret_cast<uintptr_t>(base) % 256, 0u);
+            for (const ParamInfo &t : layout.tensors()) {
+              const uint16_t *c = m.paramCopyAt(t.offset, t.numel);
+              ASSERT_NE(c, nullptr) << t.name;
+              EXPECT_EQ((c - base) % 128, 0) << t.name;
+            }
+          }
         }
         std::cout << "roundings: " << roundings[0] << " afresh, " << roundings[1] << " reused, "
                   << roundings[2] << " reused unpinned, " << roundings[3]
@@ -280,7 +296,8 @@ void checkBf16Reuse(rt::DeviceKind dev) {
         EXPECT_EQ(paramRoundings[3], 1u);
         EXPECT_EQ(weightRoundings[3], 0u);
         EXPECT_GE(weightRoundings[1], 20 * L);
-        EXPECT_LE(roundings[3], roundings[1] - weightRoundings[1] + 1);
+        EXPECT_EQ(runs, int64_t(Model::paramRunsOf(layout).size()));
+        EXPECT_LE(roundings[3], roundings[1] - weightRoundings[1] + runs);
         EXPECT_GE(roundings[2], roundings[1] + 9 * L)
             << roundings[1] << " roundings pinned, " << roundings[2] << " unpinned";
         for (int v : {1, 2, 3})
@@ -313,6 +330,53 @@ void checkBf16Reuse(rt::DeviceKind dev) {
 }
 
 TEST(TrainerCpu, Bf16OperandCopiesAreReusedExactly) { checkBf16Reuse(rt::DeviceKind::cpu); }
+
+// The parameters' bf16 copy is made in runs whose tensors all sit 128
+// elements apart from the copy's start: at mmrec-small's and the 7B's
+// widths (the 7B cut to 2 layers: its layout needs more memory than CI has)
+// only each layer's ρ (N_m·3 values) breaks a run, so a forward rounds them
+// in L + 1 launches; the runs cover every parameter once, in order,
+// without overlapping in the copy.
+TEST(Trainer, ParamCopyRunsAlignEveryTensor) {
+  for (auto [name, D, L, Nm, M, F, r] :
+       std::vector<std::tuple<const char *, int64_t, int64_t, int64_t, int64_t, int64_t,
+                              int64_t>>{{"small", 768, 12, 4, 256, 2048, 64},
+                                        {"7b", 4096, 2, 8, 1024, 11008, 128},
+                                        {"odd", 30, 3, 3, 7, 50, 5}}) {
+    SCOPED_TRACE(name);
+    ModelConfig c;
+    c.name = name;
+    c.V = 32000;
+    c.D = D;
+    c.L = L;
+    c.H = 1;
+    c.Nm = Nm;
+    c.M = M;
+    c.F = F;
+    c.r = r;
+    ParamLayout layout(c);
+    const auto runs = Model::paramRunsOf(layout);
+    if (std::string(name) != "odd")
+      EXPECT_EQ(int64_t(runs.size()), L + 1);
+    int64_t next = 0, copyEnd = 0;
+    for (const auto &run : runs) {
+      EXPECT_EQ(run.begin, next);
+      EXPECT_EQ(run.copyAt % 128, 0);
+      EXPECT_GE(run.copyAt, copyEnd);
+      next = run.end;
+      copyEnd = run.copyAt + (run.end - run.begin);
+    }
+    EXPECT_EQ(next, layout.numel());
+    for (const ParamInfo &t : layout.tensors()) {
+      auto it = std::find_if(runs.begin(), runs.end(), [&](const Model::ParamRun &run) {
+        return run.begin <= t.offset && t.offset < run.end;
+      });
+      ASSERT_NE(it, runs.end()) << t.name;
+      EXPECT_LE(t.offset + t.numel, it->end) << t.name;
+      EXPECT_EQ((it->copyAt + t.offset - it->begin) % 128, 0) << t.name;
+    }
+  }
+}
 
 // StreamScope sends a thread's stream-less launches to its stream while
 // open, nested scopes restore the outer one, and other threads keep theirs.

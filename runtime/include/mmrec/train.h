@@ -441,6 +441,16 @@ public:
   /// parameters, rounded for it; none with the copy).
   uint64_t paramRoundings() const { return paramRoundings_; }
   uint64_t weightRoundings() const { return weightRoundings_; }
+  /// Where the copy holds parameters [off, off + n) (null where no run of
+  /// it spans them, or before the first forward with it), and the runs it
+  /// is made in (one to_bf16 launch each).
+  const uint16_t *paramCopyAt(int64_t off, int64_t n) const;
+  int64_t paramCopyRuns() const { return int64_t(paramRuns_.size()); }
+  /// The runs of the copy for a layout (see paramRuns_).
+  struct ParamRun {
+    int64_t begin, end, copyAt; // [begin, end) of the parameters at copyAt
+  };
+  static std::vector<ParamRun> paramRunsOf(const ParamLayout &layout);
   /// Layers recomputed by backward so far (with recomputation, the last
   /// layer's activations are still those of the forward: L − 1 a step).
   uint64_t recomputedLayers() const { return recomputedLayers_; }
@@ -606,7 +616,13 @@ private:
   std::vector<Bf16Copy *> pins_;
   bool pinCopies_ = true, pinned_ = false;
   /// The bf16 copy of the parameters [paramBase_, + layout_.numel()) that
-  /// forward made (setParamCopy); pinned, searched before casts_.
+  /// forward made (setParamCopy); pinned, searched before casts_. It is laid
+  /// out in runs of consecutive tensors, each run at a multiple of 128
+  /// elements and each tensor inside one at a multiple of 128 from its start
+  /// (256-byte aligned, as a weight's own rounding was: cuBLASLt chooses its
+  /// kernels by the operands' alignment, and a small tensor such as ρ's 12
+  /// values shifts every later offset of the flat array).
+  std::vector<ParamRun> paramRuns_;
   Bf16Copy params16_;
   const float *paramBase_ = nullptr;
   bool paramCopy_ = true, paramCopied_ = false;

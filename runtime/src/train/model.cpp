@@ -110,8 +110,14 @@ const uint16_t *Model::bf16Operand(const float *p, int64_t n, const Bf16Copy *ke
       *slot = &c;
     return c.buf.data() + (p - c.src);
   };
-  if (found(params16_))
-    return take(params16_);
+  if (params16_.src && at(p) >= at(params16_.src) && at(p + n) <= at(params16_.src + params16_.n))
+    if (const uint16_t *q = paramCopyAt(p - params16_.src, n)) {
+      params16_.used = ++castUses_;
+      params16_.read = true;
+      if (slot)
+        *slot = &params16_;
+      return q;
+    }
   for (Bf16Copy &c : casts_)
     if (found(c))
       return take(c);
@@ -127,6 +133,33 @@ const uint16_t *Model::bf16Operand(const float *p, int64_t n, const Bf16Copy *ke
   if (slot)
     *slot = v;
   return v->buf.data();
+}
+
+std::vector<Model::ParamRun> Model::paramRunsOf(const ParamLayout &layout) {
+  // A new run where a tensor would sit at an offset that is not a multiple
+  // of 128 from its run's start, or where the flat array has a gap.
+  constexpr int64_t kAlign = 128;
+  std::vector<ParamRun> runs;
+  for (const ParamInfo &t : layout.tensors()) {
+    ParamRun *last = runs.empty() ? nullptr : &runs.back();
+    if (last && t.offset == last->end && (t.offset - last->begin) % kAlign == 0) {
+      last->end += t.numel;
+      continue;
+    }
+    const int64_t at =
+        last ? (last->copyAt + (last->end - last->begin) + kAlign - 1) / kAlign * kAlign : 0;
+    runs.push_back({t.offset, t.offset + t.numel, at});
+  }
+  return runs;
+}
+
+const uint16_t *Model::paramCopyAt(int64_t off, int64_t n) const {
+  auto r = std::upper_bound(paramRuns_.begin(), paramRuns_.end(), off,
+                            [](int64_t o, const ParamRun &run) { return o < run.begin; });
+  if (r == paramRuns_.begin())
+    return nullptr;
+  --r;
+  return off + n <= r->end ? params16_.buf.data() + r->copyAt + (off - r->begin) : nullptr;
 }
 
 Model::Bf16Copy *Model::victim(const Bf16Copy *keep, int64_t n) {
@@ -463,8 +496,12 @@ void Model::ensure(int64_t B, int64_t T) {
   pinned_ = pin;
   paramCopied_ = pcopy;
   params16_ = Bf16Copy();
-  if (pcopy)
-    params16_.buf.reset(dev_, layout_.numel());
+  paramRuns_.clear();
+  if (pcopy) {
+    paramRuns_ = paramRunsOf(layout_);
+    const ParamRun &last = paramRuns_.back();
+    params16_.buf.reset(dev_, last.copyAt + (last.end - last.begin));
+  }
   workHolds_ = -1;
   auto sizeAll = [&](Layer &L) {
     for (Bf16Copy &c : L.pins)
@@ -690,16 +727,17 @@ double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t 
                   std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
   paramBase_ = P;
   if (paramCopied_) {
-    // Every parameter rounded once, in pieces of at most 2^30 (a launch's
-    // grid stays far inside the GPU's limits at the 7B's 5.9e9); pinned, so
-    // backward keeps it too (forward's parameters are backward's).
-    const int64_t nP = layout_.numel();
-    for (int64_t at = 0; at < nP; at += int64_t(1) << 30) {
-      const int64_t n = std::min<int64_t>(nP - at, int64_t(1) << 30);
-      lib_("to_bf16", Arr(const_cast<float *>(P) + at, n), Arr(params16_.buf.data() + at, n), n);
-      ++castLaunches_;
-    }
-    own(params16_, P, nP, false);
+    // Every parameter rounded once, a launch a run (pieces of at most 2^30:
+    // a launch's grid stays far inside the GPU's limits at the 7B's 5.9e9);
+    // pinned, so backward keeps it too (forward's parameters are backward's).
+    for (const ParamRun &r : paramRuns_)
+      for (int64_t at = r.begin; at < r.end; at += int64_t(1) << 30) {
+        const int64_t n = std::min<int64_t>(r.end - at, int64_t(1) << 30);
+        lib_("to_bf16", Arr(const_cast<float *>(P) + at, n),
+             Arr(params16_.buf.data() + r.copyAt + (at - r.begin), n), n);
+        ++castLaunches_;
+      }
+    own(params16_, P, layout_.numel(), false);
     params16_.pinned = true;
     ++paramRoundings_;
   }

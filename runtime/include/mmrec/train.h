@@ -451,6 +451,9 @@ public:
     int64_t begin, end, copyAt; // [begin, end) of the parameters at copyAt
   };
   static std::vector<ParamRun> paramRunsOf(const ParamLayout &layout);
+  /// Where parameters [off, off + n) sit in a copy laid out in `runs`; -1
+  /// where no run spans them.
+  static int64_t paramCopyOffset(const std::vector<ParamRun> &runs, int64_t off, int64_t n);
   /// Layers recomputed by backward so far (with recomputation, the last
   /// layer's activations are still those of the forward: L − 1 a step).
   uint64_t recomputedLayers() const { return recomputedLayers_; }
@@ -689,7 +692,8 @@ public:
   /// the products the trainer's --matmul bf16 computes.
   void setBf16Weights(bool on) { bf16_ = on; w16From_ = nullptr; }
   bool bf16Weights() const { return bf16_; }
-  /// Bytes of the bf16 copy of the parameters (0 before the first step).
+  /// Bytes of the bf16 copy of the parameters (0 before the first step;
+  /// laid out as the trainer's, Model::paramRunsOf: a little padding).
   int64_t bf16WeightBytes() const { return int64_t(w16_.size()) * 2; }
 
 private:
@@ -714,6 +718,9 @@ private:
   bool bf16_ = false;
   const float *w16From_ = nullptr; // the parameters w16_ was rounded from
   HBuf w16_, a16_;
+  /// w16_'s layout: the trainer's runs of tensors (Model::paramRunsOf),
+  /// every weight 256-byte aligned for cuBLASLt.
+  std::vector<Model::ParamRun> w16Runs_;
 };
 
 struct AdamWConfig {

@@ -105,7 +105,10 @@ void Generator::mm16(const float *P, const float *W, float *C, int64_t m, int64_
   ProfileScope prof("gemm", dev_);
   prof.work(0, 2.0 * double(m) * double(n) * double(k));
   rt::GemmDesc d = detail::denseGemm(m, n, k, false, transB, beta);
-  rt::gemm(d, rt::DType::bf16, a16_.data(), w16_.data() + (W - P), rt::DType::f32, C, dev_);
+  const int64_t at = Model::paramCopyOffset(w16Runs_, W - P, transB ? n * k : k * n);
+  if (at < 0)
+    throw Error("generate: a product's weight is outside the parameters' bf16 copy");
+  rt::gemm(d, rt::DType::bf16, a16_.data(), w16_.data() + at, rt::DType::f32, C, dev_);
 }
 
 const std::vector<float> &Generator::step(const float *P, const int32_t *tokens) {
@@ -115,10 +118,16 @@ const std::vector<float> &Generator::step(const float *P, const int32_t *tokens)
       throw Error("generate: token " + std::to_string(tokens[b]) + " is outside the vocabulary");
   tok_.upload(tokens, B);
   if (bf16_ && w16From_ != P) {
-    const int64_t n = layout_.numel();
+    // A launch a run of the trainer's layout (see Model::paramRunsOf).
+    if (w16Runs_.empty())
+      w16Runs_ = Model::paramRunsOf(layout_);
+    const Model::ParamRun &last = w16Runs_.back();
+    const int64_t n = last.copyAt + (last.end - last.begin);
     if (w16_.size() != n)
       w16_.reset(dev_, n);
-    lib_("to_bf16", Arr(const_cast<float *>(P), n), Arr(w16_.data(), n), n);
+    for (const Model::ParamRun &r : w16Runs_)
+      lib_("to_bf16", Arr(const_cast<float *>(P) + r.begin, r.end - r.begin),
+           Arr(w16_.data() + r.copyAt, r.end - r.begin), r.end - r.begin);
     w16From_ = P;
   }
   // C = A·W (A: B rows of k), in the generator's precision.

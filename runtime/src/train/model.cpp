@@ -153,13 +153,18 @@ std::vector<Model::ParamRun> Model::paramRunsOf(const ParamLayout &layout) {
   return runs;
 }
 
-const uint16_t *Model::paramCopyAt(int64_t off, int64_t n) const {
-  auto r = std::upper_bound(paramRuns_.begin(), paramRuns_.end(), off,
+int64_t Model::paramCopyOffset(const std::vector<ParamRun> &runs, int64_t off, int64_t n) {
+  auto r = std::upper_bound(runs.begin(), runs.end(), off,
                             [](int64_t o, const ParamRun &run) { return o < run.begin; });
-  if (r == paramRuns_.begin())
-    return nullptr;
+  if (r == runs.begin())
+    return -1;
   --r;
-  return off + n <= r->end ? params16_.buf.data() + r->copyAt + (off - r->begin) : nullptr;
+  return off + n <= r->end ? r->copyAt + (off - r->begin) : -1;
+}
+
+const uint16_t *Model::paramCopyAt(int64_t off, int64_t n) const {
+  const int64_t at = paramCopyOffset(paramRuns_, off, n);
+  return at < 0 || params16_.buf.size() == 0 ? nullptr : params16_.buf.data() + at;
 }
 
 Model::Bf16Copy *Model::victim(const Bf16Copy *keep, int64_t n) {

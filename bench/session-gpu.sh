@@ -13,6 +13,7 @@
 #               without the bf16 copy of its output, against a copy
 #     small     mmrec-small (clustered bf16 level-0 kernels, bf16 products) at SMALL_BATCHES
 #               (default 8 32 64), B 32 without row groups (SMALL_NOGROUPS=1),
+#               B 32 with the flags in SMALL_EXTRA,
 #               B 32 profiled; with .carry/models-base (make-carry.sh
 #               BASELINE=<commit>) the same B 32 runs with that commit's kernels
 #     gcl       the level-0 row groups as clusters (--train-gated-cluster):
@@ -102,6 +103,8 @@ if has small; then
   small() { local label=$1; shift; runSmall small-$label $KS "$@"; }
   for b in ${SMALL_BATCHES:-8 32 64}; do small b$b $b; done
   [ "${SMALL_NOGROUPS:-0}" = 1 ] && MMREC_COOP_MAX_GROUPS=1 small b32-nogroups 32
+  # SMALL_EXTRA: B 32 once more with these flags (e.g. --no-param-copy).
+  [ -n "${SMALL_EXTRA:-}" ] && small b32-extra 32 $SMALL_EXTRA
   SMALL_STEPS=4 small b32-profile 32 --profile
   sed -n '/time per kernel/,$p' "$L/small-b32-profile.log" | head -50
   # With .carry/models-base (make-carry.sh BASELINE=<commit>): that

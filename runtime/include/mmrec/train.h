@@ -454,6 +454,12 @@ public:
   /// Where parameters [off, off + n) sit in a copy laid out in `runs`; -1
   /// where no run spans them.
   static int64_t paramCopyOffset(const std::vector<ParamRun> &runs, int64_t off, int64_t n);
+  /// Elements of a copy laid out in `runs`.
+  static int64_t paramCopySize(const std::vector<ParamRun> &runs);
+  /// Rounds P into `copy` laid out in `runs` with the generated to_bf16, a
+  /// launch a run (pieces of at most 2^30); returns the launches.
+  static int64_t roundParams(KernelLibrary &lib, const std::vector<ParamRun> &runs,
+                             const float *P, uint16_t *copy);
   /// Layers recomputed by backward so far (with recomputation, the last
   /// layer's activations are still those of the forward: L − 1 a step).
   uint64_t recomputedLayers() const { return recomputedLayers_; }

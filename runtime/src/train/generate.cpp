@@ -118,16 +118,13 @@ const std::vector<float> &Generator::step(const float *P, const int32_t *tokens)
       throw Error("generate: token " + std::to_string(tokens[b]) + " is outside the vocabulary");
   tok_.upload(tokens, B);
   if (bf16_ && w16From_ != P) {
-    // A launch a run of the trainer's layout (see Model::paramRunsOf).
+    // In the trainer's layout (see Model::paramRunsOf).
     if (w16Runs_.empty())
       w16Runs_ = Model::paramRunsOf(layout_);
-    const Model::ParamRun &last = w16Runs_.back();
-    const int64_t n = last.copyAt + (last.end - last.begin);
+    const int64_t n = Model::paramCopySize(w16Runs_);
     if (w16_.size() != n)
       w16_.reset(dev_, n);
-    for (const Model::ParamRun &r : w16Runs_)
-      lib_("to_bf16", Arr(const_cast<float *>(P) + r.begin, r.end - r.begin),
-           Arr(w16_.data() + r.copyAt, r.end - r.begin), r.end - r.begin);
+    Model::roundParams(lib_, w16Runs_, P, w16_.data());
     w16From_ = P;
   }
   // C = A·W (A: B rows of k), in the generator's precision.

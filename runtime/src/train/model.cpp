@@ -162,6 +162,25 @@ int64_t Model::paramCopyOffset(const std::vector<ParamRun> &runs, int64_t off, i
   return off + n <= r->end ? r->copyAt + (off - r->begin) : -1;
 }
 
+int64_t Model::paramCopySize(const std::vector<ParamRun> &runs) {
+  return runs.empty() ? 0 : runs.back().copyAt + (runs.back().end - runs.back().begin);
+}
+
+int64_t Model::roundParams(KernelLibrary &lib, const std::vector<ParamRun> &runs, const float *P,
+                           uint16_t *copy) {
+  // Pieces of at most 2^30: a launch's grid stays far inside the GPU's
+  // limits whatever the run (the 7B has 5.9e9 parameters).
+  int64_t launches = 0;
+  for (const ParamRun &r : runs)
+    for (int64_t at = r.begin; at < r.end; at += int64_t(1) << 30) {
+      const int64_t n = std::min<int64_t>(r.end - at, int64_t(1) << 30);
+      lib("to_bf16", Arr(const_cast<float *>(P) + at, n), Arr(copy + r.copyAt + (at - r.begin), n),
+          n);
+      ++launches;
+    }
+  return launches;
+}
+
 const uint16_t *Model::paramCopyAt(int64_t off, int64_t n) const {
   const int64_t at = paramCopyOffset(paramRuns_, off, n);
   return at < 0 || params16_.buf.size() == 0 ? nullptr : params16_.buf.data() + at;
@@ -500,13 +519,15 @@ void Model::ensure(int64_t B, int64_t T) {
   keptStates_ = keep;
   pinned_ = pin;
   paramCopied_ = pcopy;
-  params16_ = Bf16Copy();
-  paramRuns_.clear();
-  if (pcopy) {
+  // The runs depend on the layout only; the copy's buffer is kept across
+  // shapes (training and evaluation batches alternate) while it is made.
+  params16_.src = nullptr;
+  if (paramRuns_.empty())
     paramRuns_ = paramRunsOf(layout_);
-    const ParamRun &last = paramRuns_.back();
-    params16_.buf.reset(dev_, last.copyAt + (last.end - last.begin));
-  }
+  if (!pcopy)
+    params16_.buf.clear();
+  else if (params16_.buf.size() != paramCopySize(paramRuns_))
+    params16_.buf.reset(dev_, paramCopySize(paramRuns_));
   workHolds_ = -1;
   auto sizeAll = [&](Layer &L) {
     for (Bf16Copy &c : L.pins)
@@ -732,16 +753,9 @@ double Model::forward(const float *P, const int32_t *tokens, int64_t B, int64_t 
                   std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
   paramBase_ = P;
   if (paramCopied_) {
-    // Every parameter rounded once, a launch a run (pieces of at most 2^30:
-    // a launch's grid stays far inside the GPU's limits at the 7B's 5.9e9);
-    // pinned, so backward keeps it too (forward's parameters are backward's).
-    for (const ParamRun &r : paramRuns_)
-      for (int64_t at = r.begin; at < r.end; at += int64_t(1) << 30) {
-        const int64_t n = std::min<int64_t>(r.end - at, int64_t(1) << 30);
-        lib_("to_bf16", Arr(const_cast<float *>(P) + at, n),
-             Arr(params16_.buf.data() + r.copyAt + (at - r.begin), n), n);
-        ++castLaunches_;
-      }
+    // Every parameter rounded once; pinned, so backward keeps it too
+    // (forward's parameters are backward's).
+    castLaunches_ += uint64_t(roundParams(lib_, paramRuns_, P, params16_.buf.data()));
     own(params16_, P, layout_.numel(), false);
     params16_.pinned = true;
     ++paramRoundings_;
